@@ -1,0 +1,112 @@
+"""The ``kagglecv`` command line: one thin function per stage; the work happens in the stage modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import KagglecvError
+
+app = typer.Typer(
+    name="kagglecv",
+    help="Kaggle-style image classification from data to submission: folds, timm training, OOF scores, "
+    "ensembles and submissions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare competition data.", no_args_is_help=True)
+import_app = typer.Typer(help="Turn other dataset layouts into a train.csv.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigPath = Annotated[Path, typer.Argument(help="Experiment config (YAML).")]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable)."),
+]
+
+
+@app.command()
+def folds(
+    config_path: ConfigPath,
+    overrides: Overrides = None,
+    force: Annotated[bool, typer.Option(help="Overwrite a folds file made with other settings.")] = False,
+) -> None:
+    """Split the training table into folds; write folds.file (id,fold) and a JSON report beside it."""
+    from .config import load_config
+    from .folds import make_folds
+    from .report_folds import folds_table
+
+    config = load_config(config_path, overrides)
+    result = make_folds(config, force=force)
+    console.print(folds_table(result.report))
+    for note in result.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {note}", soft_wrap=True)
+    near = result.report["duplicates"]["near_pairs_across_folds"]
+    if near:
+        pairs = ", ".join(f"{a}~{b} (distance {d})" for a, b, d in near[:5])
+        err_console.print(f"[yellow]warning:[/yellow] {len(near)} near-duplicate image pairs sit in different "
+                          f"folds: {pairs}; set folds.near_duplicates=group to keep them together", soft_wrap=True)
+    verb = "wrote" if result.written else "up to date:"
+    console.print(f"{verb} {result.path} and {result.path.with_suffix('.json')}")
+
+
+@config_app.command("show")
+def config_show(config_path: ConfigPath, overrides: Overrides = None) -> None:
+    """Print the fully resolved config, defaults filled in."""
+    from .config import dump_config, load_config
+
+    console.print(dump_config(load_config(config_path, overrides)), markup=False, highlight=False, end="")
+
+
+@import_app.command("folder")
+def import_folder(
+    root: Annotated[Path, typer.Argument(help="A folder with one sub-folder of images per class.", exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option(help="The train.csv to write.")] = Path("train.csv"),
+) -> None:
+    """Write a train.csv (id, image, label) from an image-folder layout: ROOT/<class>/<image>."""
+    from .importers import import_image_folder
+
+    frame = import_image_folder(root, out)
+    console.print(f"wrote {out}: {len(frame)} images, {frame['label'].nunique()} classes; "
+                  f"config: data.image_dir={root}, data.image_col=image")
+
+
+@import_app.command("voc")
+def import_voc(
+    root: Annotated[Path, typer.Argument(help="A VOC folder with Annotations/*.xml and JPEGImages/.", exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option(help="The train.csv to write.")] = Path("train.csv"),
+    image_set: Annotated[Optional[str], typer.Option(help="Only ids listed in ImageSets/Main/<NAME>.txt, e.g. trainval.")] = None,
+) -> None:
+    """Write a train.csv of image-level labels (-1 absent, 0 difficult, 1 present) from PASCAL VOC XML."""
+    from .importers import import_voc as run_import
+
+    frame = run_import(root, out, image_set)
+    console.print(f"wrote {out}: {len(frame)} images, {len(frame.columns) - 1} classes; "
+                  f"config: data.image_dir={root / 'JPEGImages'}, data.target=[class columns]")
+
+
+@app.command()
+def version() -> None:
+    """Print the kagglecv version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    """Entry point: run the app, turning kagglecv errors into one red line and exit code 2."""
+    try:
+        app()
+    except KagglecvError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None

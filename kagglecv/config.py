@@ -1,0 +1,178 @@
+"""The experiment config: pydantic models for the YAML file, ``--set`` overrides, loading and dumping.
+
+The models are the single source of defaults; ``kagglecv config show`` prints them resolved. Relative paths are
+read relative to the working directory, the folder the user runs kagglecv from (as timm's train.py does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+Task = Literal["multiclass", "multilabel", "binary"]
+FoldMethod = Literal["kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the competition's table and images are, and what the target is."""
+
+    train_csv: Path = Field(description="The training table, one row per image.")
+    image_dir: Optional[Path] = Field(
+        None, description="Images found as <image_dir>/<id>.<ext> (any common extension), or via image_col."
+    )
+    test_csv: Optional[Path] = Field(None, description="The test table (ids only is enough).")
+    test_image_dir: Optional[Path] = Field(None, description="Test images; defaults to image_dir.")
+    id_col: str = Field("id", description="Column of image ids, always read as strings.")
+    image_col: Optional[str] = Field(None, description="Column of image paths relative to image_dir.")
+    target: Union[str, list[str]] = Field(
+        "label",
+        description="A column of class names, a column of space-separated labels, or a list of 0/1 columns.",
+    )
+    task: Optional[Task] = Field(None, description="multiclass | multilabel | binary; inferred when omitted.")
+    classes: Optional[list[str]] = Field(None, description="Class order; sorted names when omitted.")
+    classes_file: Optional[Path] = Field(None, description="A text file with one class name per line, in order.")
+    label_sep: str = Field(" ", description="Separator of labels in a multi-label string column.")
+    group_col: Optional[str] = Field(None, description="A patient, video or track id that folds keep whole.")
+
+
+    @model_validator(mode="after")
+    def _one_class_source(self) -> "DataConfig":
+        if self.classes and self.classes_file:
+            raise ValueError("set data.classes or data.classes_file, not both")
+        return self
+
+    def class_names(self) -> list[str] | None:
+        """The configured class order, from ``classes`` or ``classes_file``, or None to infer it."""
+        if self.classes_file is None:
+            return self.classes
+        if not self.classes_file.is_file():
+            raise ConfigError(f"data.classes_file: file not found: {self.classes_file}")
+        names = [line.strip() for line in self.classes_file.read_text(encoding="utf-8-sig").splitlines()]
+        return [name for name in names if name]
+
+
+class FoldsConfig(_Section):
+    """How the training rows are split into folds."""
+
+    method: FoldMethod = "stratified"
+    n_splits: int = Field(5, ge=2, description="Number of folds.")
+    seed: int = 42
+    file: Optional[Path] = Field(
+        None,
+        description="The folds CSV, shared by every experiment on this data; "
+        "folds/<data folder>-<method>-k<n_splits>-s<seed>.csv when omitted.",
+    )
+    allow_rare_classes: bool = Field(
+        False,
+        description="Allow classes (or labels) with fewer members than folds: they are then missing from "
+        "some validation folds. Otherwise such a class is an error.",
+    )
+    duplicates: Literal["group", "ignore"] = Field(
+        "group", description="Byte-identical images under different ids: keep them in one fold (group) or not."
+    )
+    near_duplicates: Literal["off", "warn", "group"] = Field(
+        "warn", description="Perceptual-hash near-duplicates: skip the check, warn with the pairs, or group them."
+    )
+    near_duplicate_distance: int = Field(
+        4, ge=0, le=16, description="Largest Hamming distance between 64-bit pHashes that counts as near-duplicate."
+    )
+
+    def resolved_file(self, data: DataConfig) -> Path:
+        if self.file is not None:
+            return self.file
+        name = data.train_csv.resolve().parent.name or "data"
+        return Path("folds") / f"{name}-{self.method}-k{self.n_splits}-s{self.seed}.csv"
+
+
+class Config(_Section):
+    """One experiment."""
+
+    experiment: str = Field(description="Run folder name under runs_dir.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    runs_dir: Path = Path("runs")
+    data: DataConfig
+    folds: FoldsConfig = FoldsConfig()
+
+    @model_validator(mode="after")
+    def _fill_folds_file(self) -> "Config":
+        if self.folds.file is None:
+            self.folds.file = self.folds.resolved_file(self.data)
+        return self
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``section.key=value`` overrides, and validate it.
+
+    Raises:
+        ConfigError: naming the file and the key for a missing file, bad YAML, an unknown key or a wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML (safe subset only): {_one_line(exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in _describe_errors(exc))) from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict ``raw``; the value is parsed as YAML (``1e-3``, ``[a, b]``, ``null``)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: value is not valid YAML: {_one_line(exc)}") from None
+    node = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def dump_config(config: Config) -> str:
+    """The fully resolved config as YAML, defaults filled in, in the models' field order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _describe_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        elif error["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            lines.append(f"{key}: {error['msg']}, got {error.get('input')!r}")
+    return lines
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

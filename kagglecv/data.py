@@ -1,0 +1,287 @@
+"""Read a competition's tables into one validated form: string ids, image paths, encoded targets, groups.
+
+Targets are encoded once, here, for every later stage:
+
+* multiclass and binary: ``targets`` is an int64 vector of class indices into ``classes``;
+* multilabel: ``targets`` is an int8 matrix (rows x classes) with ``1`` present, ``0`` absent and ``-1``
+  "difficult" (present only as objects the PASCAL VOC protocol ignores when scoring).
+
+A multi-label target comes as one column of separated label names (``"cat dog"``) or as several 0/1 columns.
+Columns holding -1 are read in the VOC convention: -1 absent, 0 difficult, 1 present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import DataConfig
+from .errors import DataError, summarize
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+MISSING_TOKENS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"})
+PRESENT, ABSENT, DIFFICULT = 1, 0, -1
+
+
+@dataclass
+class CompetitionData:
+    """The validated training (or test) table.
+
+    Attributes:
+        ids: image ids, strings exactly as written in the CSV.
+        paths: image file per row, or None when no image folder is configured (folds need no images).
+        task: ``multiclass``, ``multilabel`` or ``binary``.
+        classes: class names in their fixed order (prediction columns follow it).
+        targets: encoded targets (see the module docstring); None for a test table.
+        groups: group id per row, or None.
+        source: the CSV the table was read from.
+    """
+
+    ids: np.ndarray
+    paths: list[Path] | None
+    task: str
+    classes: list[str]
+    targets: np.ndarray | None
+    groups: np.ndarray | None = None
+    source: Path = field(default_factory=Path)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positives(self) -> np.ndarray:
+        """Rows x classes 0/1 matrix of present labels (difficult counts as present), for stratifying and counts."""
+        if self.task == "multilabel":
+            return (self.targets != ABSENT).astype(np.int8)
+        onehot = np.zeros((len(self), len(self.classes)), dtype=np.int8)
+        onehot[np.arange(len(self)), self.targets] = 1
+        return onehot
+
+    def content_hash(self) -> str:
+        """sha256 of the ids, targets and groups: the identity of the table a folds file was made from."""
+        frame = pd.DataFrame({"id": self.ids})
+        if self.targets is not None:
+            encoded = self.targets if self.targets.ndim == 2 else self.targets[:, None]
+            for column, values in zip(range(encoded.shape[1]), encoded.T):
+                frame[f"t{column}"] = values
+        if self.groups is not None:
+            frame["group"] = self.groups
+        digest = hashlib.sha256("\n".join(self.classes).encode())
+        digest.update(frame.to_csv(index=False, lineterminator="\n").encode())
+        return digest.hexdigest()
+
+
+def read_csv_strings(path: Path) -> pd.DataFrame:
+    """Read a CSV with every cell as a string: ids like ``000123`` stay as written, empty cells stay ``""``.
+
+    Accepts a UTF-8 byte-order mark, Windows line ends, and ``;`` as separator (detected from the header line).
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
+    text = raw.decode("utf-8-sig", errors="strict") if raw else ""
+    header = text.split("\n", 1)[0]
+    sep = ";" if header.count(";") > header.count(",") else ","
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV: {' '.join(str(exc).split())}") from None
+    frame.columns = [str(column).strip() for column in frame.columns]
+    return frame
+
+
+def load_train(config: DataConfig) -> CompetitionData:
+    """Read and validate the training table named by ``config``.
+
+    Raises:
+        DataError: every problem found (duplicate ids, missing images, bad labels, empty cells), one line per
+            kind, each naming the file, the lines and the values, with the count when there are many.
+    """
+    frame = read_csv_strings(config.train_csv)
+    source = config.train_csv
+    problems: list[str] = []
+    target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
+    _require_columns(frame, source, [config.id_col, *target_columns, *_optional(config.group_col, config.image_col)])
+    ids = _check_ids(frame, config.id_col, source, problems)
+    task, classes, targets = encode_targets(frame, config, problems)
+    groups = _read_groups(frame, config.group_col, source, problems)
+    paths = resolve_image_paths(frame, ids, config.image_dir, config.image_col, source, problems)
+    if problems:
+        raise DataError("\n".join(problems))
+    return CompetitionData(ids, paths, task, classes, targets, groups, source)
+
+
+def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionData:
+    """Read the test table (ids, and image paths under ``test_image_dir`` or ``image_dir``)."""
+    if config.test_csv is None:
+        raise DataError("data.test_csv is not set in the config")
+    frame = read_csv_strings(config.test_csv)
+    _require_columns(frame, config.test_csv, [config.id_col, *_optional(config.image_col)])
+    problems: list[str] = []
+    ids = _check_ids(frame, config.id_col, config.test_csv, problems)
+    image_dir = config.test_image_dir or config.image_dir
+    paths = resolve_image_paths(frame, ids, image_dir, config.image_col, config.test_csv, problems)
+    if problems:
+        raise DataError("\n".join(problems))
+    return CompetitionData(ids, paths, task, list(classes), None, None, config.test_csv)
+
+
+def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str]) -> tuple[str, list[str], np.ndarray]:
+    """Infer the task when it is not given, fix the class order and encode the targets."""
+    source = config.train_csv
+    configured_classes = config.class_names()
+    if isinstance(config.target, list):
+        if configured_classes and configured_classes != list(config.target):
+            raise DataError(f"{source}: data.classes must equal the data.target columns when targets are 0/1 columns")
+        if config.task not in (None, "multilabel"):
+            raise DataError(f"{source}: data.target lists columns, which is a multilabel target, got task {config.task!r}")
+        return "multilabel", list(config.target), _encode_indicator_columns(frame, config.target, source, problems)
+    column = frame[config.target].str.strip()
+    is_multilabel = config.task == "multilabel" or (
+        config.task is None and column.str.contains(re.escape(config.label_sep), regex=True).any()
+    )
+    if is_multilabel:
+        classes, matrix = _encode_label_strings(column, configured_classes, config, source, problems)
+        return "multilabel", classes, matrix
+    missing = column.isin(MISSING_TOKENS).to_numpy()
+    _report(problems, source, missing, column, f"empty or NaN value in column {config.target!r}")
+    present = column[~missing]
+    classes = configured_classes or sort_class_names(present.unique().tolist())
+    task = config.task or ("binary" if len(classes) == 2 else "multiclass")
+    if task == "binary" and len(classes) != 2:
+        problems.append(f"{source}: task binary expects 2 classes in column {config.target!r}, got {len(classes)}: {summarize(classes)}")
+    index = {name: position for position, name in enumerate(classes)}
+    unknown = (~missing) & ~column.isin(index).to_numpy()
+    _report(problems, source, unknown, column, f"label not in data.classes ({summarize(classes)})")
+    targets = column.map(index).fillna(-1).astype(np.int64).to_numpy()
+    return task, classes, targets
+
+
+def sort_class_names(names: list[str]) -> list[str]:
+    """Sorted class names; numerically when every name is an integer (``2`` before ``10``)."""
+    if names and all(re.fullmatch(r"-?\d+", name) for name in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def resolve_image_paths(
+    frame: pd.DataFrame,
+    ids: np.ndarray,
+    image_dir: Path | None,
+    image_col: str | None,
+    source: Path,
+    problems: list[str],
+) -> list[Path] | None:
+    """Find each row's image: ``<image_dir>/<image_col value>``, or ``<image_dir>/<id>.<any image extension>``.
+
+    A path that resolves (symbolic links followed) outside ``image_dir`` is refused, as is a missing file.
+    """
+    if image_dir is None:
+        return None
+    root = Path(image_dir)
+    if not root.is_dir():
+        problems.append(f"{source}: image folder not found: {root}")
+        return None
+    root_resolved = root.resolve()
+    if image_col:
+        candidates = [root / name for name in frame[image_col].tolist()]
+    else:
+        by_stem = _index_images(root)
+        candidates = [by_stem.get(image_id, root / f"{image_id}.*") for image_id in ids]
+    missing, escaping = [], []
+    for line, (image_id, path) in enumerate(zip(ids, candidates), start=2):
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root_resolved):
+            escaping.append(f"line {line} id {image_id!r}: {path}")
+        elif not resolved.is_file():
+            missing.append(f"line {line} id {image_id!r}: {path}")
+    if escaping:
+        problems.append(f"{source}: {len(escaping)} image paths outside {root}: {summarize(escaping)}")
+    if missing:
+        problems.append(f"{source}: {len(missing)} image files not found: {summarize(missing)}")
+    return candidates
+
+
+def _index_images(root: Path) -> dict[str, Path]:
+    by_stem: dict[str, Path] = {}
+    for path in sorted(root.iterdir()):
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            by_stem.setdefault(path.stem, path)
+    return by_stem
+
+
+def _encode_indicator_columns(frame: pd.DataFrame, columns: list[str], source: Path, problems: list[str]) -> np.ndarray:
+    values = frame[columns].apply(lambda column: column.str.strip())
+    allowed = {"-1", "0", "1", "1.0", "0.0", "-1.0"}
+    bad = ~values.isin(allowed)
+    if bad.to_numpy().any():
+        rows, cols = np.nonzero(bad.to_numpy())
+        cells = [f"line {row + 2} column {columns[col]!r} = {values.iat[row, col]!r}" for row, col in zip(rows, cols)]
+        problems.append(f"{source}: {len(cells)} label cells not in {{0, 1}} (or -1/0/1 VOC style): {summarize(cells)}")
+        return np.zeros(values.shape, dtype=np.int8)
+    numeric = values.astype(float).astype(np.int8).to_numpy()
+    if (numeric == -1).any():  # VOC convention: -1 absent, 0 difficult, 1 present
+        return np.select([numeric == 1, numeric == 0], [PRESENT, DIFFICULT], ABSENT).astype(np.int8)
+    return numeric
+
+
+def _encode_label_strings(
+    column: pd.Series, configured_classes: list[str] | None, config: DataConfig, source: Path, problems: list[str]
+) -> tuple[list[str], np.ndarray]:
+    nan_like = column.isin(MISSING_TOKENS - {""}).to_numpy()
+    _report(problems, source, nan_like, column, f"NaN in label column {config.target!r} (leave the cell empty for no labels)")
+    label_lists = [[] if bad else [label for label in text.split(config.label_sep) if label] for text, bad in zip(column, nan_like)]
+    seen = sorted({label for labels in label_lists for label in labels})
+    classes = configured_classes or sort_class_names(seen)
+    index = {name: position for position, name in enumerate(classes)}
+    matrix = np.zeros((len(column), len(classes)), dtype=np.int8)
+    unknown = []
+    for row, labels in enumerate(label_lists):
+        for label in labels:
+            if label in index:
+                matrix[row, index[label]] = PRESENT
+            else:
+                unknown.append(f"line {row + 2} {label!r}")
+    if unknown:
+        problems.append(f"{source}: {len(unknown)} labels not in data.classes: {summarize(unknown)}")
+    return classes, matrix
+
+
+def _check_ids(frame: pd.DataFrame, id_col: str, source: Path, problems: list[str]) -> np.ndarray:
+    ids = frame[id_col].str.strip()
+    empty = ids.isin(MISSING_TOKENS).to_numpy()
+    _report(problems, source, empty, ids, f"empty id in column {id_col!r}")
+    duplicated = ids.duplicated(keep=False).to_numpy() & ~empty
+    _report(problems, source, duplicated, ids, f"duplicate id in column {id_col!r}")
+    return ids.to_numpy(dtype=object).astype(str)
+
+
+def _read_groups(frame: pd.DataFrame, group_col: str | None, source: Path, problems: list[str]) -> np.ndarray | None:
+    if group_col is None:
+        return None
+    groups = frame[group_col].str.strip()
+    _report(problems, source, groups.isin(MISSING_TOKENS).to_numpy(), groups, f"empty group in column {group_col!r}")
+    return groups.to_numpy(dtype=object).astype(str)
+
+
+def _report(problems: list[str], source: Path, mask: np.ndarray, values: pd.Series, what: str) -> None:
+    rows = np.flatnonzero(mask)
+    if len(rows):
+        cells = [f"line {row + 2} {values.iat[row]!r}" for row in rows]
+        problems.append(f"{source}: {len(rows)} × {what}: {summarize(cells)}")
+
+
+def _require_columns(frame: pd.DataFrame, source: Path, columns: list[str]) -> None:
+    absent = [column for column in columns if column not in frame.columns]
+    if absent:
+        raise DataError(f"{source}: column(s) {', '.join(map(repr, absent))} not found; columns are: {', '.join(frame.columns)}")
+
+
+def _optional(*names: str | None) -> list[str]:
+    return [name for name in names if name]

@@ -1,0 +1,24 @@
+"""The errors kagglecv raises for people to read.
+
+Every message names the file, row or key and the value, worded "expected X, got Y" where it fits. The CLI prints
+it as one red line (several lines only when several independent problems were found) and exits non-zero.
+"""
+
+
+class KagglecvError(Exception):
+    """A problem the user can fix: bad input, a bad config, a file in the wrong state."""
+
+
+class ConfigError(KagglecvError):
+    """The YAML config or a ``--set`` override is invalid."""
+
+
+class DataError(KagglecvError):
+    """The competition data (CSV rows, labels, image files) is invalid."""
+
+
+def summarize(items: list[str], limit: int = 5) -> str:
+    """Join the first ``limit`` items and say how many more there are."""
+    shown = ", ".join(items[:limit])
+    rest = len(items) - limit
+    return f"{shown} and {rest} more" if rest > 0 else shown

@@ -1,0 +1,238 @@
+"""The folds stage: split the training table into folds that can be trusted, and record how.
+
+``make_folds`` writes ``folds.file`` (``id,fold``) and beside it a JSON with the method, k, seed, the hash of the
+table, per-fold counts per class and the duplicate report. Byte-identical images under different ids are put
+into one group (so one fold); perceptual near-duplicates are reported, or grouped on request.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from . import __version__
+from .config import Config, FoldsConfig
+from .data import CompetitionData, load_train
+from .duplicates import exact_duplicate_clusters, near_duplicate_pairs, perceptual_hashes
+from .errors import DataError, KagglecvError, summarize
+from .files import write_csv, write_json
+from .splitters import create_splitter, grouped_method
+
+NEEDS_GROUPS = {"group", "stratified_group", "multilabel_group"}
+MULTILABEL_METHODS = {"multilabel", "multilabel_group"}
+
+
+@dataclass
+class FoldsResult:
+    """What ``make_folds`` produced: the fold of every row and the report written beside the CSV."""
+
+    path: Path
+    folds: np.ndarray
+    report: dict
+    written: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+def make_folds(config: Config, *, force: bool = False) -> FoldsResult:
+    """Read the training table, split it, and write the folds CSV and JSON atomically.
+
+    An existing folds file made from the same table with the same method, k and seed is kept as it is. One made
+    otherwise is an error unless ``force``, since every experiment's OOF predictions depend on it.
+    """
+    data = load_train(config.data)
+    path = Path(config.folds.file)
+    report_path = path.with_suffix(".json")
+    existing = _read_report(report_path)
+    settings = _settings(config.folds, config.data.group_col, data)
+    if existing is not None and path.is_file():
+        if {key: existing.get(key) for key in settings} == settings:
+            folds = read_folds(path, data)
+            return FoldsResult(path, folds, existing, written=False)
+        if not force:
+            changed = [key for key in settings if existing.get(key) != settings[key]]
+            raise KagglecvError(
+                f"{path} exists and was made with other settings ({', '.join(changed)}); runs that used it would "
+                "no longer be comparable. Pass --force to overwrite it, or set folds.file to a new name"
+            )
+    folds, report = assign_folds(data, config.folds)
+    report = {**settings, **report, "kagglecv_version": __version__}
+    write_csv(path, pd.DataFrame({"id": data.ids, "fold": folds}))
+    write_json(report_path, report)
+    return FoldsResult(path, folds, report, written=True, warnings=report["warnings"])
+
+
+def assign_folds(data: CompetitionData, settings: FoldsConfig) -> tuple[np.ndarray, dict]:
+    """The fold of every row, and a report (effective method, balance, duplicates, warnings)."""
+    method = settings.method
+    _check_method_fits_task(method, data)
+    if method in NEEDS_GROUPS and data.groups is None:
+        raise KagglecvError(f"folds.method {method!r} needs data.group_col (a patient, video or track id)")
+    notes: list[str] = []
+    duplicates = _duplicate_report(data, settings, notes)
+    leak_groups = duplicates["exact"] if settings.duplicates == "group" else []
+    if settings.near_duplicates == "group":
+        leak_groups = leak_groups + [[i, j] for i, j, _ in duplicates["near_pairs_rows"]]
+    groups = _merge_groups(data.groups if method in NEEDS_GROUPS else None, leak_groups, len(data))
+    effective = method
+    if groups is not None and method not in NEEDS_GROUPS:
+        effective = grouped_method(method)
+        notes.append(f"duplicate images were grouped, so folds were made with {effective!r} instead of {method!r}")
+    _check_rare_classes(data, settings, groups, notes)
+    folds = _split(data, effective, settings, groups)
+    positives = data.positives()
+    report = {
+        "effective_method": effective,
+        "rows": len(data),
+        "fold_sizes": np.bincount(folds, minlength=settings.n_splits).tolist(),
+        "fold_groups": _groups_per_fold(groups, folds, settings.n_splits),
+        "counts": {name: np.bincount(folds, weights=positives[:, c], minlength=settings.n_splits).astype(int).tolist()
+                   for c, name in enumerate(data.classes)},
+        "max_rate_deviation": label_rate_deviation(positives, folds),
+        "duplicates": _public_duplicates(data, duplicates, folds),
+        "warnings": notes,
+    }
+    return folds, report
+
+
+def label_rate_deviation(positives: np.ndarray, folds: np.ndarray) -> float:
+    """The largest |rate of a label in a fold - its overall rate|, over labels and folds."""
+    overall = positives.mean(axis=0)
+    return float(max(np.abs(positives[folds == fold].mean(axis=0) - overall).max() for fold in np.unique(folds)))
+
+
+def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
+    """The fold of every row of ``data``, read from a folds CSV; every id must appear exactly once."""
+    frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
+    if frame["id"].duplicated().any():
+        raise DataError(f"{path}: duplicate ids: {summarize(frame['id'][frame['id'].duplicated()].tolist())}")
+    fold_of = dict(zip(frame["id"], frame["fold"]))
+    missing = [image_id for image_id in data.ids if image_id not in fold_of]
+    if missing or len(fold_of) != len(data):
+        extra = sorted(set(fold_of) - set(data.ids))
+        raise DataError(f"{path}: does not match {data.source}: {len(missing)} ids missing ({summarize(missing)}), "
+                        f"{len(extra)} ids extra ({summarize(extra)}); re-run `kagglecv folds`")
+    return np.array([fold_of[image_id] for image_id in data.ids], dtype=np.int64)
+
+
+def _settings(settings: FoldsConfig, group_col: str | None, data: CompetitionData) -> dict:
+    return {
+        "method": settings.method,
+        "n_splits": settings.n_splits,
+        "seed": settings.seed,
+        "group_col": group_col,
+        "duplicates": settings.duplicates,
+        "near_duplicates": settings.near_duplicates if settings.near_duplicates == "group" else "not grouped",
+        "table_sha256": data.content_hash(),
+        "source": str(data.source),
+        "classes": data.classes,
+        "task": data.task,
+    }
+
+
+def _check_method_fits_task(method: str, data: CompetitionData) -> None:
+    if method in MULTILABEL_METHODS and data.task != "multilabel":
+        raise KagglecvError(f"folds.method {method!r} is for multi-label targets, but the task is {data.task!r}; "
+                            "use stratified or stratified_group")
+    if method in {"stratified", "stratified_group"} and data.task == "multilabel":
+        raise KagglecvError(f"folds.method {method!r} needs one label per row, but the task is multilabel; "
+                            "use multilabel or multilabel_group")
+
+
+def _duplicate_report(data: CompetitionData, settings: FoldsConfig, notes: list[str]) -> dict:
+    report: dict = {"checked": data.paths is not None, "exact": [], "near_pairs_rows": []}
+    if data.paths is None:
+        notes.append("no image folder configured: duplicate images were not checked")
+        return report
+    if settings.duplicates == "group":
+        report["exact"] = exact_duplicate_clusters(data.paths)
+    if settings.near_duplicates != "off":
+        hashes = perceptual_hashes(data.paths)
+        pairs = near_duplicate_pairs(hashes, settings.near_duplicate_distance)
+        exact = {(cluster[0], row) for cluster in report["exact"] for row in cluster[1:]}
+        report["near_pairs_rows"] = [pair for pair in pairs if (pair[0], pair[1]) not in exact]
+    return report
+
+
+def _public_duplicates(data: CompetitionData, duplicates: dict, folds: np.ndarray) -> dict:
+    """Duplicates by id for the JSON; near pairs that still straddle folds are the ones that can leak."""
+    straddling = [(i, j, d) for i, j, d in duplicates["near_pairs_rows"] if folds[i] != folds[j]]
+    return {
+        "checked": duplicates["checked"],
+        "exact_clusters": [[data.ids[row] for row in cluster] for cluster in duplicates["exact"]],
+        "near_pairs": [[data.ids[i], data.ids[j], d] for i, j, d in duplicates["near_pairs_rows"]],
+        "near_pairs_across_folds": [[data.ids[i], data.ids[j], d] for i, j, d in straddling],
+    }
+
+
+def _merge_groups(groups: np.ndarray | None, clusters: list[list[int]], n_rows: int) -> np.ndarray | None:
+    """Connected components of "same group" and "duplicate of" links, as group labels; None when no links."""
+    if groups is None and not clusters:
+        return None
+    rows, cols = [np.arange(n_rows)], [np.arange(n_rows)]
+    if groups is not None:
+        _, first_of_group = np.unique(groups, return_index=True)
+        _, group_index = np.unique(groups, return_inverse=True)
+        rows.append(np.arange(n_rows))
+        cols.append(first_of_group[group_index])
+    for cluster in clusters:
+        rows.append(np.asarray(cluster[1:]))
+        cols.append(np.full(len(cluster) - 1, cluster[0]))
+    links = coo_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_rows))
+    _, labels = connected_components(links, directed=False)
+    return labels.astype(str)
+
+
+def _check_rare_classes(data: CompetitionData, settings: FoldsConfig, groups: np.ndarray | None, notes: list[str]) -> None:
+    if settings.method in {"kfold", "group"}:
+        return
+    positives = data.positives().astype(bool)
+    if groups is None:
+        support = positives.sum(axis=0)
+        unit = "rows"
+    else:
+        support = np.array([len(np.unique(groups[positives[:, c]])) for c in range(positives.shape[1])])
+        unit = "groups"
+    rare = [f"{name!r}: {count}" for name, count in zip(data.classes, support) if count < settings.n_splits]
+    if not rare:
+        return
+    message = (f"{len(rare)} classes have fewer {unit} than folds (n_splits={settings.n_splits}): {summarize(rare)}")
+    if not settings.allow_rare_classes:
+        raise KagglecvError(f"{message}; lower folds.n_splits, or set folds.allow_rare_classes=true to accept "
+                            "that these classes are missing from some validation folds")
+    notes.append(message + "; they are missing from some validation folds")
+
+
+def _split(data: CompetitionData, method: str, settings: FoldsConfig, groups: np.ndarray | None) -> np.ndarray:
+    splitter = create_splitter(method, settings.n_splits, seed=settings.seed)
+    y = data.positives() if method in MULTILABEL_METHODS else data.targets
+    if groups is not None and len(np.unique(groups)) < settings.n_splits:
+        raise KagglecvError(f"folds: expected at least n_splits={settings.n_splits} groups, got {len(np.unique(groups))}")
+    folds = np.full(len(data), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for fold, (_, valid) in enumerate(splitter.split(np.zeros(len(data)), y, groups)):
+            folds[valid] = fold
+    assert (folds >= 0).all(), "every row must land in a fold"
+    return folds
+
+
+def _groups_per_fold(groups: np.ndarray | None, folds: np.ndarray, n_splits: int) -> list[int] | None:
+    if groups is None:
+        return None
+    return [len(np.unique(groups[folds == fold])) for fold in range(n_splits)]
+
+
+def _read_report(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
