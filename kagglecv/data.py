@@ -259,7 +259,7 @@ def _check_ids(frame: pd.DataFrame, id_col: str, source: Path, problems: list[st
     _report(problems, source, empty, ids, f"empty id in column {id_col!r}")
     duplicated = ids.duplicated(keep=False).to_numpy() & ~empty
     _report(problems, source, duplicated, ids, f"duplicate id in column {id_col!r}")
-    return ids.to_numpy(dtype=object).astype(str)
+    return np.asarray(ids.tolist(), dtype=object)
 
 
 def _read_groups(frame: pd.DataFrame, group_col: str | None, source: Path, problems: list[str]) -> np.ndarray | None:
@@ -267,7 +267,7 @@ def _read_groups(frame: pd.DataFrame, group_col: str | None, source: Path, probl
         return None
     groups = frame[group_col].str.strip()
     _report(problems, source, groups.isin(MISSING_TOKENS).to_numpy(), groups, f"empty group in column {group_col!r}")
-    return groups.to_numpy(dtype=object).astype(str)
+    return np.asarray(groups.tolist(), dtype=object)
 
 
 def _report(problems: list[str], source: Path, mask: np.ndarray, values: pd.Series, what: str) -> None:
