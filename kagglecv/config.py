@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -85,6 +85,11 @@ class FoldsConfig(_Section):
     near_duplicate_distance: int = Field(
         4, ge=0, le=16, description="Largest Hamming distance between 64-bit pHashes that counts as near-duplicate."
     )
+
+    @field_validator("near_duplicates", mode="before")
+    @classmethod
+    def _yaml_off_is_false(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
     def resolved_file(self, data: DataConfig) -> Path:
         if self.file is not None:

@@ -23,6 +23,7 @@ def fold_of(method, y, groups, seed=42):
     folds = np.full(len(y), -1)
     splitter = create_splitter(method, N_SPLITS, seed=seed)
     assert splitter.get_n_splits() == N_SPLITS
+    groups = groups if "group" in method else None
     for fold, (train, valid) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
         assert len(np.intersect1d(train, valid)) == 0
         assert len(train) + len(valid) == len(y)

@@ -1,0 +1,87 @@
+"""The command line, as a user types it (typer's CliRunner), over every folds method on the shared datasets."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kagglecv.cli import app, main
+
+from .conftest import VOC_CLASSES, shared_dataset
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ["folds", "config", "data"]:
+        assert command in result.output
+
+
+def dataset_config(name: str) -> dict:
+    root = shared_dataset(name)
+    if name == "cifar10-mini":
+        return {"train_csv": str(root / "train.csv"), "image_dir": str(root / "train")}
+    if name == "gtsrb-mini":
+        return {"train_csv": str(root / "train.csv"), "image_dir": str(root / "train"), "group_col": "track"}
+    if name == "coco128-multilabel":
+        return {"train_csv": str(root / "train.csv"), "image_dir": str(root / "train"), "target": "labels",
+                "classes_file": str(root / "classes.txt")}
+    return {"train_csv": str(root / "trainval_labels.csv"), "target": VOC_CLASSES}
+
+
+CASES = [
+    ("cifar10-mini", "kfold", []), ("cifar10-mini", "stratified", []),
+    ("gtsrb-mini", "group", []), ("gtsrb-mini", "stratified_group", ["folds.n_splits=4"]),
+    ("voc2007-labels", "multilabel", []), ("coco128-multilabel", "multilabel", ["folds.allow_rare_classes=true"]),
+    ("coco128-multilabel", "multilabel_group", ["folds.allow_rare_classes=true", "folds.n_splits=3"]),
+]
+
+
+@pytest.mark.parametrize(("dataset", "method", "overrides"), CASES)
+def test_folds_command_on_shared_datasets(tmp_path, monkeypatch, dataset, method, overrides):
+    monkeypatch.chdir(tmp_path)
+    config = {"experiment": "cli", "data": dataset_config(dataset), "folds": {"method": method}}
+    if method == "multilabel_group":  # coco128 has no natural group: pretend ids close in number came together
+        frame = pd.read_csv(config["data"]["train_csv"], dtype=str, keep_default_na=False)
+        frame["batch"] = (frame["id"].astype(int) // 20).astype(str)
+        frame.to_csv(tmp_path / "train.csv", index=False)
+        config["data"] |= {"train_csv": str(tmp_path / "train.csv"), "group_col": "batch"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    args = ["folds", "c.yaml", "--set", "folds.near_duplicates=off"]
+    for override in overrides:
+        args += ["--set", override]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = list((tmp_path / "folds").glob("*.csv"))
+    assert len(written) == 1 and written[0].name.endswith(f"-{method}-k{config_k(overrides)}-s42.csv")
+    report = json.loads(written[0].with_suffix(".json").read_text())
+    assert report["method"] == method and sum(report["fold_sizes"]) == report["rows"]
+    assert "fold" in result.output and "rows" in result.output
+
+
+def config_k(overrides):
+    return next((o.split("=")[1] for o in overrides if o.startswith("folds.n_splits")), "5")
+
+
+def test_config_show_prints_resolved_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("experiment: e\ndata: {train_csv: comp/train.csv}\n")
+    result = runner.invoke(app, ["config", "show", str(tmp_path / "c.yaml"), "--set", "folds.seed=7"])
+    assert result.exit_code == 0
+    shown = yaml.safe_load(result.output)
+    assert shown["folds"] == shown["folds"] | {"seed": 7, "n_splits": 5, "method": "stratified",
+                                                "file": "folds/comp-stratified-k5-s7.csv"}
+
+
+def test_errors_are_one_red_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "c.yaml").write_text("experiment: e\ndata: {train_csv: missing.csv}\nfolds: {n_splitz: 3}\n")
+    monkeypatch.setattr("sys.argv", ["kagglecv", "folds", str(tmp_path / "c.yaml")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "folds.n_splitz: unknown key" in err and "Traceback" not in err
+    assert err.count("\n") == 1
