@@ -98,6 +98,84 @@ class FoldsConfig(_Section):
         return Path("folds") / f"{name}-{self.method}-k{self.n_splits}-s{self.seed}.csv"
 
 
+class HeadConfig(_Section):
+    """An MLP between the backbone's pooled features and the classifier."""
+
+    hidden: list[int] = Field(description="Widths of the hidden layers, e.g. [1024, 512].")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class ModelConfig(_Section):
+    """The timm backbone and its head."""
+
+    name: str = Field("resnet18", description="Any timm model name (timm.list_models()).")
+    pretrained: Union[bool, Path] = Field(
+        False,
+        description="false; true (timm's own loading, from the local hub cache when offline); or a .safetensors/"
+        ".pth/.pt file: timm weights or a kagglecv checkpoint, loaded with the classifier re-sized to the task.",
+    )
+    img_size: int = Field(224, ge=8, description="Square input size in pixels.")
+    in_chans: int = Field(3, ge=1)
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier (timm drop_rate).")
+    drop_path_rate: Optional[float] = Field(None, ge=0.0, lt=1.0, description="Stochastic depth (timm drop_path_rate).")
+    head: Optional[HeadConfig] = None
+    freeze: Union[Literal["backbone"], int, None] = Field(
+        None, description="'backbone' (all but the head), or a number of leading stages to freeze."
+    )
+    unfreeze_epoch: Optional[int] = Field(None, ge=1, description="Epoch (0-based) at which frozen layers train again.")
+    layer_decay: Optional[float] = Field(None, gt=0.0, le=1.0, description="Layer-wise lr decay (timm layer_decay).")
+
+
+class AugmentConfig(_Section):
+    """albumentations pipelines: a preset name, or a list of transforms in albumentations' serialized form."""
+
+    train: Union[Literal["none", "light", "medium", "heavy"], list[dict[str, Any]]] = "light"
+    eval: Union[Literal["none"], list[dict[str, Any]]] = "none"
+    mean: Optional[tuple[float, float, float]] = Field(None, description="Normalization; the backbone's when omitted.")
+    std: Optional[tuple[float, float, float]] = None
+
+
+class TrainConfig(_Section):
+    """The per-fold training loop. Keys are named after the timm arguments they feed."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    opt: str = Field("adamw", description="timm.optim.create_optimizer_v2 name: sgd, adam, adamw, lamb, ...")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    sched: Literal["cosine", "step", "multistep", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_lr: float = Field(1e-5, ge=0, description="Learning rate at the start of warmup.")
+    min_lr: float = Field(1e-6, ge=0)
+    decay_epochs: float = Field(30, gt=0, description="step: epochs between decays.")
+    decay_milestones: list[int] = Field([30, 60], description="multistep: epochs at which lr decays.")
+    decay_rate: float = Field(0.1, gt=0)
+    loss: Literal["auto", "ce", "bce", "focal", "asl"] = Field(
+        "auto", description="auto: cross-entropy (multiclass), BCE-with-logits (multilabel, binary)."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0, description="Mixup alpha (timm Mixup); 0 is off.")
+    cutmix: float = Field(0.0, ge=0, description="CutMix alpha; 0 is off.")
+    mixup_prob: float = Field(1.0, ge=0, le=1)
+    accum_steps: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    clip_grad: Optional[float] = Field(None, gt=0, description="Clip gradient norm to this value.")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU.")
+    channels_last: bool = False
+    compile: bool = False
+    ema: bool = False
+    ema_decay: float = Field(0.998, gt=0, lt=1)
+    metric: Literal["auto", "accuracy", "map", "loss"] = Field(
+        "auto", description="Picks the best epoch: accuracy (multiclass, binary) or mAP (multilabel) when auto."
+    )
+    patience: Optional[int] = Field(None, ge=1, description="Stop after this many epochs without improvement.")
+    sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: class-balanced sampling.")
+    class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
+    num_workers: Optional[int] = Field(None, ge=0, description="DataLoader workers; the available cores when omitted.")
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    seed: int = 42
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -105,6 +183,13 @@ class Config(_Section):
     runs_dir: Path = Path("runs")
     data: DataConfig
     folds: FoldsConfig = FoldsConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.experiment
 
     @model_validator(mode="after")
     def _fill_folds_file(self) -> "Config":

@@ -1,0 +1,64 @@
+"""Output for people: rich progress bars on a terminal, one plain line per epoch elsewhere (CI, nohup, logs)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console as RichConsole
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Console:
+    """Prints to stdout; ``interactive`` (a terminal) decides between progress bars and plain lines."""
+
+    def __init__(self, interactive: bool | None = None, quiet: bool = False):
+        self.rich = RichConsole(highlight=False, soft_wrap=True)
+        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+        self.quiet = quiet
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            self.rich.print(text, markup=False)
+
+
+class EpochProgress:
+    """A progress bar over the steps of each epoch, with loss, speed and ETA; or a line per epoch."""
+
+    def __init__(self, console: Console, fold: int, epochs: int, steps: int, enabled: bool = True):
+        self.console, self.fold, self.epochs, self.steps = console, fold, epochs, steps
+        self.enabled = enabled and not console.quiet
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> "EpochProgress":
+        if self.enabled and self.console.interactive:
+            self.progress = Progress(TextColumn("[bold]fold {task.fields[fold]}[/] epoch {task.fields[epoch]}"),
+                                     BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                     TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                                     TimeRemainingColumn(), console=self.console.rich, transient=False)
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def step(self, step: int, loss: float) -> None:
+        if self.progress is None:
+            return
+        if self.task is None or step == 1:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("", total=self.steps, fold=self.fold, epoch="", loss=loss)
+        self.progress.update(self.task, completed=step, loss=loss)
+
+    def epoch_done(self, row: dict, metric: str) -> None:
+        if not self.enabled:
+            return
+        parts = [f"fold {self.fold} epoch {row['epoch'] + 1}/{self.epochs}", f"train_loss {row['train_loss']:.4f}",
+                 f"val_loss {row['val_loss']:.4f}", f"val_{metric} {row[f'val_{metric}']:.4f}"]
+        if f"ema_val_{metric}" in row:
+            parts.append(f"ema_val_{metric} {row[f'ema_val_{metric}']:.4f}")
+        parts += [f"lr {row['lr']:.3g}", f"{row['images_per_sec']:.0f} img/s",
+                  f"data {row['data_time']:.1f}s / step {row['step_time']:.1f}s"]
+        self.console.line("  ".join(parts))

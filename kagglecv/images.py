@@ -1,0 +1,147 @@
+"""Images in: decoding to RGB uint8, albumentations pipelines, and the torch Dataset.
+
+Augmentation randomness is keyed by (seed, epoch, row): the sampler hands the dataset ``(row, epoch)`` pairs and
+the pipeline is re-seeded for each sample. The same image in the same epoch is therefore augmented the same way
+whatever the number of workers, and a resumed run sees exactly the augmentations an uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image, ImageOps
+
+from .errors import DataError
+
+PRESETS = ("none", "light", "medium", "heavy")
+SMALL_IMAGE = 64  # at or below this size, crops pad-and-crop (CIFAR style) rather than rescale
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """Read any common image as RGB uint8 (H, W, 3): EXIF orientation applied, 16-bit scaled, alpha dropped.
+
+    Palette, grayscale, CMYK and 16-bit images are converted; the full image is decoded, so a truncated file
+    raises here rather than yielding a partly grey image. Pillow's decompression-bomb limit stays on.
+    """
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image.load()
+            return _to_rgb_uint8(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: cannot decode image: {exc}") from None
+
+
+def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        gray = np.clip(np.round(pixels * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA").convert("RGB")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def build_augment(
+    spec: str | Sequence[dict[str, Any]],
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    train: bool,
+) -> A.Compose:
+    """An albumentations pipeline that ends in a normalized CHW float tensor.
+
+    Args:
+        spec: a preset (``none``, ``light``, ``medium``, ``heavy``) or a list of transforms in albumentations'
+            serialized form (the ``transforms`` list of ``A.to_dict(pipeline)["transform"]``).
+        img_size: output side in pixels; every pipeline resizes to it first unless the list does so itself.
+        mean, std: normalization of 0-1 pixel values.
+        train: presets add their random transforms only for training.
+    """
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise DataError(f"augment: unknown preset {spec!r}; expected one of {', '.join(PRESETS)} or a list")
+        transforms = _preset(spec, img_size) if train else [A.Resize(img_size, img_size)]
+    else:
+        serialized = {"__version__": A.__version__,
+                      "transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": list(spec)}}
+        try:
+            transforms = [A.Resize(img_size, img_size), *A.from_dict(serialized).transforms]
+        except Exception as exc:  # albumentations raises many kinds here; all mean a bad list
+            raise DataError(f"augment: cannot build the transform list: {exc}") from None
+    return A.Compose([*transforms, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
+
+
+def _preset(name: str, size: int) -> list:
+    if name == "none":
+        return [A.Resize(size, size)]
+    small = size <= SMALL_IMAGE
+    if small:
+        crop = [A.Resize(size, size), A.PadIfNeeded(size + size // 8, size + size // 8,
+                                                    border_mode=cv2.BORDER_REFLECT_101), A.RandomCrop(size, size)]
+    else:
+        crop = [A.RandomResizedCrop(size=(size, size), scale=(0.35 if name == "heavy" else 0.6, 1.0))]
+    light = [*crop, A.HorizontalFlip(p=0.5)]
+    if name == "light":
+        return light
+    medium = [
+        *light,
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-15, 15), p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3), p=0.3),
+    ]
+    if name == "medium":
+        return medium
+    return [
+        *medium,
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.3),
+        A.ToGray(p=0.05),
+    ]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Rows of a competition table as ``(image tensor, target, row)``.
+
+    Indexed by ``row`` or by ``(row, epoch)``; with an epoch the pipeline is seeded from (seed, epoch, row).
+
+    Args:
+        paths: image file per row.
+        targets: class index per row (int64), or a rows x classes matrix (multilabel), or None (test).
+        transform: an albumentations pipeline from :func:`build_augment`.
+        seed: base seed of the augmentations.
+    """
+
+    def __init__(self, paths: Sequence[Path], targets: np.ndarray | None, transform: A.Compose, seed: int = 0):
+        self.paths = [str(path) for path in paths]
+        self.targets = targets
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key):
+        row, epoch = key if isinstance(key, tuple) else (key, 0)
+        self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, epoch, row]).generate_state(1)[0]))
+        image = self.transform(image=decode_image(self.paths[row]))["image"]
+        if self.targets is None:
+            target = torch.tensor(-1)
+        elif self.targets.ndim == 2:
+            target = torch.from_numpy(np.clip(self.targets[row], 0, 1).astype(np.float32))
+        else:
+            target = torch.tensor(int(self.targets[row]))
+        return image, target, row
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: OpenCV single-threaded (the workers are the parallelism)."""
+    cv2.setNumThreads(0)

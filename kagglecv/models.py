@@ -1,0 +1,139 @@
+"""timm model creation: the backbone, an optional MLP head, pretrained weights from a local file, freezing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import ConfigError, KagglecvError
+from .weights import load_state_dict
+
+
+class MLPHeadModel(nn.Module):
+    """A timm backbone (classifier removed) followed by an MLP head: Linear-GELU-Dropout blocks, then Linear."""
+
+    def __init__(self, backbone: nn.Module, hidden: list[int], dropout: float, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        layers: list[nn.Module] = []
+        width = backbone.num_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.GELU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        self.head = nn.Sequential(*layers)
+        self.pretrained_cfg = backbone.pretrained_cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def create_model(config: ModelConfig, num_outputs: int) -> nn.Module:
+    """The configured timm model with ``num_outputs`` logits.
+
+    ``pretrained: true`` uses timm's own loading (the Hugging Face hub cache). A path loads that file — timm
+    weights or a kagglecv checkpoint — keeping every backbone tensor and re-initializing a classifier whose shape
+    no longer fits. Nothing else is downloaded.
+    """
+    if config.layer_decay is not None and config.head is not None:
+        raise ConfigError("model.layer_decay cannot be combined with model.head (timm's layer groups end at its own classifier)")
+    kwargs = {"in_chans": config.in_chans, "drop_rate": config.drop_rate}
+    if config.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = config.drop_path_rate
+    if _needs_img_size(config.name):
+        kwargs["img_size"] = config.img_size
+    try:
+        model = timm.create_model(config.name, pretrained=config.pretrained is True,
+                                  num_classes=0 if config.head else num_outputs, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise ConfigError(f"model.name: unknown timm model {config.name!r}") from None
+        raise
+    if config.head:
+        model = MLPHeadModel(model, config.head.hidden, config.head.dropout, num_outputs)
+    if isinstance(config.pretrained, Path):
+        load_pretrained_file(model, config.pretrained)
+    return model
+
+
+def _needs_img_size(name: str) -> bool:
+    """Transformers with fixed position embeddings take the input size at creation."""
+    return bool(re.search(r"vit|deit|beit|eva|swin|maxvit|coatnet|mambaout", name))
+
+
+def classifier_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of the final classifier (or the whole MLP head)."""
+    if isinstance(model, MLPHeadModel):
+        return {f"head.{name}" for name, _ in model.head.named_parameters()}
+    classifier = model.get_classifier()
+    module_name = next((name for name, module in model.named_modules() if module is classifier), None)
+    if module_name is None or not isinstance(classifier, nn.Module):
+        return set()
+    return {f"{module_name}.{name}" for name, _ in classifier.named_parameters()}
+
+
+def load_pretrained_file(model: nn.Module, path: Path) -> list[str]:
+    """Load weights from a file into ``model``; returns the classifier keys left at their fresh initialization.
+
+    Raises:
+        KagglecvError: a backbone tensor is missing from the file or has another shape (naming the key).
+    """
+    state = load_state_dict(path)
+    target = model.state_dict()
+    if isinstance(model, MLPHeadModel) and not any(key.startswith("backbone.") for key in state):
+        state = {f"backbone.{key}": value for key, value in state.items()}
+    classifier = classifier_parameter_names(model)
+    head_prefixes = tuple(name.rsplit(".", 1)[0] + "." for name in classifier)
+    mismatched = [key for key, value in state.items() if key in target and target[key].shape != value.shape]
+    bad = [key for key in mismatched if not key.startswith(head_prefixes)]
+    if bad:
+        key = bad[0]
+        raise KagglecvError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, the model "
+                            f"{tuple(target[key].shape)}: is model.name the architecture the file was saved from?")
+    usable = {key: value for key, value in state.items() if key in target and key not in mismatched}
+    missing = [key for key in target if key not in usable and not key.startswith(head_prefixes)]
+    if missing:
+        raise KagglecvError(f"{path}: {len(missing)} model tensors not in the file, e.g. {missing[0]!r}: "
+                            "is model.name the architecture the file was saved from?")
+    model.load_state_dict(usable, strict=False)
+    return sorted(key for key in target if key not in usable)
+
+
+def freeze_for_epoch(model: nn.Module, config: ModelConfig, epoch: int) -> list[str]:
+    """Set ``requires_grad`` for this epoch; returns the names of frozen modules (their BatchNorm stays in eval)."""
+    frozen_params = frozen_parameter_names(model, config) if _frozen_now(config, epoch) else set()
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen_params)
+    return sorted({name.rsplit(".", 1)[0] for name in frozen_params})
+
+
+def _frozen_now(config: ModelConfig, epoch: int) -> bool:
+    return config.freeze is not None and (config.unfreeze_epoch is None or epoch < config.unfreeze_epoch)
+
+
+def frozen_parameter_names(model: nn.Module, config: ModelConfig) -> set[str]:
+    """Parameters that ``model.freeze`` names: all but the classifier, or the stem and the first N stages."""
+    names = [name for name, _ in model.named_parameters()]
+    if config.freeze == "backbone":
+        return set(names) - classifier_parameter_names(model)
+    matcher_owner = model.backbone if isinstance(model, MLPHeadModel) else model
+    prefix = "backbone." if isinstance(model, MLPHeadModel) else ""
+    groups = timm.models.group_parameters(matcher_owner, matcher_owner.group_matcher(coarse=True))
+    ordered = sorted(group for group in groups if group < 1e4)  # timm puts the classifier at MAX_LAYER_ID
+    chosen = ordered[: int(config.freeze) + 1]  # the stem is group 0, then one group per stage
+    return {prefix + name for group in chosen for name in groups[group]}
+
+
+def set_frozen_batchnorm_eval(model: nn.Module, frozen_modules: list[str]) -> None:
+    """Keep BatchNorm running statistics of frozen modules fixed (called after ``model.train()``)."""
+    if not frozen_modules:
+        return
+    prefixes = tuple(name + "." for name in frozen_modules) + tuple(frozen_modules)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and name.startswith(prefixes):
+            module.eval()

@@ -1,0 +1,84 @@
+"""The run folder ``runs/<experiment>/``: resolved config, classes, provenance, and one ``fold<K>/`` per fold."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from .config import Config, dump_config
+from .data import CompetitionData
+from .errors import KagglecvError, summarize
+from .files import sha256_file, write_json, write_text
+
+# Keys that change where or how fast a run goes, never its results: they may differ on resume.
+RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device"}
+PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.path / f"fold{fold}"
+
+    def read_json(self) -> dict:
+        return json.loads((self.path / "run.json").read_text())
+
+
+def prepare_run_dir(config: Config, data: CompetitionData, *, force: bool = False, write: bool = True) -> RunDir:
+    """Create or check ``runs/<experiment>``; a config that differs from the recorded one is an error unless forced."""
+    run = RunDir(Path(config.run_dir))
+    recorded = run.path / "config.yaml"
+    if recorded.is_file():
+        changes = config_differences(yaml.safe_load(recorded.read_text()), yaml.safe_load(dump_config(config)))
+        if changes and not force:
+            raise KagglecvError(f"{run.path} was started with another config: {summarize(changes, 8)}; use a new "
+                                "experiment name, or --force to continue with the new config")
+    if write:
+        folds_file = Path(config.folds.file)
+        write_text(recorded, dump_config(config))
+        write_json(run.path / "run.json", {
+            "experiment": config.experiment, "task": data.task, "classes": data.classes,
+            "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file),
+            "table_sha256": data.content_hash(), "versions": package_versions(), "git_commit": git_commit(),
+            "python": platform.python_version(),
+        })
+    return run
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs, except result-neutral keys."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes += config_differences(before, after, path + ".")
+        elif before != after and path not in RESULT_NEUTRAL_KEYS:
+            changes.append(f"{path}: {before!r} -> {after!r}")
+    return changes
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None

@@ -1,0 +1,427 @@
+"""The train stage: one timm model per fold, with out-of-fold and test predictions.
+
+``train_run`` trains the requested folds of an experiment (skipping those that are done) and, once every fold is
+done, merges the folds' OOF files and averages their test predictions. ``FoldTrainer`` is the per-fold loop, to
+be read top to bottom: set-up, then one loop over epochs (train, evaluate, keep the best, checkpoint), then the
+fold's outputs. Everything it writes is atomic, and ``last.pt`` restores the exact state of an epoch boundary.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from timm.data import Mixup, resolve_data_config
+from timm.loss import create_classification_loss
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import Config
+from .console import Console, EpochProgress
+from .data import CompetitionData, load_test, load_train
+from .errors import KagglecvError
+from .files import write_bytes, write_csv, write_json
+from .folds import read_folds
+from .images import ImageDataset, build_augment, worker_init
+from .inference import probabilities_from_logits, run_inference
+from .metrics import accuracy, mean_average_precision
+from .models import create_model, freeze_for_epoch, set_frozen_batchnorm_eval
+from .plots import plot_curves
+from .predictions import average_predictions, merge_oof, write_predictions
+from .run_dir import RunDir, prepare_run_dir
+from .runtime import (Runtime, all_gather, available_cores, barrier, capture_rng_state, restore_rng_state,
+                      seed_everything, setup_runtime)
+from .sampling import EpochSampler, balanced_weights
+from .weights import load_state_dict, load_torch, save_weights
+
+
+class TrainingDiverged(KagglecvError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FoldOutcome:
+    fold: int
+    best_epoch: int
+    best_score: float
+    source: str
+    seconds: float
+    skipped: bool = False
+
+
+def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = False, force: bool = False,
+              console: Console | None = None) -> list[FoldOutcome]:
+    """Train the given folds (all when None) of ``config``'s experiment; merge predictions when all are done.
+
+    Args:
+        folds: fold numbers to train; the others are left alone (run them elsewhere, in parallel).
+        resume: continue a fold killed mid-training from its ``last.pt``.
+        force: accept a config that differs from the one the run folder was started with.
+    """
+    console = console or Console()
+    runtime = setup_runtime(config.train.device)
+    data = load_train(config.data)
+    fold_of = read_folds(Path(config.folds.file), data)
+    test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
+    run = prepare_run_dir(config, data, force=force, write=runtime.is_main)
+    n_folds = int(fold_of.max()) + 1
+    outcomes = []
+    for fold in folds if folds is not None else range(n_folds):
+        if not 0 <= fold < n_folds:
+            raise KagglecvError(f"--fold {fold}: expected 0..{n_folds - 1} (the folds file has {n_folds} folds)")
+        done = run.fold_dir(fold) / "done.json"
+        if done.is_file():
+            info = json.loads(done.read_text())
+            console.line(f"fold {fold}: done already (best {info['metric']} {info['best_score']:.4f}), skipped")
+            outcomes.append(FoldOutcome(fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True))
+            continue
+        trainer = FoldTrainer(config, data, fold_of, test, fold, run, runtime, console)
+        outcomes.append(trainer.fit(resume=resume))
+    if runtime.is_main:
+        finish_run(run, data, n_folds, test is not None, console)
+    return outcomes
+
+
+def finish_run(run: RunDir, data: CompetitionData, n_folds: int, has_test: bool, console: Console) -> bool:
+    """When every fold is done: write the run's ``oof.csv`` (every id once) and fold-averaged ``test.csv``."""
+    if not all((run.fold_dir(fold) / "done.json").is_file() for fold in range(n_folds)):
+        return False
+    oof = merge_oof([run.fold_dir(fold) / "oof.csv" for fold in range(n_folds)], data.ids, data.classes)
+    write_csv(run.path / "oof.csv", oof, float_format="%.7g")
+    if has_test:
+        test = average_predictions([run.fold_dir(fold) / "test.csv" for fold in range(n_folds)], data.classes)
+        write_csv(run.path / "test.csv", test, float_format="%.7g")
+    console.line(f"all {n_folds} folds done: wrote {run.path / 'oof.csv'}" + (" and test.csv" if has_test else ""))
+    return True
+
+
+def main_metric(config: Config, task: str) -> str:
+    if config.train.metric != "auto":
+        return config.train.metric
+    return "map" if task == "multilabel" else "accuracy"
+
+
+def score_predictions(metric: str, targets: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
+    """The fold-selection score, higher is better (``loss`` is negated)."""
+    if metric == "loss":
+        return -loss
+    if metric == "map":
+        return mean_average_precision(targets, probabilities)
+    return accuracy(targets, probabilities)
+
+
+class FoldTrainer:
+    """Trains one fold. Construct, then call :meth:`fit`."""
+
+    def __init__(self, config: Config, data: CompetitionData, fold_of: np.ndarray, test: CompetitionData | None,
+                 fold: int, run: RunDir, runtime: Runtime, console: Console):
+        self.config, self.data, self.test, self.fold, self.runtime, self.console = config, data, test, fold, runtime, console
+        self.cfg = config.train
+        self.dir = run.fold_dir(fold)
+        self.metric = main_metric(config, data.task)
+        self.train_rows = np.flatnonzero(fold_of != fold)
+        self.valid_rows = np.flatnonzero(fold_of == fold)
+        self.num_outputs = 1 if data.task == "binary" else len(data.classes)
+        seed_everything(self.cfg.seed + fold)
+        self.device = runtime.device
+        self.model = create_model(config.model, self.num_outputs).to(self.device)
+        if self.cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_targets = self._loss_targets()
+        self.train_loader, self.valid_loader = self._loaders()
+        self.optimizer = create_optimizer_v2(self.model, opt=self.cfg.opt, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                             momentum=self.cfg.momentum, layer_decay=config.model.layer_decay)
+        self.steps_per_epoch = max(1, len(self.train_loader) // self.cfg.accum_steps)
+        self.scheduler = self._scheduler()
+        self.criterion = self._criterion().to(self.device)
+        self.mixup = self._mixup()
+        self.ema = ModelEmaV3(self.model, decay=self.cfg.ema_decay, use_warmup=True) if self.cfg.ema else None
+        self.amp_dtype = _amp_dtype(self.cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.train_model = self._wrap_model()
+        self.epoch, self.global_step, self.history = 0, 0, []
+        self.best = {"raw": -math.inf, "ema": -math.inf, "overall": -math.inf, "epoch": -1, "source": "raw", "stale": 0}
+
+    # ----- set-up -----------------------------------------------------------------------------------------------
+    def _loss_targets(self) -> np.ndarray:
+        if self.data.task == "multilabel":
+            return (self.data.targets != 0).astype(np.float32)
+        if self.data.task == "binary":
+            return self.data.targets.astype(np.float32)[:, None]
+        return self.data.targets
+
+    def _normalization(self) -> tuple[tuple, tuple]:
+        augment = self.config.augment
+        if augment.mean and augment.std:
+            return augment.mean, augment.std
+        resolved = resolve_data_config({}, model=getattr(self.model, "backbone", self.model))
+        return augment.mean or resolved["mean"], augment.std or resolved["std"]
+
+    def _loaders(self) -> tuple[DataLoader, DataLoader]:
+        mean, std = self._normalization()
+        size, seed = self.config.model.img_size, self.cfg.seed + self.fold
+        train_set = ImageDataset(self.data.paths, self.train_targets,
+                                 build_augment(self.config.augment.train, size, mean, std, train=True), seed)
+        valid_set = ImageDataset(self.data.paths, self.train_targets,
+                                 build_augment(self.config.augment.eval, size, mean, std, train=False), seed)
+        weights = balanced_weights(self.data.targets[self.train_rows]) if self.cfg.sampler == "balanced" else None
+        if weights is not None and self.data.task == "multilabel":
+            raise KagglecvError("train.sampler=balanced needs one label per row; the task is multilabel")
+        rank, world = self.runtime.rank, self.runtime.world_size
+        self.train_sampler = EpochSampler(self.train_rows, shuffle=True, seed=seed, weights=weights, rank=rank, world_size=world)
+        valid_sampler = EpochSampler(self.valid_rows, shuffle=False, rank=rank, world_size=world)
+        drop_last = len(self.train_sampler) > self.cfg.batch_size
+        return (self._loader(train_set, self.train_sampler, drop_last), self._loader(valid_set, valid_sampler, False))
+
+    def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
+        workers = self.cfg.num_workers if self.cfg.num_workers is not None else available_cores()
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=drop_last,
+                          num_workers=workers, persistent_workers=workers > 0, worker_init_fn=worker_init,
+                          pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+
+    def _scheduler(self):
+        if self.cfg.sched == "none":
+            return None
+        scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched=self.cfg.sched, num_epochs=self.cfg.epochs, decay_epochs=self.cfg.decay_epochs,
+            decay_milestones=self.cfg.decay_milestones, decay_rate=self.cfg.decay_rate, min_lr=self.cfg.min_lr,
+            warmup_lr=self.cfg.warmup_lr, warmup_epochs=self.cfg.warmup_epochs, plateau_mode="max",
+            step_on_epochs=self.cfg.sched == "plateau", updates_per_epoch=self.steps_per_epoch)
+        return scheduler
+
+    def _criterion(self) -> nn.Module:
+        multi_label = self.data.task != "multiclass"
+        soft = self.cfg.mixup > 0 or self.cfg.cutmix > 0
+        kind = {"auto": None, "focal": "poly"}.get(self.cfg.loss, self.cfg.loss)
+        options = {"poly_epsilon": 0.0, "poly_gamma": 2.0} if self.cfg.loss == "focal" else {}
+        if self.cfg.class_weights:
+            positives = self.train_targets[self.train_rows]
+            counts = positives.sum(axis=0) if multi_label else np.bincount(positives, minlength=self.num_outputs)
+            weight = torch.tensor(len(positives) / np.maximum(counts, 1) / self.num_outputs, dtype=torch.float32)
+            options["pos_weight" if multi_label else "class_weight"] = weight
+        return create_classification_loss(kind, multi_label=multi_label, smoothing=self.cfg.label_smoothing,
+                                          soft_targets=soft and not multi_label, **options)
+
+    def _mixup(self) -> Mixup | None:
+        if self.cfg.mixup <= 0 and self.cfg.cutmix <= 0:
+            return None
+        return Mixup(mixup_alpha=self.cfg.mixup, cutmix_alpha=self.cfg.cutmix, prob=self.cfg.mixup_prob,
+                     label_smoothing=self.cfg.label_smoothing, num_classes=self.num_outputs,
+                     multi_label=self.data.task != "multiclass")
+
+    def _wrap_model(self) -> nn.Module:
+        model = self.model
+        if self.runtime.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=self.config.model.freeze is not None)
+        if self.cfg.compile:
+            model = torch.compile(model)
+        return model
+
+    # ----- the loop ---------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> FoldOutcome:
+        started = time.time()
+        self._restore_or_start(resume)
+        with EpochProgress(self.console, self.fold, self.cfg.epochs, len(self.train_loader), enabled=self.runtime.is_main) as progress:
+            while self.epoch < self.cfg.epochs and not self._patience_exhausted():
+                row = self._train_epoch(progress)
+                row |= self._evaluate_epoch()
+                self.history.append(row)
+                if self.scheduler is not None and self.cfg.sched == "plateau":
+                    self.scheduler.step(self.epoch + 1, row[f"val_{self.metric}"])
+                self.epoch += 1
+                self._save_last()
+                progress.epoch_done(row, self.metric)
+        outcome = FoldOutcome(self.fold, self.best["epoch"], self.best["overall"], self.best["source"], time.time() - started)
+        self._finish(outcome)
+        return outcome
+
+    def _train_epoch(self, progress: EpochProgress) -> dict:
+        frozen = freeze_for_epoch(self.model, self.config.model, self.epoch)
+        self.train_model.train()
+        set_frozen_batchnorm_eval(self.model, frozen)
+        self.train_sampler.set_epoch(self.epoch)
+        loss_sum, seen, data_time, step_time = torch.zeros((), device=self.device), 0, 0.0, 0.0
+        tick = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, (images, targets, _) in enumerate(self.train_loader):
+            fetched = time.perf_counter()
+            data_time += fetched - tick
+            images = images.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            if self.cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            if self.mixup is not None and len(images) % 2 == 0:
+                images, targets = self.mixup(images, targets)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                loss = self.criterion(self.train_model(images), targets)
+            self._check_finite(loss, step)
+            self.scaler.scale(loss / self.cfg.accum_steps).backward()
+            if (step + 1) % self.cfg.accum_steps == 0:
+                self._optimizer_step()
+            loss_sum += loss.detach() * len(images)
+            seen += len(images)
+            tick = time.perf_counter()
+            step_time += tick - fetched
+            progress.step(step + 1, loss.item())
+        totals = all_gather((loss_sum.item(), seen, data_time, step_time), self.runtime)
+        loss_total, seen_total = sum(t[0] for t in totals), sum(t[1] for t in totals)
+        epoch_seconds = max(data_time + step_time, 1e-9)
+        return {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": loss_total / max(seen_total, 1), "images_per_sec": seen_total / epoch_seconds,
+                "data_time": data_time, "step_time": step_time}
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+        if self.scheduler is not None and self.cfg.sched != "plateau":
+            self.scheduler.step_update(self.global_step)
+
+    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
+        if not torch.isfinite(loss).item():
+            lr = self.optimizer.param_groups[0]["lr"]
+            raise TrainingDiverged(f"fold {self.fold}: loss is {loss.item()} at epoch {self.epoch} step {step} "
+                                   f"(lr {lr:.3g}); training stopped, {self.dir / 'last.pt'} keeps the last good epoch")
+
+    def _evaluate_epoch(self) -> dict:
+        row = {}
+        for source, model in (("raw", self.model), ("ema", self.ema.module if self.ema else None)):
+            if model is None:
+                continue
+            rows, logits, loss = self._predict_valid(model)
+            probabilities = probabilities_from_logits(logits, self.data.task)
+            score = score_predictions(self.metric, self.data.targets[rows], probabilities, loss)
+            prefix = "val" if source == "raw" else "ema_val"
+            row |= {f"{prefix}_loss": loss, f"{prefix}_{self.metric}": score if self.metric != "loss" else loss}
+            self._keep_if_best(source, model, score, rows, probabilities)
+        return row
+
+    def _predict_valid(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
+        rows, logits = run_inference(model, self.valid_loader, self.device, self.amp_dtype, self.cfg.channels_last)
+        targets = torch.as_tensor(self.train_targets[rows])
+        loss_fn = nn.BCEWithLogitsLoss(reduction="sum") if self.data.task != "multiclass" else nn.CrossEntropyLoss(reduction="sum")
+        loss_sum = float(loss_fn(torch.as_tensor(logits), targets)) if len(rows) else 0.0
+        gathered = all_gather((rows, logits, loss_sum), self.runtime)
+        rows = np.concatenate([g[0] for g in gathered])
+        logits = np.concatenate([g[1] for g in gathered])
+        order = np.argsort(rows)
+        return rows[order], logits[order], sum(g[2] for g in gathered) / max(len(rows), 1)
+
+    def _keep_if_best(self, source: str, model: nn.Module, score: float, rows: np.ndarray, probabilities: np.ndarray) -> None:
+        if not score > self.best[source]:  # NaN never counts as an improvement
+            return
+        self.best[source] = score
+        if self.runtime.is_main:
+            save_weights(self.dir / ("best.safetensors" if source == "raw" else "ema.safetensors"), model.state_dict())
+        if score > self.best["overall"]:
+            self.best |= {"overall": score, "epoch": self.epoch, "source": source, "stale": -1}
+            if self.runtime.is_main:
+                write_predictions(self.dir / "oof.csv", self.data.ids[rows], probabilities, self.data.classes,
+                                  folds=np.full(len(rows), self.fold))
+
+    def _patience_exhausted(self) -> bool:
+        return self.cfg.patience is not None and self.best["stale"] >= self.cfg.patience
+
+    # ----- checkpoints ------------------------------------------------------------------------------------------
+    def _save_last(self) -> None:
+        self.best["stale"] += 1
+        if not self.runtime.is_main:
+            barrier(self.runtime)
+            return
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else {},
+            "epoch": self.epoch, "global_step": self.global_step, "best": dict(self.best), "history": self.history,
+            "rng": capture_rng_state(), "config": self.config.model_dump_json(),
+        }
+        write_bytes(self.dir / "last.pt", _serialize(state))
+        write_csv(self.dir / "history.csv", pd.DataFrame(self.history), float_format="%.6g")
+        plot_curves(self.history, self.metric, self.dir / "curves.png", title=f"{self.config.experiment} fold {self.fold}")
+        barrier(self.runtime)
+
+    def _restore_or_start(self, resume: bool) -> None:
+        last = self.dir / "last.pt"
+        if not last.is_file():
+            if self.runtime.is_main:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            return
+        if not resume:
+            raise KagglecvError(f"fold {self.fold}: {last} holds an unfinished run; pass --resume to continue it, "
+                                f"or delete {self.dir} to start the fold again")
+        state = load_torch(last)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.best, self.history = dict(state["best"]), list(state["history"])
+        restore_rng_state(state["rng"])
+        self.console.line(f"fold {self.fold}: resumed after epoch {self.epoch - 1} from {last}")
+
+    # ----- outputs ----------------------------------------------------------------------------------------------
+    def _finish(self, outcome: FoldOutcome) -> None:
+        if self.test is not None:
+            self._predict_test(outcome.source)
+        if self.runtime.is_main:
+            write_json(self.dir / "done.json", {
+                "fold": self.fold, "best_epoch": outcome.best_epoch, "best_score": outcome.best_score,
+                "metric": self.metric, "source": outcome.source, "epochs_run": self.epoch,
+                "train_rows": len(self.train_rows), "valid_rows": len(self.valid_rows), "seconds": outcome.seconds,
+            })
+            self.console.line(f"fold {self.fold}: best {self.metric} {outcome.best_score:.4f} at epoch "
+                              f"{outcome.best_epoch} ({outcome.source} weights), {outcome.seconds:.0f} s")
+        barrier(self.runtime)
+
+    def _predict_test(self, source: str) -> None:
+        weights = self.dir / ("best.safetensors" if source == "raw" else "ema.safetensors")
+        barrier(self.runtime)
+        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs).to(self.device)
+        model.load_state_dict(load_state_dict(weights))
+        mean, std = self._normalization()
+        dataset = ImageDataset(self.test.paths, None, build_augment(self.config.augment.eval, self.config.model.img_size,
+                                                                    mean, std, train=False))
+        loader = self._loader(dataset, EpochSampler(np.arange(len(self.test)), shuffle=False,
+                                                    rank=self.runtime.rank, world_size=self.runtime.world_size), False)
+        rows, logits = run_inference(model, loader, self.device, self.amp_dtype, self.cfg.channels_last)
+        gathered = all_gather((rows, logits), self.runtime)
+        rows = np.concatenate([g[0] for g in gathered])
+        logits = np.concatenate([g[1] for g in gathered])
+        order = np.argsort(rows)
+        if self.runtime.is_main:
+            write_predictions(self.dir / "test.csv", self.test.ids[rows[order]],
+                              probabilities_from_logits(logits[order], self.data.task), self.data.classes)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp in ("auto", "bf16"):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _serialize(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
