@@ -62,6 +62,21 @@ def folds(
     console.print(f"{verb} {result.path} and {result.path.with_suffix('.json')}")
 
 
+@app.command()
+def train(
+    config_path: ConfigPath,
+    overrides: Overrides = None,
+    fold: Annotated[Optional[list[int]], typer.Option("--fold", "-f", help="Train only this fold (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue folds killed mid-training from their last.pt.")] = False,
+    force: Annotated[bool, typer.Option(help="Accept a config that differs from the run folder's.")] = False,
+) -> None:
+    """Train one timm model per fold; write runs/<experiment>/fold<K>/ and, when all folds are done, oof.csv and test.csv."""
+    from .config import load_config
+    from .train import train_run
+
+    train_run(load_config(config_path, overrides), fold, resume=resume, force=force)
+
+
 @config_app.command("show")
 def config_show(config_path: ConfigPath, overrides: Overrides = None) -> None:
     """Print the fully resolved config, defaults filled in."""

@@ -109,6 +109,8 @@ def label_rate_deviation(positives: np.ndarray, folds: np.ndarray) -> float:
 
 def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
     """The fold of every row of ``data``, read from a folds CSV; every id must appear exactly once."""
+    if not Path(path).is_file():
+        raise DataError(f"folds file not found: {path}; make it with `kagglecv folds CONFIG`")
     frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
     if frame["id"].duplicated().any():
         raise DataError(f"{path}: duplicate ids: {summarize(frame['id'][frame['id'].duplicated()].tolist())}")

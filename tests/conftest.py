@@ -51,3 +51,42 @@ def tiny_multiclass(tmp_path, write_images):
         "data": {"train_csv": str(tmp_path / "train.csv"), "image_dir": str(tmp_path / "train")},
         "folds": {"method": "stratified", "n_splits": 4, "file": str(tmp_path / "folds" / "tiny.csv")},
     }
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory):
+    """The demo's real digits competitions (multiclass and multi-label mosaics), built once per session."""
+    from kagglecv.demo import build_multiclass, build_multilabel
+
+    root = tmp_path_factory.mktemp("digits")
+    build_multiclass(root / "digits")
+    build_multilabel(root / "mosaic")
+    return root
+
+
+def tiny_config(tmp_path: Path, digits_root: Path, task: str = "multiclass", rows: int = 64, **sections) -> dict:
+    """A config for a few dozen real digit images, 2 folds, 1 epoch of timm's test_resnet at 16 px."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source = digits_root / ("mosaic" if task == "multilabel" else "digits")
+    frame = pd.read_csv(source / "train.csv", dtype=str, keep_default_na=False).head(rows)
+    data = {"image_dir": str(source / "train"), "test_csv": str(tmp_path / "test.csv"),
+            "test_image_dir": str(source / "test")}
+    if task == "binary":
+        frame["label"] = np.where(frame["label"] == "one", "one", "other")
+    if task == "multilabel":
+        data |= {"target": "labels", "classes_file": str(source / "classes.txt")}
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    pd.read_csv(source / "test.csv", dtype=str).head(16).to_csv(tmp_path / "test.csv", index=False)
+    config = {
+        "experiment": f"tiny-{task}",
+        "runs_dir": str(tmp_path / "runs"),
+        "data": {"train_csv": str(tmp_path / "train.csv"), **data},
+        "folds": {"method": "multilabel" if task == "multilabel" else "stratified", "n_splits": 2,
+                  "file": str(tmp_path / "folds.csv"), "near_duplicates": "off", "allow_rare_classes": True},
+        "model": {"name": "test_resnet", "img_size": 16},
+        "augment": {"train": "light"},
+        "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "lr": 3e-3},
+    }
+    for section, values in sections.items():
+        config[section] = config.get(section, {}) | values
+    return config

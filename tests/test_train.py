@@ -1,0 +1,197 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from kagglecv.config import validate_config
+from kagglecv.console import Console
+from kagglecv.data import load_train
+from kagglecv.errors import DataError, KagglecvError
+from kagglecv.folds import make_folds
+from kagglecv.models import create_model
+from kagglecv.predictions import merge_oof
+from kagglecv.train import train_run
+from kagglecv.weights import load_state_dict, load_torch, save_weights
+
+from .conftest import tiny_config
+
+QUIET = Console(quiet=True)
+
+
+def prepared(tmp_path, digits_root, task="multiclass", **sections):
+    config = validate_config(tiny_config(tmp_path, digits_root, task, **sections))
+    make_folds(config)
+    return config
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel", "binary"])
+def test_each_task_trains_and_leaves_fold_outputs_and_merged_predictions(tmp_path, digits_root, task):
+    config = prepared(tmp_path, digits_root, task)
+    outcomes = train_run(config, console=QUIET)
+    data = load_train(config.data)
+    run = tmp_path / "runs" / f"tiny-{task}"
+    assert [o.fold for o in outcomes] == [0, 1]
+    for fold in range(2):
+        folder = run / f"fold{fold}"
+        for name in ["best.safetensors", "last.pt", "history.csv", "curves.png", "oof.csv", "test.csv", "done.json"]:
+            assert (folder / name).is_file(), name
+        assert len(pd.read_csv(folder / "history.csv")) == 1
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    assert oof["id"].tolist() == list(data.ids), "every train id exactly once, in table order"
+    assert list(oof.columns) == ["id", "fold", *data.classes]
+    probabilities = oof[data.classes].to_numpy()
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    if task != "multilabel":
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    folds = pd.read_csv(config.folds.file, dtype={"id": str})
+    assert (oof["fold"].to_numpy() == folds["fold"].to_numpy()).all()
+    test = pd.read_csv(run / "test.csv", dtype={"id": str})
+    fold_tests = [pd.read_csv(run / f"fold{k}" / "test.csv", dtype={"id": str}) for k in range(2)]
+    np.testing.assert_allclose(test[data.classes].to_numpy(),
+                               (fold_tests[0][data.classes].to_numpy() + fold_tests[1][data.classes].to_numpy()) / 2,
+                               atol=2e-7)
+    again = train_run(config, console=QUIET)
+    assert all(o.skipped for o in again), "done folds are skipped"
+
+
+def test_oof_merge_rejects_a_missing_or_doubled_id(tmp_path):
+    classes = ["a", "b"]
+    pd.DataFrame({"id": ["1", "2"], "fold": 0, "a": 0.5, "b": 0.5}).to_csv(tmp_path / "f0.csv", index=False)
+    pd.DataFrame({"id": ["3"], "fold": 1, "a": 0.5, "b": 0.5}).to_csv(tmp_path / "f1.csv", index=False)
+    ids = np.array(["1", "2", "3", "4"], dtype=object)
+    with pytest.raises(DataError, match=r"1 ids missing \(4\)"):
+        merge_oof([tmp_path / "f0.csv", tmp_path / "f1.csv"], ids, classes)
+    pd.DataFrame({"id": ["3", "2"], "fold": 1, "a": 0.5, "b": 0.5}).to_csv(tmp_path / "f1.csv", index=False)
+    with pytest.raises(DataError, match=r"1 ids more than once: 2"):
+        merge_oof([tmp_path / "f0.csv", tmp_path / "f1.csv"], ids[:3], classes)
+
+
+def test_pretrained_file_loads_with_a_resized_head(tmp_path, digits_root):
+    donor = create_model(validate_config(tiny_config(tmp_path, digits_root)).model, 7)
+    save_weights(tmp_path / "donor.safetensors", donor.state_dict())
+    torch.save(donor.state_dict(), tmp_path / "donor.pth")
+    for name in ["donor.safetensors", "donor.pth"]:
+        config = validate_config(tiny_config(tmp_path, digits_root, model={"pretrained": str(tmp_path / name)}))
+        model = create_model(config.model, 10)
+        state, reference = model.state_dict(), donor.state_dict()
+        assert state["fc.weight"].shape == (10, reference["fc.weight"].shape[1])
+        for key, value in reference.items():
+            if not key.startswith("fc."):
+                assert torch.equal(state[key], value), key
+
+
+def test_a_kagglecv_checkpoint_is_a_pretrained_file_for_another_task(tmp_path, digits_root):
+    config = prepared(tmp_path, digits_root, "multiclass")
+    train_run(config, [0], console=QUIET)
+    checkpoint = tmp_path / "runs" / "tiny-multiclass" / "fold0" / "best.safetensors"
+    mosaic = validate_config(tiny_config(tmp_path, digits_root, "multilabel", model={"pretrained": str(checkpoint)}))
+    model = create_model(mosaic.model, 10)
+    assert torch.equal(model.state_dict()["conv1.0.weight"], load_state_dict(checkpoint)["conv1.0.weight"])
+
+
+def test_pickled_code_is_refused_as_weights(tmp_path, digits_root):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"fc.weight": Evil()}, tmp_path / "evil.pth")
+    config = validate_config(tiny_config(tmp_path, digits_root, model={"pretrained": str(tmp_path / "evil.pth")}))
+    with pytest.raises(KagglecvError, match=r"evil\.pth: refused to load: not a weights-only PyTorch file"):
+        create_model(config.model, 10)
+
+
+def test_freezing_the_backbone_really_freezes_it_until_unfreeze(tmp_path, digits_root):
+    donor = create_model(validate_config(tiny_config(tmp_path, digits_root)).model, 10)
+    save_weights(tmp_path / "init.safetensors", donor.state_dict())
+    model = {"pretrained": str(tmp_path / "init.safetensors"), "freeze": "backbone"}
+    config = prepared(tmp_path, digits_root, model=model)
+    train_run(config, [0], console=QUIET)
+    trained = load_torch(tmp_path / "runs" / "tiny-multiclass" / "fold0" / "last.pt")["model"]
+    initial = donor.state_dict()
+    for key, value in initial.items():
+        if key.startswith("fc."):
+            assert not torch.equal(trained[key], value), f"{key} should train"
+        else:
+            assert torch.equal(trained[key], value), f"{key} changed although frozen"
+    config = prepared(tmp_path / "later", digits_root, model=model | {"unfreeze_epoch": 1}, train={"epochs": 2})
+    train_run(config, [0], console=QUIET)
+    trained = load_torch(tmp_path / "later" / "runs" / "tiny-multiclass" / "fold0" / "last.pt")["model"]
+    assert not torch.equal(trained["conv1.0.weight"], initial["conv1.0.weight"]), "unfrozen at epoch 1"
+
+
+def test_ema_weights_are_kept_and_differ_from_raw(tmp_path, digits_root):
+    config = prepared(tmp_path, digits_root, train={"ema": True, "ema_decay": 0.9})
+    train_run(config, [0], console=QUIET)
+    folder = tmp_path / "runs" / "tiny-multiclass" / "fold0"
+    raw, ema = load_state_dict(folder / "best.safetensors"), load_state_dict(folder / "ema.safetensors")
+    assert raw.keys() == ema.keys()
+    assert not torch.equal(raw["conv1.0.weight"], ema["conv1.0.weight"])
+    history = pd.read_csv(folder / "history.csv")
+    assert {"ema_val_loss", "ema_val_accuracy"} <= set(history.columns)
+
+
+def run_cli(args, cwd, **kwargs):
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "kagglecv", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_killed_and_resumed_fold_ends_with_the_same_weights(tmp_path, digits_root):
+    sections = {"train": {"epochs": 4, "mixup": 0.2, "ema": True}, "augment": {"train": "medium"}}
+    results = {}
+    for name in ["straight", "killed"]:
+        folder = tmp_path / name
+        folder.mkdir()
+        config = tiny_config(folder, digits_root, rows=200, **sections)
+        (folder / "c.yaml").write_text(yaml.safe_dump(config))
+        make_folds(validate_config(config))
+        history = folder / "runs" / "tiny-multiclass" / "fold0" / "history.csv"
+        process = run_cli(["train", "c.yaml", "--fold", "0"], folder)
+        if name == "killed":
+            deadline = time.time() + 120
+            while not (history.is_file() and len(history.read_text().splitlines()) >= 3) and time.time() < deadline:
+                time.sleep(0.02)  # two epochs done: kill during the third
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            assert not (history.parent / "done.json").exists(), "the kill must land before the fold finished"
+            refused = run_cli(["train", "c.yaml", "--fold", "0"], folder)
+            assert refused.wait() == 2 and "--resume" in refused.stdout.read()
+            process = run_cli(["train", "c.yaml", "--fold", "0", "--resume"], folder)
+        output = process.communicate()[0]
+        assert process.returncode == 0, output
+        results[name] = load_torch(history.parent / "last.pt")
+    assert "resumed after epoch" in output
+    straight, resumed = results["straight"], results["killed"]
+    assert straight["epoch"] == resumed["epoch"] == 4
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for key, value in straight["ema"].items():
+        assert torch.equal(value, resumed["ema"][key]), key
+    assert straight["history"][-1]["val_loss"] == resumed["history"][-1]["val_loss"]
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_cpu_processes(tmp_path, digits_root):
+    config = tiny_config(tmp_path, digits_root, rows=48)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    make_folds(validate_config(config))
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                             "-m", "kagglecv", "train", "c.yaml", "--fold", "0"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("fold 0: best") == 1, "only rank 0 reports"
+    folder = tmp_path / "runs" / "tiny-multiclass" / "fold0"
+    oof = pd.read_csv(folder / "oof.csv", dtype={"id": str})
+    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"id": str})
+    assert sorted(oof["id"]) == sorted(folds.loc[folds["fold"] == 0, "id"]), "each held-out row scored exactly once"
+    test = pd.read_csv(folder / "test.csv", dtype={"id": str})
+    assert test["id"].tolist() == pd.read_csv(tmp_path / "test.csv", dtype=str)["id"].tolist()
