@@ -113,6 +113,17 @@ def import_voc(
 
 
 @app.command()
+def demo(
+    root: Annotated[Path, typer.Option(help="Where to build the demo competitions and their runs.")] = Path("demo"),
+    epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 6,
+) -> None:
+    """Build two real competitions from scikit-learn's digits (multiclass, multi-label) and run the pipeline on them."""
+    from .demo import run_demo
+
+    run_demo(root, epochs)
+
+
+@app.command()
 def version() -> None:
     """Print the kagglecv version."""
     console.print(__version__)

@@ -165,8 +165,8 @@ class TrainConfig(_Section):
     compile: bool = False
     ema: bool = False
     ema_decay: float = Field(0.998, gt=0, lt=1)
-    metric: Literal["auto", "accuracy", "map", "loss"] = Field(
-        "auto", description="Picks the best epoch: accuracy (multiclass, binary) or mAP (multilabel) when auto."
+    metric: str = Field(
+        "auto", description="Picks the best epoch: auto (the competition metric), loss, or any metric name."
     )
     patience: Optional[int] = Field(None, ge=1, description="Stop after this many epochs without improvement.")
     sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: class-balanced sampling.")
@@ -181,6 +181,9 @@ class Config(_Section):
 
     experiment: str = Field(description="Run folder name under runs_dir.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     runs_dir: Path = Path("runs")
+    metric: Optional[str] = Field(
+        None, description="The competition metric (kagglecv.metrics.METRICS); accuracy, roc_auc (binary) or map when omitted."
+    )
     data: DataConfig
     folds: FoldsConfig = FoldsConfig()
     model: ModelConfig = ModelConfig()

@@ -79,3 +79,59 @@ def _write_split(root: Path, ids, images, mask, split: str, columns: dict) -> No
         Image.fromarray(pixels, mode="L").save(folder / f"{image_id}.png")
     table = pd.DataFrame({"id": ids[mask]} | {name: values[mask] for name, values in columns.items()})
     write_csv(root / f"{split}.csv", table)
+
+
+DEMO_EXPERIMENTS = {
+    "digits": {"task_folder": "digits", "model": "test_resnet", "extra": {}},
+    "mosaic": {"task_folder": "mosaic", "model": "test_resnet",
+               "extra": {"target": "labels", "classes_file": "classes.txt"}},
+}
+
+
+def demo_config(root: Path, name: str, epochs: int = 6) -> dict:
+    """The config of one demo experiment, as a user would write it."""
+    spec = DEMO_EXPERIMENTS[name]
+    folder = root / spec["task_folder"]
+    data = {"train_csv": str(folder / "train.csv"), "image_dir": str(folder / "train"),
+            "test_csv": str(folder / "test.csv"), "test_image_dir": str(folder / "test")}
+    data |= {key: str(folder / value) if key.endswith("_file") else value for key, value in spec["extra"].items()}
+    return {
+        "experiment": f"{name}-{spec['model']}",
+        "runs_dir": str(root / "runs"),
+        "data": data,
+        "folds": {"method": "multilabel" if name == "mosaic" else "stratified", "n_splits": 3,
+                  "file": str(root / "folds" / f"{name}-k3.csv")},
+        "model": {"name": spec["model"], "img_size": 32},
+        "augment": {"train": "light"},
+        "train": {"epochs": epochs, "batch_size": 64, "lr": 3e-3, "warmup_epochs": 1},
+    }
+
+
+def run_demo(root: Path, epochs: int = 6, console=None) -> dict[str, float]:
+    """Build both demo competitions under ``root``, make folds, train every fold; returns the OOF scores."""
+    from .config import validate_config
+    from .console import Console
+    from .data import load_train
+    from .folds import make_folds
+    from .metrics import accuracy, mean_average_precision
+    from .predictions import read_predictions
+    from .train import train_run
+
+    console = console or Console()
+    root = Path(root)
+    if not (root / "digits" / "train.csv").is_file():
+        build_multiclass(root / "digits")
+        build_multilabel(root / "mosaic")
+        console.line(f"built the demo competitions from scikit-learn's digits under {root}")
+    scores = {}
+    for name in DEMO_EXPERIMENTS:
+        config = validate_config(demo_config(root, name, epochs))
+        make_folds(config)
+        train_run(config, resume=True, console=console)
+        data = load_train(config.data)
+        oof = read_predictions(config.run_dir / "oof.csv", data.classes)[data.classes].to_numpy()
+        metric = mean_average_precision if data.task == "multilabel" else accuracy
+        scores[config.experiment] = metric(data.targets, oof)
+        console.line(f"{config.experiment}: OOF {'mAP' if data.task == 'multilabel' else 'accuracy'} "
+                     f"{scores[config.experiment]:.4f}")
+    return scores

@@ -34,7 +34,7 @@ from .files import write_bytes, write_csv, write_json
 from .folds import read_folds
 from .images import ImageDataset, build_augment, worker_init
 from .inference import probabilities_from_logits, run_inference
-from .metrics import accuracy, mean_average_precision
+from .metrics import DEFAULT_METRIC, get_metric, score
 from .models import create_model, freeze_for_epoch, set_frozen_batchnorm_eval
 from .plots import plot_curves
 from .predictions import average_predictions, merge_oof, write_predictions
@@ -106,18 +106,25 @@ def finish_run(run: RunDir, data: CompetitionData, n_folds: int, has_test: bool,
 
 
 def main_metric(config: Config, task: str) -> str:
-    if config.train.metric != "auto":
-        return config.train.metric
-    return "map" if task == "multilabel" else "accuracy"
+    """The metric that picks the best epoch: train.metric, else the competition metric, else the task's default."""
+    name = config.train.metric if config.train.metric != "auto" else (config.metric or DEFAULT_METRIC[task])
+    if name != "loss":
+        try:
+            get_metric(name, task)
+        except ValueError as exc:
+            raise KagglecvError(f"train.metric / metric: {exc}") from None
+    return name
 
 
-def score_predictions(metric: str, targets: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
-    """The fold-selection score, higher is better (``loss`` is negated)."""
+def score_predictions(metric: str, task: str, targets: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
+    """The epoch-selection score, higher is better (loss and log losses are negated)."""
     if metric == "loss":
         return -loss
-    if metric == "map":
-        return mean_average_precision(targets, probabilities)
-    return accuracy(targets, probabilities)
+    try:
+        value = score(metric, task, targets, probabilities)
+    except ValueError:  # e.g. ROC AUC of a fold holding one class: no score, never a best epoch
+        return float("nan")
+    return value if get_metric(metric, task).higher_is_better else -value
 
 
 class FoldTrainer:
@@ -238,11 +245,15 @@ class FoldTrainer:
                 row |= self._evaluate_epoch()
                 self.history.append(row)
                 if self.scheduler is not None and self.cfg.sched == "plateau":
-                    self.scheduler.step(self.epoch + 1, row[f"val_{self.metric}"])
+                    self.scheduler.step(self.epoch + 1, self.last_selection)
                 self.epoch += 1
                 self._save_last()
                 progress.epoch_done(row, self.metric)
-        outcome = FoldOutcome(self.fold, self.best["epoch"], self.best["overall"], self.best["source"], time.time() - started)
+        if self.best["epoch"] < 0:
+            raise KagglecvError(f"fold {self.fold}: {self.metric} could not be computed on any epoch (NaN); "
+                                "is every class present in this fold's validation rows?")
+        outcome = FoldOutcome(self.fold, self.best["epoch"], self._reported(self.best["overall"]), self.best["source"],
+                              time.time() - started)
         self._finish(outcome)
         return outcome
 
@@ -307,11 +318,18 @@ class FoldTrainer:
                 continue
             rows, logits, loss = self._predict_valid(model)
             probabilities = probabilities_from_logits(logits, self.data.task)
-            score = score_predictions(self.metric, self.data.targets[rows], probabilities, loss)
+            selection = score_predictions(self.metric, self.data.task, self.data.targets[rows], probabilities, loss)
             prefix = "val" if source == "raw" else "ema_val"
-            row |= {f"{prefix}_loss": loss, f"{prefix}_{self.metric}": score if self.metric != "loss" else loss}
-            self._keep_if_best(source, model, score, rows, probabilities)
+            row |= {f"{prefix}_loss": loss, f"{prefix}_{self.metric}": self._reported(selection)}
+            self._keep_if_best(source, model, selection, rows, probabilities)
+            if source == "raw":
+                self.last_selection = selection
         return row
+
+    def _reported(self, selection: float) -> float:
+        """The metric's own value from the selection score (which is negated for lower-is-better metrics)."""
+        lower_is_better = self.metric == "loss" or not get_metric(self.metric, self.data.task).higher_is_better
+        return -selection if lower_is_better else selection
 
     def _predict_valid(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
         rows, logits = run_inference(model, self.valid_loader, self.device, self.amp_dtype, self.cfg.channels_last)
