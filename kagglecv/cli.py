@@ -46,7 +46,7 @@ def folds(
     """Split the training table into folds; write folds.file (id,fold) and a JSON report beside it."""
     from .config import load_config
     from .folds import make_folds
-    from .report_folds import folds_table
+    from .tables import folds_table
 
     config = load_config(config_path, overrides)
     result = make_folds(config, force=force)
@@ -75,6 +75,44 @@ def train(
     from .train import train_run
 
     train_run(load_config(config_path, overrides), fold, resume=resume, force=force)
+
+
+RunPath = Annotated[Path, typer.Argument(help="A run folder, runs/<experiment>.")]
+
+
+@app.command()
+def predict(
+    run: RunPath,
+    tta: Annotated[Optional[str], typer.Option(help="Comma-separated views (none,hflip,vflip,transpose,rot90,scale:1.15) or auto.")] = None,
+) -> None:
+    """Predict held-out rows and the test set with each fold's best weights and TTA; rewrite the run's oof.csv and test.csv."""
+    from .predict import predict_run
+
+    views = None if tta is None else ("auto" if tta == "auto" else [view.strip() for view in tta.split(",") if view.strip()])
+    predict_run(run, views)
+
+
+@app.command()
+def score(
+    run: Annotated[Optional[Path], typer.Argument(help="A run or ensemble folder with oof.csv.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Metric name; the config's metric or the task's default when omitted.")] = None,
+    oof: Annotated[Optional[Path], typer.Option(help="Score this OOF file instead of a run's.")] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="With --oof: the training table holding the targets.")] = None,
+    target: Annotated[str, typer.Option(help="With --oof: the target column.")] = "label",
+) -> None:
+    """Score out-of-fold predictions: overall, per fold (mean ± std), per class; write score.json for a run."""
+    from .score import score_oof_file, score_run
+    from .tables import score_table
+
+    if oof is not None:
+        if truth is None:
+            raise KagglecvError("--oof needs --truth (the train.csv with the targets)")
+        result, title = score_oof_file(oof, truth, target=target, metric=metric), str(oof)
+    elif run is not None:
+        result, title = score_run(run, metric), str(run)
+    else:
+        raise KagglecvError("give a run folder, or --oof FILE --truth train.csv")
+    console.print(score_table(result, title))
 
 
 @config_app.command("show")

@@ -176,6 +176,17 @@ class TrainConfig(_Section):
     seed: int = 42
 
 
+class PredictConfig(_Section):
+    """Inference after training: which weights, which test-time augmentations, how they are averaged."""
+
+    tta: Union[Literal["auto"], list[str]] = Field(
+        ["none"], description="none, hflip, vflip, transpose, rot90, rot180, rot270, scale:F (e.g. scale:1.15); "
+        "or auto: each candidate is kept only if it improves the OOF score.")
+    tta_space: Literal["prob", "logit"] = Field("prob", description="Average TTA views as probabilities or logits.")
+    weights: Literal["auto", "raw", "ema"] = Field("auto", description="auto: the weights that scored best on the fold.")
+    batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -189,6 +200,8 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+    notes: Optional[str] = Field(None, description="Why this experiment: the motivation shown in the report's journal.")
 
     @property
     def run_dir(self) -> Path:

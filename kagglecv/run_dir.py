@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import Config, dump_config
+from .config import Config, dump_config, validate_config
 from .data import CompetitionData
 from .errors import KagglecvError, summarize
 from .files import sha256_file, write_json, write_text
@@ -37,7 +37,9 @@ def prepare_run_dir(config: Config, data: CompetitionData, *, force: bool = Fals
     run = RunDir(Path(config.run_dir))
     recorded = run.path / "config.yaml"
     if recorded.is_file():
-        changes = config_differences(yaml.safe_load(recorded.read_text()), yaml.safe_load(dump_config(config)))
+        # Validating the recorded config through today's models fills keys added since with their defaults.
+        previous = validate_config(yaml.safe_load(recorded.read_text()), source=str(recorded))
+        changes = config_differences(previous.model_dump(mode="json"), config.model_dump(mode="json"))
         if changes and not force:
             raise KagglecvError(f"{run.path} was started with another config: {summarize(changes, 8)}; use a new "
                                 "experiment name, or --force to continue with the new config")

@@ -32,17 +32,18 @@ from .data import CompetitionData, load_test, load_train
 from .errors import KagglecvError
 from .files import write_bytes, write_csv, write_json
 from .folds import read_folds
-from .images import ImageDataset, build_augment, worker_init
+from .images import ImageDataset, build_augment
 from .inference import probabilities_from_logits, run_inference
 from .metrics import DEFAULT_METRIC, get_metric, score
 from .models import create_model, freeze_for_epoch, set_frozen_batchnorm_eval
 from .plots import plot_curves
+from .predict import FoldPredictor
 from .predictions import average_predictions, merge_oof, write_predictions
 from .run_dir import RunDir, prepare_run_dir
-from .runtime import (Runtime, all_gather, available_cores, barrier, capture_rng_state, restore_rng_state,
-                      seed_everything, setup_runtime)
-from .sampling import EpochSampler, balanced_weights
-from .weights import load_state_dict, load_torch, save_weights
+from .runtime import (Runtime, all_gather, barrier, capture_rng_state, restore_rng_state, seed_everything,
+                      setup_runtime)
+from .sampling import EpochSampler, balanced_weights, build_loader
+from .weights import load_torch, save_weights
 
 
 class TrainingDiverged(KagglecvError):
@@ -191,10 +192,7 @@ class FoldTrainer:
         return (self._loader(train_set, self.train_sampler, drop_last), self._loader(valid_set, valid_sampler, False))
 
     def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
-        workers = self.cfg.num_workers if self.cfg.num_workers is not None else available_cores()
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=workers, persistent_workers=workers > 0, worker_init_fn=worker_init,
-                          pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+        return build_loader(dataset, sampler, self.cfg.batch_size, self.cfg.num_workers, self.device, drop_last)
 
     def _scheduler(self):
         if self.cfg.sched == "none":
@@ -412,23 +410,14 @@ class FoldTrainer:
         barrier(self.runtime)
 
     def _predict_test(self, source: str) -> None:
-        weights = self.dir / ("best.safetensors" if source == "raw" else "ema.safetensors")
-        barrier(self.runtime)
-        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs).to(self.device)
-        model.load_state_dict(load_state_dict(weights))
-        mean, std = self._normalization()
-        dataset = ImageDataset(self.test.paths, None, build_augment(self.config.augment.eval, self.config.model.img_size,
-                                                                    mean, std, train=False))
-        loader = self._loader(dataset, EpochSampler(np.arange(len(self.test)), shuffle=False,
-                                                    rank=self.runtime.rank, world_size=self.runtime.world_size), False)
-        rows, logits = run_inference(model, loader, self.device, self.amp_dtype, self.cfg.channels_last)
-        gathered = all_gather((rows, logits), self.runtime)
-        rows = np.concatenate([g[0] for g in gathered])
-        logits = np.concatenate([g[1] for g in gathered])
-        order = np.argsort(rows)
-        if self.runtime.is_main:
-            write_predictions(self.dir / "test.csv", self.test.ids[rows[order]],
-                              probabilities_from_logits(logits[order], self.data.task), self.data.classes)
+        """Test predictions of the fold's selected weights, on rank 0 (the other ranks wait at the barrier)."""
+        if not self.runtime.is_main:
+            return
+        predictor = FoldPredictor(self.config, self.data, self.dir.parent)
+        model = predictor.load(self.fold, source)
+        logits = predictor.views(model, self.test.paths, np.arange(len(self.test)), ["none"])["none"]
+        write_predictions(self.dir / "test.csv", self.test.ids, probabilities_from_logits(logits, self.data.task),
+                          self.data.classes)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -32,3 +32,28 @@ def folds_table(report: dict) -> Table:
         cells += [str(value) for value in per_class] if show_classes else [f"{min(per_class)}-{max(per_class)}"]
         table.add_row(*cells)
     return table
+
+
+def score_table(result, title: str) -> Table:
+    """Overall OOF score, per fold, mean +- std, then per class (at most MAX_CLASS_ROWS, worst first)."""
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column(result.metric, justify="right")
+    table.add_row("OOF (all rows)", f"{result.overall:.5f}")
+    for fold, value in result.per_fold.items():
+        table.add_row(f"fold {fold}", f"{value:.5f}")
+    if result.per_fold:
+        table.add_row("folds mean ± std", f"{result.fold_mean:.5f} ± {result.fold_std:.5f}")
+    per_class = sorted(((value, name) for name, value in result.per_class.items() if value == value))
+    shown = per_class[:MAX_CLASS_ROWS]
+    table.add_section()
+    for value, name in shown:
+        table.add_row(f"{result.per_class_kind} {name}", f"{value:.4f}")
+    if len(per_class) > len(shown):
+        table.add_row(f"({len(per_class) - len(shown)} more classes)", "")
+    if result.classes_without_positives:
+        table.add_row(f"no positives: {', '.join(result.classes_without_positives[:8])}", "left out")
+    return table
+
+
+MAX_CLASS_ROWS = 15

@@ -1,0 +1,195 @@
+"""The predict stage: each fold's best weights on its held-out rows and on the test set, with test-time
+augmentation (TTA), folds averaged, written as the run's ``oof.csv`` and ``test.csv``.
+
+Each image is decoded once; every TTA view is made from the batch tensor (flips, transposes, rotations, rescaling).
+``tta: auto`` scores each candidate view on the OOF rows and keeps it only when it improves the score
+(greedy forward selection), and records every candidate's score in ``predict.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from .config import Config, validate_config
+from .console import Console
+from .data import CompetitionData, load_test, load_train
+from .errors import KagglecvError
+from .files import write_json
+from .folds import read_folds
+from .images import ImageDataset, build_augment
+from .inference import probabilities_from_logits
+from .metrics import DEFAULT_METRIC, get_metric, score
+from .models import create_model
+from .predictions import write_predictions
+from .runtime import setup_runtime
+from .sampling import EpochSampler, build_loader
+from .weights import load_state_dict
+
+AUTO_CANDIDATES = ("hflip", "vflip", "transpose", "scale:0.875", "scale:1.15")
+
+
+def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The batch transform of a TTA name (NCHW tensors)."""
+    fixed = {
+        "none": lambda x: x,
+        "hflip": lambda x: x.flip(-1),
+        "vflip": lambda x: x.flip(-2),
+        "transpose": lambda x: x.transpose(-1, -2),
+        "rot90": lambda x: x.rot90(1, (-2, -1)),
+        "rot180": lambda x: x.rot90(2, (-2, -1)),
+        "rot270": lambda x: x.rot90(3, (-2, -1)),
+    }
+    if name in fixed:
+        return fixed[name]
+    if name.startswith("scale:"):
+        try:
+            factor = float(name.split(":", 1)[1])
+        except ValueError:
+            factor = 0.0
+        if factor > 0:
+            return lambda x: F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    raise KagglecvError(f"predict.tta: unknown view {name!r}; expected none, hflip, vflip, transpose, rot90, "
+                        "rot180, rot270 or scale:F")
+
+
+@dataclass
+class PredictResult:
+    tta: list[str]
+    oof_score: float
+    metric: str
+    candidate_scores: dict[str, float]
+
+
+def load_run_config(run_path: Path) -> Config:
+    """The resolved config a run was trained with (``runs/<exp>/config.yaml``)."""
+    path = Path(run_path) / "config.yaml"
+    if not path.is_file():
+        raise KagglecvError(f"{run_path}: not a kagglecv run (no config.yaml); expected runs/<experiment>")
+    return validate_config(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Console | None = None) -> PredictResult:
+    """Predict every fold's held-out rows and the test set with TTA; rewrite the run's oof.csv and test.csv.
+
+    Args:
+        run_path: ``runs/<experiment>`` of a trained run (every fold done).
+        tta: views to average, or ``"auto"``; the config's ``predict.tta`` when None.
+    """
+    console = console or Console()
+    run_path = Path(run_path)
+    config = load_run_config(run_path)
+    tta = config.predict.tta if tta is None else tta
+    data = load_train(config.data)
+    fold_of = read_folds(Path(config.folds.file), data)
+    test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
+    n_folds = int(fold_of.max()) + 1
+    missing = [fold for fold in range(n_folds) if not (run_path / f"fold{fold}" / "done.json").is_file()]
+    if missing:
+        raise KagglecvError(f"{run_path}: folds {missing} are not trained yet; run `kagglecv train` first")
+    views = ["none", *AUTO_CANDIDATES] if tta == "auto" else list(tta)
+    for name in views:
+        tta_view(name)
+    predictor = FoldPredictor(config, data, run_path)
+    oof_logits = {name: np.zeros((len(data), predictor.num_outputs)) for name in views}
+    test_logits = {name: [] for name in views}
+    for fold in range(n_folds):
+        model = predictor.load(fold)
+        rows = np.flatnonzero(fold_of == fold)
+        for name, logits in predictor.views(model, data.paths, rows, views).items():
+            oof_logits[name][rows] = logits
+        if test is not None:
+            for name, logits in predictor.views(model, test.paths, np.arange(len(test)), views).items():
+                test_logits[name].append(logits)
+        console.line(f"fold {fold}: predicted {len(rows)} held-out rows" + (f" and {len(test)} test rows" if test else ""))
+    metric = config.metric or DEFAULT_METRIC[data.task]
+    chosen, candidate_scores = _choose_views(views, oof_logits, data, metric, config.predict.tta_space, tta == "auto")
+    oof = _combine([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
+    write_predictions(run_path / "oof.csv", data.ids, oof, data.classes, folds=fold_of)
+    if test is not None:
+        per_fold = [_combine([test_logits[name][fold] for name in chosen], data.task, config.predict.tta_space)
+                    for fold in range(n_folds)]
+        write_predictions(run_path / "test.csv", test.ids, np.mean(per_fold, axis=0), data.classes)
+    oof_score = score(metric, data.task, data.targets, oof)
+    write_json(run_path / "predict.json", {"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
+                                           "oof_score": oof_score, "candidate_scores": candidate_scores,
+                                           "auto": tta == "auto"})
+    console.line(f"{run_path.name}: OOF {metric} {oof_score:.4f} with TTA {chosen}")
+    return PredictResult(chosen, oof_score, metric, candidate_scores)
+
+
+class FoldPredictor:
+    """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
+
+    def __init__(self, config: Config, data: CompetitionData, run_path: Path):
+        self.config, self.data, self.run_path = config, data, run_path
+        self.runtime = setup_runtime(config.train.device)
+        self.num_outputs = 1 if data.task == "binary" else len(data.classes)
+        self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
+        self.amp_dtype = torch.bfloat16 if self.runtime.device.type == "cuda" and config.train.amp != "off" else None
+
+    def load(self, fold: int, source: str | None = None) -> torch.nn.Module:
+        """The fold's ``raw`` (best.safetensors) or ``ema`` weights; by default as ``predict.weights`` says."""
+        folder = self.run_path / f"fold{fold}"
+        source = source or self.config.predict.weights
+        if source == "auto":
+            source = json.loads((folder / "done.json").read_text())["source"]
+        weights = folder / ("best.safetensors" if source == "raw" else "ema.safetensors")
+        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs)
+        model.load_state_dict(load_state_dict(weights))
+        self.mean, self.std = _normalization(self.config, model)
+        return model.to(self.runtime.device).eval()
+
+    @torch.inference_mode()
+    def views(self, model, paths, rows: np.ndarray, views: list[str]) -> dict[str, np.ndarray]:
+        """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
+        transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
+        loader = build_loader(ImageDataset(paths, None, transform), EpochSampler(rows, shuffle=False),
+                              self.batch_size, self.config.train.num_workers, self.runtime.device)
+        outputs = {name: [] for name in views}
+        functions = {name: tta_view(name) for name in views}
+        for images, _, _ in loader:
+            images = images.to(self.runtime.device, non_blocking=True)
+            for name in views:
+                with torch.autocast(self.runtime.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    outputs[name].append(model(functions[name](images)).float().cpu().numpy())
+        return {name: np.concatenate(chunks) if chunks else np.zeros((0, self.num_outputs)) for name, chunks in outputs.items()}
+
+
+def _normalization(config: Config, model) -> tuple:
+    from timm.data import resolve_data_config
+
+    resolved = resolve_data_config({}, model=getattr(model, "backbone", model))
+    return config.augment.mean or resolved["mean"], config.augment.std or resolved["std"]
+
+
+def _combine(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:
+    if space == "logit":
+        return probabilities_from_logits(np.mean(logit_list, axis=0), task)
+    return np.mean([probabilities_from_logits(logits, task) for logits in logit_list], axis=0)
+
+
+def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[str], dict[str, float]]:
+    """All views when not auto; otherwise greedy: start from ``none``, keep each candidate that raises the score."""
+    direction = 1 if get_metric(metric, data.task).higher_is_better else -1
+
+    def oof_score(names):
+        return score(metric, data.task, data.targets, _combine([oof_logits[n] for n in names], data.task, space))
+
+    candidate_scores = {name: oof_score([name]) for name in views}
+    if not auto:
+        return views, candidate_scores
+    chosen, best = ["none"], candidate_scores["none"]
+    for name in views[1:]:
+        trial = oof_score([*chosen, name])
+        if direction * (trial - best) > 0:
+            chosen, best = [*chosen, name], trial
+    return chosen, candidate_scores
