@@ -43,9 +43,11 @@ class EpochProgress:
         if self.progress is not None:
             self.progress.stop()
 
-    def step(self, step: int, loss: float) -> None:
+    def step(self, step: int, loss) -> None:
+        """Advance the bar; ``loss`` (a tensor) is read only when a bar is shown, to avoid a device sync."""
         if self.progress is None:
             return
+        loss = float(loss)
         if self.task is None or step == 1:
             if self.task is not None:
                 self.progress.remove_task(self.task)

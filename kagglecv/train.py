@@ -282,7 +282,7 @@ class FoldTrainer:
             seen += len(images)
             tick = time.perf_counter()
             step_time += tick - fetched
-            progress.step(step + 1, loss.item())
+            progress.step(step + 1, loss)
         totals = all_gather((loss_sum.item(), seen, data_time, step_time), self.runtime)
         loss_total, seen_total = sum(t[0] for t in totals), sum(t[1] for t in totals)
         epoch_seconds = max(data_time + step_time, 1e-9)
