@@ -210,12 +210,23 @@ class FoldTrainer:
         kind = {"auto": None, "focal": "poly"}.get(self.cfg.loss, self.cfg.loss)
         options = {"poly_epsilon": 0.0, "poly_gamma": 2.0} if self.cfg.loss == "focal" else {}
         if self.cfg.class_weights:
-            positives = self.train_targets[self.train_rows]
-            counts = positives.sum(axis=0) if multi_label else np.bincount(positives, minlength=self.num_outputs)
-            weight = torch.tensor(len(positives) / np.maximum(counts, 1) / self.num_outputs, dtype=torch.float32)
-            options["pos_weight" if multi_label else "class_weight"] = weight
+            weight = self._inverse_frequency_weights(multi_label)
+            if not multi_label:  # timm's factory weights only BCE/ASL; torch's CE takes weights, soft targets too
+                if self.cfg.loss not in ("auto", "ce"):
+                    raise KagglecvError(f"train.class_weights works with loss ce for multiclass, got {self.cfg.loss!r}")
+                return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if soft else self.cfg.label_smoothing)
+            options["pos_weight"] = weight
         return create_classification_loss(kind, multi_label=multi_label, smoothing=self.cfg.label_smoothing,
                                           soft_targets=soft and not multi_label, **options)
+
+    def _inverse_frequency_weights(self, multi_label: bool) -> torch.Tensor:
+        """Per class: rows / (classes x rows of the class) for CE; negatives / positives for BCE's pos_weight."""
+        targets = self.train_targets[self.train_rows]
+        if multi_label:
+            positives = targets.sum(axis=0)
+            return torch.tensor((len(targets) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+        counts = np.bincount(targets, minlength=self.num_outputs)
+        return torch.tensor(len(targets) / (self.num_outputs * np.maximum(counts, 1)), dtype=torch.float32)
 
     def _mixup(self) -> Mixup | None:
         if self.cfg.mixup <= 0 and self.cfg.cutmix <= 0:
@@ -306,8 +317,10 @@ class FoldTrainer:
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
         if not torch.isfinite(loss).item():
             lr = self.optimizer.param_groups[0]["lr"]
+            kept = (f"{self.dir / 'last.pt'} keeps epoch {self.epoch - 1}" if self.epoch > 0
+                    else "no epoch finished, nothing was saved")
             raise TrainingDiverged(f"fold {self.fold}: loss is {loss.item()} at epoch {self.epoch} step {step} "
-                                   f"(lr {lr:.3g}); training stopped, {self.dir / 'last.pt'} keeps the last good epoch")
+                                   f"(lr {lr:.3g}); training stopped, {kept}")
 
     def _evaluate_epoch(self) -> dict:
         row = {}

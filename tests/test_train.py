@@ -195,3 +195,65 @@ def test_torchrun_with_two_cpu_processes(tmp_path, digits_root):
     assert sorted(oof["id"]) == sorted(folds.loc[folds["fold"] == 0, "id"]), "each held-out row scored exactly once"
     test = pd.read_csv(folder / "test.csv", dtype={"id": str})
     assert test["id"].tolist() == pd.read_csv(tmp_path / "test.csv", dtype=str)["id"].tolist()
+
+
+@pytest.mark.parametrize("options", [
+    {"model": {"head": {"hidden": [16], "dropout": 0.1}}},
+    {"model": {"freeze": 1, "drop_rate": 0.2}},
+    {"model": {"layer_decay": 0.7}},
+    {"train": {"loss": "focal"}, "task": "multilabel"},
+    {"train": {"loss": "asl"}, "task": "multilabel"},
+    {"train": {"mixup": 0.4, "cutmix": 1.0}, "task": "multilabel"},
+    {"train": {"mixup": 0.4, "label_smoothing": 0.1}},
+    {"train": {"sampler": "balanced", "class_weights": True}},
+    {"train": {"class_weights": True}, "task": "binary"},
+    {"train": {"accum_steps": 2, "clip_grad": 1.0, "channels_last": True, "opt": "sgd"}},
+    {"train": {"sched": "step", "decay_epochs": 1, "warmup_epochs": 1, "epochs": 2}},
+    {"train": {"sched": "plateau", "epochs": 2}},
+    {"train": {"sched": "multistep", "decay_milestones": [1], "epochs": 2, "metric": "loss"}},
+    {"train": {"metric": "log_loss"}},
+    {"augment": {"train": "heavy", "eval": [{"__class_fullname__": "HorizontalFlip", "p": 1.0}]}},
+])
+def test_training_options_run_and_record_a_finite_score(tmp_path, digits_root, options):
+    options = dict(options)
+    task = options.pop("task", "multiclass")
+    config = prepared(tmp_path, digits_root, task, **options)
+    outcome = train_run(config, [0], console=QUIET)[0]
+    assert np.isfinite(outcome.best_score)
+    history = pd.read_csv(tmp_path / "runs" / f"tiny-{task}" / "fold0" / "history.csv")
+    assert len(history) == config.train.epochs and np.isfinite(history["train_loss"]).all()
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, digits_root):
+    # A frozen backbone (BatchNorm statistics included) and a vanishing lr: accuracy cannot improve after epoch 0.
+    config = prepared(tmp_path, digits_root, model={"freeze": "backbone"},
+                      train={"epochs": 6, "patience": 2, "lr": 1e-12, "sched": "none", "weight_decay": 0.0})
+    outcome = train_run(config, [0], console=QUIET)[0]
+    history = pd.read_csv(tmp_path / "runs" / "tiny-multiclass" / "fold0" / "history.csv")
+    assert len(history) == 3, "epoch 0 is best; epochs 1 and 2 do not improve; patience 2 stops there"
+    assert outcome.best_epoch == 0
+
+
+def test_nan_loss_stops_the_fold_naming_fold_step_and_lr(tmp_path, digits_root):
+    config = prepared(tmp_path, digits_root, train={"opt": "sgd", "lr": 1e30, "sched": "none", "epochs": 2})
+    with pytest.raises(KagglecvError, match=r"fold 0: loss is (nan|inf) at epoch \d step \d+ \(lr 1e\+30\)"):
+        train_run(config, [0], console=QUIET)
+    assert not (tmp_path / "runs" / "tiny-multiclass" / "fold0" / "done.json").exists()
+
+
+@pytest.mark.slow
+def test_two_folds_trained_at_once_by_separate_processes(tmp_path, digits_root):
+    config = tiny_config(tmp_path, digits_root, rows=96)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    make_folds(validate_config(config))
+    processes = [run_cli(["train", "c.yaml", "--fold", str(fold)], tmp_path) for fold in (0, 1)]
+    outputs = [process.communicate()[0] for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    run = tmp_path / "runs" / "tiny-multiclass"
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    assert oof["id"].tolist() == pd.read_csv(tmp_path / "train.csv", dtype=str)["id"].tolist()
+    for fold in (0, 1):
+        fold_oof = pd.read_csv(run / f"fold{fold}" / "oof.csv", dtype={"id": str})
+        assert (fold_oof["fold"] == fold).all()
+        merged = oof.set_index("id").loc[fold_oof["id"]]
+        np.testing.assert_allclose(merged.iloc[:, 1:].to_numpy(), fold_oof.iloc[:, 2:].to_numpy())
