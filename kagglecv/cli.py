@@ -115,6 +115,20 @@ def score(
     console.print(score_table(result, title))
 
 
+@app.command()
+def report(
+    runs_dir: Annotated[Path, typer.Argument(help="The folder holding the runs.")] = Path("runs"),
+    pictures: Annotated[bool, typer.Option(help="Draw the PNGs (curves, fold scores, confusion / per-class AP).")] = True,
+) -> None:
+    """Leaderboard of every run and ensemble, the experiment journal, and pictures, in RUNS_DIR/report.md."""
+    from .report import build_report
+    from .tables import leaderboard_table
+
+    leaderboard, path = build_report(runs_dir, pictures=pictures)
+    console.print(leaderboard_table(leaderboard))
+    console.print(f"wrote {path}")
+
+
 @config_app.command("show")
 def config_show(config_path: ConfigPath, overrides: Overrides = None) -> None:
     """Print the fully resolved config, defaults filled in."""

@@ -39,3 +39,71 @@ def plot_curves(history: list[dict], metric: str, path: Path, title: str = "") -
         axis.xaxis.get_major_locator().set_params(integer=True)
     figure.suptitle(title)
     save_figure(figure, path)
+
+
+def plot_fold_curves(histories: dict[int, list[dict]], metric: str, path: Path, title: str) -> None:
+    """Every fold's validation metric and train/validation loss by epoch, one colour per fold."""
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for fold, history in sorted(histories.items()):
+        epochs = [row["epoch"] + 1 for row in history]
+        colour = f"C{fold % 10}"
+        loss_axis.plot(epochs, [row["train_loss"] for row in history], "--", color=colour, alpha=0.6)
+        loss_axis.plot(epochs, [row["val_loss"] for row in history], "-", color=colour, label=f"fold {fold}")
+        metric_axis.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", color=colour, label=f"fold {fold}")
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss (solid: validation, dashed: train)")
+    metric_axis.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
+    for axis in (loss_axis, metric_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
+def plot_confusion_matrix(matrix, classes: list[str], path: Path, title: str) -> None:
+    """Row-normalized confusion matrix (true class by row), counts written in the cells when it fits."""
+    import numpy as np
+
+    n = len(classes)
+    size = max(5.0, min(0.45 * n + 2.5, 22.0))
+    figure, axis = plt.subplots(figsize=(size, size * 0.9))
+    normalized = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    image = axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8 if n > 20 else 9)
+    axis.set_yticks(range(n), classes, fontsize=8 if n > 20 else 9)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    axis.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                              color="white" if normalized[i, j] > 0.5 else "black")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class")
+    save_figure(figure, path)
+
+
+def plot_per_class(values: dict[str, float], kind: str, path: Path, title: str) -> None:
+    """Horizontal bars of a per-class score (AP or recall), worst at the top; classes without positives omitted."""
+    items = sorted(((value, name) for name, value in values.items() if value == value), reverse=True)
+    height = max(3.0, 0.22 * len(items) + 1.2)
+    figure, axis = plt.subplots(figsize=(7, height))
+    axis.barh([name for _, name in items], [value for value, _ in items], color="C0")
+    axis.set(xlabel=kind, xlim=(0, 1), title=title)
+    axis.tick_params(axis="y", labelsize=8 if len(items) > 30 else 9)
+    axis.grid(axis="x", alpha=0.3)
+    save_figure(figure, path)
+
+
+def plot_fold_scores(per_fold: dict[int, float], metric: str, overall: float, path: Path, title: str) -> None:
+    """The OOF score of each fold, with the score of all OOF rows as a line."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    folds = sorted(per_fold)
+    axis.bar([f"fold {fold}" for fold in folds], [per_fold[fold] for fold in folds], color="C0")
+    axis.axhline(overall, color="C3", linestyle="--", label=f"all OOF rows: {overall:.4f}")
+    values = [per_fold[fold] for fold in folds]
+    low, high = min(values + [overall]), max(values + [overall])
+    margin = max((high - low) * 0.5, 0.01)
+    axis.set(ylabel=metric, ylim=(max(0.0, low - margin), high + margin), title=title)
+    axis.legend(loc="lower right")
+    axis.grid(axis="y", alpha=0.3)
+    save_figure(figure, path)

@@ -6,6 +6,7 @@ import json
 import platform
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -45,14 +46,25 @@ def prepare_run_dir(config: Config, data: CompetitionData, *, force: bool = Fals
                                 "experiment name, or --force to continue with the new config")
     if write:
         folds_file = Path(config.folds.file)
+        created = _recorded_creation(run.path / "run.json")
         write_text(recorded, dump_config(config))
         write_json(run.path / "run.json", {
-            "experiment": config.experiment, "task": data.task, "classes": data.classes,
+            "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
             "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file),
             "table_sha256": data.content_hash(), "versions": package_versions(), "git_commit": git_commit(),
             "python": platform.python_version(),
         })
     return run
+
+
+def _recorded_creation(path: Path) -> str:
+    """When the run was first started: kept from an existing run.json, else now."""
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())["created"]
+        except (json.JSONDecodeError, KeyError):
+            pass
+    return datetime.now().isoformat(timespec="seconds")
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -57,3 +57,25 @@ def score_table(result, title: str) -> Table:
 
 
 MAX_CLASS_ROWS = 15
+
+
+def leaderboard_table(entries) -> Table:
+    """The report's leaderboard, one block per competition, best first, with CV, fold spread and what changed."""
+    table = Table(title="leaderboard (OOF)")
+    table.add_column("#", justify="right")
+    table.add_column("experiment", overflow="fold")
+    table.add_column("backbone", overflow="fold")
+    table.add_column("CV", justify="right", no_wrap=True)
+    table.add_column("folds mean ± std", justify="right", no_wrap=True)
+    table.add_column("change vs best before", overflow="ellipsis", no_wrap=True, max_width=48)
+    competition = None
+    rank = 0
+    for entry in entries:
+        name = entry.config["data"]["train_csv"]
+        if name != competition:
+            competition, rank = name, 0
+            table.add_section()
+        rank += 1
+        table.add_row(str(rank), entry.name, entry.backbone, f"{entry.score.metric} {entry.score.overall:.4f}",
+                      f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f}", "; ".join(entry.change[:2]))
+    return table

@@ -351,7 +351,9 @@ class FoldTrainer:
         rows = np.concatenate([g[0] for g in gathered])
         logits = np.concatenate([g[1] for g in gathered])
         order = np.argsort(rows)
-        return rows[order], logits[order], sum(g[2] for g in gathered) / max(len(rows), 1)
+        # Validation loss is CE per row, or BCE per label (whatever the training loss), so epochs and runs compare.
+        per_row = 1 if self.data.task == "multiclass" else self.num_outputs
+        return rows[order], logits[order], sum(g[2] for g in gathered) / max(len(rows) * per_row, 1)
 
     def _keep_if_best(self, source: str, model: nn.Module, score: float, rows: np.ndarray, probabilities: np.ndarray) -> None:
         if not score > self.best[source]:  # NaN never counts as an improvement

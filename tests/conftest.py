@@ -90,3 +90,25 @@ def tiny_config(tmp_path: Path, digits_root: Path, task: str = "multiclass", row
     for section, values in sections.items():
         config[section] = config.get(section, {}) | values
     return config
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, digits_root):
+    """Two finished tiny runs per task (different seeds), shared by the predict, score, report and ensemble tests."""
+    from kagglecv.config import validate_config
+    from kagglecv.console import Console
+    from kagglecv.folds import make_folds
+    from kagglecv.train import train_run
+
+    root = tmp_path_factory.mktemp("trained")
+    runs = {}
+    for task in ("multiclass", "multilabel"):
+        for seed in (1, 2):
+            raw = tiny_config(root / task, digits_root, task, rows=96, train={"seed": seed, "epochs": 2})
+            raw["experiment"] = f"{task}-s{seed}"
+            raw["notes"] = f"seed {seed}"
+            config = validate_config(raw)
+            make_folds(config)
+            train_run(config, console=Console(quiet=True))
+            runs[(task, seed)] = config
+    return runs

@@ -1,0 +1,184 @@
+"""The report stage: a leaderboard of every run and ensemble, the experiment journal, and pictures.
+
+``build_report`` reads each run folder's files (config.yaml, run.json, score.json or oof.csv, fold histories) and
+writes ``<runs>/report.md`` with a leaderboard, a journal (date, motivation, change against the best run before
+it, result) and per-run pictures: learning curves, the score of each fold, the confusion matrix (multiclass) or
+per-class AP (multi-label).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .data import load_train
+from .errors import KagglecvError
+from .files import write_text
+from .metrics import confusion_matrix
+from .plots import plot_confusion_matrix, plot_fold_curves, plot_fold_scores, plot_per_class
+from .predict import load_run_config
+from .predictions import read_predictions
+from .run_dir import config_differences
+from .score import ScoreResult, score_run
+
+
+@dataclass
+class Entry:
+    """One row of the leaderboard."""
+
+    name: str
+    path: Path
+    kind: str
+    created: str
+    backbone: str
+    img_size: int | None
+    epochs: int | None
+    score: ScoreResult
+    train_seconds: float
+    notes: str | None
+    config: dict
+    change: list[str] = field(default_factory=list)
+    pictures: list[Path] = field(default_factory=list)
+
+
+def collect_entries(runs_dir: Path) -> list[Entry]:
+    """Every folder under ``runs_dir`` with a config.yaml and an oof.csv, scored (score.json refreshed)."""
+    entries = []
+    for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
+        if not ((path / "config.yaml").is_file() and (path / "oof.csv").is_file()):
+            continue
+        config = load_run_config(path)
+        info = _read_json(path / "run.json")
+        done = [_read_json(done) for done in sorted(path.glob("fold*/done.json"))]
+        result = score_run(path)
+        entries.append(Entry(
+            name=path.name, path=path, kind=info.get("kind", "run"), created=info.get("created", ""),
+            backbone=info.get("backbone", config.model.name), img_size=None if info.get("kind") == "ensemble" else config.model.img_size,
+            epochs=None if info.get("kind") == "ensemble" else config.train.epochs, score=result,
+            train_seconds=sum(d.get("seconds", 0.0) for d in done), notes=config.notes,
+            config=config.model_dump(mode="json")))
+    return entries
+
+
+def build_report(runs_dir: Path, pictures: bool = True) -> tuple[list[Entry], Path]:
+    """Score every run, draw its pictures and write ``runs_dir/report.md``; returns the leaderboard, best first."""
+    runs_dir = Path(runs_dir)
+    entries = collect_entries(runs_dir)
+    if not entries:
+        raise KagglecvError(f"{runs_dir}: no runs with an oof.csv; train (and predict) something first")
+    competitions = group_by_competition(entries)
+    for group in competitions.values():
+        _fill_changes(group)
+    if pictures:
+        for entry in entries:
+            entry.pictures = draw_run_pictures(entry)
+    path = runs_dir / "report.md"
+    sections = [render_competition(name, sorted(group, key=_rank_key), group, runs_dir)
+                for name, group in competitions.items()]
+    write_text(path, "# kagglecv report\n\n" + "\n".join(sections))
+    return [entry for group in competitions.values() for entry in sorted(group, key=_rank_key)], path
+
+
+def group_by_competition(entries: list[Entry]) -> dict[str, list[Entry]]:
+    """Runs are only comparable on the same training table and metric: group them by both."""
+    groups: dict[str, list[Entry]] = {}
+    for entry in entries:
+        key = f"{entry.config['data']['train_csv']} ({entry.score.metric})"
+        groups.setdefault(key, []).append(entry)
+    return groups
+
+
+def _rank_key(entry: Entry) -> float:
+    value = entry.score.overall
+    return -value if entry.score.higher_is_better else value
+
+
+def _fill_changes(entries: list[Entry]) -> None:
+    """For each entry in the order they were made: what differs from the best entry made before it."""
+    ordered = sorted(entries, key=lambda entry: entry.created)
+    best: Entry | None = None
+    for entry in ordered:
+        if best is None:
+            entry.change = ["first experiment"]
+        else:
+            changes = config_differences(_comparable(best.config), _comparable(entry.config))
+            entry.change = [f"vs {best.name}: {change}" for change in changes] or [f"same config as {best.name}"]
+        if best is None or _rank_key(entry) < _rank_key(best):
+            best = entry
+
+
+def _comparable(config: dict) -> dict:
+    """A config without the keys that differ between any two experiments by construction."""
+    return {key: value for key, value in config.items() if key not in ("experiment", "notes")}
+
+
+def draw_run_pictures(entry: Entry) -> list[Path]:
+    """Learning curves, fold scores, and the confusion matrix or per-class AP of one run; returns the PNGs."""
+    folder = entry.path
+    pictures = []
+    histories = {}
+    for history_file in sorted(folder.glob("fold*/history.csv")):
+        histories[int(history_file.parent.name.removeprefix("fold"))] = pd.read_csv(history_file).to_dict("records")
+    metric_key = next((key[4:] for key in (histories[min(histories)][0] if histories else {}) if key.startswith("val_")
+                       and key != "val_loss"), "loss")
+    if histories:
+        pictures.append(folder / "curves.png")
+        plot_fold_curves(histories, metric_key, pictures[-1], f"{entry.name}: learning curves")
+    if entry.score.per_fold:
+        pictures.append(folder / "fold_scores.png")
+        plot_fold_scores(entry.score.per_fold, entry.score.metric, entry.score.overall, pictures[-1],
+                         f"{entry.name}: OOF {entry.score.metric} per fold")
+    config = load_run_config(folder)
+    data = load_train(config.data.model_copy(update={"image_dir": None}))
+    if data.task == "multilabel":
+        pictures.append(folder / "per_class_ap.png")
+        plot_per_class(entry.score.per_class, "average precision", pictures[-1], f"{entry.name}: OOF AP per class")
+    else:
+        oof = read_predictions(folder / "oof.csv", data.classes).set_index("id").loc[list(data.ids)]
+        matrix = confusion_matrix(data.targets, oof[data.classes].to_numpy())
+        pictures.append(folder / "confusion.png")
+        plot_confusion_matrix(matrix, data.classes, pictures[-1], f"{entry.name}: OOF confusion matrix")
+    return pictures
+
+
+def render_competition(name: str, leaderboard: list[Entry], entries: list[Entry], runs_dir: Path) -> str:
+    """The markdown section of one competition: leaderboard, journal, then each run's pictures."""
+    lines = [f"## {name}", "", "### Leaderboard", "",
+             "| # | experiment | kind | backbone | size | epochs | CV (all OOF rows) | folds mean ± std | per fold | train time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for rank, entry in enumerate(leaderboard, start=1):
+        folds = " / ".join(f"{value:.4f}" for value in entry.score.per_fold.values())
+        lines.append(f"| {rank} | {entry.name} | {entry.kind} | {entry.backbone} | {entry.img_size or ''} | "
+                     f"{entry.epochs or ''} | {entry.score.metric} {entry.score.overall:.4f} | "
+                     f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f} | {folds} | "
+                     f"{_duration(entry.train_seconds)} |")
+    lines += ["", "### Journal", "", "| date | experiment | motivation | change | result |", "| --- | --- | --- | --- | --- |"]
+    for entry in sorted(entries, key=lambda entry: entry.created):
+        change = "<br>".join(entry.change[:6]) + (f"<br>and {len(entry.change) - 6} more" if len(entry.change) > 6 else "")
+        lines.append(f"| {entry.created[:16].replace('T', ' ')} | {entry.name} | {entry.notes or ''} | {change} | "
+                     f"{entry.score.metric} {entry.score.overall:.4f} |")
+    for entry in leaderboard:
+        lines += ["", f"### {entry.name}", ""]
+        others = ", ".join(f"{name} {value:.4f}" for name, value in list(entry.score.other_metrics.items())[:8])
+        lines += [f"{entry.score.metric} {entry.score.overall:.4f} on {entry.score.rows} OOF rows; also: {others}", ""]
+        lines += [f"![{picture.stem}]({picture.relative_to(runs_dir).as_posix()})" for picture in entry.pictures]
+    return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    if not seconds:
+        return ""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
