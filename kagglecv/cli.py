@@ -129,6 +129,30 @@ def report(
     console.print(f"wrote {path}")
 
 
+@app.command()
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Run or ensemble folders sharing one folds file.")],
+    method: Annotated[str, typer.Option(help="mean, weighted, rank, geometric, power, logit, hill, optimize or stack.")] = "hill",
+    name: Annotated[Optional[str], typer.Option(help="Writes runs/ens-<name>/; <method>-<n> when omitted.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Metric to fit and score; the config's when omitted.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="With --method weighted: comma-separated weights, one per run.")] = None,
+    power: Annotated[float, typer.Option(help="With --method power: the exponent k of mean(p^k).")] = 2.0,
+    init_top: Annotated[int, typer.Option(help="With --method hill: start from the best N runs.")] = 1,
+    rounds: Annotated[int, typer.Option(help="With --method hill: selection rounds.")] = 100,
+    per_class: Annotated[bool, typer.Option(help="Multi-label hill/optimize: separate weights per class.")] = False,
+) -> None:
+    """Blend runs on their OOF predictions; report best single, in-sample and nested (honest) scores."""
+    from .ensemble import make_ensemble
+    from .tables import correlation_table, ensemble_table
+
+    user_weights = [float(w) for w in weights.split(",")] if weights else None
+    result = make_ensemble(runs, method, name, metric=metric, user_weights=user_weights, power=power,
+                           init_top=init_top, max_rounds=rounds, per_class=per_class)
+    console.print(correlation_table(result.correlation))
+    console.print(ensemble_table(result))
+    console.print(f"wrote {result.path}")
+
+
 @config_app.command("show")
 def config_show(config_path: ConfigPath, overrides: Overrides = None) -> None:
     """Print the fully resolved config, defaults filled in."""

@@ -79,3 +79,30 @@ def leaderboard_table(entries) -> Table:
         table.add_row(str(rank), entry.name, entry.backbone, f"{entry.score.metric} {entry.score.overall:.4f}",
                       f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f}", "; ".join(entry.change[:2]))
     return table
+
+
+def correlation_table(correlation) -> Table:
+    """The runs' OOF correlation matrix."""
+    table = Table(title="OOF correlation")
+    table.add_column("")
+    for name in correlation.columns:
+        table.add_column(name, justify="right", overflow="fold")
+    for name, row in correlation.iterrows():
+        table.add_row(name, *[f"{value:.3f}" for value in row])
+    return table
+
+
+def ensemble_table(result) -> Table:
+    """Best single run, in-sample blend, nested (honest) blend; each run's weight and marginal gain."""
+    table = Table(title=f"{result.name}: {result.method} on {result.metric}")
+    table.add_column("")
+    table.add_column(result.metric, justify="right")
+    table.add_row(f"best single run ({result.best_single[0]})", f"{result.best_single[1]:.5f}")
+    table.add_row("blend, fit and scored on all OOF (optimistic)", f"{result.in_sample:.5f}")
+    table.add_row("blend, nested CV (honest)", f"{result.nested:.5f}")
+    table.add_section()
+    for run, gain in result.marginal_gain.items():
+        weight = result.weights.get(run)
+        weight_text = f"weight {weight:.3f}, " if isinstance(weight, float) else ""
+        table.add_row(f"{run}: {weight_text}marginal gain", f"{gain:+.5f}")
+    return table
