@@ -99,11 +99,21 @@ def score(
     oof: Annotated[Optional[Path], typer.Option(help="Score this OOF file instead of a run's.")] = None,
     truth: Annotated[Optional[Path], typer.Option(help="With --oof: the training table holding the targets.")] = None,
     target: Annotated[str, typer.Option(help="With --oof: the target column.")] = "label",
+    submission: Annotated[Optional[Path], typer.Option(help="Score this submission file against --solution.")] = None,
+    solution: Annotated[Optional[Path], typer.Option(help="With --submission: the solution file (id + truth).")] = None,
 ) -> None:
-    """Score out-of-fold predictions: overall, per fold (mean ± std), per class; write score.json for a run."""
-    from .score import score_oof_file, score_run
+    """Score out-of-fold predictions: overall, per fold (mean ± std), per class; write score.json for a run.
+
+    With --submission FILE --solution FILE --metric M: score a submission as Kaggle would.
+    """
+    from .score import score_oof_file, score_run, score_submission
     from .tables import score_table
 
+    if submission is not None:
+        if solution is None or metric is None:
+            raise KagglecvError("--submission needs --solution FILE and --metric NAME")
+        console.print(f"{metric} {score_submission(submission, solution, metric):.6f}")
+        return
     if oof is not None:
         if truth is None:
             raise KagglecvError("--oof needs --truth (the train.csv with the targets)")
@@ -151,6 +161,22 @@ def ensemble(
     console.print(correlation_table(result.correlation))
     console.print(ensemble_table(result))
     console.print(f"wrote {result.path}")
+
+
+@app.command()
+def submit(
+    run: RunPath,
+    sample: Annotated[Path, typer.Option(help="The competition's sample_submission.csv.")],
+    name: Annotated[Optional[str], typer.Option(help="Writes submissions/<name>.csv; the run's name when omitted.")] = None,
+    threshold: Annotated[str, typer.Option(help="Multi-label labels format: a number, or 'oof' for per-class F1-tuned thresholds.")] = "0.5",
+    gz: Annotated[bool, typer.Option(help="Write .csv.gz.")] = False,
+    out_dir: Annotated[Path, typer.Option(help="Folder of the submissions.")] = Path("submissions"),
+) -> None:
+    """Write a submission in the sample's exact shape from a run's or ensemble's test.csv, checked before writing."""
+    from .submission import write_submission
+
+    result = write_submission(run, sample, name, threshold=threshold, out_dir=out_dir, compress=gz)
+    console.print(f"wrote {result.path}: {result.rows} rows, {result.format} format")
 
 
 @config_app.command("show")

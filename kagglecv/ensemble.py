@@ -134,7 +134,7 @@ def _check_same_ids(ids: np.ndarray, reference: np.ndarray, path: Path, referenc
     extra = [image_id for image_id in ids if image_id not in set(reference)]
     first = missing[0] if missing else extra[0]
     raise KagglecvError(f"{path}: ids differ from {reference_path}: first mismatching id {first!r} "
-                        f"({len(missing)} missing: {summarize(missing, 3)}; {len(extra)} extra: {summarize(extra, 3)})")
+                        f"({len(missing)} missing: {summarize(missing, 3, quote=True)}; {len(extra)} extra: {summarize(extra, 3, quote=True)})")
 
 
 def _run_info(path: Path) -> dict:

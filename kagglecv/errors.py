@@ -17,8 +17,8 @@ class DataError(KagglecvError):
     """The competition data (CSV rows, labels, image files) is invalid."""
 
 
-def summarize(items: list[str], limit: int = 5) -> str:
-    """Join the first ``limit`` items and say how many more there are."""
-    shown = ", ".join(items[:limit])
+def summarize(items: list, limit: int = 5, quote: bool = False) -> str:
+    """Join the first ``limit`` items (``repr``-quoted when ``quote``) and say how many more there are."""
+    shown = ", ".join(repr(str(item)) if quote else str(item) for item in items[:limit])
     rest = len(items) - limit
     return f"{shown} and {rest} more" if rest > 0 else shown

@@ -118,8 +118,8 @@ def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
     missing = [image_id for image_id in data.ids if image_id not in fold_of]
     if missing or len(fold_of) != len(data):
         extra = sorted(set(fold_of) - set(data.ids))
-        raise DataError(f"{path}: does not match {data.source}: {len(missing)} ids missing ({summarize(missing)}), "
-                        f"{len(extra)} ids extra ({summarize(extra)}); re-run `kagglecv folds`")
+        raise DataError(f"{path}: does not match {data.source}: {len(missing)} ids missing ({summarize(missing, quote=True)}), "
+                        f"{len(extra)} ids extra ({summarize(extra, quote=True)}); re-run `kagglecv folds`")
     return np.array([fold_of[image_id] for image_id in data.ids], dtype=np.int64)
 
 

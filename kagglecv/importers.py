@@ -88,5 +88,5 @@ def _image_set_ids(root: Path, image_set: str) -> list[str]:
     ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
     missing = [image_id for image_id in ids if not (root / "Annotations" / f"{image_id}.xml").is_file()]
     if missing:
-        raise DataError(f"{listing}: {len(missing)} ids without an annotation: {summarize(missing)}")
+        raise DataError(f"{listing}: {len(missing)} ids without an annotation: {summarize(missing, quote=True)}")
     return ids

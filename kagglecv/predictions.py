@@ -48,13 +48,13 @@ def merge_oof(fold_files: list[Path], ids: np.ndarray, classes: list[str]) -> pd
     merged = pd.concat([read_predictions(path, classes) for path in fold_files], ignore_index=True)
     doubled = merged.loc[merged["id"].duplicated(), "id"].tolist()
     if doubled:
-        raise DataError(f"OOF files {summarize([str(p) for p in fold_files], 2)} hold {len(doubled)} ids more than once: {summarize(doubled)}")
+        raise DataError(f"OOF files {summarize([str(p) for p in fold_files], 2)} hold {len(doubled)} ids more than once: {summarize(doubled, quote=True)}")
     present = set(merged["id"])
     missing = [image_id for image_id in ids if image_id not in present]
     extra = sorted(present - set(ids))
     if missing or extra:
-        raise DataError(f"OOF files do not cover the training table: {len(missing)} ids missing ({summarize(missing)}), "
-                        f"{len(extra)} unknown ({summarize(extra)})")
+        raise DataError(f"OOF files do not cover the training table: {len(missing)} ids missing ({summarize(missing, quote=True)}), "
+                        f"{len(extra)} unknown ({summarize(extra, quote=True)})")
     return merged.set_index("id").loc[list(ids)].reset_index()
 
 

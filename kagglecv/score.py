@@ -100,13 +100,13 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: st
 def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
     doubled = oof.loc[oof["id"].duplicated(), "id"].tolist()
     if doubled:
-        raise DataError(f"{source}: {len(doubled)} ids appear more than once: {summarize(doubled)}")
+        raise DataError(f"{source}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}")
     position = pd.Series(np.arange(len(data)), index=data.ids)
     unknown = [image_id for image_id in oof["id"] if image_id not in position.index]
     missing = sorted(set(data.ids) - set(oof["id"]))
     if unknown or missing:
-        raise DataError(f"{source}: ids differ from {data.source}: {len(missing)} missing ({summarize(missing)}), "
-                        f"{len(unknown)} unknown ({summarize(unknown)})")
+        raise DataError(f"{source}: ids differ from {data.source}: {len(missing)} missing ({summarize(missing, quote=True)}), "
+                        f"{len(unknown)} unknown ({summarize(unknown, quote=True)})")
     rows = position.loc[oof["id"]].to_numpy()
     scores = oof[data.classes].to_numpy(np.float64)
     folds = oof["fold"].to_numpy() if "fold" in oof.columns else None
@@ -117,3 +117,80 @@ def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray) -
     if data.task == "multilabel":
         return "AP", average_precision_per_class(targets, scores)
     return "recall", recall_per_class(targets, scores)
+
+
+def score_submission(submission_path: Path, solution_path: Path, metric: str, label_sep: str = " ") -> float:
+    """Score a submission against a solution file, as Kaggle would: rows matched by id, every id exactly once.
+
+    The solution holds the truth as a class-name column, a separated-labels column, or 0/1 class columns. The
+    submission holds class names / separated labels (scored with accuracy, f1_* or balanced_accuracy, qwk; for
+    multi-label: f1_micro, f1_macro, f1_samples) or probability columns named by class (any metric of the task).
+    """
+    from sklearn.metrics import f1_score
+
+    from .data import read_csv_strings
+
+    solution, submission = read_csv_strings(solution_path), read_csv_strings(submission_path)
+    id_col = solution.columns[0]
+    if submission.columns[0] != id_col:
+        raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
+    _check_submission_ids(submission[id_col], solution[id_col], submission_path, solution_path)
+    submission = submission.set_index(id_col).loc[solution[id_col]]
+    truth_columns = list(solution.columns[1:])
+    if len(truth_columns) == 1:
+        truth = solution[truth_columns[0]].str.strip()
+        multilabel = truth.str.contains(label_sep, regex=False).any() or metric in ("map", "map_voc07", "map_voc", "micro_map",
+                                                                                       "f1_samples")
+        if multilabel:
+            classes = sorted({label for cell in truth for label in cell.split(label_sep) if label}
+                             | set(submission.columns if len(submission.columns) > 1 else []))
+            targets = _indicator(truth, classes, label_sep)
+        else:
+            classes = sorted(set(truth) | (set(submission.columns) if len(submission.columns) > 1 else
+                                           set(submission.iloc[:, 0].str.strip())))
+            targets = truth.map({name: index for index, name in enumerate(classes)}).to_numpy()
+    else:
+        classes, multilabel = truth_columns, True
+        targets = solution[truth_columns].astype(int).to_numpy()
+    if len(submission.columns) == 1:  # names, not probabilities
+        predicted = submission.iloc[:, 0].astype(str).str.strip()
+        if multilabel:
+            if metric not in ("f1_micro", "f1_macro", "f1_samples"):
+                raise KagglecvError(f"--metric {metric!r}: a labels submission is scored with f1_micro, f1_macro or f1_samples")
+            # A label the solution never uses is a false positive, not an error: score over the union.
+            extra = sorted({label for cell in predicted for label in cell.split(label_sep) if label and label not in classes})
+            classes = list(classes) + extra
+            targets = np.hstack([targets, np.zeros((len(targets), len(extra)), dtype=targets.dtype)])
+            return float(f1_score(targets, _indicator(predicted, classes, label_sep), average=metric.split("_")[1],
+                                  zero_division=0))
+        index = {name: position for position, name in enumerate(classes)}
+        scores = np.eye(len(classes))[predicted.map(index).to_numpy()]
+        return score(metric, "multiclass", targets, scores)
+    missing = [name for name in classes if name not in submission.columns]
+    if missing:
+        raise DataError(f"{submission_path}: no column for classes {summarize(missing, quote=True)}")
+    scores = submission[classes].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(scores).all():
+        raise DataError(f"{submission_path}: NaN, inf or non-numbers among the probabilities")
+    return score(metric, "multilabel" if multilabel else "multiclass", targets, scores)
+
+
+def _indicator(cells: pd.Series, classes: list[str], sep: str) -> np.ndarray:
+    index = {name: position for position, name in enumerate(classes)}
+    matrix = np.zeros((len(cells), len(classes)), dtype=np.int64)
+    for row, cell in enumerate(cells):
+        for label in cell.split(sep):
+            if label in index:
+                matrix[row, index[label]] = 1
+    return matrix
+
+
+def _check_submission_ids(submitted: pd.Series, expected: pd.Series, submission_path: Path, solution_path: Path) -> None:
+    doubled = submitted[submitted.duplicated()].tolist()
+    if doubled:
+        raise DataError(f"{submission_path}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}")
+    missing = sorted(set(expected) - set(submitted))
+    extra = sorted(set(submitted) - set(expected))
+    if missing or extra:
+        raise DataError(f"{submission_path}: ids differ from {solution_path}: {len(missing)} missing "
+                        f"({summarize(missing, quote=True)}), {len(extra)} extra ({summarize(extra, quote=True)})")

@@ -66,10 +66,10 @@ def test_oof_merge_rejects_a_missing_or_doubled_id(tmp_path):
     pd.DataFrame({"id": ["1", "2"], "fold": 0, "a": 0.5, "b": 0.5}).to_csv(tmp_path / "f0.csv", index=False)
     pd.DataFrame({"id": ["3"], "fold": 1, "a": 0.5, "b": 0.5}).to_csv(tmp_path / "f1.csv", index=False)
     ids = np.array(["1", "2", "3", "4"], dtype=object)
-    with pytest.raises(DataError, match=r"1 ids missing \(4\)"):
+    with pytest.raises(DataError, match=r"1 ids missing \('4'\)"):
         merge_oof([tmp_path / "f0.csv", tmp_path / "f1.csv"], ids, classes)
     pd.DataFrame({"id": ["3", "2"], "fold": 1, "a": 0.5, "b": 0.5}).to_csv(tmp_path / "f1.csv", index=False)
-    with pytest.raises(DataError, match=r"1 ids more than once: 2"):
+    with pytest.raises(DataError, match=r"1 ids more than once: '2'"):
         merge_oof([tmp_path / "f0.csv", tmp_path / "f1.csv"], ids[:3], classes)
 
 

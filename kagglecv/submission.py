@@ -1,0 +1,183 @@
+"""The submit stage: a submission file in the sample submission's exact shape, checked before it is written.
+
+The sample decides the format:
+
+* ``id,<one column of strings>`` (e.g. ``id,label``): a class name per row (multiclass), or separated labels
+  (multi-label), the latter with per-class thresholds (0.5, a number, or tuned on OOF for F1);
+* ``id,<class>,<class>...``: probability columns, mapped by class name, in the sample's column order;
+* ``id,<one numeric column>`` for a binary task: the probability of the positive class.
+
+Ids keep the sample's spelling and order. A failing check writes nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import load_train, read_csv_strings
+from .errors import DataError, KagglecvError, summarize
+from .files import write_bytes
+from .predict import load_run_config
+from .predictions import read_predictions
+
+
+@dataclass
+class Submission:
+    path: Path
+    format: str
+    rows: int
+    thresholds: dict[str, float] | None = None
+
+
+def write_submission(run_path: Path, sample_path: Path, name: str | None = None, *, threshold: str = "0.5",
+                     out_dir: Path = Path("submissions"), compress: bool = False, label_sep: str = " ") -> Submission:
+    """Write ``out_dir/<name>.csv[.gz]`` from ``run_path/test.csv`` in the shape of ``sample_path``."""
+    run_path, sample_path = Path(run_path), Path(sample_path)
+    info = _run_info(run_path)
+    classes, task = info["classes"], info["task"]
+    sample = read_csv_strings(sample_path)
+    if sample.shape[1] < 2:
+        raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
+    id_col = sample.columns[0]
+    predictions = read_predictions(run_path / "test.csv", classes)
+    aligned = _align_to_sample(predictions, sample[id_col], run_path / "test.csv", sample_path)
+    fmt = detect_format(sample, classes, task, sample_path)
+    thresholds = None
+    if fmt == "labels":
+        thresholds = resolve_thresholds(threshold, run_path, classes)
+        values = _label_strings(aligned, classes, thresholds, label_sep)
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
+    elif fmt == "label":
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: np.array(classes)[aligned.argmax(axis=1)]})
+    elif fmt == "positive":
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: aligned[:, 1]})
+    else:
+        column_of = {name: index for index, name in enumerate(classes)}
+        out = pd.DataFrame({id_col: sample[id_col]} | {column: aligned[:, column_of[column]] for column in sample.columns[1:]})
+    validate_submission(out, sample, sample_path, fmt, classes, label_sep)
+    name = name or run_path.name
+    path = Path(out_dir) / f"{name}.csv{'.gz' if compress else ''}"
+    text = out.to_csv(index=False, lineterminator="\n", float_format="%.7g").encode()
+    write_bytes(path, gzip.compress(text, mtime=0) if compress else text)
+    return Submission(path, fmt, len(out), thresholds)
+
+
+def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> str:
+    """label, labels, positive or probabilities, from the sample's columns and values."""
+    value_columns = list(sample.columns[1:])
+    if set(value_columns) <= set(classes) and len(value_columns) == len(classes):
+        return "probabilities"
+    unknown = [column for column in value_columns if column not in classes]
+    if len(value_columns) == 1:
+        numeric = pd.to_numeric(sample[value_columns[0]], errors="coerce").notna().all()
+        if task == "binary" and numeric:
+            return "positive"
+        if not numeric or task != "binary":
+            return "labels" if task == "multilabel" else "label"
+    if unknown and len(value_columns) > 1:
+        index_like = [column for column in unknown if column.lower().startswith("unnamed") or column in ("", "index")]
+        hint = " (an index column written by pandas?)" if index_like else ""
+        raise DataError(f"{sample_path}: columns {summarize(unknown, quote=True)} are not classes of the run{hint}; "
+                        f"expected {summarize(classes)}")
+    missing = [name for name in classes if name not in value_columns]
+    raise DataError(f"{sample_path}: the sample has {len(value_columns)} class columns, the run {len(classes)} classes; "
+                    f"missing from the sample: {summarize(missing, quote=True)}")
+
+
+def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Path, fmt: str, classes: list[str],
+                        label_sep: str = " ") -> None:
+    """Kaggle's contract: the sample's header, every id once in the sample's order, finite values in range."""
+    if list(out.columns) != list(sample.columns):
+        raise DataError(f"submission columns {list(out.columns)} differ from {sample_path}'s {list(sample.columns)}")
+    if len(out) != len(sample) or not (out.iloc[:, 0].to_numpy() == sample.iloc[:, 0].to_numpy()).all():
+        raise DataError(f"submission ids differ from {sample_path} (count or order)")
+    if fmt in ("probabilities", "positive"):
+        values = out.iloc[:, 1:].to_numpy(np.float64)
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            raise DataError(f"submission has {len(rows)} rows with values outside [0, 1], NaN or inf: "
+                            f"{summarize([str(out.iat[r, 0]) for r in rows])}")
+    else:
+        known = set(classes)
+        cells = out.iloc[:, 1].astype(str)
+        unknown = sorted({label for cell in cells for label in cell.split(label_sep) if label and label not in known})
+        if unknown:
+            raise DataError(f"submission has labels that are not classes: {summarize(unknown, quote=True)}")
+
+
+def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictions_path: Path, sample_path: Path) -> np.ndarray:
+    duplicated = sample_ids[sample_ids.duplicated()].tolist()
+    if duplicated:
+        raise DataError(f"{sample_path}: {len(duplicated)} ids appear more than once: {summarize(duplicated, quote=True)}")
+    have = set(predictions["id"])
+    missing = [image_id for image_id in sample_ids if image_id not in have]
+    if missing:
+        raise DataError(f"{predictions_path}: no prediction for {len(missing)} ids of {sample_path}: {summarize(missing, quote=True)}")
+    extra = sorted(have - set(sample_ids))
+    if extra:
+        raise DataError(f"{predictions_path}: {len(extra)} ids are not in {sample_path}: {summarize(extra, quote=True)}")
+    values = predictions.set_index("id")
+    return values.loc[list(sample_ids)].to_numpy(np.float64)
+
+
+def resolve_thresholds(threshold: str, run_path: Path, classes: list[str]) -> dict[str, float]:
+    """One threshold for every class (a number), or per class tuned on the run's OOF for F1 (``oof``)."""
+    if threshold == "oof":
+        config = load_run_config(run_path)
+        data = load_train(config.data.model_copy(update={"image_dir": None}))
+        oof = read_predictions(run_path / "oof.csv", classes).set_index("id").loc[list(data.ids), classes]
+        return dict(zip(classes, tune_thresholds(data.targets, oof.to_numpy(np.float64))))
+    try:
+        value = float(threshold)
+    except ValueError:
+        raise KagglecvError(f"--threshold: expected a number in (0, 1) or 'oof', got {threshold!r}") from None
+    if not 0 < value < 1:
+        raise KagglecvError(f"--threshold: expected a number in (0, 1), got {value}")
+    return dict.fromkeys(classes, value)
+
+
+def tune_thresholds(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per class, the threshold that maximizes that class's F1 on OOF (difficult rows ignored); 0.5 without positives.
+
+    Candidates are the midpoints between consecutive distinct scores, so the chosen threshold separates the same
+    OOF rows whatever the spacing of the scores.
+    """
+    thresholds = np.full(scores.shape[1], 0.5)
+    for column in range(scores.shape[1]):
+        known = targets[:, column] != -1
+        truth, score = targets[known, column] == 1, scores[known, column]
+        if not truth.any():
+            continue
+        order = np.argsort(-score, kind="stable")
+        sorted_scores, sorted_truth = score[order], truth[order]
+        true_positives = np.cumsum(sorted_truth)
+        f1 = 2 * true_positives / (np.arange(1, len(order) + 1) + truth.sum())
+        last_of_block = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+        f1 = np.where(last_of_block, f1, -1)
+        best = int(np.argmax(f1))
+        below = sorted_scores[best + 1] if best + 1 < len(sorted_scores) else 0.0
+        thresholds[column] = (sorted_scores[best] + below) / 2
+    return thresholds
+
+
+def _label_strings(values: np.ndarray, classes: list[str], thresholds: dict[str, float], sep: str) -> list[str]:
+    cut = np.array([thresholds[name] for name in classes])
+    chosen = values >= cut
+    names = np.array(classes)
+    return [sep.join(names[row]) for row in chosen]
+
+
+def _run_info(run_path: Path) -> dict:
+    path = run_path / "run.json"
+    if not path.is_file():
+        raise KagglecvError(f"{run_path}: not a run or ensemble folder (no run.json)")
+    if not (run_path / "test.csv").is_file():
+        raise KagglecvError(f"{run_path}: no test.csv; set data.test_csv and train (or predict) first")
+    return json.loads(path.read_text())
