@@ -179,6 +179,25 @@ def submit(
     console.print(f"wrote {result.path}: {result.rows} rows, {result.format} format")
 
 
+@app.command()
+def run(
+    config_path: ConfigPath,
+    overrides: Overrides = None,
+    force: Annotated[bool, typer.Option(help="Accept a config that differs from the run folder's.")] = False,
+) -> None:
+    """The whole pipeline: folds (if missing), train every fold (resuming), predict with TTA, score, submit."""
+    from .config import load_config
+    from .pipeline import run_pipeline
+
+    summary = run_pipeline(load_config(config_path, overrides), force=force)
+    result = summary.score
+    folds = ", ".join(f"{value:.4f}" for value in result.per_fold.values())
+    console.print(f"[bold]{summary.experiment}[/bold]: CV {result.metric} {result.overall:.4f} "
+                  f"(folds {result.fold_mean:.4f} ± {result.fold_std:.4f}: {folds}) in {summary.seconds:.0f} s")
+    console.print(f"  OOF: {summary.oof}" + (f"\n  test: {summary.test}" if summary.test else "")
+                  + (f"\n  submission: {summary.submission}" if summary.submission else ""))
+
+
 @config_app.command("show")
 def config_show(config_path: ConfigPath, overrides: Overrides = None) -> None:
     """Print the fully resolved config, defaults filled in."""
@@ -221,8 +240,9 @@ def demo(
 ) -> None:
     """Build two real competitions from scikit-learn's digits (multiclass, multi-label) and run the pipeline on them."""
     from .demo import run_demo
+    from .tables import leaderboard_table
 
-    run_demo(root, epochs)
+    console.print(leaderboard_table(run_demo(root, epochs)))
 
 
 @app.command()

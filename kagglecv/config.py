@@ -187,6 +187,15 @@ class PredictConfig(_Section):
     batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
 
 
+class SubmitConfig(_Section):
+    """The submission ``kagglecv run`` writes when a sample submission is given."""
+
+    sample: Optional[Path] = Field(None, description="The competition's sample_submission.csv; no submission when omitted.")
+    threshold: str = Field("0.5", description="Multi-label labels format: a number, or oof (per-class F1-tuned).")
+    gz: bool = Field(False, description="Write .csv.gz.")
+    dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -201,6 +210,7 @@ class Config(_Section):
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
+    submit: SubmitConfig = SubmitConfig()
     notes: Optional[str] = Field(None, description="Why this experiment: the motivation shown in the report's journal.")
 
     @property

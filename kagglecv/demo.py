@@ -81,57 +81,67 @@ def _write_split(root: Path, ids, images, mask, split: str, columns: dict) -> No
     write_csv(root / f"{split}.csv", table)
 
 
-DEMO_EXPERIMENTS = {
-    "digits": {"task_folder": "digits", "model": "test_resnet", "extra": {}},
-    "mosaic": {"task_folder": "mosaic", "model": "test_resnet",
-               "extra": {"target": "labels", "classes_file": "classes.txt"}},
-}
+DIGIT_AUGMENT = [  # no flips: a mirrored 2 is not a 2
+    {"__class_fullname__": "Affine", "scale": [0.9, 1.1], "rotate": [-10, 10], "translate_percent": [-0.05, 0.05], "p": 0.7},
+]
+DEMO_BACKBONES = ("test_resnet", "test_efficientnet")
 
 
-def demo_config(root: Path, name: str, epochs: int = 6) -> dict:
+def demo_config(root: Path, competition: str, backbone: str, epochs: int = 6) -> dict:
     """The config of one demo experiment, as a user would write it."""
-    spec = DEMO_EXPERIMENTS[name]
-    folder = root / spec["task_folder"]
+    folder = root / competition
     data = {"train_csv": str(folder / "train.csv"), "image_dir": str(folder / "train"),
             "test_csv": str(folder / "test.csv"), "test_image_dir": str(folder / "test")}
-    data |= {key: str(folder / value) if key.endswith("_file") else value for key, value in spec["extra"].items()}
+    if competition == "mosaic":
+        data |= {"target": "labels", "classes_file": str(folder / "classes.txt")}
     return {
-        "experiment": f"{name}-{spec['model']}",
+        "experiment": f"{competition}-{backbone.replace('_', '-')}",
+        "notes": f"demo: {backbone} on the {competition} competition",
         "runs_dir": str(root / "runs"),
         "data": data,
-        "folds": {"method": "multilabel" if name == "mosaic" else "stratified", "n_splits": 3,
-                  "file": str(root / "folds" / f"{name}-k3.csv")},
-        "model": {"name": spec["model"], "img_size": 32},
-        "augment": {"train": "light"},
+        "folds": {"method": "multilabel" if competition == "mosaic" else "stratified", "n_splits": 3,
+                  "file": str(root / "folds" / f"{competition}-k3.csv"), "near_duplicates": "off"},
+        "model": {"name": backbone, "img_size": 32},
+        "augment": {"train": DIGIT_AUGMENT},
         "train": {"epochs": epochs, "batch_size": 64, "lr": 3e-3, "warmup_epochs": 1},
+        "predict": {"tta": ["none"]},
+        "submit": {"sample": str(folder / "sample_submission.csv"), "dir": str(root / "submissions"),
+                   "threshold": "oof"},
     }
 
 
-def run_demo(root: Path, epochs: int = 6, console=None) -> dict[str, float]:
-    """Build both demo competitions under ``root``, make folds, train every fold; returns the OOF scores."""
+def run_demo(root: Path, epochs: int = 6, console=None):
+    """Build both demo competitions under ``root``, run two backbones on each, blend them, write submissions.
+
+    Returns the report's leaderboard (best first per competition).
+    """
     from .config import validate_config
     from .console import Console
-    from .data import load_train
-    from .folds import make_folds
-    from .metrics import accuracy, mean_average_precision
-    from .predictions import read_predictions
-    from .train import train_run
+    from .ensemble import make_ensemble
+    from .pipeline import run_pipeline
+    from .report import build_report
+    from .submission import write_submission
 
     console = console or Console()
     root = Path(root)
-    if not (root / "digits" / "train.csv").is_file():
+    if not (root / "mosaic" / "sample_submission.csv").is_file():
         build_multiclass(root / "digits")
         build_multilabel(root / "mosaic")
         console.line(f"built the demo competitions from scikit-learn's digits under {root}")
-    scores = {}
-    for name in DEMO_EXPERIMENTS:
-        config = validate_config(demo_config(root, name, epochs))
-        make_folds(config)
-        train_run(config, resume=True, console=console)
-        data = load_train(config.data)
-        oof = read_predictions(config.run_dir / "oof.csv", data.classes)[data.classes].to_numpy()
-        metric = mean_average_precision if data.task == "multilabel" else accuracy
-        scores[config.experiment] = metric(data.targets, oof)
-        console.line(f"{config.experiment}: OOF {'mAP' if data.task == 'multilabel' else 'accuracy'} "
-                     f"{scores[config.experiment]:.4f}")
-    return scores
+    for competition in ("digits", "mosaic"):
+        runs = []
+        for backbone in DEMO_BACKBONES:
+            config = validate_config(demo_config(root, competition, backbone, epochs))
+            summary = run_pipeline(config, console)
+            console.line(f"{summary.experiment}: CV {summary.score.metric} {summary.score.overall:.4f} "
+                         f"(folds {summary.score.fold_mean:.4f} ± {summary.score.fold_std:.4f}), submission {summary.submission}")
+            runs.append(config.run_dir)
+        blend = make_ensemble(runs, "hill", name=competition)
+        sample = root / competition / "sample_submission.csv"
+        submission = write_submission(blend.path, sample, f"{competition}-ensemble", threshold="oof",
+                                      out_dir=root / "submissions")
+        console.line(f"{blend.name}: best single {blend.best_single[1]:.4f}, blend in-sample {blend.in_sample:.4f}, "
+                     f"nested (honest) {blend.nested:.4f}; submission {submission.path}")
+    leaderboard, report = build_report(root / "runs")
+    console.line(f"report with pictures: {report}")
+    return leaderboard

@@ -101,6 +101,9 @@ def _fill_changes(entries: list[Entry]) -> None:
     ordered = sorted(entries, key=lambda entry: entry.created)
     best: Entry | None = None
     for entry in ordered:
+        if entry.kind == "ensemble":
+            entry.change = [entry.notes or "ensemble"]
+            continue
         if best is None:
             entry.change = ["first experiment"]
         else:

@@ -62,12 +62,12 @@ MAX_CLASS_ROWS = 15
 def leaderboard_table(entries) -> Table:
     """The report's leaderboard, one block per competition, best first, with CV, fold spread and what changed."""
     table = Table(title="leaderboard (OOF)")
-    table.add_column("#", justify="right")
-    table.add_column("experiment", overflow="fold")
-    table.add_column("backbone", overflow="fold")
-    table.add_column("CV", justify="right", no_wrap=True)
-    table.add_column("folds mean ± std", justify="right", no_wrap=True)
-    table.add_column("change vs best before", overflow="ellipsis", no_wrap=True, max_width=48)
+    table.add_column("#", justify="right", min_width=1)
+    table.add_column("experiment", overflow="fold", min_width=14)
+    table.add_column("backbone", overflow="fold", min_width=9)
+    table.add_column("CV", justify="right", min_width=10)
+    table.add_column("folds", justify="right", min_width=9)
+    table.add_column("change vs best before", overflow="ellipsis", no_wrap=True, max_width=22)
     competition = None
     rank = 0
     for entry in entries:

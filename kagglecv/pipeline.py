@@ -1,0 +1,47 @@
+"""``kagglecv run``: folds (when missing), every fold trained (resuming killed ones), prediction with the configured
+TTA, the score, and the submission when a sample is configured. Each step is its stage's own function; re-running
+skips what is done."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .console import Console
+from .folds import make_folds
+from .predict import predict_run
+from .score import ScoreResult, score_run
+from .submission import write_submission
+from .train import train_run
+
+
+@dataclass
+class RunSummary:
+    experiment: str
+    score: ScoreResult
+    seconds: float
+    oof: Path
+    test: Path | None
+    submission: Path | None
+
+
+def run_pipeline(config: Config, console: Console | None = None, force: bool = False) -> RunSummary:
+    """The whole pipeline for one experiment; returns what the closing summary prints."""
+    console = console or Console()
+    started = time.time()
+    if not Path(config.folds.file).is_file():
+        result = make_folds(config)
+        console.line(f"folds: wrote {result.path}")
+    train_run(config, resume=True, force=force, console=console)
+    run_dir = Path(config.run_dir)
+    predict_run(run_dir, console=console)
+    result = score_run(run_dir)
+    submission = None
+    if config.submit.sample is not None and (run_dir / "test.csv").is_file():
+        submission = write_submission(run_dir, config.submit.sample, config.experiment, threshold=config.submit.threshold,
+                                      out_dir=config.submit.dir, compress=config.submit.gz).path
+    test = run_dir / "test.csv"
+    return RunSummary(config.experiment, result, time.time() - started, run_dir / "oof.csv",
+                      test if test.is_file() else None, submission)
