@@ -85,3 +85,14 @@ def test_errors_are_one_red_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "folds.n_splitz: unknown key" in err and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+def test_readme_command_table_matches_the_app():
+    from pathlib import Path
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = set(re.findall(r"^\| `kagglecv ([a-z]+)", readme, flags=re.M))
+    result = runner.invoke(app, ["--help"])
+    listed = set(re.findall(r"^│ ([a-z]+) ", result.output, flags=re.M))
+    assert listed and documented == listed, f"README lacks {listed - documented}, documents extra {documented - listed}"

@@ -1,0 +1,67 @@
+"""End to end: `kagglecv run` on tiny real data, every output checked; the example configs validate."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kagglecv.cli import app
+from kagglecv.config import load_config
+
+from .conftest import tiny_config
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_run_command_from_table_to_submission(tmp_path, digits_root, task, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(tmp_path, digits_root, task, rows=80, predict={"tta": ["none", "hflip"]})
+    train = pd.read_csv(tmp_path / "train.csv", dtype=str, keep_default_na=False)
+    test_ids = pd.read_csv(tmp_path / "test.csv", dtype=str)["id"]
+    classes = (digits_root / "mosaic" / "classes.txt").read_text().split() if task == "multilabel" else sorted(train["label"].unique())
+    if task == "multilabel":
+        sample = pd.DataFrame({"id": test_ids} | {name: 0.5 for name in classes})
+    else:
+        sample = pd.DataFrame({"id": test_ids, "label": classes[0]})
+    sample.to_csv(tmp_path / "sample_submission.csv", index=False)
+    config["submit"] = {"sample": str(tmp_path / "sample_submission.csv"), "dir": str(tmp_path / "subs")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+
+    result = runner.invoke(app, ["run", "c.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "CV " in result.output and "submission:" in result.output
+
+    run = tmp_path / "runs" / f"tiny-{task}"
+    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"id": str})
+    assert folds["id"].tolist() == train["id"].tolist() and set(folds["fold"]) == {0, 1}
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    assert list(oof.columns) == ["id", "fold", *classes] and oof["id"].tolist() == train["id"].tolist()
+    assert (oof["fold"].to_numpy() == folds["fold"].to_numpy()).all()
+    values = oof[classes].to_numpy()
+    assert ((values >= 0) & (values <= 1)).all()
+    if task == "multiclass":
+        np.testing.assert_allclose(values.sum(axis=1), 1, atol=1e-5)
+    test = pd.read_csv(run / "test.csv", dtype={"id": str})
+    assert test["id"].tolist() == test_ids.tolist() and list(test.columns) == ["id", *classes]
+    assert json.loads((run / "predict.json").read_text())["tta"] == ["none", "hflip"]
+    score = json.loads((run / "score.json").read_text())
+    assert set(score["per_fold"]) == {"0", "1"} and np.isfinite(score["overall"])
+    submission = pd.read_csv(tmp_path / "subs" / f"tiny-{task}.csv", dtype={"id": str})
+    assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == test_ids.tolist()
+    for fold in (0, 1):
+        assert json.loads((run / f"fold{fold}" / "done.json").read_text())["fold"] == fold
+
+    again = runner.invoke(app, ["run", "c.yaml"])
+    assert again.exit_code == 0 and "done already" in again.output, "a second run skips the trained folds"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_load_and_validate(path):
+    config = load_config(path)
+    assert config.experiment and config.data.train_csv
