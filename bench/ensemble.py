@@ -7,6 +7,7 @@ Prints the time of the hill climb (Caruana selection, 30 rounds) and of the whol
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 
@@ -30,6 +31,22 @@ def synthetic_runs(runs: int, rows: int, classes: int, seed: int = 0) -> tuple[n
     return predictions, targets
 
 
+def run(quick: bool = False, runs: int = 20, rows: int = 100_000, classes: int = 100, rounds: int = 30,
+        metric_name: str = "accuracy") -> dict:
+    if quick:
+        rows = 20_000
+    predictions, targets = synthetic_runs(runs, rows, classes)
+    metric = get_metric(metric_name, "multiclass")
+    sign = 1.0 if metric.higher_is_better else -1.0
+    start = time.perf_counter()
+    weights = hill_climb(predictions, targets, lambda blend: sign * metric.fn(targets, blend), max_rounds=rounds)
+    seconds = time.perf_counter() - start
+    return {"runs": runs, "rows": rows, "classes": classes, "rounds": rounds, "metric": metric_name,
+            "gib_float32": predictions.nbytes / 2**30, "hill_climb_seconds": seconds,
+            "runs_selected": int(np.count_nonzero(weights)),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
@@ -37,17 +54,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--metric", default="accuracy")
+    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    predictions, targets = synthetic_runs(args.runs, args.rows, args.classes)
-    metric = get_metric(args.metric, "multiclass")
-    sign = 1.0 if metric.higher_is_better else -1.0
-    start = time.perf_counter()
-    weights = hill_climb(predictions, targets, lambda blend: sign * metric.fn(targets, blend), max_rounds=args.rounds)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.runs} runs x {args.rows:,} rows x {args.classes} classes ({predictions.nbytes / 2**30:.2f} GiB float32)")
-    print(f"hill climb on {args.metric}, {args.rounds} rounds: {seconds:.1f} s; peak RSS {peak:.0f} MiB; "
-          f"{np.count_nonzero(weights)} runs selected")
+    print(json.dumps(run(args.quick, args.runs, args.rows, args.classes, args.rounds, args.metric), indent=2))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ multi-label competitions.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 
@@ -36,29 +37,34 @@ def folds_from_splits(splitter, y, groups=None) -> np.ndarray:
     return folds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--labels", type=int, default=100)
-    parser.add_argument("--skip-iterstrat", action="store_true")
-    args = parser.parse_args()
-    y = long_tailed_labels(args.rows, args.labels)
-    groups = np.arange(args.rows) // 5
+def run(quick: bool = False, rows: int = 100_000, labels: int = 100, with_iterstrat: bool = True) -> dict:
+    if quick:
+        rows = 20_000
+    y = long_tailed_labels(rows, labels)
+    groups = np.arange(rows) // 5
     results = {}
     folds, seconds = timed(lambda: MultilabelStratifiedKFold(5, random_state=42).assign(y))
-    results["kagglecv multilabel"] = (seconds, label_rate_deviation(y, folds))
+    results["kagglecv multilabel"] = {"seconds": seconds, "max_rate_deviation": label_rate_deviation(y, folds)}
     folds, seconds = timed(lambda: MultilabelStratifiedGroupKFold(5, random_state=42).assign(y, groups))
-    results["kagglecv multilabel_group (groups of 5)"] = (seconds, label_rate_deviation(y, folds))
-    if not args.skip_iterstrat:
+    results["kagglecv multilabel_group (groups of 5)"] = {"seconds": seconds, "max_rate_deviation": label_rate_deviation(y, folds)}
+    if with_iterstrat:
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold as IterstratKFold
 
         splitter = IterstratKFold(n_splits=5, shuffle=True, random_state=42)
         folds, seconds = timed(lambda: folds_from_splits(splitter, y))
-        results["iterative-stratification"] = (seconds, label_rate_deviation(y, folds))
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.rows:,} rows x {args.labels} labels, 5 folds; peak RSS of the process {peak_mib:.0f} MiB")
-    for name, (seconds, deviation) in results.items():
-        print(f"{name:42s} {seconds:7.2f} s   largest label-rate deviation {deviation:.5f}")
+        results["iterative-stratification"] = {"seconds": seconds, "max_rate_deviation": label_rate_deviation(y, folds)}
+    return {"rows": rows, "labels": labels, "results": results,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--labels", type=int, default=100)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-iterstrat", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(run(args.quick, args.rows, args.labels, not args.skip_iterstrat), indent=2))
 
 
 if __name__ == "__main__":

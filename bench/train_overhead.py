@@ -1,16 +1,16 @@
-"""Benchmark: training images/s of kagglecv's loop vs a bare PyTorch loop, same model, batch, data and loader.
+"""Benchmark 1: training images/s of kagglecv's loop vs a bare PyTorch loop, same model, batch, data and loader.
 
-Both sides train resnet10t at 32 px on cifar10-mini fold 0 (2,400 images) for one epoch per round, with the same
-albumentations pipeline, DataLoader settings and AdamW; the rounds alternate (kagglecv, bare, kagglecv, ...) so a
-noisy machine affects both alike. Reports the median images/s of each, their spread and the ratio.
+Both sides train resnet10t at 32 px on cifar10-mini fold 0 (2,400 images) with the same albumentations pipeline,
+DataLoader settings (a worker per core, persistent, prefetch 4) and AdamW; rounds alternate (kagglecv, bare, ...),
+each one epoch. Reports median images/s of each, their spread and the ratio.
 
-Run: .venv/bin/python bench/train_overhead.py [--rounds 3] [--model resnet10t] [--data ../shared/data/cifar10-mini]
+Run: .venv/bin/python bench/train_overhead.py [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import time
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from common import alternate, peak_rss_mib, ratio, require_shared
 from kagglecv.config import validate_config
 from kagglecv.console import Console, EpochProgress
 from kagglecv.data import load_train
@@ -43,16 +44,15 @@ class BareDataset(torch.utils.data.Dataset):
         return self.transform(image=decode_image(self.paths[row]))["image"], int(self.targets[row]), row
 
 
+LAST_ROWS: list[dict] = []
+
+
 def kagglecv_epoch(trainer: FoldTrainer) -> float:
     start = time.perf_counter()
     with EpochProgress(trainer.console, 0, 1, len(trainer.train_loader), enabled=False) as progress:
-        row = trainer._train_epoch(progress)
+        LAST_ROWS.append(trainer._train_epoch(progress))
     trainer.epoch += 1
-    return row_images(trainer) / (time.perf_counter() - start)
-
-
-def row_images(trainer: FoldTrainer) -> int:
-    return len(trainer.train_loader) * trainer.cfg.batch_size
+    return len(trainer.train_loader) * trainer.cfg.batch_size / (time.perf_counter() - start)
 
 
 def bare_epoch(model, loader, optimizer, criterion) -> float:
@@ -68,48 +68,45 @@ def bare_epoch(model, loader, optimizer, criterion) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--model", default="resnet10t")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/cifar10-mini")
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args()
+def run(quick: bool = False, rounds: int = 3, model_name: str = "resnet10t", batch_size: int = 64) -> dict:
+    data_root = require_shared("cifar10-mini")
     config = validate_config({
         "experiment": "bench", "runs_dir": "/tmp/kagglecv-bench",
-        "data": {"train_csv": str(args.data / "train.csv"), "image_dir": str(args.data / "train")},
+        "data": {"train_csv": str(data_root / "train.csv"), "image_dir": str(data_root / "train")},
         "folds": {"near_duplicates": "off", "file": "/tmp/kagglecv-bench/folds.csv"},
-        "model": {"name": args.model, "img_size": 32},
+        "model": {"name": model_name, "img_size": 32},
         "augment": {"train": "light"},
-        "train": {"epochs": 100, "batch_size": args.batch_size, "sched": "none", "weight_decay": 0.0},
+        "train": {"epochs": 100, "batch_size": batch_size, "sched": "none", "weight_decay": 0.0},
     })
     data = load_train(config.data)
     fold_of, _ = assign_folds(data, config.folds)
     trainer = FoldTrainer(config, data, fold_of, None, 0, RunDir(Path("/tmp/kagglecv-bench/bench")),
                           Runtime(torch.device("cpu")), Console(quiet=True))
-
-    model = timm.create_model(args.model, num_classes=len(data.classes))
+    model = timm.create_model(model_name, num_classes=len(data.classes))
     transform = build_augment("light", 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), train=True)
-    dataset = BareDataset(data.paths, data.targets, transform)
-    workers = available_cores()
     train_rows = np.flatnonzero(fold_of != 0).tolist()
-    loader = DataLoader(torch.utils.data.Subset(dataset, train_rows), batch_size=args.batch_size, shuffle=True,
-                        drop_last=True, num_workers=workers, persistent_workers=True, worker_init_fn=worker_init,
-                        prefetch_factor=4)
+    loader = DataLoader(torch.utils.data.Subset(BareDataset(data.paths, data.targets, transform), train_rows),
+                        batch_size=batch_size, shuffle=True, drop_last=True, num_workers=available_cores(),
+                        persistent_workers=True, worker_init_fn=worker_init, prefetch_factor=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     criterion = nn.CrossEntropyLoss()
-
     kagglecv_epoch(trainer), bare_epoch(model, loader, optimizer, criterion)  # warm-up: workers start, caches fill
-    ours, bare = [], []
-    for _ in range(args.rounds):
-        ours.append(kagglecv_epoch(trainer))
-        bare.append(bare_epoch(model, loader, optimizer, criterion))
-    ratio = statistics.median(ours) / statistics.median(bare)
-    ratios = [a / b for a, b in zip(ours, bare)]
-    print(f"{args.model} 32 px, batch {args.batch_size}, {workers} workers, {args.rounds} alternating rounds")
-    print(f"kagglecv train loop: median {statistics.median(ours):.1f} img/s (min {min(ours):.1f}, max {max(ours):.1f})")
-    print(f"bare PyTorch loop:   median {statistics.median(bare):.1f} img/s (min {min(bare):.1f}, max {max(bare):.1f})")
-    print(f"ratio kagglecv / bare: {ratio:.3f} (per-round {min(ratios):.3f}-{max(ratios):.3f})")
+    results = alternate({"kagglecv": lambda: kagglecv_epoch(trainer),
+                         "bare": lambda: bare_epoch(model, loader, optimizer, criterion)}, 2 if quick else rounds)
+    return {"model": model_name, "img_size": 32, "batch_size": batch_size, "workers": available_cores(),
+            "kagglecv": results["kagglecv"], "bare": results["bare"],
+            "ratio": ratio(results["kagglecv"], results["bare"]),
+            "data_time_share": LAST_ROWS[-1]["data_time"] / (LAST_ROWS[-1]["data_time"] + LAST_ROWS[-1]["step_time"]),
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="resnet10t")
+    args = parser.parse_args()
+    print(json.dumps(run(args.quick, args.rounds, args.model), indent=2))
 
 
 if __name__ == "__main__":

@@ -118,16 +118,16 @@ class ImageDataset(torch.utils.data.Dataset):
         paths: image file per row.
         targets: class index per row (int64), or a rows x classes matrix (multilabel), or None (test).
         transform: an albumentations pipeline from :func:`build_augment`.
-        seed: base seed of the augmentations.
+        seed: base seed of the augmentations; None for a pipeline without randomness (evaluation).
     """
 
-    def __init__(self, paths: Sequence[Path], targets: np.ndarray | None, transform: A.Compose, seed: int = 0):
+    def __init__(self, paths: Sequence[Path], targets: np.ndarray | None, transform: A.Compose, seed: int | None = 0):
         self.paths = [str(path) for path in paths]
         self.targets = targets
         self.transform = transform
         self.seed = seed
-        self._numpy_random = np.random.Generator(np.random.PCG64(seed))
-        self._python_random = random.Random(seed)
+        self._numpy_random = np.random.Generator(np.random.PCG64(seed or 0))
+        self._python_random = random.Random(seed or 0)
         for part in _with_randomness(transform):
             part.random_generator = self._numpy_random
             part.py_random = self._python_random
@@ -137,7 +137,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         row, epoch = key if isinstance(key, tuple) else (key, 0)
-        self._seed_transforms(row, epoch)
+        if self.seed is not None:
+            self._seed_transforms(row, epoch)
         image = self.transform(image=decode_image(self.paths[row]))["image"]
         if self.targets is None:
             return image, -1, row

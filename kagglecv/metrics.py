@@ -135,18 +135,41 @@ def _ranked(y_true, y_score):
 
 
 def average_precision_per_class(y_true, y_score) -> np.ndarray:
-    """Non-interpolated AP of each class (scikit-learn's definition, ties as one threshold); NaN without positives."""
-    scores, hits, counted, positives = _ranked(y_true, y_score)
-    n_rows = len(scores)
-    true_positives = np.cumsum(hits, axis=0)
-    predicted = np.cumsum(counted, axis=0)
-    block_end = np.vstack([scores[1:] != scores[:-1], np.ones((1, scores.shape[1]), dtype=bool)])
-    # Each row takes the precision at the end of its block of tied scores.
-    end_index = np.where(block_end, np.arange(n_rows)[:, None], n_rows)
-    end_index = np.minimum.accumulate(end_index[::-1], axis=0)[::-1]
-    precision = np.take_along_axis(true_positives / np.maximum(predicted, 1), end_index, axis=0)
+    """Non-interpolated AP of each class (scikit-learn's definition, ties as one threshold); NaN without positives.
+
+    AP = sum over distinct thresholds of (TP_k - TP_{k-1}) / P * precision_k: only the ends of blocks of tied
+    scores matter, so after one sort per class the sum runs over those ends, all classes in one flat array.
+    """
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    n_rows, n_classes = y_score.shape
+    scores = np.ascontiguousarray(y_score.T)  # classes x rows: each class sorts a contiguous row
+    order = np.argsort(-scores, axis=1)      # order inside a block of ties does not matter here
+    flat = (order + (np.arange(n_classes) * n_rows)[:, None]).ravel()
+    scores = scores.ravel()[flat].reshape(n_classes, n_rows)
+    labels = np.ascontiguousarray(y_true.T).ravel()[flat]
+    hits = _cumsum_per_class(labels == 1, n_classes, n_rows)
+    seen = _cumsum_per_class(labels != DIFFICULT, n_classes, n_rows)
+    block_end = np.ones(scores.shape, dtype=bool)
+    block_end[:, :-1] = scores[:, 1:] != scores[:, :-1]
+    class_of, _ = np.nonzero(block_end)
+    hits_at_end, seen_at_end = hits[block_end], seen[block_end]
+    new_hits = np.diff(hits_at_end, prepend=0)
+    first_of_class = np.r_[True, class_of[1:] != class_of[:-1]]
+    new_hits[first_of_class] = hits_at_end[first_of_class]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(positives > 0, (hits * precision).sum(axis=0) / positives, np.nan)
+        contribution = new_hits * (hits_at_end / np.maximum(seen_at_end, 1))
+        positives = hits[:, -1] if n_rows else np.zeros(n_classes)
+        summed = np.bincount(class_of, weights=contribution, minlength=n_classes)
+        return np.where(positives > 0, summed / positives, np.nan)
+
+
+def _cumsum_per_class(flags: np.ndarray, n_classes: int, n_rows: int) -> np.ndarray:
+    """Running counts within each class of a flat classes-major 0/1 array (one 1-D cumsum, which is fast)."""
+    running = np.cumsum(flags, dtype=np.int64).reshape(n_classes, n_rows)
+    before = np.zeros(n_classes, dtype=np.int64)
+    if n_rows:
+        before[1:] = running[:-1, -1]
+    return running - before[:, None]
 
 
 def _devkit_curves(y_true, y_score):

@@ -151,7 +151,7 @@ class FoldPredictor:
     def views(self, model, paths, rows: np.ndarray, views: list[str]) -> dict[str, np.ndarray]:
         """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
         transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
-        loader = build_loader(ImageDataset(paths, None, transform), EpochSampler(rows, shuffle=False),
+        loader = build_loader(ImageDataset(paths, None, transform, seed=None), EpochSampler(rows, shuffle=False),
                               self.batch_size, self.config.train.num_workers, self.runtime.device)
         outputs = {name: [] for name in views}
         functions = {name: tta_view(name) for name in views}
