@@ -50,6 +50,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise
 
 
+def write_bytes_keep_previous(path: str | os.PathLike, data: bytes, previous: str | os.PathLike) -> None:
+    """Write ``path`` atomically, first moving the current ``path`` to ``previous``.
+
+    A kill at any moment leaves a complete ``path`` or a complete ``previous`` (or both).
+    """
+    path = Path(path)
+    with atomic_open(path.with_name(path.name + ".next"), "wb") as handle:
+        handle.write(data)
+    if path.exists():
+        os.replace(path, previous)
+    os.replace(path.with_name(path.name + ".next"), path)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (``.<name>.<random>.tmp``)."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return stale
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)

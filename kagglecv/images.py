@@ -8,6 +8,7 @@ whatever the number of workers, and a resumed run sees exactly the augmentations
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,11 +32,15 @@ def decode_image(path: str | Path) -> np.ndarray:
     raises here rather than yielding a partly grey image. Pillow's decompression-bomb limit stays on.
     """
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image.load()
-            return _to_rgb_uint8(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, do not just warn
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image)
+                image.load()
+                return _to_rgb_uint8(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image: {exc}") from None
 
 
@@ -119,13 +124,18 @@ class ImageDataset(torch.utils.data.Dataset):
         targets: class index per row (int64), or a rows x classes matrix (multilabel), or None (test).
         transform: an albumentations pipeline from :func:`build_augment`.
         seed: base seed of the augmentations; None for a pipeline without randomness (evaluation).
+        skip_unreadable: a file that does not decode yields None (with a warning naming it) instead of an error;
+            for training only, with :func:`kagglecv.sampling.collate_skipping_unreadable`. A validation or test
+            row is never skipped: an OOF or test prediction must not go missing.
     """
 
-    def __init__(self, paths: Sequence[Path], targets: np.ndarray | None, transform: A.Compose, seed: int | None = 0):
+    def __init__(self, paths: Sequence[Path], targets: np.ndarray | None, transform: A.Compose, seed: int | None = 0,
+                 skip_unreadable: bool = False):
         self.paths = [str(path) for path in paths]
         self.targets = targets
         self.transform = transform
         self.seed = seed
+        self.skip_unreadable = skip_unreadable
         self._numpy_random = np.random.Generator(np.random.PCG64(seed or 0))
         self._python_random = random.Random(seed or 0)
         for part in _with_randomness(transform):
@@ -139,7 +149,14 @@ class ImageDataset(torch.utils.data.Dataset):
         row, epoch = key if isinstance(key, tuple) else (key, 0)
         if self.seed is not None:
             self._seed_transforms(row, epoch)
-        image = self.transform(image=decode_image(self.paths[row]))["image"]
+        try:
+            pixels = decode_image(self.paths[row])
+        except DataError as exc:
+            if not self.skip_unreadable:
+                raise
+            warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=1)
+            return None
+        image = self.transform(image=pixels)["image"]
         if self.targets is None:
             return image, -1, row
         if self.targets.ndim == 2:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from .images import worker_init
 from .runtime import available_cores
@@ -30,9 +30,14 @@ class EpochSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_start(self, samples: int) -> None:
+        """Skip the first ``samples`` of this rank's order: a run resumed mid-epoch continues where it stopped."""
+        self.start = samples
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
@@ -47,12 +52,12 @@ class EpochSampler(Sampler):
         return order[self.rank :: self.world_size]
 
     def __iter__(self):
-        return iter([(int(row), self.epoch) for row in self._order()])
+        return iter([(int(row), self.epoch) for row in self._order()[self.start :]])
 
     def __len__(self) -> int:
         if not self.shuffle:
             return len(self.rows[self.rank :: self.world_size])
-        return -(-len(self.rows) // self.world_size)
+        return max(0, -(-len(self.rows) // self.world_size) - self.start)
 
 
 def balanced_weights(targets: np.ndarray) -> np.ndarray:
@@ -61,11 +66,20 @@ def balanced_weights(targets: np.ndarray) -> np.ndarray:
     return 1.0 / counts[targets]
 
 
+def collate_skipping_unreadable(samples: list) -> tuple:
+    """Default collation of the readable samples, plus the count of unreadable ones (``None``) left out."""
+    readable = [sample for sample in samples if sample is not None]
+    skipped = len(samples) - len(readable)
+    if not readable:
+        return torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long), skipped
+    return (*default_collate(readable), skipped)
+
+
 def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, num_workers: int | None, device: torch.device,
-                 drop_last: bool = False) -> DataLoader:
+                 drop_last: bool = False, collate_fn=None) -> DataLoader:
     """A DataLoader that does not starve the model: a worker per available core (unless set), kept alive across
     epochs, OpenCV single-threaded inside them, pinned memory on CUDA."""
     workers = available_cores() if num_workers is None else num_workers
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
                       persistent_workers=workers > 0, worker_init_fn=worker_init, pin_memory=device.type == "cuda",
-                      prefetch_factor=4 if workers else None)
+                      prefetch_factor=4 if workers else None, collate_fn=collate_fn)

@@ -8,9 +8,12 @@ fold's outputs. Everything it writes is atomic, and ``last.pt`` restores the exa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ from .config import Config
 from .console import Console, EpochProgress
 from .data import CompetitionData, load_test, load_train
 from .errors import KagglecvError
-from .files import write_bytes, write_csv, write_json
+from .files import remove_stale_temporaries, write_bytes_keep_previous, write_csv, write_json
 from .folds import read_folds
 from .images import ImageDataset, build_augment
 from .inference import probabilities_from_logits, run_inference
@@ -42,12 +45,38 @@ from .predictions import average_predictions, merge_oof, write_predictions
 from .run_dir import RunDir, prepare_run_dir
 from .runtime import (Runtime, all_gather, barrier, capture_rng_state, restore_rng_state, seed_everything,
                       setup_runtime)
-from .sampling import EpochSampler, balanced_weights, build_loader
+from .sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
 from .weights import load_torch, save_weights
 
 
 class TrainingDiverged(KagglecvError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KagglecvError):
+    """SIGTERM or Ctrl-C: the state was saved; the process exits with 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def _stop_requests(trainer: "FoldTrainer"):
+    """While a fold trains, SIGTERM and SIGINT ask it to stop at the next optimizer step (in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, _frame):
+        trainer.stop_signal = signum
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass
@@ -158,6 +187,7 @@ class FoldTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_model = self._wrap_model()
         self.epoch, self.global_step, self.history = 0, 0, []
+        self.resume_step, self.partial_epoch, self.stop_signal = 0, None, None
         self.best = {"raw": -math.inf, "ema": -math.inf, "overall": -math.inf, "epoch": -1, "source": "raw", "stale": 0}
 
     # ----- set-up -----------------------------------------------------------------------------------------------
@@ -179,9 +209,10 @@ class FoldTrainer:
         mean, std = self._normalization()
         size, seed = self.config.model.img_size, self.cfg.seed + self.fold
         train_set = ImageDataset(self.data.paths, self.train_targets,
-                                 build_augment(self.config.augment.train, size, mean, std, train=True), seed)
-        valid_set = ImageDataset(self.data.paths, self.train_targets,
-                                 build_augment(self.config.augment.eval, size, mean, std, train=False), seed)
+                                 build_augment(self.config.augment.train, size, mean, std, train=True), seed,
+                                 skip_unreadable=True)
+        valid_set = ImageDataset(self.data.paths, self.train_targets,  # an OOF row is never dropped: errors raise
+                                 build_augment(self.config.augment.eval, size, mean, std, train=False), None)
         weights = balanced_weights(self.data.targets[self.train_rows]) if self.cfg.sampler == "balanced" else None
         if weights is not None and self.data.task == "multilabel":
             raise KagglecvError("train.sampler=balanced needs one label per row; the task is multilabel")
@@ -189,10 +220,10 @@ class FoldTrainer:
         self.train_sampler = EpochSampler(self.train_rows, shuffle=True, seed=seed, weights=weights, rank=rank, world_size=world)
         valid_sampler = EpochSampler(self.valid_rows, shuffle=False, rank=rank, world_size=world)
         drop_last = len(self.train_sampler) > self.cfg.batch_size
-        return (self._loader(train_set, self.train_sampler, drop_last), self._loader(valid_set, valid_sampler, False))
-
-    def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
-        return build_loader(dataset, sampler, self.cfg.batch_size, self.cfg.num_workers, self.device, drop_last)
+        train_loader = build_loader(train_set, self.train_sampler, self.cfg.batch_size, self.cfg.num_workers, self.device,
+                                    drop_last, collate_fn=collate_skipping_unreadable)
+        valid_loader = build_loader(valid_set, valid_sampler, self.cfg.batch_size, self.cfg.num_workers, self.device)
+        return train_loader, valid_loader
 
     def _scheduler(self):
         if self.cfg.sched == "none":
@@ -248,7 +279,7 @@ class FoldTrainer:
     def fit(self, resume: bool = False) -> FoldOutcome:
         started = time.time()
         self._restore_or_start(resume)
-        with EpochProgress(self.console, self.fold, self.cfg.epochs, len(self.train_loader), enabled=self.runtime.is_main) as progress:
+        with _stop_requests(self), EpochProgress(self.console, self.fold, self.cfg.epochs, len(self.train_loader), enabled=self.runtime.is_main) as progress:
             while self.epoch < self.cfg.epochs and not self._patience_exhausted():
                 row = self._train_epoch(progress)
                 row |= self._evaluate_epoch()
@@ -271,35 +302,61 @@ class FoldTrainer:
         self.train_model.train()
         set_frozen_batchnorm_eval(self.model, frozen)
         self.train_sampler.set_epoch(self.epoch)
-        loss_sum, seen, data_time, step_time = torch.zeros((), device=self.device), 0, 0.0, 0.0
+        first_step, partial = self.resume_step, self.partial_epoch
+        self.train_sampler.set_start(first_step * self.cfg.batch_size)
+        self.resume_step, self.partial_epoch = 0, None
+        loss_sum, seen, skipped, data_time, step_time = partial or (0.0, 0, 0, 0.0, 0.0)
+        loss_sum = torch.tensor(loss_sum, device=self.device)
         tick = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        for step, (images, targets, _) in enumerate(self.train_loader):
+        for step, (images, targets, _, n_skipped) in enumerate(self._batches(), start=first_step):
             fetched = time.perf_counter()
             data_time += fetched - tick
-            images = images.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-            if self.cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            if self.mixup is not None and len(images) % 2 == 0:
-                images, targets = self.mixup(images, targets)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                loss = self.criterion(self.train_model(images), targets)
-            self._check_finite(loss, step)
-            self.scaler.scale(loss / self.cfg.accum_steps).backward()
-            if (step + 1) % self.cfg.accum_steps == 0:
-                self._optimizer_step()
-            loss_sum += loss.detach() * len(images)
-            seen += len(images)
+            skipped += n_skipped
+            if len(images):
+                loss = self._train_step(images, targets, step)
+                loss_sum += loss.detach() * len(images)
+                seen += len(images)
+                progress.step(step + 1, loss)
             tick = time.perf_counter()
             step_time += tick - fetched
-            progress.step(step + 1, loss)
-        totals = all_gather((loss_sum.item(), seen, data_time, step_time), self.runtime)
-        loss_total, seen_total = sum(t[0] for t in totals), sum(t[1] for t in totals)
+            if self.stop_signal is not None and (step + 1) % self.cfg.accum_steps == 0:
+                self._save_mid_epoch(step + 1, (loss_sum.item(), seen, skipped, data_time, step_time))
+        self.train_sampler.set_start(0)
+        totals = all_gather((loss_sum.item(), seen, skipped, data_time, step_time), self.runtime)
+        loss_total, seen_total, skipped_total = (sum(t[i] for t in totals) for i in range(3))
+        if skipped_total:
+            self.console.line(f"fold {self.fold} epoch {self.epoch + 1}: skipped {skipped_total} unreadable training "
+                              "images (named in the warnings above)")
         epoch_seconds = max(data_time + step_time, 1e-9)
         return {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": loss_total / max(seen_total, 1), "images_per_sec": seen_total / epoch_seconds,
-                "data_time": data_time, "step_time": step_time}
+                "data_time": data_time, "step_time": step_time, "skipped_images": skipped_total}
+
+    def _batches(self):
+        """The training loader's batches; a data-loading worker that dies becomes a clear error, not a hang."""
+        try:
+            yield from self.train_loader
+        except RuntimeError as exc:
+            if "DataLoader worker" in str(exc):
+                raise KagglecvError(f"fold {self.fold}: a data-loading worker died ({' '.join(str(exc).split())}); "
+                                    f"out of memory? try train.num_workers=0 to see the error in the main process") from None
+            raise
+
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.mixup is not None and len(images) % 2 == 0:
+            images, targets = self.mixup(images, targets)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss = self.criterion(self.train_model(images), targets)
+        self._check_finite(loss, step)
+        self.scaler.scale(loss / self.cfg.accum_steps).backward()
+        if (step + 1) % self.cfg.accum_steps == 0:
+            self._optimizer_step()
+        return loss
 
     def _optimizer_step(self) -> None:
         if self.cfg.clip_grad is not None:
@@ -371,33 +428,48 @@ class FoldTrainer:
         return self.cfg.patience is not None and self.best["stale"] >= self.cfg.patience
 
     # ----- checkpoints ------------------------------------------------------------------------------------------
+    def _state(self, step_in_epoch: int = 0, partial: tuple | None = None) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else {},
+            "epoch": self.epoch, "step_in_epoch": step_in_epoch, "partial_epoch": list(partial or ()),
+            "global_step": self.global_step, "best": dict(self.best), "history": self.history,
+            "rng": capture_rng_state(), "config": self.config.model_dump_json(),
+        }
+
     def _save_last(self) -> None:
         self.best["stale"] += 1
         if not self.runtime.is_main:
             barrier(self.runtime)
             return
-        state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else {},
-            "epoch": self.epoch, "global_step": self.global_step, "best": dict(self.best), "history": self.history,
-            "rng": capture_rng_state(), "config": self.config.model_dump_json(),
-        }
-        write_bytes(self.dir / "last.pt", _serialize(state))
+        write_bytes_keep_previous(self.dir / "last.pt", _serialize(self._state()), self.dir / "last.prev.pt")
         write_csv(self.dir / "history.csv", pd.DataFrame(self.history), float_format="%.6g")
         plot_curves(self.history, self.metric, self.dir / "curves.png", title=f"{self.config.experiment} fold {self.fold}")
         barrier(self.runtime)
 
+    def _save_mid_epoch(self, step_in_epoch: int, partial: tuple) -> None:
+        """On SIGTERM / Ctrl-C: save the exact mid-epoch state, then stop with the signal's exit code."""
+        if self.runtime.is_main and not self.runtime.distributed:
+            write_bytes_keep_previous(self.dir / "last.pt", _serialize(self._state(step_in_epoch, partial)),
+                                      self.dir / "last.prev.pt")
+            where = f"saved epoch {self.epoch} step {step_in_epoch} in {self.dir / 'last.pt'}"
+        else:  # ranks would have to agree on the step: keep the last epoch boundary
+            where = f"{self.dir / 'last.pt'} keeps the last finished epoch"
+        raise TrainingInterrupted(f"fold {self.fold}: stopped by {signal.Signals(self.stop_signal).name}; {where}; "
+                                  "continue with --resume", exit_code=128 + self.stop_signal)
+
     def _restore_or_start(self, resume: bool) -> None:
         last = self.dir / "last.pt"
-        if not last.is_file():
-            if self.runtime.is_main:
-                self.dir.mkdir(parents=True, exist_ok=True)
+        if self.runtime.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.dir)
+        if not last.is_file() and not (self.dir / "last.prev.pt").is_file():
             return
         if not resume:
             raise KagglecvError(f"fold {self.fold}: {last} holds an unfinished run; pass --resume to continue it, "
                                 f"or delete {self.dir} to start the fold again")
-        state = load_torch(last)
+        state = self._load_checkpoint(last)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -407,8 +479,22 @@ class FoldTrainer:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best, self.history = dict(state["best"]), list(state["history"])
+        self.resume_step = state.get("step_in_epoch", 0)
+        self.partial_epoch = tuple(state["partial_epoch"]) if self.resume_step else None
         restore_rng_state(state["rng"])
-        self.console.line(f"fold {self.fold}: resumed after epoch {self.epoch - 1} from {last}")
+        where = f"epoch {self.epoch} step {self.resume_step}" if self.resume_step else f"the end of epoch {self.epoch - 1}"
+        self.console.line(f"fold {self.fold}: resumed at {where} from {last}")
+
+    def _load_checkpoint(self, last: Path) -> dict:
+        """``last.pt``, or the previous checkpoint when it is unreadable; an error naming both when neither loads."""
+        previous = self.dir / "last.prev.pt"
+        try:
+            return load_torch(last)
+        except KagglecvError as exc:
+            if not previous.is_file():
+                raise KagglecvError(f"fold {self.fold}: cannot resume: {exc}; delete {self.dir} to start the fold again") from None
+            self.console.line(f"fold {self.fold}: {last} is unreadable ({type(exc).__name__}); resuming from {previous}")
+            return load_torch(previous)
 
     # ----- outputs ----------------------------------------------------------------------------------------------
     def _finish(self, outcome: FoldOutcome) -> None:

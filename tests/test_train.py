@@ -168,7 +168,7 @@ def test_a_killed_and_resumed_fold_ends_with_the_same_weights(tmp_path, digits_r
         output = process.communicate()[0]
         assert process.returncode == 0, output
         results[name] = load_torch(history.parent / "last.pt")
-    assert "resumed after epoch" in output
+    assert "resumed at the end of epoch" in output
     straight, resumed = results["straight"], results["killed"]
     assert straight["epoch"] == resumed["epoch"] == 4
     for key, value in straight["model"].items():
