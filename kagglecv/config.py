@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 Task = Literal["multiclass", "multilabel", "binary"]
-FoldMethod = Literal["kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
+FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
 
 
 class _Section(BaseModel):
@@ -63,7 +63,8 @@ class DataConfig(_Section):
 class FoldsConfig(_Section):
     """How the training rows are split into folds."""
 
-    method: FoldMethod = "stratified"
+    method: FoldMethod = Field(
+        "auto", description="auto: stratified (multiclass, binary) or multilabel, their _group variant with group_col.")
     n_splits: int = Field(5, ge=2, description="Number of folds.")
     seed: int = 42
     file: Optional[Path] = Field(

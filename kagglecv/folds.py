@@ -70,7 +70,7 @@ def make_folds(config: Config, *, force: bool = False) -> FoldsResult:
 
 def assign_folds(data: CompetitionData, settings: FoldsConfig) -> tuple[np.ndarray, dict]:
     """The fold of every row, and a report (effective method, balance, duplicates, warnings)."""
-    method = settings.method
+    method = resolve_method(settings.method, data)
     _check_method_fits_task(method, data)
     if method in NEEDS_GROUPS and data.groups is None:
         raise KagglecvError(f"folds.method {method!r} needs data.group_col (a patient, video or track id)")
@@ -99,6 +99,14 @@ def assign_folds(data: CompetitionData, settings: FoldsConfig) -> tuple[np.ndarr
         "warnings": notes,
     }
     return folds, report
+
+
+def resolve_method(method: str, data: CompetitionData) -> str:
+    """``auto`` becomes the stratified method of the task, grouped when the table has groups."""
+    if method != "auto":
+        return method
+    chosen = "multilabel" if data.task == "multilabel" else "stratified"
+    return grouped_method(chosen) if data.groups is not None else chosen
 
 
 def label_rate_deviation(positives: np.ndarray, folds: np.ndarray) -> float:
@@ -192,7 +200,7 @@ def _merge_groups(groups: np.ndarray | None, clusters: list[list[int]], n_rows: 
 
 
 def _check_rare_classes(data: CompetitionData, settings: FoldsConfig, groups: np.ndarray | None, notes: list[str]) -> None:
-    if settings.method in {"kfold", "group"}:
+    if resolve_method(settings.method, data) in {"kfold", "group"}:
         return
     positives = data.positives().astype(bool)
     if groups is None:

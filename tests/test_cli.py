@@ -72,8 +72,8 @@ def test_config_show_prints_resolved_defaults(tmp_path):
     result = runner.invoke(app, ["config", "show", str(tmp_path / "c.yaml"), "--set", "folds.seed=7"])
     assert result.exit_code == 0
     shown = yaml.safe_load(result.output)
-    assert shown["folds"] == shown["folds"] | {"seed": 7, "n_splits": 5, "method": "stratified",
-                                                "file": "folds/comp-stratified-k5-s7.csv"}
+    assert shown["folds"] == shown["folds"] | {"seed": 7, "n_splits": 5, "method": "auto",
+                                                "file": "folds/comp-auto-k5-s7.csv"}
 
 
 def test_errors_are_one_red_line_and_exit_code_2(tmp_path, monkeypatch, capsys):

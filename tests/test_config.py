@@ -14,8 +14,8 @@ def write_yaml(path: Path, obj) -> Path:
 
 def test_defaults_fill_in_and_folds_file_is_derived(tmp_path):
     config = validate_config({"experiment": "e1", "data": {"train_csv": "comp/train.csv"}})
-    assert config.folds.method == "stratified" and config.folds.n_splits == 5 and config.folds.seed == 42
-    assert config.folds.file == Path("folds/comp-stratified-k5-s42.csv")
+    assert config.folds.method == "auto" and config.folds.n_splits == 5 and config.folds.seed == 42
+    assert config.folds.file == Path("folds/comp-auto-k5-s42.csv")
     assert config.data.id_col == "id" and config.data.target == "label"
 
 
