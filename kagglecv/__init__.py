@@ -1,24 +1,34 @@
-"""kagglecv: Kaggle-style image classification from data to submission."""
+"""kagglecv: Kaggle-style image classification from data to submission.
+
+The stage functions are the public surface; each is also a CLI command. They are imported on first use, so
+``import kagglecv`` (and ``kagglecv --help``) stays fast.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-from .config import Config, load_config  # noqa: E402
-from .data import CompetitionData, load_test, load_train  # noqa: E402
-from .errors import ConfigError, DataError, KagglecvError  # noqa: E402
-from .folds import FoldsResult, assign_folds, make_folds  # noqa: E402
-from .splitters import create_splitter  # noqa: E402
+_EXPORTS = {
+    "Config": "config", "load_config": "config", "validate_config": "config",
+    "CompetitionData": "data", "load_train": "data", "load_test": "data",
+    "KagglecvError": "errors", "ConfigError": "errors", "DataError": "errors",
+    "make_folds": "folds", "assign_folds": "folds", "FoldsResult": "folds",
+    "create_splitter": "splitters",
+    "build_augment": "images", "decode_image": "images",
+    "create_model": "models",
+    "train_run": "train",
+    "predict_run": "predict",
+    "score_run": "score", "score_oof_file": "score", "score_submission": "score",
+    "build_report": "report",
+    "make_ensemble": "ensemble", "hill_climb": "ensemble",
+    "write_submission": "submission",
+    "run_pipeline": "pipeline",
+    "run_demo": "demo",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "CompetitionData",
-    "Config",
-    "ConfigError",
-    "DataError",
-    "FoldsResult",
-    "KagglecvError",
-    "assign_folds",
-    "create_splitter",
-    "load_config",
-    "load_test",
-    "load_train",
-    "make_folds",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kagglecv' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
