@@ -68,7 +68,7 @@ def bare_epoch(model, loader, optimizer, criterion) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def run(quick: bool = False, rounds: int = 3, model_name: str = "resnet10t", batch_size: int = 64) -> dict:
+def run(quick: bool = False, rounds: int = 5, model_name: str = "resnet10t", batch_size: int = 64) -> dict:
     data_root = require_shared("cifar10-mini")
     config = validate_config({
         "experiment": "bench", "runs_dir": "/tmp/kagglecv-bench",

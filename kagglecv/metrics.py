@@ -134,13 +134,26 @@ def _ranked(y_true, y_score):
     return scores, hits, counted, hits.sum(axis=0)
 
 
+AP_CHUNK_ELEMENTS = 1 << 21  # classes are scored in chunks of about this many cells, which stay in cache
+
+
 def average_precision_per_class(y_true, y_score) -> np.ndarray:
     """Non-interpolated AP of each class (scikit-learn's definition, ties as one threshold); NaN without positives.
 
     AP = sum over distinct thresholds of (TP_k - TP_{k-1}) / P * precision_k: only the ends of blocks of tied
-    scores matter, so after one sort per class the sum runs over those ends, all classes in one flat array.
+    scores matter, so after one sort per class the sum runs over those ends, a chunk of classes at a time in one
+    flat array.
     """
     y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    n_rows, n_classes = y_score.shape
+    step = max(1, AP_CHUNK_ELEMENTS // max(n_rows, 1))
+    if n_classes > step:
+        return np.concatenate([_average_precision_chunk(y_true[:, start : start + step], y_score[:, start : start + step])
+                               for start in range(0, n_classes, step)])
+    return _average_precision_chunk(y_true, y_score)
+
+
+def _average_precision_chunk(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     n_rows, n_classes = y_score.shape
     scores = np.ascontiguousarray(y_score.T)  # classes x rows: each class sorts a contiguous row
     order = np.argsort(-scores, axis=1)      # order inside a block of ties does not matter here
