@@ -43,16 +43,20 @@ class EpochProgress:
         if self.progress is not None:
             self.progress.stop()
 
-    def step(self, step: int, loss) -> None:
-        """Advance the bar; ``loss`` (a tensor) is read only when a bar is shown, to avoid a device sync."""
+    def start_epoch(self, epoch: int, first_step: int = 0) -> None:
+        """A fresh bar for this epoch (starting at ``first_step`` when resumed mid-epoch)."""
         if self.progress is None:
             return
-        loss = float(loss)
-        if self.task is None or step == 1:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task("", total=self.steps, fold=self.fold, epoch="", loss=loss)
-        self.progress.update(self.task, completed=step, loss=loss)
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("", total=self.steps, completed=first_step, fold=self.fold,
+                                           epoch=f"{epoch + 1}/{self.epochs}", loss=float("nan"))
+
+    def step(self, step: int, loss) -> None:
+        """Advance the bar; ``loss`` (a tensor) is read only when a bar is shown, to avoid a device sync."""
+        if self.progress is None or self.task is None:
+            return
+        self.progress.update(self.task, completed=step, loss=float(loss))
 
     def epoch_done(self, row: dict, metric: str) -> None:
         if not self.enabled:

@@ -305,6 +305,7 @@ class FoldTrainer:
         first_step, partial = self.resume_step, self.partial_epoch
         self.train_sampler.set_start(first_step * self.cfg.batch_size)
         self.resume_step, self.partial_epoch = 0, None
+        progress.start_epoch(self.epoch, first_step)
         loss_sum, seen, skipped, data_time, step_time = partial or (0.0, 0, 0, 0.0, 0.0)
         loss_sum = torch.tensor(loss_sum, device=self.device)
         tick = time.perf_counter()
