@@ -123,7 +123,7 @@ def run_demo(root: Path, epochs: int = 6, console=None):
     from .submission import write_submission
 
     console = console or Console()
-    root = Path(root)
+    root = Path(root).resolve()  # the run folders record absolute paths: report and submit work from anywhere
     if not (root / "mosaic" / "sample_submission.csv").is_file():
         build_multiclass(root / "digits")
         build_multilabel(root / "mosaic")

@@ -60,14 +60,14 @@ MAX_CLASS_ROWS = 15
 
 
 def leaderboard_table(entries) -> Table:
-    """The report's leaderboard, one block per competition, best first, with CV, fold spread and what changed."""
+    """The report's leaderboard, one block per competition, best first, with CV and fold spread (the changes
+    between experiments are in report.md's journal)."""
     table = Table(title="leaderboard (OOF)")
     table.add_column("#", justify="right", min_width=1)
     table.add_column("experiment", overflow="fold", min_width=14)
     table.add_column("backbone", overflow="fold", min_width=9)
     table.add_column("CV", justify="right", min_width=10)
-    table.add_column("folds", justify="right", min_width=9)
-    table.add_column("change vs best before", overflow="ellipsis", no_wrap=True, max_width=22)
+    table.add_column("folds mean ± std", justify="right", min_width=9)
     competition = None
     rank = 0
     for entry in entries:
@@ -77,7 +77,7 @@ def leaderboard_table(entries) -> Table:
             table.add_section()
         rank += 1
         table.add_row(str(rank), entry.name, entry.backbone, f"{entry.score.metric} {entry.score.overall:.4f}",
-                      f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f}", "; ".join(entry.change[:2]))
+                      f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f}")
     return table
 
 
