@@ -66,6 +66,12 @@ def _needs_img_size(name: str) -> bool:
     return bool(re.search(r"vit|deit|beit|eva|swin|maxvit|coatnet|mambaout", name))
 
 
+def input_normalization(model: nn.Module, mean=None, std=None) -> tuple[tuple, tuple]:
+    """``augment.mean`` / ``augment.std`` when set, else the backbone's pretrained normalization (timm's data config)."""
+    resolved = timm.data.resolve_data_config({}, model=getattr(model, "backbone", model))
+    return tuple(mean or resolved["mean"]), tuple(std or resolved["std"])
+
+
 def classifier_parameter_names(model: nn.Module) -> set[str]:
     """Names of the parameters of the final classifier (or the whole MLP head)."""
     if isinstance(model, MLPHeadModel):

@@ -27,7 +27,7 @@ from .folds import read_folds
 from .images import ImageDataset, build_augment
 from .inference import probabilities_from_logits
 from .metrics import DEFAULT_METRIC, get_metric, score
-from .models import create_model
+from .models import create_model, input_normalization
 from .predictions import write_predictions
 from .runtime import setup_runtime
 from .sampling import EpochSampler, build_loader
@@ -144,7 +144,7 @@ class FoldPredictor:
         weights = folder / ("best.safetensors" if source == "raw" else "ema.safetensors")
         model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs)
         model.load_state_dict(load_state_dict(weights))
-        self.mean, self.std = _normalization(self.config, model)
+        self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std)
         return model.to(self.runtime.device).eval()
 
     @torch.inference_mode()
@@ -162,13 +162,6 @@ class FoldPredictor:
                                     enabled=self.amp_dtype is not None):
                     outputs[name].append(model(functions[name](images)).float().cpu().numpy())
         return {name: np.concatenate(chunks) if chunks else np.zeros((0, self.num_outputs)) for name, chunks in outputs.items()}
-
-
-def _normalization(config: Config, model) -> tuple:
-    from timm.data import resolve_data_config
-
-    resolved = resolve_data_config({}, model=getattr(model, "backbone", model))
-    return config.augment.mean or resolved["mean"], config.augment.std or resolved["std"]
 
 
 def _combine(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from timm.data import Mixup, resolve_data_config
+from timm.data import Mixup
 from timm.loss import create_classification_loss
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -38,7 +38,7 @@ from .folds import read_folds
 from .images import ImageDataset, build_augment
 from .inference import probabilities_from_logits, run_inference
 from .metrics import DEFAULT_METRIC, get_metric, score
-from .models import create_model, freeze_for_epoch, set_frozen_batchnorm_eval
+from .models import create_model, freeze_for_epoch, input_normalization, set_frozen_batchnorm_eval
 from .plots import plot_curves
 from .predict import FoldPredictor
 from .predictions import average_predictions, merge_oof, write_predictions
@@ -198,15 +198,8 @@ class FoldTrainer:
             return self.data.targets.astype(np.float32)[:, None]
         return self.data.targets
 
-    def _normalization(self) -> tuple[tuple, tuple]:
-        augment = self.config.augment
-        if augment.mean and augment.std:
-            return augment.mean, augment.std
-        resolved = resolve_data_config({}, model=getattr(self.model, "backbone", self.model))
-        return augment.mean or resolved["mean"], augment.std or resolved["std"]
-
     def _loaders(self) -> tuple[DataLoader, DataLoader]:
-        mean, std = self._normalization()
+        mean, std = input_normalization(self.model, self.config.augment.mean, self.config.augment.std)
         size, seed = self.config.model.img_size, self.cfg.seed + self.fold
         train_set = ImageDataset(self.data.paths, self.train_targets,
                                  build_augment(self.config.augment.train, size, mean, std, train=True), seed,
