@@ -127,15 +127,17 @@ class ImageDataset(torch.utils.data.Dataset):
         skip_unreadable: a file that does not decode yields None (with a warning naming it) instead of an error;
             for training only, with :func:`kagglecv.sampling.collate_skipping_unreadable`. A validation or test
             row is never skipped: an OOF or test prediction must not go missing.
+        channels: 3 for RGB, 1 for grayscale (ITU-R 601 luma of the decoded RGB image).
     """
 
     def __init__(self, paths: Sequence[Path], targets: np.ndarray | None, transform: A.Compose, seed: int | None = 0,
-                 skip_unreadable: bool = False):
+                 skip_unreadable: bool = False, channels: int = 3):
         self.paths = [str(path) for path in paths]
         self.targets = targets
         self.transform = transform
         self.seed = seed
         self.skip_unreadable = skip_unreadable
+        self.channels = channels
         self._numpy_random = np.random.Generator(np.random.PCG64(seed or 0))
         self._python_random = random.Random(seed or 0)
         for part in _with_randomness(transform):
@@ -156,6 +158,8 @@ class ImageDataset(torch.utils.data.Dataset):
                 raise
             warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=1)
             return None
+        if self.channels == 1:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)[:, :, None]
         image = self.transform(image=pixels)["image"]
         if self.targets is None:
             return image, -1, row

@@ -40,6 +40,8 @@ def create_model(config: ModelConfig, num_outputs: int) -> nn.Module:
     weights or a kagglecv checkpoint — keeping every backbone tensor and re-initializing a classifier whose shape
     no longer fits. Nothing else is downloaded.
     """
+    if config.in_chans not in (1, 3):
+        raise ConfigError(f"model.in_chans: expected 1 (grayscale) or 3 (RGB), got {config.in_chans}")
     if config.layer_decay is not None and config.head is not None:
         raise ConfigError("model.layer_decay cannot be combined with model.head (timm's layer groups end at its own classifier)")
     kwargs = {"in_chans": config.in_chans, "drop_rate": config.drop_rate}
@@ -66,10 +68,14 @@ def _needs_img_size(name: str) -> bool:
     return bool(re.search(r"vit|deit|beit|eva|swin|maxvit|coatnet|mambaout", name))
 
 
-def input_normalization(model: nn.Module, mean=None, std=None) -> tuple[tuple, tuple]:
-    """``augment.mean`` / ``augment.std`` when set, else the backbone's pretrained normalization (timm's data config)."""
+def input_normalization(model: nn.Module, mean=None, std=None, in_chans: int = 3) -> tuple[tuple, tuple]:
+    """``augment.mean`` / ``augment.std`` when set, else the backbone's pretrained normalization (timm's data config);
+    for one input channel, the mean of the three channels' values."""
     resolved = timm.data.resolve_data_config({}, model=getattr(model, "backbone", model))
-    return tuple(mean or resolved["mean"]), tuple(std or resolved["std"])
+    mean, std = tuple(mean or resolved["mean"]), tuple(std or resolved["std"])
+    if in_chans == 1 and len(mean) == 3:
+        return (sum(mean) / 3,), (sum(std) / 3,)
+    return mean, std
 
 
 def classifier_parameter_names(model: nn.Module) -> set[str]:

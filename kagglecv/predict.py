@@ -144,14 +144,16 @@ class FoldPredictor:
         weights = folder / ("best.safetensors" if source == "raw" else "ema.safetensors")
         model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs)
         model.load_state_dict(load_state_dict(weights))
-        self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std)
+        self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,
+                                                  self.config.model.in_chans)
         return model.to(self.runtime.device).eval()
 
     @torch.inference_mode()
     def views(self, model, paths, rows: np.ndarray, views: list[str]) -> dict[str, np.ndarray]:
         """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
         transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
-        loader = build_loader(ImageDataset(paths, None, transform, seed=None), EpochSampler(rows, shuffle=False),
+        dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
+        loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
                               self.batch_size, self.config.train.num_workers, self.runtime.device)
         outputs = {name: [] for name in views}
         functions = {name: tta_view(name) for name in views}

@@ -199,13 +199,15 @@ class FoldTrainer:
         return self.data.targets
 
     def _loaders(self) -> tuple[DataLoader, DataLoader]:
-        mean, std = input_normalization(self.model, self.config.augment.mean, self.config.augment.std)
+        in_chans = self.config.model.in_chans
+        mean, std = input_normalization(self.model, self.config.augment.mean, self.config.augment.std, in_chans)
         size, seed = self.config.model.img_size, self.cfg.seed + self.fold
         train_set = ImageDataset(self.data.paths, self.train_targets,
                                  build_augment(self.config.augment.train, size, mean, std, train=True), seed,
-                                 skip_unreadable=True)
+                                 skip_unreadable=True, channels=in_chans)
         valid_set = ImageDataset(self.data.paths, self.train_targets,  # an OOF row is never dropped: errors raise
-                                 build_augment(self.config.augment.eval, size, mean, std, train=False), None)
+                                 build_augment(self.config.augment.eval, size, mean, std, train=False), None,
+                                 channels=in_chans)
         weights = balanced_weights(self.data.targets[self.train_rows]) if self.cfg.sampler == "balanced" else None
         if weights is not None and self.data.task == "multilabel":
             raise KagglecvError("train.sampler=balanced needs one label per row; the task is multilabel")

@@ -201,6 +201,7 @@ def test_torchrun_with_two_cpu_processes(tmp_path, digits_root):
     {"model": {"head": {"hidden": [16], "dropout": 0.1}}},
     {"model": {"freeze": 1, "drop_rate": 0.2}},
     {"model": {"layer_decay": 0.7}},
+    {"model": {"in_chans": 1}, "augment": {"train": "medium"}},
     {"train": {"loss": "focal"}, "task": "multilabel"},
     {"train": {"loss": "asl"}, "task": "multilabel"},
     {"train": {"mixup": 0.4, "cutmix": 1.0}, "task": "multilabel"},
