@@ -103,3 +103,17 @@ def test_different_folds_and_misaligned_ids_are_refused(trained_runs, tmp_path):
     multilabel = trained_runs[("multilabel", 1)].run_dir
     with pytest.raises(KagglecvError, match="class order differs"):
         make_ensemble([good, multilabel], "mean", runs_dir=tmp_path)
+
+
+def test_per_class_weights_for_multilabel(trained_runs, tmp_path):
+    runs = [trained_runs[("multilabel", 1)].run_dir, trained_runs[("multilabel", 2)].run_dir]
+    result = make_ensemble(runs, "hill", name="per-class", runs_dir=tmp_path, per_class=True)
+    weights = json.loads((result.path / "weights.json").read_text())["weights"]
+    classes = list(pd.read_csv(runs[0] / "oof.csv", nrows=0).columns[2:])
+    assert set(weights) == {run.name for run in runs}
+    for name in classes:
+        per_class = [weights[run.name][name] for run in runs]
+        assert min(per_class) >= 0 and sum(per_class) == pytest.approx(1.0)
+    with pytest.raises(KagglecvError, match="--per-class applies to multi-label tasks only"):
+        make_ensemble([trained_runs[("multiclass", 1)].run_dir, trained_runs[("multiclass", 2)].run_dir], "hill",
+                      runs_dir=tmp_path, per_class=True)
