@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -10,23 +12,28 @@ from torch.utils.data import DataLoader
 
 @torch.inference_mode()
 def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
-                  channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, logits)`` for every batch of ``loader``, in loader order; logits as float32 numpy."""
+                  channels_last: bool = False, views: dict[str, Callable] | None = None) -> tuple[np.ndarray, dict]:
+    """``(rows, {view: logits})`` for every batch of ``loader``, in loader order, logits as float32 numpy.
+
+    ``views`` maps a name to a batch transform (test-time augmentation); each batch is loaded once for all views.
+    Without views, the one view ``none`` is the batch as it is.
+    """
+    views = views or {"none": lambda images: images}
     was_training = model.training
     model.eval()
-    rows, outputs = [], []
+    rows, outputs = [], {name: [] for name in views}
     for images, _, batch_rows in loader:
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images)
-        outputs.append(logits.float().cpu().numpy())
+        for name, view in views.items():
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs[name].append(model(view(images)).float().cpu().numpy())
         rows.append(np.asarray(batch_rows))
     model.train(was_training)
-    if not outputs:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(rows), np.concatenate(outputs)
+    if not rows:
+        return np.zeros(0, dtype=np.int64), {name: np.zeros((0, 0), dtype=np.float32) for name in views}
+    return np.concatenate(rows), {name: np.concatenate(chunks) for name, chunks in outputs.items()}
 
 
 def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:

@@ -25,7 +25,7 @@ from .errors import KagglecvError
 from .files import write_json
 from .folds import read_folds
 from .images import ImageDataset, build_augment
-from .inference import probabilities_from_logits
+from .inference import probabilities_from_logits, run_inference
 from .metrics import DEFAULT_METRIC, get_metric, score
 from .models import create_model, input_normalization
 from .predictions import write_predictions
@@ -148,22 +148,15 @@ class FoldPredictor:
                                                   self.config.model.in_chans)
         return model.to(self.runtime.device).eval()
 
-    @torch.inference_mode()
     def views(self, model, paths, rows: np.ndarray, views: list[str]) -> dict[str, np.ndarray]:
         """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
         transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
         dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
         loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
                               self.batch_size, self.config.train.num_workers, self.runtime.device)
-        outputs = {name: [] for name in views}
-        functions = {name: tta_view(name) for name in views}
-        for images, _, _ in loader:
-            images = images.to(self.runtime.device, non_blocking=True)
-            for name in views:
-                with torch.autocast(self.runtime.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
-                    outputs[name].append(model(functions[name](images)).float().cpu().numpy())
-        return {name: np.concatenate(chunks) if chunks else np.zeros((0, self.num_outputs)) for name, chunks in outputs.items()}
+        _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype, self.config.train.channels_last,
+                                  {name: tta_view(name) for name in views})
+        return logits
 
 
 def _combine(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:

@@ -396,7 +396,8 @@ class FoldTrainer:
         return -selection if lower_is_better else selection
 
     def _predict_valid(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
-        rows, logits = run_inference(model, self.valid_loader, self.device, self.amp_dtype, self.cfg.channels_last)
+        rows, by_view = run_inference(model, self.valid_loader, self.device, self.amp_dtype, self.cfg.channels_last)
+        logits = by_view["none"]
         targets = torch.as_tensor(self.train_targets[rows])
         loss_fn = nn.BCEWithLogitsLoss(reduction="sum") if self.data.task != "multiclass" else nn.CrossEntropyLoss(reduction="sum")
         loss_sum = float(loss_fn(torch.as_tensor(logits), targets)) if len(rows) else 0.0
