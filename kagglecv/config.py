@@ -132,6 +132,7 @@ class AugmentConfig(_Section):
 
     train: Union[Literal["none", "light", "medium", "heavy"], list[dict[str, Any]]] = "light"
     eval: Union[Literal["none"], list[dict[str, Any]]] = "none"
+    hflip: bool = Field(True, description="Presets flip at random; false for digits, text, traffic signs.")
     mean: Optional[tuple[float, float, float]] = Field(None, description="Normalization; the backbone's when omitted.")
     std: Optional[tuple[float, float, float]] = None
 

@@ -62,6 +62,7 @@ def build_augment(
     std: Sequence[float],
     *,
     train: bool,
+    hflip: bool = True,
 ) -> A.Compose:
     """An albumentations pipeline that ends in a normalized CHW float tensor.
 
@@ -71,11 +72,12 @@ def build_augment(
         img_size: output side in pixels; every pipeline resizes to it first unless the list does so itself.
         mean, std: normalization of 0-1 pixel values.
         train: presets add their random transforms only for training.
+        hflip: presets flip images horizontally at random; off for digits, text or traffic signs.
     """
     if isinstance(spec, str):
         if spec not in PRESETS:
             raise DataError(f"augment: unknown preset {spec!r}; expected one of {', '.join(PRESETS)} or a list")
-        transforms = _preset(spec, img_size) if train else [A.Resize(img_size, img_size)]
+        transforms = _preset(spec, img_size, hflip) if train else [A.Resize(img_size, img_size)]
     else:
         serialized = {"__version__": A.__version__,
                       "transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": list(spec)}}
@@ -86,7 +88,7 @@ def build_augment(
     return A.Compose([*transforms, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
 
 
-def _preset(name: str, size: int) -> list:
+def _preset(name: str, size: int, hflip: bool = True) -> list:
     if name == "none":
         return [A.Resize(size, size)]
     small = size <= SMALL_IMAGE
@@ -95,7 +97,7 @@ def _preset(name: str, size: int) -> list:
                                                     border_mode=cv2.BORDER_REFLECT_101), A.RandomCrop(size, size)]
     else:
         crop = [A.RandomResizedCrop(size=(size, size), scale=(0.35 if name == "heavy" else 0.6, 1.0))]
-    light = [*crop, A.HorizontalFlip(p=0.5)]
+    light = [*crop, A.HorizontalFlip(p=0.5)] if hflip else crop
     if name == "light":
         return light
     medium = [

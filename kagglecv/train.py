@@ -203,7 +203,8 @@ class FoldTrainer:
         mean, std = input_normalization(self.model, self.config.augment.mean, self.config.augment.std, in_chans)
         size, seed = self.config.model.img_size, self.cfg.seed + self.fold
         train_set = ImageDataset(self.data.paths, self.train_targets,
-                                 build_augment(self.config.augment.train, size, mean, std, train=True), seed,
+                                 build_augment(self.config.augment.train, size, mean, std, train=True,
+                                               hflip=self.config.augment.hflip), seed,
                                  skip_unreadable=True, channels=in_chans)
         valid_set = ImageDataset(self.data.paths, self.train_targets,  # an OOF row is never dropped: errors raise
                                  build_augment(self.config.augment.eval, size, mean, std, train=False), None,

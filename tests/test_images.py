@@ -86,3 +86,13 @@ def test_explicit_albumentations_list(tmp_path):
     np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected, atol=1e-6)
     with pytest.raises(DataError, match="augment: cannot build the transform list"):
         build_augment([{"__class_fullname__": "NoSuchTransform"}], 4, (0, 0, 0), (1, 1, 1), train=True)
+
+
+def test_presets_can_leave_flips_out():
+    import albumentations as A
+
+    for preset in ("light", "medium", "heavy"):
+        with_flip = build_augment(preset, 32, (0.5,) * 3, (0.5,) * 3, train=True)
+        without = build_augment(preset, 32, (0.5,) * 3, (0.5,) * 3, train=True, hflip=False)
+        assert any(isinstance(t, A.HorizontalFlip) for t in with_flip.transforms)
+        assert not any(isinstance(t, A.HorizontalFlip) for t in without.transforms)
