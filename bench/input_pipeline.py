@@ -12,7 +12,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2

@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import __version__
 from .errors import KagglecvError

@@ -91,10 +91,6 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame, float_format: str | 
     write_text(path, frame.to_csv(index=False, lineterminator="\n", float_format=float_format))
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -29,9 +29,6 @@ class RunDir:
     def fold_dir(self, fold: int) -> Path:
         return self.path / f"fold{fold}"
 
-    def read_json(self) -> dict:
-        return json.loads((self.path / "run.json").read_text())
-
 
 def prepare_run_dir(config: Config, data: CompetitionData, *, force: bool = False, write: bool = True) -> RunDir:
     """Create or check ``runs/<experiment>``; a config that differs from the recorded one is an error unless forced."""

@@ -88,7 +88,7 @@ def test_bad_data_is_one_clear_error(tmp_path, text, config, message):
 
 
 def test_many_problems_are_counted(tmp_path):
-    rows = "\n".join(f"dup,x" for _ in range(30))
+    rows = "\n".join("dup,x" for _ in range(30))
     with pytest.raises(DataError, match=r"30 × duplicate id .* and 25 more"):
         load_train(bad_table(tmp_path, "id,label\n" + rows + "\n"))
 
