@@ -32,7 +32,7 @@ from .errors import KagglecvError, summarize
 from .files import write_json, write_text
 from .metrics import DEFAULT_METRIC, get_metric, score
 from .predict import load_run_config
-from .predictions import read_predictions, write_predictions
+from .predictions import compare_ids, read_predictions, write_predictions
 from .score import score_run
 
 METHODS = ("mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack")
@@ -128,13 +128,14 @@ def _read_test(path: Path, classes, test_ids, first: Path):
 
 
 def _check_same_ids(ids: np.ndarray, reference: np.ndarray, path: Path, reference_path: Path) -> None:
-    if len(ids) == len(reference) and set(ids) == set(reference):
+    differences = compare_ids(ids, reference)
+    if not differences:
         return
-    missing = [image_id for image_id in reference if image_id not in set(ids)]
-    extra = [image_id for image_id in ids if image_id not in set(reference)]
-    first = missing[0] if missing else extra[0]
+    first = (differences.missing or differences.extra or differences.doubled)[0]
     raise KagglecvError(f"{path}: ids differ from {reference_path}: first mismatching id {first!r} "
-                        f"({len(missing)} missing: {summarize(missing, 3, quote=True)}; {len(extra)} extra: {summarize(extra, 3, quote=True)})")
+                        f"({len(differences.missing)} missing: {summarize(differences.missing, 3, quote=True)}; "
+                        f"{len(differences.extra)} extra: {summarize(differences.extra, 3, quote=True)}; "
+                        f"{len(differences.doubled)} doubled: {summarize(differences.doubled, 3, quote=True)})")
 
 
 def _run_info(path: Path) -> dict:

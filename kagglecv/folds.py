@@ -23,6 +23,7 @@ from .data import CompetitionData, load_train
 from .duplicates import exact_duplicate_clusters, near_duplicate_pairs, perceptual_hashes
 from .errors import DataError, KagglecvError, summarize
 from .files import write_csv, write_json
+from .predictions import compare_ids
 from .splitters import create_splitter, grouped_method
 
 NEEDS_GROUPS = {"group", "stratified_group", "multilabel_group"}
@@ -120,14 +121,14 @@ def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
     if not Path(path).is_file():
         raise DataError(f"folds file not found: {path}; make it with `kagglecv folds CONFIG`")
     frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
-    if frame["id"].duplicated().any():
-        raise DataError(f"{path}: duplicate ids: {summarize(frame['id'][frame['id'].duplicated()].tolist())}")
+    differences = compare_ids(frame["id"], data.ids)
+    if differences.doubled:
+        raise DataError(f"{path}: duplicate ids: {summarize(differences.doubled)}")
+    if differences:
+        raise DataError(f"{path}: does not match {data.source}: {len(differences.missing)} ids missing "
+                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} ids extra "
+                        f"({summarize(differences.extra, quote=True)}); re-run `kagglecv folds`")
     fold_of = dict(zip(frame["id"], frame["fold"]))
-    missing = [image_id for image_id in data.ids if image_id not in fold_of]
-    if missing or len(fold_of) != len(data):
-        extra = sorted(set(fold_of) - set(data.ids))
-        raise DataError(f"{path}: does not match {data.source}: {len(missing)} ids missing ({summarize(missing, quote=True)}), "
-                        f"{len(extra)} ids extra ({summarize(extra, quote=True)}); re-run `kagglecv folds`")
     return np.array([fold_of[image_id] for image_id in data.ids], dtype=np.int64)
 
 

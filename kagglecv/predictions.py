@@ -5,6 +5,7 @@ Every run and ensemble writes this one shape, so scoring, ensembling and submiss
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +44,39 @@ def read_predictions(path: Path, classes: list[str] | None = None) -> pd.DataFra
     return frame
 
 
+@dataclass(frozen=True)
+class IdDifferences:
+    """How a list of ids differs from the ids it should hold exactly once each."""
+
+    doubled: list
+    missing: list
+    extra: list
+
+    def __bool__(self) -> bool:
+        return bool(self.doubled or self.missing or self.extra)
+
+
+def compare_ids(ids, reference) -> IdDifferences:
+    """Ids seen more than once in ``ids``, ``reference`` ids absent from ``ids`` (in reference order), and ids
+    absent from ``reference`` (sorted)."""
+    ids = pd.Series(list(ids), dtype=object)
+    present, expected = set(ids), set(reference)
+    return IdDifferences(doubled=ids[ids.duplicated()].tolist(),
+                         missing=[image_id for image_id in reference if image_id not in present],
+                         extra=sorted(present - expected))
+
+
 def merge_oof(fold_files: list[Path], ids: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """Concatenate per-fold OOF files into table order; every id exactly once or an error naming the ids."""
     merged = pd.concat([read_predictions(path, classes) for path in fold_files], ignore_index=True)
-    doubled = merged.loc[merged["id"].duplicated(), "id"].tolist()
-    if doubled:
-        raise DataError(f"OOF files {summarize([str(p) for p in fold_files], 2)} hold {len(doubled)} ids more than once: {summarize(doubled, quote=True)}")
-    present = set(merged["id"])
-    missing = [image_id for image_id in ids if image_id not in present]
-    extra = sorted(present - set(ids))
-    if missing or extra:
-        raise DataError(f"OOF files do not cover the training table: {len(missing)} ids missing ({summarize(missing, quote=True)}), "
-                        f"{len(extra)} unknown ({summarize(extra, quote=True)})")
+    differences = compare_ids(merged["id"], ids)
+    if differences.doubled:
+        raise DataError(f"OOF files {summarize([str(p) for p in fold_files], 2)} hold {len(differences.doubled)} ids "
+                        f"more than once: {summarize(differences.doubled, quote=True)}")
+    if differences:
+        raise DataError(f"OOF files do not cover the training table: {len(differences.missing)} ids missing "
+                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} unknown "
+                        f"({summarize(differences.extra, quote=True)})")
     return merged.set_index("id").loc[list(ids)].reset_index()
 
 

@@ -18,7 +18,7 @@ from .errors import DataError, KagglecvError, summarize
 from .files import write_json
 from .metrics import (DEFAULT_METRIC, METRICS, average_precision_per_class, get_metric, recall_per_class, score)
 from .predict import load_run_config
-from .predictions import read_predictions
+from .predictions import compare_ids, read_predictions
 
 
 @dataclass
@@ -98,16 +98,8 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: st
 
 
 def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
-    doubled = oof.loc[oof["id"].duplicated(), "id"].tolist()
-    if doubled:
-        raise DataError(f"{source}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}")
-    position = pd.Series(np.arange(len(data)), index=data.ids)
-    unknown = [image_id for image_id in oof["id"] if image_id not in position.index]
-    missing = sorted(set(data.ids) - set(oof["id"]))
-    if unknown or missing:
-        raise DataError(f"{source}: ids differ from {data.source}: {len(missing)} missing ({summarize(missing, quote=True)}), "
-                        f"{len(unknown)} unknown ({summarize(unknown, quote=True)})")
-    rows = position.loc[oof["id"]].to_numpy()
+    _check_ids(oof["id"], data.ids, source, data.source, "unknown")
+    rows = pd.Series(np.arange(len(data)), index=data.ids).loc[oof["id"]].to_numpy()
     scores = oof[data.classes].to_numpy(np.float64)
     folds = oof["fold"].to_numpy() if "fold" in oof.columns else None
     return data.targets[rows], scores, folds
@@ -134,7 +126,7 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     id_col = solution.columns[0]
     if submission.columns[0] != id_col:
         raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
-    _check_submission_ids(submission[id_col], solution[id_col], submission_path, solution_path)
+    _check_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
     submission = submission.set_index(id_col).loc[solution[id_col]]
     truth_columns = list(solution.columns[1:])
     if len(truth_columns) == 1:
@@ -185,12 +177,13 @@ def _indicator(cells: pd.Series, classes: list[str], sep: str) -> np.ndarray:
     return matrix
 
 
-def _check_submission_ids(submitted: pd.Series, expected: pd.Series, submission_path: Path, solution_path: Path) -> None:
-    doubled = submitted[submitted.duplicated()].tolist()
-    if doubled:
-        raise DataError(f"{submission_path}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}")
-    missing = sorted(set(expected) - set(submitted))
-    extra = sorted(set(submitted) - set(expected))
-    if missing or extra:
-        raise DataError(f"{submission_path}: ids differ from {solution_path}: {len(missing)} missing "
-                        f"({summarize(missing, quote=True)}), {len(extra)} extra ({summarize(extra, quote=True)})")
+def _check_ids(ids, expected, path: Path, expected_path: Path, extra_word: str) -> None:
+    """Every expected id exactly once in ``ids`` and nothing else, or an error naming the ids."""
+    differences = compare_ids(ids, expected)
+    if differences.doubled:
+        raise DataError(f"{path}: {len(differences.doubled)} ids appear more than once: "
+                        f"{summarize(differences.doubled, quote=True)}")
+    if differences:
+        raise DataError(f"{path}: ids differ from {expected_path}: {len(differences.missing)} missing "
+                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} {extra_word} "
+                        f"({summarize(differences.extra, quote=True)})")

@@ -24,7 +24,7 @@ from .data import load_train, read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import write_bytes
 from .predict import load_run_config
-from .predictions import read_predictions
+from .predictions import compare_ids, read_predictions
 
 
 @dataclass
@@ -113,16 +113,16 @@ def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Pa
 
 
 def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictions_path: Path, sample_path: Path) -> np.ndarray:
-    duplicated = sample_ids[sample_ids.duplicated()].tolist()
+    duplicated = compare_ids(sample_ids, []).doubled
     if duplicated:
         raise DataError(f"{sample_path}: {len(duplicated)} ids appear more than once: {summarize(duplicated, quote=True)}")
-    have = set(predictions["id"])
-    missing = [image_id for image_id in sample_ids if image_id not in have]
-    if missing:
-        raise DataError(f"{predictions_path}: no prediction for {len(missing)} ids of {sample_path}: {summarize(missing, quote=True)}")
-    extra = sorted(have - set(sample_ids))
-    if extra:
-        raise DataError(f"{predictions_path}: {len(extra)} ids are not in {sample_path}: {summarize(extra, quote=True)}")
+    differences = compare_ids(predictions["id"], list(sample_ids))
+    if differences.missing:
+        raise DataError(f"{predictions_path}: no prediction for {len(differences.missing)} ids of {sample_path}: "
+                        f"{summarize(differences.missing, quote=True)}")
+    if differences.extra:
+        raise DataError(f"{predictions_path}: {len(differences.extra)} ids are not in {sample_path}: "
+                        f"{summarize(differences.extra, quote=True)}")
     values = predictions.set_index("id")
     return values.loc[list(sample_ids)].to_numpy(np.float64)
 

@@ -117,3 +117,13 @@ def test_per_class_weights_for_multilabel(trained_runs, tmp_path):
     with pytest.raises(KagglecvError, match="--per-class applies to multi-label tasks only"):
         make_ensemble([trained_runs[("multiclass", 1)].run_dir, trained_runs[("multiclass", 2)].run_dir], "hill",
                       runs_dir=tmp_path, per_class=True)
+
+
+def test_a_doubled_oof_id_is_refused_by_name(trained_runs, tmp_path):
+    doubled = tmp_path / "doubled"
+    shutil.copytree(trained_runs[("multiclass", 2)].run_dir, doubled)
+    frame = pd.read_csv(doubled / "oof.csv", dtype={"id": str})
+    frame.iloc[1, 0] = frame.iloc[0, 0]
+    frame.to_csv(doubled / "oof.csv", index=False)
+    with pytest.raises(KagglecvError, match=rf"doubled/oof.csv: ids differ .*1 doubled: '{frame.iloc[0, 0]}'"):
+        make_ensemble([trained_runs[("multiclass", 1)].run_dir, doubled], "mean", runs_dir=tmp_path)
