@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import KagglecvError
@@ -51,10 +53,10 @@ def folds(
     result = make_folds(config, force=force)
     console.print(folds_table(result.report))
     for note in result.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {note}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(note)}", soft_wrap=True)
     near = result.report["duplicates"]["near_pairs_across_folds"]
     if near:
-        pairs = ", ".join(f"{a}~{b} (distance {d})" for a, b, d in near[:5])
+        pairs = escape(", ".join(f"{a}~{b} (distance {d})" for a, b, d in near[:5]))
         err_console.print(f"[yellow]warning:[/yellow] {len(near)} near-duplicate image pairs sit in different "
                           f"folds: {pairs}; set folds.near_duplicates=group to keep them together", soft_wrap=True)
     verb = "wrote" if result.written else "up to date:"
@@ -146,16 +148,17 @@ def ensemble(
     metric: Annotated[Optional[str], typer.Option(help="Metric to fit and score; the config's when omitted.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="With --method weighted: comma-separated weights, one per run.")] = None,
     power: Annotated[float, typer.Option(help="With --method power: the exponent k of mean(p^k).")] = 2.0,
-    init_top: Annotated[int, typer.Option(help="With --method hill: start from the best N runs.")] = 1,
-    rounds: Annotated[int, typer.Option(help="With --method hill: selection rounds.")] = 100,
+    init_top: Annotated[int, typer.Option(min=1, help="With --method hill: start from the best N runs.")] = 1,
+    rounds: Annotated[int, typer.Option(min=0, help="With --method hill: selection rounds.")] = 100,
     per_class: Annotated[bool, typer.Option(help="Multi-label hill/optimize: separate weights per class.")] = False,
 ) -> None:
     """Blend runs on their OOF predictions; report best single, in-sample and nested (honest) scores."""
     from .ensemble import make_ensemble
     from .tables import correlation_table, ensemble_table
 
-    user_weights = [float(w) for w in weights.split(",")] if weights else None
-    result = make_ensemble(runs, method, name, metric=metric, user_weights=user_weights, power=power,
+    from .ensemble import parse_weights
+
+    result = make_ensemble(runs, method, name, metric=metric, user_weights=parse_weights(weights), power=power,
                            init_top=init_top, max_rounds=rounds, per_class=per_class)
     console.print(correlation_table(result.correlation))
     console.print(ensemble_table(result))
@@ -250,10 +253,24 @@ def version() -> None:
     console.print(__version__)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one yellow line each, without the source location people do not need."""
+    err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
-    """Entry point: run the app, turning kagglecv errors into one red line and exit code 2."""
+    """Entry point: run the app, turning kagglecv errors into one red line and exit code 2.
+
+    An operating-system error that escaped the stages' own checks (a permission, a vanished file) is still one
+    line naming the file, never a traceback.
+    """
+    warnings.showwarning = _show_warning
     try:
         app()
     except KagglecvError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"[red]error:[/red] {escape(where + str(exc.strerror or exc))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None

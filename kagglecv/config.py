@@ -18,6 +18,26 @@ Task = Literal["multiclass", "multilabel", "binary"]
 FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
 
 
+TTA_VIEWS = ("none", "hflip", "vflip", "transpose", "rot90", "rot180", "rot270")
+TTA_SCALE_RANGE = (0.25, 4.0)  # outside it a view is an empty or a many-gigabyte tensor, never a useful TTA
+
+
+def check_tta_view(name: str) -> float | None:
+    """Check a TTA view name; returns the factor of ``scale:F`` (None for the fixed views)."""
+    if name in TTA_VIEWS:
+        return None
+    low, high = TTA_SCALE_RANGE
+    if isinstance(name, str) and name.startswith("scale:"):
+        try:
+            factor = float(name.split(":", 1)[1])
+        except ValueError:
+            factor = float("nan")
+        if low <= factor <= high:  # False for NaN
+            return factor
+        raise ConfigError(f"predict.tta: view {name!r}: expected scale:F with F between {low} and {high}")
+    raise ConfigError(f"predict.tta: unknown view {name!r}; expected {', '.join(TTA_VIEWS)} or scale:F")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -184,6 +204,19 @@ class PredictConfig(_Section):
     tta: Union[Literal["auto"], list[str]] = Field(
         ["none"], description="none, hflip, vflip, transpose, rot90, rot180, rot270, scale:F (e.g. scale:1.15); "
         "or auto: each candidate is kept only if it improves the OOF score.")
+    @field_validator("tta")
+    @classmethod
+    def _known_views(cls, views: Any) -> Any:
+        if isinstance(views, list):
+            if not views:
+                raise ValueError("expected at least one view, e.g. [none]")
+            for name in views:
+                try:
+                    check_tta_view(name)
+                except ConfigError as exc:
+                    raise ValueError(str(exc).removeprefix("predict.tta: ")) from None
+        return views
+
     tta_space: Literal["prob", "logit"] = Field("prob", description="Average TTA views as probabilities or logits.")
     weights: Literal["auto", "raw", "ema"] = Field("auto", description="auto: the weights that scored best on the fold.")
     batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
@@ -220,10 +253,32 @@ class Config(_Section):
         return self.runs_dir / self.experiment
 
     @model_validator(mode="after")
+    def _known_metrics(self) -> "Config":
+        from .metrics import METRICS
+
+        task = self.data.task
+        for key, name in (("metric", self.metric), ("train.metric", self.train.metric)):
+            if name is None or (key == "train.metric" and name in ("auto", "loss")):
+                continue
+            metric = METRICS.get(name)
+            fitting = [m.name for m in METRICS.values() if task is None or task in m.tasks]
+            if metric is None or (task is not None and task not in metric.tasks):
+                raise ValueError(f"{key}: unknown metric {name!r}{f' for a {task} task' if task else ''}; "
+                                 f"expected one of {', '.join(fitting)}")
+        return self
+
+    @model_validator(mode="after")
     def _fill_folds_file(self) -> "Config":
         if self.folds.file is None:
             self.folds.file = self.folds.resolved_file(self.data)
         return self
+
+
+# A config is a few hundred lines at most; these bounds stop a "billion laughs" of nested aliases before it is
+# expanded (by validation or dumping), while leaving room for any honest config.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 32
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -232,20 +287,69 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     Raises:
         ConfigError: naming the file and the key for a missing file, bad YAML, an unknown key or a wrong type.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML (safe subset only): {_one_line(exc)}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    raw = read_config_file(path)
     for override in overrides or []:
         apply_override(raw, override)
     return validate_config(raw, source=str(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``: bounded in size, aliases and depth, safe tags only."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected a YAML config file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = path.read_bytes()
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {len(data)} bytes; a config is at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    return raw
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` after checking that the document, aliases expanded, stays small and shallow."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_expanded_size(root, source)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML (safe subset only): {_one_line(exc)}") from None
+
+
+def _check_expanded_size(root: yaml.Node, source: str) -> None:
+    """Count the nodes the document would have with every alias expanded, memoized per node (linear time)."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels; refused")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in visiting:
+            raise ConfigError(f"{source}: an alias refers to itself (line {node.start_mark.line + 1}); refused")
+        visiting.add(id(node))
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else [])
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_CONFIG_NODES:
+            raise ConfigError(f"{source}: expands to more than {MAX_CONFIG_NODES} values (nested aliases near line "
+                              f"{node.start_mark.line + 1}?); a config is small; refused")
+        visiting.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
@@ -260,10 +364,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected section.key=value")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {override!r}: value is not valid YAML: {_one_line(exc)}") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--set {key.strip()}: the value has {len(text)} characters; at most {MAX_CONFIG_BYTES}")
+    value = parse_yaml(text, f"--set {key.strip()}")
     node = raw
     parts = key.strip().split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -287,9 +390,17 @@ def _describe_errors(exc: ValidationError) -> list[str]:
             lines.append(f"{key}: unknown key")
         elif error["type"] == "missing":
             lines.append(f"{key}: required key is missing")
+        elif error["type"] == "value_error" or isinstance(error.get("input"), (dict, list)):
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(message if not error["loc"] or message.startswith(f"{key}") else f"{key}: {message}")
         else:
-            lines.append(f"{key}: {error['msg']}, got {error.get('input')!r}")
+            lines.append(f"{key}: {error['msg']}, got {_short(error.get('input'))}")
     return lines
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _one_line(exc: Exception) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,11 @@ from .errors import DataError, summarize
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 MISSING_TOKENS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"})
 PRESENT, ABSENT, DIFFICULT = 1, 0, -1
+RESERVED_COLUMNS = ("id", "fold")
+
+
+class DataWarning(UserWarning):
+    """Degenerate but valid data: kagglecv went on, and says what it did."""
 
 
 @dataclass
@@ -80,12 +86,28 @@ def read_csv_strings(path: Path) -> pd.DataFrame:
     """Read a CSV with every cell as a string: ids like ``000123`` stay as written, empty cells stay ``""``.
 
     Accepts a UTF-8 byte-order mark, Windows line ends, and ``;`` as separator (detected from the header line).
+    Another encoding is an error naming the file and the first bad byte (convert it to UTF-8 first), since a
+    guessed encoding would silently change ids and class names.
     """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a CSV file")
     try:
-        raw = Path(path).read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"file not found: {path}") from None
-    text = raw.decode("utf-8-sig", errors="strict") if raw else ""
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: UTF-16 text; expected UTF-8 (save it as UTF-8 CSV)")
+    try:
+        text = raw.decode("utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8: byte {raw[exc.start:exc.start + 1]!r} on line {line}; "
+                        "expected a UTF-8 CSV (e.g. re-save it as UTF-8)") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: holds NUL bytes; expected a text CSV, not a binary file")
     header = text.split("\n", 1)[0]
     sep = ";" if header.count(";") > header.count(",") else ","
     try:
@@ -94,6 +116,11 @@ def read_csv_strings(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV: {' '.join(str(exc).split())}") from None
     frame.columns = [str(column).strip() for column in frame.columns]
     return frame
+
+
+def _require_rows(frame: pd.DataFrame, source: Path, what: str) -> None:
+    if len(frame) == 0:
+        raise DataError(f"{source}: the {what} table has a header but no rows")
 
 
 def load_train(config: DataConfig) -> CompetitionData:
@@ -105,6 +132,7 @@ def load_train(config: DataConfig) -> CompetitionData:
     """
     frame = read_csv_strings(config.train_csv)
     source = config.train_csv
+    _require_rows(frame, source, "training")
     problems: list[str] = []
     target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
     _require_columns(frame, source, [config.id_col, *target_columns, *_optional(config.group_col, config.image_col)])
@@ -112,6 +140,10 @@ def load_train(config: DataConfig) -> CompetitionData:
     task, classes, targets = encode_targets(frame, config, problems)
     groups = _read_groups(frame, config.group_col, source, problems)
     paths = resolve_image_paths(frame, ids, config.image_dir, config.image_col, source, problems)
+    reserved = [name for name in classes if name in RESERVED_COLUMNS]
+    if reserved:
+        problems.append(f"{source}: class names {summarize(reserved, quote=True)} collide with the prediction files' "
+                        f"own columns ({', '.join(RESERVED_COLUMNS)}); rename those classes")
     if problems:
         raise DataError("\n".join(problems))
     return CompetitionData(ids, paths, task, classes, targets, groups, source)
@@ -122,6 +154,7 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
     if config.test_csv is None:
         raise DataError("data.test_csv is not set in the config")
     frame = read_csv_strings(config.test_csv)
+    _require_rows(frame, config.test_csv, "test")
     _require_columns(frame, config.test_csv, [config.id_col, *_optional(config.image_col)])
     problems: list[str] = []
     ids = _check_ids(frame, config.id_col, config.test_csv, problems)
@@ -142,7 +175,7 @@ def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str])
         if config.task not in (None, "multilabel"):
             raise DataError(f"{source}: data.target lists columns, which is a multilabel target, got task {config.task!r}")
         return "multilabel", list(config.target), _encode_indicator_columns(frame, config.target, source, problems)
-    column = frame[config.target].str.strip()
+    column = normalize_numeric_labels(frame[config.target].str.strip(), source, config.target)
     is_multilabel = config.task == "multilabel" or (
         config.task is None and column.str.contains(re.escape(config.label_sep), regex=True).any()
     )
@@ -161,6 +194,22 @@ def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str])
     _report(problems, source, unknown, column, f"label not in data.classes ({summarize(classes)})")
     targets = column.map(index).fillna(-1).astype(np.int64).to_numpy()
     return task, classes, targets
+
+
+def normalize_numeric_labels(column: pd.Series, source: Path, name: str) -> pd.Series:
+    """When every label is a number and some are written two ways (``1`` and ``1.0``), write each as its integer
+    (``1.0`` -> ``1``), warning with the spellings changed; otherwise the column is returned as it is."""
+    present = column[~column.isin(MISSING_TOKENS)]
+    numbers = pd.to_numeric(present, errors="coerce")
+    if present.empty or numbers.isna().any() or not np.isfinite(numbers).all() or (numbers % 1 != 0).any():
+        return column
+    canonical = numbers.astype(np.int64).astype(str)
+    if canonical.nunique() == present.nunique():
+        return column
+    changed = sorted(set(present[present != canonical]))
+    warnings.warn(f"{source}: column {name!r} writes one class in several ways; read {summarize(changed, quote=True)} "
+                  "as whole numbers (1.0 -> 1)", DataWarning, stacklevel=2)
+    return column.where(column.isin(MISSING_TOKENS), pd.to_numeric(column, errors="coerce").fillna(0).astype(np.int64).astype(str))
 
 
 def sort_class_names(names: list[str]) -> list[str]:
@@ -196,7 +245,11 @@ def resolve_image_paths(
         candidates = [by_stem.get(image_id, root / f"{image_id}.*") for image_id in ids]
     missing, escaping = [], []
     for line, (image_id, path) in enumerate(zip(ids, candidates), start=2):
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symbolic-link loop
+            missing.append(f"line {line} id {image_id!r}: {path} ({exc})")
+            continue
         if not resolved.is_relative_to(root_resolved):
             escaping.append(f"line {line} id {image_id!r}: {path}")
         elif not resolved.is_file():
@@ -210,7 +263,11 @@ def resolve_image_paths(
 
 def _index_images(root: Path) -> dict[str, Path]:
     by_stem: dict[str, Path] = {}
-    for path in sorted(root.iterdir()):
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise DataError(f"{root}: cannot list the image folder: {exc.strerror or exc}") from None
+    for path in entries:
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             by_stem.setdefault(path.stem, path)
     return by_stem

@@ -16,7 +16,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from .errors import DataError, summarize
 from .files import sha256_file
+from .decoding import decode_image
 
 
 def exact_duplicate_clusters(paths: list[Path]) -> list[list[int]]:
@@ -28,13 +30,21 @@ def exact_duplicate_clusters(paths: list[Path]) -> list[list[int]]:
 
 
 def perceptual_hashes(paths: list[Path]) -> np.ndarray:
-    """The 64-bit pHash of each image as an unsigned integer."""
+    """The 64-bit pHash of each image as an unsigned integer; images open under the one policy of
+    :func:`kagglecv.images.decode_image`, and every image that cannot be used is named in one error."""
     hashes = np.empty(len(paths), dtype=np.uint64)
     weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    problems = []
     for row, path in enumerate(paths):
-        with Image.open(path) as image:
-            bits = imagehash.phash(image.convert("RGB")).hash.reshape(-1).astype(np.uint64)
+        try:
+            pixels = decode_image(path)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        bits = imagehash.phash(Image.fromarray(pixels)).hash.reshape(-1).astype(np.uint64)
         hashes[row] = np.bitwise_or.reduce(bits * weights[::-1])
+    if problems:
+        raise DataError(f"{len(problems)} training images cannot be used: {summarize(problems, 5)}")
     return hashes
 
 

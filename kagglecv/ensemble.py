@@ -14,26 +14,24 @@ and stack (a logistic-regression meta-model, fit out-of-fold).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.optimize import minimize
 from scipy.special import expit, logit, softmax
 from scipy.stats import rankdata
 
 from .config import dump_config, validate_config
-from .data import CompetitionData, load_train
+from .data import CompetitionData
 from .errors import KagglecvError, summarize
-from .files import write_json, write_text
-from .metrics import DEFAULT_METRIC, get_metric, score
-from .predict import load_run_config
-from .predictions import compare_ids, read_predictions, write_predictions
-from .score import score_run
+from .files import atomic_folder, check_output_name, contained_output, output_lock, write_json, write_text
+from .metrics import get_metric, resolve_metric, score
+from .predictions import compare_ids, prediction_frame, read_predictions, write_predictions
+from .run_dir import ENSEMBLE_PREFIX, RunDir
+from .score import score_predictions_frame
 
 METHODS = ("mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack")
 EPS = 1e-7
@@ -51,7 +49,7 @@ class Members:
     oof: np.ndarray            # runs x rows x classes (float32)
     test: np.ndarray | None    # runs x test rows x classes
     test_ids: np.ndarray | None
-    config_yaml: str
+    config: dict               # the first run's resolved config
     folds_sha256: str
 
 
@@ -75,55 +73,59 @@ def load_members(paths: list[Path]) -> Members:
     """Read and align the runs; different folds, classes or ids are an error naming the run and the first mismatch."""
     if len(paths) < 2:
         raise KagglecvError("an ensemble needs at least two runs")
-    first = Path(paths[0])
-    info = _run_info(first)
-    config = load_run_config(first)
-    data = load_train(config.data.model_copy(update={"image_dir": None}))
+    runs = [RunDir(path) for path in paths]
+    first, info = runs[0], runs[0].read_info()
+    config = first.read_config()
+    data = first.load_targets(config)
     classes = info["classes"]
-    reference = read_predictions(first / "oof.csv", classes)
+    reference = read_predictions(first.oof_path, classes, oof=True)
     ids = reference["id"].to_numpy()
     folds = reference["fold"].to_numpy()
+    _check_same_ids(ids, data.ids, first.oof_path, data.source)
     position = {image_id: row for row, image_id in enumerate(ids)}
     oof, test, test_ids = [], [], None
-    for path in map(Path, paths):
-        run = _run_info(path)
-        if run["classes"] != classes:
-            mismatch = next((i for i, (a, b) in enumerate(zip(run["classes"], classes)) if a != b), min(len(classes), len(run["classes"])))
-            raise KagglecvError(f"{path}: class order differs from {first} at position {mismatch}: "
-                                f"{run['classes'][mismatch] if mismatch < len(run['classes']) else '(none)'!r} vs "
-                                f"{classes[mismatch] if mismatch < len(classes) else '(none)'!r}")
-        if run.get("folds_sha256") != info.get("folds_sha256"):
-            raise KagglecvError(f"{path}: made with other folds ({run.get('folds_file')}) than {first} "
-                                f"({info.get('folds_file')}); OOF blending needs the same folds file")
-        frame = read_predictions(path / "oof.csv", classes)
-        _check_same_ids(frame["id"].to_numpy(), ids, path / "oof.csv", first / "oof.csv")
+    for run in runs:
+        _check_compatible(run, run.read_info(), first, info)
+        frame = read_predictions(run.oof_path, classes, oof=True)
+        _check_same_ids(frame["id"].to_numpy(), ids, run.oof_path, first.oof_path)
         rows = np.array([position[image_id] for image_id in frame["id"]])
         if not np.array_equal(folds[rows], frame["fold"].to_numpy()):
             bad = frame["id"].to_numpy()[folds[rows] != frame["fold"].to_numpy()][0]
-            raise KagglecvError(f"{path}/oof.csv: id {bad!r} is in another fold than in {first}/oof.csv")
+            raise KagglecvError(f"{run.oof_path}: id {bad!r} is in another fold than in {first.oof_path}")
         aligned = np.empty((len(ids), len(classes)), dtype=np.float32)
         aligned[rows] = frame[classes].to_numpy(np.float32)
         oof.append(aligned)
-        test_matrix, test_ids = _read_test(path, classes, test_ids, first)
+        test_matrix, test_ids = _read_test(run, classes, test_ids, first)
         test.append(test_matrix)
     has_test = all(matrix is not None for matrix in test)
-    train_position = pd.Series(np.arange(len(data)), index=data.ids)
-    data_rows = train_position.loc[ids].to_numpy()
+    data_rows = pd.Series(np.arange(len(data)), index=data.ids).loc[ids].to_numpy()
     aligned_data = CompetitionData(data.ids[data_rows], None, data.task, data.classes, data.targets[data_rows],
                                    None, data.source)
-    return Members([Path(p) for p in paths], aligned_data, classes, data.task, folds, np.stack(oof),
+    return Members([run.path for run in runs], aligned_data, classes, data.task, folds, np.stack(oof),
                    np.stack(test) if has_test else None, test_ids if has_test else None,
-                   (first / "config.yaml").read_text(), info.get("folds_sha256", ""))
+                   config.model_dump(mode="json"), info.get("folds_sha256", ""))
 
 
-def _read_test(path: Path, classes, test_ids, first: Path):
-    test_file = path / "test.csv"
-    if not test_file.is_file():
+def _check_compatible(run: RunDir, info: dict, first: RunDir, first_info: dict) -> None:
+    """Same class order and same folds file as the first run."""
+    classes, theirs = first_info["classes"], info["classes"]
+    if theirs != classes:
+        mismatch = next((i for i, (a, b) in enumerate(zip(theirs, classes)) if a != b), min(len(classes), len(theirs)))
+        raise KagglecvError(f"{run.path}: class order differs from {first.path} at position {mismatch}: "
+                            f"{theirs[mismatch] if mismatch < len(theirs) else '(none)'!r} vs "
+                            f"{classes[mismatch] if mismatch < len(classes) else '(none)'!r}")
+    if info.get("folds_sha256") != first_info.get("folds_sha256"):
+        raise KagglecvError(f"{run.path}: made with other folds ({info.get('folds_file')}) than {first.path} "
+                            f"({first_info.get('folds_file')}); OOF blending needs the same folds file")
+
+
+def _read_test(run: RunDir, classes, test_ids, first: RunDir):
+    if not run.test_path.is_file():
         return None, test_ids
-    frame = read_predictions(test_file, classes)
+    frame = read_predictions(run.test_path, classes)
     if test_ids is None:
         return frame[classes].to_numpy(np.float32), frame["id"].to_numpy()
-    _check_same_ids(frame["id"].to_numpy(), test_ids, test_file, first / "test.csv")
+    _check_same_ids(frame["id"].to_numpy(), test_ids, run.test_path, first.test_path)
     return frame.set_index("id").loc[list(test_ids), classes].to_numpy(np.float32), test_ids
 
 
@@ -136,13 +138,6 @@ def _check_same_ids(ids: np.ndarray, reference: np.ndarray, path: Path, referenc
                         f"({len(differences.missing)} missing: {summarize(differences.missing, 3, quote=True)}; "
                         f"{len(differences.extra)} extra: {summarize(differences.extra, 3, quote=True)}; "
                         f"{len(differences.doubled)} doubled: {summarize(differences.doubled, 3, quote=True)})")
-
-
-def _run_info(path: Path) -> dict:
-    info_path = Path(path) / "run.json"
-    if not info_path.is_file():
-        raise KagglecvError(f"{path}: not a run or ensemble folder (no run.json)")
-    return json.loads(info_path.read_text())
 
 
 # ----- blending ---------------------------------------------------------------------------------------------------
@@ -176,8 +171,6 @@ class Blender:
 
     def __init__(self, method: str, task: str, metric: str, *, user_weights=None, power: float = 2.0,
                  init_top: int = 1, max_rounds: int = 100, per_class: bool = False, seed: int = 0):
-        if method not in METHODS:
-            raise KagglecvError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
         if per_class and task != "multilabel":
             raise KagglecvError("--per-class applies to multi-label tasks only")
         self.method, self.task, self.metric = method, task, metric
@@ -323,41 +316,80 @@ def _stack_targets(members: Members) -> np.ndarray:
 # ----- the stage ----------------------------------------------------------------------------------------------------
 def make_ensemble(paths: list[Path], method: str = "hill", name: str | None = None, runs_dir: Path | None = None,
                   metric: str | None = None, **options) -> EnsembleResult:
-    """Blend ``paths``; write ``<runs_dir>/ens-<name>/`` (oof.csv, test.csv, weights.json, score.json, run.json)."""
+    """Blend ``paths``; write ``<runs_dir>/ens-<name>/`` (oof.csv, test.csv, weights.json, score.json, run.json).
+
+    The folder is built under a temporary name and renamed into place, replacing an earlier ensemble of that name
+    (never a training run, never one of the members), so it is complete or absent, even when the job is killed.
+    """
+    if method not in METHODS:
+        raise KagglecvError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    _check_options(options)
+    name = check_output_name(name or f"{method}-{len(paths)}", "--name")
+    runs_dir = Path(runs_dir or Path(paths[0]).parent)
+    out = contained_output(runs_dir, ENSEMBLE_PREFIX + name, "--name", inputs=list(paths))
+    if RunDir(out).info_path.is_file() and not RunDir(out).is_ensemble():
+        raise KagglecvError(f"--name {name!r}: {out} is a training run, not an ensemble; refused to replace it")
     members = load_members(paths)
-    config = yaml.safe_load(members.config_yaml)
-    metric = metric or config.get("metric") or DEFAULT_METRIC[members.task]
-    try:
-        get_metric(metric, members.task)
-    except ValueError as exc:
-        raise KagglecvError(f"--metric: {exc}") from None
+    definition = resolve_metric(metric or members.config.get("metric"), members.task, "--metric")
+    with output_lock(runs_dir / f".{out.name}.lock", str(out)):
+        return _blend_and_write(members, method, definition.name, out, options)
+
+
+def _check_options(options: dict) -> None:
+    power = options.get("power", 2.0)
+    if not (np.isfinite(power) and power > 0):
+        raise KagglecvError(f"--power: expected a positive finite number, got {power}")
+    if options.get("init_top", 1) < 1 or options.get("max_rounds", 100) < 0:
+        raise KagglecvError(f"--init-top must be >= 1 and --rounds >= 0, got {options.get('init_top')} and "
+                            f"{options.get('max_rounds')}")
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """``--weights 0.3,0.7``: non-negative finite numbers, or an error naming the bad item."""
+    if text is None:
+        return None
+    weights = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise KagglecvError(f"--weights {text!r}: {item.strip()!r} is not a number") from None
+        if not np.isfinite(value) or value < 0:
+            raise KagglecvError(f"--weights {text!r}: expected non-negative finite numbers, got {item.strip()!r}")
+        weights.append(value)
+    return weights
+
+
+def _blend_and_write(members: Members, method: str, metric: str, out: Path, options: dict) -> EnsembleResult:
     targets = _stack_targets(members) if method == "stack" and members.task == "binary" else members.data.targets
     blender = Blender(method, members.task, metric, **options)
     run_names = [path.name for path in members.paths]
 
-    def metric_of(blend, rows=slice(None)):
-        return score(metric, members.task, members.data.targets[rows], blend)
+    def metric_of(blend):
+        return score(metric, members.task, members.data.targets, blend)
 
     singles = {name_: metric_of(run) for name_, run in zip(run_names, members.oof)}
     direction = 1 if get_metric(metric, members.task).higher_is_better else -1
     best_single = max(singles.items(), key=lambda item: direction * item[1])
     final_weights = blender.fit(members.oof, targets)
     in_sample = metric_of(blender.apply(final_weights, members.oof))
-    nested_oof = nested_blend(blender, members, targets)
-    name = name or f"{method}-{len(paths)}"
-    out = Path(runs_dir or members.paths[0].parent) / f"ens-{name}"
-    write_predictions(out / "oof.csv", members.data.ids, np.clip(nested_oof, 0, 1), members.classes, folds=members.folds)
-    if members.test is not None:
-        write_predictions(out / "test.csv", members.test_ids, np.clip(blender.apply(final_weights, members.test), 0, 1),
-                          members.classes)
-    weights = _weights_report(final_weights, run_names, members.classes)
-    _write_run_files(out, members, config, name=f"ens-{name}", method=method)
-    nested = score_run(out, metric)  # score.json of the nested OOF as written, like any run's
-    result = EnsembleResult(name=f"ens-{name}", method=method, metric=metric, weights=weights, best_single=best_single,
-                            in_sample=in_sample, nested=nested.overall, nested_per_fold=nested.per_fold,
-                            correlation=oof_correlation(members.oof, run_names),
+    nested_oof = np.clip(nested_blend(blender, members, targets), 0, 1)
+    nested_frame = prediction_frame(members.data.ids, nested_oof, members.classes, folds=members.folds)
+    nested = score_predictions_frame(nested_frame, members.data, metric, source=out)
+    result = EnsembleResult(name=out.name, method=method, metric=metric,
+                            weights=_weights_report(final_weights, run_names, members.classes),
+                            best_single=best_single, in_sample=in_sample, nested=nested.overall,
+                            nested_per_fold=nested.per_fold, correlation=oof_correlation(members.oof, run_names),
                             marginal_gain=marginal_gains(members, blender, targets, metric_of, in_sample), path=out)
-    _write_blend_report(out, result, singles)
+    with atomic_folder(out, replace=True) as building:
+        run = RunDir(building)
+        write_predictions(run.oof_path, members.data.ids, nested_oof, members.classes, folds=members.folds)
+        if members.test is not None:
+            write_predictions(run.test_path, members.test_ids,
+                              np.clip(blender.apply(final_weights, members.test), 0, 1), members.classes)
+        write_json(run.score_path, nested.to_dict())
+        _write_blend_report(run, result, singles)
+        _write_run_files(run, members, name=out.name, method=method)
     return result
 
 
@@ -404,11 +436,12 @@ def _weights_report(weights, run_names: list[str], classes: list[str]):
     return dict(zip(run_names, map(float, weights)))
 
 
-def _write_run_files(out: Path, members: Members, config: dict, name: str, method: str) -> None:
+def _write_run_files(run: RunDir, members: Members, name: str, method: str) -> None:
     """config.yaml and run.json, so score, report, submit and further ensembles treat the folder as a run."""
-    config = dict(config, experiment=name, notes=f"{method} ensemble of " + ", ".join(p.name for p in members.paths))
-    write_text(out / "config.yaml", dump_config(validate_config(config)))
-    write_json(out / "run.json", {
+    config = dict(members.config, experiment=name,
+                  notes=f"{method} ensemble of " + ", ".join(p.name for p in members.paths))
+    write_text(run.config_path, dump_config(validate_config(config)))
+    write_json(run.info_path, {
         "experiment": name, "kind": "ensemble", "members": [str(p) for p in members.paths],
         "task": members.task, "classes": members.classes, "folds_sha256": members.folds_sha256,
         "folds_file": config.get("folds", {}).get("file"), "backbone": f"{method} of {len(members.paths)}",
@@ -416,9 +449,9 @@ def _write_run_files(out: Path, members: Members, config: dict, name: str, metho
     })
 
 
-def _write_blend_report(out: Path, result: EnsembleResult, singles: dict) -> None:
-    write_json(out / "weights.json", {"method": result.method, "metric": result.metric, "weights": result.weights})
-    write_json(out / "blend_score.json", {
+def _write_blend_report(run: RunDir, result: EnsembleResult, singles: dict) -> None:
+    write_json(run.weights_path, {"method": result.method, "metric": result.metric, "weights": result.weights})
+    write_json(run.blend_score_path, {
         "metric": result.metric, "best_single": {"run": result.best_single[0], "score": result.best_single[1]},
         "single_scores": singles, "in_sample": result.in_sample, "nested": result.nested,
         "nested_per_fold": result.nested_per_fold, "marginal_gain": result.marginal_gain,

@@ -17,6 +17,10 @@ class DataError(KagglecvError):
     """The competition data (CSV rows, labels, image files) is invalid."""
 
 
+class OutputError(KagglecvError):
+    """An output cannot be written: refused location, full disk, no permission, or another writer holds it."""
+
+
 def summarize(items: list, limit: int = 5, quote: bool = False) -> str:
     """Join the first ``limit`` items (``repr``-quoted when ``quote``) and say how many more there are."""
     shown = ", ".join(repr(str(item)) if quote else str(item) for item in items[:limit])

@@ -22,7 +22,7 @@ from .config import Config, FoldsConfig
 from .data import CompetitionData, load_train
 from .duplicates import exact_duplicate_clusters, near_duplicate_pairs, perceptual_hashes
 from .errors import DataError, KagglecvError, summarize
-from .files import write_csv, write_json
+from .files import output_lock, sha256_file, write_csv, write_json
 from .predictions import compare_ids
 from .splitters import create_splitter, grouped_method
 
@@ -45,27 +45,31 @@ def make_folds(config: Config, *, force: bool = False) -> FoldsResult:
     """Read the training table, split it, and write the folds CSV and JSON atomically.
 
     An existing folds file made from the same table with the same method, k and seed is kept as it is. One made
-    otherwise is an error unless ``force``, since every experiment's OOF predictions depend on it.
+    otherwise is an error unless ``force``, since every experiment's OOF predictions depend on it. The CSV and the
+    JSON are one output: the JSON, written last, records the CSV's sha256, and a pair that does not match (a killed
+    writer) counts as absent. A lock beside them makes a second writer at the same time a clear error.
     """
     data = load_train(config.data)
     path = Path(config.folds.file)
+    if path.suffix.lower() != ".csv":
+        raise KagglecvError(f"folds.file {str(path)!r}: expected a .csv file name (its report is written beside it as .json)")
     report_path = path.with_suffix(".json")
-    existing = _read_report(report_path)
     settings = _settings(config.folds, config.data.group_col, data)
-    if existing is not None and path.is_file():
-        if {key: existing.get(key) for key in settings} == settings:
-            folds = read_folds(path, data)
-            return FoldsResult(path, folds, existing, written=False)
-        if not force:
-            changed = [key for key in settings if existing.get(key) != settings[key]]
-            raise KagglecvError(
-                f"{path} exists and was made with other settings ({', '.join(changed)}); runs that used it would "
-                "no longer be comparable. Pass --force to overwrite it, or set folds.file to a new name"
-            )
-    folds, report = assign_folds(data, config.folds)
-    report = {**settings, **report, "kagglecv_version": __version__}
-    write_csv(path, pd.DataFrame({"id": data.ids, "fold": folds}))
-    write_json(report_path, report)
+    with output_lock(path.with_name(f".{path.name}.lock"), str(path)):
+        existing = _read_complete_report(path, report_path)
+        if existing is not None:
+            if {key: existing.get(key) for key in settings} == settings:
+                return FoldsResult(path, read_folds(path, data), existing, written=False)
+            if not force:
+                changed = [key for key in settings if existing.get(key) != settings[key]]
+                raise KagglecvError(
+                    f"{path} exists and was made with other settings ({', '.join(changed)}); runs that used it "
+                    "would no longer be comparable. Pass --force to overwrite it, or set folds.file to a new name")
+        folds, report = assign_folds(data, config.folds)
+        frame = pd.DataFrame({"id": data.ids, "fold": folds})
+        write_csv(path, frame)
+        report = {**settings, **report, "kagglecv_version": __version__, "folds_sha256": sha256_file(path)}
+        write_json(report_path, report)
     return FoldsResult(path, folds, report, written=True, warnings=report["warnings"])
 
 
@@ -85,6 +89,7 @@ def assign_folds(data: CompetitionData, settings: FoldsConfig) -> tuple[np.ndarr
     if groups is not None and method not in NEEDS_GROUPS:
         effective = grouped_method(method)
         notes.append(f"duplicate images were grouped, so folds were made with {effective!r} instead of {method!r}")
+    _check_fold_count(data, settings, groups)
     _check_rare_classes(data, settings, groups, notes)
     folds = _split(data, effective, settings, groups)
     positives = data.positives()
@@ -120,7 +125,13 @@ def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
     """The fold of every row of ``data``, read from a folds CSV; every id must appear exactly once."""
     if not Path(path).is_file():
         raise DataError(f"folds file not found: {path}; make it with `kagglecv folds CONFIG`")
-    frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a folds file (id,fold with integer folds): {' '.join(str(exc).split())[:160]}; "
+                        "re-run `kagglecv folds`") from None
+    if list(frame.columns[:2]) != ["id", "fold"] or (frame["fold"] < 0).any():
+        raise DataError(f"{path}: expected columns id,fold with folds >= 0; re-run `kagglecv folds`")
     differences = compare_ids(frame["id"], data.ids)
     if differences.doubled:
         raise DataError(f"{path}: duplicate ids: {summarize(differences.doubled)}")
@@ -200,6 +211,17 @@ def _merge_groups(groups: np.ndarray | None, clusters: list[list[int]], n_rows: 
     return labels.astype(str)
 
 
+def _check_fold_count(data: CompetitionData, settings: FoldsConfig, groups: np.ndarray | None) -> None:
+    """Every fold needs at least one row (or group) to validate on."""
+    if len(data) < settings.n_splits:
+        raise KagglecvError(f"folds.n_splits={settings.n_splits}: expected at most the number of rows, "
+                            f"{data.source} has {len(data)}")
+    n_groups = len(np.unique(groups)) if groups is not None else None
+    if n_groups is not None and n_groups < settings.n_splits:
+        raise KagglecvError(f"folds.n_splits={settings.n_splits}: expected at most the number of groups "
+                            f"(after joining duplicate images), got {n_groups}")
+
+
 def _check_rare_classes(data: CompetitionData, settings: FoldsConfig, groups: np.ndarray | None, notes: list[str]) -> None:
     if resolve_method(settings.method, data) in {"kfold", "group"}:
         return
@@ -223,13 +245,14 @@ def _check_rare_classes(data: CompetitionData, settings: FoldsConfig, groups: np
 def _split(data: CompetitionData, method: str, settings: FoldsConfig, groups: np.ndarray | None) -> np.ndarray:
     splitter = create_splitter(method, settings.n_splits, seed=settings.seed)
     y = data.positives() if method in MULTILABEL_METHODS else data.targets
-    if groups is not None and len(np.unique(groups)) < settings.n_splits:
-        raise KagglecvError(f"folds: expected at least n_splits={settings.n_splits} groups, got {len(np.unique(groups))}")
     folds = np.full(len(data), -1, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        for fold, (_, valid) in enumerate(splitter.split(np.zeros(len(data)), y, groups)):
-            folds[valid] = fold
+        try:
+            for fold, (_, valid) in enumerate(splitter.split(np.zeros(len(data)), y, groups)):
+                folds[valid] = fold
+        except ValueError as exc:  # scikit-learn's own refusal, e.g. every class smaller than n_splits
+            raise KagglecvError(f"folds.n_splits={settings.n_splits} with method {method!r}: {exc}") from None
     assert (folds >= 0).all(), "every row must land in a fold"
     return folds
 
@@ -240,10 +263,14 @@ def _groups_per_fold(groups: np.ndarray | None, folds: np.ndarray, n_splits: int
     return [len(np.unique(groups[folds == fold])) for fold in range(n_splits)]
 
 
-def _read_report(path: Path) -> dict | None:
-    if not path.is_file():
+def _read_complete_report(path: Path, report_path: Path) -> dict | None:
+    """The report of a complete folds output, or None when either file is missing, corrupt or they do not match."""
+    if not (path.is_file() and report_path.is_file()):
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    if not isinstance(report, dict) or report.get("folds_sha256") not in (None, sha256_file(path)):
+        return None
+    return report

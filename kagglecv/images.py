@@ -1,4 +1,4 @@
-"""Images in: decoding to RGB uint8, albumentations pipelines, and the torch Dataset.
+"""Images in: albumentations pipelines and the torch Dataset (decoding is :mod:`kagglecv.decoding`).
 
 Augmentation randomness is keyed by (seed, epoch, row): the sampler hands the dataset ``(row, epoch)`` pairs and
 the pipeline is re-seeded for each sample. The same image in the same epoch is therefore augmented the same way
@@ -17,42 +17,12 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from PIL import Image, ImageOps
 
+from .decoding import check_images, decode_image  # noqa: F401  (decode_image and check_images are used from here)
 from .errors import DataError
 
 PRESETS = ("none", "light", "medium", "heavy")
 SMALL_IMAGE = 64  # at or below this size, crops pad-and-crop (CIFAR style) rather than rescale
-
-
-def decode_image(path: str | Path) -> np.ndarray:
-    """Read any common image as RGB uint8 (H, W, 3): EXIF orientation applied, 16-bit scaled, alpha dropped.
-
-    Palette, grayscale, CMYK and 16-bit images are converted; the full image is decoded, so a truncated file
-    raises here rather than yielding a partly grey image. Pillow's decompression-bomb limit stays on.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, do not just warn
-            with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image)
-                image.load()
-                return _to_rgb_uint8(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: refused: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image: {exc}") from None
-
-
-def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-        gray = np.clip(np.round(pixels * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA").convert("RGB")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def build_augment(

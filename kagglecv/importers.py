@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pandas as pd
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree
 
 from .data import IMAGE_EXTENSIONS, sort_class_names
 from .errors import DataError, summarize
@@ -24,6 +25,7 @@ def import_image_folder(root: Path, out: Path) -> pd.DataFrame:
     Raises:
         DataError: no class folders, or two images with the same stem (the id would not be unique).
     """
+    _check_out(out)
     rows = []
     for class_dir in sorted(path for path in root.iterdir() if path.is_dir()):
         for image in sorted(class_dir.rglob("*")):
@@ -46,6 +48,7 @@ def import_voc(root: Path, out: Path, image_set: str | None = None) -> pd.DataFr
     This is the encoding of the VOC devkit's ``ImageSets/Main/<class>_<set>.txt`` files. Class columns follow
     the devkit's order, then any other class names found, sorted.
     """
+    _check_out(out)
     annotations = root / "Annotations"
     if not annotations.is_dir():
         raise DataError(f"{root}: expected an Annotations/ folder of VOC XML files")
@@ -71,6 +74,8 @@ def _image_labels(xml_path: Path) -> dict[str, int]:
         tree = ElementTree.parse(xml_path)
     except ElementTree.ParseError as exc:
         raise DataError(f"{xml_path}: not valid XML: {exc}") from None
+    except DefusedXmlException as exc:  # entity expansion ("billion laughs"), external entities, DTDs
+        raise DataError(f"{xml_path}: refused: {exc}") from None
     labels: dict[str, int] = {}
     for obj in tree.getroot().iter("object"):
         name = (obj.findtext("name") or "").strip()
@@ -81,11 +86,22 @@ def _image_labels(xml_path: Path) -> dict[str, int]:
     return labels
 
 
+def _check_out(out: Path) -> None:
+    """``--out`` is a CSV file name, so an import never writes over an image, an annotation or an image list."""
+    if not Path(out).name.lower().endswith((".csv", ".csv.gz")):
+        raise DataError(f"--out {str(out)!r}: expected a file name ending in .csv")
+    if Path(out).is_dir():
+        raise DataError(f"--out {str(out)!r}: is a folder; expected a .csv file name")
+
+
 def _image_set_ids(root: Path, image_set: str) -> list[str]:
     listing = root / "ImageSets" / "Main" / f"{image_set}.txt"
     if not listing.is_file():
         raise DataError(f"{listing}: image set not found")
-    ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    try:
+        ids = [line.split()[0] for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{listing}: not UTF-8 text (byte {exc.start})") from None
     missing = [image_id for image_id in ids if not (root / "Annotations" / f"{image_id}.xml").is_file()]
     if missing:
         raise DataError(f"{listing}: {len(missing)} ids without an annotation: {summarize(missing, quote=True)}")

@@ -310,6 +310,16 @@ def get_metric(name: str, task: str) -> Metric:
     return metric
 
 
+def resolve_metric(name: str | None, task: str, key: str = "metric") -> Metric:
+    """The metric named by a config key or option (the task's default when None), or a user error naming ``key``."""
+    from .errors import ConfigError
+
+    try:
+        return get_metric(name or DEFAULT_METRIC[task], task)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 def score(name: str, task: str, y_true, y_score) -> float:
     """Score predictions with a named metric; binary metrics take the positive-class column."""
     metric = get_metric(name, task)

@@ -12,6 +12,7 @@ from .config import Config
 from .console import Console
 from .folds import make_folds
 from .predict import predict_run
+from .run_dir import RunDir
 from .score import ScoreResult, score_run
 from .submission import write_submission
 from .train import train_run
@@ -35,13 +36,13 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
         result = make_folds(config)
         console.line(f"folds: wrote {result.path}")
     train_run(config, resume=True, force=force, console=console)
-    run_dir = Path(config.run_dir)
-    predict_run(run_dir, console=console)
-    result = score_run(run_dir)
+    run = RunDir(config.run_dir)
+    predict_run(run.path, console=console)
+    result = score_run(run.path)
     submission = None
-    if config.submit.sample is not None and (run_dir / "test.csv").is_file():
-        submission = write_submission(run_dir, config.submit.sample, config.experiment, threshold=config.submit.threshold,
-                                      out_dir=config.submit.dir, compress=config.submit.gz).path
-    test = run_dir / "test.csv"
-    return RunSummary(config.experiment, result, time.time() - started, run_dir / "oof.csv",
-                      test if test.is_file() else None, submission)
+    if config.submit.sample is not None and run.test_path.is_file():
+        submission = write_submission(run.path, config.submit.sample, config.experiment,
+                                      threshold=str(config.submit.threshold), out_dir=config.submit.dir,
+                                      compress=config.submit.gz).path
+    return RunSummary(config.experiment, result, time.time() - started, run.oof_path,
+                      run.test_path if run.test_path.is_file() else None, submission)

@@ -8,7 +8,6 @@ Each image is decoded once; every TTA view is made from the batch tensor (flips,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,9 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
-from .config import Config, validate_config
+from .config import Config, check_tta_view
 from .console import Console
 from .data import CompetitionData, load_test, load_train
 from .errors import KagglecvError
@@ -26,9 +24,10 @@ from .files import write_json
 from .folds import read_folds
 from .images import ImageDataset, build_augment
 from .inference import probabilities_from_logits, run_inference
-from .metrics import DEFAULT_METRIC, get_metric, score
+from .metrics import get_metric, resolve_metric, score
 from .models import create_model, input_normalization
 from .predictions import write_predictions
+from .run_dir import RunDir
 from .runtime import setup_runtime
 from .sampling import EpochSampler, build_loader
 from .weights import load_state_dict
@@ -47,17 +46,10 @@ def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         "rot180": lambda x: x.rot90(2, (-2, -1)),
         "rot270": lambda x: x.rot90(3, (-2, -1)),
     }
-    if name in fixed:
+    factor = check_tta_view(name)
+    if factor is None:
         return fixed[name]
-    if name.startswith("scale:"):
-        try:
-            factor = float(name.split(":", 1)[1])
-        except ValueError:
-            factor = 0.0
-        if factor > 0:
-            return lambda x: F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    raise KagglecvError(f"predict.tta: unknown view {name!r}; expected none, hflip, vflip, transpose, rot90, "
-                        "rot180, rot270 or scale:F")
+    return lambda x: F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
 @dataclass
@@ -68,14 +60,6 @@ class PredictResult:
     candidate_scores: dict[str, float]
 
 
-def load_run_config(run_path: Path) -> Config:
-    """The resolved config a run was trained with (``runs/<exp>/config.yaml``)."""
-    path = Path(run_path) / "config.yaml"
-    if not path.is_file():
-        raise KagglecvError(f"{run_path}: not a kagglecv run (no config.yaml); expected runs/<experiment>")
-    return validate_config(yaml.safe_load(path.read_text()), source=str(path))
-
-
 def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Console | None = None) -> PredictResult:
     """Predict every fold's held-out rows and the test set with TTA; rewrite the run's oof.csv and test.csv.
 
@@ -84,20 +68,20 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
         tta: views to average, or ``"auto"``; the config's ``predict.tta`` when None.
     """
     console = console or Console()
-    run_path = Path(run_path)
-    config = load_run_config(run_path)
+    run = RunDir(run_path)
+    config = run.read_config()
     tta = config.predict.tta if tta is None else tta
+    views = ["none", *AUTO_CANDIDATES] if tta == "auto" else list(tta)
+    for name in views:
+        tta_view(name)
     data = load_train(config.data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
     n_folds = int(fold_of.max()) + 1
-    missing = [fold for fold in range(n_folds) if not (run_path / f"fold{fold}" / "done.json").is_file()]
+    missing = [fold for fold in range(n_folds) if not run.fold(fold).is_done()]
     if missing:
-        raise KagglecvError(f"{run_path}: folds {missing} are not trained yet; run `kagglecv train` first")
-    views = ["none", *AUTO_CANDIDATES] if tta == "auto" else list(tta)
-    for name in views:
-        tta_view(name)
-    predictor = FoldPredictor(config, data, run_path)
+        raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
+    predictor = FoldPredictor(config, data, run)
     oof_logits = {name: np.zeros((len(data), predictor.num_outputs)) for name in views}
     test_logits = {name: [] for name in views}
     for fold in range(n_folds):
@@ -109,27 +93,28 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
             for name, logits in predictor.views(model, test.paths, np.arange(len(test)), views).items():
                 test_logits[name].append(logits)
         console.line(f"fold {fold}: predicted {len(rows)} held-out rows" + (f" and {len(test)} test rows" if test else ""))
-    metric = config.metric or DEFAULT_METRIC[data.task]
+    metric = resolve_metric(config.metric, data.task).name
     chosen, candidate_scores = _choose_views(views, oof_logits, data, metric, config.predict.tta_space, tta == "auto")
     oof = _combine([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
-    write_predictions(run_path / "oof.csv", data.ids, oof, data.classes, folds=fold_of)
+    run.predict_path.unlink(missing_ok=True)  # written last: its presence says oof.csv and test.csv are whole
+    write_predictions(run.oof_path, data.ids, oof, data.classes, folds=fold_of)
     if test is not None:
         per_fold = [_combine([test_logits[name][fold] for name in chosen], data.task, config.predict.tta_space)
                     for fold in range(n_folds)]
-        write_predictions(run_path / "test.csv", test.ids, np.mean(per_fold, axis=0), data.classes)
+        write_predictions(run.test_path, test.ids, np.mean(per_fold, axis=0), data.classes)
     oof_score = score(metric, data.task, data.targets, oof)
-    write_json(run_path / "predict.json", {"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
+    write_json(run.predict_path, {"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
                                            "oof_score": oof_score, "candidate_scores": candidate_scores,
                                            "auto": tta == "auto"})
-    console.line(f"{run_path.name}: OOF {metric} {oof_score:.4f} with TTA {chosen}")
+    console.line(f"{run.name}: OOF {metric} {oof_score:.4f} with TTA {chosen}")
     return PredictResult(chosen, oof_score, metric, candidate_scores)
 
 
 class FoldPredictor:
     """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
 
-    def __init__(self, config: Config, data: CompetitionData, run_path: Path):
-        self.config, self.data, self.run_path = config, data, run_path
+    def __init__(self, config: Config, data: CompetitionData, run: RunDir):
+        self.config, self.data, self.run = config, data, run
         self.runtime = setup_runtime(config.train.device)
         self.num_outputs = 1 if data.task == "binary" else len(data.classes)
         self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
@@ -137,11 +122,11 @@ class FoldPredictor:
 
     def load(self, fold: int, source: str | None = None) -> torch.nn.Module:
         """The fold's ``raw`` (best.safetensors) or ``ema`` weights; by default as ``predict.weights`` says."""
-        folder = self.run_path / f"fold{fold}"
+        folder = self.run.fold(fold)
         source = source or self.config.predict.weights
         if source == "auto":
-            source = json.loads((folder / "done.json").read_text())["source"]
-        weights = folder / ("best.safetensors" if source == "raw" else "ema.safetensors")
+            source = folder.read_done().get("source", "raw")
+        weights = folder.weights(source)
         model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs)
         model.load_state_dict(load_state_dict(weights))
         self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,

@@ -29,11 +29,21 @@ def write_predictions(path: Path, ids, probabilities: np.ndarray, classes: list[
     write_csv(path, prediction_frame(ids, probabilities, classes, folds), float_format=FLOAT_FORMAT)
 
 
-def read_predictions(path: Path, classes: list[str] | None = None) -> pd.DataFrame:
-    """Read a prediction file with string ids; check the class columns and that values are finite."""
+def read_predictions(path: Path, classes: list[str] | None = None, *, oof: bool = False) -> pd.DataFrame:
+    """Read a prediction file with string ids; check the columns (``id``, ``fold`` when ``oof``, the classes) and
+    that values are finite."""
     if not Path(path).is_file():
         raise DataError(f"prediction file not found: {path}")
-    frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable prediction file: {' '.join(str(exc).split())[:200]}") from None
+    required = ["id", "fold"] if oof else ["id"]
+    if [column for column in required if column not in frame.columns]:
+        raise DataError(f"{path}: expected columns {', '.join(required)} then one per class, got "
+                        f"{summarize(list(frame.columns), quote=True)}")
+    if oof and not pd.api.types.is_integer_dtype(frame["fold"]):
+        raise DataError(f"{path}: column 'fold' holds non-integers, e.g. {frame['fold'].iloc[0]!r}")
     value_columns = [column for column in frame.columns if column not in ("id", "fold")]
     if classes is not None and value_columns != list(classes):
         raise DataError(f"{path}: class columns {summarize(value_columns)} differ from the run's classes {summarize(classes)}")

@@ -8,21 +8,19 @@ per-class AP (multi-label).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .data import load_train
 from .errors import KagglecvError
-from .files import write_text
+from .files import write_json, write_text
 from .metrics import confusion_matrix
 from .plots import plot_confusion_matrix, plot_fold_curves, plot_fold_scores, plot_per_class
-from .predict import load_run_config
 from .predictions import read_predictions
-from .run_dir import config_differences
-from .score import ScoreResult, score_run
+from .run_dir import RunDir, config_differences, read_json
+from .score import ScoreResult, score_predictions_frame
 
 
 @dataclass
@@ -40,26 +38,36 @@ class Entry:
     train_seconds: float
     notes: str | None
     config: dict
+    classes: list[str] = field(default_factory=list)
+    confusion: np.ndarray | None = None      # multiclass and binary
     change: list[str] = field(default_factory=list)
     pictures: list[Path] = field(default_factory=list)
 
 
 def collect_entries(runs_dir: Path) -> list[Entry]:
-    """Every folder under ``runs_dir`` with a config.yaml and an oof.csv, scored (score.json refreshed)."""
+    """Every run or ensemble folder under ``runs_dir``, each read once and scored (score.json refreshed)."""
     entries = []
     for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
-        if not ((path / "config.yaml").is_file() and (path / "oof.csv").is_file()):
+        run = RunDir(path)
+        if path.name.startswith(".") or not run.is_run():  # dot-folders are outputs still being built
             continue
-        config = load_run_config(path)
-        info = _read_json(path / "run.json")
-        done = [_read_json(done) for done in sorted(path.glob("fold*/done.json"))]
-        result = score_run(path)
+        config, info = run.read_config(), run.read_info()
+        data = run.load_targets(config)
+        oof = read_predictions(run.oof_path, data.classes, oof=True)
+        result = score_predictions_frame(oof, data, config.metric, source=run.oof_path)
+        write_json(run.score_path, result.to_dict())
+        ensemble = info.get("kind") == "ensemble"
+        done = [read_json(fold.done_path, "a finished fold's record") for fold in run.fold_dirs() if fold.is_done()]
+        confusion = None
+        if data.task != "multilabel":
+            aligned = oof.set_index("id").loc[list(data.ids), data.classes].to_numpy()
+            confusion = confusion_matrix(data.targets, aligned)
         entries.append(Entry(
-            name=path.name, path=path, kind=info.get("kind", "run"), created=info.get("created", ""),
-            backbone=info.get("backbone", config.model.name), img_size=None if info.get("kind") == "ensemble" else config.model.img_size,
-            epochs=None if info.get("kind") == "ensemble" else config.train.epochs, score=result,
+            name=run.name, path=run.path, kind=info.get("kind", "run"), created=info.get("created", ""),
+            backbone=info.get("backbone", config.model.name), img_size=None if ensemble else config.model.img_size,
+            epochs=None if ensemble else config.train.epochs, score=result,
             train_seconds=sum(d.get("seconds", 0.0) for d in done), notes=config.notes,
-            config=config.model_dump(mode="json")))
+            config=config.model_dump(mode="json"), classes=data.classes, confusion=confusion))
     return entries
 
 
@@ -120,30 +128,27 @@ def _comparable(config: dict) -> dict:
 
 def draw_run_pictures(entry: Entry) -> list[Path]:
     """Learning curves, fold scores, and the confusion matrix or per-class AP of one run; returns the PNGs."""
-    folder = entry.path
+    run = RunDir(entry.path)
     pictures = []
     histories = {}
-    for history_file in sorted(folder.glob("fold*/history.csv")):
-        histories[int(history_file.parent.name.removeprefix("fold"))] = pd.read_csv(history_file).to_dict("records")
+    for fold in run.fold_dirs():
+        if fold.history_path.is_file():
+            histories[fold.index] = pd.read_csv(fold.history_path).to_dict("records")
     metric_key = next((key[4:] for key in (histories[min(histories)][0] if histories else {}) if key.startswith("val_")
                        and key != "val_loss"), "loss")
     if histories:
-        pictures.append(folder / "curves.png")
+        pictures.append(run.curves_png)
         plot_fold_curves(histories, metric_key, pictures[-1], f"{entry.name}: learning curves")
     if entry.score.per_fold:
-        pictures.append(folder / "fold_scores.png")
+        pictures.append(run.fold_scores_png)
         plot_fold_scores(entry.score.per_fold, entry.score.metric, entry.score.overall, pictures[-1],
                          f"{entry.name}: OOF {entry.score.metric} per fold")
-    config = load_run_config(folder)
-    data = load_train(config.data.model_copy(update={"image_dir": None}))
-    if data.task == "multilabel":
-        pictures.append(folder / "per_class_ap.png")
+    if entry.confusion is None:
+        pictures.append(run.per_class_ap_png)
         plot_per_class(entry.score.per_class, "average precision", pictures[-1], f"{entry.name}: OOF AP per class")
     else:
-        oof = read_predictions(folder / "oof.csv", data.classes).set_index("id").loc[list(data.ids)]
-        matrix = confusion_matrix(data.targets, oof[data.classes].to_numpy())
-        pictures.append(folder / "confusion.png")
-        plot_confusion_matrix(matrix, data.classes, pictures[-1], f"{entry.name}: OOF confusion matrix")
+        pictures.append(run.confusion_png)
+        plot_confusion_matrix(entry.confusion, entry.classes, pictures[-1], f"{entry.name}: OOF confusion matrix")
     return pictures
 
 
@@ -177,11 +182,3 @@ def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-

@@ -1,4 +1,10 @@
-"""The run folder ``runs/<experiment>/``: resolved config, classes, provenance, and one ``fold<K>/`` per fold."""
+"""The run folder ``runs/<experiment>/`` and its ``fold<K>/`` folders: the only code that knows their file names.
+
+A stage asks for ``run.oof_path`` or ``run.fold(3).best_weights``, never writes ``"oof.csv"``. Reading a run's
+recorded config, its identity (``run.json``) and its targets are methods here too, each turning a missing or
+corrupt file into one clear error naming it. Nothing here imports torch, so scoring, ensembling, submitting and
+reporting start quickly.
+"""
 
 from __future__ import annotations
 
@@ -9,59 +15,184 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from .config import Config, dump_config, validate_config
-from .data import CompetitionData
-from .errors import KagglecvError, summarize
-from .files import sha256_file, write_json, write_text
+from .config import Config, dump_config, parse_yaml, validate_config
+from .data import CompetitionData, load_train
+from .errors import ConfigError, DataError, KagglecvError, summarize
+from .files import output_lock, sha256_file, write_json, write_text
 
 # Keys that change where or how fast a run goes, never its results: they may differ on resume.
 RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device"}
 PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
+ENSEMBLE_PREFIX = "ens-"
 
 
-@dataclass
+@dataclass(frozen=True)
+class FoldDir:
+    """``runs/<experiment>/fold<K>/``: one fold's weights, resumable state, history and predictions."""
+
+    path: Path
+    index: int
+
+    oof_path = property(lambda self: self.path / "oof.csv")
+    test_path = property(lambda self: self.path / "test.csv")
+    done_path = property(lambda self: self.path / "done.json")
+    best_weights = property(lambda self: self.path / "best.safetensors")
+    ema_weights = property(lambda self: self.path / "ema.safetensors")
+    last_checkpoint = property(lambda self: self.path / "last.pt")
+    previous_checkpoint = property(lambda self: self.path / "last.prev.pt")
+    history_path = property(lambda self: self.path / "history.csv")
+    curves_path = property(lambda self: self.path / "curves.png")
+    lock_path = property(lambda self: self.path / ".train.lock")
+
+    def weights(self, source: str) -> Path:
+        """The selected weights of ``source``: ``raw`` (best.safetensors) or ``ema``."""
+        return self.best_weights if source == "raw" else self.ema_weights
+
+    def is_done(self) -> bool:
+        return self.done_path.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.last_checkpoint.is_file() or self.previous_checkpoint.is_file()
+
+    def read_done(self) -> dict:
+        return read_json(self.done_path, "a finished fold's record")
+
+    def lock(self):
+        """Held while the fold trains: a second process training the same fold gets a clear error."""
+        return output_lock(self.lock_path, f"fold {self.index} of {self.path.parent}")
+
+
+@dataclass(frozen=True)
 class RunDir:
+    """``runs/<experiment>/`` of a run or an ensemble."""
+
     path: Path
 
-    def fold_dir(self, fold: int) -> Path:
-        return self.path / f"fold{fold}"
+    config_path = property(lambda self: self.path / "config.yaml")
+    info_path = property(lambda self: self.path / "run.json")
+    oof_path = property(lambda self: self.path / "oof.csv")
+    test_path = property(lambda self: self.path / "test.csv")
+    predict_path = property(lambda self: self.path / "predict.json")
+    score_path = property(lambda self: self.path / "score.json")
+    blend_score_path = property(lambda self: self.path / "blend_score.json")
+    weights_path = property(lambda self: self.path / "weights.json")
+    curves_png = property(lambda self: self.path / "curves.png")
+    fold_scores_png = property(lambda self: self.path / "fold_scores.png")
+    confusion_png = property(lambda self: self.path / "confusion.png")
+    per_class_ap_png = property(lambda self: self.path / "per_class_ap.png")
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
 
-def prepare_run_dir(config: Config, data: CompetitionData, *, force: bool = False, write: bool = True) -> RunDir:
-    """Create or check ``runs/<experiment>``; a config that differs from the recorded one is an error unless forced."""
-    run = RunDir(Path(config.run_dir))
-    recorded = run.path / "config.yaml"
-    if recorded.is_file():
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def fold(self, index: int) -> FoldDir:
+        return FoldDir(self.path / f"fold{index}", index)
+
+    def fold_dirs(self) -> list[FoldDir]:
+        """The fold folders present, by index."""
+        found = [FoldDir(path, int(path.name[4:])) for path in self.path.glob("fold*")
+                 if path.is_dir() and path.name[4:].isdigit()]
+        return sorted(found, key=lambda fold: fold.index)
+
+    def is_run(self) -> bool:
+        """A folder holding a recorded config and merged OOF predictions (a finished run or an ensemble)."""
+        return self.config_path.is_file() and self.oof_path.is_file()
+
+    def read_config(self) -> Config:
+        """The resolved config the run was started with."""
+        if not self.config_path.is_file():
+            raise KagglecvError(f"{self.path}: not a kagglecv run (no {self.config_path.name}); expected runs/<experiment>")
+        raw = parse_yaml(_read_text(self.config_path), str(self.config_path))
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{self.config_path}: expected a mapping of sections, got {type(raw).__name__}")
+        return validate_config(raw, source=str(self.config_path))
+
+    def read_info(self) -> dict:
+        """``run.json``: task, classes, folds file and its sha256, provenance (and members for an ensemble)."""
+        if not self.info_path.is_file():
+            raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name})")
+        info = read_json(self.info_path, "a run's identity")
+        missing = [key for key in ("task", "classes") if key not in info]
+        if missing or not isinstance(info.get("classes"), list):
+            raise KagglecvError(f"{self.info_path}: corrupt: expected keys task and classes (a list), got "
+                                f"{summarize(sorted(info), quote=True)}")
+        return info
+
+    def is_ensemble(self) -> bool:
+        return self.read_info().get("kind") == "ensemble"
+
+    def load_targets(self, config: Config | None = None) -> CompetitionData:
+        """The run's training table without images (ids, targets, classes), checked against the recorded classes."""
+        config = config or self.read_config()
+        try:
+            data = load_train(config.data.model_copy(update={"image_dir": None}))
+        except DataError as exc:
+            raise DataError(f"{self.path}: cannot read the training table it was made from: {exc}") from None
+        info = self.read_info()
+        if info["classes"] != data.classes or info["task"] != data.task:
+            raise DataError(f"{self.path}: {config.data.train_csv} changed since the run: now {data.task} with classes "
+                            f"{summarize(data.classes, quote=True)}, the run has {info['task']} with "
+                            f"{summarize(info['classes'], quote=True)}")
+        return data
+
+    def check_config(self, config: Config, *, force: bool = False) -> None:
+        """A config differing from the recorded one (result-neutral keys aside) is an error unless forced."""
+        if not self.config_path.is_file():
+            return
         # Validating the recorded config through today's models fills keys added since with their defaults.
-        previous = validate_config(yaml.safe_load(recorded.read_text()), source=str(recorded))
-        changes = config_differences(previous.model_dump(mode="json"), config.model_dump(mode="json"))
+        changes = config_differences(self.read_config().model_dump(mode="json"), config.model_dump(mode="json"))
         if changes and not force:
-            raise KagglecvError(f"{run.path} was started with another config: {summarize(changes, 8)}; use a new "
+            raise KagglecvError(f"{self.path} was started with another config: {summarize(changes, 8)}; use a new "
                                 "experiment name, or --force to continue with the new config")
-    if write:
+
+    def write_identity(self, config: Config, data: CompetitionData) -> None:
+        """``config.yaml`` and ``run.json``; written once training can start, so a failed start leaves neither."""
         folds_file = Path(config.folds.file)
-        created = _recorded_creation(run.path / "run.json")
-        write_text(recorded, dump_config(config))
-        write_json(run.path / "run.json", {
+        created = self._recorded_creation()
+        write_text(self.config_path, dump_config(config))
+        write_json(self.info_path, {
             "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
             "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file),
             "table_sha256": data.content_hash(), "versions": package_versions(), "git_commit": git_commit(),
             "python": platform.python_version(),
         })
+
+    def _recorded_creation(self) -> str:
+        """When the run was first started: kept from an existing run.json, else now."""
+        try:
+            return json.loads(self.info_path.read_text())["created"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return datetime.now().isoformat(timespec="seconds")
+
+
+def prepare_run_dir(config: Config, *, force: bool = False) -> RunDir:
+    """``runs/<experiment>`` of ``config``, after checking a recorded config against it."""
+    run = RunDir(Path(config.run_dir))
+    run.check_config(config, force=force)
     return run
 
 
-def _recorded_creation(path: Path) -> str:
-    """When the run was first started: kept from an existing run.json, else now."""
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())["created"]
-        except (json.JSONDecodeError, KeyError):
-            pass
-    return datetime.now().isoformat(timespec="seconds")
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file kagglecv wrote; a corrupt one is an error naming it."""
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise KagglecvError(f"{path}: corrupt ({what}, not valid JSON: {exc.msg} at line {exc.lineno}); "
+                            "re-create it with the command that wrote it") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise KagglecvError(f"{path}: corrupt (not UTF-8 text at byte {exc.start})") from None
+    except OSError as exc:
+        raise KagglecvError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -16,9 +16,9 @@ from .config import DataConfig
 from .data import CompetitionData, load_train
 from .errors import DataError, KagglecvError, summarize
 from .files import write_json
-from .metrics import (DEFAULT_METRIC, METRICS, average_precision_per_class, get_metric, recall_per_class, score)
-from .predict import load_run_config
+from .metrics import METRICS, average_precision_per_class, recall_per_class, resolve_metric, score
 from .predictions import compare_ids, read_predictions
+from .run_dir import RunDir
 
 
 @dataclass
@@ -41,13 +41,13 @@ class ScoreResult:
 
 def score_run(run_path: Path, metric: str | None = None, write: bool = True) -> ScoreResult:
     """Score ``run_path/oof.csv`` against the run's training table; write ``score.json`` beside it."""
-    run_path = Path(run_path)
-    config = load_run_config(run_path)
-    data = load_train(config.data.model_copy(update={"image_dir": None}))
-    result = score_predictions_frame(read_predictions(run_path / "oof.csv", data.classes), data,
-                                     metric or config.metric, source=run_path / "oof.csv")
+    run = RunDir(run_path)
+    config = run.read_config()
+    data = run.load_targets(config)
+    result = score_predictions_frame(read_predictions(run.oof_path, data.classes), data,
+                                     metric or config.metric, source=run.oof_path)
     if write:
-        write_json(run_path / "score.json", result.to_dict())
+        write_json(run.score_path, result.to_dict())
     return result
 
 
@@ -64,11 +64,8 @@ def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] = "
 
 def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: str | None, source: Path) -> ScoreResult:
     """Align OOF rows to the table by id (every id exactly once), then score overall, per fold and per class."""
-    metric = metric or DEFAULT_METRIC[data.task]
-    try:
-        definition = get_metric(metric, data.task)
-    except ValueError as exc:
-        raise KagglecvError(f"--metric: {exc}") from None
+    definition = resolve_metric(metric, data.task, "--metric")
+    metric = definition.name
     targets, scores, folds = _align(oof, data, source)
     overall = score(metric, data.task, targets, scores)
     per_fold = {}
@@ -143,7 +140,9 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
             targets = truth.map({name: index for index, name in enumerate(classes)}).to_numpy()
     else:
         classes, multilabel = truth_columns, True
-        targets = solution[truth_columns].astype(int).to_numpy()
+        targets = _indicator_columns(solution, truth_columns, solution_path)
+    if len(submission.columns) > 1 or not multilabel:
+        resolve_metric(metric, "multilabel" if multilabel else "multiclass", "--metric")
     if len(submission.columns) == 1:  # names, not probabilities
         predicted = submission.iloc[:, 0].astype(str).str.strip()
         if multilabel:
@@ -165,6 +164,16 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     if not np.isfinite(scores).all():
         raise DataError(f"{submission_path}: NaN, inf or non-numbers among the probabilities")
     return score(metric, "multilabel" if multilabel else "multiclass", targets, scores)
+
+
+def _indicator_columns(solution: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:
+    values = solution[columns].apply(lambda column: pd.to_numeric(column, errors="coerce"))
+    bad = ~values.isin([0, 1]).to_numpy()
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise DataError(f"{path}: line {row + 2} column {columns[column]!r} = {solution.iat[row, column + 1]!r}; "
+                        f"expected 0 or 1 ({int(bad.sum())} such cells)")
+    return values.to_numpy(np.int64)
 
 
 def _indicator(cells: pd.Series, classes: list[str], sep: str) -> np.ndarray:

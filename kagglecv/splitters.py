@@ -64,6 +64,41 @@ def iterative_stratification(
         fold = _pick_fold(desired_rows, desired_rows, rng)
         fold_of[unit] = fold
         desired_rows[fold] -= unit_sizes[unit]
+    return rebalance_by_swaps(fold_of, unit_counts, unit_sizes, n_splits)
+
+
+def rebalance_by_swaps(fold_of: np.ndarray, unit_counts: np.ndarray, unit_sizes: np.ndarray, n_splits: int,
+                       max_swaps: int = 1000, candidates: int = 64) -> np.ndarray:
+    """Repair the greedy assignment: while some label's positives differ by more than one between its fullest and
+    emptiest fold, swap a unit carrying it out of the fullest fold with a unit of the same size lacking it in the
+    emptiest, choosing the swap that most lowers the squared deviation of all labels' per-fold counts (a local
+    search; fold sizes never change). Deterministic: candidates are the first ones in unit order."""
+    fold_of = fold_of.copy()
+    counts = np.zeros((n_splits, unit_counts.shape[1]), dtype=np.int64)
+    np.add.at(counts, fold_of, unit_counts)
+    target = counts.mean(axis=0)
+    for _ in range(max_swaps):
+        spread = counts.max(axis=0) - counts.min(axis=0)
+        worst = int(np.argmax(spread))
+        if spread[worst] <= 1:
+            break
+        high, low = int(np.argmax(counts[:, worst])), int(np.argmin(counts[:, worst]))
+        outgoing = np.flatnonzero((fold_of == high) & (unit_counts[:, worst] > 0))[:candidates]
+        incoming = np.flatnonzero((fold_of == low) & (unit_counts[:, worst] == 0))[:candidates]
+        same_size = unit_sizes[outgoing][:, None] == unit_sizes[incoming][None, :]
+        if not same_size.any():
+            break
+        delta = unit_counts[outgoing][:, None, :] - unit_counts[incoming][None, :, :]  # moves high -> low
+        before = ((counts[high] - target) ** 2 + (counts[low] - target) ** 2).sum()
+        after = (((counts[high] - delta - target) ** 2) + ((counts[low] + delta - target) ** 2)).sum(axis=-1)
+        after = np.where(same_size, after, np.inf)
+        pick = np.unravel_index(int(np.argmin(after)), after.shape)
+        if not after[pick] < before:
+            break
+        unit_out, unit_in = outgoing[pick[0]], incoming[pick[1]]
+        fold_of[unit_out], fold_of[unit_in] = low, high
+        counts[high] -= delta[pick]
+        counts[low] += delta[pick]
     return fold_of
 
 

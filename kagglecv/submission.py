@@ -13,18 +13,17 @@ Ids keep the sample's spelling and order. A failing check writes nothing.
 from __future__ import annotations
 
 import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .data import load_train, read_csv_strings
+from .data import read_csv_strings
 from .errors import DataError, KagglecvError, summarize
-from .files import write_bytes
-from .predict import load_run_config
+from .files import check_output_name, contained_output, write_bytes
 from .predictions import compare_ids, read_predictions
+from .run_dir import RunDir
 
 
 @dataclass
@@ -37,20 +36,28 @@ class Submission:
 
 def write_submission(run_path: Path, sample_path: Path, name: str | None = None, *, threshold: str = "0.5",
                      out_dir: Path = Path("submissions"), compress: bool = False, label_sep: str = " ") -> Submission:
-    """Write ``out_dir/<name>.csv[.gz]`` from ``run_path/test.csv`` in the shape of ``sample_path``."""
-    run_path, sample_path = Path(run_path), Path(sample_path)
-    info = _run_info(run_path)
+    """Write ``out_dir/<name>.csv[.gz]`` from the run's ``test.csv`` in the shape of ``sample_path``.
+
+    The name is checked first: a plain name, whose file lies inside ``out_dir`` and is none of the inputs.
+    """
+    run, sample_path = RunDir(run_path), Path(sample_path)
+    name = check_output_name(name or run.name, "--name")
+    path = contained_output(out_dir, f"{name}.csv{'.gz' if compress else ''}", "--name",
+                            inputs=_inputs(run, sample_path))
+    info = run.read_info()
+    if not run.test_path.is_file():
+        raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
     classes, task = info["classes"], info["task"]
     sample = read_csv_strings(sample_path)
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
     id_col = sample.columns[0]
-    predictions = read_predictions(run_path / "test.csv", classes)
-    aligned = _align_to_sample(predictions, sample[id_col], run_path / "test.csv", sample_path)
+    predictions = read_predictions(run.test_path, classes)
+    aligned = _align_to_sample(predictions, sample[id_col], run.test_path, sample_path)
     fmt = detect_format(sample, classes, task, sample_path)
     thresholds = None
     if fmt == "labels":
-        thresholds = resolve_thresholds(threshold, run_path, classes)
+        thresholds = resolve_thresholds(threshold, run, classes)
         values = _label_strings(aligned, classes, thresholds, label_sep)
         out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
     elif fmt == "label":
@@ -61,8 +68,6 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
         column_of = {name: index for index, name in enumerate(classes)}
         out = pd.DataFrame({id_col: sample[id_col]} | {column: aligned[:, column_of[column]] for column in sample.columns[1:]})
     validate_submission(out, sample, sample_path, fmt, classes, label_sep)
-    name = name or run_path.name
-    path = Path(out_dir) / f"{name}.csv{'.gz' if compress else ''}"
     text = out.to_csv(index=False, lineterminator="\n", float_format="%.7g").encode()
     write_bytes(path, gzip.compress(text, mtime=0) if compress else text)
     return Submission(path, fmt, len(out), thresholds)
@@ -127,16 +132,31 @@ def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictio
     return values.loc[list(sample_ids)].to_numpy(np.float64)
 
 
-def resolve_thresholds(threshold: str, run_path: Path, classes: list[str]) -> dict[str, float]:
+def _inputs(run: RunDir, sample_path: Path) -> list[Path]:
+    """Every file a submission is made from: the run's predictions and records, the sample, the training table."""
+    inputs = [run.path, run.test_path, run.oof_path, run.config_path, run.info_path, sample_path]
+    try:
+        data = run.read_config().data
+        inputs += [data.train_csv, data.test_csv, data.image_dir, data.test_image_dir, data.classes_file]
+    except KagglecvError:
+        pass
+    return inputs
+
+
+def resolve_thresholds(threshold: str, run: RunDir, classes: list[str]) -> dict[str, float]:
     """One threshold for every class (a number), or per class tuned on the run's OOF for F1 (``oof``)."""
     if threshold == "oof":
-        config = load_run_config(run_path)
-        data = load_train(config.data.model_copy(update={"image_dir": None}))
-        oof = read_predictions(run_path / "oof.csv", classes).set_index("id").loc[list(data.ids), classes]
-        return dict(zip(classes, tune_thresholds(data.targets, oof.to_numpy(np.float64))))
+        data = run.load_targets()
+        oof = read_predictions(run.oof_path, classes)
+        differences = compare_ids(oof["id"], data.ids)
+        if differences:
+            raise DataError(f"{run.oof_path}: ids differ from {data.source}: {len(differences.missing)} missing, "
+                            f"{len(differences.extra)} extra ({summarize(differences.extra, quote=True)})")
+        aligned = oof.set_index("id").loc[list(data.ids), classes]
+        return dict(zip(classes, tune_thresholds(data.targets, aligned.to_numpy(np.float64))))
     try:
         value = float(threshold)
-    except ValueError:
+    except (TypeError, ValueError):
         raise KagglecvError(f"--threshold: expected a number in (0, 1) or 'oof', got {threshold!r}") from None
     if not 0 < value < 1:
         raise KagglecvError(f"--threshold: expected a number in (0, 1), got {value}")
@@ -173,11 +193,3 @@ def _label_strings(values: np.ndarray, classes: list[str], thresholds: dict[str,
     names = np.array(classes)
     return [sep.join(names[row]) for row in chosen]
 
-
-def _run_info(run_path: Path) -> dict:
-    path = run_path / "run.json"
-    if not path.is_file():
-        raise KagglecvError(f"{run_path}: not a run or ensemble folder (no run.json)")
-    if not (run_path / "test.csv").is_file():
-        raise KagglecvError(f"{run_path}: no test.csv; set data.test_csv and train (or predict) first")
-    return json.loads(path.read_text())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import signal
 import threading
@@ -35,7 +34,7 @@ from .data import CompetitionData, load_test, load_train
 from .errors import KagglecvError
 from .files import remove_stale_temporaries, write_bytes_keep_previous, write_csv, write_json
 from .folds import read_folds
-from .images import ImageDataset, build_augment
+from .images import ImageDataset, build_augment, check_images
 from .inference import probabilities_from_logits, run_inference
 from .metrics import DEFAULT_METRIC, get_metric, score
 from .models import create_model, freeze_for_epoch, input_normalization, set_frozen_batchnorm_eval
@@ -103,35 +102,45 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     data = load_train(config.data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
-    run = prepare_run_dir(config, data, force=force, write=runtime.is_main)
+    check_images([*data.paths, *(test.paths if test is not None else [])])
+    run = prepare_run_dir(config, force=force)
     n_folds = int(fold_of.max()) + 1
-    outcomes = []
-    for fold in folds if folds is not None else range(n_folds):
-        if not 0 <= fold < n_folds:
-            raise KagglecvError(f"--fold {fold}: expected 0..{n_folds - 1} (the folds file has {n_folds} folds)")
-        done = run.fold_dir(fold) / "done.json"
-        if done.is_file():
-            info = json.loads(done.read_text())
-            console.line(f"fold {fold}: done already (best {info['metric']} {info['best_score']:.4f}), skipped")
-            outcomes.append(FoldOutcome(fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True))
-            continue
-        trainer = FoldTrainer(config, data, fold_of, test, fold, run, runtime, console)
-        outcomes.append(trainer.fit(resume=resume))
+    chosen = list(folds) if folds is not None else list(range(n_folds))
+    bad = [fold for fold in chosen if not 0 <= fold < n_folds]
+    if bad:
+        raise KagglecvError(f"--fold {bad[0]}: expected 0..{n_folds - 1} (the folds file has {n_folds} folds)")
+    outcomes = [_train_fold(config, data, fold_of, test, fold, run, runtime, console, resume) for fold in chosen]
     if runtime.is_main:
         finish_run(run, data, n_folds, test is not None, console)
     return outcomes
 
 
+def _train_fold(config: Config, data: CompetitionData, fold_of: np.ndarray, test: CompetitionData | None, fold: int,
+                run: RunDir, runtime: Runtime, console: Console, resume: bool) -> FoldOutcome:
+    """Train one fold under its lock, unless it is done; the run's identity is written once a fold can start."""
+    folder = run.fold(fold)
+    with folder.lock() if runtime.is_main else contextlib.nullcontext():
+        if folder.is_done():
+            info = folder.read_done()
+            console.line(f"fold {fold}: done already (best {info['metric']} {info['best_score']:.4f}), skipped")
+            return FoldOutcome(fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True)
+        trainer = FoldTrainer(config, data, fold_of, test, fold, run, runtime, console)
+        if runtime.is_main:
+            run.write_identity(config, data)
+        return trainer.fit(resume=resume)
+
+
 def finish_run(run: RunDir, data: CompetitionData, n_folds: int, has_test: bool, console: Console) -> bool:
     """When every fold is done: write the run's ``oof.csv`` (every id once) and fold-averaged ``test.csv``."""
-    if not all((run.fold_dir(fold) / "done.json").is_file() for fold in range(n_folds)):
+    folds = [run.fold(index) for index in range(n_folds)]
+    if not all(fold.is_done() for fold in folds):
         return False
-    oof = merge_oof([run.fold_dir(fold) / "oof.csv" for fold in range(n_folds)], data.ids, data.classes)
-    write_csv(run.path / "oof.csv", oof, float_format="%.7g")
+    oof = merge_oof([fold.oof_path for fold in folds], data.ids, data.classes)
+    write_csv(run.oof_path, oof, float_format="%.7g")
     if has_test:
-        test = average_predictions([run.fold_dir(fold) / "test.csv" for fold in range(n_folds)], data.classes)
-        write_csv(run.path / "test.csv", test, float_format="%.7g")
-    console.line(f"all {n_folds} folds done: wrote {run.path / 'oof.csv'}" + (" and test.csv" if has_test else ""))
+        test = average_predictions([fold.test_path for fold in folds], data.classes)
+        write_csv(run.test_path, test, float_format="%.7g")
+    console.line(f"all {n_folds} folds done: wrote {run.oof_path}" + (" and test.csv" if has_test else ""))
     return True
 
 
@@ -164,7 +173,7 @@ class FoldTrainer:
                  fold: int, run: RunDir, runtime: Runtime, console: Console):
         self.config, self.data, self.test, self.fold, self.runtime, self.console = config, data, test, fold, runtime, console
         self.cfg = config.train
-        self.dir = run.fold_dir(fold)
+        self.folder = run.fold(fold)
         self.metric = main_metric(config, data.task)
         self.train_rows = np.flatnonzero(fold_of != fold)
         self.valid_rows = np.flatnonzero(fold_of == fold)
@@ -371,7 +380,7 @@ class FoldTrainer:
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
         if not torch.isfinite(loss).item():
             lr = self.optimizer.param_groups[0]["lr"]
-            kept = (f"{self.dir / 'last.pt'} keeps epoch {self.epoch - 1}" if self.epoch > 0
+            kept = (f"{self.folder.last_checkpoint} keeps epoch {self.epoch - 1}" if self.epoch > 0
                     else "no epoch finished, nothing was saved")
             raise TrainingDiverged(f"fold {self.fold}: loss is {loss.item()} at epoch {self.epoch} step {step} "
                                    f"(lr {lr:.3g}); training stopped, {kept}")
@@ -415,11 +424,11 @@ class FoldTrainer:
             return
         self.best[source] = score
         if self.runtime.is_main:
-            save_weights(self.dir / ("best.safetensors" if source == "raw" else "ema.safetensors"), model.state_dict())
+            save_weights(self.folder.weights(source), model.state_dict())
         if score > self.best["overall"]:
             self.best |= {"overall": score, "epoch": self.epoch, "source": source, "stale": -1}
             if self.runtime.is_main:
-                write_predictions(self.dir / "oof.csv", self.data.ids[rows], probabilities, self.data.classes,
+                write_predictions(self.folder.oof_path, self.data.ids[rows], probabilities, self.data.classes,
                                   folds=np.full(len(rows), self.fold))
 
     def _patience_exhausted(self) -> bool:
@@ -441,32 +450,32 @@ class FoldTrainer:
         if not self.runtime.is_main:
             barrier(self.runtime)
             return
-        write_bytes_keep_previous(self.dir / "last.pt", _serialize(self._state()), self.dir / "last.prev.pt")
-        write_csv(self.dir / "history.csv", pd.DataFrame(self.history), float_format="%.6g")
-        plot_curves(self.history, self.metric, self.dir / "curves.png", title=f"{self.config.experiment} fold {self.fold}")
+        write_bytes_keep_previous(self.folder.last_checkpoint, _serialize(self._state()), self.folder.previous_checkpoint)
+        write_csv(self.folder.history_path, pd.DataFrame(self.history), float_format="%.6g")
+        plot_curves(self.history, self.metric, self.folder.curves_path, title=f"{self.config.experiment} fold {self.fold}")
         barrier(self.runtime)
 
     def _save_mid_epoch(self, step_in_epoch: int, partial: tuple) -> None:
         """On SIGTERM / Ctrl-C: save the exact mid-epoch state, then stop with the signal's exit code."""
         if self.runtime.is_main and not self.runtime.distributed:
-            write_bytes_keep_previous(self.dir / "last.pt", _serialize(self._state(step_in_epoch, partial)),
-                                      self.dir / "last.prev.pt")
-            where = f"saved epoch {self.epoch} step {step_in_epoch} in {self.dir / 'last.pt'}"
+            write_bytes_keep_previous(self.folder.last_checkpoint, _serialize(self._state(step_in_epoch, partial)),
+                                      self.folder.previous_checkpoint)
+            where = f"saved epoch {self.epoch} step {step_in_epoch} in {self.folder.last_checkpoint}"
         else:  # ranks would have to agree on the step: keep the last epoch boundary
-            where = f"{self.dir / 'last.pt'} keeps the last finished epoch"
+            where = f"{self.folder.last_checkpoint} keeps the last finished epoch"
         raise TrainingInterrupted(f"fold {self.fold}: stopped by {signal.Signals(self.stop_signal).name}; {where}; "
                                   "continue with --resume", exit_code=128 + self.stop_signal)
 
     def _restore_or_start(self, resume: bool) -> None:
-        last = self.dir / "last.pt"
+        last = self.folder.last_checkpoint
         if self.runtime.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.dir)
-        if not last.is_file() and not (self.dir / "last.prev.pt").is_file():
+            self.folder.path.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.folder.path)
+        if not self.folder.has_checkpoint():
             return
         if not resume:
             raise KagglecvError(f"fold {self.fold}: {last} holds an unfinished run; pass --resume to continue it, "
-                                f"or delete {self.dir} to start the fold again")
+                                f"or delete {self.folder.path} to start the fold again")
         state = self._load_checkpoint(last)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -485,12 +494,13 @@ class FoldTrainer:
 
     def _load_checkpoint(self, last: Path) -> dict:
         """``last.pt``, or the previous checkpoint when it is unreadable; an error naming both when neither loads."""
-        previous = self.dir / "last.prev.pt"
+        previous = self.folder.previous_checkpoint
         try:
             return load_torch(last)
         except KagglecvError as exc:
             if not previous.is_file():
-                raise KagglecvError(f"fold {self.fold}: cannot resume: {exc}; delete {self.dir} to start the fold again") from None
+                raise KagglecvError(f"fold {self.fold}: cannot resume: {exc}; delete {self.folder.path} to start the fold "
+                                    "again") from None
             self.console.line(f"fold {self.fold}: {last} is unreadable ({type(exc).__name__}); resuming from {previous}")
             return load_torch(previous)
 
@@ -499,7 +509,7 @@ class FoldTrainer:
         if self.test is not None:
             self._predict_test(outcome.source)
         if self.runtime.is_main:
-            write_json(self.dir / "done.json", {
+            write_json(self.folder.done_path, {
                 "fold": self.fold, "best_epoch": outcome.best_epoch, "best_score": outcome.best_score,
                 "metric": self.metric, "source": outcome.source, "epochs_run": self.epoch,
                 "train_rows": len(self.train_rows), "valid_rows": len(self.valid_rows), "seconds": outcome.seconds,
@@ -512,10 +522,10 @@ class FoldTrainer:
         """Test predictions of the fold's selected weights, on rank 0 (the other ranks wait at the barrier)."""
         if not self.runtime.is_main:
             return
-        predictor = FoldPredictor(self.config, self.data, self.dir.parent)
+        predictor = FoldPredictor(self.config, self.data, RunDir(self.folder.path.parent))
         model = predictor.load(self.fold, source)
         logits = predictor.views(model, self.test.paths, np.arange(len(self.test)), ["none"])["none"]
-        write_predictions(self.dir / "test.csv", self.test.ids, probabilities_from_logits(logits, self.data.task),
+        write_predictions(self.folder.test_path, self.test.ids, probabilities_from_logits(logits, self.data.task),
                           self.data.classes)
 
 

@@ -1,0 +1,309 @@
+"""Every command against a catalogue of hostile inputs: each must end in one clear line, exit non-zero, and leave
+every file outside the folders the command may write exactly as it was.
+
+The catalogue is built here, class by class (names that become paths, config bombs, images, tables, options, run
+folders, the system). A "world" is a small competition folder with two trained runs, made once and copied fresh
+for every variant; the command runs in-process through ``kagglecv.cli.main`` from the world's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from kagglecv.cli import main
+
+CONFIG = {
+    "experiment": "base",
+    "runs_dir": "runs",
+    "data": {"train_csv": "data/train.csv", "image_dir": "data/train", "test_csv": "data/test.csv",
+             "test_image_dir": "data/test"},
+    "folds": {"method": "stratified", "n_splits": 2, "file": "folds/digits.csv", "near_duplicates": "off",
+              "allow_rare_classes": True},
+    "model": {"name": "test_resnet", "img_size": 16},
+    "augment": {"hflip": False},
+    "train": {"epochs": 1, "batch_size": 16, "num_workers": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, digits_root) -> Path:
+    """data/ (48 digit images, 16 test images, a sample submission), folds/, and two trained runs in runs/."""
+    root = tmp_path_factory.mktemp("world")
+    source = digits_root / "digits"
+    train = pd.read_csv(source / "train.csv", dtype=str).head(48)
+    test = pd.read_csv(source / "test.csv", dtype=str).head(16)
+    for frame, folder, name in ((train, "train", "train.csv"), (test, "test", "test.csv")):
+        (root / "data" / folder).mkdir(parents=True)
+        frame.to_csv(root / "data" / name, index=False)
+        for image_id in frame["id"]:
+            shutil.copy(source / folder / f"{image_id}.png", root / "data" / folder)
+    pd.DataFrame({"id": test["id"], "label": "0"}).to_csv(root / "data" / "sample.csv", index=False)
+    (root / "base.yaml").write_text(yaml.safe_dump(CONFIG))
+    (root / "other.yaml").write_text(yaml.safe_dump(CONFIG | {"experiment": "other", "train": CONFIG["train"] | {"seed": 7}}))
+    for config in ("base.yaml", "other.yaml"):
+        code, output = _run(["run", config], root)
+        assert code == 0, output
+    return root
+
+
+def _run(args: list[str], cwd: Path) -> tuple[int, str]:
+    """``kagglecv ARGS`` in-process from ``cwd``: (exit code, stdout + stderr). Any traceback fails the test."""
+    import contextlib
+    import io
+    import os
+
+    previous, out = Path.cwd(), io.StringIO()
+    argv = sys.argv
+    try:
+        os.chdir(cwd)
+        sys.argv = ["kagglecv", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(previous)
+        sys.argv = argv
+    return code, out.getvalue()
+
+
+def snapshot(root: Path, outside: tuple[str, ...]) -> dict[str, str]:
+    """sha256 of every file under ``root`` except those under the ``outside`` folders (the command's outputs)."""
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink() or not path.is_file() or relative.startswith(tuple(f"{o}/" for o in outside)):
+            continue
+        digests[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+@dataclass
+class Variant:
+    name: str
+    args: list[str]
+    expect: str                                   # a fragment of the one-line message: the file, key or value
+    setup: Callable[[Path], None] = lambda world: None
+    outputs: tuple[str, ...] = field(default=())  # folders the command may write into
+
+
+def edit_config(name: str = "base.yaml", **changes) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        config = yaml.safe_load((world / name).read_text())
+        for dotted, value in changes.items():
+            node = config
+            *parents, last = dotted.split("__")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        (world / name).write_text(yaml.safe_dump(config))
+    return apply
+
+
+def write(relative: str, content: bytes | str) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        path = world / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return apply
+
+
+def both(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        for step in steps:
+            step(world)
+    return apply
+
+
+def first_train_image(world: Path) -> str:
+    return f"data/train/{pd.read_csv(world / 'data/train.csv', dtype=str)['id'][0]}.png"
+
+
+def image_fault(content: bytes) -> Callable[[Path], None]:
+    return lambda world: (world / first_train_image(world)).write_bytes(content)
+
+
+def laughs(depth: int = 9, key: str = "notes") -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, depth)]
+    return "\n".join(lines) + f"\nexperiment: x\ndata: {{train_csv: data/train.csv}}\n{key}: *a{depth - 1}\n"
+
+
+def drop_train_rows(world: Path) -> None:
+    frame = pd.read_csv(world / "data/train.csv", dtype=str)
+    frame.iloc[5:].to_csv(world / "data/train.csv", index=False)
+
+
+def symlink_loop(world: Path) -> None:
+    frame = pd.read_csv(world / "data/train.csv", dtype=str)
+    target = world / f"data/train/{frame['id'][0]}.png"
+    target.unlink()
+    target.symlink_to(target.name)
+
+
+RUNS = ("runs",)
+TRAIN = ["train", "base.yaml", "--set", "experiment=fresh"]
+CATALOGUE = {
+    "names that become paths": [
+        Variant("ensemble name with ..", ["ensemble", "runs/base", "runs/other", "--name", "x/../base"], "x/../base", outputs=RUNS),
+        Variant("ensemble name escaping runs", ["ensemble", "runs/base", "runs/other", "--name", "../../../esc"], "../../../esc", outputs=RUNS),
+        Variant("ensemble name absolute", ["ensemble", "runs/base", "runs/other", "--name", "/tmp/kagglecv-esc"], "/tmp/kagglecv-esc", outputs=RUNS),
+        Variant("ensemble name of a member run", ["ensemble", "runs/ens-a", "runs/base", "--name", "a"], "input",
+                setup=lambda w: shutil.copytree(w / "runs/base", w / "runs/ens-a"), outputs=RUNS),
+        Variant("submit name over the training table", ["submit", "runs/base", "--sample", "data/sample.csv", "--name", "../data/train"], "../data/train", outputs=("submissions",)),
+        Variant("submit name absolute", ["submit", "runs/base", "--sample", "data/sample.csv", "--name", "/tmp/kagglecv-train"], "/tmp/kagglecv-train", outputs=("submissions",)),
+        Variant("submit onto its own sample", ["submit", "runs/base", "--sample", "data/sample.csv", "--out-dir", "data", "--name", "sample"], "data/sample.csv", outputs=()),
+        Variant("submit through a linked folder", ["submit", "runs/base", "--sample", "data/sample.csv", "--out-dir", "links", "--name", "train"], "outside links",
+                setup=lambda w: ((w / "links").mkdir(), (w / "links" / "train.csv").symlink_to(w / "data/train.csv")), outputs=("links",)),
+        Variant("import over an image", ["data", "import", "folder", "data", "--out", "data/train/x.png"], "data/train/x.png", outputs=("data",)),
+        Variant("experiment name with a slash", ["train", "base.yaml", "--set", "experiment=../../x"], "experiment", outputs=RUNS),
+    ],
+    "config bombs": [
+        Variant("billion laughs under notes", ["config", "show", "bomb.yaml"], "bomb.yaml", setup=write("bomb.yaml", laughs())),
+        Variant("billion laughs under augment.train", ["config", "show", "bomb.yaml"], "bomb.yaml",
+                setup=write("bomb.yaml", laughs(key="augment") .replace("augment: *a8", "augment: {train: *a8}"))),
+        Variant("an alias that refers to itself", ["config", "show", "bomb.yaml"], "refers to itself",
+                setup=write("bomb.yaml", "experiment: x\ndata: {train_csv: t.csv}\nnotes: &a [*a]\n")),
+        Variant("nested 200 deep", ["config", "show", "bomb.yaml"], "deeper than",
+                setup=write("bomb.yaml", "experiment: x\ndata: {train_csv: t.csv}\nnotes: " + "[" * 200 + "]" * 200 + "\n")),
+        Variant("a bomb in --set", ["config", "show", "base.yaml", "--set", "notes=" + laughs().split("\nexperiment")[0].replace("\n", ", ").join("{}")], "--set notes"),
+        Variant("a python tag", ["config", "show", "bomb.yaml"], "bomb.yaml",
+                setup=write("bomb.yaml", "experiment: !!python/object/apply:os.system [echo hi]\n")),
+    ],
+    "images": [
+        Variant("zero-byte training image at folds", ["folds", "base.yaml", "--set", "folds.near_duplicates=warn", "--set", "folds.file=folds/new.csv"], "cannot decode image",
+                setup=image_fault(b""), outputs=("folds",)),
+        Variant("text as a training image at folds", ["folds", "base.yaml", "--set", "folds.near_duplicates=warn", "--set", "folds.file=folds/new.csv"], "cannot decode image",
+                setup=image_fault(b"id,label\n1,2\n"), outputs=("folds",)),
+        Variant("truncated training image at folds", ["folds", "base.yaml", "--set", "folds.near_duplicates=warn", "--set", "folds.file=folds/new.csv"], ".png",
+                setup=lambda w: (w / first_train_image(w)).write_bytes((w / first_train_image(w)).read_bytes()[:60]), outputs=("folds",)),
+        Variant("zero-byte image before training", TRAIN, "cannot decode image", setup=image_fault(b""), outputs=RUNS),
+        Variant("text image before training", TRAIN, "cannot decode image", setup=image_fault(b"not an image"), outputs=RUNS),
+        Variant("header-only image before training", TRAIN, "cannot decode image", setup=image_fault(b"\x89PNG\r\n\x1a\n"), outputs=RUNS),
+    ],
+    "tables": [
+        Variant("header only", TRAIN, "no rows", setup=write("data/train.csv", "id,label\n"), outputs=RUNS),
+        Variant("latin-1", ["folds", "base.yaml", "--force"], "not UTF-8", setup=write("data/train.csv", "id,label\n1,caf\xe9\n".encode("latin-1")), outputs=("folds",)),
+        Variant("UTF-16", ["folds", "base.yaml", "--force"], "UTF-16", setup=write("data/train.csv", "id,label\n1,a\n".encode("utf-16")), outputs=("folds",)),
+        Variant("binary", ["folds", "base.yaml", "--force"], "data/train.csv", setup=write("data/train.csv", bytes(range(256)) * 4), outputs=("folds",)),
+        Variant("a folder as the training table", ["folds", "base.yaml", "--set", "data.train_csv=data"], "is a folder", outputs=("folds",)),
+        Variant("a folder as the config", ["config", "show", "data"], "is a folder"),
+        Variant("test table with zero rows", TRAIN, "no rows", setup=write("data/test.csv", "id\n"), outputs=RUNS),
+        Variant("class named id", ["folds", "base.yaml", "--force"], "collide",
+                setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(label=lambda f: f["label"].where(f.index % 2 == 0, "id")).to_csv(w / "data/train.csv", index=False), outputs=("folds",)),
+        Variant("class named fold", ["folds", "base.yaml", "--force"], "'fold'",
+                setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(label=lambda f: f["label"].where(f.index % 2 == 0, "fold")).to_csv(w / "data/train.csv", index=False), outputs=("folds",)),
+    ],
+    "options": [
+        Variant("more folds than rows, stratified", ["folds", "base.yaml", "--set", "folds.n_splits=49", "--set", "folds.file=folds/x.csv"], "n_splits=49", outputs=("folds",)),
+        Variant("more folds than rows, kfold", ["folds", "base.yaml", "--set", "folds.n_splits=60", "--set", "folds.method=kfold", "--set", "folds.file=folds/x.csv"], "n_splits=60", outputs=("folds",)),
+        Variant("more folds than groups", ["folds", "base.yaml", "--set", "folds.n_splits=3", "--set", "folds.method=group", "--set", "data.group_col=label", "--set", "folds.file=folds/x.csv"], "groups",
+                setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(label=lambda f: f["label"].where(f.index < 10, f["label"][0]).where(f.index >= 1, "zz")).to_csv(w / "data/train.csv", index=False), outputs=("folds",)),
+        Variant("TTA scale zero", ["predict", "runs/base", "--tta", "none,scale:0"], "scale:0", outputs=RUNS),
+        Variant("TTA scale tiny", ["predict", "runs/base", "--tta", "scale:1e-9"], "scale:1e-9", outputs=RUNS),
+        Variant("TTA scale huge", ["predict", "runs/base", "--tta", "scale:1e9"], "scale:1e9", outputs=RUNS),
+        Variant("TTA scale not finite", ["predict", "runs/base", "--tta", "scale:nan"], "scale:nan", outputs=RUNS),
+        Variant("TTA unknown view", ["predict", "runs/base", "--tta", "mirror"], "mirror", outputs=RUNS),
+        Variant("weights not numbers", ["ensemble", "runs/base", "runs/other", "--method", "weighted", "--weights", "a,b"], "'a'", outputs=RUNS),
+        Variant("weights infinite", ["ensemble", "runs/base", "runs/other", "--method", "weighted", "--weights", "inf,1"], "inf", outputs=RUNS),
+        Variant("power zero", ["ensemble", "runs/base", "runs/other", "--method", "power", "--power", "0"], "--power", outputs=RUNS),
+        Variant("unknown method", ["ensemble", "runs/base", "runs/other", "--method", "magic"], "magic", outputs=RUNS),
+        Variant("unknown metric, score", ["score", "runs/base", "--metric", "nope"], "nope", outputs=RUNS),
+        Variant("metric of another task, score", ["score", "runs/base", "--metric", "map"], "'map'", outputs=RUNS),
+        Variant("unknown metric, ensemble", ["ensemble", "runs/base", "runs/other", "--metric", "nope"], "nope", outputs=RUNS),
+        Variant("unknown metric, score --oof", ["score", "--oof", "runs/base/oof.csv", "--truth", "data/train.csv", "--metric", "nope"], "nope"),
+        Variant("unknown metric, score --submission", ["score", "--submission", "data/sample.csv", "--solution", "data/sample.csv", "--metric", "nope"], "nope"),
+        Variant("unknown metric in the config", ["config", "show", "base.yaml", "--set", "metric=nope"], "nope"),
+        Variant("threshold not a number", ["submit", "runs/base", "--sample", "data/sample.csv", "--threshold", "high"], "high", outputs=("submissions",)),
+    ],
+    "run folders": [
+        Variant("corrupt config.yaml, predict", ["predict", "runs/base"], "runs/base/config.yaml", setup=write("runs/base/config.yaml", "experiment: [unclosed\n"), outputs=RUNS),
+        Variant("corrupt config.yaml, score", ["score", "runs/base"], "runs/base/config.yaml", setup=write("runs/base/config.yaml", "- a list\n"), outputs=RUNS),
+        Variant("corrupt config.yaml, ensemble", ["ensemble", "runs/base", "runs/other"], "runs/base/config.yaml", setup=write("runs/base/config.yaml", "\x00\x01"), outputs=RUNS),
+        Variant("corrupt config.yaml, report", ["report"], "runs/base/config.yaml", setup=write("runs/base/config.yaml", "experiment: x\nmodel: {name: 3"), outputs=RUNS),
+        Variant("corrupt run.json, submit", ["submit", "runs/base", "--sample", "data/sample.csv"], "run.json", setup=write("runs/base/run.json", "{"), outputs=("submissions",)),
+        Variant("corrupt run.json, ensemble", ["ensemble", "runs/base", "runs/other"], "run.json", setup=write("runs/other/run.json", "[]"), outputs=RUNS),
+        Variant("table changed, predict", ["predict", "runs/base"], "folds/digits.csv", setup=drop_train_rows, outputs=RUNS),
+        Variant("table changed, score", ["score", "runs/base"], "runs/base/oof.csv", setup=drop_train_rows, outputs=RUNS),
+        Variant("table changed, ensemble", ["ensemble", "runs/base", "runs/other"], "runs/base/oof.csv", setup=drop_train_rows, outputs=RUNS),
+        Variant("table changed, report", ["report"], "runs/base/oof.csv", setup=drop_train_rows, outputs=RUNS),
+        Variant("oof without its fold column", ["ensemble", "runs/base", "runs/other"], "fold",
+                setup=lambda w: pd.read_csv(w / "runs/other/oof.csv", dtype=str).drop(columns="fold").to_csv(w / "runs/other/oof.csv", index=False), outputs=RUNS),
+    ],
+    "the system": [
+        Variant("symlink loop in the image folder", TRAIN, "line 2", setup=symlink_loop, outputs=RUNS),
+        Variant("output file is a folder", ["submit", "runs/base", "--sample", "data/sample.csv"], "submissions/base.csv",
+                setup=lambda w: (w / "submissions" / "base.csv").mkdir(parents=True), outputs=("submissions",)),
+        Variant("unreadable folds file", ["train", "base.yaml"], "folds/digits.csv", setup=write("folds/digits.csv", "\x00garbage\n"), outputs=RUNS),
+    ],
+}
+VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()
+            for variant in variants]
+
+
+def test_every_class_has_at_least_three_variants():
+    assert all(len(variants) >= 3 for variants in CATALOGUE.values()), {k: len(v) for k, v in CATALOGUE.items()}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_hostile_input_is_one_clear_error_and_changes_nothing_outside_the_outputs(world, tmp_path, variant):
+    here = tmp_path / "w"
+    shutil.copytree(world, here, symlinks=True)
+    variant.setup(here)
+    before = snapshot(here, variant.outputs)
+    outside_before = sorted(p.name for p in tmp_path.parent.iterdir())
+    code, output = _run(variant.args, here)
+    assert code != 0, output
+    assert "Traceback" not in output, output
+    assert variant.expect in output, output
+    assert output.count("error:") == 1, output
+    assert snapshot(here, variant.outputs) == before, "a file outside the command's output folders changed"
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == outside_before, "something was written beside the world"
+    for escaped in ("/tmp/kagglecv-esc", "/tmp/kagglecv-train.csv", "/tmp/ens-kagglecv-esc"):
+        assert not Path(escaped).exists()
+
+
+def test_an_ensemble_name_with_dots_never_touches_the_member_run(world, tmp_path):
+    here = tmp_path / "w"
+    shutil.copytree(world, here)
+    before = snapshot(here / "runs" / "base", ())
+    code, output = _run(["ensemble", "runs/base", "runs/other", "--name", "x/../base"], here)
+    assert code == 2 and "expected a plain name" in output, output
+    assert snapshot(here / "runs" / "base", ()) == before
+    assert sorted(p.name for p in (here / "runs").iterdir() if not p.name.startswith(".")) == ["base", "other"]
+
+
+def test_a_submission_name_never_overwrites_the_training_table(world, tmp_path):
+    here = tmp_path / "w"
+    shutil.copytree(world, here)
+    table = (here / "data" / "train.csv").read_bytes()
+    for name in ("../data/train", str(here / "data" / "train")):
+        code, output = _run(["submit", "runs/base", "--sample", "data/sample.csv", "--name", name], here)
+        assert code == 2 and "not a path" in output, output
+    code, output = _run(["submit", "runs/base", "--sample", "data/sample.csv", "--out-dir", "data", "--name", "train"], here)
+    assert code == 2 and "input of this command" in output, output
+    assert (here / "data" / "train.csv").read_bytes() == table
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    (tmp_path / "bomb.yaml").write_text(laughs(depth=12))
+    started = time.perf_counter()
+    code, output = _run(["config", "show", "bomb.yaml"], tmp_path)
+    assert code == 2 and "expands to more than" in output, output
+    assert time.perf_counter() - started < 5, "the bound acts before anything is expanded"
