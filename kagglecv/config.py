@@ -226,7 +226,15 @@ class SubmitConfig(_Section):
     """The submission ``kagglecv run`` writes when a sample submission is given."""
 
     sample: Optional[Path] = Field(None, description="The competition's sample_submission.csv; no submission when omitted.")
-    threshold: str = Field("0.5", description="Multi-label labels format: a number, or oof (per-class F1-tuned).")
+    threshold: Union[Literal["oof"], float] = Field(
+        0.5, description="Multi-label labels format: a number in (0, 1), or oof (per-class F1-tuned).")
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, value: Any) -> Any:
+        if value != "oof" and not 0 < value < 1:
+            raise ValueError(f"expected a number in (0, 1) or oof, got {value}")
+        return value
     gz: bool = Field(False, description="Write .csv.gz.")
     dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
 

@@ -42,7 +42,7 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
     submission = None
     if config.submit.sample is not None and run.test_path.is_file():
         submission = write_submission(run.path, config.submit.sample, config.experiment,
-                                      threshold=str(config.submit.threshold), out_dir=config.submit.dir,
+                                      threshold=config.submit.threshold, out_dir=config.submit.dir,
                                       compress=config.submit.gz).path
     return RunSummary(config.experiment, result, time.time() - started, run.oof_path,
                       run.test_path if run.test_path.is_file() else None, submission)

@@ -34,13 +34,14 @@ class Submission:
     thresholds: dict[str, float] | None = None
 
 
-def write_submission(run_path: Path, sample_path: Path, name: str | None = None, *, threshold: str = "0.5",
+def write_submission(run_path: Path, sample_path: Path, name: str | None = None, *, threshold: str | float = "0.5",
                      out_dir: Path = Path("submissions"), compress: bool = False, label_sep: str = " ") -> Submission:
     """Write ``out_dir/<name>.csv[.gz]`` from the run's ``test.csv`` in the shape of ``sample_path``.
 
     The name is checked first: a plain name, whose file lies inside ``out_dir`` and is none of the inputs.
     """
     run, sample_path = RunDir(run_path), Path(sample_path)
+    threshold = parse_threshold(threshold)
     name = check_output_name(name or run.name, "--name")
     path = contained_output(out_dir, f"{name}.csv{'.gz' if compress else ''}", "--name",
                             inputs=_inputs(run, sample_path))
@@ -143,7 +144,20 @@ def _inputs(run: RunDir, sample_path: Path) -> list[Path]:
     return inputs
 
 
-def resolve_thresholds(threshold: str, run: RunDir, classes: list[str]) -> dict[str, float]:
+def parse_threshold(threshold: str | float) -> float | str:
+    """``oof``, or a number strictly between 0 and 1."""
+    if threshold == "oof":
+        return "oof"
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise KagglecvError(f"--threshold: expected a number in (0, 1) or 'oof', got {threshold!r}") from None
+    if not 0 < value < 1:
+        raise KagglecvError(f"--threshold: expected a number in (0, 1), got {value}")
+    return value
+
+
+def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) -> dict[str, float]:
     """One threshold for every class (a number), or per class tuned on the run's OOF for F1 (``oof``)."""
     if threshold == "oof":
         data = run.load_targets()
@@ -154,13 +168,7 @@ def resolve_thresholds(threshold: str, run: RunDir, classes: list[str]) -> dict[
                             f"{len(differences.extra)} extra ({summarize(differences.extra, quote=True)})")
         aligned = oof.set_index("id").loc[list(data.ids), classes]
         return dict(zip(classes, tune_thresholds(data.targets, aligned.to_numpy(np.float64))))
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise KagglecvError(f"--threshold: expected a number in (0, 1) or 'oof', got {threshold!r}") from None
-    if not 0 < value < 1:
-        raise KagglecvError(f"--threshold: expected a number in (0, 1), got {value}")
-    return dict.fromkeys(classes, value)
+    return dict.fromkeys(classes, parse_threshold(threshold))
 
 
 def tune_thresholds(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:

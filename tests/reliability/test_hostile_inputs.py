@@ -211,8 +211,8 @@ CATALOGUE = {
     "options": [
         Variant("more folds than rows, stratified", ["folds", "base.yaml", "--set", "folds.n_splits=49", "--set", "folds.file=folds/x.csv"], "n_splits=49", outputs=("folds",)),
         Variant("more folds than rows, kfold", ["folds", "base.yaml", "--set", "folds.n_splits=60", "--set", "folds.method=kfold", "--set", "folds.file=folds/x.csv"], "n_splits=60", outputs=("folds",)),
-        Variant("more folds than groups", ["folds", "base.yaml", "--set", "folds.n_splits=3", "--set", "folds.method=group", "--set", "data.group_col=label", "--set", "folds.file=folds/x.csv"], "groups",
-                setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(label=lambda f: f["label"].where(f.index < 10, f["label"][0]).where(f.index >= 1, "zz")).to_csv(w / "data/train.csv", index=False), outputs=("folds",)),
+        Variant("more folds than groups", ["folds", "base.yaml", "--set", "folds.n_splits=3", "--set", "folds.method=group", "--set", "data.group_col=g", "--set", "folds.file=folds/x.csv"], "number of groups",
+                setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(g=lambda f: f.index % 2).to_csv(w / "data/train.csv", index=False), outputs=("folds",)),
         Variant("TTA scale zero", ["predict", "runs/base", "--tta", "none,scale:0"], "scale:0", outputs=RUNS),
         Variant("TTA scale tiny", ["predict", "runs/base", "--tta", "scale:1e-9"], "scale:1e-9", outputs=RUNS),
         Variant("TTA scale huge", ["predict", "runs/base", "--tta", "scale:1e9"], "scale:1e9", outputs=RUNS),
