@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,8 +29,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 
-console = Console()
-err_console = Console(stderr=True)
+LOG_WIDTH = 1000  # not a terminal (a log file, CI): tables at their natural width, never cut to 80 columns
+console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
 
 ConfigPath = Annotated[Path, typer.Argument(help="Experiment config (YAML).")]
 Overrides = Annotated[
@@ -99,7 +101,7 @@ def score(
     metric: Annotated[Optional[str], typer.Option(help="Metric name; the config's metric or the task's default when omitted.")] = None,
     oof: Annotated[Optional[Path], typer.Option(help="Score this OOF file instead of a run's.")] = None,
     truth: Annotated[Optional[Path], typer.Option(help="With --oof: the training table holding the targets.")] = None,
-    target: Annotated[str, typer.Option(help="With --oof: the target column.")] = "label",
+    target: Annotated[Optional[str], typer.Option(help="With --oof: the target column; 'label', or the OOF file's class columns, when omitted.")] = None,
     submission: Annotated[Optional[Path], typer.Option(help="Score this submission file against --solution.")] = None,
     solution: Annotated[Optional[Path], typer.Option(help="With --submission: the solution file (id + truth).")] = None,
 ) -> None:

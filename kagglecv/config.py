@@ -146,6 +146,20 @@ class ModelConfig(_Section):
     unfreeze_epoch: Optional[int] = Field(None, ge=1, description="Epoch (0-based) at which frozen layers train again.")
     layer_decay: Optional[float] = Field(None, gt=0.0, le=1.0, description="Layer-wise lr decay (timm layer_decay).")
 
+    @field_validator("in_chans")
+    @classmethod
+    def _gray_or_rgb(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError(f"expected 1 (grayscale) or 3 (RGB), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _layer_decay_without_head(self) -> "ModelConfig":
+        if self.layer_decay is not None and self.head is not None:
+            raise ValueError("model.layer_decay cannot be combined with model.head (timm's layer groups end at its "
+                             "own classifier)")
+        return self
+
 
 class AugmentConfig(_Section):
     """albumentations pipelines: a preset name, or a list of transforms in albumentations' serialized form."""
@@ -259,6 +273,16 @@ class Config(_Section):
     @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.experiment
+
+    @model_validator(mode="after")
+    def _training_fits_the_task(self) -> "Config":
+        multilabel = self.data.task == "multilabel" or isinstance(self.data.target, list)
+        if multilabel and self.train.sampler == "balanced":
+            raise ValueError("train.sampler: 'balanced' needs one label per row; the task is multilabel")
+        single_label = self.data.task in ("multiclass",)
+        if single_label and self.train.class_weights and self.train.loss not in ("auto", "ce"):
+            raise ValueError(f"train.class_weights: works with loss ce for multiclass, got loss {self.train.loss!r}")
+        return self
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "Config":

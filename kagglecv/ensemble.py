@@ -226,6 +226,8 @@ def hill_climb(predictions: np.ndarray, targets: np.ndarray, objective: Callable
     counts[order[: max(1, min(init_top, n_runs))]] = 1
     total = predictions[counts > 0].astype(np.float64).sum(axis=0)
     best_counts, best_score = counts.copy(), objective(total / counts.sum())
+    if singles[order[0]] > best_score:  # the top-n start can score below its best member: keep that one instead
+        best_counts, best_score = np.eye(n_runs, dtype=np.int64)[order[0]], singles[order[0]]
     for _ in range(max_rounds):
         size = counts.sum() + 1
         trial_scores = [objective((total + run) / size) for run in predictions]

@@ -1,4 +1,5 @@
-"""Batched inference: logits for every row a loader yields, and probabilities by task."""
+"""Inference shared by the train and predict stages: a fold's weights loaded, batched logits with test-time
+augmentation (TTA) views, and probabilities by task."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.special import expit, softmax
 from torch import nn
 from torch.utils.data import DataLoader
+
+from .config import Config, check_tta_view
+from .data import CompetitionData
+from .images import ImageDataset, build_augment
+from .models import create_model, input_normalization
+from .run_dir import RunDir
+from .runtime import autocast_dtype, setup_runtime
+from .sampling import EpochSampler, build_loader
+from .weights import load_state_dict
 
 
 @torch.inference_mode()
@@ -40,10 +52,59 @@ def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
     """Softmax (multiclass), sigmoid (multilabel), or ``[1 - p, p]`` from one sigmoid logit (binary)."""
     logits = np.asarray(logits, dtype=np.float64)
     if task == "multiclass":
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        return exp / exp.sum(axis=1, keepdims=True)
-    positive = 1.0 / (1.0 + np.exp(-logits))
+        return softmax(logits, axis=1)
+    positive = expit(logits)
     if task == "binary":
         return np.hstack([1.0 - positive[:, :1], positive[:, :1]])
     return positive
+
+
+def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The batch transform of a TTA name (NCHW tensors)."""
+    fixed = {
+        "none": lambda x: x,
+        "hflip": lambda x: x.flip(-1),
+        "vflip": lambda x: x.flip(-2),
+        "transpose": lambda x: x.transpose(-1, -2),
+        "rot90": lambda x: x.rot90(1, (-2, -1)),
+        "rot180": lambda x: x.rot90(2, (-2, -1)),
+        "rot270": lambda x: x.rot90(3, (-2, -1)),
+    }
+    factor = check_tta_view(name)
+    if factor is None:
+        return fixed[name]
+    return lambda x: F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+class FoldPredictor:
+    """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
+
+    def __init__(self, config: Config, data: CompetitionData, run: RunDir):
+        self.config, self.data, self.run = config, data, run
+        self.runtime = setup_runtime(config.train.device)
+        self.num_outputs = 1 if data.task == "binary" else len(data.classes)
+        self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
+        self.amp_dtype = autocast_dtype(config.train.amp, self.runtime.device)
+
+    def load(self, fold: int, source: str | None = None) -> torch.nn.Module:
+        """The fold's ``raw`` (best.safetensors) or ``ema`` weights; by default as ``predict.weights`` says."""
+        folder = self.run.fold(fold)
+        source = source or self.config.predict.weights
+        if source == "auto":
+            source = folder.read_done().get("source", "raw")
+        weights = folder.weights(source)
+        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs)
+        model.load_state_dict(load_state_dict(weights))
+        self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,
+                                                  self.config.model.in_chans)
+        return model.to(self.runtime.device).eval()
+
+    def views(self, model, paths, rows: np.ndarray, views: list[str]) -> dict[str, np.ndarray]:
+        """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
+        transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
+        dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
+        loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
+                              self.batch_size, self.config.train.num_workers, self.runtime.device)
+        _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype, self.config.train.channels_last,
+                                  {name: tta_view(name) for name in views})
+        return logits

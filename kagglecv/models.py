@@ -40,22 +40,15 @@ def create_model(config: ModelConfig, num_outputs: int) -> nn.Module:
     weights or a kagglecv checkpoint — keeping every backbone tensor and re-initializing a classifier whose shape
     no longer fits. Nothing else is downloaded.
     """
-    if config.in_chans not in (1, 3):
-        raise ConfigError(f"model.in_chans: expected 1 (grayscale) or 3 (RGB), got {config.in_chans}")
-    if config.layer_decay is not None and config.head is not None:
-        raise ConfigError("model.layer_decay cannot be combined with model.head (timm's layer groups end at its own classifier)")
     kwargs = {"in_chans": config.in_chans, "drop_rate": config.drop_rate}
     if config.drop_path_rate is not None:
         kwargs["drop_path_rate"] = config.drop_path_rate
     if _needs_img_size(config.name):
         kwargs["img_size"] = config.img_size
-    try:
-        model = timm.create_model(config.name, pretrained=config.pretrained is True,
-                                  num_classes=0 if config.head else num_outputs, **kwargs)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
-            raise ConfigError(f"model.name: unknown timm model {config.name!r}") from None
-        raise
+    if not timm.is_model(config.name):
+        raise ConfigError(f"model.name: unknown timm model {config.name!r} (see timm.list_models())")
+    model = timm.create_model(config.name, pretrained=config.pretrained is True,
+                              num_classes=0 if config.head else num_outputs, **kwargs)
     if config.head:
         model = MLPHeadModel(model, config.head.hidden, config.head.dropout, num_outputs)
     if isinstance(config.pretrained, Path):

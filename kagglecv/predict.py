@@ -10,46 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .config import Config, check_tta_view
 from .console import Console
-from .data import CompetitionData, load_test, load_train
+from .data import load_test, load_train
 from .errors import KagglecvError
 from .files import write_json
 from .folds import read_folds
-from .images import ImageDataset, build_augment
-from .inference import probabilities_from_logits, run_inference
+from .inference import FoldPredictor, probabilities_from_logits, tta_view
 from .metrics import get_metric, resolve_metric, score
-from .models import create_model, input_normalization
 from .predictions import write_predictions
 from .run_dir import RunDir
-from .runtime import setup_runtime
-from .sampling import EpochSampler, build_loader
-from .weights import load_state_dict
 
 AUTO_CANDIDATES = ("hflip", "vflip", "transpose", "scale:0.875", "scale:1.15")
-
-
-def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The batch transform of a TTA name (NCHW tensors)."""
-    fixed = {
-        "none": lambda x: x,
-        "hflip": lambda x: x.flip(-1),
-        "vflip": lambda x: x.flip(-2),
-        "transpose": lambda x: x.transpose(-1, -2),
-        "rot90": lambda x: x.rot90(1, (-2, -1)),
-        "rot180": lambda x: x.rot90(2, (-2, -1)),
-        "rot270": lambda x: x.rot90(3, (-2, -1)),
-    }
-    factor = check_tta_view(name)
-    if factor is None:
-        return fixed[name]
-    return lambda x: F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
 @dataclass
@@ -108,40 +82,6 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
                                            "auto": tta == "auto"})
     console.line(f"{run.name}: OOF {metric} {oof_score:.4f} with TTA {chosen}")
     return PredictResult(chosen, oof_score, metric, candidate_scores)
-
-
-class FoldPredictor:
-    """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
-
-    def __init__(self, config: Config, data: CompetitionData, run: RunDir):
-        self.config, self.data, self.run = config, data, run
-        self.runtime = setup_runtime(config.train.device)
-        self.num_outputs = 1 if data.task == "binary" else len(data.classes)
-        self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
-        self.amp_dtype = torch.bfloat16 if self.runtime.device.type == "cuda" and config.train.amp != "off" else None
-
-    def load(self, fold: int, source: str | None = None) -> torch.nn.Module:
-        """The fold's ``raw`` (best.safetensors) or ``ema`` weights; by default as ``predict.weights`` says."""
-        folder = self.run.fold(fold)
-        source = source or self.config.predict.weights
-        if source == "auto":
-            source = folder.read_done().get("source", "raw")
-        weights = folder.weights(source)
-        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs)
-        model.load_state_dict(load_state_dict(weights))
-        self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,
-                                                  self.config.model.in_chans)
-        return model.to(self.runtime.device).eval()
-
-    def views(self, model, paths, rows: np.ndarray, views: list[str]) -> dict[str, np.ndarray]:
-        """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
-        transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
-        dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
-        loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
-                              self.batch_size, self.config.train.num_workers, self.runtime.device)
-        _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype, self.config.train.channels_last,
-                                  {name: tta_view(name) for name in views})
-        return logits
 
 
 def _combine(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:

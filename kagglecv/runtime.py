@@ -85,6 +85,16 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``, for training and prediction alike (None: full precision).
+
+    ``auto`` is bf16 on CUDA and off elsewhere; ``bf16`` and ``fp16`` are used as asked, on any device.
+    """
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
 def all_gather(obj, runtime: Runtime) -> list:
     """Every rank's ``obj`` in rank order (just ``[obj]`` when not distributed)."""
     if not runtime.distributed:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DataConfig
-from .data import CompetitionData, load_train
+from .data import CompetitionData, load_train, read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import write_json
 from .metrics import METRICS, average_precision_per_class, recall_per_class, resolve_metric, score
@@ -51,11 +51,17 @@ def score_run(run_path: Path, metric: str | None = None, write: bool = True) -> 
     return result
 
 
-def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] = "label", id_col: str = "id",
+def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] | None = None, id_col: str = "id",
                    task: str | None = None, metric: str | None = None) -> ScoreResult:
-    """Score an OOF file from anywhere; its value columns give the class order."""
-    frame = pd.read_csv(oof_path, nrows=0)
-    classes = [column for column in frame.columns if column not in ("id", "fold")]
+    """Score an OOF file from anywhere; its value columns give the class order.
+
+    Without ``target``: the truth's ``label`` column when it has one, else its columns named like the OOF file's
+    class columns (a wide 0/1 table, or -1/0/1 in the VOC convention).
+    """
+    classes = [column for column in read_predictions(oof_path).columns if column not in ("id", "fold")]
+    if target is None:
+        header = list(read_csv_strings(truth_path).columns)
+        target = "label" if "label" in header or not set(classes) <= set(header) else classes
     config = DataConfig(train_csv=truth_path, target=target, id_col=id_col, task=task,
                         classes=None if isinstance(target, list) else classes)
     data = load_train(config)
@@ -116,8 +122,6 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     multi-label: f1_micro, f1_macro, f1_samples) or probability columns named by class (any metric of the task).
     """
     from sklearn.metrics import f1_score
-
-    from .data import read_csv_strings
 
     solution, submission = read_csv_strings(solution_path), read_csv_strings(submission_path)
     id_col = solution.columns[0]

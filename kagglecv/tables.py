@@ -64,8 +64,8 @@ def leaderboard_table(entries) -> Table:
     between experiments are in report.md's journal)."""
     table = Table(title="leaderboard (OOF)")
     table.add_column("#", justify="right", min_width=1)
-    table.add_column("experiment", overflow="fold", min_width=14)
-    table.add_column("backbone", overflow="fold", min_width=9)
+    table.add_column("experiment", no_wrap=True, min_width=14)
+    table.add_column("backbone", no_wrap=True, min_width=9)
     table.add_column("CV", justify="right", min_width=10)
     table.add_column("folds mean ± std", justify="right", min_width=9)
     competition = None

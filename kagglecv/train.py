@@ -35,15 +35,14 @@ from .errors import KagglecvError
 from .files import remove_stale_temporaries, write_bytes_keep_previous, write_csv, write_json
 from .folds import read_folds
 from .images import ImageDataset, build_augment, check_images
-from .inference import probabilities_from_logits, run_inference
+from .inference import FoldPredictor, probabilities_from_logits, run_inference
 from .metrics import DEFAULT_METRIC, get_metric, score
 from .models import create_model, freeze_for_epoch, input_normalization, set_frozen_batchnorm_eval
 from .plots import plot_curves
-from .predict import FoldPredictor
 from .predictions import average_predictions, merge_oof, write_predictions
 from .run_dir import RunDir, prepare_run_dir
-from .runtime import (Runtime, all_gather, barrier, capture_rng_state, restore_rng_state, seed_everything,
-                      setup_runtime)
+from .runtime import (Runtime, all_gather, autocast_dtype, barrier, capture_rng_state, restore_rng_state,
+                      seed_everything, setup_runtime)
 from .sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
 from .weights import load_torch, save_weights
 
@@ -166,6 +165,43 @@ def score_predictions(metric: str, task: str, targets: np.ndarray, probabilities
     return value if get_metric(metric, task).higher_is_better else -value
 
 
+class BestTracker:
+    """The best selection score of each weight source (raw, EMA), the best overall, and epochs since it improved.
+
+    Scores are higher-is-better selection scores; NaN never counts as an improvement.
+    """
+
+    def __init__(self) -> None:
+        self.by_source = {"raw": -math.inf, "ema": -math.inf}
+        self.score, self.epoch, self.source = -math.inf, -1, "raw"
+        self.epochs_since_best = 0
+
+    def update(self, source: str, value: float, epoch: int) -> bool:
+        """Record ``source``'s score of ``epoch``; True when it beats that source's best (its weights are kept)."""
+        if not value > self.by_source[source]:
+            return False
+        self.by_source[source] = value
+        if value > self.score:
+            self.score, self.epoch, self.source = value, epoch, source
+            self.epochs_since_best = -1  # end_epoch makes it 0
+        return True
+
+    def is_overall_best(self, source: str, epoch: int) -> bool:
+        return self.epoch == epoch and self.source == source
+
+    def end_epoch(self) -> None:
+        self.epochs_since_best += 1
+
+    def state_dict(self) -> dict:
+        return {**self.by_source, "overall": self.score, "epoch": self.epoch, "source": self.source,
+                "stale": self.epochs_since_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.by_source = {"raw": state["raw"], "ema": state["ema"]}
+        self.score, self.epoch, self.source = state["overall"], state["epoch"], state["source"]
+        self.epochs_since_best = state["stale"]
+
+
 class FoldTrainer:
     """Trains one fold. Construct, then call :meth:`fit`."""
 
@@ -187,17 +223,21 @@ class FoldTrainer:
         self.train_loader, self.valid_loader = self._loaders()
         self.optimizer = create_optimizer_v2(self.model, opt=self.cfg.opt, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
                                              momentum=self.cfg.momentum, layer_decay=config.model.layer_decay)
-        self.steps_per_epoch = max(1, len(self.train_loader) // self.cfg.accum_steps)
+        self.batches_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / self.cfg.accum_steps))
         self.scheduler = self._scheduler()
         self.criterion = self._criterion().to(self.device)
         self.mixup = self._mixup()
         self.ema = ModelEmaV3(self.model, decay=self.cfg.ema_decay, use_warmup=True) if self.cfg.ema else None
-        self.amp_dtype = _amp_dtype(self.cfg.amp, self.device)
+        self.amp_dtype = autocast_dtype(self.cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_model = self._wrap_model()
         self.epoch, self.global_step, self.history = 0, 0, []
         self.resume_step, self.partial_epoch, self.stop_signal = 0, None, None
-        self.best = {"raw": -math.inf, "ema": -math.inf, "overall": -math.inf, "epoch": -1, "source": "raw", "stale": 0}
+        self.best = BestTracker()
+        # Every object with state_dict/load_state_dict, saved and restored by one loop: a new one is one new key.
+        self.stateful = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                         "scaler": self.scaler, "ema": self.ema, "best": self.best}
 
     # ----- set-up -----------------------------------------------------------------------------------------------
     def _loss_targets(self) -> np.ndarray:
@@ -273,9 +313,11 @@ class FoldTrainer:
 
     def _wrap_model(self) -> nn.Module:
         model = self.model
+        self.ddp_model = None
         if self.runtime.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=self.config.model.freeze is not None)
+            model = self.ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=device_ids, find_unused_parameters=self.config.model.freeze is not None)
         if self.cfg.compile:
             model = torch.compile(model)
         return model
@@ -294,10 +336,10 @@ class FoldTrainer:
                 self.epoch += 1
                 self._save_last()
                 progress.epoch_done(row, self.metric)
-        if self.best["epoch"] < 0:
+        if self.best.epoch < 0:
             raise KagglecvError(f"fold {self.fold}: {self.metric} could not be computed on any epoch (NaN); "
                                 "is every class present in this fold's validation rows?")
-        outcome = FoldOutcome(self.fold, self.best["epoch"], self._reported(self.best["overall"]), self.best["source"],
+        outcome = FoldOutcome(self.fold, self.best.epoch, self._reported(self.best.score), self.best.source,
                               time.time() - started)
         self._finish(outcome)
         return outcome
@@ -319,14 +361,15 @@ class FoldTrainer:
             fetched = time.perf_counter()
             data_time += fetched - tick
             skipped += n_skipped
+            need_update = self._is_update_step(step)
             if len(images):
-                loss = self._train_step(images, targets, step)
+                loss = self._train_step(images, targets, step, need_update)
                 loss_sum += loss.detach() * len(images)
                 seen += len(images)
                 progress.step(step + 1, loss)
             tick = time.perf_counter()
             step_time += tick - fetched
-            if self.stop_signal is not None and (step + 1) % self.cfg.accum_steps == 0:
+            if self.stop_signal is not None and need_update:
                 self._save_mid_epoch(step + 1, (loss_sum.item(), seen, skipped, data_time, step_time))
         self.train_sampler.set_start(0)
         totals = all_gather((loss_sum.item(), seen, skipped, data_time, step_time), self.runtime)
@@ -349,7 +392,12 @@ class FoldTrainer:
                                     f"out of memory? try train.num_workers=0 to see the error in the main process") from None
             raise
 
-    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+    def _is_update_step(self, step: int) -> bool:
+        """The optimizer steps after every ``accum_steps`` batches and after the epoch's last batch (timm's
+        ``need_update``), so no accumulated gradient is dropped."""
+        return (step + 1) % self.cfg.accum_steps == 0 or step + 1 == self.batches_per_epoch
+
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int, need_update: bool) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
         if self.cfg.channels_last:
@@ -359,8 +407,11 @@ class FoldTrainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             loss = self.criterion(self.train_model(images), targets)
         self._check_finite(loss, step)
-        self.scaler.scale(loss / self.cfg.accum_steps).backward()
-        if (step + 1) % self.cfg.accum_steps == 0:
+        # Under DDP the micro-steps of an accumulation group skip the gradient all-reduce (nanoGPT, timm).
+        skip_sync = self.runtime.distributed and not need_update
+        with self.ddp_model.no_sync() if skip_sync else contextlib.nullcontext():
+            self.scaler.scale(loss / self.cfg.accum_steps).backward()
+        if need_update:
             self._optimizer_step()
         return loss
 
@@ -420,33 +471,37 @@ class FoldTrainer:
         return rows[order], logits[order], sum(g[2] for g in gathered) / max(len(rows) * per_row, 1)
 
     def _keep_if_best(self, source: str, model: nn.Module, score: float, rows: np.ndarray, probabilities: np.ndarray) -> None:
-        if not score > self.best[source]:  # NaN never counts as an improvement
+        if not self.best.update(source, score, self.epoch):
             return
-        self.best[source] = score
         if self.runtime.is_main:
             save_weights(self.folder.weights(source), model.state_dict())
-        if score > self.best["overall"]:
-            self.best |= {"overall": score, "epoch": self.epoch, "source": source, "stale": -1}
-            if self.runtime.is_main:
+            if self.best.is_overall_best(source, self.epoch):
                 write_predictions(self.folder.oof_path, self.data.ids[rows], probabilities, self.data.classes,
                                   folds=np.full(len(rows), self.fold))
 
     def _patience_exhausted(self) -> bool:
-        return self.cfg.patience is not None and self.best["stale"] >= self.cfg.patience
+        return self.cfg.patience is not None and self.best.epochs_since_best >= self.cfg.patience
 
     # ----- checkpoints ------------------------------------------------------------------------------------------
     def _state(self, step_in_epoch: int = 0, partial: tuple | None = None) -> dict:
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else {},
+        state = {name: part.state_dict() for name, part in self.stateful.items() if part is not None}
+        return state | {
             "epoch": self.epoch, "step_in_epoch": step_in_epoch, "partial_epoch": list(partial or ()),
-            "global_step": self.global_step, "best": dict(self.best), "history": self.history,
-            "rng": capture_rng_state(), "config": self.config.model_dump_json(),
+            "global_step": self.global_step, "history": self.history, "rng": capture_rng_state(),
+            "config": self.config.model_dump_json(),
         }
 
+    def _load_state(self, state: dict) -> None:
+        for name, part in self.stateful.items():
+            if part is not None:
+                part.load_state_dict(state[name])
+        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
+        self.resume_step = state.get("step_in_epoch", 0)
+        self.partial_epoch = tuple(state["partial_epoch"]) if self.resume_step else None
+        restore_rng_state(state["rng"])
+
     def _save_last(self) -> None:
-        self.best["stale"] += 1
+        self.best.end_epoch()
         if not self.runtime.is_main:
             barrier(self.runtime)
             return
@@ -476,19 +531,7 @@ class FoldTrainer:
         if not resume:
             raise KagglecvError(f"fold {self.fold}: {last} holds an unfinished run; pass --resume to continue it, "
                                 f"or delete {self.folder.path} to start the fold again")
-        state = self._load_checkpoint(last)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
-        self.best, self.history = dict(state["best"]), list(state["history"])
-        self.resume_step = state.get("step_in_epoch", 0)
-        self.partial_epoch = tuple(state["partial_epoch"]) if self.resume_step else None
-        restore_rng_state(state["rng"])
+        self._load_state(self._load_checkpoint(last))
         where = f"epoch {self.epoch} step {self.resume_step}" if self.resume_step else f"the end of epoch {self.epoch - 1}"
         self.console.line(f"fold {self.fold}: resumed at {where} from {last}")
 
@@ -527,14 +570,6 @@ class FoldTrainer:
         logits = predictor.views(model, self.test.paths, np.arange(len(self.test)), ["none"])["none"]
         write_predictions(self.folder.test_path, self.test.ids, probabilities_from_logits(logits, self.data.task),
                           self.data.classes)
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp in ("auto", "bf16"):
-        return torch.bfloat16
-    return torch.float16
 
 
 def _serialize(state: dict) -> bytes:

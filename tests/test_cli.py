@@ -1,5 +1,6 @@
 """The command line, as a user types it (typer's CliRunner), over every folds method on the shared datasets."""
 
+import os
 import json
 
 import pandas as pd
@@ -96,3 +97,18 @@ def test_readme_command_table_matches_the_app():
     result = runner.invoke(app, ["--help"])
     listed = set(re.findall(r"^│ ([a-z]+) ", result.output, flags=re.M))
     assert listed and documented == listed, f"README lacks {listed - documented}, documents extra {documented - listed}"
+
+
+def test_tables_in_a_log_file_are_printed_whole(tmp_path):
+    import subprocess
+    import sys
+
+    pd.DataFrame({"id": [f"{i:03d}" for i in range(60)],
+                  "label": [f"a-rather-long-class-name-{i % 12:02d}" for i in range(60)]}).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "c.yaml").write_text("experiment: x\ndata: {train_csv: t.csv}\nfolds: {n_splits: 5, file: f.csv}\n")
+    with open(tmp_path / "log", "w") as log:
+        result = subprocess.run([sys.executable, "-m", "kagglecv", "folds", "c.yaml"], cwd=tmp_path, stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": ""})
+    text = (tmp_path / "log").read_text()
+    assert result.returncode == 0, text
+    assert "…" not in text and "largest label-rate deviation" in text

@@ -130,3 +130,16 @@ def test_bad_input_names_the_argument():
         km.mean_average_precision(np.ones((2, 2)), np.array([[np.nan, 1], [0, 1]]))
     with pytest.raises(ValueError, match="does not apply to a multilabel task; expected one of map"):
         km.get_metric("accuracy", "multilabel")
+
+
+def test_score_oof_against_a_wide_voc_truth_table_uses_the_class_columns(voc_test, tmp_path):
+    from kagglecv.score import score_oof_file
+
+    raw, _ = voc_test
+    truth = shared_dataset("voc2007-labels") / "test_labels.csv"
+    frame = pd.read_csv(truth, dtype={"id": str})
+    scores = (raw == 1) + np.random.default_rng(1).normal(0, 0.8, (4952, 20))
+    oof = pd.concat([frame[["id"]], pd.DataFrame(scores, columns=frame.columns[1:])], axis=1)
+    oof.to_csv(tmp_path / "oof.csv", index=False, float_format="%.17g")
+    for metric, expected in (("map_voc07", 0.3072750647), ("map_voc", 0.2791846605), ("map", 0.2750071205)):
+        assert abs(score_oof_file(tmp_path / "oof.csv", truth, metric=metric).overall - expected) < 1e-9

@@ -258,3 +258,47 @@ def test_two_folds_trained_at_once_by_separate_processes(tmp_path, digits_root):
         assert (fold_oof["fold"] == fold).all()
         merged = oof.set_index("id").loc[fold_oof["id"]]
         np.testing.assert_allclose(merged.iloc[:, 1:].to_numpy(), fold_oof.iloc[:, 2:].to_numpy())
+
+
+def test_the_last_accumulation_group_of_an_epoch_is_stepped(tmp_path, digits_root):
+    from kagglecv.weights import load_torch
+
+    config = validate_config(tiny_config(tmp_path, digits_root, rows=80,
+                                         train={"accum_steps": 3, "batch_size": 4, "epochs": 1}))
+    make_folds(config)
+    train_run(config, [0], console=Console(quiet=True))
+    state = load_torch(tmp_path / "runs" / "tiny-multiclass" / "fold0" / "last.pt")
+    assert state["global_step"] == 4, "10 batches with accum_steps=3 make 4 optimizer steps (3 + 3 + 3 + 1)"
+
+
+def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root):
+    from types import SimpleNamespace
+
+    import torch
+
+    from kagglecv.inference import FoldPredictor
+    from kagglecv.run_dir import RunDir
+    from kagglecv.runtime import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert [autocast_dtype(amp, cpu) for amp in ("auto", "off", "bf16", "fp16")] == [None, None, torch.bfloat16, torch.float16]
+    assert autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    for amp, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("off", None)):
+        config = validate_config(tiny_config(tmp_path, digits_root, train={"amp": amp, "device": "cpu"}))
+        data = SimpleNamespace(task="multiclass", classes=["a", "b"])
+        assert FoldPredictor(config, data, RunDir(tmp_path)).amp_dtype is dtype
+
+
+def test_best_tracking_counts_epochs_since_the_best_and_ignores_nan():
+    from kagglecv.train import BestTracker
+
+    best = BestTracker()
+    assert best.update("raw", 0.5, epoch=0) and best.is_overall_best("raw", 0)
+    best.end_epoch()
+    assert not best.update("raw", float("nan"), epoch=1) and not best.update("raw", 0.4, epoch=1)
+    assert best.update("ema", 0.45, epoch=1) and not best.is_overall_best("ema", 1), "ema's best, not the overall"
+    best.end_epoch()
+    assert best.epochs_since_best == 1 and (best.epoch, best.source, best.score) == (0, "raw", 0.5)
+    restored = BestTracker()
+    restored.load_state_dict(best.state_dict())
+    assert restored.state_dict() == best.state_dict()

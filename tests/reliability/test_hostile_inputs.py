@@ -18,7 +18,6 @@ from typing import Callable
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
 
 from kagglecv.cli import main
 

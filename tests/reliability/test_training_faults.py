@@ -146,12 +146,15 @@ def test_resuming_with_another_config_shows_the_difference(tmp_path, digits_root
 def test_nan_never_counts_as_the_best_epoch(tmp_path):
     from types import SimpleNamespace
 
+    from kagglecv.run_dir import RunDir
     from kagglecv.runtime import Runtime
+    from kagglecv.train import BestTracker
 
-    trainer = SimpleNamespace(best={"raw": 0.5, "ema": -np.inf, "overall": 0.5, "epoch": 0, "source": "raw", "stale": 0},
-                              runtime=Runtime(torch.device("cpu")), dir=tmp_path, epoch=3)
+    best = BestTracker()
+    best.load_state_dict({"raw": 0.5, "ema": -np.inf, "overall": 0.5, "epoch": 0, "source": "raw", "stale": 0})
+    trainer = SimpleNamespace(best=best, runtime=Runtime(torch.device("cpu")), folder=RunDir(tmp_path).fold(0), epoch=3)
     FoldTrainer._keep_if_best(trainer, "raw", None, float("nan"), np.array([0]), np.zeros((1, 2)))
-    assert trainer.best["overall"] == 0.5 and trainer.best["epoch"] == 0 and not list(tmp_path.iterdir())
+    assert trainer.best.score == 0.5 and trainer.best.epoch == 0 and not list(tmp_path.iterdir())
 
 
 def test_a_dying_data_worker_is_a_clear_error_with_no_orphans(tmp_path, digits_root, monkeypatch):
