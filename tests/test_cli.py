@@ -112,3 +112,16 @@ def test_tables_in_a_log_file_are_printed_whole(tmp_path):
     text = (tmp_path / "log").read_text()
     assert result.returncode == 0, text
     assert "…" not in text and "largest label-rate deviation" in text
+
+
+def test_scoring_ensembling_submitting_and_reporting_do_not_import_torch():
+    import subprocess
+    import sys
+
+    light = ("import sys, kagglecv.score, kagglecv.ensemble, kagglecv.submission, kagglecv.report; "
+             "print(','.join(m for m in ('torch', 'timm', 'albumentations') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", light], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "", f"imported: {result.stdout}"
+    train = subprocess.run([sys.executable, "-c", "import sys, kagglecv.train; print('kagglecv.predict' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert train.stdout.strip() == "False", "train.py must not import predict.py"
