@@ -447,7 +447,7 @@ def _write_run_files(run: RunDir, members: Members, name: str, method: str) -> N
         "experiment": name, "kind": "ensemble", "members": [str(p) for p in members.paths],
         "task": members.task, "classes": members.classes, "folds_sha256": members.folds_sha256,
         "folds_file": config.get("folds", {}).get("file"), "backbone": f"{method} of {len(members.paths)}",
-        "created": pd.Timestamp.now().isoformat(timespec="seconds"),
+        "created": pd.Timestamp.now().isoformat(timespec="microseconds"),
     })
 
 

@@ -167,7 +167,7 @@ class RunDir:
         try:
             return json.loads(self.info_path.read_text())["created"]
         except (OSError, ValueError, KeyError, TypeError):
-            return datetime.now().isoformat(timespec="seconds")
+            return datetime.now().isoformat(timespec="microseconds")
 
 
 def prepare_run_dir(config: Config, *, force: bool = False) -> RunDir:
