@@ -23,7 +23,11 @@ TTA_SCALE_RANGE = (0.25, 4.0)  # outside it a view is an empty or a many-gigabyt
 
 
 def check_tta_view(name: str) -> float | None:
-    """Check a TTA view name; returns the factor of ``scale:F`` (None for the fixed views)."""
+    """Check a TTA view name; returns the factor of ``scale:F`` (None for the fixed views).
+
+    Raises:
+        ValueError: an unknown view, or a scale outside ``TTA_SCALE_RANGE`` (pydantic reports it under its key).
+    """
     if name in TTA_VIEWS:
         return None
     low, high = TTA_SCALE_RANGE
@@ -34,8 +38,8 @@ def check_tta_view(name: str) -> float | None:
             factor = float("nan")
         if low <= factor <= high:  # False for NaN
             return factor
-        raise ConfigError(f"predict.tta: view {name!r}: expected scale:F with F between {low} and {high}")
-    raise ConfigError(f"predict.tta: unknown view {name!r}; expected {', '.join(TTA_VIEWS)} or scale:F")
+        raise ValueError(f"view {name!r}: expected scale:F with F between {low} and {high}")
+    raise ValueError(f"unknown view {name!r}; expected {', '.join(TTA_VIEWS)} or scale:F")
 
 
 class _Section(BaseModel):
@@ -218,6 +222,10 @@ class PredictConfig(_Section):
     tta: Union[Literal["auto"], list[str]] = Field(
         ["none"], description="none, hflip, vflip, transpose, rot90, rot180, rot270, scale:F (e.g. scale:1.15); "
         "or auto: each candidate is kept only if it improves the OOF score.")
+    tta_space: Literal["prob", "logit"] = Field("prob", description="Average TTA views as probabilities or logits.")
+    weights: Literal["auto", "raw", "ema"] = Field("auto", description="auto: the weights that scored best on the fold.")
+    batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
+
     @field_validator("tta")
     @classmethod
     def _known_views(cls, views: Any) -> Any:
@@ -225,15 +233,8 @@ class PredictConfig(_Section):
             if not views:
                 raise ValueError("expected at least one view, e.g. [none]")
             for name in views:
-                try:
-                    check_tta_view(name)
-                except ConfigError as exc:
-                    raise ValueError(str(exc).removeprefix("predict.tta: ")) from None
+                check_tta_view(name)
         return views
-
-    tta_space: Literal["prob", "logit"] = Field("prob", description="Average TTA views as probabilities or logits.")
-    weights: Literal["auto", "raw", "ema"] = Field("auto", description="auto: the weights that scored best on the fold.")
-    batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
 
 
 class SubmitConfig(_Section):
@@ -242,6 +243,8 @@ class SubmitConfig(_Section):
     sample: Optional[Path] = Field(None, description="The competition's sample_submission.csv; no submission when omitted.")
     threshold: Union[Literal["oof"], float] = Field(
         0.5, description="Multi-label labels format: a number in (0, 1), or oof (per-class F1-tuned).")
+    gz: bool = Field(False, description="Write .csv.gz.")
+    dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
 
     @field_validator("threshold")
     @classmethod
@@ -249,8 +252,6 @@ class SubmitConfig(_Section):
         if value != "oof" and not 0 < value < 1:
             raise ValueError(f"expected a number in (0, 1) or oof, got {value}")
         return value
-    gz: bool = Field(False, description="Write .csv.gz.")
-    dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
 
 
 class Config(_Section):
@@ -279,24 +280,24 @@ class Config(_Section):
         multilabel = self.data.task == "multilabel" or isinstance(self.data.target, list)
         if multilabel and self.train.sampler == "balanced":
             raise ValueError("train.sampler: 'balanced' needs one label per row; the task is multilabel")
-        single_label = self.data.task in ("multiclass",)
-        if single_label and self.train.class_weights and self.train.loss not in ("auto", "ce"):
+        if self.data.task == "multiclass" and self.train.class_weights and self.train.loss not in ("auto", "ce"):
             raise ValueError(f"train.class_weights: works with loss ce for multiclass, got loss {self.train.loss!r}")
         return self
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "Config":
-        from .metrics import METRICS
+        from .metrics import METRICS, get_metric
 
-        task = self.data.task
         for key, name in (("metric", self.metric), ("train.metric", self.train.metric)):
             if name is None or (key == "train.metric" and name in ("auto", "loss")):
                 continue
-            metric = METRICS.get(name)
-            fitting = [m.name for m in METRICS.values() if task is None or task in m.tasks]
-            if metric is None or (task is not None and task not in metric.tasks):
-                raise ValueError(f"{key}: unknown metric {name!r}{f' for a {task} task' if task else ''}; "
-                                 f"expected one of {', '.join(fitting)}")
+            if self.data.task is not None:
+                try:
+                    get_metric(name, self.data.task)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+            elif name not in METRICS:
+                raise ValueError(f"{key}: unknown metric {name!r}; expected one of {', '.join(METRICS)}")
         return self
 
     @model_validator(mode="after")
@@ -350,10 +351,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def parse_yaml(text: str, source: str) -> Any:
     """``yaml.safe_load`` after checking that the document, aliases expanded, stays small and shallow."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if root is not None:
+        loader = yaml.SafeLoader(text)  # what yaml.safe_load does, with the check between composing and constructing
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                return None
             _check_expanded_size(root, source)
-        return yaml.safe_load(text)
+            return loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML (safe subset only): {_one_line(exc)}") from None
 

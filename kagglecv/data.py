@@ -209,7 +209,7 @@ def normalize_numeric_labels(column: pd.Series, source: Path, name: str) -> pd.S
     changed = sorted(set(present[present != canonical]))
     warnings.warn(f"{source}: column {name!r} writes one class in several ways; read {summarize(changed, quote=True)} "
                   "as whole numbers (1.0 -> 1)", DataWarning, stacklevel=2)
-    return column.where(column.isin(MISSING_TOKENS), pd.to_numeric(column, errors="coerce").fillna(0).astype(np.int64).astype(str))
+    return column.where(column.isin(MISSING_TOKENS), column.map(dict(zip(present, canonical))))
 
 
 def sort_class_names(names: list[str]) -> list[str]:

@@ -16,9 +16,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from .decoding import decode_image
 from .errors import DataError, summarize
 from .files import sha256_file
-from .decoding import decode_image
 
 
 def exact_duplicate_clusters(paths: list[Path]) -> list[list[int]]:
@@ -31,7 +31,7 @@ def exact_duplicate_clusters(paths: list[Path]) -> list[list[int]]:
 
 def perceptual_hashes(paths: list[Path]) -> np.ndarray:
     """The 64-bit pHash of each image as an unsigned integer; images open under the one policy of
-    :func:`kagglecv.images.decode_image`, and every image that cannot be used is named in one error."""
+    :func:`kagglecv.decoding.decode_image`, and every image that cannot be used is named in one error."""
     hashes = np.empty(len(paths), dtype=np.uint64)
     weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
     problems = []

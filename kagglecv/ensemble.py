@@ -76,7 +76,7 @@ def load_members(paths: list[Path]) -> Members:
     runs = [RunDir(path) for path in paths]
     first, info = runs[0], runs[0].read_info()
     config = first.read_config()
-    data = first.load_targets(config)
+    data = first.load_targets(config, info)
     classes = info["classes"]
     reference = read_predictions(first.oof_path, classes, oof=True)
     ids = reference["id"].to_numpy()
@@ -85,7 +85,7 @@ def load_members(paths: list[Path]) -> Members:
     position = {image_id: row for row, image_id in enumerate(ids)}
     oof, test, test_ids = [], [], None
     for run in runs:
-        _check_compatible(run, run.read_info(), first, info)
+        _check_compatible(run, info if run is first else run.read_info(), first, info)
         frame = read_predictions(run.oof_path, classes, oof=True)
         _check_same_ids(frame["id"].to_numpy(), ids, run.oof_path, first.oof_path)
         rows = np.array([position[image_id] for image_id in frame["id"]])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from .decoding import check_images, decode_image  # noqa: F401  (decode_image and check_images are used from here)
+from .decoding import decode_image
 from .errors import DataError
 
 PRESETS = ("none", "light", "medium", "heavy")

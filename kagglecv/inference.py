@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import Config, check_tta_view
+from .errors import ConfigError
 from .data import CompetitionData
 from .images import ImageDataset, build_augment
 from .models import create_model, input_normalization
@@ -60,7 +61,7 @@ def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
 
 
 def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The batch transform of a TTA name (NCHW tensors)."""
+    """The batch transform of a TTA name (NCHW tensors); an unknown name is a ``ConfigError``."""
     fixed = {
         "none": lambda x: x,
         "hflip": lambda x: x.flip(-1),
@@ -70,7 +71,10 @@ def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         "rot180": lambda x: x.rot90(2, (-2, -1)),
         "rot270": lambda x: x.rot90(3, (-2, -1)),
     }
-    factor = check_tta_view(name)
+    try:
+        factor = check_tta_view(name)
+    except ValueError as exc:
+        raise ConfigError(f"predict.tta: {exc}") from None
     if factor is None:
         return fixed[name]
     return lambda x: F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)

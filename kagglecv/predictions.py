@@ -45,13 +45,20 @@ def read_predictions(path: Path, classes: list[str] | None = None, *, oof: bool 
     if oof and not pd.api.types.is_integer_dtype(frame["fold"]):
         raise DataError(f"{path}: column 'fold' holds non-integers, e.g. {frame['fold'].iloc[0]!r}")
     value_columns = [column for column in frame.columns if column not in ("id", "fold")]
-    if classes is not None and value_columns != list(classes):
-        raise DataError(f"{path}: class columns {summarize(value_columns)} differ from the run's classes {summarize(classes)}")
+    if classes is not None:
+        check_class_columns(frame, classes, path)
     values = frame[value_columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
         raise DataError(f"{path}: {len(rows)} rows with NaN, inf or non-numbers: {summarize([f'line {r + 2}' for r in rows])}")
     return frame
+
+
+def check_class_columns(frame: pd.DataFrame, classes: list[str], path: Path) -> None:
+    """The prediction frame's value columns are ``classes``, in that order."""
+    value_columns = [column for column in frame.columns if column not in ("id", "fold")]
+    if value_columns != list(classes):
+        raise DataError(f"{path}: class columns {summarize(value_columns)} differ from the run's classes {summarize(classes)}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,18 @@ def compare_ids(ids, reference) -> IdDifferences:
     return IdDifferences(doubled=ids[ids.duplicated()].tolist(),
                          missing=[image_id for image_id in reference if image_id not in present],
                          extra=sorted(present - expected))
+
+
+def require_same_ids(ids, expected, path: Path, expected_path: Path, extra_word: str = "extra") -> None:
+    """Every expected id exactly once in ``ids`` and nothing else, or an error naming the ids."""
+    differences = compare_ids(ids, expected)
+    if differences.doubled:
+        raise DataError(f"{path}: {len(differences.doubled)} ids appear more than once: "
+                        f"{summarize(differences.doubled, quote=True)}")
+    if differences:
+        raise DataError(f"{path}: ids differ from {expected_path}: {len(differences.missing)} missing "
+                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} {extra_word} "
+                        f"({summarize(differences.extra, quote=True)})")
 
 
 def merge_oof(fold_files: list[Path], ids: np.ndarray, classes: list[str]) -> pd.DataFrame:

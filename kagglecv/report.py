@@ -52,7 +52,7 @@ def collect_entries(runs_dir: Path) -> list[Entry]:
         if path.name.startswith(".") or not run.is_run():  # dot-folders are outputs still being built
             continue
         config, info = run.read_config(), run.read_info()
-        data = run.load_targets(config)
+        data = run.load_targets(config, info)
         oof = read_predictions(run.oof_path, data.classes, oof=True)
         result = score_predictions_frame(oof, data, config.metric, source=run.oof_path)
         write_json(run.score_path, result.to_dict())

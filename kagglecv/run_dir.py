@@ -28,6 +28,11 @@ PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy
 ENSEMBLE_PREFIX = "ens-"
 
 
+def _file(name: str) -> property:
+    """A file of the folder, ``self.path / name``."""
+    return property(lambda self: self.path / name)
+
+
 @dataclass(frozen=True)
 class FoldDir:
     """``runs/<experiment>/fold<K>/``: one fold's weights, resumable state, history and predictions."""
@@ -35,16 +40,16 @@ class FoldDir:
     path: Path
     index: int
 
-    oof_path = property(lambda self: self.path / "oof.csv")
-    test_path = property(lambda self: self.path / "test.csv")
-    done_path = property(lambda self: self.path / "done.json")
-    best_weights = property(lambda self: self.path / "best.safetensors")
-    ema_weights = property(lambda self: self.path / "ema.safetensors")
-    last_checkpoint = property(lambda self: self.path / "last.pt")
-    previous_checkpoint = property(lambda self: self.path / "last.prev.pt")
-    history_path = property(lambda self: self.path / "history.csv")
-    curves_path = property(lambda self: self.path / "curves.png")
-    lock_path = property(lambda self: self.path / ".train.lock")
+    oof_path = _file("oof.csv")
+    test_path = _file("test.csv")
+    done_path = _file("done.json")
+    best_weights = _file("best.safetensors")
+    ema_weights = _file("ema.safetensors")
+    last_checkpoint = _file("last.pt")
+    previous_checkpoint = _file("last.prev.pt")
+    history_path = _file("history.csv")
+    curves_path = _file("curves.png")
+    lock_path = _file(".train.lock")
 
     def weights(self, source: str) -> Path:
         """The selected weights of ``source``: ``raw`` (best.safetensors) or ``ema``."""
@@ -70,18 +75,18 @@ class RunDir:
 
     path: Path
 
-    config_path = property(lambda self: self.path / "config.yaml")
-    info_path = property(lambda self: self.path / "run.json")
-    oof_path = property(lambda self: self.path / "oof.csv")
-    test_path = property(lambda self: self.path / "test.csv")
-    predict_path = property(lambda self: self.path / "predict.json")
-    score_path = property(lambda self: self.path / "score.json")
-    blend_score_path = property(lambda self: self.path / "blend_score.json")
-    weights_path = property(lambda self: self.path / "weights.json")
-    curves_png = property(lambda self: self.path / "curves.png")
-    fold_scores_png = property(lambda self: self.path / "fold_scores.png")
-    confusion_png = property(lambda self: self.path / "confusion.png")
-    per_class_ap_png = property(lambda self: self.path / "per_class_ap.png")
+    config_path = _file("config.yaml")
+    info_path = _file("run.json")
+    oof_path = _file("oof.csv")
+    test_path = _file("test.csv")
+    predict_path = _file("predict.json")
+    score_path = _file("score.json")
+    blend_score_path = _file("blend_score.json")
+    weights_path = _file("weights.json")
+    curves_png = _file("curves.png")
+    fold_scores_png = _file("fold_scores.png")
+    confusion_png = _file("confusion.png")
+    per_class_ap_png = _file("per_class_ap.png")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -126,14 +131,17 @@ class RunDir:
     def is_ensemble(self) -> bool:
         return self.read_info().get("kind") == "ensemble"
 
-    def load_targets(self, config: Config | None = None) -> CompetitionData:
-        """The run's training table without images (ids, targets, classes), checked against the recorded classes."""
+    def load_targets(self, config: Config | None = None, info: dict | None = None) -> CompetitionData:
+        """The run's training table without images (ids, targets, classes), checked against the recorded classes.
+
+        ``config`` and ``info`` are the run's, when the caller has read them already.
+        """
         config = config or self.read_config()
         try:
             data = load_train(config.data.model_copy(update={"image_dir": None}))
         except DataError as exc:
             raise DataError(f"{self.path}: cannot read the training table it was made from: {exc}") from None
-        info = self.read_info()
+        info = info or self.read_info()
         if info["classes"] != data.classes or info["task"] != data.task:
             raise DataError(f"{self.path}: {config.data.train_csv} changed since the run: now {data.task} with classes "
                             f"{summarize(data.classes, quote=True)}, the run has {info['task']} with "

@@ -17,7 +17,7 @@ from .data import CompetitionData, load_train, read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import write_json
 from .metrics import METRICS, average_precision_per_class, recall_per_class, resolve_metric, score
-from .predictions import compare_ids, read_predictions
+from .predictions import check_class_columns, read_predictions, require_same_ids
 from .run_dir import RunDir
 
 
@@ -58,14 +58,16 @@ def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] | N
     Without ``target``: the truth's ``label`` column when it has one, else its columns named like the OOF file's
     class columns (a wide 0/1 table, or -1/0/1 in the VOC convention).
     """
-    classes = [column for column in read_predictions(oof_path).columns if column not in ("id", "fold")]
+    oof = read_predictions(oof_path)
+    classes = [column for column in oof.columns if column not in ("id", "fold")]
     if target is None:
         header = list(read_csv_strings(truth_path).columns)
         target = "label" if "label" in header or not set(classes) <= set(header) else classes
     config = DataConfig(train_csv=truth_path, target=target, id_col=id_col, task=task,
                         classes=None if isinstance(target, list) else classes)
     data = load_train(config)
-    return score_predictions_frame(read_predictions(oof_path, data.classes), data, metric, source=oof_path)
+    check_class_columns(oof, data.classes, oof_path)
+    return score_predictions_frame(oof, data, metric, source=oof_path)
 
 
 def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: str | None, source: Path) -> ScoreResult:
@@ -101,7 +103,7 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: st
 
 
 def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
-    _check_ids(oof["id"], data.ids, source, data.source, "unknown")
+    require_same_ids(oof["id"], data.ids, source, data.source, "unknown")
     rows = pd.Series(np.arange(len(data)), index=data.ids).loc[oof["id"]].to_numpy()
     scores = oof[data.classes].to_numpy(np.float64)
     folds = oof["fold"].to_numpy() if "fold" in oof.columns else None
@@ -127,7 +129,7 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     id_col = solution.columns[0]
     if submission.columns[0] != id_col:
         raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
-    _check_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
+    require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
     submission = submission.set_index(id_col).loc[solution[id_col]]
     truth_columns = list(solution.columns[1:])
     if len(truth_columns) == 1:
@@ -188,15 +190,3 @@ def _indicator(cells: pd.Series, classes: list[str], sep: str) -> np.ndarray:
             if label in index:
                 matrix[row, index[label]] = 1
     return matrix
-
-
-def _check_ids(ids, expected, path: Path, expected_path: Path, extra_word: str) -> None:
-    """Every expected id exactly once in ``ids`` and nothing else, or an error naming the ids."""
-    differences = compare_ids(ids, expected)
-    if differences.doubled:
-        raise DataError(f"{path}: {len(differences.doubled)} ids appear more than once: "
-                        f"{summarize(differences.doubled, quote=True)}")
-    if differences:
-        raise DataError(f"{path}: ids differ from {expected_path}: {len(differences.missing)} missing "
-                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} {extra_word} "
-                        f"({summarize(differences.extra, quote=True)})")

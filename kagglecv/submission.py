@@ -22,7 +22,7 @@ import pandas as pd
 from .data import read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import check_output_name, contained_output, write_bytes
-from .predictions import compare_ids, read_predictions
+from .predictions import compare_ids, read_predictions, require_same_ids
 from .run_dir import RunDir
 
 
@@ -162,10 +162,7 @@ def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) 
     if threshold == "oof":
         data = run.load_targets()
         oof = read_predictions(run.oof_path, classes)
-        differences = compare_ids(oof["id"], data.ids)
-        if differences:
-            raise DataError(f"{run.oof_path}: ids differ from {data.source}: {len(differences.missing)} missing, "
-                            f"{len(differences.extra)} extra ({summarize(differences.extra, quote=True)})")
+        require_same_ids(oof["id"], data.ids, run.oof_path, data.source)
         aligned = oof.set_index("id").loc[list(data.ids), classes]
         return dict(zip(classes, tune_thresholds(data.targets, aligned.to_numpy(np.float64))))
     return dict.fromkeys(classes, parse_threshold(threshold))

@@ -9,6 +9,7 @@ fold's outputs. Everything it writes is atomic, and ``last.pt`` restores the exa
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import signal
@@ -16,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,8 @@ from .data import CompetitionData, load_test, load_train
 from .errors import KagglecvError
 from .files import remove_stale_temporaries, write_bytes_keep_previous, write_csv, write_json
 from .folds import read_folds
-from .images import ImageDataset, build_augment, check_images
+from .decoding import check_images
+from .images import ImageDataset, build_augment
 from .inference import FoldPredictor, probabilities_from_logits, run_inference
 from .metrics import DEFAULT_METRIC, get_metric, score
 from .models import create_model, freeze_for_epoch, input_normalization, set_frozen_batchnorm_eval
@@ -108,15 +111,19 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     bad = [fold for fold in chosen if not 0 <= fold < n_folds]
     if bad:
         raise KagglecvError(f"--fold {bad[0]}: expected 0..{n_folds - 1} (the folds file has {n_folds} folds)")
-    outcomes = [_train_fold(config, data, fold_of, test, fold, run, runtime, console, resume) for fold in chosen]
+    # The run's identity is written once a fold can start (so a failed start leaves none), and once per command.
+    write_identity = functools.cache(lambda: run.write_identity(config, data) if runtime.is_main else None)
+    outcomes = [_train_fold(config, data, fold_of, test, fold, run, runtime, console, resume, write_identity)
+                for fold in chosen]
     if runtime.is_main:
         finish_run(run, data, n_folds, test is not None, console)
     return outcomes
 
 
 def _train_fold(config: Config, data: CompetitionData, fold_of: np.ndarray, test: CompetitionData | None, fold: int,
-                run: RunDir, runtime: Runtime, console: Console, resume: bool) -> FoldOutcome:
-    """Train one fold under its lock, unless it is done; the run's identity is written once a fold can start."""
+                run: RunDir, runtime: Runtime, console: Console, resume: bool,
+                write_identity: Callable[[], None]) -> FoldOutcome:
+    """Train one fold under its lock, unless it is done; ``write_identity`` is called once its trainer is built."""
     folder = run.fold(fold)
     with folder.lock() if runtime.is_main else contextlib.nullcontext():
         if folder.is_done():
@@ -124,8 +131,7 @@ def _train_fold(config: Config, data: CompetitionData, fold_of: np.ndarray, test
             console.line(f"fold {fold}: done already (best {info['metric']} {info['best_score']:.4f}), skipped")
             return FoldOutcome(fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True)
         trainer = FoldTrainer(config, data, fold_of, test, fold, run, runtime, console)
-        if runtime.is_main:
-            run.write_identity(config, data)
+        write_identity()
         return trainer.fit(resume=resume)
 
 
