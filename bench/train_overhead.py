@@ -49,10 +49,10 @@ LAST_ROWS: list[dict] = []
 
 def kagglecv_epoch(trainer: FoldTrainer) -> float:
     start = time.perf_counter()
-    with EpochProgress(trainer.console, 0, 1, len(trainer.train_loader), enabled=False) as progress:
+    with EpochProgress(trainer.console, 0, 1, len(trainer.parts.train_loader), enabled=False) as progress:
         LAST_ROWS.append(trainer._train_epoch(progress))
     trainer.epoch += 1
-    return len(trainer.train_loader) * trainer.cfg.batch_size / (time.perf_counter() - start)
+    return len(trainer.parts.train_loader) * trainer.cfg.batch_size / (time.perf_counter() - start)
 
 
 def bare_epoch(model, loader, optimizer, criterion) -> float:

@@ -12,6 +12,7 @@ Columns holding -1 are read in the VOC convention: -1 absent, 0 difficult, 1 pre
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.preprocessing import MultiLabelBinarizer
 
 from .config import DataConfig
 from .errors import DataError, summarize
@@ -70,6 +72,10 @@ class CompetitionData:
 
     def content_hash(self) -> str:
         """sha256 of the ids, targets and groups: the identity of the table a folds file was made from."""
+        return self._content_hash
+
+    @functools.cached_property
+    def _content_hash(self) -> str:  # computed once per table, however many stages ask
         frame = pd.DataFrame({"id": self.ids})
         if self.targets is not None:
             encoded = self.targets if self.targets.ndim == 2 else self.targets[:, None]
@@ -296,18 +302,16 @@ def _encode_label_strings(
     label_lists = [[] if bad else [label for label in text.split(config.label_sep) if label] for text, bad in zip(column, nan_like)]
     seen = sorted({label for labels in label_lists for label in labels})
     classes = configured_classes or sort_class_names(seen)
-    index = {name: position for position, name in enumerate(classes)}
-    matrix = np.zeros((len(column), len(classes)), dtype=np.int8)
-    unknown = []
-    for row, labels in enumerate(label_lists):
-        for label in labels:
-            if label in index:
-                matrix[row, index[label]] = PRESENT
-            else:
-                unknown.append(f"line {row + 2} {label!r}")
+    known = set(classes)
+    unknown = [f"line {row + 2} {label!r}" for row, labels in enumerate(label_lists) for label in labels
+               if label not in known]
     if unknown:
         problems.append(f"{source}: {len(unknown)} labels not in data.classes: {summarize(unknown)}")
-    return classes, matrix
+    binarizer = MultiLabelBinarizer(classes=classes)
+    with warnings.catch_warnings():  # unknown labels are reported above, with their lines
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = binarizer.fit_transform(label_lists)
+    return classes, np.where(matrix == 1, PRESENT, ABSENT).astype(np.int8)
 
 
 def _check_ids(frame: pd.DataFrame, id_col: str, source: Path, problems: list[str]) -> np.ndarray:

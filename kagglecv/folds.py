@@ -41,15 +41,16 @@ class FoldsResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def make_folds(config: Config, *, force: bool = False) -> FoldsResult:
+def make_folds(config: Config, *, force: bool = False, data: CompetitionData | None = None) -> FoldsResult:
     """Read the training table, split it, and write the folds CSV and JSON atomically.
 
     An existing folds file made from the same table with the same method, k and seed is kept as it is. One made
     otherwise is an error unless ``force``, since every experiment's OOF predictions depend on it. The CSV and the
     JSON are one output: the JSON, written last, records the CSV's sha256, and a pair that does not match (a killed
-    writer) counts as absent. A lock beside them makes a second writer at the same time a clear error.
+    writer) counts as absent. A lock beside them makes a second writer at the same time a clear error. ``data`` is
+    the training table when the caller has read it already.
     """
-    data = load_train(config.data)
+    data = data if data is not None else load_train(config.data)
     path = Path(config.folds.file)
     if path.suffix.lower() != ".csv":
         raise KagglecvError(f"folds.file {str(path)!r}: expected a .csv file name (its report is written beside it as .json)")

@@ -1,6 +1,7 @@
 """``kagglecv run``: folds (when missing), every fold trained (resuming killed ones), prediction with the configured
 TTA, the score, and the submission when a sample is configured. Each step is its stage's own function; re-running
-skips what is done."""
+skips what is done. The tables are read once and handed to every stage; without TTA the train stage's predictions
+are the final ones (nothing is predicted twice), and with TTA the train stage skips the test pass predict redoes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 from .config import Config
 from .console import Console
 from .folds import make_folds
-from .predict import predict_run
+from .data import load_train
+from .inputs import load_stage_inputs
+from .predict import predict_run, record_trained_predictions, trained_predictions_suffice
 from .run_dir import RunDir
 from .score import ScoreResult, score_run
 from .submission import write_submission
@@ -32,13 +35,19 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
     """The whole pipeline for one experiment; returns what the closing summary prints."""
     console = console or Console()
     started = time.time()
+    data = load_train(config.data)  # read, checked and hashed once, for every stage
     if not Path(config.folds.file).is_file():
-        result = make_folds(config)
+        result = make_folds(config, data=data)
         console.line(f"folds: wrote {result.path}")
-    train_run(config, resume=True, force=force, console=console)
+    inputs = load_stage_inputs(config, data)
+    plain = trained_predictions_suffice(config)
+    train_run(config, resume=True, force=force, console=console, inputs=inputs, predict_test=plain)
     run = RunDir(config.run_dir)
-    predict_run(run.path, console=console)
-    result = score_run(run.path)
+    if plain and (inputs.test is None or run.test_path.is_file()):
+        record_trained_predictions(run.path, inputs, console=console)
+    else:  # TTA (or other weights): the predict stage makes oof.csv and test.csv; train skipped its test pass
+        predict_run(run.path, console=console, inputs=inputs)
+    result = score_run(run.path, data=data)
     submission = None
     if config.submit.sample is not None and run.test_path.is_file():
         submission = write_submission(run.path, config.submit.sample, config.experiment,

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import Config
 from .console import Console
-from .data import load_test, load_train
 from .errors import KagglecvError
 from .files import write_json
-from .folds import read_folds
 from .inference import FoldPredictor, probabilities_from_logits, tta_view
+from .inputs import StageInputs, load_stage_inputs
 from .metrics import get_metric, resolve_metric, score
-from .predictions import write_predictions
+from .predictions import read_predictions, write_predictions
 from .run_dir import RunDir
 
 AUTO_CANDIDATES = ("hflip", "vflip", "transpose", "scale:0.875", "scale:1.15")
@@ -34,12 +34,14 @@ class PredictResult:
     candidate_scores: dict[str, float]
 
 
-def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Console | None = None) -> PredictResult:
+def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Console | None = None,
+                inputs: StageInputs | None = None) -> PredictResult:
     """Predict every fold's held-out rows and the test set with TTA; rewrite the run's oof.csv and test.csv.
 
     Args:
         run_path: ``runs/<experiment>`` of a trained run (every fold done).
         tta: views to average, or ``"auto"``; the config's ``predict.tta`` when None.
+        inputs: the tables and folds, when the caller has read them (``kagglecv run``).
     """
     console = console or Console()
     run = RunDir(run_path)
@@ -48,10 +50,8 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     views = ["none", *AUTO_CANDIDATES] if tta == "auto" else list(tta)
     for name in views:
         tta_view(name)
-    data = load_train(config.data)
-    fold_of = read_folds(Path(config.folds.file), data)
-    test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
-    n_folds = int(fold_of.max()) + 1
+    inputs = inputs or load_stage_inputs(config)
+    data, fold_of, test, n_folds = inputs.data, inputs.fold_of, inputs.test, inputs.n_folds
     missing = [fold for fold in range(n_folds) if not run.fold(fold).is_done()]
     if missing:
         raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
@@ -76,10 +76,31 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
         per_fold = [_combine([test_logits[name][fold] for name in chosen], data.task, config.predict.tta_space)
                     for fold in range(n_folds)]
         write_predictions(run.test_path, test.ids, np.mean(per_fold, axis=0), data.classes)
-    oof_score = score(metric, data.task, data.targets, oof)
+    return _record(run, config, data.task, metric, score(metric, data.task, data.targets, oof), chosen,
+                   candidate_scores, tta == "auto", console)
+
+
+def trained_predictions_suffice(config: Config) -> bool:
+    """True when ``predict`` would only repeat the train stage: no TTA, and the weights each fold selected."""
+    return config.predict.tta == ["none"] and config.predict.weights == "auto"
+
+
+def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Console | None = None) -> PredictResult:
+    """``predict.json`` for a run whose train stage already wrote what ``predict`` would (see
+    :func:`trained_predictions_suffice`): its oof.csv and test.csv are scored and kept, not recomputed."""
+    run = RunDir(run_path)
+    config, data = run.read_config(), inputs.data
+    oof = read_predictions(run.oof_path, data.classes).set_index("id").reindex(data.ids)
+    metric = resolve_metric(config.metric, data.task).name
+    oof_score = score(metric, data.task, data.targets, oof[data.classes].to_numpy())
+    return _record(run, config, data.task, metric, oof_score, ["none"], {"none": oof_score}, False,
+                   console or Console())
+
+
+def _record(run: RunDir, config: Config, task: str, metric: str, oof_score: float, chosen: list[str],
+            candidate_scores: dict[str, float], auto: bool, console: Console) -> PredictResult:
     write_json(run.predict_path, {"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
-                                           "oof_score": oof_score, "candidate_scores": candidate_scores,
-                                           "auto": tta == "auto"})
+                                  "oof_score": oof_score, "candidate_scores": candidate_scores, "auto": auto})
     console.line(f"{run.name}: OOF {metric} {oof_score:.4f} with TTA {chosen}")
     return PredictResult(chosen, oof_score, metric, candidate_scores)
 

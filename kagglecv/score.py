@@ -39,11 +39,13 @@ class ScoreResult:
         return asdict(self)
 
 
-def score_run(run_path: Path, metric: str | None = None, write: bool = True) -> ScoreResult:
-    """Score ``run_path/oof.csv`` against the run's training table; write ``score.json`` beside it."""
+def score_run(run_path: Path, metric: str | None = None, write: bool = True,
+              data: CompetitionData | None = None) -> ScoreResult:
+    """Score ``run_path/oof.csv`` against the run's training table (``data``, when the caller has read it);
+    write ``score.json`` beside it."""
     run = RunDir(run_path)
     config = run.read_config()
-    data = run.load_targets(config)
+    data = data if data is not None else run.load_targets(config)
     result = score_predictions_frame(read_predictions(run.oof_path, data.classes), data,
                                      metric or config.metric, source=run.oof_path)
     if write:

@@ -10,44 +10,35 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import math
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
-from timm.data import Mixup
-from timm.loss import create_classification_loss
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3
 from torch import nn
-from torch.utils.data import DataLoader
 
+from .checkpoint import Checkpoints
+from .components import build_fold_components
 from .config import Config
 from .console import Console, EpochProgress
-from .data import CompetitionData, load_test, load_train
-from .errors import KagglecvError
-from .files import remove_stale_temporaries, write_bytes_keep_previous, write_csv, write_json
-from .folds import read_folds
+from .data import CompetitionData
 from .decoding import check_images
-from .images import ImageDataset, build_augment
+from .errors import KagglecvError
+from .files import remove_stale_temporaries, write_csv, write_json
 from .inference import FoldPredictor, probabilities_from_logits, run_inference
+from .inputs import StageInputs, load_stage_inputs
 from .metrics import DEFAULT_METRIC, get_metric, score
-from .models import create_model, freeze_for_epoch, input_normalization, set_frozen_batchnorm_eval
+from .models import freeze_for_epoch, set_frozen_batchnorm_eval
 from .plots import plot_curves
 from .predictions import average_predictions, merge_oof, write_predictions
 from .run_dir import RunDir, prepare_run_dir
-from .runtime import (Runtime, all_gather, autocast_dtype, barrier, capture_rng_state, restore_rng_state,
-                      seed_everything, setup_runtime)
-from .sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
-from .weights import load_torch, save_weights
+from .runtime import Runtime, all_gather, barrier, setup_runtime
+from .weights import save_weights
 
 
 class TrainingDiverged(KagglecvError):
@@ -91,32 +82,33 @@ class FoldOutcome:
 
 
 def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = False, force: bool = False,
-              console: Console | None = None) -> list[FoldOutcome]:
+              console: Console | None = None, inputs: StageInputs | None = None,
+              predict_test: bool = True) -> list[FoldOutcome]:
     """Train the given folds (all when None) of ``config``'s experiment; merge predictions when all are done.
 
     Args:
         folds: fold numbers to train; the others are left alone (run them elsewhere, in parallel).
         resume: continue a fold killed mid-training from its ``last.pt``.
         force: accept a config that differs from the one the run folder was started with.
+        inputs: the tables and folds, when the caller has read them (``kagglecv run``).
+        predict_test: predict the test set with each fold's best weights; off when a TTA predict stage follows.
     """
     console = console or Console()
     runtime = setup_runtime(config.train.device)
-    data = load_train(config.data)
-    fold_of = read_folds(Path(config.folds.file), data)
-    test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
-    check_images([*data.paths, *(test.paths if test is not None else [])])
+    inputs = inputs or load_stage_inputs(config)
+    data, test = inputs.data, inputs.test if predict_test else None
+    check_images([*data.paths, *(inputs.test.paths if inputs.test is not None else [])])
     run = prepare_run_dir(config, force=force)
-    n_folds = int(fold_of.max()) + 1
-    chosen = list(folds) if folds is not None else list(range(n_folds))
-    bad = [fold for fold in chosen if not 0 <= fold < n_folds]
+    chosen = list(folds) if folds is not None else list(range(inputs.n_folds))
+    bad = [fold for fold in chosen if not 0 <= fold < inputs.n_folds]
     if bad:
-        raise KagglecvError(f"--fold {bad[0]}: expected 0..{n_folds - 1} (the folds file has {n_folds} folds)")
+        raise KagglecvError(f"--fold {bad[0]}: expected 0..{inputs.n_folds - 1} (the folds file has {inputs.n_folds} folds)")
     # The run's identity is written once a fold can start (so a failed start leaves none), and once per command.
     write_identity = functools.cache(lambda: run.write_identity(config, data) if runtime.is_main else None)
-    outcomes = [_train_fold(config, data, fold_of, test, fold, run, runtime, console, resume, write_identity)
+    outcomes = [_train_fold(config, data, inputs.fold_of, test, fold, run, runtime, console, resume, write_identity)
                 for fold in chosen]
     if runtime.is_main:
-        finish_run(run, data, n_folds, test is not None, console)
+        finish_run(run, data, inputs.n_folds, console)
     return outcomes
 
 
@@ -135,13 +127,15 @@ def _train_fold(config: Config, data: CompetitionData, fold_of: np.ndarray, test
         return trainer.fit(resume=resume)
 
 
-def finish_run(run: RunDir, data: CompetitionData, n_folds: int, has_test: bool, console: Console) -> bool:
-    """When every fold is done: write the run's ``oof.csv`` (every id once) and fold-averaged ``test.csv``."""
+def finish_run(run: RunDir, data: CompetitionData, n_folds: int, console: Console) -> bool:
+    """When every fold is done: write the run's ``oof.csv`` (every id once), and the fold-averaged ``test.csv``
+    when every fold predicted the test set."""
     folds = [run.fold(index) for index in range(n_folds)]
     if not all(fold.is_done() for fold in folds):
         return False
     oof = merge_oof([fold.oof_path for fold in folds], data.ids, data.classes)
     write_csv(run.oof_path, oof, float_format="%.7g")
+    has_test = all(fold.test_path.is_file() for fold in folds)
     if has_test:
         test = average_predictions([fold.test_path for fold in folds], data.classes)
         write_csv(run.test_path, test, float_format="%.7g")
@@ -209,136 +203,39 @@ class BestTracker:
 
 
 class FoldTrainer:
-    """Trains one fold. Construct, then call :meth:`fit`."""
+    """Trains one fold. Construct, then call :meth:`fit`.
+
+    Three pieces do the work the loop reads as: :func:`~kagglecv.components.build_fold_components` (what it trains
+    with), :class:`~kagglecv.checkpoint.Checkpoints` (``last.pt``) and :class:`BestTracker` (which epoch is best).
+    """
 
     def __init__(self, config: Config, data: CompetitionData, fold_of: np.ndarray, test: CompetitionData | None,
                  fold: int, run: RunDir, runtime: Runtime, console: Console):
-        self.config, self.data, self.test, self.fold, self.runtime, self.console = config, data, test, fold, runtime, console
-        self.cfg = config.train
-        self.folder = run.fold(fold)
+        self.config, self.cfg, self.data, self.test = config, config.train, data, test
+        self.fold, self.runtime, self.console, self.folder = fold, runtime, console, run.fold(fold)
         self.metric = main_metric(config, data.task)
-        self.train_rows = np.flatnonzero(fold_of != fold)
-        self.valid_rows = np.flatnonzero(fold_of == fold)
-        self.num_outputs = 1 if data.task == "binary" else len(data.classes)
-        seed_everything(self.cfg.seed + fold)
+        self.parts = build_fold_components(config, data, fold_of, fold, runtime)
         self.device = runtime.device
-        self.model = create_model(config.model, self.num_outputs).to(self.device)
-        if self.cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.train_targets = self._loss_targets()
-        self.train_loader, self.valid_loader = self._loaders()
-        self.optimizer = create_optimizer_v2(self.model, opt=self.cfg.opt, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
-                                             momentum=self.cfg.momentum, layer_decay=config.model.layer_decay)
-        self.batches_per_epoch = len(self.train_loader)
-        self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / self.cfg.accum_steps))
-        self.scheduler = self._scheduler()
-        self.criterion = self._criterion().to(self.device)
-        self.mixup = self._mixup()
-        self.ema = ModelEmaV3(self.model, decay=self.cfg.ema_decay, use_warmup=True) if self.cfg.ema else None
-        self.amp_dtype = autocast_dtype(self.cfg.amp, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.train_model = self._wrap_model()
         self.epoch, self.global_step, self.history = 0, 0, []
-        self.resume_step, self.partial_epoch, self.stop_signal = 0, None, None
+        self.resume_step, self.partial_epoch, self.stop_signal, self.last_selection = 0, None, None, math.nan
         self.best = BestTracker()
-        # Every object with state_dict/load_state_dict, saved and restored by one loop: a new one is one new key.
-        self.stateful = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                         "scaler": self.scaler, "ema": self.ema, "best": self.best}
-
-    # ----- set-up -----------------------------------------------------------------------------------------------
-    def _loss_targets(self) -> np.ndarray:
-        if self.data.task == "multilabel":
-            return (self.data.targets != 0).astype(np.float32)
-        if self.data.task == "binary":
-            return self.data.targets.astype(np.float32)[:, None]
-        return self.data.targets
-
-    def _loaders(self) -> tuple[DataLoader, DataLoader]:
-        in_chans = self.config.model.in_chans
-        mean, std = input_normalization(self.model, self.config.augment.mean, self.config.augment.std, in_chans)
-        size, seed = self.config.model.img_size, self.cfg.seed + self.fold
-        train_set = ImageDataset(self.data.paths, self.train_targets,
-                                 build_augment(self.config.augment.train, size, mean, std, train=True,
-                                               hflip=self.config.augment.hflip), seed,
-                                 skip_unreadable=True, channels=in_chans)
-        valid_set = ImageDataset(self.data.paths, self.train_targets,  # an OOF row is never dropped: errors raise
-                                 build_augment(self.config.augment.eval, size, mean, std, train=False), None,
-                                 channels=in_chans)
-        weights = balanced_weights(self.data.targets[self.train_rows]) if self.cfg.sampler == "balanced" else None
-        if weights is not None and self.data.task == "multilabel":
-            raise KagglecvError("train.sampler=balanced needs one label per row; the task is multilabel")
-        rank, world = self.runtime.rank, self.runtime.world_size
-        self.train_sampler = EpochSampler(self.train_rows, shuffle=True, seed=seed, weights=weights, rank=rank, world_size=world)
-        valid_sampler = EpochSampler(self.valid_rows, shuffle=False, rank=rank, world_size=world)
-        drop_last = len(self.train_sampler) > self.cfg.batch_size
-        train_loader = build_loader(train_set, self.train_sampler, self.cfg.batch_size, self.cfg.num_workers, self.device,
-                                    drop_last, collate_fn=collate_skipping_unreadable)
-        valid_loader = build_loader(valid_set, valid_sampler, self.cfg.batch_size, self.cfg.num_workers, self.device)
-        return train_loader, valid_loader
-
-    def _scheduler(self):
-        if self.cfg.sched == "none":
-            return None
-        scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched=self.cfg.sched, num_epochs=self.cfg.epochs, decay_epochs=self.cfg.decay_epochs,
-            decay_milestones=self.cfg.decay_milestones, decay_rate=self.cfg.decay_rate, min_lr=self.cfg.min_lr,
-            warmup_lr=self.cfg.warmup_lr, warmup_epochs=self.cfg.warmup_epochs, plateau_mode="max",
-            step_on_epochs=self.cfg.sched == "plateau", updates_per_epoch=self.steps_per_epoch)
-        return scheduler
-
-    def _criterion(self) -> nn.Module:
-        multi_label = self.data.task != "multiclass"
-        soft = self.cfg.mixup > 0 or self.cfg.cutmix > 0
-        kind = {"auto": None, "focal": "poly"}.get(self.cfg.loss, self.cfg.loss)
-        options = {"poly_epsilon": 0.0, "poly_gamma": 2.0} if self.cfg.loss == "focal" else {}
-        if self.cfg.class_weights:
-            weight = self._inverse_frequency_weights(multi_label)
-            if not multi_label:  # timm's factory weights only BCE/ASL; torch's CE takes weights, soft targets too
-                if self.cfg.loss not in ("auto", "ce"):
-                    raise KagglecvError(f"train.class_weights works with loss ce for multiclass, got {self.cfg.loss!r}")
-                return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if soft else self.cfg.label_smoothing)
-            options["pos_weight"] = weight
-        return create_classification_loss(kind, multi_label=multi_label, smoothing=self.cfg.label_smoothing,
-                                          soft_targets=soft and not multi_label, **options)
-
-    def _inverse_frequency_weights(self, multi_label: bool) -> torch.Tensor:
-        """Per class: rows / (classes x rows of the class) for CE; negatives / positives for BCE's pos_weight."""
-        targets = self.train_targets[self.train_rows]
-        if multi_label:
-            positives = targets.sum(axis=0)
-            return torch.tensor((len(targets) - positives) / np.maximum(positives, 1), dtype=torch.float32)
-        counts = np.bincount(targets, minlength=self.num_outputs)
-        return torch.tensor(len(targets) / (self.num_outputs * np.maximum(counts, 1)), dtype=torch.float32)
-
-    def _mixup(self) -> Mixup | None:
-        if self.cfg.mixup <= 0 and self.cfg.cutmix <= 0:
-            return None
-        return Mixup(mixup_alpha=self.cfg.mixup, cutmix_alpha=self.cfg.cutmix, prob=self.cfg.mixup_prob,
-                     label_smoothing=self.cfg.label_smoothing, num_classes=self.num_outputs,
-                     multi_label=self.data.task != "multiclass")
-
-    def _wrap_model(self) -> nn.Module:
-        model = self.model
-        self.ddp_model = None
-        if self.runtime.distributed:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            model = self.ddp_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=device_ids, find_unused_parameters=self.config.model.freeze is not None)
-        if self.cfg.compile:
-            model = torch.compile(model)
-        return model
+        parts = self.parts
+        self.checkpoints = Checkpoints(self.folder, {
+            "model": parts.model, "optimizer": parts.optimizer, "scheduler": parts.scheduler,
+            "scaler": parts.scaler, "ema": parts.ema, "best": self.best}, console.line)
 
     # ----- the loop ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> FoldOutcome:
         started = time.time()
         self._restore_or_start(resume)
-        with _stop_requests(self), EpochProgress(self.console, self.fold, self.cfg.epochs, len(self.train_loader), enabled=self.runtime.is_main) as progress:
+        with _stop_requests(self), EpochProgress(self.console, self.fold, self.cfg.epochs, self.parts.batches_per_epoch,
+                                                 enabled=self.runtime.is_main) as progress:
             while self.epoch < self.cfg.epochs and not self._patience_exhausted():
                 row = self._train_epoch(progress)
                 row |= self._evaluate_epoch()
                 self.history.append(row)
-                if self.scheduler is not None and self.cfg.sched == "plateau":
-                    self.scheduler.step(self.epoch + 1, self.last_selection)
+                if self.parts.scheduler is not None and self.cfg.sched == "plateau":
+                    self.parts.scheduler.step(self.epoch + 1, self.last_selection)
                 self.epoch += 1
                 self._save_last()
                 progress.epoch_done(row, self.metric)
@@ -351,18 +248,19 @@ class FoldTrainer:
         return outcome
 
     def _train_epoch(self, progress: EpochProgress) -> dict:
-        frozen = freeze_for_epoch(self.model, self.config.model, self.epoch)
-        self.train_model.train()
-        set_frozen_batchnorm_eval(self.model, frozen)
-        self.train_sampler.set_epoch(self.epoch)
+        parts = self.parts
+        frozen = freeze_for_epoch(parts.model, self.config.model, self.epoch)
+        parts.train_model.train()
+        set_frozen_batchnorm_eval(parts.model, frozen)
+        parts.train_sampler.set_epoch(self.epoch)
         first_step, partial = self.resume_step, self.partial_epoch
-        self.train_sampler.set_start(first_step * self.cfg.batch_size)
+        parts.train_sampler.set_start(first_step * self.cfg.batch_size)
         self.resume_step, self.partial_epoch = 0, None
         progress.start_epoch(self.epoch, first_step)
         loss_sum, seen, skipped, data_time, step_time = partial or (0.0, 0, 0, 0.0, 0.0)
         loss_sum = torch.tensor(loss_sum, device=self.device)
         tick = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
+        parts.optimizer.zero_grad(set_to_none=True)
         for step, (images, targets, _, n_skipped) in enumerate(self._batches(), start=first_step):
             fetched = time.perf_counter()
             data_time += fetched - tick
@@ -377,21 +275,24 @@ class FoldTrainer:
             step_time += tick - fetched
             if self.stop_signal is not None and need_update:
                 self._save_mid_epoch(step + 1, (loss_sum.item(), seen, skipped, data_time, step_time))
-        self.train_sampler.set_start(0)
-        totals = all_gather((loss_sum.item(), seen, skipped, data_time, step_time), self.runtime)
+        parts.train_sampler.set_start(0)
+        return self._epoch_row(loss_sum.item(), seen, skipped, data_time, step_time)
+
+    def _epoch_row(self, loss_sum: float, seen: int, skipped: int, data_time: float, step_time: float) -> dict:
+        totals = all_gather((loss_sum, seen, skipped, data_time, step_time), self.runtime)
         loss_total, seen_total, skipped_total = (sum(t[i] for t in totals) for i in range(3))
         if skipped_total:
             self.console.line(f"fold {self.fold} epoch {self.epoch + 1}: skipped {skipped_total} unreadable training "
                               "images (named in the warnings above)")
         epoch_seconds = max(data_time + step_time, 1e-9)
-        return {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+        return {"epoch": self.epoch, "lr": self.parts.optimizer.param_groups[0]["lr"],
                 "train_loss": loss_total / max(seen_total, 1), "images_per_sec": seen_total / epoch_seconds,
                 "data_time": data_time, "step_time": step_time, "skipped_images": skipped_total}
 
     def _batches(self):
         """The training loader's batches; a data-loading worker that dies becomes a clear error, not a hang."""
         try:
-            yield from self.train_loader
+            yield from self.parts.train_loader
         except RuntimeError as exc:
             if "DataLoader worker" in str(exc):
                 raise KagglecvError(f"fold {self.fold}: a data-loading worker died ({' '.join(str(exc).split())}); "
@@ -401,50 +302,54 @@ class FoldTrainer:
     def _is_update_step(self, step: int) -> bool:
         """The optimizer steps after every ``accum_steps`` batches and after the epoch's last batch (timm's
         ``need_update``), so no accumulated gradient is dropped."""
-        return (step + 1) % self.cfg.accum_steps == 0 or step + 1 == self.batches_per_epoch
+        return (step + 1) % self.cfg.accum_steps == 0 or step + 1 == self.parts.batches_per_epoch
 
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int, need_update: bool) -> torch.Tensor:
+        parts = self.parts
         images = images.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.mixup is not None and len(images) % 2 == 0:
-            images, targets = self.mixup(images, targets)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            loss = self.criterion(self.train_model(images), targets)
+        if parts.mixup is not None and len(images) % 2 == 0:
+            images, targets = parts.mixup(images, targets)
+        with torch.autocast(self.device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None):
+            loss = parts.criterion(parts.train_model(images), targets)
         self._check_finite(loss, step)
         # Under DDP the micro-steps of an accumulation group skip the gradient all-reduce (nanoGPT, timm).
-        skip_sync = self.runtime.distributed and not need_update
-        with self.ddp_model.no_sync() if skip_sync else contextlib.nullcontext():
-            self.scaler.scale(loss / self.cfg.accum_steps).backward()
+        skip_sync = parts.ddp_model is not None and not need_update
+        with parts.ddp_model.no_sync() if skip_sync else contextlib.nullcontext():
+            parts.scaler.scale(loss / self.cfg.accum_steps).backward()
         if need_update:
             self._optimizer_step()
         return loss
 
     def _optimizer_step(self) -> None:
+        parts = self.parts
         if self.cfg.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+            parts.scaler.unscale_(parts.optimizer)
+            nn.utils.clip_grad_norm_(parts.model.parameters(), self.cfg.clip_grad)
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        parts.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        if self.ema is not None:
-            self.ema.update(self.model, step=self.global_step)
-        if self.scheduler is not None and self.cfg.sched != "plateau":
-            self.scheduler.step_update(self.global_step)
+        if parts.ema is not None:
+            parts.ema.update(parts.model, step=self.global_step)
+        if parts.scheduler is not None and self.cfg.sched != "plateau":
+            parts.scheduler.step_update(self.global_step)
 
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
         if not torch.isfinite(loss).item():
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.parts.optimizer.param_groups[0]["lr"]
             kept = (f"{self.folder.last_checkpoint} keeps epoch {self.epoch - 1}" if self.epoch > 0
                     else "no epoch finished, nothing was saved")
             raise TrainingDiverged(f"fold {self.fold}: loss is {loss.item()} at epoch {self.epoch} step {step} "
                                    f"(lr {lr:.3g}); training stopped, {kept}")
 
+    # ----- evaluation and the best epoch ------------------------------------------------------------------------
     def _evaluate_epoch(self) -> dict:
         row = {}
-        for source, model in (("raw", self.model), ("ema", self.ema.module if self.ema else None)):
+        ema = self.parts.ema
+        for source, model in (("raw", self.parts.model), ("ema", ema.module if ema else None)):
             if model is None:
                 continue
             rows, logits, loss = self._predict_valid(model)
@@ -463,17 +368,19 @@ class FoldTrainer:
         return -selection if lower_is_better else selection
 
     def _predict_valid(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
-        rows, by_view = run_inference(model, self.valid_loader, self.device, self.amp_dtype, self.cfg.channels_last)
+        parts = self.parts
+        rows, by_view = run_inference(model, parts.valid_loader, self.device, parts.amp_dtype, self.cfg.channels_last)
         logits = by_view["none"]
-        targets = torch.as_tensor(self.train_targets[rows])
-        loss_fn = nn.BCEWithLogitsLoss(reduction="sum") if self.data.task != "multiclass" else nn.CrossEntropyLoss(reduction="sum")
+        targets = torch.as_tensor(parts.loss_targets[rows])
+        multiclass = self.data.task == "multiclass"
+        loss_fn = nn.CrossEntropyLoss(reduction="sum") if multiclass else nn.BCEWithLogitsLoss(reduction="sum")
         loss_sum = float(loss_fn(torch.as_tensor(logits), targets)) if len(rows) else 0.0
         gathered = all_gather((rows, logits, loss_sum), self.runtime)
         rows = np.concatenate([g[0] for g in gathered])
         logits = np.concatenate([g[1] for g in gathered])
         order = np.argsort(rows)
         # Validation loss is CE per row, or BCE per label (whatever the training loss), so epochs and runs compare.
-        per_row = 1 if self.data.task == "multiclass" else self.num_outputs
+        per_row = 1 if multiclass else logits.shape[1]
         return rows[order], logits[order], sum(g[2] for g in gathered) / max(len(rows) * per_row, 1)
 
     def _keep_if_best(self, source: str, model: nn.Module, score: float, rows: np.ndarray, probabilities: np.ndarray) -> None:
@@ -489,69 +396,45 @@ class FoldTrainer:
         return self.cfg.patience is not None and self.best.epochs_since_best >= self.cfg.patience
 
     # ----- checkpoints ------------------------------------------------------------------------------------------
-    def _state(self, step_in_epoch: int = 0, partial: tuple | None = None) -> dict:
-        state = {name: part.state_dict() for name, part in self.stateful.items() if part is not None}
-        return state | {
-            "epoch": self.epoch, "step_in_epoch": step_in_epoch, "partial_epoch": list(partial or ()),
-            "global_step": self.global_step, "history": self.history, "rng": capture_rng_state(),
-            "config": self.config.model_dump_json(),
-        }
-
-    def _load_state(self, state: dict) -> None:
-        for name, part in self.stateful.items():
-            if part is not None:
-                part.load_state_dict(state[name])
-        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
-        self.resume_step = state.get("step_in_epoch", 0)
-        self.partial_epoch = tuple(state["partial_epoch"]) if self.resume_step else None
-        restore_rng_state(state["rng"])
+    def _progress(self, step_in_epoch: int = 0, partial: tuple | None = None) -> dict:
+        return {"epoch": self.epoch, "step_in_epoch": step_in_epoch, "partial_epoch": list(partial or ()),
+                "global_step": self.global_step, "history": self.history, "config": self.config.model_dump_json()}
 
     def _save_last(self) -> None:
         self.best.end_epoch()
-        if not self.runtime.is_main:
-            barrier(self.runtime)
-            return
-        write_bytes_keep_previous(self.folder.last_checkpoint, _serialize(self._state()), self.folder.previous_checkpoint)
-        write_csv(self.folder.history_path, pd.DataFrame(self.history), float_format="%.6g")
-        plot_curves(self.history, self.metric, self.folder.curves_path, title=f"{self.config.experiment} fold {self.fold}")
+        if self.runtime.is_main:
+            self.checkpoints.save(self._progress())
+            write_csv(self.folder.history_path, pd.DataFrame(self.history), float_format="%.6g")
+            plot_curves(self.history, self.metric, self.folder.curves_path,
+                        title=f"{self.config.experiment} fold {self.fold}")
         barrier(self.runtime)
 
     def _save_mid_epoch(self, step_in_epoch: int, partial: tuple) -> None:
         """On SIGTERM / Ctrl-C: save the exact mid-epoch state, then stop with the signal's exit code."""
+        last = self.folder.last_checkpoint
         if self.runtime.is_main and not self.runtime.distributed:
-            write_bytes_keep_previous(self.folder.last_checkpoint, _serialize(self._state(step_in_epoch, partial)),
-                                      self.folder.previous_checkpoint)
-            where = f"saved epoch {self.epoch} step {step_in_epoch} in {self.folder.last_checkpoint}"
+            self.checkpoints.save(self._progress(step_in_epoch, partial))
+            where = f"saved epoch {self.epoch} step {step_in_epoch} in {last}"
         else:  # ranks would have to agree on the step: keep the last epoch boundary
-            where = f"{self.folder.last_checkpoint} keeps the last finished epoch"
+            where = f"{last} keeps the last finished epoch"
         raise TrainingInterrupted(f"fold {self.fold}: stopped by {signal.Signals(self.stop_signal).name}; {where}; "
                                   "continue with --resume", exit_code=128 + self.stop_signal)
 
     def _restore_or_start(self, resume: bool) -> None:
-        last = self.folder.last_checkpoint
         if self.runtime.is_main:
             self.folder.path.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.folder.path)
-        if not self.folder.has_checkpoint():
+        if not self.checkpoints.exists():
             return
         if not resume:
-            raise KagglecvError(f"fold {self.fold}: {last} holds an unfinished run; pass --resume to continue it, "
-                                f"or delete {self.folder.path} to start the fold again")
-        self._load_state(self._load_checkpoint(last))
+            raise KagglecvError(f"fold {self.fold}: {self.folder.last_checkpoint} holds an unfinished run; pass "
+                                f"--resume to continue it, or delete {self.folder.path} to start the fold again")
+        progress = self.checkpoints.restore()
+        self.epoch, self.global_step, self.history = progress["epoch"], progress["global_step"], list(progress["history"])
+        self.resume_step = progress.get("step_in_epoch", 0)
+        self.partial_epoch = tuple(progress["partial_epoch"]) if self.resume_step else None
         where = f"epoch {self.epoch} step {self.resume_step}" if self.resume_step else f"the end of epoch {self.epoch - 1}"
-        self.console.line(f"fold {self.fold}: resumed at {where} from {last}")
-
-    def _load_checkpoint(self, last: Path) -> dict:
-        """``last.pt``, or the previous checkpoint when it is unreadable; an error naming both when neither loads."""
-        previous = self.folder.previous_checkpoint
-        try:
-            return load_torch(last)
-        except KagglecvError as exc:
-            if not previous.is_file():
-                raise KagglecvError(f"fold {self.fold}: cannot resume: {exc}; delete {self.folder.path} to start the fold "
-                                    "again") from None
-            self.console.line(f"fold {self.fold}: {last} is unreadable ({type(exc).__name__}); resuming from {previous}")
-            return load_torch(previous)
+        self.console.line(f"fold {self.fold}: resumed at {where} from {self.folder.last_checkpoint}")
 
     # ----- outputs ----------------------------------------------------------------------------------------------
     def _finish(self, outcome: FoldOutcome) -> None:
@@ -561,7 +444,8 @@ class FoldTrainer:
             write_json(self.folder.done_path, {
                 "fold": self.fold, "best_epoch": outcome.best_epoch, "best_score": outcome.best_score,
                 "metric": self.metric, "source": outcome.source, "epochs_run": self.epoch,
-                "train_rows": len(self.train_rows), "valid_rows": len(self.valid_rows), "seconds": outcome.seconds,
+                "train_rows": len(self.parts.train_rows), "valid_rows": len(self.parts.valid_rows),
+                "seconds": outcome.seconds,
             })
             self.console.line(f"fold {self.fold}: best {self.metric} {outcome.best_score:.4f} at epoch "
                               f"{outcome.best_epoch} ({outcome.source} weights), {outcome.seconds:.0f} s")
@@ -576,9 +460,3 @@ class FoldTrainer:
         logits = predictor.views(model, self.test.paths, np.arange(len(self.test)), ["none"])["none"]
         write_predictions(self.folder.test_path, self.test.ids, probabilities_from_logits(logits, self.data.task),
                           self.data.classes)
-
-
-def _serialize(state: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()

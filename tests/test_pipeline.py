@@ -56,6 +56,7 @@ def test_run_command_from_table_to_submission(tmp_path, digits_root, task, monke
     assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == test_ids.tolist()
     for fold in (0, 1):
         assert json.loads((run / f"fold{fold}" / "done.json").read_text())["fold"] == fold
+        assert not (run / f"fold{fold}" / "test.csv").exists(), "with TTA, train skips the test pass predict redoes"
 
     again = runner.invoke(app, ["run", "c.yaml"])
     assert again.exit_code == 0 and "done already" in again.output, "a second run skips the trained folds"
@@ -65,3 +66,34 @@ def test_run_command_from_table_to_submission(tmp_path, digits_root, task, monke
 def test_example_configs_load_and_validate(path):
     config = load_config(path)
     assert config.experiment and config.data.train_csv
+
+
+def test_run_without_tta_predicts_nothing_twice_and_reads_the_table_once(tmp_path, digits_root, monkeypatch):
+    import kagglecv.data
+    import kagglecv.pipeline
+    from kagglecv.predict import predict_run
+
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(tmp_path, digits_root, rows=60, predict={"tta": ["none"]})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    table_reads = []
+    real_read = kagglecv.data.read_csv_strings
+    monkeypatch.setattr(kagglecv.data, "read_csv_strings", lambda path: table_reads.append(Path(path)) or real_read(path))
+
+    def no_second_predict(*args, **kwargs):
+        raise AssertionError("predict_run was called although train's predictions are the final ones")
+
+    monkeypatch.setattr(kagglecv.pipeline, "predict_run", no_second_predict)
+    result = runner.invoke(app, ["run", "c.yaml"])
+    assert result.exit_code == 0, result.output
+    assert table_reads.count(Path(config["data"]["train_csv"])) == 1, table_reads
+
+    run = tmp_path / "runs" / "tiny-multiclass"
+    recorded = json.loads((run / "predict.json").read_text())
+    assert recorded["tta"] == ["none"]
+    assert recorded["oof_score"] == pytest.approx(json.loads((run / "score.json").read_text())["overall"], abs=1e-12)
+    kept_oof, kept_test = pd.read_csv(run / "oof.csv"), pd.read_csv(run / "test.csv")
+    predict_run(run)  # what the skipped stage would have written
+    classes = [c for c in kept_test.columns if c != "id"]
+    np.testing.assert_allclose(pd.read_csv(run / "oof.csv")[classes], kept_oof[classes], atol=1e-6)
+    np.testing.assert_allclose(pd.read_csv(run / "test.csv")[classes], kept_test[classes], atol=1e-6)
