@@ -39,11 +39,11 @@ def run(quick: bool = False, rounds: int = 3) -> dict:
     model = timm.create_model("resnet10t", num_classes=10).eval()
     predictor.mean, predictor.std = MEAN, STD
     rows = np.arange(len(test))
-    dataset = ImageDataset(test.paths, None, build_augment("none", 32, MEAN, STD, train=False), seed=None)
+    dataset = ImageDataset(test.images, None, build_augment("none", 32, MEAN, STD, train=False), seed=None)
 
     def kagglecv(views):
         start = time.perf_counter()
-        predictor.views(model, test.paths, rows, views)
+        predictor.views(model, test.images, rows, views)
         return len(rows) / (time.perf_counter() - start)
 
     @torch.inference_mode()

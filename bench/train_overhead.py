@@ -25,7 +25,8 @@ from kagglecv.config import validate_config
 from kagglecv.console import Console, EpochProgress
 from kagglecv.data import load_train
 from kagglecv.folds import assign_folds
-from kagglecv.images import build_augment, decode_image, worker_init
+from kagglecv.decoding import decode_image
+from kagglecv.images import build_augment, worker_init
 from kagglecv.run_dir import RunDir
 from kagglecv.runtime import Runtime, available_cores
 from kagglecv.train import FoldTrainer
@@ -85,7 +86,7 @@ def run(quick: bool = False, rounds: int = 5, model_name: str = "resnet10t", bat
     model = timm.create_model(model_name, num_classes=len(data.classes))
     transform = build_augment("light", 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), train=True)
     train_rows = np.flatnonzero(fold_of != 0).tolist()
-    loader = DataLoader(torch.utils.data.Subset(BareDataset(data.paths, data.targets, transform), train_rows),
+    loader = DataLoader(torch.utils.data.Subset(BareDataset(data.images, data.targets, transform), train_rows),
                         batch_size=batch_size, shuffle=True, drop_last=True, num_workers=available_cores(),
                         persistent_workers=True, worker_init_fn=worker_init, prefetch_factor=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)

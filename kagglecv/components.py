@@ -25,7 +25,7 @@ from .config import Config
 from .data import CompetitionData
 from .errors import KagglecvError
 from .images import ImageDataset, build_augment
-from .models import create_model, input_normalization
+from .models import check_parameter_budget, create_model, input_normalization
 from .runtime import Runtime, autocast_dtype, seed_everything
 from .sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
 
@@ -64,7 +64,9 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     check_fold_settings(config, data)
     seed_everything(cfg.seed + fold)
     device = runtime.device
-    model = create_model(config.model, num_outputs(data)).to(device)
+    model = create_model(config.model, num_outputs(data))
+    check_parameter_budget(model, config.model)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
@@ -110,11 +112,11 @@ def _loaders(config: Config, data: CompetitionData, model: nn.Module, loss_targe
     cfg, in_chans = config.train, config.model.in_chans
     mean, std = input_normalization(model, config.augment.mean, config.augment.std, in_chans)
     size, seed = config.model.img_size, cfg.seed + fold
-    train_set = ImageDataset(data.paths, loss_targets,
+    train_set = ImageDataset(data.images, loss_targets,
                              build_augment(config.augment.train, size, mean, std, train=True,
                                            hflip=config.augment.hflip), seed,
                              skip_unreadable=True, channels=in_chans)
-    valid_set = ImageDataset(data.paths, loss_targets,  # an OOF row is never dropped: errors raise
+    valid_set = ImageDataset(data.images, loss_targets,  # an OOF row is never dropped: errors raise
                              build_augment(config.augment.eval, size, mean, std, train=False), None,
                              channels=in_chans)
     weights = balanced_weights(data.targets[train_rows]) if cfg.sampler == "balanced" else None

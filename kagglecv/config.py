@@ -6,6 +6,8 @@ read relative to the working directory, the folder the user runs kagglecv from (
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -42,8 +44,35 @@ def check_tta_view(name: str) -> float | None:
     raise ValueError(f"unknown view {name!r}; expected {', '.join(TTA_VIEWS)} or scale:F")
 
 
+OWN_MODEL_NAME = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+@dataclass(frozen=True)
+class OwnModelName:
+    """``model.name`` written as ``path/to/nets.py:name``: an architecture in the user's own file."""
+
+    file: Path
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> "OwnModelName | None":
+        """The file and the name; None for a timm model name."""
+        match = OWN_MODEL_NAME.match(text)
+        return cls(Path(match["file"]), match["name"]) if match else None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PixelsConfig(_Section):
+    """The image shape of a pixel table (columns pixel0..pixelN-1); a square grey image is inferred without it."""
+
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    channels: Literal[1, 3] = 1
+    layout: Literal["hwc", "chw"] = Field("hwc", description="Colour: pixels ordered (row, column, channel) or "
+                                          "(channel, row, column).")
 
 
 class DataConfig(_Section):
@@ -66,6 +95,8 @@ class DataConfig(_Section):
     classes_file: Optional[Path] = Field(None, description="A text file with one class name per line, in order.")
     label_sep: str = Field(" ", description="Separator of labels in a multi-label string column.")
     group_col: Optional[str] = Field(None, description="A patient, video or track id that folds keep whole.")
+    pixels: Optional[PixelsConfig] = Field(None, description="Pixel tables: the image shape, when not a square "
+                                           "grey image.")
 
 
     @model_validator(mode="after")
@@ -133,7 +164,8 @@ class HeadConfig(_Section):
 class ModelConfig(_Section):
     """The timm backbone and its head."""
 
-    name: str = Field("resnet18", description="Any timm model name (timm.list_models()).")
+    name: str = Field("resnet18", description="Any timm model name (timm.list_models()), or an architecture in "
+                      "your own file as path/to/nets.py:name (the file runs when the model is built).")
     pretrained: Union[bool, Path] = Field(
         False,
         description="false; true (timm's own loading, from the local hub cache when offline); or a .safetensors/"
@@ -149,6 +181,9 @@ class ModelConfig(_Section):
     )
     unfreeze_epoch: Optional[int] = Field(None, ge=1, description="Epoch (0-based) at which frozen layers train again.")
     layer_decay: Optional[float] = Field(None, gt=0.0, le=1.0, description="Layer-wise lr decay (timm layer_decay).")
+    small_input: bool = Field(False, description="Stride-1 stem without max-pool (CIFAR style) for 28-64 px images; "
+                              "timm ResNet family only.")
+    max_params: Optional[int] = Field(None, ge=1, description="Refuse a model with more parameters before training.")
 
     @field_validator("in_chans")
     @classmethod

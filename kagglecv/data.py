@@ -13,6 +13,7 @@ Columns holding -1 are read in the VOC convention: -1 absent, 0 difficult, 1 pre
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import io
 import re
@@ -25,12 +26,14 @@ import pandas as pd
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from .config import DataConfig
+from .pixels import PixelImages, pixel_columns, pixel_shape, read_pixels
 from .errors import DataError, summarize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 MISSING_TOKENS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"})
 PRESENT, ABSENT, DIFFICULT = 1, 0, -1
 RESERVED_COLUMNS = ("id", "fold")
+MAX_TABLE_BYTES = 2 << 30  # a decompressed .csv.gz larger than this is refused (a gzip bomb)
 
 
 class DataWarning(UserWarning):
@@ -43,7 +46,8 @@ class CompetitionData:
 
     Attributes:
         ids: image ids, strings exactly as written in the CSV.
-        paths: image file per row, or None when no image folder is configured (folds need no images).
+        images: image file per row, or the pixel rows of a pixel table (:class:`~kagglecv.pixels.PixelImages`),
+            or None when no image folder is configured (folds need no images).
         task: ``multiclass``, ``multilabel`` or ``binary``.
         classes: class names in their fixed order (prediction columns follow it).
         targets: encoded targets (see the module docstring); None for a test table.
@@ -52,7 +56,7 @@ class CompetitionData:
     """
 
     ids: np.ndarray
-    paths: list[Path] | None
+    images: list[Path] | PixelImages | None
     task: str
     classes: list[str]
     targets: np.ndarray | None
@@ -89,21 +93,28 @@ class CompetitionData:
 
 
 def read_csv_strings(path: Path) -> pd.DataFrame:
-    """Read a CSV with every cell as a string: ids like ``000123`` stay as written, empty cells stay ``""``.
+    """Read a CSV (or ``.csv.gz``) with every cell as a string: ids like ``000123`` stay as written, empty cells
+    stay ``""``.
 
     Accepts a UTF-8 byte-order mark, Windows line ends, and ``;`` as separator (detected from the header line).
     Another encoding is an error naming the file and the first bad byte (convert it to UTF-8 first), since a
     guessed encoding would silently change ids and class names.
     """
+    raw = read_table_bytes(path)
+    return _string_frame(raw, _separator(raw), Path(path))
+
+
+def read_table_bytes(path: Path) -> bytes:
+    """The bytes of a CSV or ``.csv.gz`` table, checked to be UTF-8 text (decompressed size bounded)."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; expected a CSV file")
     try:
-        raw = path.read_bytes()
+        raw = _decompressed(path) if path.suffix.lower() == ".gz" else path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"file not found: {path}") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except OSError as exc:  # includes gzip.BadGzipFile
+        raise DataError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{path}: UTF-16 text; expected UTF-8 (save it as UTF-8 CSV)")
     try:
@@ -114,14 +125,57 @@ def read_csv_strings(path: Path) -> pd.DataFrame:
                         "expected a UTF-8 CSV (e.g. re-save it as UTF-8)") from None
     if "\x00" in text:
         raise DataError(f"{path}: holds NUL bytes; expected a text CSV, not a binary file")
-    header = text.split("\n", 1)[0]
-    sep = ";" if header.count(";") > header.count(",") else ","
+    return raw
+
+
+def _decompressed(path: Path) -> bytes:
+    with gzip.open(path, "rb") as stream:
+        raw = stream.read(MAX_TABLE_BYTES + 1)
+    if len(raw) > MAX_TABLE_BYTES:
+        raise DataError(f"{path}: decompresses to more than {MAX_TABLE_BYTES >> 30} GiB; refused")
+    return raw
+
+
+def _separator(raw: bytes) -> str:
+    header = raw.split(b"\n", 1)[0]
+    return ";" if header.count(b";") > header.count(b",") else ","
+
+
+def _string_frame(raw: bytes, sep: str, path: Path, usecols: list[str] | None = None) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+        frame = pd.read_csv(io.BytesIO(raw), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                            encoding="utf-8-sig", usecols=usecols)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV: {' '.join(str(exc).split())}") from None
     frame.columns = [str(column).strip() for column in frame.columns]
     return frame
+
+
+@dataclass
+class Table:
+    """A competition table: its cells as strings, and its images when it is a pixel table."""
+
+    frame: pd.DataFrame
+    pixels: PixelImages | None
+    is_pixel_table: bool
+
+
+def read_competition_table(path: Path, pixels: object | None, with_images: bool = True) -> Table:
+    """A training or test table; a pixel table's ``pixel<i>`` columns become a :class:`PixelImages` (or are
+    skipped when ``with_images`` is False) and only its other columns are read as strings."""
+    path = Path(path)
+    raw = read_table_bytes(path)
+    sep = _separator(raw)
+    header = [column.strip() for column in _string_frame(raw.split(b"\n", 1)[0] + b"\n", sep, path).columns]
+    columns = pixel_columns(header, path)
+    if not columns:
+        return Table(_string_frame(raw, sep, path), None, False)
+    others = [column for column in header if column not in set(columns)]
+    images = None
+    if with_images:
+        images = PixelImages(read_pixels(raw, sep, columns, pixel_shape(len(columns), pixels, path), path), path)
+    frame = _string_frame(raw, sep, path, usecols=others or columns[:1])
+    return Table(frame[others], images, True)
 
 
 def _require_rows(frame: pd.DataFrame, source: Path, what: str) -> None:
@@ -129,46 +183,68 @@ def _require_rows(frame: pd.DataFrame, source: Path, what: str) -> None:
         raise DataError(f"{source}: the {what} table has a header but no rows")
 
 
-def load_train(config: DataConfig) -> CompetitionData:
-    """Read and validate the training table named by ``config``.
+def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
+    """Read and validate the training table named by ``config`` (its images too, unless ``with_images`` is False).
 
     Raises:
         DataError: every problem found (duplicate ids, missing images, bad labels, empty cells), one line per
             kind, each naming the file, the lines and the values, with the count when there are many.
     """
-    frame = read_csv_strings(config.train_csv)
     source = config.train_csv
+    table = read_competition_table(source, config.pixels, with_images)
+    frame = table.frame
     _require_rows(frame, source, "training")
     problems: list[str] = []
     target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
-    _require_columns(frame, source, [config.id_col, *target_columns, *_optional(config.group_col, config.image_col)])
-    ids = _check_ids(frame, config.id_col, source, problems)
+    ids = _table_ids(frame, config, source, table.is_pixel_table, problems)
+    _require_columns(frame, source, [*target_columns, *_optional(config.group_col, config.image_col)])
     task, classes, targets = encode_targets(frame, config, problems)
     groups = _read_groups(frame, config.group_col, source, problems)
-    paths = resolve_image_paths(frame, ids, config.image_dir, config.image_col, source, problems)
+    image_dir = config.image_dir if with_images else None
+    images = _table_images(table, frame, ids, image_dir, config.image_col, source, problems)
     reserved = [name for name in classes if name in RESERVED_COLUMNS]
     if reserved:
         problems.append(f"{source}: class names {summarize(reserved, quote=True)} collide with the prediction files' "
                         f"own columns ({', '.join(RESERVED_COLUMNS)}); rename those classes")
     if problems:
         raise DataError("\n".join(problems))
-    return CompetitionData(ids, paths, task, classes, targets, groups, source)
+    return CompetitionData(ids, images, task, classes, targets, groups, source)
 
 
 def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionData:
-    """Read the test table (ids, and image paths under ``test_image_dir`` or ``image_dir``)."""
+    """Read the test table (ids, and images: under ``test_image_dir`` or ``image_dir``, or its pixel columns)."""
     if config.test_csv is None:
         raise DataError("data.test_csv is not set in the config")
-    frame = read_csv_strings(config.test_csv)
+    table = read_competition_table(config.test_csv, config.pixels)
+    frame = table.frame
     _require_rows(frame, config.test_csv, "test")
-    _require_columns(frame, config.test_csv, [config.id_col, *_optional(config.image_col)])
     problems: list[str] = []
-    ids = _check_ids(frame, config.id_col, config.test_csv, problems)
-    image_dir = config.test_image_dir or config.image_dir
-    paths = resolve_image_paths(frame, ids, image_dir, config.image_col, config.test_csv, problems)
+    ids = _table_ids(frame, config, config.test_csv, table.is_pixel_table, problems)
+    _require_columns(frame, config.test_csv, _optional(config.image_col))
+    images = _table_images(table, frame, ids, config.test_image_dir or config.image_dir, config.image_col,
+                           config.test_csv, problems)
     if problems:
         raise DataError("\n".join(problems))
-    return CompetitionData(ids, paths, task, list(classes), None, None, config.test_csv)
+    return CompetitionData(ids, images, task, list(classes), None, None, config.test_csv)
+
+
+def _table_ids(frame: pd.DataFrame, config: DataConfig, source: Path, pixel_table: bool,
+               problems: list[str]) -> np.ndarray:
+    """The id column; a pixel table without one (Digit Recognizer) is numbered by row from 1, as Kaggle does."""
+    if pixel_table and config.id_col not in frame.columns:
+        return np.asarray([str(row) for row in range(1, len(frame) + 1)], dtype=object)
+    _require_columns(frame, source, [config.id_col])
+    return _check_ids(frame, config.id_col, source, problems)
+
+
+def _table_images(table: Table, frame: pd.DataFrame, ids: np.ndarray, image_dir: Path | None, image_col: str | None,
+                  source: Path, problems: list[str]):
+    if table.is_pixel_table:
+        if image_dir is not None:
+            problems.append(f"{source}: holds its images as pixel columns, but an image folder is set ({image_dir}); "
+                            "remove data.image_dir / data.test_image_dir")
+        return table.pixels
+    return resolve_image_paths(frame, ids, image_dir, image_col, source, problems)
 
 
 def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str]) -> tuple[str, list[str], np.ndarray]:

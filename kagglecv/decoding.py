@@ -1,19 +1,25 @@
 """Image files in: one policy for opening them in every stage, and decoding to RGB uint8.
 
-Only Pillow and numpy: the folds stage decodes every image (for duplicate hashes) without loading torch.
+Only Pillow, OpenCV and numpy: the folds stage decodes every image (for duplicate hashes) without loading torch.
+An image source is a list of files or a pixel table's :class:`~kagglecv.pixels.PixelImages`; ``load_image``
+reads a row of either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import DataError, summarize
+from .files import sha256_file
+from .pixels import PixelImages
 
 
 @contextlib.contextmanager
@@ -46,9 +52,28 @@ def decode_image(path: str | Path) -> np.ndarray:
         return _to_rgb_uint8(image)
 
 
-def check_images(paths: Sequence[str | Path]) -> None:
+def load_image(images: Sequence[str | Path] | PixelImages, row: int, channels: int = 3) -> np.ndarray:
+    """Row ``row`` of an image source (files, or a pixel table) as H x W x ``channels`` uint8; grey is ITU-R 601
+    luma of the RGB image, as OpenCV computes it."""
+    if isinstance(images, PixelImages):
+        return images.image(row, channels)
+    pixels = decode_image(images[row])
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)[:, :, None] if channels == 1 else pixels
+
+
+def image_bytes_digest(images: Sequence[str | Path] | PixelImages, row: int) -> str:
+    """sha256 of the image's bytes: the file, or the pixel row."""
+    if isinstance(images, PixelImages):
+        return hashlib.sha256(images.raw_bytes(row)).hexdigest()
+    return sha256_file(images[row])
+
+
+def check_images(paths: Sequence[str | Path] | PixelImages) -> None:
     """Open every image's header before anything trains: a file that is empty, no image, or over the pixel limit
-    is named now, all at once, rather than when its fold is validated hours later."""
+    is named now, all at once, rather than when its fold is validated hours later. (A pixel table was checked
+    when it was read.)"""
+    if isinstance(paths, PixelImages):
+        return
     problems = []
     for path in paths:
         try:

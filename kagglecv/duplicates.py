@@ -16,28 +16,28 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from .decoding import decode_image
+from .decoding import image_bytes_digest, load_image
 from .errors import DataError, summarize
-from .files import sha256_file
+from .pixels import PixelImages
 
 
-def exact_duplicate_clusters(paths: list[Path]) -> list[list[int]]:
-    """Row indices of byte-identical files, one list per set of two or more, in row order."""
+def exact_duplicate_clusters(images: list[Path] | PixelImages) -> list[list[int]]:
+    """Row indices of byte-identical images (files, or pixel rows), one list per set of two or more, in row order."""
     by_digest: dict[str, list[int]] = defaultdict(list)
-    for row, path in enumerate(paths):
-        by_digest[sha256_file(path)].append(row)
+    for row in range(len(images)):
+        by_digest[image_bytes_digest(images, row)].append(row)
     return [rows for rows in by_digest.values() if len(rows) > 1]
 
 
-def perceptual_hashes(paths: list[Path]) -> np.ndarray:
+def perceptual_hashes(images: list[Path] | PixelImages) -> np.ndarray:
     """The 64-bit pHash of each image as an unsigned integer; images open under the one policy of
     :func:`kagglecv.decoding.decode_image`, and every image that cannot be used is named in one error."""
-    hashes = np.empty(len(paths), dtype=np.uint64)
+    hashes = np.empty(len(images), dtype=np.uint64)
     weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
     problems = []
-    for row, path in enumerate(paths):
+    for row in range(len(images)):
         try:
-            pixels = decode_image(path)
+            pixels = load_image(images, row)
         except DataError as exc:
             problems.append(str(exc))
             continue

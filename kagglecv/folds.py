@@ -169,14 +169,14 @@ def _check_method_fits_task(method: str, data: CompetitionData) -> None:
 
 
 def _duplicate_report(data: CompetitionData, settings: FoldsConfig, notes: list[str]) -> dict:
-    report: dict = {"checked": data.paths is not None, "exact": [], "near_pairs_rows": []}
-    if data.paths is None:
+    report: dict = {"checked": data.images is not None, "exact": [], "near_pairs_rows": []}
+    if data.images is None:
         notes.append("no image folder configured: duplicate images were not checked")
         return report
     if settings.duplicates == "group":
-        report["exact"] = exact_duplicate_clusters(data.paths)
+        report["exact"] = exact_duplicate_clusters(data.images)
     if settings.near_duplicates != "off":
-        hashes = perceptual_hashes(data.paths)
+        hashes = perceptual_hashes(data.images)
         pairs = near_duplicate_pairs(hashes, settings.near_duplicate_distance)
         exact = {(cluster[0], row) for cluster in report["exact"] for row in cluster[1:]}
         report["near_pairs_rows"] = [pair for pair in pairs if (pair[0], pair[1]) not in exact]

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from .decoding import decode_image
+from .decoding import load_image
 from .errors import DataError
+from .pixels import PixelImages
 
 PRESETS = ("none", "light", "medium", "heavy")
 SMALL_IMAGE = 64  # at or below this size, crops pad-and-crop (CIFAR style) rather than rescale
@@ -92,7 +93,7 @@ class ImageDataset(torch.utils.data.Dataset):
     Indexed by ``row`` or by ``(row, epoch)``; with an epoch the pipeline is seeded from (seed, epoch, row).
 
     Args:
-        paths: image file per row.
+        images: image file per row, or a pixel table's rows.
         targets: class index per row (int64), or a rows x classes matrix (multilabel), or None (test).
         transform: an albumentations pipeline from :func:`build_augment`.
         seed: base seed of the augmentations; None for a pipeline without randomness (evaluation).
@@ -102,9 +103,9 @@ class ImageDataset(torch.utils.data.Dataset):
         channels: 3 for RGB, 1 for grayscale (ITU-R 601 luma of the decoded RGB image).
     """
 
-    def __init__(self, paths: Sequence[Path], targets: np.ndarray | None, transform: A.Compose, seed: int | None = 0,
-                 skip_unreadable: bool = False, channels: int = 3):
-        self.paths = [str(path) for path in paths]
+    def __init__(self, images: Sequence[Path] | PixelImages, targets: np.ndarray | None, transform: A.Compose,
+                 seed: int | None = 0, skip_unreadable: bool = False, channels: int = 3):
+        self.images = images if isinstance(images, PixelImages) else [str(path) for path in images]
         self.targets = targets
         self.transform = transform
         self.seed = seed
@@ -117,21 +118,19 @@ class ImageDataset(torch.utils.data.Dataset):
             part.py_random = self._python_random
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, key):
         row, epoch = key if isinstance(key, tuple) else (key, 0)
         if self.seed is not None:
             self._seed_transforms(row, epoch)
         try:
-            pixels = decode_image(self.paths[row])
+            pixels = load_image(self.images, row, self.channels)
         except DataError as exc:
             if not self.skip_unreadable:
                 raise
             warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=1)
             return None
-        if self.channels == 1:
-            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)[:, :, None]
         image = self.transform(image=pixels)["image"]
         if self.targets is None:
             return image, -1, row

@@ -97,7 +97,8 @@ class FoldPredictor:
         if source == "auto":
             source = folder.read_done().get("source", "raw")
         weights = folder.weights(source)
-        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs)
+        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs,
+                             code_file=self.run.model_code())
         model.load_state_dict(load_state_dict(weights))
         self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,
                                                   self.config.model.in_chans)

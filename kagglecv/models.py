@@ -9,8 +9,9 @@ import timm
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import ModelConfig, OwnModelName
 from .errors import ConfigError, KagglecvError
+from .own_models import build_own_model
 from .weights import load_state_dict
 
 
@@ -27,33 +28,70 @@ class MLPHeadModel(nn.Module):
             width = size
         layers.append(nn.Linear(width, num_classes))
         self.head = nn.Sequential(*layers)
-        self.pretrained_cfg = backbone.pretrained_cfg
+        self.pretrained_cfg = getattr(backbone, "pretrained_cfg", {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
 
-def create_model(config: ModelConfig, num_outputs: int) -> nn.Module:
-    """The configured timm model with ``num_outputs`` logits.
+def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None = None) -> nn.Module:
+    """The configured model with ``num_outputs`` logits: a timm model, or one from the user's own file.
 
     ``pretrained: true`` uses timm's own loading (the Hugging Face hub cache). A path loads that file — timm
     weights or a kagglecv checkpoint — keeping every backbone tensor and re-initializing a classifier whose shape
-    no longer fits. Nothing else is downloaded.
+    no longer fits. Nothing else is downloaded. ``code_file`` is a run folder's copy of an own-model file, used
+    instead of the file the config names (so a run still predicts after that file is gone).
     """
     kwargs = {"in_chans": config.in_chans, "drop_rate": config.drop_rate}
     if config.drop_path_rate is not None:
         kwargs["drop_path_rate"] = config.drop_path_rate
     if _needs_img_size(config.name):
         kwargs["img_size"] = config.img_size
-    if not timm.is_model(config.name):
-        raise ConfigError(f"model.name: unknown timm model {config.name!r} (see timm.list_models())")
-    model = timm.create_model(config.name, pretrained=config.pretrained is True,
-                              num_classes=0 if config.head else num_outputs, **kwargs)
+    own = OwnModelName.parse(config.name)
+    outputs = 0 if config.head else num_outputs
+    if own is not None:
+        model = build_own_model(own, code_file, outputs, **kwargs)
+    elif not timm.is_model(config.name):
+        raise ConfigError(f"model.name: unknown timm model {config.name!r} (see timm.list_models()), and not an "
+                          "own-model file (write it as path/to/nets.py:name)")
+    else:
+        model = timm.create_model(config.name, pretrained=config.pretrained is True, num_classes=outputs, **kwargs)
+    if config.small_input:
+        adapt_stem_to_small_input(model, config.name)
     if config.head:
         model = MLPHeadModel(model, config.head.hidden, config.head.dropout, num_outputs)
     if isinstance(config.pretrained, Path):
         load_pretrained_file(model, config.pretrained)
     return model
+
+
+def adapt_stem_to_small_input(model: nn.Module, name: str) -> None:
+    """CIFAR-style stem for 28-64 px images: the stem's first convolution at stride 1 and no max-pool, so the last
+    stage sees 4x4 instead of 1x1 (He et al. 2016, section 4.2). Tensor shapes are unchanged: pretrained weights
+    load as before. Defined for timm's ResNet family (ResNet, ResNet-D/-T deep stems, ResNeXt, SE-ResNet)."""
+    if not isinstance(model, timm.models.resnet.ResNet):
+        raise ConfigError(f"model.small_input: defined for timm's ResNet family (resnet*, resnext*, seresnet*), "
+                          f"not {name!r}; use a larger img_size instead")
+    stem = model.conv1
+    first = stem if isinstance(stem, nn.Conv2d) else next(m for m in stem.modules() if isinstance(m, nn.Conv2d))
+    first.stride = (1, 1)
+    model.maxpool = nn.Identity()
+
+
+def parameter_counts(model: nn.Module, config: ModelConfig) -> dict[str, int]:
+    """Total parameters, and those that train in the first epoch (all but what ``model.freeze`` freezes)."""
+    total = sum(parameter.numel() for parameter in model.parameters())
+    frozen = frozen_parameter_names(model, config) if _frozen_now(config, 0) else set()
+    trainable = sum(parameter.numel() for name, parameter in model.named_parameters() if name not in frozen)
+    return {"total": total, "trainable": trainable}
+
+
+def check_parameter_budget(model: nn.Module, config: ModelConfig) -> None:
+    """``model.max_params``: refuse a model over budget before it trains."""
+    total = sum(parameter.numel() for parameter in model.parameters())
+    if config.max_params is not None and total > config.max_params:
+        raise ConfigError(f"model.max_params: {config.name} has {total:,} parameters, over the budget of "
+                          f"{config.max_params:,}")
 
 
 def _needs_img_size(name: str) -> bool:
@@ -75,6 +113,9 @@ def classifier_parameter_names(model: nn.Module) -> set[str]:
     """Names of the parameters of the final classifier (or the whole MLP head)."""
     if isinstance(model, MLPHeadModel):
         return {f"head.{name}" for name, _ in model.head.named_parameters()}
+    if not hasattr(model, "get_classifier"):  # an own nn.Module: its last Linear is the classifier
+        linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+        return {f"{linears[-1]}.{name}" for name, _ in model.get_submodule(linears[-1]).named_parameters()} if linears else set()
     classifier = model.get_classifier()
     module_name = next((name for name, module in model.named_modules() if module is classifier), None)
     if module_name is None or not isinstance(classifier, nn.Module):
@@ -127,6 +168,9 @@ def frozen_parameter_names(model: nn.Module, config: ModelConfig) -> set[str]:
     if config.freeze == "backbone":
         return set(names) - classifier_parameter_names(model)
     matcher_owner = model.backbone if isinstance(model, MLPHeadModel) else model
+    if not hasattr(matcher_owner, "group_matcher"):
+        raise ConfigError(f"model.freeze: {config.freeze!r} counts stages, which {config.name} does not define "
+                          "(no group_matcher); use freeze: backbone")
     prefix = "backbone." if isinstance(model, MLPHeadModel) else ""
     groups = timm.models.group_parameters(matcher_owner, matcher_owner.group_matcher(coarse=True))
     ordered = sorted(group for group in groups if group < 1e4)  # timm puts the classifier at MAX_LAYER_ID

@@ -61,10 +61,10 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     for fold in range(n_folds):
         model = predictor.load(fold)
         rows = np.flatnonzero(fold_of == fold)
-        for name, logits in predictor.views(model, data.paths, rows, views).items():
+        for name, logits in predictor.views(model, data.images, rows, views).items():
             oof_logits[name][rows] = logits
         if test is not None:
-            for name, logits in predictor.views(model, test.paths, np.arange(len(test)), views).items():
+            for name, logits in predictor.views(model, test.images, np.arange(len(test)), views).items():
                 test_logits[name].append(logits)
         console.line(f"fold {fold}: predicted {len(rows)} held-out rows" + (f" and {len(test)} test rows" if test else ""))
     metric = resolve_metric(config.metric, data.task).name

@@ -17,13 +17,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import Config, dump_config, parse_yaml, validate_config
+from .config import Config, OwnModelName, dump_config, parse_yaml, validate_config
 from .data import CompetitionData, load_train
 from .errors import ConfigError, DataError, KagglecvError, summarize
-from .files import output_lock, sha256_file, write_json, write_text
+from .files import output_lock, sha256_file, write_bytes, write_json, write_text
 
 # Keys that change where or how fast a run goes, never its results: they may differ on resume.
-RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device"}
+RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params"}
 PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
 ENSEMBLE_PREFIX = "ens-"
 
@@ -87,6 +87,7 @@ class RunDir:
     fold_scores_png = _file("fold_scores.png")
     confusion_png = _file("confusion.png")
     per_class_ap_png = _file("per_class_ap.png")
+    model_code_path = _file("model_code.py")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -138,7 +139,7 @@ class RunDir:
         """
         config = config or self.read_config()
         try:
-            data = load_train(config.data.model_copy(update={"image_dir": None}))
+            data = load_train(config.data, with_images=False)
         except DataError as exc:
             raise DataError(f"{self.path}: cannot read the training table it was made from: {exc}") from None
         info = info or self.read_info()
@@ -148,26 +149,43 @@ class RunDir:
                             f"{summarize(info['classes'], quote=True)}")
         return data
 
+    def model_code(self) -> Path | None:
+        """The run's copy of its own-model file, when it has one (models are rebuilt from it, not the original)."""
+        return self.model_code_path if self.model_code_path.is_file() else None
+
     def check_config(self, config: Config, *, force: bool = False) -> None:
-        """A config differing from the recorded one (result-neutral keys aside) is an error unless forced."""
+        """A config (or own-model file) differing from the recorded one (result-neutral keys aside) is an error
+        unless forced."""
         if not self.config_path.is_file():
             return
         # Validating the recorded config through today's models fills keys added since with their defaults.
         changes = config_differences(self.read_config().model_dump(mode="json"), config.model_dump(mode="json"))
+        own = OwnModelName.parse(config.model.name)
+        if own is not None and self.model_code() is not None and own.file.is_file():
+            before, after = sha256_file(self.model_code_path), sha256_file(own.file)
+            if before != after:
+                changes.append(f"model file {own.file}: sha256 {before[:12]} -> {after[:12]}")
         if changes and not force:
             raise KagglecvError(f"{self.path} was started with another config: {summarize(changes, 8)}; use a new "
                                 "experiment name, or --force to continue with the new config")
 
-    def write_identity(self, config: Config, data: CompetitionData) -> None:
-        """``config.yaml`` and ``run.json``; written once training can start, so a failed start leaves neither."""
+    def write_identity(self, config: Config, data: CompetitionData, params: dict[str, int] | None = None) -> None:
+        """``config.yaml``, ``run.json`` and the copy of an own-model file; written once training can start, so a
+        failed start leaves none of them. ``params``: the model's total and trainable parameter counts."""
         folds_file = Path(config.folds.file)
         created = self._recorded_creation()
+        own = OwnModelName.parse(config.model.name)
+        model_file = None
+        if own is not None:
+            write_bytes(self.model_code_path, own.file.read_bytes())
+            model_file = {"path": str(own.file), "name": own.name, "sha256": sha256_file(self.model_code_path),
+                          "copy": self.model_code_path.name}
         write_text(self.config_path, dump_config(config))
         write_json(self.info_path, {
             "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
             "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file),
-            "table_sha256": data.content_hash(), "versions": package_versions(), "git_commit": git_commit(),
-            "python": platform.python_version(),
+            "table_sha256": data.content_hash(), "params": params, "model_file": model_file,
+            "versions": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
         })
 
     def _recorded_creation(self) -> str:

@@ -33,7 +33,7 @@ from .files import remove_stale_temporaries, write_csv, write_json
 from .inference import FoldPredictor, probabilities_from_logits, run_inference
 from .inputs import StageInputs, load_stage_inputs
 from .metrics import DEFAULT_METRIC, get_metric, score
-from .models import freeze_for_epoch, set_frozen_batchnorm_eval
+from .models import freeze_for_epoch, parameter_counts, set_frozen_batchnorm_eval
 from .plots import plot_curves
 from .predictions import average_predictions, merge_oof, write_predictions
 from .run_dir import RunDir, prepare_run_dir
@@ -97,14 +97,17 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     runtime = setup_runtime(config.train.device)
     inputs = inputs or load_stage_inputs(config)
     data, test = inputs.data, inputs.test if predict_test else None
-    check_images([*data.paths, *(inputs.test.paths if inputs.test is not None else [])])
+    check_images(data.images)
+    if inputs.test is not None:
+        check_images(inputs.test.images)
     run = prepare_run_dir(config, force=force)
     chosen = list(folds) if folds is not None else list(range(inputs.n_folds))
     bad = [fold for fold in chosen if not 0 <= fold < inputs.n_folds]
     if bad:
         raise KagglecvError(f"--fold {bad[0]}: expected 0..{inputs.n_folds - 1} (the folds file has {inputs.n_folds} folds)")
     # The run's identity is written once a fold can start (so a failed start leaves none), and once per command.
-    write_identity = functools.cache(lambda: run.write_identity(config, data) if runtime.is_main else None)
+    write_identity = functools.cache(
+        lambda params: run.write_identity(config, data, dict(params)) if runtime.is_main else None)
     outcomes = [_train_fold(config, data, inputs.fold_of, test, fold, run, runtime, console, resume, write_identity)
                 for fold in chosen]
     if runtime.is_main:
@@ -114,8 +117,9 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
 
 def _train_fold(config: Config, data: CompetitionData, fold_of: np.ndarray, test: CompetitionData | None, fold: int,
                 run: RunDir, runtime: Runtime, console: Console, resume: bool,
-                write_identity: Callable[[], None]) -> FoldOutcome:
-    """Train one fold under its lock, unless it is done; ``write_identity`` is called once its trainer is built."""
+                write_identity: Callable[[tuple], None]) -> FoldOutcome:
+    """Train one fold under its lock, unless it is done; ``write_identity`` is called once its trainer is built,
+    with the model's parameter counts."""
     folder = run.fold(fold)
     with folder.lock() if runtime.is_main else contextlib.nullcontext():
         if folder.is_done():
@@ -123,7 +127,7 @@ def _train_fold(config: Config, data: CompetitionData, fold_of: np.ndarray, test
             console.line(f"fold {fold}: done already (best {info['metric']} {info['best_score']:.4f}), skipped")
             return FoldOutcome(fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True)
         trainer = FoldTrainer(config, data, fold_of, test, fold, run, runtime, console)
-        write_identity()
+        write_identity(tuple(parameter_counts(trainer.parts.model, config.model).items()))
         return trainer.fit(resume=resume)
 
 
@@ -457,6 +461,6 @@ class FoldTrainer:
             return
         predictor = FoldPredictor(self.config, self.data, RunDir(self.folder.path.parent))
         model = predictor.load(self.fold, source)
-        logits = predictor.views(model, self.test.paths, np.arange(len(self.test)), ["none"])["none"]
+        logits = predictor.views(model, self.test.images, np.arange(len(self.test)), ["none"])["none"]
         write_predictions(self.folder.test_path, self.test.ids, probabilities_from_logits(logits, self.data.task),
                           self.data.classes)

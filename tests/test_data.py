@@ -27,7 +27,7 @@ def test_voc_minus_one_zero_one_columns(tmp_path):
     data = load_train(DataConfig(train_csv=root / "trainval_labels.csv", target=VOC_CLASSES))
     raw = pd.read_csv(root / "trainval_labels.csv", dtype={"id": str})
     values = raw[VOC_CLASSES].to_numpy()
-    assert data.task == "multilabel" and data.paths is None
+    assert data.task == "multilabel" and data.images is None
     assert ((data.targets == 1) == (values == 1)).all()
     assert ((data.targets == DIFFICULT) == (values == 0)).all()
     assert ((data.targets == 0) == (values == -1)).all()
@@ -108,9 +108,9 @@ def test_images_found_by_any_extension_and_test_table(tmp_path, write_images):
     config = bad_table(tmp_path, "id,label\na,x\nb,y\n", image_dir=tmp_path / "img", test_csv=tmp_path / "test.csv",
                        test_image_dir=tmp_path / "test")
     data = load_train(config)
-    assert [path.name for path in data.paths] == ["a.jpg", "b.ppm"]
+    assert [path.name for path in data.images] == ["a.jpg", "b.ppm"]
     test = load_test(config, data.classes, data.task)
-    assert test.ids.tolist() == ["t1"] and test.paths[0].name == "t1.webp" and test.targets is None
+    assert test.ids.tolist() == ["t1"] and test.images[0].name == "t1.webp" and test.targets is None
 
 
 def test_image_paths_escaping_the_folder_are_refused(tmp_path, write_images):

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from kagglecv.errors import DataError
-from kagglecv.images import ImageDataset, build_augment, decode_image
+from kagglecv.decoding import decode_image
+from kagglecv.images import ImageDataset, build_augment
 
 
 def save(tmp_path, name, image, **kwargs):

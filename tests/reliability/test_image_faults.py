@@ -14,7 +14,8 @@ from kagglecv.config import validate_config
 from kagglecv.console import Console
 from kagglecv.errors import DataError
 from kagglecv.folds import make_folds
-from kagglecv.images import ImageDataset, build_augment, decode_image
+from kagglecv.decoding import decode_image
+from kagglecv.images import ImageDataset, build_augment
 from kagglecv.train import train_run
 
 from ..conftest import tiny_config
