@@ -70,7 +70,8 @@ def build_own_model(own: OwnModelName, code_file: Path | None, num_outputs: int,
         return timm.create_model(own.name, pretrained=False, num_classes=num_outputs, **kwargs)
     factory = getattr(module, own.name, None)
     if not callable(factory):
-        callables = sorted(name for name, value in vars(module).items() if _is_model_factory(value, module))
+        callables = sorted(name for name, value in vars(module).items()
+                           if _is_model_factory(value, module) and name not in module.__kagglecv_registered__)
         raise ConfigError(f"{path} defines no model {own.name!r}; it registers "
                           f"{', '.join(module.__kagglecv_registered__) or 'none'}, and defines "
                           f"{', '.join(callables) or 'no other model classes or functions'}")
