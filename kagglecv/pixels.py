@@ -61,10 +61,13 @@ def pixel_columns(columns: list[str], source: Path) -> list[str]:
     found = {int(match[1]): name for name in columns if (match := PIXEL_COLUMN.fullmatch(name))}
     if not found:
         return []
-    missing = sorted(set(range(len(found))) - set(found))
-    if missing or len(found) != sum(1 for name in columns if PIXEL_COLUMN.fullmatch(name)):
-        raise DataError(f"{source}: pixel columns must be pixel0..pixel{len(found) - 1}, each once; "
-                        f"missing {summarize([f'pixel{i}' for i in missing])}")
+    last = max(found)
+    missing = sorted(set(range(last + 1)) - set(found))
+    repeated = len(found) != sum(1 for name in columns if PIXEL_COLUMN.fullmatch(name))
+    if missing or repeated:
+        raise DataError(f"{source}: pixel columns must be pixel0..pixel{last}, each once; "
+                        + (f"missing {summarize([f'pixel{i}' for i in missing], quote=True)}" if missing
+                           else "some appear twice"))
     return [found[index] for index in range(len(found))]
 
 

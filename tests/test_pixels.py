@@ -1,0 +1,126 @@
+"""Pixel-table competitions: pixel0..pixelN columns read as uint8 images, with or without an id column, .csv.gz
+like .csv, and a Digit Recognizer-shaped submission equal to its sample in header and ids."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.datasets import load_digits
+from typer.testing import CliRunner
+
+from kagglecv.cli import app
+from kagglecv.config import DataConfig
+from kagglecv.data import load_test, load_train
+from kagglecv.errors import DataError
+from kagglecv.pixels import PixelImages
+
+from .conftest import shared_dataset
+
+runner = CliRunner()
+
+
+def digits_table(rows: int, offset: int = 0, label: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
+    """sklearn's 8x8 digits as a Digit Recognizer table (values 0-16 scaled to 0-240)."""
+    digits = load_digits()
+    images = (digits.images[offset:offset + rows] * 15).astype(np.uint8)
+    frame = pd.DataFrame(images.reshape(rows, -1), columns=[f"pixel{i}" for i in range(64)])
+    if label:
+        frame.insert(0, "label", digits.target[offset:offset + rows])
+    return frame, images
+
+
+def test_a_pixel_table_without_ids_is_numbered_by_row_and_read_exactly(tmp_path):
+    frame, images = digits_table(30)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    data = load_train(DataConfig(train_csv=tmp_path / "train.csv"))
+    assert isinstance(data.images, PixelImages) and data.images.pixels.dtype == np.uint8
+    assert data.ids.tolist() == [str(i) for i in range(1, 31)]
+    assert np.array_equal(data.images.pixels[:, :, :, 0], images)
+    assert data.classes == [str(c) for c in sorted(set(frame["label"]))] and data.task == "multiclass"
+    assert np.array_equal(data.images.image(3, 3)[:, :, 1], images[3]) and data.images.image(3, 1).shape == (8, 8, 1)
+
+
+def test_a_pixel_table_with_ids_and_gzip_reads_like_the_csv(tmp_path):
+    frame, _ = digits_table(20)
+    frame.insert(0, "image_id", [f"img{i:03d}" for i in range(20)])
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "train.csv.gz").write_bytes(gzip.compress((tmp_path / "train.csv").read_bytes()))
+    plain = load_train(DataConfig(train_csv=tmp_path / "train.csv", id_col="image_id"))
+    zipped = load_train(DataConfig(train_csv=tmp_path / "train.csv.gz", id_col="image_id"))
+    assert plain.ids.tolist() == zipped.ids.tolist() == frame["image_id"].tolist()
+    assert np.array_equal(plain.images.pixels, zipped.images.pixels) and np.array_equal(plain.targets, zipped.targets)
+    targets_only = load_train(DataConfig(train_csv=tmp_path / "train.csv.gz", id_col="image_id"), with_images=False)
+    assert targets_only.images is None and np.array_equal(targets_only.targets, plain.targets)
+
+
+def test_colour_pixel_tables_follow_the_configured_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, 2, 3, 3), dtype=np.uint8)  # N, H, W, C
+    for layout, flat in (("hwc", images.reshape(4, -1)), ("chw", images.transpose(0, 3, 1, 2).reshape(4, -1))):
+        frame = pd.DataFrame(flat, columns=[f"pixel{i}" for i in range(18)])
+        frame.insert(0, "label", ["a", "b", "a", "b"])
+        frame.to_csv(tmp_path / "train.csv", index=False)
+        data = load_train(DataConfig(train_csv=tmp_path / "train.csv",
+                                     pixels={"width": 3, "height": 2, "channels": 3, "layout": layout}))
+        assert np.array_equal(data.images.pixels, images), layout
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.assign(pixel5=f["pixel5"].astype(str).where(f.index != 2, "256")), r"line 4 pixel5 = '256'"),
+    (lambda f: f.assign(pixel7=f["pixel7"].astype(str).where(f.index != 0, "")), r"line 2 pixel7 = ''"),
+    (lambda f: f.drop(columns=["pixel63"]), r"63 pixel columns is not a square grey image; set data.pixels"),
+    (lambda f: f.drop(columns=["pixel10"]), r"pixel columns must be pixel0..pixel63, each once; missing 'pixel10'"),
+])
+def test_bad_pixel_tables_are_one_clear_error(tmp_path, edit, message):
+    frame, _ = digits_table(6)
+    edit(frame).to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(DataError, match=message):
+        load_train(DataConfig(train_csv=tmp_path / "train.csv"))
+
+
+def test_digit_recognizer_shaped_competition_from_table_to_submission(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, _ = digits_table(60)
+    test, _ = digits_table(12, offset=100, label=False)
+    train.to_csv("train.csv", index=False)
+    test.to_csv("test.csv", index=False)
+    sample = pd.DataFrame({"ImageId": range(1, 13), "Label": 0})
+    sample.to_csv("sample_submission.csv", index=False)
+    config = {
+        "experiment": "digits-pixels", "runs_dir": "runs",
+        "data": {"train_csv": "train.csv", "test_csv": "test.csv"},
+        "folds": {"n_splits": 2, "file": "folds.csv", "allow_rare_classes": True},
+        "model": {"name": "test_resnet", "img_size": 16, "in_chans": 1},
+        "augment": {"hflip": False},
+        "train": {"epochs": 1, "batch_size": 16, "num_workers": 0},
+        "predict": {"tta": ["none", "scale:1.15"]},
+        "submit": {"sample": "sample_submission.csv", "dir": "subs"},
+    }
+    Path("c.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", "c.yaml"])
+    assert result.exit_code == 0, result.output
+    submission_text = Path("subs/digits-pixels.csv").read_text()
+    submission = pd.read_csv("subs/digits-pixels.csv", dtype=str)
+    assert submission_text.splitlines()[0] == "ImageId,Label"
+    assert submission["ImageId"].tolist() == [str(i) for i in range(1, 13)]
+    assert set(submission["Label"]) <= {str(c) for c in range(10)}
+    oof = pd.read_csv("runs/digits-pixels/oof.csv", dtype={"id": str})
+    assert sorted(oof["id"], key=int) == [str(i) for i in range(1, 61)]
+
+
+def test_the_official_mnist_table_is_read_as_uint8_images():
+    root = shared_dataset("mnist-digit-recognizer")
+    config = DataConfig(train_csv=root / "train.csv.gz", test_csv=root / "test.csv.gz")
+    data = load_train(config)
+    assert data.images.pixels.shape == (60000, 28, 28, 1) and data.images.pixels.dtype == np.uint8
+    assert data.ids[0] == "1" and data.ids[-1] == "60000" and len(set(data.ids)) == 60000
+    with gzip.open(root / "train.csv.gz", "rt") as stream:
+        stream.readline()
+        first = np.array(stream.readline().split(","), dtype=np.int64)
+    assert data.classes[data.targets[0]] == str(first[0])
+    assert np.array_equal(data.images.pixels[0].reshape(-1), first[1:])
+    test = load_test(config, data.classes, data.task)
+    assert len(test) == len(pd.read_csv(root.parent / "mnist-digit-recognizer" / "sample_submission.csv"))
