@@ -21,6 +21,7 @@ from .plots import plot_confusion_matrix, plot_fold_curves, plot_fold_scores, pl
 from .predictions import read_predictions
 from .run_dir import RunDir, config_differences, read_json
 from .score import ScoreResult, score_predictions_frame
+from .tables import format_params
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Entry:
     backbone: str
     img_size: int | None
     epochs: int | None
+    params: int | None
     score: ScoreResult
     train_seconds: float
     notes: str | None
@@ -65,7 +67,8 @@ def collect_entries(runs_dir: Path) -> list[Entry]:
         entries.append(Entry(
             name=run.name, path=run.path, kind=info.get("kind", "run"), created=info.get("created", ""),
             backbone=info.get("backbone", config.model.name), img_size=None if ensemble else config.model.img_size,
-            epochs=None if ensemble else config.train.epochs, score=result,
+            epochs=None if ensemble else config.train.epochs, params=(info.get("params") or {}).get("total"),
+            score=result,
             train_seconds=sum(d.get("seconds", 0.0) for d in done), notes=config.notes,
             config=config.model_dump(mode="json"), classes=data.classes, confusion=confusion))
     return entries
@@ -155,11 +158,13 @@ def draw_run_pictures(entry: Entry) -> list[Path]:
 def render_competition(name: str, leaderboard: list[Entry], entries: list[Entry], runs_dir: Path) -> str:
     """The markdown section of one competition: leaderboard, journal, then each run's pictures."""
     lines = [f"## {name}", "", "### Leaderboard", "",
-             "| # | experiment | kind | backbone | size | epochs | CV (all OOF rows) | folds mean ± std | per fold | train time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| # | experiment | kind | backbone | parameters | size | epochs | CV (all OOF rows) | folds mean ± std | "
+             "per fold | train time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for rank, entry in enumerate(leaderboard, start=1):
         folds = " / ".join(f"{value:.4f}" for value in entry.score.per_fold.values())
-        lines.append(f"| {rank} | {entry.name} | {entry.kind} | {entry.backbone} | {entry.img_size or ''} | "
+        lines.append(f"| {rank} | {entry.name} | {entry.kind} | {entry.backbone} | {format_params(entry.params)} | "
+                     f"{entry.img_size or ''} | "
                      f"{entry.epochs or ''} | {entry.score.metric} {entry.score.overall:.4f} | "
                      f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f} | {folds} | "
                      f"{_duration(entry.train_seconds)} |")

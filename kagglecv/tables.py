@@ -59,6 +59,16 @@ def score_table(result, title: str) -> Table:
 MAX_CLASS_ROWS = 15
 
 
+def format_params(count: int | None) -> str:
+    """6570 -> 6.6k, 11_200_000 -> 11.2M; blank when unknown (an ensemble, a run from before 0.2)."""
+    if not count:
+        return ""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.1f}{suffix}"
+    return str(count)
+
+
 def leaderboard_table(entries) -> Table:
     """The report's leaderboard, one block per competition, best first, with CV and fold spread (the changes
     between experiments are in report.md's journal)."""
@@ -66,6 +76,7 @@ def leaderboard_table(entries) -> Table:
     table.add_column("#", justify="right", min_width=1)
     table.add_column("experiment", no_wrap=True, min_width=14)
     table.add_column("backbone", no_wrap=True, min_width=9)
+    table.add_column("params", justify="right", min_width=6)
     table.add_column("CV", justify="right", min_width=10)
     table.add_column("folds mean ± std", justify="right", min_width=9)
     competition = None
@@ -76,7 +87,8 @@ def leaderboard_table(entries) -> Table:
             competition, rank = name, 0
             table.add_section()
         rank += 1
-        table.add_row(str(rank), entry.name, entry.backbone, f"{entry.score.metric} {entry.score.overall:.4f}",
+        table.add_row(str(rank), entry.name, entry.backbone, format_params(entry.params),
+                      f"{entry.score.metric} {entry.score.overall:.4f}",
                       f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f}")
     return table
 

@@ -156,6 +156,10 @@ def test_an_own_model_trains_predicts_ensembles_and_submits_without_its_file(tmp
     sample.to_csv(tmp_path / "sample.csv", index=False)
     result = runner.invoke(app, ["submit", str(run), "--sample", "sample.csv"])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["report", "runs", "--no-pictures"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in (tmp_path / "runs" / "report.md").read_text().splitlines() if "| own-1 | run |" in line)
+    assert f"| src/nets.py:own_tiny_c | {info['params']['total']} |" in row, "the parameter count is on the leaderboard"
 
 
 def test_a_changed_model_file_on_resume_is_shown_like_a_changed_config(tmp_path, digits_root):
