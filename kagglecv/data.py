@@ -132,7 +132,7 @@ def _decompressed(path: Path) -> bytes:
     with gzip.open(path, "rb") as stream:
         raw = stream.read(MAX_TABLE_BYTES + 1)
     if len(raw) > MAX_TABLE_BYTES:
-        raise DataError(f"{path}: decompresses to more than {MAX_TABLE_BYTES >> 30} GiB; refused")
+        raise DataError(f"{path}: decompresses to more than {MAX_TABLE_BYTES:,} bytes; refused")
     return raw
 
 

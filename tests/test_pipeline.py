@@ -62,7 +62,8 @@ def test_run_command_from_table_to_submission(tmp_path, digits_root, task, monke
     assert again.exit_code == 0 and "done already" in again.output, "a second run skips the trained folds"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "examples").rglob("*.yaml")]),
+                         ids=lambda p: p.name)
 def test_example_configs_load_and_validate(path):
     config = load_config(path)
     assert config.experiment and config.data.train_csv

@@ -124,3 +124,16 @@ def test_the_official_mnist_table_is_read_as_uint8_images():
     assert np.array_equal(data.images.pixels[0].reshape(-1), first[1:])
     test = load_test(config, data.classes, data.task)
     assert len(test) == len(pd.read_csv(root.parent / "mnist-digit-recognizer" / "sample_submission.csv"))
+
+
+def test_a_gzip_table_that_decompresses_past_the_limit_is_refused(tmp_path, monkeypatch):
+    import kagglecv.data
+
+    frame, _ = digits_table(40)
+    (tmp_path / "train.csv.gz").write_bytes(gzip.compress(frame.to_csv(index=False).encode()))
+    monkeypatch.setattr(kagglecv.data, "MAX_TABLE_BYTES", 4096)  # the real limit is 2 GiB
+    with pytest.raises(DataError, match=r"train\.csv\.gz: decompresses to more than .* refused"):
+        load_train(DataConfig(train_csv=tmp_path / "train.csv.gz"))
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match=r"bad\.csv\.gz: cannot read: Not a gzipped file"):
+        load_train(DataConfig(train_csv=tmp_path / "bad.csv.gz"))
