@@ -61,3 +61,8 @@ def mnist_20k(pretrained=False, **kwargs):
 @register_model
 def mnist_50k(pretrained=False, **kwargs):
     return _make((16, 32, 16, 32, 48, 48), kwargs)
+
+
+@register_model
+def mnist_8k_v2(pretrained=False, **kwargs):
+    return _make((10, 16, 10, 14, 16, 18), kwargs)
