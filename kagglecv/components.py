@@ -25,7 +25,7 @@ from .config import Config
 from .data import CompetitionData
 from .errors import KagglecvError
 from .images import ImageDataset, build_augment
-from .models import check_parameter_budget, create_model, input_normalization
+from .models import check_parameter_budget, create_model, input_normalization, num_outputs
 from .runtime import Runtime, autocast_dtype, seed_everything
 from .sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
 
@@ -85,11 +85,6 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     train_model, ddp_model = _wrap(model, config, runtime)
     return FoldComponents(model, train_model, ddp_model, train_rows, valid_rows, loss_targets, sampler, train_loader,
                           valid_loader, optimizer, scheduler, criterion, mixup, ema, scaler, amp_dtype)
-
-
-def num_outputs(data: CompetitionData) -> int:
-    """One logit for a binary task, one per class otherwise."""
-    return 1 if data.task == "binary" else len(data.classes)
 
 
 def targets_for_loss(data: CompetitionData) -> np.ndarray:

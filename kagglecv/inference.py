@@ -16,7 +16,7 @@ from .config import Config, check_tta_view
 from .errors import ConfigError
 from .data import CompetitionData
 from .images import ImageDataset, build_augment
-from .models import create_model, input_normalization
+from .models import create_model, input_normalization, num_outputs
 from .run_dir import RunDir
 from .runtime import autocast_dtype, setup_runtime
 from .sampling import EpochSampler, build_loader
@@ -86,7 +86,7 @@ class FoldPredictor:
     def __init__(self, config: Config, data: CompetitionData, run: RunDir):
         self.config, self.data, self.run = config, data, run
         self.runtime = setup_runtime(config.train.device)
-        self.num_outputs = 1 if data.task == "binary" else len(data.classes)
+        self.num_outputs = num_outputs(data)
         self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
         self.amp_dtype = autocast_dtype(config.train.amp, self.runtime.device)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import ModelConfig, OwnModelName
 from .errors import ConfigError, KagglecvError
-from .own_models import build_own_model
+from .own_models import build_own_model, last_linear
 from .weights import load_state_dict
 
 
@@ -78,9 +78,18 @@ def adapt_stem_to_small_input(model: nn.Module, name: str) -> None:
     model.maxpool = nn.Identity()
 
 
+def num_outputs(data) -> int:
+    """Logits of a model for the task of ``data``: one for binary, one per class otherwise."""
+    return 1 if data.task == "binary" else len(data.classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def parameter_counts(model: nn.Module, config: ModelConfig) -> dict[str, int]:
     """Total parameters, and those that train in the first epoch (all but what ``model.freeze`` freezes)."""
-    total = sum(parameter.numel() for parameter in model.parameters())
+    total = count_parameters(model)
     frozen = frozen_parameter_names(model, config) if _frozen_now(config, 0) else set()
     trainable = sum(parameter.numel() for name, parameter in model.named_parameters() if name not in frozen)
     return {"total": total, "trainable": trainable}
@@ -88,7 +97,7 @@ def parameter_counts(model: nn.Module, config: ModelConfig) -> dict[str, int]:
 
 def check_parameter_budget(model: nn.Module, config: ModelConfig) -> None:
     """``model.max_params``: refuse a model over budget before it trains."""
-    total = sum(parameter.numel() for parameter in model.parameters())
+    total = count_parameters(model)
     if config.max_params is not None and total > config.max_params:
         raise ConfigError(f"model.max_params: {config.name} has {total:,} parameters, over the budget of "
                           f"{config.max_params:,}")
@@ -113,10 +122,10 @@ def classifier_parameter_names(model: nn.Module) -> set[str]:
     """Names of the parameters of the final classifier (or the whole MLP head)."""
     if isinstance(model, MLPHeadModel):
         return {f"head.{name}" for name, _ in model.head.named_parameters()}
-    if not hasattr(model, "get_classifier"):  # an own nn.Module: its last Linear is the classifier
-        linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-        return {f"{linears[-1]}.{name}" for name, _ in model.get_submodule(linears[-1]).named_parameters()} if linears else set()
-    classifier = model.get_classifier()
+    if hasattr(model, "get_classifier"):
+        classifier = model.get_classifier()
+    else:  # a plain own nn.Module: its last Linear is the classifier
+        classifier = (last_linear(model) or (None, None))[1]
     module_name = next((name for name, module in model.named_modules() if module is classifier), None)
     if module_name is None or not isinstance(classifier, nn.Module):
         return set()

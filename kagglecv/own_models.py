@@ -100,13 +100,19 @@ def _keyword_names(factory) -> set[str]:
     return {p.name for p in parameters}
 
 
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The name and module of the model's last ``nn.Linear``: a plain module's classifier."""
+    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return linears[-1] if linears else None
+
+
 def replace_last_linear(model: nn.Module, num_outputs: int, path: Path) -> None:
     """Swap the model's last ``nn.Linear`` for one with ``num_outputs`` outputs (same inputs, fresh weights)."""
-    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
+    found = last_linear(model)
+    if found is None:
         raise ConfigError(f"{path}: the model takes no num_classes argument and has no nn.Linear to resize; "
                           "accept num_classes, or end with an nn.Linear")
-    name, last = linears[-1]
+    name, last = found
     if last.out_features == num_outputs:
         return
     parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model

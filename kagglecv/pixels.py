@@ -52,9 +52,6 @@ class PixelImages:
     def raw_bytes(self, row: int) -> bytes:
         return self.pixels[row].tobytes()
 
-    def name(self, row: int) -> str:
-        return f"{self.source} line {row + 2}"
-
 
 def pixel_columns(columns: list[str], source: Path) -> list[str]:
     """The table's ``pixel<i>`` columns in pixel order; they must be exactly pixel0..pixelN-1 (or absent)."""
