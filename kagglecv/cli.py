@@ -184,6 +184,50 @@ def submit(
 
 
 @app.command()
+def infer(
+    source: Annotated[Path, typer.Argument(help="A run or ensemble folder, or a bundle made by `kagglecv pack`.")],
+    test: Annotated[Path, typer.Option(help="The (hidden) test table: ids, or image names, or pixel columns.")],
+    out: Annotated[Path, typer.Option(help="The file to write: a submission with --sample, else predictions.")],
+    images: Annotated[Optional[Path], typer.Option(help="The folder of the test images (not for pixel tables).")] = None,
+    sample: Annotated[Optional[Path], typer.Option(help="The sample submission whose exact shape to write.")] = None,
+    threshold: Annotated[float, typer.Option(help="Multi-label labels format: the probability threshold.")] = 0.5,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch; the run's predict batch size when omitted.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Image-loading workers; the run's when omitted.")] = None,
+) -> None:
+    """Replay a run's or ensemble's test predictions (folds, weights, TTA, blend) on a new test set, offline."""
+    from .infer import infer as infer_stage
+    from .console import Console as StageConsole
+
+    infer_stage(source, test, images, out, sample, threshold=threshold, batch_size=batch_size, workers=workers,
+                console=StageConsole())
+
+
+@app.command()
+def pack(
+    source: Annotated[Path, typer.Argument(help="A run or ensemble folder.")],
+    out: Annotated[Path, typer.Option(help="The bundle folder to write (replaces an earlier bundle there).")],
+    wheels: Annotated[bool, typer.Option(help="Add a wheelhouse: kagglecv and what the Kaggle image lacks.")] = False,
+    provided: Annotated[Optional[str], typer.Option(help="Comma-separated packages the Kaggle image has (default: torch, torchvision, timm, numpy, pandas, scikit-learn, albumentations).")] = None,
+    timing_images: Annotated[int, typer.Option(help="Synthetic images to time inference on; 0 skips the timing.")] = 64,
+    images: Annotated[Optional[int], typer.Option(help="With --max-minutes: the hidden test's number of images.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Warn when --images images would take longer here.")] = None,
+) -> None:
+    """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
+    from .bundle import pack as pack_stage, timing_warning
+
+    names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
+    result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images)
+    console.print(f"wrote {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB"
+                  + (f", {len(result.wheels)} wheels" if wheels else ""))
+    if result.timing is not None:
+        console.print(f"inference here: {result.timing.per_image * 1000:.1f} s per 1,000 images plus "
+                      f"{result.timing.fixed:.1f} s to load the models")
+    warning = timing_warning(result.timing, images, max_minutes)
+    if warning:
+        console.print(escape(warning))
+
+
+@app.command()
 def run(
     config_path: ConfigPath,
     overrides: Overrides = None,

@@ -64,7 +64,7 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     check_fold_settings(config, data)
     seed_everything(cfg.seed + fold)
     device = runtime.device
-    model = create_model(config.model, num_outputs(data))
+    model = create_model(config.model, num_outputs(data.task, data.classes))
     check_parameter_budget(model, config.model)
     model = model.to(device)
     if cfg.channels_last:
@@ -141,7 +141,7 @@ def _criterion(config: Config, data: CompetitionData, train_targets: np.ndarray)
     kind = {"auto": None, "focal": "poly"}.get(cfg.loss, cfg.loss)
     options = {"poly_epsilon": 0.0, "poly_gamma": 2.0} if cfg.loss == "focal" else {}
     if cfg.class_weights:
-        weight = inverse_frequency_weights(train_targets, num_outputs(data), multi_label)
+        weight = inverse_frequency_weights(train_targets, num_outputs(data.task, data.classes), multi_label)
         if not multi_label:  # timm's factory weights only BCE/ASL; torch's CE takes weights, soft targets too
             return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if soft else cfg.label_smoothing)
         options["pos_weight"] = weight
@@ -163,7 +163,7 @@ def _mixup(config: Config, data: CompetitionData) -> Mixup | None:
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return None
     return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
-                 label_smoothing=cfg.label_smoothing, num_classes=num_outputs(data),
+                 label_smoothing=cfg.label_smoothing, num_classes=num_outputs(data.task, data.classes),
                  multi_label=data.task != "multiclass")
 
 

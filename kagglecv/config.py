@@ -24,24 +24,37 @@ TTA_VIEWS = ("none", "hflip", "vflip", "transpose", "rot90", "rot180", "rot270")
 TTA_SCALE_RANGE = (0.25, 4.0)  # outside it a view is an empty or a many-gigabyte tensor, never a useful TTA
 
 
-def check_tta_view(name: str) -> float | None:
-    """Check a TTA view name; returns the factor of ``scale:F`` (None for the fixed views).
+TTA_ROTATE_DEGREES = 180.0
+TTA_SHIFT_PIXELS = 16
+
+
+def check_tta_view(name: str) -> tuple[str, tuple[float, ...]] | None:
+    """Check a TTA view name; returns ``(kind, numbers)`` for the parametrised views (None for the fixed ones):
+    ``scale:F`` (resize by F), ``rotate:D`` (degrees, counter-clockwise), ``shift:DX:DY`` (whole pixels, right
+    and down).
 
     Raises:
-        ValueError: an unknown view, or a scale outside ``TTA_SCALE_RANGE`` (pydantic reports it under its key).
+        ValueError: an unknown view, or a number outside its range (pydantic reports it under its key).
     """
     if name in TTA_VIEWS:
         return None
-    low, high = TTA_SCALE_RANGE
-    if isinstance(name, str) and name.startswith("scale:"):
-        try:
-            factor = float(name.split(":", 1)[1])
-        except ValueError:
-            factor = float("nan")
-        if low <= factor <= high:  # False for NaN
-            return factor
-        raise ValueError(f"view {name!r}: expected scale:F with F between {low} and {high}")
-    raise ValueError(f"unknown view {name!r}; expected {', '.join(TTA_VIEWS)} or scale:F")
+    kind, _, rest = str(name).partition(":")
+    ranges = {"scale": (1, TTA_SCALE_RANGE, "scale:F with F"), "rotate": (1, (-TTA_ROTATE_DEGREES, TTA_ROTATE_DEGREES),
+              "rotate:D with D degrees"), "shift": (2, (-TTA_SHIFT_PIXELS, TTA_SHIFT_PIXELS), "shift:DX:DY with pixels")}
+    if kind not in ranges:
+        raise ValueError(f"unknown view {name!r}; expected {', '.join(TTA_VIEWS)}, scale:F, rotate:D or shift:DX:DY")
+    count, (low, high), form = ranges[kind]
+    try:
+        numbers = tuple(float(part) for part in rest.split(":"))
+    except ValueError:
+        numbers = ()
+    valid = len(numbers) == count and all(low <= n <= high for n in numbers)  # False for NaN
+    if valid and kind == "shift":
+        valid = all(n.is_integer() for n in numbers)
+    if not valid:
+        whole = " (whole numbers)" if kind == "shift" else ""
+        raise ValueError(f"view {name!r}: expected {form} between {low:g} and {high:g}{whole}")
+    return kind, numbers
 
 
 OWN_MODEL_NAME = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")

@@ -20,6 +20,38 @@ class Console:
         if not self.quiet:
             self.rich.print(text, markup=False)
 
+    def progress(self, label: str, total: int) -> "ImageProgress":
+        return ImageProgress(self, label, total)
+
+
+class ImageProgress:
+    """A bar over the images of one prediction pass, with images/s and ETA on a terminal; silent elsewhere."""
+
+    def __init__(self, console: Console, label: str, total: int):
+        self.console, self.label, self.total = console, label, total
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> "ImageProgress":
+        if self.console.interactive and not self.console.quiet:
+            self.bar = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total} images"),
+                                TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=self.console.rich, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=self.total, rate="-")
+        return self
+
+    def advance(self, images: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, images)
+            speed = self.bar.tasks[0].speed
+            self.bar.update(self.task, rate=f"{speed:.0f}" if speed else "-")
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
 
 class EpochProgress:
     """A progress bar over the steps of each epoch, with loss, speed and ETA; or a line per epoch."""

@@ -166,6 +166,14 @@ def combine(predictions: np.ndarray, weights: np.ndarray, method: str, task: str
     return (weights * predictions).sum(axis=0)
 
 
+def apply_blend(method: str, weights, predictions: np.ndarray, task: str, power: float = 2.0) -> np.ndarray:
+    """The blend of ``runs x rows x classes`` probabilities with fitted ``weights`` (or the stacking model)."""
+    if method == "stack":
+        return weights.predict(predictions)
+    base = "mean" if method in ("hill", "optimize", "weighted") else method
+    return combine(predictions, weights, base, task, power)
+
+
 class Blender:
     """Fits blend weights on some OOF rows and applies them; ``fit`` returns the weights (runs, or runs x classes)."""
 
@@ -194,10 +202,7 @@ class Blender:
         return np.full(n_runs, 1.0 / n_runs)
 
     def apply(self, weights, predictions: np.ndarray) -> np.ndarray:
-        if self.method == "stack":
-            return weights.predict(predictions)
-        base = "mean" if self.method in ("hill", "optimize", "weighted") else self.method
-        return combine(predictions, weights, base, self.task, self.power)
+        return apply_blend(self.method, weights, predictions, self.task, self.power)
 
     def _score(self, targets, blend) -> float:
         try:
@@ -309,6 +314,29 @@ class _StackModel:
         return np.stack(columns, axis=1)
 
 
+    def state(self) -> list:
+        """The fitted models as JSON: per model its coefficients, intercepts and classes (a constant as a number)."""
+        return [model if isinstance(model, float) else
+                {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "classes": model.classes_.tolist()}
+                for model in self.models]
+
+
+def stack_model_from_state(task: str, state: list) -> _StackModel:
+    """The stacking model recorded by :meth:`_StackModel.state`, predicting exactly as the fitted one did."""
+    from sklearn.linear_model import LogisticRegression
+
+    stack = _StackModel(task, seed=0)
+    for entry in state:
+        if not isinstance(entry, dict):
+            stack.models.append(float(entry))
+            continue
+        model = LogisticRegression()
+        model.coef_, model.intercept_ = np.asarray(entry["coef"]), np.asarray(entry["intercept"])
+        model.classes_ = np.asarray(entry["classes"])
+        stack.models.append(model)
+    return stack
+
+
 def _stack_targets(members: Members) -> np.ndarray:
     if members.task == "binary":
         return np.stack([members.data.targets == 0, members.data.targets == 1], axis=1).astype(int)
@@ -390,7 +418,7 @@ def _blend_and_write(members: Members, method: str, metric: str, out: Path, opti
             write_predictions(run.test_path, members.test_ids,
                               np.clip(blender.apply(final_weights, members.test), 0, 1), members.classes)
         write_json(run.score_path, nested.to_dict())
-        _write_blend_report(run, result, singles)
+        _write_blend_report(run, result, singles, final_weights, blender.power)
         _write_run_files(run, members, name=out.name, method=method)
     return result
 
@@ -451,8 +479,12 @@ def _write_run_files(run: RunDir, members: Members, name: str, method: str) -> N
     })
 
 
-def _write_blend_report(run: RunDir, result: EnsembleResult, singles: dict) -> None:
-    write_json(run.weights_path, {"method": result.method, "metric": result.metric, "weights": result.weights})
+def _write_blend_report(run: RunDir, result: EnsembleResult, singles: dict, fitted, power: float) -> None:
+    """weights.json (the recipe ``infer`` replays: method, weights, exponent, stacking model) and blend_score.json."""
+    recipe = {"method": result.method, "metric": result.metric, "weights": result.weights, "power": power}
+    if isinstance(fitted, _StackModel):
+        recipe["stack_model"] = fitted.state()
+    write_json(run.weights_path, recipe)
     write_json(run.blend_score_path, {
         "metric": result.metric, "best_single": {"run": result.best_single[0], "score": result.best_single[1]},
         "single_scores": singles, "in_sample": result.in_sample, "nested": result.nested,

@@ -3,6 +3,8 @@ augmentation (TTA) views, and probabilities by task."""
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Callable
 
 import numpy as np
@@ -14,7 +16,6 @@ from torch.utils.data import DataLoader
 
 from .config import Config, check_tta_view
 from .errors import ConfigError
-from .data import CompetitionData
 from .images import ImageDataset, build_augment
 from .models import create_model, input_normalization, num_outputs
 from .run_dir import RunDir
@@ -25,11 +26,12 @@ from .weights import load_state_dict
 
 @torch.inference_mode()
 def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
-                  channels_last: bool = False, views: dict[str, Callable] | None = None) -> tuple[np.ndarray, dict]:
+                  channels_last: bool = False, views: dict[str, Callable] | None = None,
+                  progress=None) -> tuple[np.ndarray, dict]:
     """``(rows, {view: logits})`` for every batch of ``loader``, in loader order, logits as float32 numpy.
 
     ``views`` maps a name to a batch transform (test-time augmentation); each batch is loaded once for all views.
-    Without views, the one view ``none`` is the batch as it is.
+    Without views, the one view ``none`` is the batch as it is. ``progress`` (an ``ImageProgress``) advances per batch.
     """
     views = views or {"none": lambda images: images}
     was_training = model.training
@@ -43,6 +45,8 @@ def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, am
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 outputs[name].append(model(view(images)).float().cpu().numpy())
         rows.append(np.asarray(batch_rows))
+        if progress is not None:
+            progress.advance(len(batch_rows))
     model.train(was_training)
     if not rows:
         return np.zeros(0, dtype=np.int64), {name: np.zeros((0, 0), dtype=np.float32) for name in views}
@@ -60,6 +64,13 @@ def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
     return positive
 
 
+def combine_views(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:
+    """Probabilities of several TTA views: the mean of their probabilities (``prob``) or of their logits (``logit``)."""
+    if space == "logit":
+        return probabilities_from_logits(np.mean(logit_list, axis=0), task)
+    return np.mean([probabilities_from_logits(logits, task) for logits in logit_list], axis=0)
+
+
 def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The batch transform of a TTA name (NCHW tensors); an unknown name is a ``ConfigError``."""
     fixed = {
@@ -72,21 +83,46 @@ def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         "rot270": lambda x: x.rot90(3, (-2, -1)),
     }
     try:
-        factor = check_tta_view(name)
+        spec = check_tta_view(name)
     except ValueError as exc:
         raise ConfigError(f"predict.tta: {exc}") from None
-    if factor is None:
+    if spec is None:
         return fixed[name]
-    return lambda x: F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    kind, numbers = spec
+    if kind == "scale":
+        return lambda x: F.interpolate(x, scale_factor=numbers[0], mode="bilinear", align_corners=False)
+    if kind == "shift":
+        return lambda x: _shift(x, int(numbers[0]), int(numbers[1]))
+    return lambda x: _rotate(x, numbers[0])
+
+
+def _shift(images: torch.Tensor, right: int, down: int) -> torch.Tensor:
+    """The batch moved by whole pixels, the uncovered border filled with zeros (the normalized mean)."""
+    height, width = images.shape[-2:]
+    shifted = torch.zeros_like(images)
+    shifted[..., max(down, 0):height + min(down, 0), max(right, 0):width + min(right, 0)] = \
+        images[..., max(-down, 0):height + min(-down, 0), max(-right, 0):width + min(-right, 0)]
+    return shifted
+
+
+def _rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """The batch rotated counter-clockwise about its centre, bilinear, zeros (the normalized mean) outside."""
+    angle = torch.tensor(np.deg2rad(degrees), dtype=images.dtype, device=images.device)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros((), dtype=images.dtype, device=images.device)
+    # affine_grid maps output to input coordinates: rotating the image by +D samples it at -D.
+    theta = torch.stack([torch.stack([cos, -sin, zero]), torch.stack([sin, cos, zero])]).unsqueeze(0)
+    grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class FoldPredictor:
     """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
 
-    def __init__(self, config: Config, data: CompetitionData, run: RunDir):
-        self.config, self.data, self.run = config, data, run
+    def __init__(self, config: Config, run: RunDir, task: str, classes: list[str]):
+        self.config, self.run = config, run
         self.runtime = setup_runtime(config.train.device)
-        self.num_outputs = num_outputs(data)
+        self.num_outputs = num_outputs(task, classes)
         self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
         self.amp_dtype = autocast_dtype(config.train.amp, self.runtime.device)
 
@@ -104,12 +140,13 @@ class FoldPredictor:
                                                   self.config.model.in_chans)
         return model.to(self.runtime.device).eval()
 
-    def views(self, model, paths, rows: np.ndarray, views: list[str]) -> dict[str, np.ndarray]:
+    def views(self, model, paths, rows: np.ndarray, views: list[str], progress=None) -> dict[str, np.ndarray]:
         """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
         transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
         dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
         loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
                               self.batch_size, self.config.train.num_workers, self.runtime.device)
-        _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype, self.config.train.channels_last,
-                                  {name: tta_view(name) for name in views})
+        with progress or contextlib.nullcontext() as bar:
+            _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype,
+                                      self.config.train.channels_last, {name: tta_view(name) for name in views}, bar)
         return logits

@@ -78,9 +78,9 @@ def adapt_stem_to_small_input(model: nn.Module, name: str) -> None:
     model.maxpool = nn.Identity()
 
 
-def num_outputs(data) -> int:
-    """Logits of a model for the task of ``data``: one for binary, one per class otherwise."""
-    return 1 if data.task == "binary" else len(data.classes)
+def num_outputs(task: str, classes: list[str]) -> int:
+    """Logits of a model for ``task``: one for binary, one per class otherwise."""
+    return 1 if task == "binary" else len(classes)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -17,7 +17,7 @@ from .config import Config
 from .console import Console
 from .errors import KagglecvError
 from .files import write_json
-from .inference import FoldPredictor, probabilities_from_logits, tta_view
+from .inference import FoldPredictor, combine_views, tta_view
 from .inputs import StageInputs, load_stage_inputs
 from .metrics import get_metric, resolve_metric, score
 from .predictions import read_predictions, write_predictions
@@ -55,7 +55,7 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     missing = [fold for fold in range(n_folds) if not run.fold(fold).is_done()]
     if missing:
         raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
-    predictor = FoldPredictor(config, data, run)
+    predictor = FoldPredictor(config, run, data.task, data.classes)
     oof_logits = {name: np.zeros((len(data), predictor.num_outputs)) for name in views}
     test_logits = {name: [] for name in views}
     for fold in range(n_folds):
@@ -69,11 +69,11 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
         console.line(f"fold {fold}: predicted {len(rows)} held-out rows" + (f" and {len(test)} test rows" if test else ""))
     metric = resolve_metric(config.metric, data.task).name
     chosen, candidate_scores = _choose_views(views, oof_logits, data, metric, config.predict.tta_space, tta == "auto")
-    oof = _combine([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
+    oof = combine_views([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
     run.predict_path.unlink(missing_ok=True)  # written last: its presence says oof.csv and test.csv are whole
     write_predictions(run.oof_path, data.ids, oof, data.classes, folds=fold_of)
     if test is not None:
-        per_fold = [_combine([test_logits[name][fold] for name in chosen], data.task, config.predict.tta_space)
+        per_fold = [combine_views([test_logits[name][fold] for name in chosen], data.task, config.predict.tta_space)
                     for fold in range(n_folds)]
         write_predictions(run.test_path, test.ids, np.mean(per_fold, axis=0), data.classes)
     return _record(run, config, data.task, metric, score(metric, data.task, data.targets, oof), chosen,
@@ -105,18 +105,12 @@ def _record(run: RunDir, config: Config, task: str, metric: str, oof_score: floa
     return PredictResult(chosen, oof_score, metric, candidate_scores)
 
 
-def _combine(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:
-    if space == "logit":
-        return probabilities_from_logits(np.mean(logit_list, axis=0), task)
-    return np.mean([probabilities_from_logits(logits, task) for logits in logit_list], axis=0)
-
-
 def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[str], dict[str, float]]:
     """All views when not auto; otherwise greedy: start from ``none``, keep each candidate that raises the score."""
     direction = 1 if get_metric(metric, data.task).higher_is_better else -1
 
     def oof_score(names):
-        return score(metric, data.task, data.targets, _combine([oof_logits[n] for n in names], data.task, space))
+        return score(metric, data.task, data.targets, combine_views([oof_logits[n] for n in names], data.task, space))
 
     candidate_scores = {name: oof_score([name]) for name in views}
     if not auto:

@@ -169,9 +169,11 @@ class RunDir:
             raise KagglecvError(f"{self.path} was started with another config: {summarize(changes, 8)}; use a new "
                                 "experiment name, or --force to continue with the new config")
 
-    def write_identity(self, config: Config, data: CompetitionData, params: dict[str, int] | None = None) -> None:
+    def write_identity(self, config: Config, data: CompetitionData, params: dict[str, int] | None = None,
+                       n_folds: int | None = None) -> None:
         """``config.yaml``, ``run.json`` and the copy of an own-model file; written once training can start, so a
-        failed start leaves none of them. ``params``: the model's total and trainable parameter counts."""
+        failed start leaves none of them. ``params``: the model's total and trainable parameter counts;
+        ``n_folds``: the folds of the folds file (so inference knows a fold folder is missing without it)."""
         folds_file = Path(config.folds.file)
         created = self._recorded_creation()
         own = OwnModelName.parse(config.model.name)
@@ -183,7 +185,7 @@ class RunDir:
         write_text(self.config_path, dump_config(config))
         write_json(self.info_path, {
             "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
-            "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file),
+            "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file), "n_folds": n_folds,
             "table_sha256": data.content_hash(), "params": params, "model_file": model_file,
             "versions": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
         })

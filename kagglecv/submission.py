@@ -22,7 +22,7 @@ import pandas as pd
 from .data import read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import check_output_name, contained_output, write_bytes
-from .predictions import compare_ids, read_predictions, require_same_ids
+from .predictions import compare_ids, prediction_frame, read_predictions, require_same_ids
 from .run_dir import RunDir
 
 
@@ -49,16 +49,36 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     if not run.test_path.is_file():
         raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
     classes, task = info["classes"], info["task"]
+    predictions = read_predictions(run.test_path, classes)
+    out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task,
+                                            lambda: resolve_thresholds(threshold, run, classes), label_sep)
+    write_bytes(path, encode_submission(out, compress))
+    return Submission(path, fmt, len(out), thresholds)
+
+
+def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,
+                                sample_path: Path, out: Path, thresholds: dict[str, float], label_sep: str = " ") -> str:
+    """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory,
+    checked as ``submit`` checks; returns the format."""
+    predictions = prediction_frame(ids, probabilities, classes)
+    frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task,
+                                     lambda: thresholds, label_sep)
+    write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
+    return fmt
+
+
+def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_path: Path, classes: list[str],
+                     task: str, thresholds_for, label_sep: str = " ") -> tuple[pd.DataFrame, str, dict | None]:
+    """The submission frame in the sample's shape, validated; ``thresholds_for()`` is asked only for label lists."""
     sample = read_csv_strings(sample_path)
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
     id_col = sample.columns[0]
-    predictions = read_predictions(run.test_path, classes)
-    aligned = _align_to_sample(predictions, sample[id_col], run.test_path, sample_path)
+    aligned = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
     fmt = detect_format(sample, classes, task, sample_path)
     thresholds = None
     if fmt == "labels":
-        thresholds = resolve_thresholds(threshold, run, classes)
+        thresholds = thresholds_for()
         values = _label_strings(aligned, classes, thresholds, label_sep)
         out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
     elif fmt == "label":
@@ -69,9 +89,12 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
         column_of = {name: index for index, name in enumerate(classes)}
         out = pd.DataFrame({id_col: sample[id_col]} | {column: aligned[:, column_of[column]] for column in sample.columns[1:]})
     validate_submission(out, sample, sample_path, fmt, classes, label_sep)
+    return out, fmt, thresholds
+
+
+def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:
     text = out.to_csv(index=False, lineterminator="\n", float_format="%.7g").encode()
-    write_bytes(path, gzip.compress(text, mtime=0) if compress else text)
-    return Submission(path, fmt, len(out), thresholds)
+    return gzip.compress(text, mtime=0) if compress else text
 
 
 def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> str:

@@ -107,7 +107,7 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
         raise KagglecvError(f"--fold {bad[0]}: expected 0..{inputs.n_folds - 1} (the folds file has {inputs.n_folds} folds)")
     # The run's identity is written once a fold can start (so a failed start leaves none), and once per command.
     write_identity = functools.cache(
-        lambda params: run.write_identity(config, data, dict(params)) if runtime.is_main else None)
+        lambda params: run.write_identity(config, data, dict(params), inputs.n_folds) if runtime.is_main else None)
     outcomes = [_train_fold(config, data, inputs.fold_of, test, fold, run, runtime, console, resume, write_identity)
                 for fold in chosen]
     if runtime.is_main:
@@ -459,7 +459,7 @@ class FoldTrainer:
         """Test predictions of the fold's selected weights, on rank 0 (the other ranks wait at the barrier)."""
         if not self.runtime.is_main:
             return
-        predictor = FoldPredictor(self.config, self.data, RunDir(self.folder.path.parent))
+        predictor = FoldPredictor(self.config, RunDir(self.folder.path.parent), self.data.task, self.data.classes)
         model = predictor.load(self.fold, source)
         logits = predictor.views(model, self.test.images, np.arange(len(self.test)), ["none"])["none"]
         write_predictions(self.folder.test_path, self.test.ids, probabilities_from_logits(logits, self.data.task),

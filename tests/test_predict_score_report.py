@@ -27,6 +27,23 @@ def test_tta_views_are_exact_tensor_transforms():
         tta_view("spin")
 
 
+def test_rotate_and_shift_views_move_pixels_where_they_say():
+    import torch
+
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    # A quarter turn lands every pixel centre on a pixel centre: bilinear rotation equals rot90, counter-clockwise.
+    assert torch.allclose(tta_view("rotate:90")(x), tta_view("rot90")(x), atol=1e-4)
+    assert torch.allclose(tta_view("rotate:-90")(x), tta_view("rot270")(x), atol=1e-4)
+    assert torch.allclose(tta_view("rotate:0")(x), x, atol=1e-5)
+    right_down = tta_view("shift:2:1")(x)
+    assert torch.equal(right_down[..., 1:, 2:], x[..., :-1, :-2])
+    assert right_down[..., :1, :].abs().sum() == 0 and right_down[..., :, :2].abs().sum() == 0
+    assert torch.equal(tta_view("shift:-1:0")(x)[..., :, :-1], x[..., :, 1:])
+    for bad in ("rotate:90:1", "rotate:400", "shift:1", "shift:0.5:0", "shift:99:0", "rotate:nan"):
+        with pytest.raises(KagglecvError, match="expected"):
+            tta_view(bad)
+
+
 def test_predict_without_tta_reproduces_the_training_oof(trained_runs):
     config = trained_runs[("multiclass", 1)]
     before = pd.read_csv(config.run_dir / "oof.csv", dtype={"id": str})

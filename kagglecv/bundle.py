@@ -1,0 +1,216 @@
+"""``kagglecv pack``: a self-contained folder to upload as a Kaggle dataset, from which ``kagglecv infer`` predicts a
+hidden test set offline; and the check ``infer`` makes before it runs anything from a bundle.
+
+A bundle holds what ``infer`` replays and nothing else: the resolved configs, ``run.json`` (task, classes, fold
+count), ``predict.json`` (TTA), each fold's chosen weights (``best`` or ``ema`` safetensors, never ``last.pt``), the
+own-model file, and for an ensemble its recipe (``weights.json``) with every member under ``members/<name>/``. No
+training image, OOF file or training label goes in. ``manifest.json`` lists every file with its sha256: an altered,
+missing or added file makes ``infer`` refuse the bundle (an own-model file is code that runs).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .console import Console
+from .errors import KagglecvError, summarize
+from .files import atomic_folder, sha256_file, write_bytes, write_json, write_text
+from .infer import EnsembleRecipe, Recipe, leaf_runs, load_recipe, read_new_test
+from .run_dir import RunDir, package_versions
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = 1
+RUN_KEYS = ("experiment", "created", "task", "classes", "n_folds", "params", "model_file", "versions", "python")
+DONE_KEYS = ("fold", "best_epoch", "best_score", "metric", "source")
+
+
+@dataclass
+class Timing:
+    """Measured on synthetic images: ``fixed`` seconds (models loaded) plus ``per_image`` seconds per image."""
+
+    images: int
+    fixed: float
+    per_image: float
+
+    def seconds_for(self, images: int) -> float:
+        return self.fixed + self.per_image * images
+
+
+@dataclass
+class PackResult:
+    path: Path
+    files: int
+    size_bytes: int
+    timing: Timing | None
+    wheels: list[str]
+
+
+def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
+         timing_images: int = 64, console: Console | None = None) -> PackResult:
+    """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place)."""
+    from .wheelhouse import KAGGLE_PROVIDES, build_wheelhouse
+
+    console = console or Console()
+    source, out = Path(source), Path(out)
+    recipe = load_recipe(source)
+    _check_destination(source, out)
+    wheel_names: list[str] = []
+    with atomic_folder(out, replace=True) as building:
+        _copy_recipe(recipe, building)
+        if wheels:
+            wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
+                                           console)
+        timing = measure_timing(load_recipe(building), timing_images) if timing_images > 0 else None
+        write_text(building / "README.md", bundle_readme(recipe, out.name, bool(wheel_names), timing))
+        files = _write_manifest(building, recipe, timing)
+    size = sum(entry["bytes"] for entry in files.values())
+    return PackResult(out, len(files), size, timing, wheel_names)
+
+
+def _check_destination(source: Path, out: Path) -> None:
+    """``out`` is a new folder, or an earlier bundle to replace; never the run itself, inside it, or around it."""
+    resolved_source, resolved_out = source.resolve(), out.resolve()
+    if resolved_out.is_relative_to(resolved_source) or resolved_source.is_relative_to(resolved_out):
+        raise KagglecvError(f"--out {out}: overlaps the run {source}; choose a folder outside it")
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise KagglecvError(f"--out {out}: exists and is not a kagglecv bundle; refused to replace it")
+
+
+def _copy_recipe(recipe: Recipe, dest: Path) -> None:
+    run = RunDir(dest)
+    info = recipe.run.read_info()
+    write_text(run.config_path, recipe.run.config_path.read_text(encoding="utf-8"))
+    if isinstance(recipe, EnsembleRecipe):
+        names = [member.run.name for member in recipe.members]
+        if len(set(names)) != len(names):
+            raise KagglecvError(f"{recipe.run.path}: two members share a folder name ({summarize(names, quote=True)}); "
+                                "a bundle keeps them under members/<name>/")
+        write_json(run.info_path, {**{key: info[key] for key in ("experiment", "kind", "task", "classes", "backbone",
+                                                                  "created") if key in info},
+                                   "bundle_members": [f"members/{name}" for name in names]})
+        write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
+        for name, member in zip(names, recipe.members):
+            _copy_recipe(member, dest / "members" / name)
+        return
+    write_json(run.info_path, {key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources)})
+    if recipe.run.predict_path.is_file():
+        recorded = json.loads(recipe.run.predict_path.read_text(encoding="utf-8"))
+        write_json(run.predict_path, {key: recorded[key] for key in ("tta", "tta_space", "metric", "oof_score", "auto")
+                                      if key in recorded})
+    if recipe.run.model_code() is not None:
+        write_bytes(run.model_code_path, recipe.run.model_code_path.read_bytes())
+    for index, source in enumerate(recipe.sources):
+        fold, copy = recipe.run.fold(index), run.fold(index)
+        done = fold.read_done()
+        write_json(copy.done_path, {key: done[key] for key in DONE_KEYS if key in done} | {"source": source})
+        write_bytes(copy.weights(source), fold.weights(source).read_bytes())
+
+
+def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None) -> dict:
+    files = {str(path.relative_to(folder)): {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+             for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST}
+    write_json(folder / MANIFEST, {
+        "kagglecv_bundle": BUNDLE_FORMAT, "kind": "ensemble" if isinstance(recipe, EnsembleRecipe) else "run",
+        "source": str(recipe.run.path), "created": datetime.now().isoformat(timespec="seconds"),
+        "versions": package_versions(), "task": recipe.task, "classes": recipe.classes,
+        "timing": None if timing is None else {"synthetic_images": timing.images, "fixed_seconds": timing.fixed,
+                                               "seconds_per_image": timing.per_image},
+        "files": files,
+    })
+    return files
+
+
+def verify_bundle(path: Path) -> None:
+    """A folder with a manifest must hold exactly the files it lists, each with its sha256; else an error naming
+    them. A plain run folder (no manifest) is left alone."""
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        return
+    try:
+        listed = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KagglecvError(f"{manifest_path}: corrupt bundle manifest ({exc}); pack the run again") from None
+    present = {str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file() and p.name != MANIFEST}
+    missing = sorted(set(listed) - present)
+    added = sorted(present - set(listed))
+    altered = sorted(name for name in set(listed) & present if sha256_file(Path(path) / name) != listed[name]["sha256"])
+    problems = [f"{label}: {summarize(names, quote=True)}" for label, names in
+                (("altered (sha256 differs)", altered), ("missing", missing), ("not in the manifest", added)) if names]
+    if problems:
+        raise KagglecvError(f"{path}: the bundle does not match its manifest, refused to run it; " + "; ".join(problems))
+
+
+def measure_timing(recipe: Recipe, images: int) -> Timing:
+    """Inference time of the whole recipe (every fold, view and member) on synthetic JPEGs at the model's size, at
+    two test sizes, so the model loading (fixed) and the per-image cost are told apart."""
+    from PIL import Image
+
+    leaf = leaf_runs(recipe)[0]
+    size = leaf.config.model.img_size
+    small = max(1, images // 4)
+    rng = np.random.default_rng(0)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="kagglecv-timing-") as folder:
+        for index in range(images):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
+        for count in (small, images):
+            table = Path(folder) / f"test{count}.csv"
+            image_col = leaf.config.data.image_col
+            header = leaf.config.data.id_col + (f",{image_col}" if image_col else "")
+            rows = [f"t{index}" + (f",t{index}.jpg" if image_col else "") for index in range(count)]
+            table.write_text("\n".join([header, *rows]) + "\n")
+            test = read_new_test(recipe, table, Path(folder))
+            started = time.perf_counter()
+            recipe.predict(test, Console(quiet=True))
+            seconds[count] = time.perf_counter() - started
+    slope = (seconds[images] - seconds[small]) / (images - small) if images > small else 0.0
+    per_image = slope if slope > 0 else seconds[images] / images  # too few images to tell: the cautious estimate
+    return Timing(images, max(seconds[small] - per_image * small, 0.0), per_image)
+
+
+def timing_warning(timing: Timing | None, images: int | None, max_minutes: float | None) -> str | None:
+    """A warning when ``images`` hidden test images would take longer than ``max_minutes`` on this machine."""
+    if timing is None or images is None or max_minutes is None:
+        return None
+    minutes = timing.seconds_for(images) / 60
+    if minutes <= max_minutes:
+        return None
+    return (f"warning: {images} images would take about {minutes:.1f} minutes here, over --max-minutes "
+            f"{max_minutes:g}; Kaggle's GPU may be faster, its CPU slower: drop TTA views, folds or members")
+
+
+def bundle_readme(recipe: Recipe, name: str, has_wheels: bool, timing: Timing | None) -> str:
+    """The README of a bundle: what it holds and the two notebook cells that install and run it offline."""
+    kind = f"ensemble of {len(recipe.members)} runs" if isinstance(recipe, EnsembleRecipe) else "run"
+    install = (f"!pip install --no-index --find-links /kaggle/input/{name}/wheels kagglecv" if has_wheels else
+               "# no wheelhouse in this bundle: attach kagglecv's wheels as another dataset, or pack with --wheels")
+    speed = "" if timing is None else (
+        f"\nMeasured when packed: {timing.per_image * 1000:.1f} s per 1,000 images plus {timing.fixed:.1f} s to load "
+        f"the models ({timing.images} synthetic {leaf_runs(recipe)[0].config.model.img_size} px images, this "
+        "bundle's every fold, view and member, on the packing machine).\n")
+    return f"""# {recipe.run.name}: a kagglecv inference bundle
+
+A {kind} ({recipe.task}, {len(recipe.classes)} classes), packed by `kagglecv pack` to predict a hidden test set
+offline. Upload this folder as a Kaggle dataset named `{name}`, attach it to your notebook, turn the internet off,
+and run these two cells (paths as Kaggle mounts them; change the competition's name):
+
+```
+{install}
+```
+
+```
+!kagglecv infer /kaggle/input/{name} --test /kaggle/input/COMPETITION/test.csv \\
+    --images /kaggle/input/COMPETITION/test --sample /kaggle/input/COMPETITION/sample_submission.csv \\
+    --out /kaggle/working/submission.csv
+```
+
+`infer` first checks every file against `manifest.json` (sha256) and refuses an altered bundle.
+{"The own-model file `model_code.py` is Python that runs when the models are built." if any(
+    leaf.run.model_code() for leaf in leaf_runs(recipe)) else ""}{speed}"""

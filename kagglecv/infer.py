@@ -1,0 +1,227 @@
+"""The infer stage: replay a run's or an ensemble's test predictions on a new test table, offline.
+
+A code competition swaps the public test set for a hidden one at scoring time. ``infer`` reads nothing but the run
+(or ensemble, or a bundle made by ``kagglecv pack``) and the new table: each fold's chosen weights (raw or EMA), the
+TTA views and space recorded by ``predict``, the fold mean, and for an ensemble every member replayed and blended
+with the recorded method and weights. It never reads a folds file, a training table or a path of the training
+machine, and writes only the file it is asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from .config import Config
+from .console import Console
+from .data import CompetitionData, load_test
+from .errors import DataError, KagglecvError, summarize
+from .files import contained_output
+from .predictions import FLOAT_FORMAT, write_predictions
+from .run_dir import RunDir, read_json
+
+
+@dataclass
+class RunRecipe:
+    """How a trained run made its test predictions."""
+
+    run: RunDir
+    config: Config
+    task: str
+    classes: list[str]
+    views: list[str]
+    space: str
+    sources: list[str]  # per fold: "raw" (best.safetensors) or "ema"
+
+    def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
+                workers: int | None = None) -> np.ndarray:
+        from .inference import FoldPredictor, combine_views
+
+        config = self.config.model_copy(update={"train": self.config.train.model_copy(
+            update={"num_workers": self.config.train.num_workers if workers is None else workers}),
+            "predict": self.config.predict.model_copy(update={"batch_size": batch_size or self.config.predict.batch_size})})
+        predictor = FoldPredictor(config, self.run, self.task, self.classes)
+        per_fold = []
+        for fold, source in enumerate(self.sources):
+            model = predictor.load(fold, source)
+            logits = predictor.views(model, test.images, np.arange(len(test)), self.views,
+                                     progress=console.progress(f"{self.run.name} fold {fold}", len(test)))
+            per_fold.append(combine_views([logits[name] for name in self.views], self.task, self.space))
+        return np.mean(per_fold, axis=0)
+
+
+@dataclass
+class EnsembleRecipe:
+    """How an ensemble blended its members' test predictions."""
+
+    run: RunDir
+    task: str
+    classes: list[str]
+    method: str
+    weights: object  # runs, or runs x classes, or the stacking model
+    power: float
+    members: list["Recipe"]
+
+    def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
+                workers: int | None = None) -> np.ndarray:
+        from .ensemble import apply_blend
+
+        # Members' predictions as the ensemble stage read them: from prediction files, at their precision.
+        stacked = np.stack([as_stored(member.predict(test, console, batch_size, workers)) for member in self.members])
+        return np.clip(apply_blend(self.method, self.weights, stacked, self.task, self.power), 0, 1)
+
+
+Recipe = Union[RunRecipe, EnsembleRecipe]
+
+
+def as_stored(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities as a prediction file holds them (``FLOAT_FORMAT``) and the ensemble stage reads them (float32)."""
+    return np.char.mod(FLOAT_FORMAT, np.asarray(probabilities, dtype=np.float64)).astype(np.float64).astype(np.float32)
+
+
+def load_recipe(path: Path) -> Recipe:
+    """The recipe of a run or ensemble folder (or bundle); an incomplete one is an error naming what is missing."""
+    run = RunDir(path)
+    info = run.read_info()
+    if info.get("kind") == "ensemble":
+        return _ensemble_recipe(run, info)
+    return _run_recipe(run, info)
+
+
+def _run_recipe(run: RunDir, info: dict) -> RunRecipe:
+    config = run.read_config()
+    n_folds = recorded_fold_count(run, info)
+    recorded = read_json(run.predict_path, "the predict stage's record") if run.predict_path.is_file() else None
+    views = recorded["tta"] if recorded else ["none"]
+    space = recorded.get("tta_space", config.predict.tta_space) if recorded else config.predict.tta_space
+    sources = []
+    for index in range(n_folds):
+        fold = run.fold(index)
+        if not fold.is_done():
+            raise KagglecvError(f"{run.path}: fold {index} of {n_folds} is not trained ({fold.done_path} missing); "
+                                "every fold's weights are needed")
+        chosen = fold.read_done().get("source", "raw")
+        source = chosen if recorded is None or config.predict.weights == "auto" else config.predict.weights
+        if not fold.weights(source).is_file():
+            raise KagglecvError(f"{run.path}: fold {index}'s {source} weights are missing ({fold.weights(source)})")
+        sources.append(source)
+    return RunRecipe(run, config, info["task"], info["classes"], list(views), space, sources)
+
+
+def recorded_fold_count(run: RunDir, info: dict) -> int:
+    """The number of folds the run was trained with: ``run.json``'s ``n_folds``, or (runs made before it was
+    recorded) the fold folders present."""
+    if isinstance(info.get("n_folds"), int):
+        return info["n_folds"]
+    folds = run.fold_dirs()
+    if not folds:
+        raise KagglecvError(f"{run.path}: no fold<K>/ folders; not a trained run")
+    return folds[-1].index + 1
+
+
+def _ensemble_recipe(run: RunDir, info: dict) -> EnsembleRecipe:
+    from .ensemble import stack_model_from_state
+
+    recipe = read_json(run.weights_path, "the ensemble's weights") if run.weights_path.is_file() else None
+    if recipe is None:
+        raise KagglecvError(f"{run.path}: an ensemble without {run.weights_path.name}; re-run `kagglecv ensemble`")
+    member_paths = [run.path / member for member in info["bundle_members"]] if "bundle_members" in info \
+        else [Path(member) for member in info.get("members", [])]
+    names = [path.name for path in member_paths]
+    method = recipe["method"]
+    if method == "stack":
+        if "stack_model" not in recipe:
+            raise KagglecvError(f"{run.weights_path}: a stacking ensemble made before kagglecv recorded its model; "
+                                "re-run `kagglecv ensemble` to replay it")
+        weights = stack_model_from_state(info["task"], recipe["stack_model"])
+    else:
+        weights = _member_weights(recipe["weights"], names, info["classes"], run.weights_path)
+    if method == "power" and "power" not in recipe:
+        raise KagglecvError(f"{run.weights_path}: a power blend made before kagglecv recorded its exponent; re-run "
+                            "`kagglecv ensemble` to replay it")
+    members = [load_recipe(path) for path in member_paths]
+    for path, member in zip(member_paths, members):
+        if member.classes != info["classes"] or member.task != info["task"]:
+            raise KagglecvError(f"{path}: classes or task differ from the ensemble {run.path}'s")
+    return EnsembleRecipe(run, info["task"], info["classes"], method, weights, float(recipe.get("power", 2.0)), members)
+
+
+def _member_weights(weights: dict, names: list[str], classes: list[str], source: Path) -> np.ndarray:
+    if sorted(weights) != sorted(names) or len(set(names)) != len(names):
+        raise KagglecvError(f"{source}: weights name runs {summarize(sorted(weights), quote=True)}, the ensemble's "
+                            f"members are {summarize(names, quote=True)}")
+    rows = [weights[name] for name in names]
+    if all(isinstance(row, dict) for row in rows):
+        return np.array([[row[name] for name in classes] for row in rows], dtype=np.float64)
+    return np.array(rows, dtype=np.float64)
+
+
+def leaf_runs(recipe: Recipe) -> list[RunRecipe]:
+    """The trained runs a recipe predicts with (an ensemble's members, recursively)."""
+    if isinstance(recipe, RunRecipe):
+        return [recipe]
+    return [leaf for member in recipe.members for leaf in leaf_runs(member)]
+
+
+def read_new_test(recipe: Recipe, table: Path, images: Path | None) -> CompetitionData:
+    """The hidden test table as the run's config describes its tables (id column, image column, pixels), with its
+    images under ``images``; every problem at once (missing images listed), as for the training table."""
+    config = leaf_runs(recipe)[0].config
+    data = config.data.model_copy(update={"test_csv": Path(table), "test_image_dir": images, "image_dir": None})
+    test = load_test(data, recipe.classes, recipe.task)
+    if test.images is None:
+        raise DataError(f"{table}: its rows name image files; give their folder with --images")
+    return test
+
+
+def check_infer_output(out: Path, inputs: list) -> Path:
+    """``out`` is a new file, none of the inputs and inside none of the input folders (a bundle stays untouched)."""
+    out = contained_output(out.parent, out.name, "--out", inputs=inputs)
+    resolved = out.resolve()
+    for folder in inputs:
+        if folder is not None and Path(folder).is_dir() and resolved.is_relative_to(Path(folder).resolve()):
+            raise KagglecvError(f"--out {out}: inside the input folder {folder}; write it elsewhere")
+    return out
+
+
+@dataclass
+class InferResult:
+    path: Path
+    rows: int
+    seconds: float
+    submission_format: str | None
+
+
+def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndarray, out: Path,
+                   sample: Path | None, threshold: float) -> str | None:
+    """A submission in the sample's shape (checked as ``submit`` checks it), or the run's prediction-file shape."""
+    if sample is None:
+        write_predictions(out, test.ids, probabilities, recipe.classes)
+        return None
+    from .submission import submission_from_predictions
+
+    return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
+                                       out, thresholds=dict.fromkeys(recipe.classes, threshold))
+
+
+def infer(source: Path, table: Path, images: Path | None, out: Path, sample: Path | None = None, *,
+          threshold: float = 0.5, batch_size: int | None = None, workers: int | None = None,
+          console: Console | None = None) -> InferResult:
+    """Predict ``table`` with the run, ensemble or bundle at ``source``; write ``out`` (checked, whole or absent)."""
+    from .bundle import verify_bundle
+
+    console = console or Console()
+    out = check_infer_output(Path(out), [source, table, images, sample])
+    verify_bundle(Path(source))
+    recipe = load_recipe(Path(source))
+    test = read_new_test(recipe, table, images)
+    started = time.perf_counter()
+    probabilities = recipe.predict(test, console, batch_size, workers)
+    seconds = time.perf_counter() - started
+    fmt = write_inferred(recipe, test, probabilities, Path(out), sample, threshold)
+    console.line(f"{len(test)} images in {seconds:.1f} s ({len(test) / max(seconds, 1e-9):.0f} images/s): wrote {out}")
+    return InferResult(Path(out), len(test), seconds, fmt)

@@ -1,0 +1,273 @@
+"""``kagglecv infer`` and ``kagglecv pack``: a run or ensemble replayed offline on a hidden test set that differs from
+the public one, from a bundle copied away from the training machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from kagglecv.bundle import MANIFEST, pack, timing_warning
+from kagglecv.config import validate_config
+from kagglecv.console import Console
+from kagglecv.ensemble import _StackModel, make_ensemble, stack_model_from_state
+from kagglecv.errors import KagglecvError
+from kagglecv.folds import make_folds
+from kagglecv.infer import infer
+from kagglecv.predict import predict_run
+from kagglecv.submission import write_submission
+from kagglecv.train import train_run
+from tests.conftest import tiny_config
+
+QUIET = Console(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def competition(tmp_path_factory, digits_root):
+    """Two tiny trained runs (TTA hflip, one scoring EMA weights) with their test set in a folder of our own, and a
+    power-blend ensemble of them."""
+    root = tmp_path_factory.mktemp("infer")
+    source = digits_root / "digits"
+    shutil.copytree(source / "test", root / "public_test")
+    runs = []
+    for seed, ema in ((1, False), (2, True)):
+        raw = tiny_config(root, digits_root, rows=64, train={"seed": seed, "ema": ema, "ema_decay": 0.9},
+                          predict={"tta": ["none", "hflip"]})
+        raw["experiment"] = f"digits-s{seed}"
+        raw["data"]["test_image_dir"] = str(root / "public_test")
+        config = validate_config(raw)
+        if seed == 1:
+            make_folds(config)
+        train_run(config, console=QUIET, predict_test=False)
+        predict_run(config.run_dir, console=QUIET)
+        runs.append(config.run_dir)
+    make_ensemble(runs, method="power", name="blend", power=3.0)
+    sample = root / "sample.csv"
+    test = pd.read_csv(root / "test.csv", dtype=str)
+    pd.DataFrame({"id": test["id"], "label": "zero"}).to_csv(sample, index=False)
+    return {"root": root, "runs": runs, "ensemble": root / "runs" / "ens-blend", "sample": sample, "test": root / "test.csv"}
+
+
+def _hidden_test(folder: Path, public_table: Path, public_images: Path, rows: int = 12) -> tuple[Path, Path, Path]:
+    """A renamed hidden test: new ids, one image enlarged, one grey; with its sample submission."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = folder / "images"
+    images.mkdir()
+    public = pd.read_csv(public_table, dtype=str).head(rows)
+    new_ids = [f"hidden_{index:03d}" for index in range(len(public))][::-1]
+    for position, (old, new) in enumerate(zip(public["id"], new_ids)):
+        image = Image.open(next(public_images.glob(f"{old}.*"))).convert("RGB")
+        if position == 0:
+            image = image.resize((40, 40))
+        if position == 1:
+            image = image.convert("L")
+        image.save(images / f"{new}.png")
+    table = folder / "test.csv"
+    pd.DataFrame({"id": new_ids}).to_csv(table, index=False)
+    sample = folder / "sample_submission.csv"
+    pd.DataFrame({"id": sorted(new_ids), "label": "zero"}).to_csv(sample, index=False)
+    return table, images, sample
+
+
+def _expected_submission(competition, run_path: Path, table: Path, images: Path, sample: Path, tmp_path: Path) -> pd.DataFrame:
+    """What predict (and ensemble) plus submit write when the run's own test set is replaced by the hidden one."""
+    root = competition["root"]
+    backup = tmp_path / "public_backup"
+    shutil.copytree(root / "public_test", backup / "images")
+    shutil.copy(competition["test"], backup / "test.csv")
+    try:
+        shutil.rmtree(root / "public_test")
+        shutil.copytree(images, root / "public_test")
+        shutil.copy(table, competition["test"])
+        for run in competition["runs"]:
+            predict_run(run, console=QUIET)
+        if run_path == competition["ensemble"]:
+            make_ensemble(competition["runs"], method="power", name="blend", power=3.0)
+        written = write_submission(run_path, sample, "expected", out_dir=tmp_path / "expected")
+        return pd.read_csv(written.path, dtype=str)
+    finally:
+        shutil.rmtree(root / "public_test")
+        shutil.copytree(backup / "images", root / "public_test")
+        shutil.copy(backup / "test.csv", competition["test"])
+        for run in competition["runs"]:
+            predict_run(run, console=QUIET)
+        make_ensemble(competition["runs"], method="power", name="blend", power=3.0)
+
+
+def _probabilities_sample(table: Path, classes: list[str]) -> Path:
+    sample = table.with_name("sample_probabilities.csv")
+    ids = pd.read_csv(table, dtype=str)["id"]
+    pd.DataFrame({"id": ids} | {name: 0.0 for name in classes}).to_csv(sample, index=False)
+    return sample
+
+
+def test_infer_on_the_public_test_set_equals_predict(competition, tmp_path):
+    for source in [*competition["runs"], competition["ensemble"]]:
+        out = tmp_path / f"{source.name}.csv"
+        infer(source, competition["test"], competition["root"] / "public_test", out, console=QUIET)
+        replayed = pd.read_csv(out, dtype={"id": str}).set_index("id")
+        recorded = pd.read_csv(source / "test.csv", dtype={"id": str}).set_index("id")
+        assert list(replayed.index) == list(recorded.index) and list(replayed.columns) == list(recorded.columns)
+        np.testing.assert_allclose(replayed.to_numpy(), recorded.to_numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["run", "ensemble"])
+def test_a_bundle_copied_away_predicts_a_renamed_hidden_test_like_predict(competition, tmp_path, which, monkeypatch):
+    source = competition["runs"][1] if which == "run" else competition["ensemble"]
+    bundle = pack(source, tmp_path / "bundle", timing_images=4)
+    assert bundle.timing is not None and bundle.timing.per_image > 0
+    files = set(json.loads((bundle.path / MANIFEST).read_text())["files"])
+    assert not any(name.endswith(("oof.csv", "last.pt", "history.csv", "train.csv", "folds.csv")) for name in files)
+    moved = tmp_path / "kaggle" / "input" / "my-bundle"
+    shutil.copytree(bundle.path, moved)
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    expected = _expected_submission(competition, source, table, images, sample, tmp_path)
+    monkeypatch.chdir(tmp_path / "kaggle")  # nothing relative to the training machine's folder can be found
+    out = tmp_path / "kaggle" / "working" / "submission.csv"
+    out.parent.mkdir()
+    infer(moved, table, images, out, sample, console=QUIET)
+    got = pd.read_csv(out, dtype=str)
+    assert list(got.columns) == ["id", "label"] and list(got["id"]) == list(pd.read_csv(sample, dtype=str)["id"])
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_probabilities_of_a_bundle_match_to_1e_6(competition, tmp_path):
+    bundle = pack(competition["ensemble"], tmp_path / "bundle", timing_images=0)
+    classes = json.loads((bundle.path / "run.json").read_text())["classes"]
+    sample = _probabilities_sample(competition["test"], classes)
+    infer(bundle.path, competition["test"], competition["root"] / "public_test", tmp_path / "p.csv", sample,
+          console=QUIET)
+    got = pd.read_csv(tmp_path / "p.csv", dtype={"id": str}).set_index("id")
+    recorded = pd.read_csv(competition["ensemble"] / "test.csv", dtype={"id": str}).set_index("id").loc[got.index]
+    np.testing.assert_allclose(got[classes].to_numpy(), recorded[classes].to_numpy(), atol=1e-6)
+
+
+def test_one_image_is_a_test_set(competition, tmp_path):
+    table, images, sample = _hidden_test(tmp_path / "one", competition["test"], competition["root"] / "public_test", rows=1)
+    infer(competition["runs"][0], table, images, tmp_path / "one.csv", sample, console=QUIET)
+    assert len(pd.read_csv(tmp_path / "one.csv")) == 1
+
+
+def test_missing_images_are_all_listed_and_nothing_is_written(competition, tmp_path):
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    lost = sorted(images.iterdir())[:2]
+    for path in lost:
+        path.unlink()
+    out = tmp_path / "submission.csv"
+    with pytest.raises(KagglecvError, match="2 image files not found") as error:
+        infer(competition["runs"][0], table, images, out, sample, console=QUIET)
+    assert all(path.stem in str(error.value) for path in lost)
+    assert not out.exists()
+
+
+def test_an_altered_or_added_bundle_file_is_refused(competition, tmp_path):
+    bundle = pack(competition["runs"][0], tmp_path / "bundle", timing_images=0).path
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    weights = bundle / "fold0" / "best.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(KagglecvError, match=r"altered \(sha256 differs\): 'fold0/best.safetensors'"):
+        infer(bundle, table, images, tmp_path / "a.csv", sample, console=QUIET)
+    weights.write_bytes(original)
+    (bundle / "model_code.py").write_text("import os\n")
+    with pytest.raises(KagglecvError, match="not in the manifest: 'model_code.py'"):
+        infer(bundle, table, images, tmp_path / "a.csv", sample, console=QUIET)
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_a_fold_left_out_and_outputs_inside_inputs_are_refused(competition, tmp_path):
+    bundle = pack(competition["runs"][0], tmp_path / "bundle", timing_images=0).path
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    with pytest.raises(KagglecvError, match="inside the input folder"):
+        infer(bundle, table, images, bundle / "submission.csv", sample, console=QUIET)
+    with pytest.raises(KagglecvError, match="is an input of this command"):
+        infer(bundle, table, images, sample, sample, console=QUIET)
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    (copy / MANIFEST).unlink()
+    shutil.rmtree(copy / "fold1")
+    with pytest.raises(KagglecvError, match="fold 1 of 2 is not trained"):
+        infer(copy, table, images, tmp_path / "b.csv", sample, console=QUIET)
+    assert not (tmp_path / "b.csv").exists() and not (bundle / "submission.csv").exists()
+
+
+def test_pack_refuses_to_replace_a_folder_that_is_not_a_bundle(competition, tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(KagglecvError, match="not a kagglecv bundle"):
+        pack(competition["runs"][0], keep, timing_images=0)
+    with pytest.raises(KagglecvError, match="overlaps the run"):
+        pack(competition["runs"][0], competition["runs"][0] / "bundle", timing_images=0)
+    assert (keep / "notes.txt").read_text() == "mine" and not (competition["runs"][0] / "bundle").exists()
+
+
+def test_the_stacking_model_replays_from_its_json_record():
+    rng = np.random.default_rng(0)
+    for task, classes in (("multiclass", 4), ("multilabel", 3)):
+        predictions = rng.dirichlet(np.ones(classes), size=(3, 60)) if task == "multiclass" else rng.random((3, 60, classes))
+        targets = rng.integers(0, classes, 60) if task == "multiclass" else (rng.random((60, classes)) > 0.5).astype(int)
+        fitted = _StackModel(task, seed=0).fit(predictions, targets)
+        rebuilt = stack_model_from_state(task, json.loads(json.dumps(fitted.state())))
+        np.testing.assert_allclose(rebuilt.predict(predictions), fitted.predict(predictions), atol=1e-12)
+
+
+def test_timing_warns_only_past_the_limit():
+    from kagglecv.bundle import Timing
+
+    timing = Timing(images=64, fixed=2.0, per_image=0.01)
+    assert timing_warning(timing, images=1000, max_minutes=1) is None
+    assert "about 1.7 minutes" in timing_warning(timing, images=10_000, max_minutes=1)
+
+
+def test_the_default_wheelhouse_leaves_out_what_kaggle_has():
+    from kagglecv.wheelhouse import KAGGLE_PROVIDES, missing_on_kaggle
+
+    needed = missing_on_kaggle(KAGGLE_PROVIDES)
+    assert {"torch", "numpy", "scipy", "timm", "pandas"}.isdisjoint(needed)  # scipy comes with scikit-learn
+    assert {"typer", "imagehash"} <= set(needed)
+
+
+@pytest.mark.slow
+def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, tmp_path):
+    """A fresh virtual environment whose site sees this one's packages except kagglecv (the stand-in for a Kaggle
+    image), ``pip install --no-index --find-links wheels kagglecv``, then ``kagglecv infer`` from it."""
+    from kagglecv.wheelhouse import requirement_closure
+
+    everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
+    bundle = pack(competition["runs"][0], tmp_path / "bundle", wheels=True, provided=everything, timing_images=0).path
+    assert [path.name.split("-")[0] for path in (bundle / "wheels").glob("*.whl")] == ["kagglecv"]
+    image = tmp_path / "image"
+    site_packages = Path(next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()))
+    image.mkdir()
+    for entry in site_packages.iterdir():
+        if not entry.name.lower().startswith(("kagglecv", "__editable__")):
+            (image / entry.name).symlink_to(entry)
+    fresh = tmp_path / "fresh"
+    venv.create(fresh, with_pip=False)  # pip too comes from the stand-in image (a pip of its own would bring an old setuptools)
+    fresh_site = next((fresh / "lib").glob("python*/site-packages"))
+    (fresh_site / "kaggle-image.pth").write_text(f"{image}\n")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    install = subprocess.run([str(fresh / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+                              "--find-links", str(bundle / "wheels"), "kagglecv"], capture_output=True, text=True,
+                             env=environment, check=False)
+    assert install.returncode == 0, install.stderr[-2000:]
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    out = tmp_path / "submission.csv"
+    result = subprocess.run([str(fresh / "bin" / "kagglecv"), "infer", str(bundle), "--test", str(table), "--images",
+                             str(images), "--sample", str(sample), "--out", str(out)], capture_output=True, text=True,
+                            env=environment, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    located = subprocess.run([str(fresh / "bin" / "python"), "-c", "import kagglecv; print(kagglecv.__file__)"],
+                             capture_output=True, text=True, env=environment, cwd=tmp_path, check=True)
+    assert located.stdout.strip().startswith(str(fresh))
+    assert len(pd.read_csv(out)) == len(pd.read_csv(sample))
