@@ -21,7 +21,8 @@ from common import alternate, peak_rss_mib, ratio, require_shared
 from kagglecv.config import validate_config
 from kagglecv.data import load_test, load_train
 from kagglecv.images import ImageDataset, build_augment, worker_init
-from kagglecv.predict import FoldPredictor
+from kagglecv.inference import FoldPredictor
+from kagglecv.run_dir import RunDir
 from kagglecv.runtime import available_cores
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -35,7 +36,7 @@ def run(quick: bool = False, rounds: int = 3) -> dict:
         "model": {"name": "resnet10t", "img_size": 32}, "train": {"batch_size": 64}, "predict": {"batch_size": 128}})
     data = load_train(config.data.model_copy(update={"image_dir": None}))
     test = load_test(config.data, data.classes, data.task)
-    predictor = FoldPredictor(config, data, Path("/tmp"))
+    predictor = FoldPredictor(config, RunDir(Path("/tmp")), data.task, data.classes)
     model = timm.create_model("resnet10t", num_classes=10).eval()
     predictor.mean, predictor.std = MEAN, STD
     rows = np.arange(len(test))

@@ -30,8 +30,8 @@ app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 
 LOG_WIDTH = 1000  # not a terminal (a log file, CI): tables at their natural width, never cut to 80 columns
-console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
+console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else LOG_WIDTH, emoji=False)
 
 ConfigPath = Annotated[Path, typer.Argument(help="Experiment config (YAML).")]
 Overrides = Annotated[

@@ -12,7 +12,7 @@ class Console:
     """Prints to stdout; ``interactive`` (a terminal) decides between progress bars and plain lines."""
 
     def __init__(self, interactive: bool | None = None, quiet: bool = False):
-        self.rich = RichConsole(highlight=False, soft_wrap=True)
+        self.rich = RichConsole(highlight=False, soft_wrap=True, emoji=False)  # ":-1:" in a TTA view is not 👎
         self.interactive = sys.stdout.isatty() if interactive is None else interactive
         self.quiet = quiet
 

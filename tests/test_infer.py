@@ -51,6 +51,8 @@ def competition(tmp_path_factory, digits_root):
         predict_run(config.run_dir, console=QUIET)
         runs.append(config.run_dir)
     make_ensemble(runs, method="power", name="blend", power=3.0)
+    for method in ("rank", "stack"):
+        make_ensemble(runs, method=method, name=method)
     sample = root / "sample.csv"
     test = pd.read_csv(root / "test.csv", dtype=str)
     pd.DataFrame({"id": test["id"], "label": "zero"}).to_csv(sample, index=False)
@@ -111,7 +113,8 @@ def _probabilities_sample(table: Path, classes: list[str]) -> Path:
 
 
 def test_infer_on_the_public_test_set_equals_predict(competition, tmp_path):
-    for source in [*competition["runs"], competition["ensemble"]]:
+    ensembles = [competition["ensemble"], competition["root"] / "runs" / "ens-rank", competition["root"] / "runs" / "ens-stack"]
+    for source in [*competition["runs"], *ensembles]:
         out = tmp_path / f"{source.name}.csv"
         infer(source, competition["test"], competition["root"] / "public_test", out, console=QUIET)
         replayed = pd.read_csv(out, dtype={"id": str}).set_index("id")
@@ -209,6 +212,25 @@ def test_pack_refuses_to_replace_a_folder_that_is_not_a_bundle(competition, tmp_
     with pytest.raises(KagglecvError, match="overlaps the run"):
         pack(competition["runs"][0], competition["runs"][0] / "bundle", timing_images=0)
     assert (keep / "notes.txt").read_text() == "mine" and not (competition["runs"][0] / "bundle").exists()
+
+
+def test_the_commands_print_one_line_results_and_one_line_errors(competition, tmp_path):
+    from typer.testing import CliRunner
+
+    from kagglecv.cli import app
+
+    runner = CliRunner()
+    packed = runner.invoke(app, ["pack", str(competition["runs"][0]), "--out", str(tmp_path / "b"), "--timing-images",
+                                 "4", "--images", "1000000", "--max-minutes", "1"])
+    assert packed.exit_code == 0, packed.output
+    assert "s per 1,000 images" in packed.output and "warning: 1000000 images would take" in packed.output
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    inferred = runner.invoke(app, ["infer", str(tmp_path / "b"), "--test", str(table), "--images", str(images),
+                                   "--sample", str(sample), "--out", str(tmp_path / "s.csv")])
+    assert inferred.exit_code == 0 and "12 images in" in inferred.output, inferred.output
+    no_images = runner.invoke(app, ["infer", str(tmp_path / "b"), "--test", str(table), "--out", str(tmp_path / "t.csv")])
+    assert isinstance(no_images.exception, KagglecvError) and "give their folder with --images" in str(no_images.exception)
+    assert not (tmp_path / "t.csv").exists()
 
 
 def test_the_stacking_model_replays_from_its_json_record():

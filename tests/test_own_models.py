@@ -152,6 +152,14 @@ def test_an_own_model_trains_predicts_ensembles_and_submits_without_its_file(tmp
     np.testing.assert_allclose(pd.read_csv(run / "oof.csv").iloc[:, 2:], before.iloc[:, 2:], atol=1e-6)
     result = runner.invoke(app, ["ensemble", str(run), str(tmp_path / "runs" / "own-2"), "--method", "mean"])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["pack", "runs/ens-mean-2", "--out", "bundle", "--timing-images", "0"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bundle" / "members" / "own-1" / "model_code.py").read_bytes() == (run / "model_code.py").read_bytes()
+    result = runner.invoke(app, ["infer", "bundle", "--test", "test.csv", "--images", str(digits_root / "digits" / "test"),
+                                 "--out", "inferred.csv"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "inferred.csv").iloc[:, 1:],
+                               pd.read_csv(tmp_path / "runs" / "ens-mean-2" / "test.csv").iloc[:, 1:], atol=1e-6)
     sample = pd.DataFrame({"id": pd.read_csv(tmp_path / "test.csv", dtype=str)["id"], "label": "0"})
     sample.to_csv(tmp_path / "sample.csv", index=False)
     result = runner.invoke(app, ["submit", str(run), "--sample", "sample.csv"])

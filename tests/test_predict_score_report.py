@@ -27,6 +27,11 @@ def test_tta_views_are_exact_tensor_transforms():
         tta_view("spin")
 
 
+def test_view_names_print_as_written(capsys):
+    Console(interactive=False).line("TTA ['none', 'shift:-1:0']")  # rich would render ":-1:" as an emoji
+    assert "shift:-1:0" in capsys.readouterr().out
+
+
 def test_rotate_and_shift_views_move_pixels_where_they_say():
     import torch
 
