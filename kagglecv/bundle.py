@@ -64,6 +64,7 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
     wheel_names: list[str] = []
     with atomic_folder(out, replace=True) as building:
         _copy_recipe(recipe, building)
+        write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
         if wheels:
             wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
                                            console)
@@ -120,6 +121,7 @@ def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None) -> dict
         "kagglecv_bundle": BUNDLE_FORMAT, "kind": "ensemble" if isinstance(recipe, EnsembleRecipe) else "run",
         "source": str(recipe.run.path), "created": datetime.now().isoformat(timespec="seconds"),
         "versions": package_versions(), "task": recipe.task, "classes": recipe.classes,
+        "size_bytes": sum(entry["bytes"] for entry in files.values()),
         "timing": None if timing is None else {"synthetic_images": timing.images, "fixed_seconds": timing.fixed,
                                                "seconds_per_image": timing.per_image},
         "files": files,

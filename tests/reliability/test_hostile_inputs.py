@@ -156,6 +156,7 @@ def symlink_loop(world: Path) -> None:
 
 RUNS = ("runs",)
 TRAIN = ["train", "base.yaml", "--set", "experiment=fresh"]
+INFER = ["infer", "runs/base", "--test", "data/test.csv", "--images", "data/test"]
 CATALOGUE = {
     "names that become paths": [
         Variant("ensemble name with ..", ["ensemble", "runs/base", "runs/other", "--name", "x/../base"], "x/../base", outputs=RUNS),
@@ -243,6 +244,18 @@ CATALOGUE = {
         Variant("oof without its fold column", ["ensemble", "runs/base", "runs/other"], "fold",
                 setup=lambda w: pd.read_csv(w / "runs/other/oof.csv", dtype=str).drop(columns="fold").to_csv(w / "runs/other/oof.csv", index=False), outputs=RUNS),
     ],
+    "code competitions": [
+        Variant("infer writing into the run", INFER + ["--out", "runs/base/submission.csv"], "inside the input folder"),
+        Variant("infer overwriting its test table", INFER + ["--out", "data/test.csv"], "input of this command"),
+        Variant("infer on a folder that is no run", ["infer", "data", "--test", "data/test.csv", "--out", "x.csv"], "not a run or ensemble folder"),
+        Variant("infer without --images", ["infer", "runs/base", "--test", "data/test.csv", "--out", "x.csv"], "--images"),
+        Variant("infer on a test table without ids", INFER + ["--out", "x.csv"], "'id'",
+                setup=write("data/test.csv", "name\nx\n")),
+        Variant("infer on a bundle with a corrupt manifest", ["infer", "bundle", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"],
+                "corrupt bundle manifest", setup=lambda w: (packed(w), (w / "bundle" / "manifest.json").write_text("{"))),
+        Variant("pack into the run", ["pack", "runs/base", "--out", "runs/base/bundle", "--timing-images", "0"], "overlaps the run"),
+        Variant("pack over a folder of yours", ["pack", "runs/base", "--out", "data", "--timing-images", "0"], "not a kagglecv bundle"),
+    ],
     "the system": [
         Variant("symlink loop in the image folder", TRAIN, "line 2", setup=symlink_loop, outputs=RUNS),
         Variant("output file is a folder", ["submit", "runs/base", "--sample", "data/sample.csv"], "submissions/base.csv",
@@ -250,6 +263,12 @@ CATALOGUE = {
         Variant("unreadable folds file", ["train", "base.yaml"], "folds/digits.csv", setup=write("folds/digits.csv", "\x00garbage\n"), outputs=RUNS),
     ],
 }
+def packed(world: Path) -> None:
+    from kagglecv.bundle import pack
+
+    pack(world / "runs" / "base", world / "bundle", timing_images=0)
+
+
 VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()
             for variant in variants]
 
