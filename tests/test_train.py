@@ -272,8 +272,6 @@ def test_the_last_accumulation_group_of_an_epoch_is_stepped(tmp_path, digits_roo
 
 
 def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root):
-    from types import SimpleNamespace
-
     import torch
 
     from kagglecv.inference import FoldPredictor
@@ -285,8 +283,7 @@ def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root)
     assert autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
     for amp, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("off", None)):
         config = validate_config(tiny_config(tmp_path, digits_root, train={"amp": amp, "device": "cpu"}))
-        data = SimpleNamespace(task="multiclass", classes=["a", "b"])
-        assert FoldPredictor(config, data, RunDir(tmp_path)).amp_dtype is dtype
+        assert FoldPredictor(config, RunDir(tmp_path), "multiclass", ["a", "b"]).amp_dtype is dtype
 
 
 def test_best_tracking_counts_epochs_since_the_best_and_ignores_nan():
