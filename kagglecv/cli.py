@@ -191,8 +191,8 @@ def infer(
     images: Annotated[Optional[Path], typer.Option(help="The folder of the test images (not for pixel tables).")] = None,
     sample: Annotated[Optional[Path], typer.Option(help="The sample submission whose exact shape to write.")] = None,
     threshold: Annotated[float, typer.Option(help="Multi-label labels format: the probability threshold.")] = 0.5,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch; the run's predict batch size when omitted.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image-loading workers; the run's when omitted.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per batch; the run's predict batch size when omitted.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Image-loading workers; the run's when omitted.")] = None,
 ) -> None:
     """Replay a run's or ensemble's test predictions (folds, weights, TTA, blend) on a new test set, offline."""
     from .infer import infer as infer_stage
@@ -208,9 +208,9 @@ def pack(
     out: Annotated[Path, typer.Option(help="The bundle folder to write (replaces an earlier bundle there).")],
     wheels: Annotated[bool, typer.Option(help="Add a wheelhouse: kagglecv and what the Kaggle image lacks.")] = False,
     provided: Annotated[Optional[str], typer.Option(help="Comma-separated packages the Kaggle image has (default: torch, torchvision, timm, numpy, pandas, scikit-learn, albumentations).")] = None,
-    timing_images: Annotated[int, typer.Option(help="Synthetic images to time inference on; 0 skips the timing.")] = 64,
-    images: Annotated[Optional[int], typer.Option(help="With --max-minutes: the hidden test's number of images.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Warn when --images images would take longer here.")] = None,
+    timing_images: Annotated[int, typer.Option(min=0, help="Synthetic images to time inference on; 0 skips the timing.")] = 64,
+    images: Annotated[Optional[int], typer.Option(min=1, help="With --max-minutes: the hidden test's number of images.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(min=0, help="Warn when --images images would take longer here.")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
     from .bundle import pack as pack_stage, timing_warning

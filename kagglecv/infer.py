@@ -41,10 +41,8 @@ class RunRecipe:
                 workers: int | None = None) -> np.ndarray:
         from .inference import FoldPredictor, combine_views
 
-        config = self.config.model_copy(update={"train": self.config.train.model_copy(
-            update={"num_workers": self.config.train.num_workers if workers is None else workers}),
-            "predict": self.config.predict.model_copy(update={"batch_size": batch_size or self.config.predict.batch_size})})
-        predictor = FoldPredictor(config, self.run, self.task, self.classes)
+        predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
+                                  self.classes)
         per_fold = []
         for fold, source in enumerate(self.sources):
             model = predictor.load(fold, source)
@@ -52,6 +50,13 @@ class RunRecipe:
                                      progress=console.progress(f"{self.run.name} fold {fold}", len(test)))
             per_fold.append(combine_views([logits[name] for name in self.views], self.task, self.space))
         return np.mean(per_fold, axis=0)
+
+
+def _with_loader_settings(config: Config, batch_size: int | None, workers: int | None) -> Config:
+    """The run's config with the command's batch size and loader workers, when given (neither changes a result)."""
+    train = config.train if workers is None else config.train.model_copy(update={"num_workers": workers})
+    predict = config.predict if batch_size is None else config.predict.model_copy(update={"batch_size": batch_size})
+    return config.model_copy(update={"train": train, "predict": predict})
 
 
 @dataclass
