@@ -53,18 +53,29 @@ class PackResult:
 
 
 def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
-         timing_images: int = 64, console: Console | None = None) -> PackResult:
-    """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place)."""
+         timing_images: int = 64, threshold: str | None = None, console: Console | None = None) -> PackResult:
+    """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place).
+
+    ``threshold``: ``oof`` (per-class thresholds tuned for F1 on the run's OOF predictions, with the training labels
+    this machine has) or a number, stored for ``infer``'s multi-label label lists.
+    """
     from .wheelhouse import KAGGLE_PROVIDES, build_wheelhouse
 
     console = console or Console()
     source, out = Path(source), Path(out)
     recipe = load_recipe(source)
     _check_destination(source, out)
+    thresholds = None
+    if threshold is not None:
+        from .submission import parse_threshold, resolve_thresholds
+
+        thresholds = resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
     wheel_names: list[str] = []
     with atomic_folder(out, replace=True) as building:
         _copy_recipe(recipe, building)
         write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
+        if thresholds is not None:
+            write_json(RunDir(building).thresholds_path, thresholds)
         if wheels:
             wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
                                            console)

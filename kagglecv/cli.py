@@ -190,7 +190,7 @@ def infer(
     out: Annotated[Path, typer.Option(help="The file to write: a submission with --sample, else predictions.")],
     images: Annotated[Optional[Path], typer.Option(help="The folder of the test images (not for pixel tables).")] = None,
     sample: Annotated[Optional[Path], typer.Option(help="The sample submission whose exact shape to write.")] = None,
-    threshold: Annotated[float, typer.Option(help="Multi-label labels format: the probability threshold.")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option(help="Multi-label labels format: one threshold for every class; the bundle's packed thresholds, else 0.5, when omitted.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per batch; the run's predict batch size when omitted.")] = None,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Image-loading workers; the run's when omitted.")] = None,
 ) -> None:
@@ -211,12 +211,13 @@ def pack(
     timing_images: Annotated[int, typer.Option(min=0, help="Synthetic images to time inference on; 0 skips the timing.")] = 64,
     images: Annotated[Optional[int], typer.Option(min=1, help="With --max-minutes: the hidden test's number of images.")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(min=0, help="Warn when --images images would take longer here.")] = None,
+    threshold: Annotated[Optional[str], typer.Option(help="Multi-label labels format: 'oof' (per-class, F1-tuned on the OOF predictions) or a number, stored for infer.")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
     from .bundle import pack as pack_stage, timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
-    result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images)
+    result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold)
     console.print(f"wrote {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB"
                   + (f", {len(result.wheels)} wheels" if wheels else ""))
     if result.timing is not None:

@@ -201,8 +201,22 @@ class InferResult:
     submission_format: str | None
 
 
+def resolve_infer_thresholds(recipe: Recipe, threshold: float | None) -> dict[str, float]:
+    """``--threshold`` for every class when given; else the thresholds packed into the bundle; else 0.5."""
+    from .submission import parse_threshold
+
+    if threshold is not None:
+        return dict.fromkeys(recipe.classes, parse_threshold(threshold))
+    if recipe.run.thresholds_path.is_file():
+        recorded = read_json(recipe.run.thresholds_path, "the bundle's per-class thresholds")
+        if not isinstance(recorded, dict) or sorted(recorded) != sorted(recipe.classes):
+            raise KagglecvError(f"{recipe.run.thresholds_path}: expected one threshold per class of the run")
+        return {name: float(recorded[name]) for name in recipe.classes}
+    return dict.fromkeys(recipe.classes, 0.5)
+
+
 def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndarray, out: Path,
-                   sample: Path | None, threshold: float) -> str | None:
+                   sample: Path | None, thresholds: dict[str, float]) -> str | None:
     """A submission in the sample's shape (checked as ``submit`` checks it), or the run's prediction-file shape."""
     if sample is None:
         write_predictions(out, test.ids, probabilities, recipe.classes)
@@ -210,11 +224,11 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
     from .submission import submission_from_predictions
 
     return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
-                                       out, thresholds=dict.fromkeys(recipe.classes, threshold))
+                                       out, thresholds=thresholds)
 
 
 def infer(source: Path, table: Path, images: Path | None, out: Path, sample: Path | None = None, *,
-          threshold: float = 0.5, batch_size: int | None = None, workers: int | None = None,
+          threshold: float | None = None, batch_size: int | None = None, workers: int | None = None,
           console: Console | None = None) -> InferResult:
     """Predict ``table`` with the run, ensemble or bundle at ``source``; write ``out`` (checked, whole or absent)."""
     from .bundle import verify_bundle
@@ -223,10 +237,11 @@ def infer(source: Path, table: Path, images: Path | None, out: Path, sample: Pat
     out = check_infer_output(Path(out), [source, table, images, sample])
     verify_bundle(Path(source))
     recipe = load_recipe(Path(source))
+    thresholds = resolve_infer_thresholds(recipe, threshold)
     test = read_new_test(recipe, table, images)
     started = time.perf_counter()
     probabilities = recipe.predict(test, console, batch_size, workers)
     seconds = time.perf_counter() - started
-    fmt = write_inferred(recipe, test, probabilities, Path(out), sample, threshold)
+    fmt = write_inferred(recipe, test, probabilities, Path(out), sample, thresholds)
     console.line(f"{len(test)} images in {seconds:.1f} s ({len(test) / max(seconds, 1e-9):.0f} images/s): wrote {out}")
     return InferResult(Path(out), len(test), seconds, fmt)

@@ -88,6 +88,7 @@ class RunDir:
     confusion_png = _file("confusion.png")
     per_class_ap_png = _file("per_class_ap.png")
     model_code_path = _file("model_code.py")
+    thresholds_path = _file("thresholds.json")  # a bundle's per-class thresholds, tuned on OOF when packed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))

@@ -233,6 +233,30 @@ def test_the_commands_print_one_line_results_and_one_line_errors(competition, tm
     assert not (tmp_path / "t.csv").exists()
 
 
+def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(trained_runs, tmp_path):
+    from kagglecv.run_dir import RunDir
+    from kagglecv.submission import resolve_thresholds
+
+    config = trained_runs[("multilabel", 1)]
+    run = tmp_path / "run"
+    shutil.copytree(config.run_dir, run)  # the session's runs stay as other tests left them
+    bundle = pack(run, tmp_path / "bundle", timing_images=0, threshold="oof").path
+    classes = json.loads((bundle / "run.json").read_text())["classes"]
+    packed = json.loads((bundle / "thresholds.json").read_text())
+    assert packed == pytest.approx(resolve_thresholds("oof", RunDir(run), classes))
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({"id": pd.read_csv(config.data.test_csv, dtype=str)["id"], "labels": ""}).to_csv(sample, index=False)
+    expected = write_submission(run, sample, "expected", threshold="oof", out_dir=tmp_path / "submissions")
+    assert expected.format == "labels"
+    infer(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "got.csv", sample, console=QUIET)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "got.csv", dtype=str, keep_default_na=False),
+                                  pd.read_csv(expected.path, dtype=str, keep_default_na=False))
+    infer(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "half.csv", sample, threshold=0.5,
+          console=QUIET)
+    half = write_submission(run, sample, "half", threshold="0.5", out_dir=tmp_path / "submissions")
+    assert pd.read_csv(tmp_path / "half.csv", dtype=str).equals(pd.read_csv(half.path, dtype=str))
+
+
 def test_the_stacking_model_replays_from_its_json_record():
     rng = np.random.default_rng(0)
     for task, classes in (("multiclass", 4), ("multilabel", 3)):
