@@ -53,13 +53,15 @@ class PackResult:
 
 
 def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
-         timing_images: int = 64, threshold: str | None = None, console: Console | None = None) -> PackResult:
+         timing_images: int = 64, threshold: str | None = None, wheel_platform: str | None = None,
+         wheel_python: str | None = None, console: Console | None = None) -> PackResult:
     """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place).
 
     ``threshold``: ``oof`` (per-class thresholds tuned for F1 on the run's OOF predictions, with the training labels
-    this machine has) or a number, stored for ``infer``'s multi-label label lists.
+    this machine has) or a number, stored for ``infer``'s multi-label label lists. ``wheel_platform``,
+    ``wheel_python``: the pip platform tag and Python version of the notebook the wheels are for (Kaggle's).
     """
-    from .wheelhouse import KAGGLE_PROVIDES, build_wheelhouse
+    from .wheelhouse import KAGGLE_PLATFORM, KAGGLE_PROVIDES, KAGGLE_PYTHON, build_wheelhouse
 
     console = console or Console()
     source, out = Path(source), Path(out)
@@ -78,7 +80,8 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
             write_json(RunDir(building).thresholds_path, thresholds)
         if wheels:
             wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
-                                           console)
+                                           console, wheel_platform or KAGGLE_PLATFORM,
+                                           wheel_python or KAGGLE_PYTHON)
         timing = measure_timing(load_recipe(building), timing_images) if timing_images > 0 else None
         write_text(building / "README.md", bundle_readme(recipe, out.name, bool(wheel_names), timing))
         files = _write_manifest(building, recipe, timing)

@@ -212,12 +212,15 @@ def pack(
     images: Annotated[Optional[int], typer.Option(min=1, help="With --max-minutes: the hidden test's number of images.")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(min=0, help="Warn when --images images would take longer here.")] = None,
     threshold: Annotated[Optional[str], typer.Option(help="Multi-label labels format: 'oof' (per-class, F1-tuned on the OOF predictions) or a number, stored for infer.")] = None,
+    wheel_platform: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's pip platform tag (Kaggle's, manylinux_2_35_x86_64, when omitted).")] = None,
+    wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
     from .bundle import pack as pack_stage, timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
-    result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold)
+    result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
+                        wheel_platform=wheel_platform, wheel_python=wheel_python)
     console.print(f"wrote {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB"
                   + (f", {len(result.wheels)} wheels" if wheels else ""))
     if result.timing is not None:

@@ -10,6 +10,7 @@ from (``pip install -e .``).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -22,7 +23,7 @@ from .console import Console
 from .errors import KagglecvError
 
 KAGGLE_PROVIDES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "albumentations")
-KAGGLE_PLATFORM = "manylinux2014_x86_64"
+KAGGLE_PLATFORM = "manylinux_2_35_x86_64"  # Kaggle's image: Ubuntu 22.04, glibc 2.35; pip also takes older manylinux tags
 KAGGLE_PYTHON = "3.11"
 MIN_SETUPTOOLS = (77,)  # PEP 639 license strings in pyproject.toml
 
@@ -57,17 +58,32 @@ def missing_on_kaggle(provided: tuple[str, ...]) -> dict[str, str]:
     return needed
 
 
-def build_wheelhouse(dest: Path, provided: tuple[str, ...], console: Console) -> list[str]:
-    """kagglecv's wheel and the missing dependencies' wheels in ``dest``; returns the wheel file names."""
+def build_wheelhouse(dest: Path, provided: tuple[str, ...], console: Console, platform: str = KAGGLE_PLATFORM,
+                     python: str = KAGGLE_PYTHON) -> list[str]:
+    """kagglecv's wheel and the missing dependencies' wheels (for ``platform`` and ``python``) in ``dest``;
+    returns the wheel file names."""
     dest.mkdir(parents=True, exist_ok=True)
     _pip(["wheel", "--no-deps", "--wheel-dir", str(dest), *_isolation(), str(_source_checkout())], "build kagglecv's wheel")
     needed = missing_on_kaggle(provided)
     if needed:
         console.line(f"wheels for what the Kaggle image lacks: {', '.join(f'{n}=={v}' for n, v in sorted(needed.items()))}")
-        _pip(["download", "--no-deps", "--only-binary=:all:", "--platform", KAGGLE_PLATFORM, "--python-version",
-              KAGGLE_PYTHON, "--dest", str(dest), *(f"{name}=={version}" for name, version in sorted(needed.items()))],
+        _pip(["download", "--no-deps", "--only-binary=:all:", *platform_options(platform), "--implementation", "cp",
+              "--python-version", python, "--dest", str(dest), *(f"{name}=={version}" for name, version in sorted(needed.items()))],
              "download the dependencies' wheels")
     return sorted(path.name for path in dest.glob("*.whl"))
+
+
+def platform_options(platform: str) -> list[str]:
+    """``--platform`` options for pip download: a ``manylinux_2_Y_<arch>`` glibc accepts every older manylinux
+    tag too, but pip matches each tag exactly, so each is named (manylinux_2_Y down to 2_17, then the legacy
+    aliases of PEP 600)."""
+    match = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", platform)
+    if match is None:
+        return ["--platform", platform]
+    newest, arch = int(match.group(1)), match.group(2)
+    tags = [f"manylinux_2_{minor}_{arch}" for minor in range(newest, 16, -1)]
+    tags += [f"{alias}_{arch}" for alias in ("manylinux2014", "manylinux2010", "manylinux1")]
+    return [option for tag in tags for option in ("--platform", tag)]
 
 
 def _source_checkout() -> Path:

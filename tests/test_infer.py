@@ -283,6 +283,15 @@ def test_the_default_wheelhouse_leaves_out_what_kaggle_has():
     assert {"typer", "imagehash"} <= set(needed)
 
 
+def test_a_glibc_platform_names_every_older_manylinux_tag_for_pip():
+    from kagglecv.wheelhouse import platform_options
+
+    tags = platform_options("manylinux_2_35_x86_64")[1::2]
+    assert tags[0] == "manylinux_2_35_x86_64" and "manylinux_2_17_x86_64" in tags and "manylinux_2_16_x86_64" not in tags
+    assert tags[-3:] == ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    assert platform_options("macosx_11_0_arm64") == ["--platform", "macosx_11_0_arm64"]
+
+
 @pytest.mark.slow
 def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, tmp_path):
     """A fresh virtual environment whose site sees this one's packages except kagglecv (the stand-in for a Kaggle
