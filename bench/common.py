@@ -66,3 +66,13 @@ def require_shared(name: str) -> Path:
     if not path.is_dir():
         raise SystemExit(f"benchmark needs {path} (../shared/data beside the repository)")
     return path
+
+
+def quick_cli(run: Callable[[bool], dict], description: str | None) -> None:
+    """The command line of a benchmark whose only option is ``--quick``: run it, print its figures as JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true")
+    print(json.dumps(run(parser.parse_args().quick), indent=2, default=float))

@@ -11,8 +11,6 @@ Run: .venv/bin/python bench/infer_bundle.py [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -24,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from common import alternate, peak_rss_mib, ratio, require_shared
+from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from kagglecv.bundle import pack
 from kagglecv.config import dump_config, validate_config
 from kagglecv.console import Console
@@ -99,9 +97,7 @@ def run(quick: bool = False, rounds: int = 3) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    print(json.dumps(run(parser.parse_args().quick), indent=2, default=float))
+    quick_cli(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ Run: .venv/bin/python bench/inference.py [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import timm
 import torch
 from torch.utils.data import DataLoader
 
-from common import alternate, peak_rss_mib, ratio, require_shared
+from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from kagglecv.config import validate_config
 from kagglecv.data import load_test, load_train
 from kagglecv.images import ImageDataset, build_augment, worker_init
@@ -64,9 +62,7 @@ def run(quick: bool = False, rounds: int = 3) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    print(json.dumps(run(parser.parse_args().quick), indent=2, default=float))
+    quick_cli(run, __doc__)
 
 
 if __name__ == "__main__":

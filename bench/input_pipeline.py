@@ -8,15 +8,13 @@ Run: .venv/bin/python bench/input_pipeline.py [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from common import alternate, peak_rss_mib, ratio, require_shared
+from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from kagglecv.images import ImageDataset, build_augment
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -63,10 +61,7 @@ def run(quick: bool = False, rounds: int = 3) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(json.dumps(run(args.quick), indent=2, default=float))
+    quick_cli(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from .console import Console
 from .errors import KagglecvError, summarize
 from .files import atomic_folder, sha256_file, write_bytes, write_json, write_text
 from .infer import EnsembleRecipe, Recipe, leaf_runs, load_recipe, read_new_test
-from .run_dir import RunDir, package_versions
+from .run_dir import RunDir, package_versions, read_json
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1
@@ -84,8 +84,7 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
                                            wheel_python or KAGGLE_PYTHON)
         timing = measure_timing(load_recipe(building), timing_images) if timing_images > 0 else None
         write_text(building / "README.md", bundle_readme(recipe, out.name, bool(wheel_names), timing))
-        files = _write_manifest(building, recipe, timing)
-    size = sum(entry["bytes"] for entry in files.values())
+        files, size = _write_manifest(building, recipe, timing)
     return PackResult(out, len(files), size, timing, wheel_names)
 
 
@@ -116,7 +115,7 @@ def _copy_recipe(recipe: Recipe, dest: Path) -> None:
         return
     write_json(run.info_path, {key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources)})
     if recipe.run.predict_path.is_file():
-        recorded = json.loads(recipe.run.predict_path.read_text(encoding="utf-8"))
+        recorded = read_json(recipe.run.predict_path, "the predict stage's record")
         write_json(run.predict_path, {key: recorded[key] for key in ("tta", "tta_space", "metric", "oof_score", "auto")
                                       if key in recorded})
     if recipe.run.model_code() is not None:
@@ -128,19 +127,21 @@ def _copy_recipe(recipe: Recipe, dest: Path) -> None:
         write_bytes(copy.weights(source), fold.weights(source).read_bytes())
 
 
-def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None) -> dict:
+def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None) -> tuple[dict, int]:
+    """``manifest.json`` listing every other file; returns the listing and the bundle's size in bytes."""
     files = {str(path.relative_to(folder)): {"sha256": sha256_file(path), "bytes": path.stat().st_size}
              for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST}
+    size = sum(entry["bytes"] for entry in files.values())
     write_json(folder / MANIFEST, {
         "kagglecv_bundle": BUNDLE_FORMAT, "kind": "ensemble" if isinstance(recipe, EnsembleRecipe) else "run",
         "source": str(recipe.run.path), "created": datetime.now().isoformat(timespec="seconds"),
         "versions": package_versions(), "task": recipe.task, "classes": recipe.classes,
-        "size_bytes": sum(entry["bytes"] for entry in files.values()),
+        "size_bytes": size,
         "timing": None if timing is None else {"synthetic_images": timing.images, "fixed_seconds": timing.fixed,
                                                "seconds_per_image": timing.per_image},
         "files": files,
     })
-    return files
+    return files, size
 
 
 def verify_bundle(path: Path) -> None:
@@ -176,10 +177,10 @@ def measure_timing(recipe: Recipe, images: int) -> Timing:
     with tempfile.TemporaryDirectory(prefix="kagglecv-timing-") as folder:
         for index in range(images):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
+        image_col = leaf.config.data.image_col
+        header = leaf.config.data.id_col + (f",{image_col}" if image_col else "")
         for count in (small, images):
             table = Path(folder) / f"test{count}.csv"
-            image_col = leaf.config.data.image_col
-            header = leaf.config.data.id_col + (f",{image_col}" if image_col else "")
             rows = [f"t{index}" + (f",t{index}.jpg" if image_col else "") for index in range(count)]
             table.write_text("\n".join([header, *rows]) + "\n")
             test = read_new_test(recipe, table, Path(folder))

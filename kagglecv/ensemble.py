@@ -313,7 +313,6 @@ class _StackModel:
                 columns.append(model.predict_proba(self._features(predictions, column))[:, 1])
         return np.stack(columns, axis=1)
 
-
     def state(self) -> list:
         """The fitted models as JSON: per model its coefficients, intercepts and classes (a constant as a number)."""
         return [model if isinstance(model, float) else

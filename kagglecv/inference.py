@@ -4,7 +4,6 @@ augmentation (TTA) views, and probabilities by task."""
 from __future__ import annotations
 
 import contextlib
-
 from typing import Callable
 
 import numpy as np

@@ -22,7 +22,7 @@ import pandas as pd
 from .data import read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import check_output_name, contained_output, write_bytes
-from .predictions import compare_ids, prediction_frame, read_predictions, require_same_ids
+from .predictions import FLOAT_FORMAT, compare_ids, prediction_frame, read_predictions, require_same_ids
 from .run_dir import RunDir
 
 
@@ -93,7 +93,7 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
 
 
 def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:
-    text = out.to_csv(index=False, lineterminator="\n", float_format="%.7g").encode()
+    text = out.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT).encode()
     return gzip.compress(text, mtime=0) if compress else text
 
 
