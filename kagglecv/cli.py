@@ -86,7 +86,7 @@ RunPath = Annotated[Path, typer.Argument(help="A run folder, runs/<experiment>."
 @app.command()
 def predict(
     run: RunPath,
-    tta: Annotated[Optional[str], typer.Option(help="Comma-separated views (none,hflip,vflip,transpose,rot90,scale:1.15) or auto.")] = None,
+    tta: Annotated[Optional[str], typer.Option(help="Comma-separated views (none,hflip,vflip,transpose,rot90,scale:1.15,rotate:5,shift:1:0) or auto.")] = None,
 ) -> None:
     """Predict held-out rows and the test set with each fold's best weights and TTA; rewrite the run's oof.csv and test.csv."""
     from .predict import predict_run
