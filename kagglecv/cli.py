@@ -143,6 +143,25 @@ def report(
 
 
 @app.command()
+def inspect(
+    run: Annotated[Path, typer.Argument(help="A run or ensemble folder with oof.csv.")],
+    top: Annotated[int, typer.Option(min=1, help="Images in the error gallery.")] = 24,
+    pairs: Annotated[int, typer.Option(min=0, help="Confused class pairs to show.")] = 6,
+    pictures: Annotated[bool, typer.Option(help="Draw the gallery PNGs.")] = True,
+) -> None:
+    """What the OOF predictions get wrong: error gallery, confused pairs, likely label errors (cleanlab), duplicates
+    with different labels; writes label_issues.csv and inspect.json in the run folder."""
+    from .analysis import inspect_run
+    from .tables import inspect_tables
+
+    analysis = inspect_run(run, top=top, pairs=pairs, pictures=pictures)
+    for table in inspect_tables(analysis):
+        console.print(table)
+    console.print(f"wrote {analysis.label_issues_path} ({analysis.label_issues} likely label errors to review)"
+                  + "".join(f", {path}" for path in analysis.pictures))
+
+
+@app.command()
 def ensemble(
     runs: Annotated[list[Path], typer.Argument(help="Run or ensemble folders sharing one folds file.")],
     method: Annotated[str, typer.Option(help="mean, weighted, rank, geometric, power, logit, hill, optimize or stack.")] = "hill",

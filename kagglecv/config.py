@@ -88,6 +88,15 @@ class PixelsConfig(_Section):
                                           "(channel, row, column).")
 
 
+class LabelFixesConfig(_Section):
+    """Training rows to drop or relabel, listed by id in a file, e.g. the ``label_issues.csv`` of ``kagglecv inspect``
+    after review. Loading the table says how many rows it changed, every time."""
+
+    file: Path = Field(description="A CSV with an id column (and suggested_label, to relabel).")
+    action: Literal["drop", "relabel"] = Field("drop", description="drop the listed rows, or give each its "
+                                               "suggested_label.")
+
+
 class DataConfig(_Section):
     """Where the competition's table and images are, and what the target is."""
 
@@ -110,6 +119,8 @@ class DataConfig(_Section):
     group_col: Optional[str] = Field(None, description="A patient, video or track id that folds keep whole.")
     pixels: Optional[PixelsConfig] = Field(None, description="Pixel tables: the image shape, when not a square "
                                            "grey image.")
+    label_fixes: Optional[LabelFixesConfig] = Field(None, description="Drop or relabel reviewed label issues; folds "
+                                                    "stay those of the whole table.")
 
 
     @model_validator(mode="after")
@@ -302,6 +313,22 @@ class SubmitConfig(_Section):
         return value
 
 
+class TrackingConfig(_Section):
+    """A mirror of finished runs in an experiment tracker; kagglecv's own files stay the source of truth."""
+
+    backend: Literal["off", "mlflow"] = Field("off", description="mlflow: `kagglecv run`, `report` and `track sync` "
+                                              "log the run (pip install kagglecv[mlflow]).")
+    uri: Optional[str] = Field(None, description="MLflow tracking URI; sqlite:///<runs_dir>/mlflow.db when omitted.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``tracking: mlflow`` (or off) stands for ``tracking: {backend: mlflow}``."""
+        if value is None or value is False:
+            return {"backend": "off"}
+        return {"backend": value} if isinstance(value, str) else value
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -317,6 +344,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
     submit: SubmitConfig = SubmitConfig()
+    tracking: TrackingConfig = TrackingConfig()
     notes: Optional[str] = Field(None, description="Why this experiment: the motivation shown in the report's journal.")
 
     @property

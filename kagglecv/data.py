@@ -53,6 +53,8 @@ class CompetitionData:
         targets: encoded targets (see the module docstring); None for a test table.
         groups: group id per row, or None.
         source: the CSV the table was read from.
+        dropped_ids: ids the config's ``data.label_fixes`` dropped (the folds file still lists them).
+        unfixed_hash: the content hash before ``data.label_fixes``, the identity the folds file was made from.
     """
 
     ids: np.ndarray
@@ -62,6 +64,8 @@ class CompetitionData:
     targets: np.ndarray | None
     groups: np.ndarray | None = None
     source: Path = field(default_factory=Path)
+    dropped_ids: frozenset[str] = frozenset()
+    unfixed_hash: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -208,7 +212,12 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
                         f"own columns ({', '.join(RESERVED_COLUMNS)}); rename those classes")
     if problems:
         raise DataError("\n".join(problems))
-    return CompetitionData(ids, images, task, classes, targets, groups, source)
+    data = CompetitionData(ids, images, task, classes, targets, groups, source)
+    if config.label_fixes is not None:
+        from .label_fixes import apply_label_fixes  # it builds on this module's table
+
+        data = apply_label_fixes(data, config.label_fixes, config.label_sep)
+    return data
 
 
 def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionData:

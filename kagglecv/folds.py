@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,8 @@ def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
     differences = compare_ids(frame["id"], data.ids)
     if differences.doubled:
         raise DataError(f"{path}: duplicate ids: {summarize(differences.doubled)}")
+    differences = replace(differences, extra=[image_id for image_id in differences.extra
+                                              if image_id not in data.dropped_ids])
     if differences:
         raise DataError(f"{path}: does not match {data.source}: {len(differences.missing)} ids missing "
                         f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} ids extra "
@@ -152,7 +154,7 @@ def _settings(settings: FoldsConfig, group_col: str | None, data: CompetitionDat
         "group_col": group_col,
         "group_duplicates": settings.duplicates == "group",
         "group_near_duplicates": settings.near_duplicate_distance if settings.near_duplicates == "group" else None,
-        "table_sha256": data.content_hash(),
+        "table_sha256": data.unfixed_hash or data.content_hash(),
         "source": str(data.source),
         "classes": data.classes,
         "task": data.task,

@@ -107,3 +107,30 @@ def plot_fold_scores(per_fold: dict[int, float], metric: str, overall: float, pa
     axis.legend(loc="lower right")
     axis.grid(axis="y", alpha=0.3)
     save_figure(figure, path)
+
+
+def plot_gallery(rows: list[list[tuple]], path: Path, title: str, row_titles: list[str] | None = None) -> None:
+    """A grid of images, one list of ``(image, caption, colour)`` tiles per row; captions under each image.
+
+    ``image`` is H x W x 3 (or x 1) uint8; small images are drawn with nearest-neighbour scaling so digits and
+    32 px photos stay sharp.
+    """
+    columns = max((len(row) for row in rows), default=1)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 2.35 * len(rows) + 0.5), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(columns):
+            axis = axes[r][c]
+            axis.set_axis_off()
+            if c >= len(row):
+                continue
+            image, caption, colour = row[c]
+            grey = image.ndim == 3 and image.shape[2] == 1
+            axis.imshow(image[:, :, 0] if grey else image, cmap="gray" if grey else None,
+                        interpolation="nearest" if max(image.shape[:2]) <= 64 else "antialiased")
+            axis.set_title(caption, fontsize=7.5, color=colour, pad=3)
+        if row_titles:
+            axes[r][0].text(-0.08, 0.5, row_titles[r], transform=axes[r][0].transAxes, rotation=90, ha="right",
+                            va="center", fontsize=8.5, fontweight="bold")
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    save_figure(figure, path)

@@ -23,7 +23,7 @@ from .errors import ConfigError, DataError, KagglecvError, summarize
 from .files import output_lock, sha256_file, write_bytes, write_json, write_text
 
 # Keys that change where or how fast a run goes, never its results: they may differ on resume.
-RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params"}
+RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri"}
 PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
 ENSEMBLE_PREFIX = "ens-"
 
@@ -89,6 +89,11 @@ class RunDir:
     per_class_ap_png = _file("per_class_ap.png")
     model_code_path = _file("model_code.py")
     thresholds_path = _file("thresholds.json")  # a bundle's per-class thresholds, tuned on OOF when packed
+    inspect_path = _file("inspect.json")          # kagglecv inspect: what the OOF predictions get wrong
+    label_issues_path = _file("label_issues.csv")
+    errors_png = _file("errors.png")
+    confused_pairs_png = _file("confused_pairs.png")
+    duplicate_conflicts_png = _file("duplicate_conflicts.png")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -133,14 +138,15 @@ class RunDir:
     def is_ensemble(self) -> bool:
         return self.read_info().get("kind") == "ensemble"
 
-    def load_targets(self, config: Config | None = None, info: dict | None = None) -> CompetitionData:
-        """The run's training table without images (ids, targets, classes), checked against the recorded classes.
+    def load_targets(self, config: Config | None = None, info: dict | None = None, *,
+                     with_images: bool = False) -> CompetitionData:
+        """The run's training table (ids, targets, classes; images when asked), checked against the recorded classes.
 
         ``config`` and ``info`` are the run's, when the caller has read them already.
         """
         config = config or self.read_config()
         try:
-            data = load_train(config.data, with_images=False)
+            data = load_train(config.data, with_images=with_images)
         except DataError as exc:
             raise DataError(f"{self.path}: cannot read the training table it was made from: {exc}") from None
         info = info or self.read_info()
@@ -188,6 +194,7 @@ class RunDir:
             "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
             "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file), "n_folds": n_folds,
             "table_sha256": data.content_hash(), "params": params, "model_file": model_file,
+            "label_fixes": _label_fixes_record(config, data),
             "versions": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
         })
 
@@ -197,6 +204,15 @@ class RunDir:
             return json.loads(self.info_path.read_text())["created"]
         except (OSError, ValueError, KeyError, TypeError):
             return datetime.now().isoformat(timespec="microseconds")
+
+
+def _label_fixes_record(config: Config, data: CompetitionData) -> dict | None:
+    """Which file changed the training table, and how, so the run says what it was trained on."""
+    fixes = config.data.label_fixes
+    if fixes is None:
+        return None
+    return {"file": str(fixes.file), "sha256": sha256_file(fixes.file), "action": fixes.action,
+            "dropped_ids": len(data.dropped_ids), "unfixed_table_sha256": data.unfixed_hash}
 
 
 def prepare_run_dir(config: Config, *, force: bool = False) -> RunDir:

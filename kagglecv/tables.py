@@ -118,3 +118,39 @@ def ensemble_table(result) -> Table:
         weight_text = f"weight {weight:.3f}, " if isinstance(weight, float) else ""
         table.add_row(f"{run}: {weight_text}marginal gain", f"{gain:+.5f}")
     return table
+
+
+def inspect_tables(analysis) -> list[Table]:
+    """The worst OOF predictions, the most confused pairs and the duplicate conflicts of ``kagglecv inspect``."""
+    tables = []
+    worst = Table(title=f"{analysis.run}: worst out-of-fold predictions")
+    if analysis.task == "multilabel":
+        for column in ("id", "class", "error", "probability", "labels"):
+            worst.add_column(column, justify="right" if column == "probability" else "left")
+        for item in analysis.worst[:12]:
+            worst.add_row(item["id"], item["class"], item["kind"], f"{item['probability']:.3f}", item["given"])
+    else:
+        for column in ("id", "true", "p(true)", "predicted", "p(predicted)"):
+            worst.add_column(column, justify="right" if column.startswith("p(") else "left")
+        for item in analysis.worst[:12]:
+            worst.add_row(item["id"], item["given"], f"{item['p_given']:.3f}", item["predicted"],
+                          f"{item['p_predicted']:.3f}")
+    tables.append(worst)
+    if analysis.confused_pairs:
+        pairs = Table(title="most confused pairs (true -> predicted)")
+        pairs.add_column("pair")
+        pairs.add_column("errors", justify="right")
+        pairs.add_column("each way")
+        for pair in analysis.confused_pairs:
+            ways = ", ".join(f"{d['true']} -> {d['predicted']}: {d['count']}" for d in pair["directions"])
+            pairs.add_row(" / ".join(pair["classes"]), str(pair["count"]), ways)
+        tables.append(pairs)
+    duplicates = Table(title="near-duplicates with different labels",
+                       caption=f"{len(analysis.duplicate_conflicts)} pairs; from {analysis.duplicates_checked}")
+    duplicates.add_column("ids")
+    duplicates.add_column("labels")
+    duplicates.add_column("distance", justify="right")
+    for conflict in analysis.duplicate_conflicts[:12]:
+        duplicates.add_row(" ~ ".join(conflict["ids"]), " / ".join(conflict["labels"]), str(conflict["distance"]))
+    tables.append(duplicates)
+    return tables
