@@ -17,13 +17,14 @@ Outputs go to the run folder: ``inspect.json``, ``label_issues.csv`` and the pic
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .data import ABSENT, CompetitionData
+from .data import ABSENT, CompetitionData, DataWarning
 from .decoding import load_image
 from .duplicates import near_duplicate_pairs, perceptual_hashes
 from .errors import DataError, KagglecvError
@@ -174,10 +175,15 @@ def label_issues(data: CompetitionData, probabilities: np.ndarray, label_sep: st
         suggested = list(np.asarray(data.classes)[pred_probs.argmax(axis=1)])
         kwargs = {}
     try:
-        flagged = find_label_issues(labels, pred_probs, n_jobs=1, **kwargs)
-        quality = get_label_quality_scores(labels, pred_probs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            flagged = find_label_issues(labels, pred_probs, n_jobs=1, **kwargs)
+            quality = get_label_quality_scores(labels, pred_probs)
     except (ValueError, TypeError) as exc:  # cleanlab refuses e.g. a class without a single example
         raise KagglecvError(f"cleanlab cannot rank label issues of {data.source}: {exc}") from None
+    if caught:  # e.g. one line per rare class: said once, naming the table
+        warnings.warn(f"cleanlab on {data.source}: {caught[0].message}" +
+                      (f" (and {len(caught) - 1} more warnings)" if len(caught) > 1 else ""), DataWarning, stacklevel=2)
     rows = np.flatnonzero(flagged)
     rows = rows[np.argsort(quality[rows], kind="stable")]
     return pd.DataFrame({"id": data.ids[rows], "given_label": [_label(data, row, label_sep) for row in rows],

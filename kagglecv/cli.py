@@ -132,14 +132,18 @@ def score(
 def report(
     runs_dir: Annotated[Path, typer.Argument(help="The folder holding the runs.")] = Path("runs"),
     pictures: Annotated[bool, typer.Option(help="Draw the PNGs (curves, fold scores, confusion / per-class AP).")] = True,
+    inspect: Annotated[bool, typer.Option(help="With pictures: each run's error analysis (kagglecv inspect), "
+                                          "redone when its OOF predictions are newer.")] = True,
+    submissions: Annotated[Path, typer.Option(help="Folder of the submissions and their log.csv (CV vs leaderboard).")] = Path("submissions"),
 ) -> None:
-    """Leaderboard of every run and ensemble, the experiment journal, and pictures, in RUNS_DIR/report.md."""
+    """Leaderboard of every run and ensemble, the experiment journal, pictures and error analysis, in
+    RUNS_DIR/report.md and the self-contained RUNS_DIR/report.html."""
     from .report import build_report
     from .tables import leaderboard_table
 
-    leaderboard, path = build_report(runs_dir, pictures=pictures)
-    console.print(leaderboard_table(leaderboard))
-    console.print(f"wrote {path}")
+    result = build_report(runs_dir, pictures=pictures, submissions_dir=submissions, inspect=inspect)
+    console.print(leaderboard_table(result.leaderboard))
+    console.print(f"wrote {result.markdown} and {result.html}")
 
 
 @app.command()
@@ -200,6 +204,22 @@ def submit(
 
     result = write_submission(run, sample, name, threshold=threshold, out_dir=out_dir, compress=gz)
     console.print(f"wrote {result.path}: {result.rows} rows, {result.format} format")
+
+
+@app.command()
+def lb(
+    name: Annotated[str, typer.Argument(help="The submission file's name, as in submissions/log.csv (with or without .csv).")],
+    public: Annotated[Optional[float], typer.Option(help="The public leaderboard score Kaggle showed.")] = None,
+    private: Annotated[Optional[float], typer.Option(help="The private leaderboard score, once the competition ends.")] = None,
+    out_dir: Annotated[Path, typer.Option(help="Folder of the submissions and their log.csv.")] = Path("submissions"),
+) -> None:
+    """Record the leaderboard score of a submission (read on Kaggle; nothing goes online) beside its CV."""
+    from .submission_log import log_path, record_leaderboard
+
+    row = record_leaderboard(out_dir, name, public, private)
+    gap = f", public - CV {float(row['public']) - float(row['cv']):+.4f}" if row["public"] and row["cv"] else ""
+    console.print(f"{log_path(out_dir)}: {row['file']} (run {row['run']}) CV {row['cv'] or '?'} public "
+                  f"{row['public'] or '?'} private {row['private'] or '?'}{gap}")
 
 
 @app.command()

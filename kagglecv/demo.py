@@ -142,6 +142,6 @@ def run_demo(root: Path, epochs: int = 6, console=None):
                                       out_dir=root / "submissions")
         console.line(f"{blend.name}: best single {blend.best_single[1]:.4f}, blend in-sample {blend.in_sample:.4f}, "
                      f"nested (honest) {blend.nested:.4f}; submission {submission.path}")
-    leaderboard, report = build_report(root / "runs")
-    console.line(f"report with pictures: {report}")
-    return leaderboard
+    report = build_report(root / "runs", submissions_dir=root / "submissions")
+    console.line(f"report with pictures: {report.markdown} and {report.html}")
+    return report.leaderboard

@@ -134,3 +134,25 @@ def plot_gallery(rows: list[list[tuple]], path: Path, title: str, row_titles: li
     figure.suptitle(title, fontsize=11)
     figure.tight_layout()
     save_figure(figure, path)
+
+
+def plot_cv_vs_leaderboard(points, correlation: float | None, path: Path) -> None:
+    """Each submission's CV against its public leaderboard score; gaps out of line with the others in red."""
+    figure, axis = plt.subplots(figsize=(6.4, 5))
+    cv = [point.cv for point in points]
+    public = [point.public for point in points]
+    colours = ["C3" if point.flagged else "C0" for point in points]
+    axis.scatter(cv, public, c=colours, s=36, zorder=3)
+    for point in points:
+        axis.annotate(point.file.removesuffix(".gz").removesuffix(".csv"), (point.cv, point.public), fontsize=7,
+                      xytext=(4, 3), textcoords="offset points", color="C3" if point.flagged else "0.25")
+    low, high = min(cv + public), max(cv + public)
+    margin = max((high - low) * 0.08, 0.002)
+    axis.plot([low - margin, high + margin], [low - margin, high + margin], ":", color="0.5", label="public = CV")
+    r = "n/a (fewer than 3 submissions)" if correlation is None else f"{correlation:.3f}"
+    flagged = sum(point.flagged for point in points)
+    axis.set(xlabel="CV (out-of-fold)", ylabel="public leaderboard",
+             title=f"CV vs public LB: Pearson r = {r}" + (f"; {flagged} gap(s) out of line (red)" if flagged else ""))
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    save_figure(figure, path)

@@ -17,11 +17,15 @@ import pandas as pd
 from .errors import KagglecvError
 from .files import write_json, write_text
 from .metrics import confusion_matrix
-from .plots import plot_confusion_matrix, plot_fold_curves, plot_fold_scores, plot_per_class
+from .html_report import render_html
+from .plots import plot_confusion_matrix, plot_cv_vs_leaderboard, plot_fold_curves, plot_fold_scores, plot_per_class
 from .predictions import read_predictions
 from .run_dir import RunDir, config_differences, read_json
 from .score import ScoreResult, score_predictions_frame
+from .submission_log import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
 from .tables import format_params
+
+LB_PNG = "cv_vs_leaderboard.png"
 
 
 @dataclass
@@ -44,6 +48,9 @@ class Entry:
     confusion: np.ndarray | None = None      # multiclass and binary
     change: list[str] = field(default_factory=list)
     pictures: list[Path] = field(default_factory=list)
+    public: str = ""                          # the latest public leaderboard score of its submissions
+    analysis: dict | None = None              # inspect.json
+    analysis_error: str | None = None
 
 
 def collect_entries(runs_dir: Path) -> list[Entry]:
@@ -74,8 +81,21 @@ def collect_entries(runs_dir: Path) -> list[Entry]:
     return entries
 
 
-def build_report(runs_dir: Path, pictures: bool = True) -> tuple[list[Entry], Path]:
-    """Score every run, draw its pictures and write ``runs_dir/report.md``; returns the leaderboard, best first."""
+@dataclass
+class Report:
+    """What ``build_report`` wrote: the leaderboard (best first, by competition) and the files."""
+
+    leaderboard: list[Entry]
+    markdown: Path
+    html: Path
+    submissions: list[LeaderboardPoint]
+    correlation: float | None
+
+
+def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path = Path("submissions"),
+                 inspect: bool = True) -> Report:
+    """Score every run, draw its pictures (and, with ``inspect``, its error analysis), read the submissions log,
+    and write ``runs_dir/report.md`` and the self-contained ``runs_dir/report.html``."""
     runs_dir = Path(runs_dir)
     entries = collect_entries(runs_dir)
     if not entries:
@@ -83,14 +103,41 @@ def build_report(runs_dir: Path, pictures: bool = True) -> tuple[list[Entry], Pa
     competitions = group_by_competition(entries)
     for group in competitions.values():
         _fill_changes(group)
-    if pictures:
-        for entry in entries:
+    log = read_log(log_path(submissions_dir))
+    public = latest_public_by_run(log)
+    points, correlation = cv_vs_leaderboard(log)
+    lb_picture = runs_dir / LB_PNG if pictures and points else None
+    if lb_picture is not None:
+        plot_cv_vs_leaderboard(points, correlation, lb_picture)
+    for entry in entries:
+        entry.public = public.get(entry.name, "")
+        if pictures:
             entry.pictures = draw_run_pictures(entry)
+            if inspect:
+                _attach_analysis(entry)
+    ranked = {name: sorted(group, key=_rank_key) for name, group in competitions.items()}
     path = runs_dir / "report.md"
-    sections = [render_competition(name, sorted(group, key=_rank_key), group, runs_dir)
-                for name, group in competitions.items()]
+    sections = [render_competition(name, ranked[name], group, runs_dir) for name, group in competitions.items()]
+    if lb_picture is not None:
+        sections.append(f"## CV against the leaderboard\n\n![cv vs leaderboard]({LB_PNG})\n")
     write_text(path, "# kagglecv report\n\n" + "\n".join(sections))
-    return [entry for group in competitions.values() for entry in sorted(group, key=_rank_key)], path
+    html_path = runs_dir / "report.html"
+    write_text(html_path, render_html(ranked, competitions, points, correlation, lb_picture))
+    leaderboard = [entry for group in ranked.values() for entry in group]
+    return Report(leaderboard, path, html_path, points, correlation)
+
+
+def _attach_analysis(entry: Entry) -> None:
+    """The run's ``inspect.json`` when it is newer than its OOF predictions, else a fresh ``inspect``."""
+    from .analysis import inspect_run
+
+    run = RunDir(entry.path)
+    try:
+        if not (run.inspect_path.is_file() and run.inspect_path.stat().st_mtime >= run.oof_path.stat().st_mtime):
+            inspect_run(run.path)
+        entry.analysis = read_json(run.inspect_path, "a run's error analysis")
+    except KagglecvError as exc:  # e.g. the images are not where the run found them: the rest of the report stands
+        entry.analysis_error = str(exc).splitlines()[0]
 
 
 def group_by_competition(entries: list[Entry]) -> dict[str, list[Entry]]:
@@ -168,16 +215,23 @@ def render_competition(name: str, leaderboard: list[Entry], entries: list[Entry]
                      f"{entry.epochs or ''} | {entry.score.metric} {entry.score.overall:.4f} | "
                      f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f} | {folds} | "
                      f"{_duration(entry.train_seconds)} |")
-    lines += ["", "### Journal", "", "| date | experiment | motivation | change | result |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "### Journal", "", "| date | experiment | motivation | change | result | public LB |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for entry in sorted(entries, key=lambda entry: entry.created):
         change = "<br>".join(entry.change[:6]) + (f"<br>and {len(entry.change) - 6} more" if len(entry.change) > 6 else "")
         lines.append(f"| {entry.created[:16].replace('T', ' ')} | {entry.name} | {entry.notes or ''} | {change} | "
-                     f"{entry.score.metric} {entry.score.overall:.4f} |")
+                     f"{entry.score.metric} {entry.score.overall:.4f} | {entry.public} |")
     for entry in leaderboard:
         lines += ["", f"### {entry.name}", ""]
         others = ", ".join(f"{name} {value:.4f}" for name, value in list(entry.score.other_metrics.items())[:8])
         lines += [f"{entry.score.metric} {entry.score.overall:.4f} on {entry.score.rows} OOF rows; also: {others}", ""]
         lines += [f"![{picture.stem}]({picture.relative_to(runs_dir).as_posix()})" for picture in entry.pictures]
+        if entry.analysis:
+            found = entry.analysis
+            lines += ["", f"Error analysis: {found['label_issues']} likely label errors in "
+                      f"[{found['label_issues_file']}]({entry.name}/{found['label_issues_file']}), "
+                      f"{len(found['duplicate_conflicts'])} near-duplicate pairs with different labels", ""]
+            lines += [f"![{name}]({entry.name}/{name})" for name in found["pictures"]]
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,8 @@ from .data import read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import check_output_name, contained_output, write_bytes
 from .predictions import FLOAT_FORMAT, compare_ids, prediction_frame, read_predictions, require_same_ids
-from .run_dir import RunDir
+from .run_dir import RunDir, read_json
+from .submission_log import LOG_NAME, append_submission
 
 
 @dataclass
@@ -45,6 +46,8 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     name = check_output_name(name or run.name, "--name")
     path = contained_output(out_dir, f"{name}.csv{'.gz' if compress else ''}", "--name",
                             inputs=_inputs(run, sample_path))
+    if path.name == LOG_NAME:
+        raise KagglecvError(f"--name {name!r}: {path} is the submissions log; choose another name")
     info = run.read_info()
     if not run.test_path.is_file():
         raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
@@ -53,7 +56,16 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task,
                                             lambda: resolve_thresholds(threshold, run, classes), label_sep)
     write_bytes(path, encode_submission(out, compress))
+    append_submission(path, run.name, *_recorded_cv(run))
     return Submission(path, fmt, len(out), thresholds)
+
+
+def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
+    """The metric and OOF score of the run's ``score.json`` (written by score, run and report), when there is one."""
+    if not run.score_path.is_file():
+        return None, None
+    score = read_json(run.score_path, "a run's score")
+    return score.get("metric"), score.get("overall")
 
 
 def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,

@@ -107,7 +107,8 @@ def test_multilabel_score_reports_ap_per_class(trained_runs):
 
 def test_report_ranks_runs_per_competition_and_draws_pictures(trained_runs):
     runs_dir = trained_runs[("multiclass", 1)].runs_dir
-    leaderboard, path = build_report(runs_dir)
+    report = build_report(runs_dir, submissions_dir=runs_dir.parent / "submissions")
+    leaderboard, path = report.leaderboard, report.markdown
     assert [entry.name for entry in leaderboard] and len(leaderboard) == 2
     assert leaderboard[0].score.overall >= leaderboard[1].score.overall
     text = path.read_text()
