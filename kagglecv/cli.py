@@ -25,6 +25,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare competition data.", no_args_is_help=True)
 import_app = typer.Typer(help="Turn other dataset layouts into a train.csv.", no_args_is_help=True)
+track_app = typer.Typer(help="Mirror finished runs in an experiment tracker (MLflow).", no_args_is_help=True)
+app.add_typer(track_app, name="track")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
@@ -322,6 +324,22 @@ def import_voc(
     frame = run_import(root, out, image_set)
     console.print(f"wrote {out}: {len(frame)} images, {len(frame.columns) - 1} classes; "
                   f"config: data.image_dir={root / 'JPEGImages'}, data.target=[class columns]")
+
+
+@track_app.command("sync")
+def track_sync(
+    runs_dir: Annotated[Path, typer.Argument(help="The folder holding the runs.")] = Path("runs"),
+    uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; sqlite:///RUNS_DIR/mlflow.db when omitted.")] = None,
+    run: Annotated[Optional[list[str]], typer.Option("--run", help="Only this run (repeatable).")] = None,
+) -> None:
+    """Import finished runs into MLflow (idempotent: unchanged runs are skipped, changed ones replaced)."""
+    from .tracking import sync_runs
+
+    result = sync_runs(runs_dir, uri, only=run)
+    console.print(f"{result.uri}: logged {len(result.logged)} run(s)"
+                  + (f" ({', '.join(result.logged)})" if result.logged else "")
+                  + f", {len(result.unchanged)} unchanged")
+    console.print(f"mlflow ui --backend-store-uri {result.uri}")
 
 
 @app.command()

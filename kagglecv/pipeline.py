@@ -18,6 +18,7 @@ from .predict import predict_run, record_trained_predictions, trained_prediction
 from .run_dir import RunDir
 from .score import ScoreResult, score_run
 from .submission import write_submission
+from .tracking import require_mlflow, sync_runs
 from .train import train_run
 
 
@@ -35,6 +36,8 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
     """The whole pipeline for one experiment; returns what the closing summary prints."""
     console = console or Console()
     started = time.time()
+    if config.tracking.backend == "mlflow":
+        require_mlflow()  # before hours of training, not after
     data = load_train(config.data)  # read, checked and hashed once, for every stage
     if not Path(config.folds.file).is_file():
         result = make_folds(config, data=data)
@@ -53,5 +56,8 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
         submission = write_submission(run.path, config.submit.sample, config.experiment,
                                       threshold=config.submit.threshold, out_dir=config.submit.dir,
                                       compress=config.submit.gz).path
+    if config.tracking.backend == "mlflow":
+        synced = sync_runs(config.runs_dir, config.tracking.uri, only=[config.experiment])
+        console.line(f"tracking: {config.experiment} in {synced.uri}")
     return RunSummary(config.experiment, result, time.time() - started, run.oof_path,
                       run.test_path if run.test_path.is_file() else None, submission)

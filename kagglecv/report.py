@@ -24,6 +24,7 @@ from .run_dir import RunDir, config_differences, read_json
 from .score import ScoreResult, score_predictions_frame
 from .submission_log import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
 from .tables import format_params
+from .tracking import sync_configured
 
 LB_PNG = "cv_vs_leaderboard.png"
 
@@ -124,6 +125,7 @@ def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path
     html_path = runs_dir / "report.html"
     write_text(html_path, render_html(ranked, competitions, points, correlation, lb_picture))
     leaderboard = [entry for group in ranked.values() for entry in group]
+    sync_configured(runs_dir, {entry.name: entry.config for entry in entries})
     return Report(leaderboard, path, html_path, points, correlation)
 
 
