@@ -156,28 +156,26 @@ def confused_pairs(data: CompetitionData, probabilities: np.ndarray, pairs: int,
 
 def label_issues(data: CompetitionData, probabilities: np.ndarray, label_sep: str = " ") -> pd.DataFrame:
     """cleanlab's likely label errors, most likely first: id, given_label, suggested_label, label_quality."""
-    from cleanlab.filter import find_label_issues
-
     columns = ["id", "given_label", "suggested_label", "label_quality"]
     if data.task == "multilabel":
+        from cleanlab.multilabel_classification.filter import find_label_issues
         from cleanlab.multilabel_classification.rank import get_label_quality_scores
 
         labels = [list(np.flatnonzero(row != ABSENT)) for row in data.targets]
         pred_probs = np.clip(probabilities, 0.0, 1.0)
         suggested = [label_sep.join(np.asarray(data.classes)[row >= 0.5]) for row in pred_probs]
-        kwargs = {"multi_label": True}
     else:
+        from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
 
         labels = data.targets
         pred_probs = np.clip(probabilities, EPSILON, None)
         pred_probs = pred_probs / pred_probs.sum(axis=1, keepdims=True)  # rank blends are not probabilities
         suggested = list(np.asarray(data.classes)[pred_probs.argmax(axis=1)])
-        kwargs = {}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            flagged = find_label_issues(labels, pred_probs, n_jobs=1, **kwargs)
+            flagged = find_label_issues(labels, pred_probs, n_jobs=1)
             quality = get_label_quality_scores(labels, pred_probs)
     except (ValueError, TypeError) as exc:  # cleanlab refuses e.g. a class without a single example
         raise KagglecvError(f"cleanlab cannot rank label issues of {data.source}: {exc}") from None
