@@ -61,9 +61,15 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
 
 
 def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
-    """The metric and OOF score of the run's ``score.json`` (written by score, run and report), when there is one."""
+    """The metric and OOF score of the run's ``score.json``, scored now when the run has none yet; unknown (None)
+    when the training table it was scored on cannot be read here."""
     if not run.score_path.is_file():
-        return None, None
+        from .score import score_run
+
+        try:
+            score_run(run.path)
+        except KagglecvError:
+            return None, None
     score = read_json(run.score_path, "a run's score")
     return score.get("metric"), score.get("overall")
 
