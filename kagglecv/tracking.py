@@ -75,28 +75,38 @@ def sync_runs(runs_dir: Path, uri: str | None = None, only: list[str] | None = N
         raise OutputError(f"{runs_dir}: another kagglecv process has been writing to {uri} for "
                           f"{LOCK_SECONDS} s") from None
     try:
+        records = [_RunRecord.read(RunDir(path)) for path in sorted(runs_dir.iterdir())
+                   if not path.name.startswith(".") and RunDir(path).is_run()
+                   and (only is None or path.name in only)]  # every run read (and checked) before the store opens
         client = MlflowClient(tracking_uri=uri)
-        for path in sorted(runs_dir.iterdir()):
-            run = RunDir(path)
-            if path.name.startswith(".") or not run.is_run() or (only is not None and path.name not in only):
-                continue
-            logged = _sync_run(client, run, runs_dir, uri)
-            (result.logged if logged else result.unchanged).append(run.name)
+        for record in records:
+            logged = _sync_run(client, record, runs_dir, uri)
+            (result.logged if logged else result.unchanged).append(record.run.name)
     finally:
         lock.release()
     return result
 
 
-def _sync_run(client, run: RunDir, runs_dir: Path, uri: str) -> bool:
+@dataclass
+class _RunRecord:
+    run: RunDir
+    config: dict
+    info: dict
+    score: dict
+
+    @classmethod
+    def read(cls, run: RunDir) -> "_RunRecord":
+        return cls(run, run.read_config().model_dump(mode="json"), run.read_info(), _score(run))
+
+
+def _sync_run(client, record: _RunRecord, runs_dir: Path, uri: str) -> bool:
     """Log one kagglecv run unless an MLflow run with its fingerprint exists; returns whether it logged."""
-    score = _score(run)
-    config = read_json_config(run)
+    run, config, info, score = record.run, record.config, record.info, record.score
     experiment_id = _experiment(client, f"{config['data']['train_csv']} ({score['metric']})", runs_dir, uri)
     fingerprint = run_fingerprint(run)
     earlier = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run.name}'")
     if any(found.data.tags.get(FINGERPRINT_TAG) == fingerprint for found in earlier):
         return False
-    info = run.read_info()
     created = _milliseconds(info.get("created"))
     mlflow_run = client.create_run(experiment_id, start_time=created, run_name=run.name, tags={
         RUN_TAG: run.name, FINGERPRINT_TAG: fingerprint, "kagglecv.kind": info.get("kind", "run"),
@@ -120,10 +130,6 @@ def _score(run: RunDir) -> dict:
 
         score_run(run.path)
     return read_json(run.score_path, "a run's score")
-
-
-def read_json_config(run: RunDir) -> dict:
-    return run.read_config().model_dump(mode="json")
 
 
 def run_fingerprint(run: RunDir) -> str:
