@@ -326,6 +326,33 @@ def import_voc(
                   f"config: data.image_dir={root / 'JPEGImages'}, data.target=[class columns]")
 
 
+@app.command()
+def launch(
+    configs: Annotated[list[Path], typer.Argument(help="Experiment configs (YAML); each needs its own experiment name.")],
+    overrides: Overrides = None,
+    folds: Annotated[str, typer.Option(help="Folds to train: all, or numbers like 0,1.")] = "all",
+    backend: Annotated[str, typer.Option(help="local (a process pool on this machine) or ray (a Ray cluster).")] = "local",
+    jobs: Annotated[Optional[int], typer.Option(min=1, help="Jobs at once on this machine; one per GPU, or cores / --cpus-per-job, when omitted.")] = None,
+    cpus_per_job: Annotated[Optional[int], typer.Option(min=1, help="CPU cores (threads) per job.")] = None,
+    gpus_per_job: Annotated[float, typer.Option(min=0, help="GPUs per job (Ray); local jobs get one GPU each.")] = 1.0,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (auto, or host:port); a local cluster when omitted.")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Ray: retries of a job whose process or node died (it resumes).")] = 2,
+) -> None:
+    """Train every (experiment, fold) as its own job on a local pool or a Ray cluster; finished experiments are then
+    merged, predicted, scored and submitted as `kagglecv run` does. Re-running resumes."""
+    from .console import Console as StageConsole
+    from .launch import launch as launch_jobs
+
+    result = launch_jobs(configs, overrides, folds=folds, backend=backend, jobs=jobs, cpus_per_job=cpus_per_job,
+                         gpus_per_job=gpus_per_job, address=address, max_retries=retries, console=StageConsole())
+    failed = [job for job in result.jobs if job.state != "done"]
+    for name, value in result.finished.items():
+        console.print(f"{name}: CV {value:.4f}")
+    if failed:
+        raise KagglecvError(f"{len(failed)} of {len(result.jobs)} jobs did not finish: "
+                            + "; ".join(f"{job.name} {job.state}{': ' + job.error if job.error else ''}" for job in failed[:3]))
+
+
 @track_app.command("sync")
 def track_sync(
     runs_dir: Annotated[Path, typer.Argument(help="The folder holding the runs.")] = Path("runs"),
@@ -377,6 +404,10 @@ def main() -> None:
     except KagglecvError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]stopped[/yellow] (Ctrl-C); what was running saved its state: run the same command "
+                          "again to resume", highlight=False, soft_wrap=True)
+        raise SystemExit(130) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         err_console.print(f"[red]error:[/red] {escape(where + str(exc.strerror or exc))}", highlight=False, soft_wrap=True)
