@@ -353,6 +353,36 @@ def launch(
                             + "; ".join(f"{job.name} {job.state}{': ' + job.error if job.error else ''}" for job in failed[:3]))
 
 
+@app.command()
+def tune(
+    config_path: ConfigPath,
+    space: Annotated[Path, typer.Option(help="Search space YAML: config keys to {type: float|int|categorical, low, high, log, choices}.")],
+    trials: Annotated[int, typer.Option(min=1, help="Finished (complete or pruned) trials the study should have.")] = 20,
+    overrides: Overrides = None,
+    folds: Annotated[str, typer.Option(help="Folds each trial trains and is scored on: 0, 0,1 or all.")] = "0",
+    name: Annotated[Optional[str], typer.Option(help="The study: runs/tune-<name>/; the experiment's name when omitted.")] = None,
+    storage: Annotated[str, typer.Option(help="sqlite (one machine) or journal (trials on several machines, shared storage).")] = "sqlite",
+    backend: Annotated[str, typer.Option(help="local, or ray: each trial's fold jobs as Ray tasks.")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address; a local cluster when omitted.")] = None,
+    pruner: Annotated[str, typer.Option(help="median (Optuna's MedianPruner on the first fold's epochs) or none.")] = "median",
+) -> None:
+    """Search hyper-parameters with Optuna (TPE); every trial is an ordinary run. Resumes when re-run; writes the
+    best parameters as --set lines and runs/tune-<name>/best.yaml."""
+    from .console import Console as StageConsole
+    from .tune import override, tune as tune_study
+
+    if pruner not in ("median", "none"):
+        raise KagglecvError(f"--pruner {pruner!r}: expected median or none")
+    if backend not in ("local", "ray"):
+        raise KagglecvError(f"--backend {backend!r}: expected local or ray")
+    result = tune_study(config_path, space, trials, overrides=overrides, folds=folds, name=name, storage=storage,
+                        backend=backend, address=address, pruner=pruner, console=StageConsole())
+    console.print(f"best {result.best_value:.4f} ({result.best_experiment}):")
+    for key, value in result.best_params.items():
+        console.print(f"  --set {override(key, value)}")
+    console.print(f"wrote {result.best_config} and {result.trials}")
+
+
 @track_app.command("sync")
 def track_sync(
     runs_dir: Annotated[Path, typer.Argument(help="The folder holding the runs.")] = Path("runs"),

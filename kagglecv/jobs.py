@@ -28,6 +28,7 @@ from .errors import KagglecvError
 
 STOP_GRACE_SECONDS = 120     # a stopped job saves its exact state; this long is allowed before it is killed
 KAGGLECV_ERROR_EXIT = 2      # a clear kagglecv error (bad config, missing file): retrying cannot help
+PR_SET_PDEATHSIG = 1         # linux/prctl.h
 
 
 @dataclass
@@ -73,8 +74,8 @@ def run_job_process(command: list[str], cwd: str, log_path: str, env: dict[str, 
     """Run one job's command to its end (or until ``stop``: SIGTERM, which saves its state); returns the exit code."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **(env or {})})
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=_own_session_dying_with_parent, env={**os.environ, **(env or {})})
         try:
             while process.poll() is None:
                 if stop is not None and stop.is_set():
@@ -84,6 +85,17 @@ def run_job_process(command: list[str], cwd: str, log_path: str, env: dict[str, 
             _stop(process)
             raise
     return process.returncode
+
+
+def _own_session_dying_with_parent() -> None:
+    """In the job's process before it starts: its own session (a terminal's Ctrl-C reaches the launcher, which stops
+    the jobs itself), and on Linux SIGTERM when the launcher dies, even by SIGKILL (``prctl(PR_SET_PDEATHSIG)``), so
+    a job never trains on as an orphan: it saves its state and stops, ready to resume."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(process: subprocess.Popen) -> int:
@@ -246,3 +258,29 @@ def require_ray() -> None:
         import ray  # noqa: F401
     except ImportError:
         raise KagglecvError("--backend ray needs Ray: pip install 'kagglecv[ray]'") from None
+
+
+def run_on_ray(job: Job, stop: threading.Event, address: str | None = None) -> int:
+    """One job as a Ray task (for ``tune --backend ray``): its exit code, 0 when done; ``stop`` cancels it (the job
+    saves its state)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    marker = job.fold_dir.parent.parent / ".kagglecv-launch"
+    if not marker.is_file():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("written by kagglecv tune\n")
+    ref = ray.remote(ray_job).options(num_cpus=1, retry_exceptions=[JobFailed], max_retries=2).remote(
+        job.command(), str(Path.cwd()), str(job.log_path), str(marker.resolve()), {})
+    while True:
+        ready, _ = ray.wait([ref], timeout=0.5)
+        if ready:
+            try:
+                ray.get(ref)
+                return 0
+            except ray.exceptions.RayError:
+                return 1
+        if stop.is_set():
+            ray.cancel(ref)
+            return 1
