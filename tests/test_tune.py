@@ -100,3 +100,16 @@ def test_a_killed_tune_resumes_the_trial_it_was_running(tmp_path, digits_root):
     assert len(retried) == 1 and failed["experiment"] == first.parent.name  # same parameters, same run folder
     assert "resumed at" in (first / "launch.log").read_text()
     assert (first / "done.json").is_file()
+
+
+def test_tune_on_ray_trains_its_trials_as_ray_tasks(tmp_path, digits_root):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[dev,ray]'")
+    args = setup(tmp_path, digits_root, epochs=2)
+    result = kagglecv([*args, "--trials", "2", "--backend", "ray", "--pruner", "none"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = trials_of(tmp_path)
+    assert list(trials["state"]) == ["COMPLETE", "COMPLETE"]
+    for experiment in trials["experiment"]:
+        assert (tmp_path / "runs" / experiment / "fold0" / "done.json").is_file()
+        assert "best accuracy" in (tmp_path / "runs" / experiment / "fold0" / "launch.log").read_text()
+    assert (tmp_path / "runs" / ".kagglecv-launch").is_file()  # the shared-storage check ran on the Ray side
