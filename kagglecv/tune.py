@@ -135,14 +135,15 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
     direction = "maximize" if higher else "minimize"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _study_lock(settings.study_dir, storage):
+        backend_storage = _storage(settings.study_dir, storage)
         study = optuna.create_study(
-            storage=_storage(settings.study_dir, storage), study_name=settings.study_dir.name, direction=direction,
+            storage=backend_storage, study_name=settings.study_dir.name, direction=direction,
             load_if_exists=True,
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2) if pruner == "median" else optuna.pruners.NopPruner())
         # A resumed study must not draw the first process's samples again: the seed moves on with the trials made.
         study.sampler = optuna.samplers.TPESampler(seed=(base.train.seed if seed is None else seed) + len(study.trials))
         if storage == "sqlite":
-            requeue_dead_trials(study)
+            requeue_dead_trials(study, backend_storage)
         while (done := _finished(study)) < trials:
             study.optimize(lambda trial: run_trial(trial, settings, console), n_trials=trials - done,
                            catch=(KagglecvError,))
@@ -155,13 +156,15 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def requeue_dead_trials(study) -> None:
+def requeue_dead_trials(study, storage) -> None:
     """Trials still RUNNING when this (sole, locked) process starts died with an earlier process: fail them and
     queue their parameters again, so the next trial resumes the same run folder."""
     from optuna.trial import TrialState
 
+    study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+                                       TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
 
 
