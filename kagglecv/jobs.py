@@ -214,9 +214,7 @@ class RayPool:
     def run(self, jobs: list[Job], cwd: Path, on_change) -> None:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=self.address, num_cpus=None if self.address else self.local_cpus,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_ray(self.address, self.local_cpus)
         task = ray.remote(ray_job).options(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job,
                                            max_retries=self.max_retries, retry_exceptions=[JobFailed])
         env = {"OMP_NUM_THREADS": str(max(1, int(self.cpus_per_job)))}
@@ -253,6 +251,16 @@ class RayPool:
             job.state, job.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
 
 
+def init_ray(address: str | None, local_cpus: int | None = None) -> None:
+    """Connect to the cluster at ``address``, or start a local one. Call it from the main thread: Ray ties its
+    local processes to the thread that starts them (PR_SET_PDEATHSIG), so a worker thread's exit would end them."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+
+
 def require_ray() -> None:
     try:
         import ray  # noqa: F401
@@ -261,12 +269,10 @@ def require_ray() -> None:
 
 
 def run_on_ray(job: Job, stop: threading.Event, address: str | None = None) -> int:
-    """One job as a Ray task (for ``tune --backend ray``): its exit code, 0 when done; ``stop`` cancels it (the job
-    saves its state)."""
+    """One job as a Ray task (for ``tune --backend ray``, after :func:`init_ray`): its exit code, 0 when done;
+    ``stop`` cancels it (the job saves its state)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     marker = job.fold_dir.parent.parent / ".kagglecv-launch"
     if not marker.is_file():
         marker.parent.mkdir(parents=True, exist_ok=True)

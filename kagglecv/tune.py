@@ -133,6 +133,11 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     make_folds(base, data=data)
     direction = "maximize" if higher else "minimize"
+    if backend == "ray":
+        from .jobs import init_ray, require_ray
+
+        require_ray()
+        init_ray(address)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _study_lock(settings.study_dir, storage):
         backend_storage = _storage(settings.study_dir, storage)
