@@ -76,14 +76,17 @@ def test_local_launch_of_two_experiments_equals_sequential_training(tmp_path, di
 
 
 def test_ctrl_c_stops_every_job_with_its_state_saved_and_a_second_launch_resumes(tmp_path, digits_root):
-    paths = two_experiments(tmp_path, digits_root, epochs=40)
+    paths = two_experiments(tmp_path, digits_root, epochs=300)  # minutes of work: stopped after two epochs
     process = subprocess.Popen([sys.executable, "-m", "kagglecv", "launch", str(paths[0]), "--jobs", "2"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, **THREADS}, start_new_session=True)
-    history = tmp_path / "runs" / "launch-s1" / "fold1" / "history.csv"
+                               env={**os.environ, **THREADS}, start_new_session=True,
+                               # as from a terminal: an earlier test may leave SIGINT ignored, which a child inherits
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    histories = [tmp_path / "runs" / "launch-s1" / f"fold{fold}" / "history.csv" for fold in (0, 1)]
     deadline = time.time() + 300
-    while not (history.is_file() and len(history.read_text().splitlines()) >= 3) and time.time() < deadline:
-        time.sleep(0.5)
+    while not all(path.is_file() and len(path.read_text().splitlines()) >= 3 for path in histories):
+        assert time.time() < deadline and process.poll() is None, process.communicate()[0]
+        time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends to the foreground group
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0, output
