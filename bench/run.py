@@ -100,6 +100,17 @@ def render(results: dict, machine: dict, quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+STANDALONE_MARKER = "<!-- Below: benchmarks run on their own"
+
+
+def standalone_sections(path: Path) -> str:
+    """The sections of the standalone benchmarks (small_input, infer_bundle, label_noise, launcher), from the marker
+    line to the end of the current file: figures this script does not measure, so it must not drop them."""
+    text = path.read_text() if path.is_file() else ""
+    start = text.find(STANDALONE_MARKER)
+    return "" if start < 0 else "\n" + text[start:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds: minutes, not an hour")
@@ -121,7 +132,7 @@ def main() -> None:
         status = "failed: " + " ".join(results[name]["error"]) if "error" in results[name] else "done"
         print(f"  {status} in {results[name]['wall_seconds']:.0f} s", flush=True)
     results = {name: results[name] for name in BENCHMARKS if name in results}
-    text = render(results, machine(), args.quick)
+    text = render(results, machine(), args.quick) + standalone_sections(args.output)
     args.output.write_text(text)
     saved.parent.mkdir(exist_ok=True)
     saved.write_text(json.dumps({"quick": args.quick, "results": results}, indent=2, default=float))
