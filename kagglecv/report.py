@@ -8,12 +8,13 @@ per-class AP (multi-label).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .data import CompetitionData
 from .errors import KagglecvError
 from .files import write_json, write_text
 from .metrics import confusion_matrix
@@ -55,31 +56,53 @@ class Entry:
 
 
 def collect_entries(runs_dir: Path) -> list[Entry]:
-    """Every run or ensemble folder under ``runs_dir``, each read once and scored (score.json refreshed)."""
+    """Every run or ensemble folder under ``runs_dir``, each read once and scored (score.json refreshed), and every
+    run with only some folds finished (a tune trial on fold 0, a run still training), scored on those folds."""
     entries = []
     for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
         run = RunDir(path)
-        if path.name.startswith(".") or not run.is_run():  # dot-folders are outputs still being built
+        if path.name.startswith("."):  # dot-folders are outputs still being built
             continue
-        config, info = run.read_config(), run.read_info()
-        data = run.load_targets(config, info)
+        if run.is_run():
+            entries.append(_entry(run))
+        elif run.config_path.is_file() and run.info_path.is_file() and any(f.is_done() for f in run.fold_dirs()):
+            entries.append(_entry(run, partial=True))
+    return entries
+
+
+def _entry(run: RunDir, partial: bool = False) -> Entry:
+    config, info = run.read_config(), run.read_info()
+    data = run.load_targets(config, info)
+    done_folds = [fold for fold in run.fold_dirs() if fold.is_done()]
+    kind = info.get("kind", "run")
+    if partial:
+        oof = pd.concat([read_predictions(fold.oof_path, data.classes) for fold in done_folds], ignore_index=True)
+        data = _rows_of(data, oof["id"])
+        kind = f"partial: {len(done_folds)} of {info.get('n_folds') or len(run.fold_dirs())} folds"
+        result = score_predictions_frame(oof, data, config.metric, source=run.path)
+    else:
         oof = read_predictions(run.oof_path, data.classes, oof=True)
         result = score_predictions_frame(oof, data, config.metric, source=run.oof_path)
         write_json(run.score_path, result.to_dict())
-        ensemble = info.get("kind") == "ensemble"
-        done = [read_json(fold.done_path, "a finished fold's record") for fold in run.fold_dirs() if fold.is_done()]
-        confusion = None
-        if data.task != "multilabel":
-            aligned = oof.set_index("id").loc[list(data.ids), data.classes].to_numpy()
-            confusion = confusion_matrix(data.targets, aligned)
-        entries.append(Entry(
-            name=run.name, path=run.path, kind=info.get("kind", "run"), created=info.get("created", ""),
-            backbone=info.get("backbone", config.model.name), img_size=None if ensemble else config.model.img_size,
-            epochs=None if ensemble else config.train.epochs, params=(info.get("params") or {}).get("total"),
-            score=result,
-            train_seconds=sum(d.get("seconds", 0.0) for d in done), notes=config.notes,
-            config=config.model_dump(mode="json"), classes=data.classes, confusion=confusion))
-    return entries
+    ensemble = info.get("kind") == "ensemble"
+    confusion = None
+    if data.task != "multilabel":
+        aligned = oof.set_index("id").loc[list(data.ids), data.classes].to_numpy()
+        confusion = confusion_matrix(data.targets, aligned)
+    seconds = sum(fold.read_done().get("seconds", 0.0) for fold in done_folds)
+    return Entry(
+        name=run.name, path=run.path, kind=kind, created=info.get("created", ""),
+        backbone=info.get("backbone", config.model.name), img_size=None if ensemble else config.model.img_size,
+        epochs=None if ensemble else config.train.epochs, params=(info.get("params") or {}).get("total"),
+        score=result, train_seconds=seconds, notes=config.notes, config=config.model_dump(mode="json"),
+        classes=data.classes, confusion=confusion)
+
+
+def _rows_of(data: CompetitionData, ids) -> CompetitionData:
+    """The training table restricted to ``ids`` (the OOF rows of the folds a partial run finished)."""
+    keep = np.isin(data.ids, np.asarray(list(ids), dtype=object))
+    return replace(data, ids=data.ids[keep], images=None, targets=data.targets[keep],
+                   groups=None if data.groups is None else data.groups[keep])
 
 
 @dataclass
@@ -114,7 +137,7 @@ def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path
         entry.public = public.get(entry.name, "")
         if pictures:
             entry.pictures = draw_run_pictures(entry)
-            if inspect:
+            if inspect and not entry.kind.startswith("partial"):  # inspect needs every row's OOF prediction
                 _attach_analysis(entry)
     ranked = {name: sorted(group, key=_rank_key) for name, group in competitions.items()}
     path = runs_dir / "report.md"

@@ -65,6 +65,15 @@ def test_tune_runs_trials_as_runs_prunes_and_writes_the_best_config(tmp_path, di
             truth = pd.read_csv(tmp_path / "train.csv", dtype=str).set_index("id").loc[oof["id"], "label"]
             accuracy = (oof.iloc[:, 2:].idxmax(axis=1).to_numpy() == truth.to_numpy()).mean()
             assert trial.value == pytest.approx(accuracy, abs=1e-12)
+    from kagglecv.report import build_report
+
+    report = build_report(tmp_path / "runs", pictures=False, submissions_dir=tmp_path / "subs")
+    shown = {entry.name: entry for entry in report.leaderboard}
+    for trial in study.trials:  # every finished trial is in the report, scored on the fold it trained
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            entry = shown[trial.user_attrs["experiment"]]
+            assert entry.kind == "partial: 1 of 2 folds" and entry.score.overall == pytest.approx(trial.value, abs=1e-12)
+    assert "tune-tiny: " in report.markdown.read_text()  # the journal's motivation names the trial's values
     best = yaml.safe_load((tmp_path / "runs" / "tune-tiny" / "best.yaml").read_text())
     assert best["experiment"] == "tiny-best"
     assert best["train"]["lr"] == pytest.approx(study.best_params["train.lr"])
