@@ -142,17 +142,19 @@ def _same_path(resolved: Path, other: Path) -> bool:
 
 
 @contextlib.contextmanager
-def output_lock(lock_path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` while writing ``what``; a second writer gets a clear error at once."""
+def output_lock(lock_path: str | os.PathLike, what: str, wait: float = 0) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` while writing ``what``; a second writer gets a clear error at once,
+    or, with ``wait`` seconds, takes its turn (writers of a shared log) and gets the error only after that long."""
     lock_path = Path(lock_path)
     with _named_os_errors(lock_path):
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path), timeout=0)
+    lock = FileLock(str(lock_path), timeout=wait)
     try:
         lock.acquire()
     except Timeout:
-        raise OutputError(f"{what} is being written by another kagglecv process (lock {lock_path}); wait for it "
-                          "to finish, then run this again") from None
+        waited = f" for {wait:g} s" if wait else ""
+        raise OutputError(f"{what} is being written by another kagglecv process{waited} (lock {lock_path}); wait for "
+                          "it to finish, then run this again") from None
     except OSError as exc:
         raise OutputError(f"{lock_path}: cannot lock: {exc.strerror or exc}") from None
     try:

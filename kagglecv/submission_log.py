@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock, Timeout
 
 from .data import read_csv_strings
-from .errors import KagglecvError, OutputError, summarize
-from .files import sha256_file, write_csv
+from .errors import KagglecvError, summarize
+from .files import output_lock, sha256_file, write_csv
 
 LOG_NAME = "log.csv"
 COLUMNS = ["time", "file", "run", "metric", "cv", "sha256", "public", "private"]
@@ -39,7 +38,7 @@ def append_submission(submission: Path, run_name: str, metric: str | None, cv: f
     row = {"time": datetime.now().isoformat(timespec="seconds"), "file": submission.name, "run": run_name,
            "metric": metric or "", "cv": "" if cv is None else f"{cv:.6f}", "sha256": sha256_file(submission),
            "public": "", "private": ""}
-    with _locked(path):
+    with _lock(path):
         log = read_log(path)
         write_csv(path, pd.concat([log, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True))
 
@@ -50,7 +49,7 @@ def record_leaderboard(submissions_dir: Path, name: str, public: float | None, p
     if public is None and private is None:
         raise KagglecvError("give --public SCORE, --private SCORE or both")
     path = log_path(submissions_dir)
-    with _locked(path):
+    with _lock(path):
         log = read_log(path)
         wanted = Path(name).name
         matches = [row for row, file in enumerate(log["file"])
@@ -112,19 +111,6 @@ def latest_public_by_run(log: pd.DataFrame) -> dict[str, str]:
     return dict(zip(scored["run"], scored["public"]))
 
 
-class _locked:
-    """The log's lock, waited for (submissions from parallel jobs take turns), with a clear error on timeout."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.lock = FileLock(str(self.path.with_name(f".{self.path.name}.lock")), timeout=LOCK_SECONDS)
-
-    def __enter__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.lock.acquire()
-        except Timeout:
-            raise OutputError(f"{self.path}: still locked by another kagglecv process after {LOCK_SECONDS} s") from None
-
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
+def _lock(path: Path):
+    """The log's lock, waited for: submissions from parallel jobs take turns."""
+    return output_lock(path.with_name(f".{path.name}.lock"), str(path), wait=LOCK_SECONDS)

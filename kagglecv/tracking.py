@@ -22,10 +22,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock, Timeout
 
-from .errors import KagglecvError, OutputError
-from .files import sha256_file
+from .errors import KagglecvError
+from .files import output_lock, sha256_file
 from .run_dir import RunDir, read_json
 
 RUN_TAG = "kagglecv.run"
@@ -66,15 +65,11 @@ def sync_runs(runs_dir: Path, uri: str | None = None, only: list[str] | None = N
         logging.getLogger(name).setLevel(logging.WARNING)
 
     runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise KagglecvError(f"{runs_dir}: not a folder of runs")
     uri = uri or default_uri(runs_dir)
     result = SyncResult(uri)
-    lock = FileLock(str(runs_dir / ".mlflow.lock"), timeout=LOCK_SECONDS)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise OutputError(f"{runs_dir}: another kagglecv process has been writing to {uri} for "
-                          f"{LOCK_SECONDS} s") from None
-    try:
+    with output_lock(runs_dir / ".mlflow.lock", f"the MLflow mirror {uri}", wait=LOCK_SECONDS):
         records = [_RunRecord.read(RunDir(path)) for path in sorted(runs_dir.iterdir())
                    if not path.name.startswith(".") and RunDir(path).is_run()
                    and (only is None or path.name in only)]  # every run read (and checked) before the store opens
@@ -82,8 +77,6 @@ def sync_runs(runs_dir: Path, uri: str | None = None, only: list[str] | None = N
         for record in records:
             logged = _sync_run(client, record, runs_dir, uri)
             (result.logged if logged else result.unchanged).append(record.run.name)
-    finally:
-        lock.release()
     return result
 
 

@@ -15,6 +15,7 @@ lines and written as a ready config, ``best.yaml``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -23,12 +24,11 @@ from typing import Any, Literal, Optional, Union
 
 import pandas as pd
 import yaml
-from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .config import Config, dump_config, load_config, parse_yaml
-from .errors import ConfigError, KagglecvError, OutputError
-from .files import write_csv, write_text
+from .errors import ConfigError, KagglecvError
+from .files import output_lock, write_csv, write_text
 from .jobs import Job, last_line, run_job_process
 from .launch import parse_folds
 from .metrics import resolve_metric, score
@@ -185,23 +185,10 @@ def _storage(folder: Path, kind: str):
     raise KagglecvError(f"--storage {kind!r}: expected sqlite or journal")
 
 
-class _study_lock:
+def _study_lock(folder: Path, storage: str):
     """One tune process per SQLite study (so a RUNNING trial at start is a dead one); none for a journal study,
     whose trials run on several machines."""
-
-    def __init__(self, folder: Path, storage: str):
-        self.lock = FileLock(str(folder / ".tune.lock"), timeout=0) if storage == "sqlite" else None
-
-    def __enter__(self) -> None:
-        if self.lock is not None:
-            try:
-                self.lock.acquire()
-            except Timeout:
-                raise OutputError(f"{self.lock.lock_file}: another kagglecv tune is running this study") from None
-
-    def __exit__(self, *exc) -> None:
-        if self.lock is not None:
-            self.lock.release()
+    return output_lock(folder / ".tune.lock", f"the study {folder}") if storage == "sqlite" else contextlib.nullcontext()
 
 
 def run_trial(trial, settings: TuneSettings, console) -> float:
