@@ -18,7 +18,7 @@ import hashlib
 import io
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,17 @@ class CompetitionData:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def subset(self, keep: np.ndarray) -> "CompetitionData":
+        """The rows where ``keep`` (a boolean mask) is true, images (files or pixel rows) and groups with them."""
+        images = self.images
+        if isinstance(images, PixelImages):
+            images = PixelImages(images.pixels[keep], images.source)
+        elif images is not None:
+            images = [image for image, kept in zip(images, keep) if kept]
+        return replace(self, ids=self.ids[keep], images=images,
+                       targets=None if self.targets is None else self.targets[keep],
+                       groups=None if self.groups is None else self.groups[keep])
 
     def positives(self) -> np.ndarray:
         """Rows x classes 0/1 matrix of present labels (difficult counts as present), for stratifying and counts."""

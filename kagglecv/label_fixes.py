@@ -16,7 +16,6 @@ import numpy as np
 from .config import LabelFixesConfig
 from .data import ABSENT, PRESENT, CompetitionData, DataWarning, read_csv_strings
 from .errors import DataError, summarize
-from .pixels import PixelImages
 
 SUGGESTED_COLUMN = "suggested_label"
 
@@ -53,14 +52,7 @@ def apply_label_fixes(data: CompetitionData, fixes: LabelFixesConfig, label_sep:
 def _drop(data: CompetitionData, rows: np.ndarray) -> CompetitionData:
     keep = np.ones(len(data), dtype=bool)
     keep[rows] = False
-    images = data.images
-    if isinstance(images, PixelImages):
-        images = PixelImages(images.pixels[keep], images.source)
-    elif images is not None:
-        images = [image for image, kept in zip(images, keep) if kept]
-    return replace(data, ids=data.ids[keep], images=images, targets=data.targets[keep],
-                   groups=None if data.groups is None else data.groups[keep],
-                   dropped_ids=data.dropped_ids | frozenset(data.ids[rows]))
+    return replace(data.subset(keep), dropped_ids=data.dropped_ids | frozenset(data.ids[rows]))
 
 
 def _relabel(data: CompetitionData, ids: list[str], suggested: list[str], row_of: dict[str, int], path,

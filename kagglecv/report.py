@@ -8,13 +8,12 @@ per-class AP (multi-label).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .data import CompetitionData
 from .errors import KagglecvError
 from .files import write_json, write_text
 from .metrics import confusion_matrix
@@ -22,7 +21,7 @@ from .html_report import render_html
 from .plots import plot_confusion_matrix, plot_cv_vs_leaderboard, plot_fold_curves, plot_fold_scores, plot_per_class
 from .predictions import read_predictions
 from .run_dir import RunDir, config_differences, read_json
-from .score import ScoreResult, score_predictions_frame
+from .score import ScoreResult, finished_folds_oof, score_predictions_frame
 from .submission_log import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
 from .tables import format_params
 from .tracking import sync_configured
@@ -76,8 +75,7 @@ def _entry(run: RunDir, partial: bool = False) -> Entry:
     done_folds = [fold for fold in run.fold_dirs() if fold.is_done()]
     kind = info.get("kind", "run")
     if partial:
-        oof = pd.concat([read_predictions(fold.oof_path, data.classes) for fold in done_folds], ignore_index=True)
-        data = _rows_of(data, oof["id"])
+        oof, data = finished_folds_oof(run, data)
         kind = f"partial: {len(done_folds)} of {info.get('n_folds') or len(run.fold_dirs())} folds"
         result = score_predictions_frame(oof, data, config.metric, source=run.path)
     else:
@@ -96,13 +94,6 @@ def _entry(run: RunDir, partial: bool = False) -> Entry:
         epochs=None if ensemble else config.train.epochs, params=(info.get("params") or {}).get("total"),
         score=result, train_seconds=seconds, notes=config.notes, config=config.model_dump(mode="json"),
         classes=data.classes, confusion=confusion)
-
-
-def _rows_of(data: CompetitionData, ids) -> CompetitionData:
-    """The training table restricted to ``ids`` (the OOF rows of the folds a partial run finished)."""
-    keep = np.isin(data.ids, np.asarray(list(ids), dtype=object))
-    return replace(data, ids=data.ids[keep], images=None, targets=data.targets[keep],
-                   groups=None if data.groups is None else data.groups[keep])
 
 
 @dataclass

@@ -53,6 +53,18 @@ def score_run(run_path: Path, metric: str | None = None, write: bool = True,
     return result
 
 
+def finished_folds_oof(run: RunDir, data: CompetitionData, folds: list[int] | None = None
+                       ) -> tuple[pd.DataFrame, CompetitionData]:
+    """The OOF predictions of the finished ``folds`` of a run (all finished folds when None), from their
+    ``fold<K>/oof.csv``, and the training table restricted to their rows: what a run whose other folds have not
+    finished (a tune trial on fold 0, a run still training) is scored on."""
+    chosen = [fold for fold in run.fold_dirs() if fold.is_done() and (folds is None or fold.index in folds)]
+    if not chosen:
+        raise KagglecvError(f"{run.path}: no finished fold{'' if folds is None else f' among {folds}'}")
+    oof = pd.concat([read_predictions(fold.oof_path, data.classes) for fold in chosen], ignore_index=True)
+    return oof, data.subset(np.isin(data.ids, oof["id"].to_numpy(dtype=object)))
+
+
 def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] | None = None, id_col: str = "id",
                    task: str | None = None, metric: str | None = None) -> ScoreResult:
     """Score an OOF file from anywhere; its value columns give the class order.

@@ -31,7 +31,7 @@ from .errors import ConfigError, KagglecvError
 from .files import output_lock, write_csv, write_text
 from .jobs import Job, last_line, run_job_process
 from .launch import parse_folds
-from .metrics import resolve_metric, score
+from .metrics import resolve_metric
 from .run_dir import RunDir
 
 POLL_SECONDS = 0.5
@@ -260,16 +260,12 @@ def epoch_values(fold_dir: Path, higher_is_better: bool) -> list[tuple[int, floa
 
 
 def oof_score(config: Config, folds: list[int]) -> float:
-    """The metric over the OOF rows of ``folds`` (their ``fold<K>/oof.csv``), scored against the training table."""
-    from .predictions import read_predictions
+    """The metric over the OOF rows of ``folds``, scored against the training table as the report scores them."""
+    from .score import finished_folds_oof, score_predictions_frame
 
     run = RunDir(config.run_dir)
-    data = run.load_targets(config)
-    frames = [read_predictions(run.fold(fold).oof_path, data.classes) for fold in folds]
-    oof = pd.concat(frames, ignore_index=True)
-    rows = pd.Series(range(len(data)), index=data.ids).loc[oof["id"]].to_numpy()
-    return score(resolve_metric(config.metric, data.task).name, data.task, data.targets[rows],
-                 oof[data.classes].to_numpy(float))
+    oof, rows = finished_folds_oof(run, run.load_targets(config), folds)
+    return score_predictions_frame(oof, rows, config.metric, source=run.path).overall
 
 
 @dataclass
