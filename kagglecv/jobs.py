@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import KagglecvError
+from .files import write_text
+from .run_dir import FoldDir
 
 STOP_GRACE_SECONDS = 120     # a stopped job saves its exact state; this long is allowed before it is killed
 KAGGLECV_ERROR_EXIT = 2      # a clear kagglecv error (bad config, missing file): retrying cannot help
 PR_SET_PDEATHSIG = 1         # linux/prctl.h
+LAUNCH_MARKER = ".kagglecv-launch"
 
 
 @dataclass
@@ -38,13 +41,15 @@ class Job:
     experiment: str
     config_path: Path
     overrides: list[str]
-    fold: int
-    fold_dir: Path
+    folder: FoldDir
     state: str = "queued"
-    attempts: int = 0
     error: str = ""
     started: float | None = None
     finished: float | None = None
+
+    @property
+    def fold(self) -> int:
+        return self.folder.index
 
     @property
     def name(self) -> str:
@@ -52,7 +57,7 @@ class Job:
 
     @property
     def log_path(self) -> Path:
-        return self.fold_dir / "launch.log"
+        return self.folder.launch_log_path
 
     def command(self) -> list[str]:
         sets = [argument for override in self.overrides for argument in ("--set", override)]
@@ -153,7 +158,7 @@ class LocalPool:
             with lock:
                 while queue and free and not self.stop_event.is_set():
                     job, slot = queue.popleft(), free.popleft()
-                    job.state, job.started, job.attempts = "running", time.time(), job.attempts + 1
+                    job.state, job.started = "running", time.time()
                     thread = threading.Thread(target=work, args=(job, slot), daemon=True)
                     threads.append(thread)
                     thread.start()
@@ -221,7 +226,7 @@ class RayPool:
         pending = {}
         for job in jobs:
             if job.state == "queued":
-                job.state, job.started, job.attempts = "running", time.time(), 1
+                job.state, job.started = "running", time.time()
                 pending[task.remote(job.command(), str(cwd), str(job.log_path), str(self.marker), env)] = job
         try:
             while pending:
@@ -268,17 +273,21 @@ def require_ray() -> None:
         raise KagglecvError("--backend ray needs Ray: pip install 'kagglecv[ray]'") from None
 
 
-def run_on_ray(job: Job, stop: threading.Event, address: str | None = None) -> int:
+def write_marker(runs_dir: Path) -> Path:
+    """A file in the runs folder that every Ray task must see before it trains (the shared storage check)."""
+    marker = Path(runs_dir).resolve() / LAUNCH_MARKER
+    write_text(marker, f"written by kagglecv at {time.time()}\n")
+    return marker
+
+
+def run_on_ray(job: Job, stop: threading.Event) -> int:
     """One job as a Ray task (for ``tune --backend ray``, after :func:`init_ray`): its exit code, 0 when done;
     ``stop`` cancels it (the job saves its state)."""
     import ray
 
-    marker = job.fold_dir.parent.parent / ".kagglecv-launch"
-    if not marker.is_file():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("written by kagglecv tune\n")
+    marker = write_marker(job.folder.path.parent.parent)
     ref = ray.remote(ray_job).options(num_cpus=1, retry_exceptions=[JobFailed], max_retries=2).remote(
-        job.command(), str(Path.cwd()), str(job.log_path), str(marker.resolve()), {})
+        job.command(), str(Path.cwd()), str(job.log_path), str(marker), {})
     while True:
         ready, _ = ray.wait([ref], timeout=0.5)
         if ready:

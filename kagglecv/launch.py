@@ -11,19 +11,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from rich.live import Live
 from rich.table import Table
 
 from .config import Config, load_config
 from .errors import KagglecvError
-from .files import write_text
 from .folds import make_folds
-from .jobs import Job, LocalPool, RayPool, require_ray
-from .run_dir import RunDir
-
-LAUNCH_MARKER = ".kagglecv-launch"
-
+from .jobs import Job, LocalPool, RayPool, require_ray, write_marker
+from .run_dir import RunDir, history_metric
 
 @dataclass
 class Experiment:
@@ -62,8 +57,8 @@ def plan(config_paths: list[Path], overrides: list[str] | None, folds: str = "al
         chosen = parse_folds(folds, n_folds)
         run = RunDir(config.run_dir)
         experiment = Experiment(Path(path), config, chosen, n_folds)
-        experiment.jobs = [Job(config.experiment, Path(path), list(overrides or []), fold, run.fold(fold).path)
-                           for fold in chosen]
+        experiment.jobs = [Job(config.experiment, Path(path), list(overrides or []), run.fold(fold),
+                               "done" if run.fold(fold).is_done() else "queued") for fold in chosen]
         experiments.append(experiment)
     return experiments
 
@@ -88,9 +83,6 @@ def launch(config_paths: list[Path], overrides: list[str] | None = None, *, fold
     """Plan the jobs, run them on ``backend``, then finish each complete experiment (merge, predict, score, submit)."""
     experiments = plan(config_paths, overrides, folds)
     all_jobs = [job for experiment in experiments for job in experiment.jobs]
-    for job in all_jobs:
-        if (job.fold_dir / "done.json").is_file():
-            job.state = "done"
     pool = make_pool(backend, experiments, jobs, cpus_per_job, gpus_per_job, address, max_retries)
     with JobBoard(all_jobs, console) as board:
         pool.run(all_jobs, Path.cwd(), board.refresh)
@@ -112,7 +104,7 @@ def make_pool(backend: str, experiments: list[Experiment], jobs: int | None, cpu
     cores = available_cores()
     if backend == "ray":
         require_ray()
-        marker = _write_marker(experiments)
+        marker = write_marker(experiments[0].config.runs_dir)
         return RayPool(cpus_per_job or 1, gpus_per_job if _gpu_count() else 0.0, address,
                        local_cpus=None if address else (jobs * (cpus_per_job or 1) if jobs else cores),
                        max_retries=max_retries, marker=marker)
@@ -130,14 +122,6 @@ def _gpu_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def _write_marker(experiments: list[Experiment]) -> Path:
-    """A file in the runs folder that every Ray task must see before it trains (shared storage check)."""
-    runs_dir = Path(experiments[0].config.runs_dir).resolve()
-    marker = runs_dir / LAUNCH_MARKER
-    write_text(marker, f"written by kagglecv launch at {time.time()}\n")
-    return marker
 
 
 class JobBoard:
@@ -183,13 +167,8 @@ class JobBoard:
 
 def progress(job: Job) -> tuple[str, str]:
     """The last epoch and validation metric in a job's ``history.csv`` (on shared storage for Ray)."""
-    history = job.fold_dir / "history.csv"
-    try:
-        frame = pd.read_csv(history)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
+    history = job.folder.read_history()
+    if history is None or history.empty:
         return "", ""
-    if frame.empty:
-        return "", ""
-    row = frame.iloc[-1]
-    metric = next((column for column in frame.columns if column.startswith("val_") and column != "val_loss"), "val_loss")
-    return str(int(row["epoch"]) + 1), f"{metric[4:]} {row[metric]:.4f}"
+    row, metric = history.iloc[-1], history_metric(history.columns)
+    return str(int(row["epoch"]) + 1), f"{metric} {row[f'val_{metric}']:.4f}"

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .errors import KagglecvError
 from .files import write_json, write_text
@@ -20,7 +19,7 @@ from .metrics import confusion_matrix
 from .html_report import render_html
 from .plots import plot_confusion_matrix, plot_cv_vs_leaderboard, plot_fold_curves, plot_fold_scores, plot_per_class
 from .predictions import read_predictions
-from .run_dir import RunDir, config_differences, read_json
+from .run_dir import RunDir, config_differences, history_metric, read_json
 from .score import ScoreResult, finished_folds_oof, score_predictions_frame
 from .submission_log import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
 from .tables import format_params
@@ -196,12 +195,9 @@ def draw_run_pictures(entry: Entry) -> list[Path]:
     """Learning curves, fold scores, and the confusion matrix or per-class AP of one run; returns the PNGs."""
     run = RunDir(entry.path)
     pictures = []
-    histories = {}
-    for fold in run.fold_dirs():
-        if fold.history_path.is_file():
-            histories[fold.index] = pd.read_csv(fold.history_path).to_dict("records")
-    metric_key = next((key[4:] for key in (histories[min(histories)][0] if histories else {}) if key.startswith("val_")
-                       and key != "val_loss"), "loss")
+    histories = {fold.index: history.to_dict("records") for fold in run.fold_dirs()
+                 if (history := fold.read_history()) is not None}
+    metric_key = history_metric(histories[min(histories)][0] if histories else [])
     if histories:
         pictures.append(run.curves_png)
         plot_fold_curves(histories, metric_key, pictures[-1], f"{entry.name}: learning curves")

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .config import Config, OwnModelName, dump_config, parse_yaml, validate_config
 from .data import CompetitionData, load_train
 from .errors import ConfigError, DataError, KagglecvError, summarize
@@ -50,6 +52,7 @@ class FoldDir:
     history_path = _file("history.csv")
     curves_path = _file("curves.png")
     lock_path = _file(".train.lock")
+    launch_log_path = _file("launch.log")  # the fold's job output under `kagglecv launch` or `tune`
 
     def weights(self, source: str) -> Path:
         """The selected weights of ``source``: ``raw`` (best.safetensors) or ``ema``."""
@@ -63,6 +66,13 @@ class FoldDir:
 
     def read_done(self) -> dict:
         return read_json(self.done_path, "a finished fold's record")
+
+    def read_history(self) -> pd.DataFrame | None:
+        """``history.csv``, a row per finished epoch; None before the first epoch ends."""
+        try:
+            return pd.read_csv(self.history_path)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return None
 
     def lock(self):
         """Held while the fold trains: a second process training the same fold gets a clear error."""
@@ -220,6 +230,11 @@ def prepare_run_dir(config: Config, *, force: bool = False) -> RunDir:
     run = RunDir(Path(config.run_dir))
     run.check_config(config, force=force)
     return run
+
+
+def history_metric(columns) -> str:
+    """The validation metric a fold's ``history.csv`` records as ``val_<metric>`` (``loss`` when it has none)."""
+    return next((column[4:] for column in columns if column.startswith("val_") and column != "val_loss"), "loss")
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 
 from .errors import KagglecvError
 from .files import output_lock, sha256_file
@@ -177,8 +176,8 @@ def _log_metrics(client, run_id: str, score: dict, run: RunDir) -> None:
     values.update({f"fold{fold}_{score['metric']}": value for fold, value in score.get("per_fold", {}).items()})
     metrics = [Metric(key, float(value), now, 0) for key, value in values.items() if value == value]
     for fold in run.fold_dirs():
-        if fold.history_path.is_file():
-            history = pd.read_csv(fold.history_path)
+        history = fold.read_history()
+        if history is not None:
             for column in history.columns.drop("epoch", errors="ignore"):
                 metrics += [Metric(f"fold{fold.index}/{column}", float(value), now, int(epoch))
                             for epoch, value in zip(history["epoch"], history[column]) if value == value]

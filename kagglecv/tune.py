@@ -32,7 +32,7 @@ from .files import output_lock, write_csv, write_text
 from .jobs import Job, last_line, run_job_process
 from .launch import parse_folds
 from .metrics import resolve_metric
-from .run_dir import RunDir
+from .run_dir import FoldDir, RunDir, history_metric
 
 POLL_SECONDS = 0.5
 
@@ -106,7 +106,6 @@ class TuneSettings:
     study_dir: Path
     higher_is_better: bool
     backend: str = "local"
-    address: str | None = None
 
 
 def trial_experiment(base: Config, params: dict[str, Any]) -> str:
@@ -129,7 +128,7 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
     settings = TuneSettings(Path(config_path), list(overrides or []),
                             read_space(space_path, config_path, list(overrides or [])),
                             parse_folds(folds, base.folds.n_splits), base,
-                            Path(base.runs_dir) / f"tune-{name or base.experiment}", higher, backend, address)
+                            Path(base.runs_dir) / f"tune-{name or base.experiment}", higher, backend)
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     make_folds(base, data=data)
     direction = "maximize" if higher else "minimize"
@@ -204,7 +203,7 @@ def run_trial(trial, settings: TuneSettings, console) -> float:
     config = load_config(settings.config_path, sets)
     run = RunDir(config.run_dir)
     for position, fold in enumerate(settings.folds):
-        job = Job(experiment, settings.config_path, sets, fold, run.fold(fold).path)
+        job = Job(experiment, settings.config_path, sets, run.fold(fold))
         pruned = _train_job(job, trial if position == 0 else None, config, settings)
         if pruned:
             raise optuna.TrialPruned(f"pruned at epoch {pruned}")
@@ -225,7 +224,7 @@ def _train_job(job: Job, trial, config: Config, settings: TuneSettings) -> int:
     while worker.is_alive():
         worker.join(POLL_SECONDS)
         if trial is not None:
-            for epoch, value in epoch_values(job.fold_dir, settings.higher_is_better)[reported:]:
+            for epoch, value in epoch_values(job.folder, settings.higher_is_better)[reported:]:
                 trial.report(value, epoch)
                 reported += 1
                 if trial.should_prune():
@@ -241,18 +240,16 @@ def _run(job: Job, settings: TuneSettings, stop: threading.Event) -> int:
     if settings.backend == "ray":
         from .jobs import run_on_ray
 
-        return run_on_ray(job, stop, settings.address)
+        return run_on_ray(job, stop)
     return run_job_process(job.command(), str(Path.cwd()), str(job.log_path), None, stop)
 
 
-def epoch_values(fold_dir: Path, higher_is_better: bool) -> list[tuple[int, float]]:
+def epoch_values(folder: FoldDir, higher_is_better: bool) -> list[tuple[int, float]]:
     """Each finished epoch's validation metric of a fold (the better of raw and EMA weights)."""
-    try:
-        history = pd.read_csv(fold_dir / "history.csv")
-    except (OSError, ValueError, pd.errors.EmptyDataError):
+    history = folder.read_history()
+    if history is None:
         return []
-    metric = next((column[4:] for column in history.columns if column.startswith("val_") and column != "val_loss"),
-                  "loss")
+    metric = history_metric(history.columns)
     higher = higher_is_better and metric != "loss"
     values = history[[column for column in (f"val_{metric}", f"ema_val_{metric}") if column in history.columns]]
     best = values.max(axis=1) if higher else values.min(axis=1)
