@@ -27,9 +27,9 @@ import pandas as pd
 from .data import ABSENT, CompetitionData, DataWarning
 from .decoding import load_image
 from .duplicates import near_duplicate_pairs, perceptual_hashes
-from .errors import DataError, KagglecvError
+from .errors import KagglecvError
 from .files import write_csv, write_json
-from .predictions import read_predictions
+from .predictions import read_predictions, require_same_ids
 from .run_dir import RunDir, read_json
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] for the log loss of a row
@@ -84,10 +84,7 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
 def aligned_oof(run: RunDir, data: CompetitionData) -> np.ndarray:
     """The OOF probabilities in the training table's row order (every id exactly once, checked)."""
     oof = read_predictions(run.oof_path, data.classes, oof=True)
-    missing = set(data.ids) - set(oof["id"])
-    if missing or len(oof) != len(data):
-        raise DataError(f"{run.oof_path}: holds {len(oof)} rows for the {len(data)} rows of {data.source}; "
-                        f"re-run `kagglecv predict {run.path}`")
+    require_same_ids(oof["id"], data.ids, run.oof_path, data.source, "unknown")
     return oof.set_index("id").loc[list(data.ids), data.classes].to_numpy(np.float64)
 
 

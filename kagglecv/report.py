@@ -148,9 +148,10 @@ def _attach_analysis(entry: Entry) -> None:
 
     run = RunDir(entry.path)
     try:
-        if not (run.inspect_path.is_file() and run.inspect_path.stat().st_mtime >= run.oof_path.stat().st_mtime):
-            inspect_run(run.path)
-        entry.analysis = read_json(run.inspect_path, "a run's error analysis")
+        if run.inspect_path.is_file() and run.inspect_path.stat().st_mtime >= run.oof_path.stat().st_mtime:
+            entry.analysis = read_json(run.inspect_path, "a run's error analysis")
+        else:
+            entry.analysis = inspect_run(run.path).to_dict()
     except KagglecvError as exc:  # e.g. the images are not where the run found them: the rest of the report stands
         entry.analysis_error = str(exc).splitlines()[0]
 
