@@ -273,6 +273,28 @@ class TrainConfig(_Section):
     num_workers: Optional[int] = Field(None, ge=0, description="DataLoader workers; the available cores when omitted.")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:1, ...")
     seed: int = 42
+    seeds: int = Field(1, ge=1, description="Train the folds this many times with different seeds (train.seed + "
+                       "1000 x i, as runs <experiment>-seed<i>) and average them in an ensemble.")
+    avg_weights: Optional[Literal["last", "best"]] = Field(
+        None, description="Also score the average of the weights of the last avg_count epochs, or of the avg_count "
+        "best ones (timm's avg_checkpoints.py), each epoch beside the raw (and EMA) weights.")
+    avg_count: int = Field(3, ge=2, description="How many epochs' weights avg_weights averages.")
+    size_schedule: Optional[dict[int, int]] = Field(
+        None, description="Progressive resizing: {epoch: training image size}, e.g. {0: 24, 8: 32}; epochs before "
+        "the first key train at model.img_size. Validation and prediction are always at model.img_size.")
+
+    @field_validator("size_schedule")
+    @classmethod
+    def _sizes_in_range(cls, schedule: Any) -> Any:
+        for epoch, size in (schedule or {}).items():
+            if epoch < 0 or size < 8:
+                raise ValueError(f"expected epochs >= 0 and sizes >= 8 pixels, got {epoch}: {size}")
+        return schedule
+
+    def size_at(self, epoch: int, final_size: int) -> int:
+        """The training image size of ``epoch`` under ``size_schedule``."""
+        started = [start for start in (self.size_schedule or {}) if start <= epoch]
+        return self.size_schedule[max(started)] if started else final_size
 
 
 class PredictConfig(_Section):
@@ -282,7 +304,8 @@ class PredictConfig(_Section):
         ["none"], description="none, hflip, vflip, transpose, rot90, rot180, rot270, scale:F (e.g. scale:1.15); "
         "or auto: each candidate is kept only if it improves the OOF score.")
     tta_space: Literal["prob", "logit"] = Field("prob", description="Average TTA views as probabilities or logits.")
-    weights: Literal["auto", "raw", "ema"] = Field("auto", description="auto: the weights that scored best on the fold.")
+    weights: Literal["auto", "raw", "ema", "avg"] = Field("auto", description="auto: the weights that scored best on "
+                                                          "the fold; raw, ema or avg (train.avg_weights).")
     batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
 
     @field_validator("tta")
@@ -311,6 +334,40 @@ class SubmitConfig(_Section):
         if value != "oof" and not 0 < value < 1:
             raise ValueError(f"expected a number in (0, 1) or oof, got {value}")
         return value
+
+
+class PseudoConfig(_Section):
+    """Pseudo-labels: fold k also trains on test images labelled by the teacher's fold-k model only (its
+    ``fold<k>/test.csv``), never by the fold-averaged predictions, which fold k's validation rows influenced."""
+
+    teacher: Path = Field(description="A run or ensemble folder trained on the same folds file.")
+    threshold: Optional[Union[float, dict[str, float]]] = Field(
+        None, description="Keep a multiclass image whose top probability is at least this; multi-label: a label "
+        "counts as present at p >= t and absent at p <= 1 - t, unsure labels are left out of the loss. A mapping "
+        "gives each class its own threshold.")
+    top_frac: Optional[float] = Field(None, gt=0, le=1, description="Instead of a threshold: the most confident "
+                                      "fraction of the test images (multi-label: of each class's labels).")
+    soft: bool = Field(False, description="Train on the teacher's probabilities instead of hard labels.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "PseudoConfig":
+        if (self.threshold is None) == (self.top_frac is None):
+            raise ValueError("pseudo: set threshold or top_frac (one of them)")
+        values = self.threshold.values() if isinstance(self.threshold, dict) else [self.threshold]
+        if self.threshold is not None and not all(0.5 <= value < 1 for value in values):
+            raise ValueError(f"pseudo.threshold: expected numbers in [0.5, 1), got {self.threshold}")
+        return self
+
+
+class DistillConfig(_Section):
+    """Knowledge distillation from a teacher run or ensemble: the loss mixes the hard-label loss with a KL (BCE for
+    multi-label) term to the teacher's probabilities. For the rows fold k trains on, only the teacher's fold-k
+    model(s) predict, so fold k's validation rows never reach fold k's training."""
+
+    teacher: Path = Field(description="A run or ensemble folder trained on the same folds file.")
+    weight: float = Field(0.5, ge=0, le=1, description="Share of the distillation term: (1 - w) x hard + w x soft.")
+    temperature: float = Field(2.0, gt=0, description="Softens both distributions; the term is scaled by T^2 "
+                               "(Hinton et al. 2015).")
 
 
 class TrackingConfig(_Section):
@@ -345,6 +402,8 @@ class Config(_Section):
     predict: PredictConfig = PredictConfig()
     submit: SubmitConfig = SubmitConfig()
     tracking: TrackingConfig = TrackingConfig()
+    pseudo: Optional[PseudoConfig] = None
+    distill: Optional[DistillConfig] = None
     notes: Optional[str] = Field(None, description="Why this experiment: the motivation shown in the report's journal.")
 
     @property

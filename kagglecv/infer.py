@@ -39,17 +39,33 @@ class RunRecipe:
 
     def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
                 workers: int | None = None) -> np.ndarray:
+        rows = np.arange(len(test))
+        return np.mean([self.predict_fold(fold, test.images, rows, console, batch_size, workers)
+                        for fold in range(len(self.sources))], axis=0)
+
+    def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
+                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
+        """Fold ``fold``'s probabilities for ``rows`` of ``images``, with the run's weights and TTA."""
         from .inference import FoldPredictor, combine_views
 
         predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
                                   self.classes)
-        per_fold = []
-        for fold, source in enumerate(self.sources):
-            model = predictor.load(fold, source)
-            logits = predictor.views(model, test.images, np.arange(len(test)), self.views,
-                                     progress=console.progress(f"{self.run.name} fold {fold}", len(test)))
-            per_fold.append(combine_views([logits[name] for name in self.views], self.task, self.space))
-        return np.mean(per_fold, axis=0)
+        model = predictor.load(fold, self.sources[fold])
+        progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
+        logits = predictor.views(model, images, rows, self.views, progress=progress)
+        return combine_views([logits[name] for name in self.views], self.task, self.space)
+
+    def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
+        """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``), in ``test_ids`` order."""
+        from .predictions import read_predictions, require_same_ids
+
+        path = self.run.fold(fold).test_path
+        if not path.is_file():
+            raise KagglecvError(f"{self.run.path}: fold {fold} has no test predictions ({path}); run `kagglecv "
+                                f"predict {self.run.path}` first")
+        frame = read_predictions(path, self.classes)
+        require_same_ids(frame["id"], test_ids, path, Path("the test table"))
+        return frame.set_index("id").loc[list(test_ids), self.classes].to_numpy(np.float64)
 
 
 def _with_loader_settings(config: Config, batch_size: int | None, workers: int | None) -> Config:
@@ -73,10 +89,23 @@ class EnsembleRecipe:
 
     def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
                 workers: int | None = None) -> np.ndarray:
-        from .ensemble import apply_blend
 
         # Members' predictions as the ensemble stage read them: from prediction files, at their precision.
-        stacked = np.stack([as_stored(member.predict(test, console, batch_size, workers)) for member in self.members])
+        return self._blend([member.predict(test, console, batch_size, workers) for member in self.members])
+
+    def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
+                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
+        """The blend of every member's fold ``fold`` (a teacher's fold-k model, leak-free for fold k)."""
+        return self._blend([member.predict_fold(fold, images, rows, console, batch_size, workers)
+                            for member in self.members])
+
+    def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
+        return self._blend([member.fold_test_predictions(fold, test_ids) for member in self.members])
+
+    def _blend(self, member_predictions: list[np.ndarray]) -> np.ndarray:
+        from .ensemble import apply_blend
+
+        stacked = np.stack([as_stored(prediction) for prediction in member_predictions])
         return np.clip(apply_blend(self.method, self.weights, stacked, self.task, self.power), 0, 1)
 
 

@@ -75,6 +75,8 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     if test is not None:
         per_fold = [combine_views([test_logits[name][fold] for name in chosen], data.task, config.predict.tta_space)
                     for fold in range(n_folds)]
+        for fold, probabilities in enumerate(per_fold):  # each fold's own: what a student's fold k may learn from
+            write_predictions(run.fold(fold).test_path, test.ids, probabilities, data.classes)
         write_predictions(run.test_path, test.ids, np.mean(per_fold, axis=0), data.classes)
     return _record(run, config, data.task, metric, score(metric, data.task, data.targets, oof), chosen,
                    candidate_scores, tta == "auto", console)

@@ -25,7 +25,8 @@ from .errors import ConfigError, DataError, KagglecvError, summarize
 from .files import output_lock, sha256_file, write_bytes, write_json, write_text
 
 # Keys that change where or how fast a run goes, never its results: they may differ on resume.
-RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri"}
+RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri",
+                       "train.seeds"}
 PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
 ENSEMBLE_PREFIX = "ens-"
 
@@ -47,6 +48,10 @@ class FoldDir:
     done_path = _file("done.json")
     best_weights = _file("best.safetensors")
     ema_weights = _file("ema.safetensors")
+    avg_weights = _file("avg.safetensors")        # train.avg_weights: the best average of several epochs' weights
+    epoch_weights_dir = _file("epochs")           # the epochs' weights that average is made of
+    pseudo_path = _file("pseudo.csv")             # the pseudo-labels this fold trained on (teacher's fold model)
+    teacher_path = _file("teacher.csv")           # distillation: the teacher's fold model on this fold's train rows
     last_checkpoint = _file("last.pt")
     previous_checkpoint = _file("last.prev.pt")
     history_path = _file("history.csv")
@@ -55,8 +60,11 @@ class FoldDir:
     launch_log_path = _file("launch.log")  # the fold's job output under `kagglecv launch` or `tune`
 
     def weights(self, source: str) -> Path:
-        """The selected weights of ``source``: ``raw`` (best.safetensors) or ``ema``."""
-        return self.best_weights if source == "raw" else self.ema_weights
+        """The selected weights of ``source``: ``raw`` (best.safetensors), ``ema`` or ``avg``."""
+        return {"raw": self.best_weights, "ema": self.ema_weights, "avg": self.avg_weights}[source]
+
+    def epoch_weights(self, epoch: int) -> Path:
+        return self.epoch_weights_dir / f"epoch{epoch}.safetensors"
 
     def is_done(self) -> bool:
         return self.done_path.is_file()
@@ -148,6 +156,20 @@ class RunDir:
     def is_ensemble(self) -> bool:
         return self.read_info().get("kind") == "ensemble"
 
+    def is_full_fit(self) -> bool:
+        """A refit on all training rows (``train --full``): test predictions, no OOF of its own."""
+        return self.info_path.is_file() and self.read_info().get("kind") == "full"
+
+    def oof_source(self) -> "RunDir":
+        """The run whose ``oof.csv`` stands for this one: itself, or for a full refit the CV run it was made from
+        (its epochs and weights were chosen there), so ensembles can weigh it and thresholds can be tuned."""
+        if not self.is_full_fit():
+            return self
+        cv_run = RunDir(self.read_info()["cv_run"])
+        if not cv_run.oof_path.is_file():
+            raise KagglecvError(f"{self.path}: a full refit of {cv_run.path}, whose oof.csv is missing")
+        return cv_run
+
     def load_targets(self, config: Config | None = None, info: dict | None = None, *,
                      with_images: bool = False) -> CompetitionData:
         """The run's training table (ids, targets, classes; images when asked), checked against the recorded classes.
@@ -187,7 +209,7 @@ class RunDir:
                                 "experiment name, or --force to continue with the new config")
 
     def write_identity(self, config: Config, data: CompetitionData, params: dict[str, int] | None = None,
-                       n_folds: int | None = None) -> None:
+                       n_folds: int | None = None, extra: dict | None = None) -> None:
         """``config.yaml``, ``run.json`` and the copy of an own-model file; written once training can start, so a
         failed start leaves none of them. ``params``: the model's total and trainable parameter counts;
         ``n_folds``: the folds of the folds file (so inference knows a fold folder is missing without it)."""
@@ -206,6 +228,7 @@ class RunDir:
             "table_sha256": data.content_hash(), "params": params, "model_file": model_file,
             "label_fixes": _label_fixes_record(config, data),
             "versions": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
+            **(extra or {}),
         })
 
     def _recorded_creation(self) -> str:

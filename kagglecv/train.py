@@ -9,6 +9,7 @@ fold's outputs. Everything it writes is atomic, and ``last.pt`` restores the exa
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import signal
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .averaging import WeightAverager
 from .checkpoint import Checkpoints
 from .components import build_fold_components
 from .config import Config
@@ -37,6 +39,7 @@ from .models import freeze_for_epoch, parameter_counts, set_frozen_batchnorm_eva
 from .plots import plot_curves
 from .predictions import average_predictions, merge_oof, write_predictions
 from .run_dir import RunDir, prepare_run_dir
+from .teachers import fold_teaching, uses_teacher
 from .runtime import Runtime, all_gather, barrier, setup_runtime
 from .weights import save_weights
 
@@ -108,8 +111,8 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     # The run's identity is written once a fold can start (so a failed start leaves none), and once per command.
     write_identity = functools.cache(
         lambda params: run.write_identity(config, data, dict(params), inputs.n_folds) if runtime.is_main else None)
-    outcomes = [_train_fold(config, data, inputs.fold_of, test, fold, run, runtime, console, resume, write_identity)
-                for fold in chosen]
+    outcomes = [_train_fold(config, data, inputs.fold_of, test, fold, run, runtime, console, resume, write_identity,
+                            unlabeled=inputs.test) for fold in chosen]
     if runtime.is_main:
         finish_run(run, data, inputs.n_folds, console)
     return outcomes
@@ -117,16 +120,16 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
 
 def _train_fold(config: Config, data: CompetitionData, fold_of: np.ndarray, test: CompetitionData | None, fold: int,
                 run: RunDir, runtime: Runtime, console: Console, resume: bool,
-                write_identity: Callable[[tuple], None]) -> FoldOutcome:
+                write_identity: Callable[[tuple], None], unlabeled: CompetitionData | None = None) -> FoldOutcome:
     """Train one fold under its lock, unless it is done; ``write_identity`` is called once its trainer is built,
-    with the model's parameter counts."""
+    with the model's parameter counts. ``unlabeled``: the test table, for pseudo-labels."""
     folder = run.fold(fold)
     with folder.lock() if runtime.is_main else contextlib.nullcontext():
         if folder.is_done():
             info = folder.read_done()
             console.line(f"fold {fold}: done already (best {info['metric']} {info['best_score']:.4f}), skipped")
             return FoldOutcome(fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True)
-        trainer = FoldTrainer(config, data, fold_of, test, fold, run, runtime, console)
+        trainer = FoldTrainer(config, data, fold_of, test, fold, run, runtime, console, unlabeled=unlabeled)
         write_identity(tuple(parameter_counts(trainer.parts.model, config.model).items()))
         return trainer.fit(resume=resume)
 
@@ -176,7 +179,7 @@ class BestTracker:
     """
 
     def __init__(self) -> None:
-        self.by_source = {"raw": -math.inf, "ema": -math.inf}
+        self.by_source = {"raw": -math.inf, "ema": -math.inf, "avg": -math.inf}
         self.score, self.epoch, self.source = -math.inf, -1, "raw"
         self.epochs_since_best = 0
 
@@ -201,7 +204,7 @@ class BestTracker:
                 "stale": self.epochs_since_best}
 
     def load_state_dict(self, state: dict) -> None:
-        self.by_source = {"raw": state["raw"], "ema": state["ema"]}
+        self.by_source = {"raw": state["raw"], "ema": state["ema"], "avg": state.get("avg", -math.inf)}
         self.score, self.epoch, self.source = state["overall"], state["epoch"], state["source"]
         self.epochs_since_best = state["stale"]
 
@@ -214,19 +217,29 @@ class FoldTrainer:
     """
 
     def __init__(self, config: Config, data: CompetitionData, fold_of: np.ndarray, test: CompetitionData | None,
-                 fold: int, run: RunDir, runtime: Runtime, console: Console):
+                 fold: int, run: RunDir, runtime: Runtime, console: Console, *,
+                 unlabeled: CompetitionData | None = None, full_source: str | None = None):
+        """``unlabeled``: the test table pseudo-labels come from; ``full_source``: a full-data refit (no validation
+        rows, every ``fold_of`` is -1): the weights (raw, ema, avg) of the last epoch are kept from this source."""
         self.config, self.cfg, self.data, self.test = config, config.train, data, test
         self.fold, self.runtime, self.console, self.folder = fold, runtime, console, run.fold(fold)
-        self.metric = main_metric(config, data.task)
-        self.parts = build_fold_components(config, data, fold_of, fold, runtime)
+        self.metric, self.full_source = main_metric(config, data.task), full_source
+        teaching = None
+        if uses_teacher(config):
+            teaching = fold_teaching(config, data, unlabeled, np.flatnonzero(fold_of != fold), self.folder, console)
+        self.teaching_stats = teaching.stats if teaching else {}
+        self.parts = build_fold_components(config, data, fold_of, fold, runtime, teaching)
         self.device = runtime.device
         self.epoch, self.global_step, self.history = 0, 0, []
         self.resume_step, self.partial_epoch, self.stop_signal, self.last_selection = 0, None, None, math.nan
         self.best = BestTracker()
+        self.averager = WeightAverager(self.cfg.avg_weights, self.cfg.avg_count, self.folder, runtime.is_main) \
+            if self.cfg.avg_weights else None
+        self._averaged_model, self._average_changed = None, False
         parts = self.parts
         self.checkpoints = Checkpoints(self.folder, {
             "model": parts.model, "optimizer": parts.optimizer, "scheduler": parts.scheduler,
-            "scaler": parts.scaler, "ema": parts.ema, "best": self.best}, console.line)
+            "scaler": parts.scaler, "ema": parts.ema, "best": self.best, "averager": self.averager}, console.line)
 
     # ----- the loop ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> FoldOutcome:
@@ -243,7 +256,9 @@ class FoldTrainer:
                 self.epoch += 1
                 self._save_last()
                 progress.epoch_done(row, self.metric)
-        if self.best.epoch < 0:
+        if self.full_source is not None:
+            self._keep_full_fit_weights()
+        elif self.best.epoch < 0:
             raise KagglecvError(f"fold {self.fold}: {self.metric} could not be computed on any epoch (NaN); "
                                 "is every class present in this fold's validation rows?")
         outcome = FoldOutcome(self.fold, self.best.epoch, self._reported(self.best.score), self.best.source,
@@ -253,6 +268,7 @@ class FoldTrainer:
 
     def _train_epoch(self, progress: EpochProgress) -> dict:
         parts = self.parts
+        self._set_training_size()
         frozen = freeze_for_epoch(parts.model, self.config.model, self.epoch)
         parts.train_model.train()
         set_frozen_batchnorm_eval(parts.model, frozen)
@@ -282,6 +298,14 @@ class FoldTrainer:
         parts.train_sampler.set_start(0)
         return self._epoch_row(loss_sum.item(), seen, skipped, data_time, step_time)
 
+    def _set_training_size(self) -> None:
+        """``train.size_schedule``: the training loader of this epoch's image size (rebuilt when it changes)."""
+        size = self.cfg.size_at(self.epoch, self.config.model.img_size)
+        if size != self.parts.train_size:
+            self.parts.train_loader = self.parts.make_train_loader(size)
+            self.parts.train_size = size
+            self.console.line(f"fold {self.fold} epoch {self.epoch + 1}: training at {size} px")
+
     def _epoch_row(self, loss_sum: float, seen: int, skipped: int, data_time: float, step_time: float) -> dict:
         totals = all_gather((loss_sum, seen, skipped, data_time, step_time), self.runtime)
         loss_total, seen_total, skipped_total = (sum(t[i] for t in totals) for i in range(3))
@@ -289,7 +313,7 @@ class FoldTrainer:
             self.console.line(f"fold {self.fold} epoch {self.epoch + 1}: skipped {skipped_total} unreadable training "
                               "images (named in the warnings above)")
         epoch_seconds = max(data_time + step_time, 1e-9)
-        return {"epoch": self.epoch, "lr": self.parts.optimizer.param_groups[0]["lr"],
+        return {"epoch": self.epoch, "lr": self.parts.optimizer.param_groups[0]["lr"], "train_size": self.parts.train_size,
                 "train_loss": loss_total / max(seen_total, 1), "images_per_sec": seen_total / epoch_seconds,
                 "data_time": data_time, "step_time": step_time, "skipped_images": skipped_total}
 
@@ -351,9 +375,16 @@ class FoldTrainer:
 
     # ----- evaluation and the best epoch ------------------------------------------------------------------------
     def _evaluate_epoch(self) -> dict:
+        if self.full_source is not None:  # a full-data refit: nothing to validate on
+            if self.averager is not None:
+                self.averager.add(self.epoch, math.nan, self.parts.model.state_dict())
+            return {}
         row = {}
         ema = self.parts.ema
-        for source, model in (("raw", self.parts.model), ("ema", ema.module if ema else None)):
+        for source in ("raw", "ema", "avg"):
+            model = {"raw": self.parts.model, "ema": ema.module if ema else None, "avg": None}[source]
+            if source == "avg":
+                model = self._averaged()
             if model is None:
                 continue
             rows, logits, loss = self._predict_valid(model)
@@ -364,7 +395,31 @@ class FoldTrainer:
             self._keep_if_best(source, model, selection, rows, probabilities)
             if source == "raw":
                 self.last_selection = selection
+                if self.averager is not None:
+                    self._average_changed = self.averager.add(self.epoch, selection, self.parts.model.state_dict())
         return row
+
+    def _averaged(self) -> nn.Module | None:
+        """The model holding the average of the kept epochs' weights; None without averaging, or before two
+        epochs are kept, or when this epoch left the kept set unchanged (its score is already recorded)."""
+        if self.averager is None or len(self.averager.kept) < 2 or not self._average_changed:
+            return None
+        if self._averaged_model is None:
+            self._averaged_model = copy.deepcopy(self.parts.model)
+        self._averaged_model.load_state_dict(self.averager.averaged_state())
+        return self._averaged_model.eval()
+
+    def _keep_full_fit_weights(self) -> None:
+        """A full refit keeps its last epoch's weights of the source its CV folds chose (an average: the last
+        avg_count epochs, since without validation rows there is no "best")."""
+        source = self.full_source if self.full_source != "ema" or self.parts.ema is not None else "raw"
+        if source == "avg" and self.averager is None:
+            source = "raw"
+        model = {"raw": self.parts.model, "ema": self.parts.ema.module if self.parts.ema else None}.get(source)
+        state = self.averager.averaged_state() if source == "avg" else model.state_dict()
+        if self.runtime.is_main:
+            save_weights(self.folder.weights(source), state)
+        self.best.score, self.best.epoch, self.best.source = math.nan, self.epoch - 1, source
 
     def _reported(self, selection: float) -> float:
         """The metric's own value from the selection score (which is negated for lower-is-better metrics)."""
@@ -408,9 +463,12 @@ class FoldTrainer:
         self.best.end_epoch()
         if self.runtime.is_main:
             self.checkpoints.save(self._progress())
+            if self.averager is not None:
+                self.averager.remove_dropped()
             write_csv(self.folder.history_path, pd.DataFrame(self.history), float_format="%.6g")
-            plot_curves(self.history, self.metric, self.folder.curves_path,
-                        title=f"{self.config.experiment} fold {self.fold}")
+            if self.full_source is None:
+                plot_curves(self.history, self.metric, self.folder.curves_path,
+                            title=f"{self.config.experiment} fold {self.fold}")
         barrier(self.runtime)
 
     def _save_mid_epoch(self, step_in_epoch: int, partial: tuple) -> None:
@@ -445,13 +503,17 @@ class FoldTrainer:
         if self.test is not None:
             self._predict_test(outcome.source)
         if self.runtime.is_main:
+            full = self.full_source is not None
             write_json(self.folder.done_path, {
-                "fold": self.fold, "best_epoch": outcome.best_epoch, "best_score": outcome.best_score,
+                "fold": self.fold, "best_epoch": outcome.best_epoch,
+                "best_score": None if full else outcome.best_score, "full_fit": full,
                 "metric": self.metric, "source": outcome.source, "epochs_run": self.epoch,
-                "train_rows": len(self.parts.train_rows), "valid_rows": len(self.parts.valid_rows),
-                "seconds": outcome.seconds,
+                "train_rows": int(np.sum(self.parts.train_rows < len(self.data))),
+                "valid_rows": len(self.parts.valid_rows), "seconds": outcome.seconds, **self.teaching_stats,
             })
-            self.console.line(f"fold {self.fold}: best {self.metric} {outcome.best_score:.4f} at epoch "
+            self.console.line(f"full refit: {self.epoch} epochs on {len(self.parts.train_rows)} rows ({outcome.source} "
+                              f"weights), {outcome.seconds:.0f} s" if full else
+                              f"fold {self.fold}: best {self.metric} {outcome.best_score:.4f} at epoch "
                               f"{outcome.best_epoch} ({outcome.source} weights), {outcome.seconds:.0f} s")
         barrier(self.runtime)
 

@@ -1,0 +1,67 @@
+"""The loss of a fold that learns from a teacher (pseudo-labels, distillation): dense float targets.
+
+Each target row is ``[hard | teacher]``: ``hard`` is one-hot or probabilities (multiclass), or 0/1 or probabilities
+per output (multi-label, binary) with NaN for a label that is left out (an unsure multi-label pseudo-label);
+``teacher``, when distilling, is the teacher's probabilities. timm's mixup mixes such rows as they are (its
+``multi_label`` mode), so a mixed label is unsure when either of its sources is.
+
+The distillation term follows timm's ``LogitDistillationTask`` (``timm/task/distillation.py``): KL divergence
+between the temperature-softened distributions, scaled by T^2 (Hinton, Vinyals & Dean 2015); the teacher's logits
+are the log of its stored probabilities. For multi-label and binary outputs, each output is a two-class
+distribution: binary cross-entropy of the softened student against the softened teacher, scaled by T^2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EPSILON = 1e-6
+
+
+class TeacherLoss(nn.Module):
+    """``(1 - weight) x hard-label loss + weight x distillation term`` on ``[hard | teacher]`` target rows.
+
+    Args:
+        outputs: the model's logits per row (classes; 1 for binary).
+        multiclass: softmax cross-entropy (else per-output BCE).
+        distill_weight: 0 without a teacher part in the targets.
+        class_weight: CE class weights (multiclass) or BCE ``pos_weight`` (multi-label), as ``train.class_weights``.
+    """
+
+    def __init__(self, outputs: int, multiclass: bool, distill_weight: float = 0.0, temperature: float = 1.0,
+                 class_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.outputs, self.multiclass = outputs, multiclass
+        self.distill_weight, self.temperature = distill_weight, temperature
+        self.register_buffer("class_weight", class_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        loss = self._hard(logits, targets[:, :self.outputs])
+        if targets.shape[1] == self.outputs:
+            return loss
+        return (1 - self.distill_weight) * loss + self.distill_weight * self._distill(logits, targets[:, self.outputs:])
+
+    def _hard(self, logits: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        if self.multiclass:
+            return F.cross_entropy(logits, hard, weight=self.class_weight)  # probability targets
+        return _masked_bce(logits, hard, self.class_weight)
+
+    def _distill(self, logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        scale = self.temperature
+        if self.multiclass:
+            student = F.log_softmax(logits / scale, dim=-1)
+            softened = F.log_softmax(torch.log(teacher.clamp_min(EPSILON)) / scale, dim=-1)
+            return F.kl_div(student, softened, reduction="batchmean", log_target=True) * scale ** 2
+        softened = torch.sigmoid(torch.logit(teacher, eps=EPSILON) / scale)
+        return _masked_bce(logits / scale, softened, None) * scale ** 2
+
+
+def _masked_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean binary cross-entropy over the labels that are not NaN."""
+    known = ~torch.isnan(targets)
+    per_label = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(targets), pos_weight=pos_weight,
+                                                   reduction="none")
+    return (per_label * known).sum() / known.sum().clamp_min(1)
