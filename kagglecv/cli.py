@@ -74,12 +74,16 @@ def train(
     fold: Annotated[Optional[list[int]], typer.Option("--fold", "-f", help="Train only this fold (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue folds killed mid-training from their last.pt.")] = False,
     force: Annotated[bool, typer.Option(help="Accept a config that differs from the run folder's.")] = False,
+    full: Annotated[bool, typer.Option(help="Refit on every training row for the epochs CV chose (median best "
+                                             "epoch of runs/<experiment>); writes runs/<experiment>-full.")] = False,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Train with this many seeds (runs <experiment>-seed<i>) "
+                                                  "and average them; train.seeds when omitted.")] = None,
 ) -> None:
     """Train one timm model per fold; write runs/<experiment>/fold<K>/ and, when all folds are done, oof.csv and test.csv."""
     from .config import load_config
-    from .train import train_run
+    from .refit import train_experiment
 
-    train_run(load_config(config_path, overrides), fold, resume=resume, force=force)
+    train_experiment(load_config(config_path, overrides), fold, resume=resume, force=force, full=full, seeds=seeds)
 
 
 RunPath = Annotated[Path, typer.Argument(help="A run folder, runs/<experiment>.")]
@@ -282,7 +286,29 @@ def run(
     from .config import load_config
     from .pipeline import run_pipeline
 
-    summary = run_pipeline(load_config(config_path, overrides), force=force)
+    _print_summary(run_pipeline(load_config(config_path, overrides), force=force))
+
+
+@app.command()
+def pseudo(
+    run: RunPath,
+    name: Annotated[str, typer.Option("--name", help="The new experiment's name.")],
+    threshold: Annotated[Optional[float], typer.Option(help="Keep test images whose top probability (multi-label: "
+                                                        "each label's confidence) reaches this.")] = None,
+    top_frac: Annotated[Optional[float], typer.Option(help="Instead: the most confident fraction of test images.")] = None,
+    soft: Annotated[bool, typer.Option(help="Train on the teacher's probabilities, not hard labels.")] = False,
+    overrides: Overrides = None,
+    force: Annotated[bool, typer.Option(help="Accept a config that differs from the run folder's.")] = False,
+) -> None:
+    """A new experiment from RUN's config whose fold k also trains on test images labelled by RUN's fold-k model
+    only (leak-free); the whole pipeline, as `kagglecv run`."""
+    from .pipeline import run_pipeline
+    from .teachers import pseudo_config
+
+    _print_summary(run_pipeline(pseudo_config(run, name, threshold, top_frac, soft, overrides), force=force))
+
+
+def _print_summary(summary) -> None:
     result = summary.score
     folds = ", ".join(f"{value:.4f}" for value in result.per_fold.values())
     console.print(f"[bold]{summary.experiment}[/bold]: CV {result.metric} {result.overall:.4f} "

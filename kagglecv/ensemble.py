@@ -78,7 +78,7 @@ def load_members(paths: list[Path]) -> Members:
     config = first.read_config()
     data = first.load_targets(config, info)
     classes = info["classes"]
-    reference = read_predictions(first.oof_path, classes, oof=True)
+    reference = read_predictions(first.oof_source().oof_path, classes, oof=True)
     ids = reference["id"].to_numpy()
     folds = reference["fold"].to_numpy()
     _check_same_ids(ids, data.ids, first.oof_path, data.source)
@@ -86,12 +86,14 @@ def load_members(paths: list[Path]) -> Members:
     oof, test, test_ids = [], [], None
     for run in runs:
         _check_compatible(run, info if run is first else run.read_info(), first, info)
-        frame = read_predictions(run.oof_path, classes, oof=True)
-        _check_same_ids(frame["id"].to_numpy(), ids, run.oof_path, first.oof_path)
+        # A full refit is weighed by its CV run's OOF (the run its epochs and weights were chosen on).
+        oof_path = run.oof_source().oof_path
+        frame = read_predictions(oof_path, classes, oof=True)
+        _check_same_ids(frame["id"].to_numpy(), ids, oof_path, first.oof_path)
         rows = np.array([position[image_id] for image_id in frame["id"]])
         if not np.array_equal(folds[rows], frame["fold"].to_numpy()):
             bad = frame["id"].to_numpy()[folds[rows] != frame["fold"].to_numpy()][0]
-            raise KagglecvError(f"{run.oof_path}: id {bad!r} is in another fold than in {first.oof_path}")
+            raise KagglecvError(f"{oof_path}: id {bad!r} is in another fold than in {first.oof_path}")
         aligned = np.empty((len(ids), len(classes)), dtype=np.float32)
         aligned[rows] = frame[classes].to_numpy(np.float32)
         oof.append(aligned)

@@ -56,7 +56,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 
 
 def render_html(ranked: dict, competitions: dict, points: list, correlation: float | None,
-                lb_picture: Path | None) -> str:
+                lb_picture: Path | None, full_fits: list[dict] = ()) -> str:
     """The whole page: one section per competition, then CV against the leaderboard."""
     body = [f"<h1>kagglecv report</h1><p class='muted'>{escape(datetime.now().isoformat(timespec='seconds'))}, "
             f"kagglecv {escape(__version__)}</p>"]
@@ -65,6 +65,8 @@ def render_html(ranked: dict, competitions: dict, points: list, correlation: flo
         body.append(_leaderboard(leaderboard))
         body.append(_journal(competitions[name]))
         body += [_run_section(entry) for entry in leaderboard]
+    if full_fits:
+        body.append(_full_fits(full_fits))
     body.append(_cv_vs_leaderboard(points, correlation, lb_picture))
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>kagglecv report</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style></head>"
@@ -119,9 +121,22 @@ def _run_section(entry) -> str:
     others = ", ".join(f"{escape(name)} {value:.4f}" for name, value in list(score.other_metrics.items())[:8])
     parts = [f"<h3 id='run-{escape(entry.name, quote=True)}'>{escape(entry.name)}</h3>",
              f"<p>{escape(score.metric)} <b>{score.overall:.4f}</b> on {score.rows} OOF rows; also: {others}</p>"]
+    if entry.teaching:
+        parts.append("<p>Pseudo-labels:</p><ul>" + "".join(f"<li>{escape(line)}</li>" for line in entry.teaching)
+                     + "</ul>")
     parts += [_image(picture, picture.stem) for picture in entry.pictures]
     parts.append(_analysis(entry))
     return "<section class='run'>" + "".join(parts) + "</section>"
+
+
+def _full_fits(fits: list[dict]) -> str:
+    """Full-data refits: listed without a CV score of their own, beside their CV run's."""
+    header = "".join(f"<th>{name}</th>" for name in ("refit", "CV run", "CV run's score", "epochs", "weights",
+                                                      "train seconds", "public LB"))
+    rows = "".join("<tr>" + "".join(_cell(fit[key]) for key in ("name", "cv_run", "cv", "epochs", "source")) +
+                   _cell(f"{fit['seconds']:.0f}", numeric=True) + _cell(fit["public"]) + "</tr>" for fit in fits)
+    return ("<h2>Full-data refits (test predictions only, no CV score)</h2>"
+            f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _analysis(entry) -> str:

@@ -89,7 +89,6 @@ class EnsembleRecipe:
 
     def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
                 workers: int | None = None) -> np.ndarray:
-
         # Members' predictions as the ensemble stage read them: from prediction files, at their precision.
         return self._blend([member.predict(test, console, batch_size, workers) for member in self.members])
 

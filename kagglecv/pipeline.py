@@ -19,6 +19,7 @@ from .run_dir import RunDir
 from .score import ScoreResult, score_run
 from .submission import write_submission
 from .tracking import require_mlflow, sync_runs
+from .refit import average_seeds, seed_configs
 from .train import train_run
 
 
@@ -33,8 +34,29 @@ class RunSummary:
 
 
 def run_pipeline(config: Config, console: Console | None = None, force: bool = False) -> RunSummary:
-    """The whole pipeline for one experiment; returns what the closing summary prints."""
+    """The whole pipeline for one experiment (once per seed, then their average, with ``train.seeds``); returns
+    what the closing summary prints."""
     console = console or Console()
+    if config.train.seeds == 1:
+        return _run_one(config, console, force)
+    started = time.time()
+    runs = [_run_one(seeded, console, force).experiment for seeded in seed_configs(config, config.train.seeds)]
+    average = average_seeds([Path(config.runs_dir) / name for name in runs], config.experiment, config.runs_dir,
+                            console)
+    result = score_run(average)
+    submission = _submit(config, RunDir(average))
+    return RunSummary(average.name, result, time.time() - started, RunDir(average).oof_path,
+                      RunDir(average).test_path if RunDir(average).test_path.is_file() else None, submission)
+
+
+def _submit(config: Config, run: RunDir) -> Path | None:
+    if config.submit.sample is None or not run.test_path.is_file():
+        return None
+    return write_submission(run.path, config.submit.sample, run.name, threshold=config.submit.threshold,
+                            out_dir=config.submit.dir, compress=config.submit.gz).path
+
+
+def _run_one(config: Config, console: Console, force: bool) -> RunSummary:
     started = time.time()
     if config.tracking.backend == "mlflow":
         require_mlflow()  # before hours of training, not after
@@ -51,11 +73,7 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
     else:  # TTA (or other weights): the predict stage makes oof.csv and test.csv; train skipped its test pass
         predict_run(run.path, console=console, inputs=inputs)
     result = score_run(run.path, data=data)
-    submission = None
-    if config.submit.sample is not None and run.test_path.is_file():
-        submission = write_submission(run.path, config.submit.sample, config.experiment,
-                                      threshold=config.submit.threshold, out_dir=config.submit.dir,
-                                      compress=config.submit.gz).path
+    submission = _submit(config, run)
     if config.tracking.backend == "mlflow":
         synced = sync_runs(config.runs_dir, config.tracking.uri, only=[config.experiment])
         console.line(f"tracking: {config.experiment} in {synced.uri}")

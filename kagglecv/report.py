@@ -21,6 +21,7 @@ from .plots import plot_confusion_matrix, plot_cv_vs_leaderboard, plot_fold_curv
 from .predictions import read_predictions
 from .run_dir import RunDir, config_differences, history_metric, read_json
 from .score import ScoreResult, finished_folds_oof, score_predictions_frame
+from .teachers import teaching_summary
 from .submission_log import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
 from .tables import format_params
 from .tracking import sync_configured
@@ -51,6 +52,7 @@ class Entry:
     public: str = ""                          # the latest public leaderboard score of its submissions
     analysis: dict | None = None              # inspect.json
     analysis_error: str | None = None
+    teaching: list[str] = field(default_factory=list)  # pseudo-labels per fold, and the student's agreement
 
 
 def collect_entries(runs_dir: Path) -> list[Entry]:
@@ -92,7 +94,33 @@ def _entry(run: RunDir, partial: bool = False) -> Entry:
         backbone=info.get("backbone", config.model.name), img_size=None if ensemble else config.model.img_size,
         epochs=None if ensemble else config.train.epochs, params=(info.get("params") or {}).get("total"),
         score=result, train_seconds=seconds, notes=config.notes, config=config.model_dump(mode="json"),
-        classes=data.classes, confusion=confusion)
+        classes=data.classes, confusion=confusion, teaching=teaching_summary(run, data.classes, data.task))
+
+
+def collect_full_fits(runs_dir: Path) -> list[dict]:
+    """Full-data refits (``train --full``): test predictions without a CV score; their CV run's score beside them."""
+    fits = []
+    for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
+        run = RunDir(path)
+        if path.name.startswith(".") or not run.test_path.is_file() or not run.is_full_fit():
+            continue
+        info = run.read_info()
+        cv_score = RunDir(info["cv_run"]).score_path
+        score = read_json(cv_score, "a run's score") if cv_score.is_file() else None
+        seconds = sum(fold.read_done().get("seconds", 0.0) for fold in run.fold_dirs() if fold.is_done())
+        fits.append({"name": run.name, "cv_run": Path(info["cv_run"]).name, "epochs": info.get("epochs"),
+                     "source": info.get("source"), "seconds": seconds, "public": "",
+                     "cv": f"{score['metric']} {score['overall']:.4f}" if score else ""})
+    return fits
+
+
+def render_full_fits(fits: list[dict]) -> str:
+    lines = ["## Full-data refits (test predictions only, no CV score)", "",
+             "| refit | CV run | CV run's score | epochs | weights | train time | public LB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {fit['name']} | {fit['cv_run']} | {fit['cv']} | {fit['epochs']} | {fit['source']} | "
+              f"{_duration(fit['seconds'])} | {fit['public']} |" for fit in fits]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -130,13 +158,18 @@ def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path
             if inspect and not entry.kind.startswith("partial"):  # inspect needs every row's OOF prediction
                 _attach_analysis(entry)
     ranked = {name: sorted(group, key=_rank_key) for name, group in competitions.items()}
+    full_fits = collect_full_fits(runs_dir)
+    for fit in full_fits:
+        fit["public"] = public.get(fit["name"], "")
     path = runs_dir / "report.md"
     sections = [render_competition(name, ranked[name], group, runs_dir) for name, group in competitions.items()]
+    if full_fits:
+        sections.append(render_full_fits(full_fits))
     if lb_picture is not None:
         sections.append(f"## CV against the leaderboard\n\n![cv vs leaderboard]({LB_PNG})\n")
     write_text(path, "# kagglecv report\n\n" + "\n".join(sections))
     html_path = runs_dir / "report.html"
-    write_text(html_path, render_html(ranked, competitions, points, correlation, lb_picture))
+    write_text(html_path, render_html(ranked, competitions, points, correlation, lb_picture, full_fits))
     leaderboard = [entry for group in ranked.values() for entry in group]
     sync_configured(runs_dir, {entry.name: entry.config for entry in entries})
     return Report(leaderboard, path, html_path, points, correlation)
@@ -238,6 +271,8 @@ def render_competition(name: str, leaderboard: list[Entry], entries: list[Entry]
         lines += ["", f"### {entry.name}", ""]
         others = ", ".join(f"{name} {value:.4f}" for name, value in list(entry.score.other_metrics.items())[:8])
         lines += [f"{entry.score.metric} {entry.score.overall:.4f} on {entry.score.rows} OOF rows; also: {others}", ""]
+        if entry.teaching:
+            lines += ["Pseudo-labels: " + "; ".join(entry.teaching), ""]
         lines += [f"![{picture.stem}]({picture.relative_to(runs_dir).as_posix()})" for picture in entry.pictures]
         if entry.analysis:
             found = entry.analysis

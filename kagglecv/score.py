@@ -44,6 +44,9 @@ def score_run(run_path: Path, metric: str | None = None, write: bool = True,
     """Score ``run_path/oof.csv`` against the run's training table (``data``, when the caller has read it);
     write ``score.json`` beside it."""
     run = RunDir(run_path)
+    if run.is_full_fit():
+        raise KagglecvError(f"{run.path}: a full-data refit has no OOF predictions and no CV score of its own; "
+                            f"score its CV run {run.read_info()['cv_run']}")
     config = run.read_config()
     data = data if data is not None else run.load_targets(config)
     result = score_predictions_frame(read_predictions(run.oof_path, data.classes), data,

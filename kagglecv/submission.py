@@ -201,6 +201,7 @@ def parse_threshold(threshold: str | float) -> float | str:
 def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) -> dict[str, float]:
     """One threshold for every class (a number), or per class tuned on the run's OOF for F1 (``oof``)."""
     if threshold == "oof":
+        run = run.oof_source()  # a full refit's thresholds come from its CV run's OOF
         data = run.load_targets()
         oof = read_predictions(run.oof_path, classes)
         require_same_ids(oof["id"], data.ids, run.oof_path, data.source)

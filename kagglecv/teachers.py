@@ -67,8 +67,13 @@ def open_teacher(path: Path, config: Config, data: CompetitionData, what: str):
 
 
 def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData | None, train_rows: np.ndarray,
-                  folder: FoldDir, console: Console) -> FoldTeaching:
-    """Fold ``folder.index``'s images, targets and rows, with its pseudo-labels and distillation targets."""
+                  folder: FoldDir, console: Console, full_fit: bool = False) -> FoldTeaching:
+    """Fold ``folder.index``'s images, targets and rows, with its pseudo-labels and distillation targets.
+
+    ``full_fit``: a refit on every row, which has no validation rows to protect: the teacher's fold-averaged test
+    predictions label the test images, and its OOF predictions (each row predicted by a model that never saw it)
+    are the distillation targets.
+    """
     fold, width = folder.index, outputs_of(data)
     hard = hard_targets(data, config.train.label_smoothing)
     images, rows, stats = data.images, train_rows, {}
@@ -77,7 +82,8 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
         if test is None:
             raise KagglecvError("pseudo: needs data.test_csv (the images to pseudo-label)")
         recipe = open_teacher(config.pseudo.teacher, config, data, "pseudo")
-        probabilities = recipe.fold_test_predictions(fold, test.ids)
+        probabilities = _whole_run_predictions(config.pseudo.teacher, data, test.ids, "test") if full_fit \
+            else recipe.fold_test_predictions(fold, test.ids)
         keep, pseudo_targets = select_pseudo_labels(probabilities, config.pseudo, data.task, data.classes)
         _write_pseudo_labels(folder.pseudo_path, test.ids[keep], pseudo_targets, data)
         images = join_images(data.images, subset_images(test.images, keep))
@@ -90,10 +96,24 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
     if config.distill is None:
         return FoldTeaching(images, hard, rows, stats)
     teacher = np.full((len(hard), width), np.nan, dtype=np.float32)
-    teacher[train_rows] = _distillation_targets(config, data, train_rows, folder, console)
+    if full_fit:
+        oof = _whole_run_predictions(config.distill.teacher, data, data.ids[train_rows], "oof")
+        teacher[train_rows] = oof[:, 1:] if data.task == "binary" else oof
+    else:
+        teacher[train_rows] = _distillation_targets(config, data, train_rows, folder, console)
     if pseudo_teacher is not None:  # the pseudo-labelled images' teacher is the one that labelled them
         teacher[len(data):] = pseudo_teacher
     return FoldTeaching(images, np.hstack([hard, teacher]), rows, stats)
+
+
+def _whole_run_predictions(path: Path, data: CompetitionData, ids: np.ndarray, kind: str) -> np.ndarray:
+    """A teacher run's (or ensemble's) fold-averaged ``test.csv`` or its ``oof.csv``, in ``ids`` order."""
+    run = RunDir(path)
+    file = run.test_path if kind == "test" else run.oof_path
+    frame = read_predictions(file, data.classes)
+    if kind == "test":
+        require_same_ids(frame["id"], ids, file, Path("the test table"))
+    return frame.set_index("id").loc[list(ids), data.classes].to_numpy(np.float32)
 
 
 def outputs_of(data: CompetitionData) -> int:
@@ -219,3 +239,45 @@ def join_images(first, second):
                                 f"images {first.pixels.shape[1:]}")
         return PixelImages(np.concatenate([first.pixels, second.pixels]), first.source)
     return [*first, *second]
+
+
+def pseudo_config(teacher: Path, name: str, threshold: float | None, top_frac: float | None, soft: bool,
+                  overrides: list[str] | None = None) -> Config:
+    """``kagglecv pseudo``: the teacher's recorded config as experiment ``name`` with a ``pseudo:`` section naming
+    the teacher, then ``--set`` overrides."""
+    from .config import apply_override, validate_config
+
+    raw = RunDir(teacher).read_config().model_dump(mode="json", exclude={"pseudo"})
+    raw["experiment"], raw["notes"] = name, f"pseudo-labels from {Path(teacher).name}"
+    raw["pseudo"] = {"teacher": str(teacher), "threshold": threshold, "top_frac": top_frac, "soft": soft}
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_config(raw, source=f"kagglecv pseudo {teacher}")
+
+
+def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
+    """One line per fold that trained on pseudo-labels: how many, and how often the student's own fold-k test
+    predictions agree with them (the share of labels, where multi-label; unsure labels left out)."""
+    lines = []
+    for folder in run.fold_dirs():
+        record = folder.read_done() if folder.is_done() else {}
+        if "pseudo" not in record:
+            continue
+        stats = record["pseudo"]
+        line = f"fold {folder.index}: {stats['labels']} of {stats['test_rows']} test images pseudo-labelled"
+        if folder.pseudo_path.is_file() and folder.test_path.is_file():
+            line += f"; the student agrees with {pseudo_agreement(folder, classes, task):.1%} of them"
+        lines.append(line)
+    return lines
+
+
+def pseudo_agreement(folder: FoldDir, classes: list[str], task: str) -> float:
+    """Share of a fold's pseudo-labels its own test predictions repeat (top class; per label for multi-label)."""
+    labels = read_pseudo_labels(folder, classes, task).set_index("id")
+    student = read_predictions(folder.test_path, classes).set_index("id").loc[labels.index, classes].to_numpy()
+    targets = labels.to_numpy(np.float64)
+    if task == "multiclass":
+        return float(np.mean(student.argmax(axis=1) == targets.argmax(axis=1)))
+    predicted = (student[:, 1:] if task == "binary" else student) >= 0.5
+    known = ~np.isnan(targets)
+    return float(np.mean(predicted[known] == (targets[known] >= 0.5)))

@@ -226,7 +226,8 @@ class FoldTrainer:
         self.metric, self.full_source = main_metric(config, data.task), full_source
         teaching = None
         if uses_teacher(config):
-            teaching = fold_teaching(config, data, unlabeled, np.flatnonzero(fold_of != fold), self.folder, console)
+            teaching = fold_teaching(config, data, unlabeled, np.flatnonzero(fold_of != fold), self.folder, console,
+                                     full_fit=full_source is not None)
         self.teaching_stats = teaching.stats if teaching else {}
         self.parts = build_fold_components(config, data, fold_of, fold, runtime, teaching)
         self.device = runtime.device

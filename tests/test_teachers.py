@@ -1,0 +1,188 @@
+"""Pseudo-labels and distillation: fold k learns only from the teacher's fold-k model (a planted leak proves it),
+per-class selection rules, the teacher loss, and the report's pseudo-label counts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kagglecv.config import PseudoConfig, validate_config
+from kagglecv.console import Console
+from kagglecv.errors import KagglecvError
+from kagglecv.folds import make_folds
+from kagglecv.losses import TeacherLoss
+from kagglecv.pipeline import run_pipeline
+from kagglecv.predictions import read_predictions
+from kagglecv.run_dir import RunDir
+from kagglecv.teachers import pseudo_config, select_pseudo_labels
+
+from .conftest import tiny_config
+
+MEMORIZER = '''
+from timm.models import register_model
+from torch import nn
+
+
+class Memorizer(nn.Module):
+    """A linear layer on the raw pixels: it fits any few dozen noise images, and generalizes nothing."""
+
+    def __init__(self, num_classes=3, in_chans=3, **kwargs):
+        super().__init__()
+        self.num_classes = num_classes
+        self.fc = nn.Linear(in_chans * 16 * 16, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+    def get_classifier(self):
+        return self.fc
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        self.fc = nn.Linear(self.fc.in_features, num_classes)
+
+
+@register_model
+def memorizer(pretrained=False, **kwargs):
+    return Memorizer(**kwargs)
+'''
+
+
+def _noise_competition(root: Path, write_images, rows: int = 48) -> dict:
+    """Noise images with random labels, and a test set holding a copy of every training image under a new id:
+    a test copy of a validation row is exactly what fold-averaged pseudo-labels leak through."""
+    rng = np.random.default_rng(0)
+    ids = [f"r{i:03d}" for i in range(rows)]
+    labels = rng.permutation(np.repeat(["a", "b", "c"], rows // 3))
+    pd.DataFrame({"id": ids, "label": labels}).to_csv(root / "train.csv", index=False)
+    write_images(root / "train", ids, seed=1)
+    (root / "test").mkdir()
+    for image_id in ids:
+        shutil.copy(root / "train" / f"{image_id}.png", root / "test" / f"copy-{image_id}.png")
+    pd.DataFrame({"id": [f"copy-{image_id}" for image_id in ids]}).to_csv(root / "test.csv", index=False)
+    (root / "nets.py").write_text(MEMORIZER)
+    return {
+        "experiment": "teacher", "runs_dir": str(root / "runs"),
+        "data": {"train_csv": str(root / "train.csv"), "image_dir": str(root / "train"),
+                 "test_csv": str(root / "test.csv"), "test_image_dir": str(root / "test")},
+        "folds": {"method": "stratified", "n_splits": 4, "file": str(root / "folds.csv"), "near_duplicates": "off",
+                  "duplicates": "ignore"},
+        "model": {"name": f"{root / 'nets.py'}:memorizer", "img_size": 16},
+        "augment": {"train": "none", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "train": {"epochs": 25, "batch_size": 12, "num_workers": 0, "lr": 0.02, "weight_decay": 0.0,
+                  "sched": "none", "metric": "loss"},
+    }
+
+
+def _accuracy(run: Path) -> float:
+    return float(pd.read_json(RunDir(run).score_path, typ="series")["overall"])
+
+
+def test_planted_leak_moves_the_fold_averaged_student_but_not_the_leak_free_one(tmp_path, write_images):
+    raw = _noise_competition(tmp_path, write_images)
+    quiet = Console(quiet=True)
+    baseline = run_pipeline(validate_config(raw), console=quiet)
+    teacher = RunDir(tmp_path / "runs" / "teacher")
+    leak_free = run_pipeline(pseudo_config(teacher.path, "leak-free", None, 1.0, False), console=quiet)
+
+    # The naive construction: every fold of the teacher "predicts" the fold-averaged test.csv.
+    naive_teacher = tmp_path / "runs" / "naive-teacher"
+    shutil.copytree(teacher.path, naive_teacher)
+    for fold in RunDir(naive_teacher).fold_dirs():
+        shutil.copy(teacher.test_path, fold.test_path)
+    naive = run_pipeline(pseudo_config(naive_teacher, "naive", None, 1.0, False), console=quiet)
+
+    chance = 1 / 3
+    assert baseline.score.overall < chance + 0.25
+    assert naive.score.overall > 0.9  # the other folds' models memorized fold k's rows: their labels leaked
+    assert leak_free.score.overall < chance + 0.25
+    assert abs(leak_free.score.overall - baseline.score.overall) < 0.25
+    # Fold k's pseudo-labels are the teacher's fold-k predictions, row for row.
+    for fold in RunDir(tmp_path / "runs" / "leak-free").fold_dirs():
+        used = pd.read_csv(fold.pseudo_path, dtype={"id": str}).set_index("id")
+        own = read_predictions(teacher.fold(fold.index).test_path).set_index("id").loc[used.index]
+        assert (used.to_numpy().argmax(axis=1) == own.to_numpy().argmax(axis=1)).all()
+        assert fold.read_done()["pseudo"]["labels"] == 48  # top_frac 1.0: every test image
+
+
+def test_distillation_uses_the_teacher_fold_model_on_the_fold_training_rows(tmp_path, digits_root):
+    raw = tiny_config(tmp_path, digits_root)
+    teacher = validate_config(raw)
+    make_folds(teacher)
+    run_pipeline(teacher, console=Console(quiet=True))
+    student_raw = tiny_config(tmp_path, digits_root, distill={"teacher": str(teacher.run_dir), "weight": 0.7,
+                                                              "temperature": 3.0})
+    student_raw["experiment"] = "student"
+    run_pipeline(validate_config(student_raw), console=Console(quiet=True))
+    student = RunDir(tmp_path / "runs" / "student")
+    folds = pd.read_csv(teacher.folds.file, dtype={"id": str}).set_index("id")["fold"]
+    from kagglecv.infer import load_recipe
+    from kagglecv.data import load_train
+
+    data = load_train(teacher.data)
+    recipe = load_recipe(teacher.run_dir)
+    for fold in student.fold_dirs():
+        targets = read_predictions(fold.teacher_path)
+        assert (folds.loc[targets["id"]] != fold.index).all()  # only the fold's training rows
+        assert len(targets) == int((folds != fold.index).sum())
+        rows = np.flatnonzero(folds.loc[data.ids].to_numpy() != fold.index)
+        expected = recipe.predict_fold(fold.index, data.images, rows)
+        np.testing.assert_allclose(targets[data.classes].to_numpy(), expected, atol=1e-6)
+
+
+def test_a_teacher_on_other_folds_is_refused(tmp_path, digits_root):
+    raw = tiny_config(tmp_path, digits_root)
+    teacher = validate_config(raw)
+    make_folds(teacher)
+    run_pipeline(teacher, console=Console(quiet=True))
+    other = tiny_config(tmp_path / "other", digits_root, folds={"seed": 7, "file": str(tmp_path / "other-folds.csv")},
+                        distill={"teacher": str(teacher.run_dir)})
+    other["experiment"] = "student"
+    with pytest.raises(KagglecvError, match="other folds"):
+        run_pipeline(validate_config(other), console=Console(quiet=True))
+
+
+def test_multiclass_selection_by_threshold_and_top_fraction():
+    probabilities = np.array([[0.95, 0.03, 0.02], [0.4, 0.35, 0.25], [0.1, 0.85, 0.05], [0.2, 0.2, 0.6]])
+    classes = ["a", "b", "c"]
+    keep, targets = select_pseudo_labels(probabilities, PseudoConfig(teacher="t", threshold=0.8), "multiclass", classes)
+    assert keep.tolist() == [0, 2]
+    assert targets.tolist() == [[1, 0, 0], [0, 1, 0]]
+    keep, targets = select_pseudo_labels(probabilities, PseudoConfig(teacher="t", top_frac=0.5, soft=True),
+                                         "multiclass", classes)
+    assert keep.tolist() == [0, 2]
+    np.testing.assert_allclose(targets, probabilities[[0, 2]], atol=1e-7)
+    per_class = PseudoConfig(teacher="t", threshold={"a": 0.99, "b": 0.8, "c": 0.55})
+    keep, _ = select_pseudo_labels(probabilities, per_class, "multiclass", classes)
+    assert keep.tolist() == [2, 3]
+
+
+def test_multilabel_selection_leaves_unsure_labels_out_per_class():
+    probabilities = np.array([[0.97, 0.5], [0.02, 0.91], [0.6, 0.4]])
+    keep, targets = select_pseudo_labels(probabilities, PseudoConfig(teacher="t", threshold={"x": 0.95, "y": 0.9}),
+                                         "multilabel", ["x", "y"])
+    assert keep.tolist() == [0, 1]
+    assert targets[0, 0] == 1 and np.isnan(targets[0, 1])
+    assert targets[1].tolist() == [0, 1]
+
+
+def test_teacher_loss_equals_its_definition():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4)
+    hard = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 0]), 4).float()
+    teacher = torch.softmax(torch.randn(5, 4), dim=1)
+    loss = TeacherLoss(4, True, distill_weight=0.3, temperature=2.0)(logits, torch.cat([hard, teacher], dim=1))
+    ce = torch.nn.functional.cross_entropy(logits, hard.argmax(1))
+    p_teacher = torch.softmax(torch.log(teacher) / 2.0, dim=1)
+    kl = (p_teacher * (torch.log(p_teacher) - torch.log_softmax(logits / 2.0, dim=1))).sum(1).mean() * 4.0
+    assert float(loss) == pytest.approx(float(0.7 * ce + 0.3 * kl), abs=1e-6)
+    # Multi-label: a NaN label is left out of the mean.
+    targets = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    masked = TeacherLoss(2, False)(torch.tensor([[2.0, -9.0], [-1.0, 0.5]]), targets)
+    known = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([2.0, -1.0, 0.5]),
+                                                                 torch.tensor([1.0, 0.0, 1.0]))
+    assert float(masked) == pytest.approx(float(known), abs=1e-7)
