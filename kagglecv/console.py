@@ -93,10 +93,11 @@ class EpochProgress:
     def epoch_done(self, row: dict, metric: str) -> None:
         if not self.enabled:
             return
-        parts = [f"fold {self.fold} epoch {row['epoch'] + 1}/{self.epochs}", f"train_loss {row['train_loss']:.4f}",
-                 f"val_loss {row['val_loss']:.4f}", f"val_{metric} {row[f'val_{metric}']:.4f}"]
-        if f"ema_val_{metric}" in row:
-            parts.append(f"ema_val_{metric} {row[f'ema_val_{metric}']:.4f}")
+        parts = [f"fold {self.fold} epoch {row['epoch'] + 1}/{self.epochs}", f"train_loss {row['train_loss']:.4f}"]
+        if "val_loss" in row:  # a full-data refit has no validation rows
+            parts += [f"val_loss {row['val_loss']:.4f}", f"val_{metric} {row[f'val_{metric}']:.4f}"]
+        parts += [f"{source}_val_{metric} {row[f'{source}_val_{metric}']:.4f}" for source in ("ema", "avg")
+                  if f"{source}_val_{metric}" in row]
         parts += [f"lr {row['lr']:.3g}", f"{row['images_per_sec']:.0f} img/s",
                   f"data {row['data_time']:.1f}s / step {row['step_time']:.1f}s"]
         self.console.line("  ".join(parts))

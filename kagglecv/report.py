@@ -65,7 +65,8 @@ def collect_entries(runs_dir: Path) -> list[Entry]:
             continue
         if run.is_run():
             entries.append(_entry(run))
-        elif run.config_path.is_file() and run.info_path.is_file() and any(f.is_done() for f in run.fold_dirs()):
+        elif run.config_path.is_file() and run.info_path.is_file() and not run.is_full_fit() \
+                and any(f.is_done() for f in run.fold_dirs()):
             entries.append(_entry(run, partial=True))
     return entries
 

@@ -391,7 +391,7 @@ class FoldTrainer:
             rows, logits, loss = self._predict_valid(model)
             probabilities = probabilities_from_logits(logits, self.data.task)
             selection = score_predictions(self.metric, self.data.task, self.data.targets[rows], probabilities, loss)
-            prefix = "val" if source == "raw" else "ema_val"
+            prefix = "val" if source == "raw" else f"{source}_val"
             row |= {f"{prefix}_loss": loss, f"{prefix}_{self.metric}": self._reported(selection)}
             self._keep_if_best(source, model, selection, rows, probabilities)
             if source == "raw":

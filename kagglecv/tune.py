@@ -251,7 +251,7 @@ def epoch_values(folder: FoldDir, higher_is_better: bool) -> list[tuple[int, flo
         return []
     metric = history_metric(history.columns)
     higher = higher_is_better and metric != "loss"
-    values = history[[column for column in (f"val_{metric}", f"ema_val_{metric}") if column in history.columns]]
+    values = history[[column for column in (f"val_{metric}", f"ema_val_{metric}", f"avg_val_{metric}") if column in history.columns]]
     best = values.max(axis=1) if higher else values.min(axis=1)
     return [(int(epoch), float(value)) for epoch, value in zip(history["epoch"], best)]
 

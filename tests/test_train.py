@@ -145,7 +145,8 @@ def run_cli(args, cwd, **kwargs):
 
 @pytest.mark.slow
 def test_a_killed_and_resumed_fold_ends_with_the_same_weights(tmp_path, digits_root):
-    sections = {"train": {"epochs": 4, "mixup": 0.2, "ema": True}, "augment": {"train": "medium"}}
+    sections = {"train": {"epochs": 4, "mixup": 0.2, "ema": True, "avg_weights": "last", "avg_count": 2,
+                          "size_schedule": {0: 12, 2: 16}}, "augment": {"train": "medium"}}
     results = {}
     for name in ["straight", "killed"]:
         folder = tmp_path / name
@@ -176,6 +177,9 @@ def test_a_killed_and_resumed_fold_ends_with_the_same_weights(tmp_path, digits_r
     for key, value in straight["ema"].items():
         assert torch.equal(value, resumed["ema"][key]), key
     assert straight["history"][-1]["val_loss"] == resumed["history"][-1]["val_loss"]
+    assert straight["averager"] == resumed["averager"]  # the averaged epochs, and their weights
+    assert straight["history"][-1]["avg_val_loss"] == resumed["history"][-1]["avg_val_loss"]
+    assert [row["train_size"] for row in resumed["history"]] == [12, 12, 16, 16]
 
 
 @pytest.mark.slow
