@@ -417,6 +417,10 @@ class Config(_Section):
             raise ValueError("train.sampler: 'balanced' needs one label per row; the task is multilabel")
         if self.data.task == "multiclass" and self.train.class_weights and self.train.loss not in ("auto", "ce"):
             raise ValueError(f"train.class_weights: works with loss ce for multiclass, got loss {self.train.loss!r}")
+        teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
+        if teacher and self.train.loss not in ("auto", "ce", "bce"):
+            raise ValueError(f"train.loss: a student of a teacher ({teacher}:) trains with cross-entropy (BCE for "
+                             f"multi-label), got {self.train.loss!r}")
         return self
 
     @model_validator(mode="after")

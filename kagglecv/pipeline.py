@@ -40,7 +40,8 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
     if config.train.seeds == 1:
         return _run_one(config, console, force)
     started = time.time()
-    runs = [_run_one(seeded, console, force).experiment for seeded in seed_configs(config, config.train.seeds)]
+    runs = [_run_one(seeded, console, force, submit=False).experiment
+            for seeded in seed_configs(config, config.train.seeds)]  # one submission: the average's
     average = average_seeds([Path(config.runs_dir) / name for name in runs], config.experiment, config.runs_dir,
                             console)
     result = score_run(average)
@@ -56,7 +57,7 @@ def _submit(config: Config, run: RunDir) -> Path | None:
                             out_dir=config.submit.dir, compress=config.submit.gz).path
 
 
-def _run_one(config: Config, console: Console, force: bool) -> RunSummary:
+def _run_one(config: Config, console: Console, force: bool, submit: bool = True) -> RunSummary:
     started = time.time()
     if config.tracking.backend == "mlflow":
         require_mlflow()  # before hours of training, not after
@@ -73,7 +74,7 @@ def _run_one(config: Config, console: Console, force: bool) -> RunSummary:
     else:  # TTA (or other weights): the predict stage makes oof.csv and test.csv; train skipped its test pass
         predict_run(run.path, console=console, inputs=inputs)
     result = score_run(run.path, data=data)
-    submission = _submit(config, run)
+    submission = _submit(config, run) if submit else None
     if config.tracking.backend == "mlflow":
         synced = sync_runs(config.runs_dir, config.tracking.uri, only=[config.experiment])
         console.line(f"tracking: {config.experiment} in {synced.uri}")

@@ -29,7 +29,7 @@ from .console import Console
 from .data import CompetitionData
 from .errors import KagglecvError
 from .files import sha256_file, write_csv
-from .predictions import FLOAT_FORMAT, read_predictions, require_same_ids
+from .predictions import FLOAT_FORMAT, read_predictions, require_same_ids, write_predictions
 from .run_dir import FoldDir, RunDir
 
 
@@ -210,8 +210,6 @@ def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.
         recipe = open_teacher(config.distill.teacher, config, data, "distill")
         probabilities = recipe.predict_fold(folder.index, data.images, train_rows, console)
         folder.path.mkdir(parents=True, exist_ok=True)
-        from .predictions import write_predictions
-
         write_predictions(folder.teacher_path, ids, probabilities, data.classes)
         console.line(f"fold {folder.index}: {config.distill.teacher} fold {folder.index} predicted its "
                      f"{len(ids)} training rows (distillation targets, {folder.teacher_path})")

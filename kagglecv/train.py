@@ -413,8 +413,8 @@ class FoldTrainer:
     def _keep_full_fit_weights(self) -> None:
         """A full refit keeps its last epoch's weights of the source its CV folds chose (an average: the last
         avg_count epochs, since without validation rows there is no "best")."""
-        source = self.full_source if self.full_source != "ema" or self.parts.ema is not None else "raw"
-        if source == "avg" and self.averager is None:
+        source = self.full_source
+        if (source == "ema" and self.parts.ema is None) or (source == "avg" and self.averager is None):
             source = "raw"
         model = {"raw": self.parts.model, "ema": self.parts.ema.module if self.parts.ema else None}.get(source)
         state = self.averager.averaged_state() if source == "avg" else model.state_dict()

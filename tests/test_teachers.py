@@ -186,3 +186,70 @@ def test_teacher_loss_equals_its_definition():
     known = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([2.0, -1.0, 0.5]),
                                                                  torch.tensor([1.0, 0.0, 1.0]))
     assert float(masked) == pytest.approx(float(known), abs=1e-7)
+
+
+def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tmp_path, digits_root, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kagglecv.cli import app
+    from kagglecv.report import build_report
+
+    teacher = validate_config(tiny_config(tmp_path, digits_root))
+    make_folds(teacher)
+    run_pipeline(teacher, console=Console(quiet=True))
+    result = CliRunner().invoke(app, ["pseudo", str(teacher.run_dir), "--name", "student", "--top-frac", "0.5",
+                                      "--set", "train.seed=3"])
+    assert result.exit_code == 0, result.output
+    student = RunDir(tmp_path / "runs" / "student")
+    recorded = student.read_config()
+    assert recorded.pseudo.teacher == teacher.run_dir and recorded.pseudo.top_frac == 0.5
+    assert recorded.train.seed == 3 and recorded.model == teacher.model
+    for fold in student.fold_dirs():
+        assert fold.read_done()["pseudo"]["labels"] == 8  # half of the 16 test images
+    markdown = build_report(tmp_path / "runs", pictures=False, inspect=False,
+                            submissions_dir=tmp_path / "subs").markdown.read_text()
+    assert "Pseudo-labels: fold 0: 8 of 16 test images pseudo-labelled; the student agrees with" in markdown
+    refused = CliRunner().invoke(app, ["pseudo", str(teacher.run_dir), "--name", "x"])
+    assert refused.exit_code == 2 and "set threshold or top_frac" in refused.output
+
+
+def test_multilabel_soft_pseudo_labels_and_distillation_with_mixup_train(tmp_path, digits_root):
+    teacher = validate_config(tiny_config(tmp_path, digits_root, "multilabel"))
+    make_folds(teacher)
+    run_pipeline(teacher, console=Console(quiet=True))
+    raw = tiny_config(tmp_path, digits_root, "multilabel", train={"mixup": 0.4, "label_smoothing": 0.1},
+                      pseudo={"teacher": str(teacher.run_dir), "threshold": 0.55, "soft": True},
+                      distill={"teacher": str(teacher.run_dir), "weight": 0.5})
+    raw["experiment"] = "student"
+    summary = run_pipeline(validate_config(raw), console=Console(quiet=True))
+    assert np.isfinite(summary.score.overall)
+    classes = RunDir(teacher.run_dir).read_info()["classes"]
+    for fold in RunDir(tmp_path / "runs" / "student").fold_dirs():
+        used = pd.read_csv(fold.pseudo_path, dtype={"id": str})
+        own = read_predictions(RunDir(teacher.run_dir).fold(fold.index).test_path).set_index("id").loc[used["id"]]
+        values, probabilities = used[classes].to_numpy(), own[classes].to_numpy()
+        sure = np.maximum(probabilities, 1 - probabilities) >= 0.55
+        assert np.array_equal(~np.isnan(values), sure)  # unsure labels are NaN, left out of the loss
+        np.testing.assert_allclose(values[sure], probabilities[sure], atol=1e-6)  # soft: the probabilities
+        assert fold.teacher_path.is_file()
+
+
+def test_an_ensemble_teacher_predicts_each_fold_as_the_blend_of_its_members_folds(trained_runs):
+    from kagglecv.ensemble import make_ensemble
+    from kagglecv.infer import load_recipe
+
+    members = [trained_runs[("multiclass", seed)].run_dir for seed in (1, 2)]
+    blend = make_ensemble(members, method="mean", name="teacher-mean")
+    recipe = load_recipe(blend.path)
+    classes = RunDir(members[0]).read_info()["classes"]
+    for fold in range(2):
+        frames = [read_predictions(RunDir(run).fold(fold).test_path, classes) for run in members]
+        ids = frames[0]["id"].to_numpy()
+        expected = np.mean([frame.set_index("id").loc[ids, classes].to_numpy() for frame in frames], axis=0)
+        np.testing.assert_allclose(recipe.fold_test_predictions(fold, ids), expected, atol=1e-6)
+
+
+def test_a_student_of_a_teacher_with_focal_loss_is_refused():
+    with pytest.raises(KagglecvError, match="train.loss"):
+        validate_config({"experiment": "x", "data": {"train_csv": "t.csv"}, "train": {"loss": "focal"},
+                         "distill": {"teacher": "runs/a"}})
