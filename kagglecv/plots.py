@@ -25,12 +25,12 @@ def plot_curves(history: list[dict], metric: str, path: Path, title: str = "") -
     epochs = [row["epoch"] + 1 for row in history]
     figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     loss_axis.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
-    loss_axis.plot(epochs, [row["val_loss"] for row in history], "o-", label="validation")
+    loss_axis.plot(epochs, [row["val_loss"] for row in history], "o-", color="C1", label="validation")
     metric_axis.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", color="C1", label="validation")
     for source, label, colour in (("ema", "EMA", "C2"), ("avg", "averaged weights", "C4")):
         if any(f"{source}_val_loss" in row for row in history):  # averaged weights are scored from epoch 2 on
             loss_axis.plot(epochs, [row.get(f"{source}_val_loss", float("nan")) for row in history], "o--",
-                           label=f"validation ({label})")
+                           color=colour, label=f"validation ({label})")
             metric_axis.plot(epochs, [row.get(f"{source}_val_{metric}", float("nan")) for row in history], "o--",
                              color=colour, label=f"validation ({label})")
     loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
