@@ -188,10 +188,11 @@ def test_teacher_loss_equals_its_definition():
     assert float(masked) == pytest.approx(float(known), abs=1e-7)
 
 
-def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tmp_path, digits_root, monkeypatch):
+def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tmp_path, digits_root, monkeypatch,
+                                                                            capsys):
     from typer.testing import CliRunner
 
-    from kagglecv.cli import app
+    from kagglecv.cli import app, main
     from kagglecv.report import build_report
 
     teacher = validate_config(tiny_config(tmp_path, digits_root))
@@ -209,8 +210,10 @@ def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tm
     markdown = build_report(tmp_path / "runs", pictures=False, inspect=False,
                             submissions_dir=tmp_path / "subs").markdown.read_text()
     assert "Pseudo-labels: fold 0: 8 of 16 test images pseudo-labelled; the student agrees with" in markdown
-    refused = CliRunner().invoke(app, ["pseudo", str(teacher.run_dir), "--name", "x"])
-    assert refused.exit_code == 2 and "set threshold or top_frac" in refused.output
+    monkeypatch.setattr("sys.argv", ["kagglecv", "pseudo", str(teacher.run_dir), "--name", "x"])
+    with pytest.raises(SystemExit) as refused:
+        main()
+    assert refused.value.code == 2 and "set threshold or top_frac" in capsys.readouterr().err
 
 
 def test_multilabel_soft_pseudo_labels_and_distillation_with_mixup_train(tmp_path, digits_root):
@@ -227,11 +230,12 @@ def test_multilabel_soft_pseudo_labels_and_distillation_with_mixup_train(tmp_pat
     for fold in RunDir(tmp_path / "runs" / "student").fold_dirs():
         used = pd.read_csv(fold.pseudo_path, dtype={"id": str})
         own = read_predictions(RunDir(teacher.run_dir).fold(fold.index).test_path).set_index("id").loc[used["id"]]
-        values, probabilities = used[classes].to_numpy(), own[classes].to_numpy()
+        values, probabilities = used[classes].to_numpy(np.float64), own[classes].to_numpy()
         sure = np.maximum(probabilities, 1 - probabilities) >= 0.55
         assert np.array_equal(~np.isnan(values), sure)  # unsure labels are NaN, left out of the loss
         np.testing.assert_allclose(values[sure], probabilities[sure], atol=1e-6)  # soft: the probabilities
         assert fold.teacher_path.is_file()
+        assert fold.read_done()["pseudo"]["labels"] == len(used)  # a fold may find no image it is sure of
 
 
 def test_an_ensemble_teacher_predicts_each_fold_as_the_blend_of_its_members_folds(trained_runs):
