@@ -56,16 +56,20 @@ class RunRecipe:
         return combine_views([logits[name] for name in self.views], self.task, self.space)
 
     def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
-        """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``), in ``test_ids`` order."""
-        from .predictions import read_predictions, require_same_ids
+        """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``) for ``test_ids``, in that
+        order; an id the file lacks is an error naming it."""
+        from .predictions import read_predictions
 
         path = self.run.fold(fold).test_path
         if not path.is_file():
             raise KagglecvError(f"{self.run.path}: fold {fold} has no test predictions ({path}); run `kagglecv "
                                 f"predict {self.run.path}` first")
-        frame = read_predictions(path, self.classes)
-        require_same_ids(frame["id"], test_ids, path, Path("the test table"))
-        return frame.set_index("id").loc[list(test_ids), self.classes].to_numpy(np.float64)
+        frame = read_predictions(path, self.classes).drop_duplicates("id").set_index("id")
+        missing = [image_id for image_id in test_ids if image_id not in frame.index]
+        if missing:
+            raise KagglecvError(f"{path}: no predictions for {len(missing)} test ids ({summarize(missing, quote=True)}); "
+                                "was it made on another test table?")
+        return frame.loc[list(test_ids), self.classes].to_numpy(np.float64)
 
 
 def _with_loader_settings(config: Config, batch_size: int | None, workers: int | None) -> Config:

@@ -254,8 +254,9 @@ def pseudo_config(teacher: Path, name: str, threshold: float | None, top_frac: f
 
 
 def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
-    """One line per fold that trained on pseudo-labels: how many, and how often the student's own fold-k test
-    predictions agree with them (the share of labels, where multi-label; unsure labels left out)."""
+    """One line per fold that trained on pseudo-labels: how many, how often the student's own fold-k test
+    predictions agree with them (it trained on them), and with its teacher's fold-k model on the test images it was
+    not given (the share of labels, where multi-label; unsure labels left out)."""
     lines = []
     for folder in run.fold_dirs():
         record = folder.read_done() if folder.is_done() else {}
@@ -265,8 +266,31 @@ def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
         line = f"fold {folder.index}: {stats['labels']} of {stats['test_rows']} test images pseudo-labelled"
         if folder.pseudo_path.is_file() and folder.test_path.is_file():
             line += f"; the student agrees with {pseudo_agreement(folder, classes, task):.1%} of them"
+            elsewhere = _agreement_elsewhere(folder, Path(stats["teacher"]), classes, task)
+            if elsewhere is not None:
+                line += f" and with its teacher on {elsewhere[0]:.1%} of the {elsewhere[1]} others"
         lines.append(line)
     return lines
+
+
+def _agreement_elsewhere(folder: FoldDir, teacher: Path, classes: list[str], task: str) -> tuple[float, int] | None:
+    """Student and teacher fold-k models on the test images that were not pseudo-labelled (None when there are
+    none, or the teacher's files are gone)."""
+    from .errors import DataError
+    from .infer import load_recipe
+
+    student = read_predictions(folder.test_path, classes).set_index("id")
+    rest = student.index.difference(read_pseudo_labels(folder, classes, task)["id"], sort=False)
+    if not len(rest):
+        return None
+    try:
+        theirs = load_recipe(teacher).fold_test_predictions(folder.index, rest.to_numpy())
+    except (KagglecvError, DataError):
+        return None
+    mine = student.loc[rest, classes].to_numpy()
+    if task == "multilabel":
+        return float(np.mean((mine >= 0.5) == (theirs >= 0.5))), len(rest)
+    return float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1))), len(rest)
 
 
 def pseudo_agreement(folder: FoldDir, classes: list[str], task: str) -> float:

@@ -210,6 +210,7 @@ def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tm
     markdown = build_report(tmp_path / "runs", pictures=False, inspect=False,
                             submissions_dir=tmp_path / "subs").markdown.read_text()
     assert "Pseudo-labels: fold 0: 8 of 16 test images pseudo-labelled; the student agrees with" in markdown
+    assert "with its teacher on" in markdown and "of the 8 others" in markdown
     monkeypatch.setattr("sys.argv", ["kagglecv", "pseudo", str(teacher.run_dir), "--name", "x"])
     with pytest.raises(SystemExit) as refused:
         main()
