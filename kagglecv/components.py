@@ -23,12 +23,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import Config
-from .data import CompetitionData
+from .data import CompetitionData, num_outputs, targets_for_loss
 from .errors import KagglecvError
 from .images import ImageDataset, build_augment
-from .models import check_parameter_budget, create_model, input_normalization, num_outputs
-from .runtime import Runtime, autocast_dtype, seed_everything
 from .losses import TeacherLoss
+from .models import check_parameter_budget, create_model, input_normalization
+from .runtime import Runtime, autocast_dtype, seed_everything
 from .sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
 from .teachers import FoldTeaching
 
@@ -98,15 +98,6 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     return FoldComponents(model, train_model, ddp_model, training.train_rows, valid_rows, loss_targets, sampler,
                           train_loader, valid_loader, make_train_loader, train_size, optimizer, scheduler, criterion,
                           mixup, ema, scaler, amp_dtype)
-
-
-def targets_for_loss(data: CompetitionData) -> np.ndarray:
-    """Class indices (multiclass), or float 0/1 per output (binary, multi-label; VOC's "difficult" counts as 0)."""
-    if data.task == "multilabel":
-        return (data.targets != 0).astype(np.float32)
-    if data.task == "binary":
-        return data.targets.astype(np.float32)[:, None]
-    return data.targets
 
 
 def _timm_args(config: Config) -> SimpleNamespace:

@@ -107,6 +107,20 @@ class CompetitionData:
         return digest.hexdigest()
 
 
+def num_outputs(task: str, classes: list[str]) -> int:
+    """Logits of a model for ``task``: one for binary, one per class otherwise."""
+    return 1 if task == "binary" else len(classes)
+
+
+def targets_for_loss(data: CompetitionData) -> np.ndarray:
+    """Class indices (multiclass), or float 0/1 per output (binary, multi-label; VOC's "difficult" counts as 0)."""
+    if data.task == "multilabel":
+        return (data.targets != 0).astype(np.float32)
+    if data.task == "binary":
+        return data.targets.astype(np.float32)[:, None]
+    return data.targets
+
+
 def read_csv_strings(path: Path) -> pd.DataFrame:
     """Read a CSV (or ``.csv.gz``) with every cell as a string: ids like ``000123`` stay as written, empty cells
     stay ``""``.

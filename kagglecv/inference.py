@@ -14,9 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import Config, check_tta_view
+from .data import num_outputs
 from .errors import ConfigError
 from .images import ImageDataset, build_augment
-from .models import create_model, input_normalization, num_outputs
+from .models import create_model, input_normalization
 from .run_dir import RunDir
 from .runtime import autocast_dtype, setup_runtime
 from .sampling import EpochSampler, build_loader

@@ -78,11 +78,6 @@ def adapt_stem_to_small_input(model: nn.Module, name: str) -> None:
     model.maxpool = nn.Identity()
 
 
-def num_outputs(task: str, classes: list[str]) -> int:
-    """Logits of a model for ``task``: one for binary, one per class otherwise."""
-    return 1 if task == "binary" else len(classes)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 

@@ -26,8 +26,8 @@ import pandas as pd
 
 from .config import Config, PseudoConfig
 from .console import Console
-from .data import CompetitionData
-from .errors import KagglecvError
+from .data import CompetitionData, num_outputs, targets_for_loss
+from .errors import DataError, KagglecvError
 from .files import sha256_file, write_csv
 from .predictions import FLOAT_FORMAT, read_predictions, require_same_ids, write_predictions
 from .run_dir import FoldDir, RunDir
@@ -74,7 +74,7 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
     predictions label the test images, and its OOF predictions (each row predicted by a model that never saw it)
     are the distillation targets.
     """
-    fold, width = folder.index, outputs_of(data)
+    fold, width = folder.index, num_outputs(data.task, data.classes)
     hard = hard_targets(data, config.train.label_smoothing)
     images, rows, stats = data.images, train_rows, {}
     pseudo_teacher = None
@@ -87,7 +87,7 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
         keep, pseudo_targets = select_pseudo_labels(probabilities, config.pseudo, data.task, data.classes)
         _write_pseudo_labels(folder.pseudo_path, test.ids[keep], pseudo_targets, data)
         images = join_images(data.images, subset_images(test.images, keep))
-        pseudo_teacher = (probabilities[keep, 1:] if data.task == "binary" else probabilities[keep]).astype(np.float32)
+        pseudo_teacher = as_outputs(probabilities[keep], data.task)
         rows = np.concatenate([train_rows, len(data) + np.arange(len(keep))])
         hard = np.vstack([hard, pseudo_targets])
         stats["pseudo"] = {"labels": int(len(keep)), "test_rows": len(test), "teacher": str(config.pseudo.teacher)}
@@ -98,7 +98,7 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
     teacher = np.full((len(hard), width), np.nan, dtype=np.float32)
     if full_fit:
         oof = _whole_run_predictions(config.distill.teacher, data, data.ids[train_rows], "oof")
-        teacher[train_rows] = oof[:, 1:] if data.task == "binary" else oof
+        teacher[train_rows] = as_outputs(oof, data.task)
     else:
         teacher[train_rows] = _distillation_targets(config, data, train_rows, folder, console)
     if pseudo_teacher is not None:  # the pseudo-labelled images' teacher is the one that labelled them
@@ -116,21 +116,26 @@ def _whole_run_predictions(path: Path, data: CompetitionData, ids: np.ndarray, k
     return frame.set_index("id").loc[list(ids), data.classes].to_numpy(np.float32)
 
 
-def outputs_of(data: CompetitionData) -> int:
-    return 1 if data.task == "binary" else len(data.classes)
+def as_outputs(probabilities: np.ndarray, task: str) -> np.ndarray:
+    """Probabilities as a prediction file holds them (a column per class) in the model's outputs: the positive
+    class's column for binary (one logit), every column otherwise."""
+    return np.asarray(probabilities[:, 1:] if task == "binary" else probabilities, dtype=np.float32)
+
+
+def output_columns(classes: list[str], task: str) -> list[str]:
+    """The class columns of :func:`as_outputs`, as ``pseudo.csv`` names them."""
+    return classes[1:] if task == "binary" else classes
 
 
 def hard_targets(data: CompetitionData, smoothing: float = 0.0) -> np.ndarray:
-    """The table's labels as dense float rows: one-hot (multiclass), 0/1 per class (multi-label, VOC "difficult"
-    as 0) or the positive class (binary), smoothed as timm's mixup smooths them."""
+    """The table's labels as dense float rows: one-hot (multiclass), or the loss's 0/1 targets (multi-label, VOC
+    "difficult" as 0; binary, the positive class), smoothed as timm's mixup smooths them."""
     if data.task == "multiclass":
         count = len(data.classes)
         dense = np.full((len(data), count), smoothing / count, dtype=np.float32)
         dense[np.arange(len(data)), data.targets] = 1.0 - smoothing + smoothing / count
         return dense
-    dense = (data.targets != 0).astype(np.float32) if data.task == "multilabel" \
-        else data.targets.astype(np.float32)[:, None]
-    return dense * (1.0 - smoothing) + 0.5 * smoothing
+    return targets_for_loss(data) * (1.0 - smoothing) + 0.5 * smoothing
 
 
 def select_pseudo_labels(probabilities: np.ndarray, rule: PseudoConfig, task: str,
@@ -157,7 +162,7 @@ def select_pseudo_labels(probabilities: np.ndarray, rule: PseudoConfig, task: st
     else:
         keep = np.flatnonzero(confidence >= _thresholds(rule, classes)[top])
     if task == "binary":
-        targets = probabilities[keep, 1:] if rule.soft else top[keep, None].astype(np.float64)
+        targets = as_outputs(probabilities[keep], task) if rule.soft else top[keep, None].astype(np.float64)
     else:
         targets = probabilities[keep] if rule.soft else np.eye(len(classes))[top[keep]]
     return keep, targets.astype(np.float32)
@@ -184,8 +189,7 @@ def _thresholds(rule: PseudoConfig, classes: list[str]) -> np.ndarray:
 
 
 def _write_pseudo_labels(path: Path, ids: np.ndarray, targets: np.ndarray, data: CompetitionData) -> None:
-    columns = data.classes[1:] if data.task == "binary" else data.classes
-    frame = pd.DataFrame(targets, columns=columns)
+    frame = pd.DataFrame(targets, columns=output_columns(data.classes, data.task))
     frame.insert(0, "id", ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(path, frame, float_format=FLOAT_FORMAT)
@@ -194,8 +198,7 @@ def _write_pseudo_labels(path: Path, ids: np.ndarray, targets: np.ndarray, data:
 def read_pseudo_labels(folder: FoldDir, classes: list[str], task: str) -> pd.DataFrame:
     """A fold's ``pseudo.csv``: id, then one column per output (NaN: an unsure multi-label label)."""
     frame = pd.read_csv(folder.pseudo_path, dtype={"id": str}, keep_default_na=True)
-    columns = classes[1:] if task == "binary" else classes
-    return frame[["id", *columns]]
+    return frame[["id", *output_columns(classes, task)]]
 
 
 def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.ndarray, folder: FoldDir,
@@ -213,7 +216,7 @@ def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.
         write_predictions(folder.teacher_path, ids, probabilities, data.classes)
         console.line(f"fold {folder.index}: {config.distill.teacher} fold {folder.index} predicted its "
                      f"{len(ids)} training rows (distillation targets, {folder.teacher_path})")
-    return (probabilities[:, 1:] if data.task == "binary" else probabilities).astype(np.float32)
+    return as_outputs(probabilities, data.task)
 
 
 def subset_images(images, rows: np.ndarray):
@@ -276,7 +279,6 @@ def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
 def _agreement_elsewhere(folder: FoldDir, teacher: Path, classes: list[str], task: str) -> tuple[float, int] | None:
     """Student and teacher fold-k models on the test images that were not pseudo-labelled (None when there are
     none, or the teacher's files are gone)."""
-    from .errors import DataError
     from .infer import load_recipe
 
     student = read_predictions(folder.test_path, classes).set_index("id")
@@ -288,18 +290,20 @@ def _agreement_elsewhere(folder: FoldDir, teacher: Path, classes: list[str], tas
     except (KagglecvError, DataError):
         return None
     mine = student.loc[rest, classes].to_numpy()
-    if task == "multilabel":
-        return float(np.mean((mine >= 0.5) == (theirs >= 0.5))), len(rest)
-    return float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1))), len(rest)
+    return _share_agreeing(as_outputs(mine, task), as_outputs(theirs, task), task), len(rest)
 
 
 def pseudo_agreement(folder: FoldDir, classes: list[str], task: str) -> float:
     """Share of a fold's pseudo-labels its own test predictions repeat (top class; per label for multi-label)."""
     labels = read_pseudo_labels(folder, classes, task).set_index("id")
     student = read_predictions(folder.test_path, classes).set_index("id").loc[labels.index, classes].to_numpy()
-    targets = labels.to_numpy(np.float64)
+    return _share_agreeing(as_outputs(student, task), labels.to_numpy(np.float32), task)
+
+
+def _share_agreeing(mine: np.ndarray, theirs: np.ndarray, task: str) -> float:
+    """Share of rows (multiclass: the top class) or of labels (0.5 threshold per output) on which two sets of
+    outputs agree; NaN labels of ``theirs`` (unsure pseudo-labels) are left out."""
     if task == "multiclass":
-        return float(np.mean(student.argmax(axis=1) == targets.argmax(axis=1)))
-    predicted = (student[:, 1:] if task == "binary" else student) >= 0.5
-    known = ~np.isnan(targets)
-    return float(np.mean(predicted[known] == (targets[known] >= 0.5)))
+        return float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1)))
+    known = ~np.isnan(theirs)
+    return float(np.mean((mine[known] >= 0.5) == (theirs[known] >= 0.5)))
