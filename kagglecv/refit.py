@@ -24,7 +24,7 @@ from .data import load_test, load_train
 from .errors import KagglecvError
 from .files import write_csv, write_json
 from .infer import load_recipe, recorded_fold_count
-from .predictions import read_predictions, write_predictions
+from .predictions import FLOAT_FORMAT, average_predictions, write_predictions
 from .run_dir import RunDir, prepare_run_dir, read_json
 
 SEED_STRIDE = 1000  # fold k of seed i is seeded train.seed + 1000 i + k: no two (seed, fold) pairs share a seed
@@ -85,31 +85,39 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
     test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
     run = prepare_run_dir(refit, force=force)
     folder = run.fold(0)
+    predicted = _cv_predict_record(cv_run)  # the CV run's TTA, which the refit's test predictions repeat
+    tta = predicted.get("tta", ["none"])
     console.line(f"{refit.experiment}: {plan['epochs']} epochs on all {len(data)} rows (the folds' best epochs "
                  f"{plan['cv_best_epochs']}), {plan['source']} weights")
     with folder.lock():
         if not folder.is_done():
-            trainer = FoldTrainer(refit, data, np.full(len(data), -1), test, 0, run, setup_runtime(refit.train.device),
-                                  console, unlabeled=test, full_source=plan["source"])
+            # The trainer's own test pass has no TTA: with TTA the test set is predicted once, afterwards.
+            trainer = FoldTrainer(refit, data, np.full(len(data), -1), test if tta == ["none"] else None, 0, run,
+                                  setup_runtime(refit.train.device), console, unlabeled=test,
+                                  full_source=plan["source"])
             run.write_identity(refit, data, parameter_counts(trainer.parts.model, refit.model), 1,
                                extra={"kind": "full", **plan})
             trainer.fit(resume=resume)
     if test is not None:
-        _predict_like_cv_run(run, cv_run, refit, test, console)
+        _predict_like_cv_run(run, cv_run, predicted, refit, test, console)
     return run.path
 
 
-def _predict_like_cv_run(run: RunDir, cv_run: RunDir, config: Config, test, console: Console) -> None:
-    """The refit's test predictions with the TTA the CV run's predict stage chose (recorded in predict.json)."""
-    recorded = read_json(cv_run.predict_path, "the predict stage's record") if cv_run.predict_path.is_file() else {}
+def _cv_predict_record(cv_run: RunDir) -> dict:
+    """The CV run's ``predict.json`` (its TTA views and space), empty when its predict stage never ran."""
+    return read_json(cv_run.predict_path, "the predict stage's record") if cv_run.predict_path.is_file() else {}
+
+
+def _predict_like_cv_run(run: RunDir, cv_run: RunDir, recorded: dict, config: Config, test, console: Console) -> None:
+    """The refit's test predictions with the TTA the CV run's predict stage chose (``recorded``, its predict.json);
+    without TTA the trainer's own test pass already wrote them."""
     views, space = recorded.get("tta", ["none"]), recorded.get("tta_space", config.predict.tta_space)
     write_json(run.predict_path, {"tta": views, "tta_space": space, "metric": recorded.get("metric"),
                                   "oof_score": None, "full_fit": True, "cv_run": str(cv_run.path)})
-    fold = run.fold(0)
-    if views != ["none"] or not fold.test_path.is_file():
-        probabilities = load_recipe(run.path).predict(test, console)
-        write_predictions(fold.test_path, test.ids, probabilities, run.read_info()["classes"])
-    write_csv(run.test_path, read_predictions(fold.test_path), float_format="%.7g")
+    fold, classes = run.fold(0), run.read_info()["classes"]
+    if not fold.test_path.is_file():
+        write_predictions(fold.test_path, test.ids, load_recipe(run.path).predict(test, console), classes)
+    write_csv(run.test_path, average_predictions([fold.test_path], classes), float_format=FLOAT_FORMAT)
     console.line(f"{run.name}: wrote {run.test_path} (TTA {views}); no OOF: its CV score is {cv_run.name}'s")
 
 

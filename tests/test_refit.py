@@ -121,3 +121,19 @@ def test_size_schedule_trains_small_first_and_validates_at_the_final_size(tmp_pa
     history = RunDir(config.run_dir).fold(0).read_history()
     assert history["train_size"].tolist() == [8, 8, 16]
     assert config.train.size_at(1, 16) == 8 and config.train.size_at(5, 16) == 16
+
+
+def test_full_refit_predicts_the_test_set_with_the_cv_runs_tta(tmp_path, digits_root):
+    config = validate_config(tiny_config(tmp_path, digits_root, predict={"tta": ["none", "hflip"]}))
+    make_folds(config)
+    run_pipeline(config, console=QUIET)
+    [full_path] = train_experiment(config, full=True, console=QUIET)
+    full = RunDir(full_path)
+    assert pd.read_json(full.predict_path, typ="series")["tta"] == ["none", "hflip"]
+    from kagglecv.data import load_test
+    from kagglecv.infer import load_recipe
+
+    classes = full.read_info()["classes"]
+    test = load_test(config.data, classes, "multiclass")
+    replayed = load_recipe(full.path).predict(test, QUIET)
+    np.testing.assert_allclose(read_predictions(full.test_path, classes)[classes].to_numpy(), replayed, atol=1e-6)
