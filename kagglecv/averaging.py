@@ -27,13 +27,14 @@ class WeightAverager:
 
     def add(self, epoch: int, score: float, state: dict[str, torch.Tensor]) -> bool:
         """Offer ``epoch``'s weights; True when the kept set changed (the average is new)."""
-        candidates = [*self.kept, (epoch, score if math.isfinite(score) else -math.inf)]
+        offered = (epoch, score if math.isfinite(score) else -math.inf)
+        candidates = [*self.kept, offered]
         if self.mode == "best":
             chosen = sorted(candidates, key=lambda item: (-item[1], -item[0]))[:self.count]
         else:
             chosen = candidates[-self.count:]
         chosen.sort()
-        if (epoch, candidates[-1][1]) not in chosen:
+        if offered not in chosen:
             return False
         if self.write:
             save_weights(self.folder.epoch_weights(epoch), {key: value.detach().cpu() for key, value in state.items()})

@@ -42,12 +42,10 @@ def run_pipeline(config: Config, console: Console | None = None, force: bool = F
     started = time.time()
     runs = [_run_one(seeded, console, force, submit=False).experiment
             for seeded in seed_configs(config, config.train.seeds)]  # one submission: the average's
-    average = average_seeds([Path(config.runs_dir) / name for name in runs], config.experiment, config.runs_dir,
-                            console)
-    result = score_run(average)
-    submission = _submit(config, RunDir(average))
-    return RunSummary(average.name, result, time.time() - started, RunDir(average).oof_path,
-                      RunDir(average).test_path if RunDir(average).test_path.is_file() else None, submission)
+    average = RunDir(average_seeds([Path(config.runs_dir) / name for name in runs], config.experiment,
+                                   config.runs_dir, console))
+    return RunSummary(average.name, score_run(average.path), time.time() - started, average.oof_path,
+                      average.test_path if average.test_path.is_file() else None, _submit(config, average))
 
 
 def _submit(config: Config, run: RunDir) -> Path | None:

@@ -103,9 +103,11 @@ def collect_full_fits(runs_dir: Path) -> list[dict]:
     fits = []
     for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
         run = RunDir(path)
-        if path.name.startswith(".") or not run.test_path.is_file() or not run.is_full_fit():
+        if path.name.startswith(".") or not run.test_path.is_file() or not run.info_path.is_file():
             continue
         info = run.read_info()
+        if info.get("kind") != "full":
+            continue
         cv_score = RunDir(info["cv_run"]).score_path
         score = read_json(cv_score, "a run's score") if cv_score.is_file() else None
         seconds = sum(fold.read_done().get("seconds", 0.0) for fold in run.fold_dirs() if fold.is_done())

@@ -381,11 +381,8 @@ class FoldTrainer:
                 self.averager.add(self.epoch, math.nan, self.parts.model.state_dict())
             return {}
         row = {}
-        ema = self.parts.ema
-        for source in ("raw", "ema", "avg"):
-            model = {"raw": self.parts.model, "ema": ema.module if ema else None, "avg": None}[source]
-            if source == "avg":
-                model = self._averaged()
+        for source in ("raw", "ema", "avg"):  # avg after raw: raw's score decides whether the epoch joins the average
+            model = self._averaged() if source == "avg" else self._trained_model(source)
             if model is None:
                 continue
             rows, logits, loss = self._predict_valid(model)
@@ -399,6 +396,12 @@ class FoldTrainer:
                 if self.averager is not None:
                     self._average_changed = self.averager.add(self.epoch, selection, self.parts.model.state_dict())
         return row
+
+    def _trained_model(self, source: str) -> nn.Module | None:
+        """The model holding a trained source's weights: ``raw``, or ``ema`` (None without EMA)."""
+        if source == "ema":
+            return self.parts.ema.module if self.parts.ema is not None else None
+        return self.parts.model
 
     def _averaged(self) -> nn.Module | None:
         """The model holding the average of the kept epochs' weights; None without averaging, or before two
@@ -416,8 +419,7 @@ class FoldTrainer:
         source = self.full_source
         if (source == "ema" and self.parts.ema is None) or (source == "avg" and self.averager is None):
             source = "raw"
-        model = {"raw": self.parts.model, "ema": self.parts.ema.module if self.parts.ema else None}.get(source)
-        state = self.averager.averaged_state() if source == "avg" else model.state_dict()
+        state = self.averager.averaged_state() if source == "avg" else self._trained_model(source).state_dict()
         if self.runtime.is_main:
             save_weights(self.folder.weights(source), state)
         self.best.score, self.best.epoch, self.best.source = math.nan, self.epoch - 1, source
