@@ -21,7 +21,7 @@ import numpy as np
 
 from .console import Console
 from .errors import KagglecvError, summarize
-from .files import atomic_folder, sha256_file, write_bytes, write_json, write_text
+from .files import atomic_folder, remove_stale_temporaries, sha256_file, write_bytes, write_json, write_text
 from .infer import EnsembleRecipe, Recipe, leaf_runs, load_recipe, read_new_test
 from .run_dir import RunDir, package_versions, read_json
 
@@ -66,7 +66,8 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
     console = console or Console()
     source, out = Path(source), Path(out)
     recipe = load_recipe(source)
-    _check_destination(source, out)
+    _check_destination(recipe, source, out)
+    remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
     thresholds = None
     if threshold is not None:
         from .submission import parse_threshold, resolve_thresholds
@@ -82,19 +83,35 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
             wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
                                            console, wheel_platform or KAGGLE_PLATFORM,
                                            wheel_python or KAGGLE_PYTHON)
-        timing = measure_timing(load_recipe(building), timing_images) if timing_images > 0 else None
+        timing = measure_timing(load_recipe(building), timing_images, building) if timing_images > 0 else None
         write_text(building / "README.md", bundle_readme(recipe, out.name, bool(wheel_names), timing))
         files, size = _write_manifest(building, recipe, timing)
     return PackResult(out, len(files), size, timing, wheel_names)
 
 
-def _check_destination(source: Path, out: Path) -> None:
-    """``out`` is a new folder, or an earlier bundle to replace; never the run itself, inside it, or around it."""
+def _check_destination(recipe: Recipe, source: Path, out: Path) -> None:
+    """``out`` under the one output rule: a new or empty folder, or an earlier bundle to replace (its manifest names
+    kagglecv and lists exactly its files); never the run, a member, inside or around one, or a data folder."""
+    from .outputs import OutputRule
+
     resolved_source, resolved_out = source.resolve(), out.resolve()
     if resolved_out.is_relative_to(resolved_source) or resolved_source.is_relative_to(resolved_out):
         raise KagglecvError(f"--out {out}: overlaps the run {source}; choose a folder outside it")
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise KagglecvError(f"--out {out}: exists and is not a kagglecv bundle; refused to replace it")
+    leaves = leaf_runs(recipe)
+    rule = OutputRule.of([source, *(leaf.run.path for leaf in leaves)], configs=[leaf.config for leaf in leaves])
+    rule.folder(out, "--out", replace_if=is_own_bundle,
+                earlier="a kagglecv bundle (whose manifest lists exactly its files)")
+
+
+def is_own_bundle(folder: Path) -> bool:
+    """A bundle ``pack`` wrote: its manifest names kagglecv and lists exactly the folder's files."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        listed = set(manifest["files"]) if "kagglecv_bundle" in manifest else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    present = {str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST}
+    return listed == present and all(p.is_dir() or p.is_file() for p in Path(folder).rglob("*"))
 
 
 def _copy_recipe(recipe: Recipe, dest: Path) -> None:
@@ -108,14 +125,15 @@ def _copy_recipe(recipe: Recipe, dest: Path) -> None:
                                 "a bundle keeps them under members/<name>/")
         write_json(run.info_path, {**{key: info[key] for key in ("experiment", "kind", "task", "classes", "backbone",
                                                                   "created") if key in info},
-                                   "bundle_members": [f"members/{name}" for name in names]})
+                                   "bundle": BUNDLE_FORMAT, "bundle_members": [f"members/{name}" for name in names]})
         write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
         for name, member in zip(names, recipe.members):
             _copy_recipe(member, dest / "members" / name)
         return
-    write_json(run.info_path, {key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources)})
+    write_json(run.info_path, {key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources),
+                                                                        "bundle": BUNDLE_FORMAT})
     if recipe.run.predict_path.is_file():
-        recorded = read_json(recipe.run.predict_path, "the predict stage's record")
+        recorded = recipe.run.read_predict_record()
         write_json(run.predict_path, {key: recorded[key] for key in ("tta", "tta_space", "metric", "oof_score", "auto")
                                       if key in recorded})
     if recipe.run.model_code() is not None:
@@ -149,11 +167,18 @@ def verify_bundle(path: Path) -> None:
     them. A plain run folder (no manifest) is left alone."""
     manifest_path = Path(path) / MANIFEST
     if not manifest_path.is_file():
+        if _is_bundle_copy(Path(path)):
+            raise KagglecvError(f"{path}: a kagglecv bundle without its {MANIFEST}; refused to run it unchecked "
+                                "(pack the run again)")
         return
     try:
         listed = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise KagglecvError(f"{manifest_path}: corrupt bundle manifest ({exc}); pack the run again") from None
+    if not isinstance(listed, dict) or not all(isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                                               for entry in listed.values()):
+        raise KagglecvError(f"{manifest_path}: corrupt bundle manifest (files: expected name -> {{sha256, bytes}}); "
+                            "pack the run again")
     present = {str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file() and p.name != MANIFEST}
     missing = sorted(set(listed) - present)
     added = sorted(present - set(listed))
@@ -164,7 +189,16 @@ def verify_bundle(path: Path) -> None:
         raise KagglecvError(f"{path}: the bundle does not match its manifest, refused to run it; " + "; ".join(problems))
 
 
-def measure_timing(recipe: Recipe, images: int) -> Timing:
+def _is_bundle_copy(folder: Path) -> bool:
+    """A folder ``pack`` wrote (its run.json says so), whatever is left of its manifest."""
+    try:
+        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and ("bundle" in info or "bundle_members" in info)
+
+
+def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
     """Inference time of the whole recipe (every fold, view and member) on synthetic JPEGs at the model's size, at
     two test sizes, so the model loading (fixed) and the per-image cost are told apart."""
     from PIL import Image
@@ -174,7 +208,7 @@ def measure_timing(recipe: Recipe, images: int) -> Timing:
     small = max(1, images // 4)
     rng = np.random.default_rng(0)
     seconds = {}
-    with tempfile.TemporaryDirectory(prefix="kagglecv-timing-") as folder:
+    with tempfile.TemporaryDirectory(prefix=".timing-", dir=scratch) as folder:
         for index in range(images):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
         image_col = leaf.config.data.image_col

@@ -30,7 +30,7 @@ from .errors import KagglecvError, summarize
 from .files import atomic_folder, check_output_name, contained_output, output_lock, write_json, write_text
 from .metrics import get_metric, resolve_metric, score
 from .predictions import compare_ids, prediction_frame, read_predictions, write_predictions
-from .run_dir import ENSEMBLE_PREFIX, RunDir
+from .run_dir import ENSEMBLE_PREFIX, RunDir, member_reference
 from .score import score_predictions_frame
 
 METHODS = ("mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack")
@@ -73,6 +73,10 @@ def load_members(paths: list[Path]) -> Members:
     """Read and align the runs; different folds, classes or ids are an error naming the run and the first mismatch."""
     if len(paths) < 2:
         raise KagglecvError("an ensemble needs at least two runs")
+    resolved = [Path(path).resolve() for path in paths]
+    repeated = sorted({str(path) for path, real in zip(paths, resolved) if resolved.count(real) > 1})
+    if repeated:
+        raise KagglecvError(f"{summarize(repeated, quote=True)}: named more than once; an ensemble blends different runs")
     runs = [RunDir(path) for path in paths]
     first, info = runs[0], runs[0].read_info()
     config = first.read_config()
@@ -420,7 +424,7 @@ def _blend_and_write(members: Members, method: str, metric: str, out: Path, opti
                               np.clip(blender.apply(final_weights, members.test), 0, 1), members.classes)
         write_json(run.score_path, nested.to_dict())
         _write_blend_report(run, result, singles, final_weights, blender.power)
-        _write_run_files(run, members, name=out.name, method=method)
+        _write_run_files(run, members, name=out.name, method=method, out_path=out)
     return result
 
 
@@ -467,13 +471,14 @@ def _weights_report(weights, run_names: list[str], classes: list[str]):
     return dict(zip(run_names, map(float, weights)))
 
 
-def _write_run_files(run: RunDir, members: Members, name: str, method: str) -> None:
+def _write_run_files(run: RunDir, members: Members, name: str, method: str, out_path: Path) -> None:
     """config.yaml and run.json, so score, report, submit and further ensembles treat the folder as a run."""
     config = dict(members.config, experiment=name,
                   notes=f"{method} ensemble of " + ", ".join(p.name for p in members.paths))
     write_text(run.config_path, dump_config(validate_config(config)))
     write_json(run.info_path, {
-        "experiment": name, "kind": "ensemble", "members": [str(p) for p in members.paths],
+        "experiment": name, "kind": "ensemble",
+        "members": [member_reference(p, out_path) for p in members.paths],
         "task": members.task, "classes": members.classes, "folds_sha256": members.folds_sha256,
         "folds_file": config.get("folds", {}).get("file"), "backbone": f"{method} of {len(members.paths)}",
         "created": pd.Timestamp.now().isoformat(timespec="microseconds"),

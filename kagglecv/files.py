@@ -177,10 +177,14 @@ def write_bytes_keep_previous(path: str | os.PathLike, data: bytes, previous: st
         os.replace(path.with_name(path.name + ".next"), path)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, prefix: str = ".") -> list[Path]:
     """Delete the temporary files and folders a killed writer left in ``folder`` (``.<name>.<random>.tmp``,
-    ``.tmpdir``, ``.old``)."""
-    stale = sorted([*Path(folder).glob(".*.tmp"), *Path(folder).glob(".*.tmpdir"), *Path(folder).glob(".*.old")])
+    ``.tmpdir``, ``.old``); with ``prefix``, only those of one output (``.<name>.``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(path for pattern in ("*.tmp", "*.tmpdir", "*.old") for path in folder.glob(f"{prefix}{pattern}")
+                   if path.name.startswith(".") and not path.is_symlink())
     for path in stale:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -11,6 +11,7 @@ from defusedxml import ElementTree
 from .data import IMAGE_EXTENSIONS, sort_class_names
 from .errors import DataError, summarize
 from .files import write_csv
+from .outputs import OutputRule, same_header
 
 # The 20 PASCAL VOC classes in the devkit's order (VOCdevkit/VOCcode/VOCinit.m).
 VOC_CLASSES = [
@@ -38,7 +39,7 @@ def import_image_folder(root: Path, out: Path) -> pd.DataFrame:
     if clashes:
         frame["id"] = frame["image"].str.rsplit(".", n=1).str[0].str.replace("/", "__")
     frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
-    write_csv(out, frame)
+    _write_import(out, frame, root)
     return frame
 
 
@@ -62,7 +63,7 @@ def import_voc(root: Path, out: Path, image_set: str | None = None) -> pd.DataFr
         [[image_id] + [labels.get(name, -1) for name in classes] for image_id, labels in objects.items()],
         columns=["id", *classes],
     )
-    write_csv(out, frame)
+    _write_import(out, frame, root)
     return frame
 
 
@@ -92,6 +93,14 @@ def _check_out(out: Path) -> None:
         raise DataError(f"--out {str(out)!r}: expected a file name ending in .csv")
     if Path(out).is_dir():
         raise DataError(f"--out {str(out)!r}: is a folder; expected a .csv file name")
+
+
+def _write_import(out: Path, frame: pd.DataFrame, root: Path) -> None:
+    """``out`` under the one output rule: never inside the imported folder, and an existing file replaced only when it
+    is an earlier import of the same shape (the same header), never a training table of another shape."""
+    header = frame.head(0).to_csv(index=False).splitlines()[0]
+    OutputRule.of([root]).file(Path(out), "--out", replace_if=same_header(header))
+    write_csv(out, frame)
 
 
 def _image_set_ids(root: Path, image_set: str) -> list[str]:

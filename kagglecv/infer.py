@@ -20,9 +20,9 @@ from .config import Config
 from .console import Console
 from .data import CompetitionData, load_test
 from .errors import DataError, KagglecvError, summarize
-from .files import contained_output
+from .files import remove_stale_temporaries
 from .predictions import FLOAT_FORMAT, write_predictions
-from .run_dir import RunDir, read_json
+from .run_dir import RunDir, read_json, resolve_member
 
 
 @dataclass
@@ -132,7 +132,7 @@ def load_recipe(path: Path) -> Recipe:
 def _run_recipe(run: RunDir, info: dict) -> RunRecipe:
     config = run.read_config()
     n_folds = recorded_fold_count(run, info)
-    recorded = read_json(run.predict_path, "the predict stage's record") if run.predict_path.is_file() else None
+    recorded = run.read_predict_record()
     views = recorded["tta"] if recorded else ["none"]
     space = recorded.get("tta_space", config.predict.tta_space) if recorded else config.predict.tta_space
     sources = []
@@ -167,7 +167,7 @@ def _ensemble_recipe(run: RunDir, info: dict) -> EnsembleRecipe:
     if recipe is None:
         raise KagglecvError(f"{run.path}: an ensemble without {run.weights_path.name}; re-run `kagglecv ensemble`")
     member_paths = [run.path / member for member in info["bundle_members"]] if "bundle_members" in info \
-        else [Path(member) for member in info.get("members", [])]
+        else [resolve_member(run, member).path for member in info.get("members", [])]
     names = [path.name for path in member_paths]
     method = recipe["method"]
     if method == "stack":
@@ -215,14 +215,24 @@ def read_new_test(recipe: Recipe, table: Path, images: Path | None) -> Competiti
     return test
 
 
-def check_infer_output(out: Path, inputs: list) -> Path:
-    """``out`` is a new file, none of the inputs and inside none of the input folders (a bundle stays untouched)."""
-    out = contained_output(out.parent, out.name, "--out", inputs=inputs)
-    resolved = out.resolve()
-    for folder in inputs:
-        if folder is not None and Path(folder).is_dir() and resolved.is_relative_to(Path(folder).resolve()):
-            raise KagglecvError(f"--out {out}: inside the input folder {folder}; write it elsewhere")
-    return out
+def check_infer_output(out: Path, recipe: Recipe, inputs: list, sample: Path | None) -> Path:
+    """``out`` under the one output rule: none of the inputs, the run's own tables and folders, or a run folder; a
+    CSV name; an existing file only when it is an earlier output of the same shape (the sample's header, or the
+    prediction file's)."""
+    from .outputs import OutputRule, csv_header
+
+    if not Path(out).name.lower().endswith((".csv", ".csv.gz")):
+        raise KagglecvError(f"--out {out}: expected a file name ending in .csv or .csv.gz")
+    rule = OutputRule.of(inputs, configs=[leaf.config for leaf in leaf_runs(recipe)])
+    headers = {prediction_header(recipe.classes)} | ({csv_header(Path(sample))} if sample is not None else set())
+    return rule.file(Path(out), "--out", replace_if=lambda path: csv_header(path) in headers)
+
+
+def prediction_header(classes: list[str]) -> str:
+    """The header line of a prediction file with these classes, as ``write_predictions`` writes it."""
+    from .predictions import prediction_frame
+
+    return prediction_frame([], np.zeros((0, len(classes))), classes).to_csv(index=False).splitlines()[0]
 
 
 @dataclass
@@ -266,9 +276,10 @@ def infer(source: Path, table: Path, images: Path | None, out: Path, sample: Pat
     from .bundle import verify_bundle
 
     console = console or Console()
-    out = check_infer_output(Path(out), [source, table, images, sample])
     verify_bundle(Path(source))
     recipe = load_recipe(Path(source))
+    out = check_infer_output(Path(out), recipe, [source, table, images, sample], sample)
+    remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
     thresholds = resolve_infer_thresholds(recipe, threshold)
     test = read_new_test(recipe, table, images)
     started = time.perf_counter()

@@ -63,7 +63,7 @@ def full_fit_plan(cv_run: RunDir) -> dict:
     best_epochs = [int(record["best_epoch"]) for record in done]
     source = Counter(record.get("source", "raw") for record in done).most_common(1)[0][0]
     return {"epochs": int(math.ceil(float(np.median(best_epochs)))) + 1, "cv_best_epochs": best_epochs,
-            "source": source, "cv_run": str(cv_run.path)}
+            "source": source, "cv_run": cv_run.name}
 
 
 def full_config(config: Config, plan: dict) -> Config:
@@ -83,7 +83,7 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
     refit = full_config(config, plan)
     data = load_train(config.data)
     test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
-    run = prepare_run_dir(refit, force=force)
+    run = prepare_run_dir(refit, force=force, kind="full")
     folder = run.fold(0)
     predicted = _cv_predict_record(cv_run)  # the CV run's TTA, which the refit's test predictions repeat
     tta = predicted.get("tta", ["none"])
@@ -105,7 +105,7 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
 
 def _cv_predict_record(cv_run: RunDir) -> dict:
     """The CV run's ``predict.json`` (its TTA views and space), empty when its predict stage never ran."""
-    return read_json(cv_run.predict_path, "the predict stage's record") if cv_run.predict_path.is_file() else {}
+    return cv_run.read_predict_record() or {}
 
 
 def _predict_like_cv_run(run: RunDir, cv_run: RunDir, recorded: dict, config: Config, test, console: Console) -> None:
@@ -113,7 +113,7 @@ def _predict_like_cv_run(run: RunDir, cv_run: RunDir, recorded: dict, config: Co
     without TTA the trainer's own test pass already wrote them."""
     views, space = recorded.get("tta", ["none"]), recorded.get("tta_space", config.predict.tta_space)
     write_json(run.predict_path, {"tta": views, "tta_space": space, "metric": recorded.get("metric"),
-                                  "oof_score": None, "full_fit": True, "cv_run": str(cv_run.path)})
+                                  "oof_score": None, "full_fit": True, "cv_run": cv_run.name})
     fold, classes = run.fold(0), run.read_info()["classes"]
     if not fold.test_path.is_file():
         write_predictions(fold.test_path, test.ids, load_recipe(run.path).predict(test, console), classes)

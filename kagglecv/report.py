@@ -108,7 +108,7 @@ def collect_full_fits(runs_dir: Path) -> list[dict]:
         info = run.read_info()
         if info.get("kind") != "full":
             continue
-        cv_score = RunDir(info["cv_run"]).score_path
+        cv_score = run.cv_run().score_path
         score = read_json(cv_score, "a run's score") if cv_score.is_file() else None
         seconds = sum(fold.read_done().get("seconds", 0.0) for fold in run.fold_dirs() if fold.is_done())
         fits.append({"name": run.name, "cv_run": Path(info["cv_run"]).name, "epochs": info.get("epochs"),

@@ -73,7 +73,9 @@ class FoldDir:
         return self.last_checkpoint.is_file() or self.previous_checkpoint.is_file()
 
     def read_done(self) -> dict:
-        return read_json(self.done_path, "a finished fold's record")
+        from .records import DoneRecord, validate_record
+
+        return validate_record(DoneRecord, read_json(self.done_path, "a finished fold's record"), self.done_path)
 
     def read_history(self) -> pd.DataFrame | None:
         """``history.csv``, a row per finished epoch; None before the first epoch ends."""
@@ -129,6 +131,15 @@ class RunDir:
                  if path.is_dir() and path.name[4:].isdigit()]
         return sorted(found, key=lambda fold: fold.index)
 
+    def read_predict_record(self) -> dict | None:
+        """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
+        from .records import PredictRecord, validate_record
+
+        if not self.predict_path.is_file():
+            return None
+        return validate_record(PredictRecord, read_json(self.predict_path, "the predict stage's record"),
+                               self.predict_path)
+
     def is_run(self) -> bool:
         """A folder holding a recorded config and merged OOF predictions (a finished run or an ensemble)."""
         return self.config_path.is_file() and self.oof_path.is_file()
@@ -146,12 +157,16 @@ class RunDir:
         """``run.json``: task, classes, folds file and its sha256, provenance (and members for an ensemble)."""
         if not self.info_path.is_file():
             raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name})")
-        info = read_json(self.info_path, "a run's identity")
-        missing = [key for key in ("task", "classes") if key not in info]
-        if missing or not isinstance(info.get("classes"), list):
-            raise KagglecvError(f"{self.info_path}: corrupt: expected keys task and classes (a list), got "
-                                f"{summarize(sorted(info), quote=True)}")
-        return info
+        from .records import RunInfo, validate_record
+
+        return validate_record(RunInfo, read_json(self.info_path, "a run's identity"), self.info_path)
+
+    def recorded_kind(self) -> str | None:
+        """``run.json``'s kind (``run``, ``full``, ``ensemble``; a run.json from before kinds were recorded is a CV
+        run), or None when the folder has no run.json yet."""
+        if not self.info_path.is_file():
+            return None
+        return str(self.read_info().get("kind", "run"))
 
     def is_ensemble(self) -> bool:
         return self.read_info().get("kind") == "ensemble"
@@ -165,10 +180,17 @@ class RunDir:
         (its epochs and weights were chosen there), so ensembles can weigh it and thresholds can be tuned."""
         if not self.is_full_fit():
             return self
-        cv_run = RunDir(self.read_info()["cv_run"])
+        cv_run = self.cv_run()
         if not cv_run.oof_path.is_file():
             raise KagglecvError(f"{self.path}: a full refit of {cv_run.path}, whose oof.csv is missing")
         return cv_run
+
+    def cv_run(self) -> "RunDir":
+        """A full refit's CV run: the sibling folder ``run.json`` names (a plain name, never a path)."""
+        name = self.read_info().get("cv_run")
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise KagglecvError(f"{self.info_path}: cv_run {name!r}: expected the name of a run beside this one")
+        return RunDir(self.path.parent / name)
 
     def load_targets(self, config: Config | None = None, info: dict | None = None, *,
                      with_images: bool = False) -> CompetitionData:
@@ -228,7 +250,7 @@ class RunDir:
             "table_sha256": data.content_hash(), "params": params, "model_file": model_file,
             "label_fixes": _label_fixes_record(config, data),
             "versions": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
-            **(extra or {}),
+            "kind": "run", **(extra or {}),
         })
 
     def _recorded_creation(self) -> str:
@@ -248,11 +270,70 @@ def _label_fixes_record(config: Config, data: CompetitionData) -> dict | None:
             "dropped_ids": len(data.dropped_ids), "unfixed_table_sha256": data.unfixed_hash}
 
 
-def prepare_run_dir(config: Config, *, force: bool = False) -> RunDir:
-    """``runs/<experiment>`` of ``config``, after checking a recorded config against it."""
+def prepare_run_dir(config: Config, *, force: bool = False, kind: str = "run") -> RunDir:
+    """``runs/<experiment>`` of ``config`` for training a run of ``kind`` (``run``: cross-validated, ``full``: a
+    refit), after the output rule (not inside a data folder or another run, not a link) and checking a recorded
+    config against it. A folder of another kind (an ensemble, a refit for a CV run) is refused, even with force:
+    training into it would leave a folder mixing two runs' files."""
+    from .outputs import OutputRule
+
     run = RunDir(Path(config.run_dir))
+    rule = OutputRule.of(configs=[config])
+    rule.check(run.path, "experiment")
+    rule.own(run.path)
+    recorded = run.recorded_kind()
+    if recorded is not None and recorded != kind:
+        raise KagglecvError(f"{run.path}: is {KIND_NAMES.get(recorded, repr(recorded))} (run.json kind {recorded!r}); "
+                            f"training {KIND_NAMES[kind]} into it would mix their files: choose another experiment name")
     run.check_config(config, force=force)
     return run
+
+
+KIND_NAMES = {"run": "a cross-validated run", "full": "a full refit", "ensemble": "an ensemble"}
+
+
+def replay_fingerprint(run: RunDir) -> str:
+    """sha256 of what replaying ``run`` reads: its TTA record, test predictions, blend recipe, own-model file and
+    every fold's selectable weights (``run.json`` is rewritten at every training start, so it is not included)."""
+    import hashlib
+
+    files = [run.predict_path, run.test_path, run.weights_path, run.model_code_path]
+    for fold in run.fold_dirs():
+        files += [fold.best_weights, fold.ema_weights, fold.avg_weights]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(f"{path.relative_to(run.path).as_posix()}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def member_reference(member: Path, ensemble: Path) -> dict:
+    """How an ensemble records a member: its path relative to the ensemble's folder, and its replay fingerprint."""
+    import os
+
+    return {"path": Path(os.path.relpath(Path(member).resolve(), Path(ensemble).resolve())).as_posix(),
+            "fingerprint": replay_fingerprint(RunDir(member))}
+
+
+def resolve_member(ensemble: RunDir, reference: Any) -> RunDir:
+    """The member run a recorded reference names, relative to the ensemble's own folder (wherever kagglecv runs
+    from), after checking it is still the run the ensemble was made of."""
+    if not (isinstance(reference, dict) and isinstance(reference.get("path"), str)
+            and isinstance(reference.get("fingerprint"), str)):
+        raise KagglecvError(f"{ensemble.info_path}: members recorded without their fingerprints (made before kagglecv "
+                            f"recorded them, or edited): {str(reference)[:80]!r}; re-run `kagglecv ensemble`")
+    relative = Path(reference["path"])
+    if relative.is_absolute() or not relative.parts:
+        raise KagglecvError(f"{ensemble.info_path}: member {reference['path']!r}: expected a path relative to the "
+                            "ensemble's folder")
+    member = RunDir(ensemble.path / relative)
+    if not member.info_path.is_file():
+        raise KagglecvError(f"{ensemble.info_path}: member {member.path} is missing (expected beside the ensemble, "
+                            "as when it was made)")
+    if replay_fingerprint(member) != reference["fingerprint"]:
+        raise KagglecvError(f"{member.path}: changed since the ensemble {ensemble.path} was made (its weights, TTA or "
+                            "test predictions differ); re-run `kagglecv ensemble` on the runs as they are now")
+    return member
 
 
 def history_metric(columns) -> str:

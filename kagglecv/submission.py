@@ -24,7 +24,7 @@ from .errors import DataError, KagglecvError, summarize
 from .files import check_output_name, contained_output, write_bytes
 from .predictions import FLOAT_FORMAT, compare_ids, prediction_frame, read_predictions, require_same_ids
 from .run_dir import RunDir, read_json
-from .submission_log import LOG_NAME, append_submission
+from .submission_log import COLUMNS as LOG_COLUMNS, LOG_NAME, append_submission, log_path
 
 
 @dataclass
@@ -48,6 +48,7 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
                             inputs=_inputs(run, sample_path))
     if path.name == LOG_NAME:
         raise KagglecvError(f"--name {name!r}: {path} is the submissions log; choose another name")
+    check_submission_outputs(run, sample_path, path)
     info = run.read_info()
     if not run.test_path.is_file():
         raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
@@ -172,6 +173,20 @@ def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictio
                         f"{summarize(differences.extra, quote=True)}")
     values = predictions.set_index("id")
     return values.loc[list(sample_ids)].to_numpy(np.float64)
+
+
+def check_submission_outputs(run: RunDir, sample_path: Path, path: Path) -> None:
+    """The submission and the log beside it under the one output rule: not in a run, folds or data folder, and an
+    existing submission replaced only when it has the sample's header (an earlier submission of this competition)."""
+    from .outputs import OutputRule, csv_header, same_header
+
+    try:
+        configs = [run.read_config()]
+    except KagglecvError:
+        configs = []
+    rule = OutputRule.of(_inputs(run, sample_path), configs=configs)
+    rule.file(path, "--name", replace_if=same_header(csv_header(sample_path) or ""))
+    rule.file(log_path(path.parent), "the submissions log", replace_if=same_header(",".join(LOG_COLUMNS)))
 
 
 def _inputs(run: RunDir, sample_path: Path) -> list[Path]:

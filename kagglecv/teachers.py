@@ -90,7 +90,7 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
         pseudo_teacher = as_outputs(probabilities[keep], data.task)
         rows = np.concatenate([train_rows, len(data) + np.arange(len(keep))])
         hard = np.vstack([hard, pseudo_targets])
-        stats["pseudo"] = {"labels": int(len(keep)), "test_rows": len(test), "teacher": str(config.pseudo.teacher)}
+        stats["pseudo"] = {"labels": int(len(keep)), "test_rows": len(test), "teacher": Path(config.pseudo.teacher).name}
         console.line(f"fold {fold}: {len(keep)} of {len(test)} test images pseudo-labelled by "
                      f"{config.pseudo.teacher} fold {fold}")
     if config.distill is None:
@@ -269,7 +269,7 @@ def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
         line = f"fold {folder.index}: {stats['labels']} of {stats['test_rows']} test images pseudo-labelled"
         if folder.pseudo_path.is_file() and folder.test_path.is_file():
             line += f"; the student agrees with {pseudo_agreement(folder, classes, task):.1%} of them"
-            elsewhere = _agreement_elsewhere(folder, Path(stats["teacher"]), classes, task)
+            elsewhere = _agreement_elsewhere(folder, run.path.parent / stats["teacher"], classes, task)
             if elsewhere is not None:
                 line += f" and with its teacher on {elsewhere[0]:.1%} of the {elsewhere[1]} others"
         lines.append(line)

@@ -197,9 +197,16 @@ def test_a_fold_left_out_and_outputs_inside_inputs_are_refused(competition, tmp_
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
     (copy / MANIFEST).unlink()
-    shutil.rmtree(copy / "fold1")
-    with pytest.raises(KagglecvError, match="fold 1 of 2 is not trained"):
+    with pytest.raises(KagglecvError, match="a kagglecv bundle without its manifest.json"):
         infer(copy, table, images, tmp_path / "b.csv", sample, console=QUIET)
+    run_copy = competition["root"] / "runs" / "copy-of-run"
+    shutil.copytree(competition["runs"][0], run_copy)
+    shutil.rmtree(run_copy / "fold1")
+    try:
+        with pytest.raises(KagglecvError, match="fold 1 of 2 is not trained"):
+            infer(run_copy, table, images, tmp_path / "b.csv", sample, console=QUIET)
+    finally:
+        shutil.rmtree(run_copy)
     assert not (tmp_path / "b.csv").exists() and not (bundle / "submission.csv").exists()
 
 
