@@ -62,6 +62,7 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
     """Analyse the OOF predictions of a run or ensemble; write ``inspect.json``, ``label_issues.csv`` and pictures."""
     run = RunDir(run_path)
     config, info = run.read_config(), run.read_info()
+    run.for_writing("inspect")
     data = run.load_targets(config, info, with_images=True)
     probabilities = aligned_oof(run, data)
     if data.task == "multilabel":

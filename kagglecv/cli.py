@@ -138,16 +138,23 @@ def score(
 def report(
     runs_dir: Annotated[Path, typer.Argument(help="The folder holding the runs.")] = Path("runs"),
     pictures: Annotated[bool, typer.Option(help="Draw the PNGs (curves, fold scores, confusion / per-class AP).")] = True,
-    inspect: Annotated[bool, typer.Option(help="With pictures: each run's error analysis (kagglecv inspect), "
-                                          "redone when its OOF predictions are newer.")] = True,
+    inspect: Annotated[bool, typer.Option(help="First run kagglecv inspect on each run whose error analysis is "
+                                          "missing or older than its OOF predictions (it writes into those runs).")] = False,
     submissions: Annotated[Path, typer.Option(help="Folder of the submissions and their log.csv (CV vs leaderboard).")] = Path("submissions"),
 ) -> None:
     """Leaderboard of every run and ensemble, the experiment journal, pictures and error analysis, in
-    RUNS_DIR/report.md and the self-contained RUNS_DIR/report.html."""
-    from .report import build_report
+    RUNS_DIR/report.md, the self-contained RUNS_DIR/report.html and RUNS_DIR/report.pictures/; it reads the runs and
+    writes nothing else."""
+    from .report import build_report, stale_analyses
     from .tables import leaderboard_table
 
-    result = build_report(runs_dir, pictures=pictures, submissions_dir=submissions, inspect=inspect)
+    if inspect:
+        from .analysis import inspect_run
+
+        for run_path in stale_analyses(runs_dir):
+            inspect_run(run_path)
+            console.print(f"inspected {run_path}")
+    result = build_report(runs_dir, pictures=pictures, submissions_dir=submissions)
     console.print(leaderboard_table(result.leaderboard))
     console.print(f"wrote {result.markdown} and {result.html}")
 

@@ -326,18 +326,34 @@ class _StackModel:
                 for model in self.models]
 
 
-def stack_model_from_state(task: str, state: list) -> _StackModel:
-    """The stacking model recorded by :meth:`_StackModel.state`, predicting exactly as the fitted one did."""
+def stack_model_from_state(task: str, state: list, n_members: int, n_classes: int, source: Path) -> _StackModel:
+    """The stacking model recorded by :meth:`_StackModel.state`, predicting exactly as the fitted one did; a recipe
+    whose entries do not fit ``n_members`` runs of ``n_classes`` classes is an error naming ``source``."""
     from sklearn.linear_model import LogisticRegression
 
+    entries = 1 if task == "multiclass" else n_classes
+    if not isinstance(state, list) or len(state) != entries:
+        raise KagglecvError(f"{source}: stack_model: expected {entries} entries for {task}, got "
+                            f"{len(state) if isinstance(state, list) else type(state).__name__}")
     stack = _StackModel(task, seed=0)
-    for entry in state:
-        if not isinstance(entry, dict):
+    features = n_members * n_classes if task == "multiclass" else n_members
+    for index, entry in enumerate(state):
+        if isinstance(entry, (int, float)) and not isinstance(entry, bool) and 0 <= entry <= 1:
             stack.models.append(float(entry))
             continue
+        try:
+            coef, intercept = np.asarray(entry["coef"], dtype=np.float64), np.asarray(entry["intercept"], np.float64)
+            labels = np.asarray(entry["classes"])
+        except (TypeError, KeyError, ValueError):
+            raise KagglecvError(f"{source}: stack_model[{index}]: expected a rate in [0, 1] or {{coef, intercept, "
+                                "classes}} of numbers") from None
+        rows = 1 if len(labels) <= 2 else len(labels)
+        if coef.shape != (rows, features) or intercept.shape != (rows,) or not np.isfinite(coef).all() \
+                or not np.isfinite(intercept).all() or len(labels) < 2 or labels.dtype.kind not in "iub":
+            raise KagglecvError(f"{source}: stack_model[{index}]: coef {coef.shape} / intercept {intercept.shape} do "
+                                f"not fit {n_members} runs of {n_classes} classes (expected ({rows}, {features}))")
         model = LogisticRegression()
-        model.coef_, model.intercept_ = np.asarray(entry["coef"]), np.asarray(entry["intercept"])
-        model.classes_ = np.asarray(entry["classes"])
+        model.coef_, model.intercept_, model.classes_ = coef, intercept, labels
         stack.models.append(model)
     return stack
 

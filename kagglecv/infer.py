@@ -163,18 +163,23 @@ def recorded_fold_count(run: RunDir, info: dict) -> int:
 def _ensemble_recipe(run: RunDir, info: dict) -> EnsembleRecipe:
     from .ensemble import stack_model_from_state
 
-    recipe = read_json(run.weights_path, "the ensemble's weights") if run.weights_path.is_file() else None
-    if recipe is None:
+    from .records import BlendRecipe, validate_record
+
+    if not run.weights_path.is_file():
         raise KagglecvError(f"{run.path}: an ensemble without {run.weights_path.name}; re-run `kagglecv ensemble`")
+    recipe = validate_record(BlendRecipe, read_json(run.weights_path, "the ensemble's weights"), run.weights_path)
     member_paths = [run.path / member for member in info["bundle_members"]] if "bundle_members" in info \
         else [resolve_member(run, member).path for member in info.get("members", [])]
+    if len(member_paths) < 2:
+        raise KagglecvError(f"{run.info_path}: an ensemble of {len(member_paths)} members; expected at least two")
     names = [path.name for path in member_paths]
     method = recipe["method"]
     if method == "stack":
         if "stack_model" not in recipe:
             raise KagglecvError(f"{run.weights_path}: a stacking ensemble made before kagglecv recorded its model; "
                                 "re-run `kagglecv ensemble` to replay it")
-        weights = stack_model_from_state(info["task"], recipe["stack_model"])
+        weights = stack_model_from_state(info["task"], recipe["stack_model"], len(member_paths), len(info["classes"]),
+                                         run.weights_path)
     else:
         weights = _member_weights(recipe["weights"], names, info["classes"], run.weights_path)
     if method == "power" and "power" not in recipe:

@@ -21,7 +21,7 @@ from .models import create_model, input_normalization
 from .run_dir import RunDir
 from .runtime import autocast_dtype, setup_runtime
 from .sampling import EpochSampler, build_loader
-from .weights import load_state_dict
+from .weights import load_checked
 
 
 @torch.inference_mode()
@@ -135,7 +135,7 @@ class FoldPredictor:
         weights = folder.weights(source)
         model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs,
                              code_file=self.run.model_code())
-        model.load_state_dict(load_state_dict(weights))
+        load_checked(model, weights)
         self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,
                                                   self.config.model.in_chans)
         return model.to(self.runtime.device).eval()

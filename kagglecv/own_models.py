@@ -14,7 +14,6 @@ import importlib.util
 import inspect
 import sys
 import traceback
-import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -28,10 +27,6 @@ from .files import sha256_file
 _LOADED: dict[str, ModuleType] = {}
 
 
-class OwnModelCode(UserWarning):
-    """kagglecv is running Python from an own-model file (named, with its sha256)."""
-
-
 def load_own_module(path: Path) -> ModuleType:
     """Run the file once per content (by sha256) and return it as a module; its ``register_model`` calls register
     its models with timm. Errors name the file, and the line for a syntax error."""
@@ -40,7 +35,8 @@ def load_own_module(path: Path) -> ModuleType:
     digest = sha256_file(path)
     if digest in _LOADED:
         return _LOADED[digest]
-    warnings.warn(f"running model code {path} (sha256 {digest[:16]})", OwnModelCode, stacklevel=2)
+    # Printed, not warned: no interpreter setting (PYTHONWARNINGS=ignore, -W) may hide that code is running.
+    print(f"notice: running model code {path} (sha256 {digest[:16]})", file=sys.stderr, flush=True)
     module_name = f"kagglecv_own_models.m{digest[:16]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)

@@ -46,6 +46,7 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     console = console or Console()
     run = RunDir(run_path)
     config = run.read_config()
+    run.for_writing("predict")
     tta = config.predict.tta if tta is None else tta
     views = ["none", *AUTO_CANDIDATES] if tta == "auto" else list(tta)
     for name in views:

@@ -160,6 +160,19 @@ class InspectRecord(_Record):
     pictures: list[Literal["errors.png", "confused_pairs.png", "duplicate_conflicts.png"]] = Field(max_length=3)
 
 
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class BlendRecipe(_Record):
+    """``weights.json``: the blend ``infer`` replays (method, weights per member, exponent, stacking model)."""
+
+    method: Literal["mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack"]
+    metric: Optional[Text] = None
+    weights: dict[Text, Union[Weight, dict[ClassName, Weight], Text]] = Field(max_length=1000)
+    power: float = Field(2.0, gt=0, allow_inf_nan=False)
+    stack_model: Optional[list[Any]] = Field(None, max_length=MAX_CLASSES)
+
+
 def validate_record(schema: type[BaseModel], raw: Any, path: Path) -> dict:
     """``raw`` (a parsed JSON file) checked against ``schema``, as a dict of the keys it has; else one error naming
     the file, the key and what was wrong."""

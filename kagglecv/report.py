@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import KagglecvError
-from .files import write_json, write_text
+from .files import write_text
 from .metrics import confusion_matrix
 from .html_report import render_html
 from .plots import plot_confusion_matrix, plot_cv_vs_leaderboard, plot_fold_curves, plot_fold_scores, plot_per_class
@@ -24,9 +24,10 @@ from .score import ScoreResult, finished_folds_oof, score_predictions_frame
 from .teachers import teaching_summary
 from .submission_log import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
 from .tables import format_params
-from .tracking import sync_configured
+from .outputs import OutputRule
 
 LB_PNG = "cv_vs_leaderboard.png"
+PICTURES = "report.pictures"  # the report's own pictures, one folder per run: it writes nothing into a run
 
 
 @dataclass
@@ -83,7 +84,6 @@ def _entry(run: RunDir, partial: bool = False) -> Entry:
     else:
         oof = read_predictions(run.oof_path, data.classes, oof=True)
         result = score_predictions_frame(oof, data, config.metric, source=run.oof_path)
-        write_json(run.score_path, result.to_dict())
     ensemble = info.get("kind") == "ensemble"
     confusion = None
     if data.task != "multilabel":
@@ -137,10 +137,10 @@ class Report:
     correlation: float | None
 
 
-def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path = Path("submissions"),
-                 inspect: bool = True) -> Report:
-    """Score every run, draw its pictures (and, with ``inspect``, its error analysis), read the submissions log,
-    and write ``runs_dir/report.md`` and the self-contained ``runs_dir/report.html``."""
+def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path = Path("submissions")) -> Report:
+    """Score every run, draw its pictures, read each run's error analysis and the submissions log, and write
+    ``runs_dir/report.md``, the self-contained ``runs_dir/report.html`` and ``runs_dir/report.pictures/``: the report
+    only reads the run folders (``report --inspect`` runs ``inspect`` on stale runs first, as its own stage)."""
     runs_dir = Path(runs_dir)
     entries = collect_entries(runs_dir)
     if not entries:
@@ -151,45 +151,64 @@ def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path
     log = read_log(log_path(submissions_dir))
     public = latest_public_by_run(log)
     points, correlation = cv_vs_leaderboard(log)
-    lb_picture = runs_dir / LB_PNG if pictures and points else None
+    rule = OutputRule.of()
+    picture_dir = runs_dir / PICTURES
+    rule.own(picture_dir)
+    lb_picture = picture_dir / LB_PNG if pictures and points else None
     if lb_picture is not None:
         plot_cv_vs_leaderboard(points, correlation, lb_picture)
     for entry in entries:
         entry.public = public.get(entry.name, "")
         if pictures:
-            entry.pictures = draw_run_pictures(entry)
-            if inspect and not entry.kind.startswith("partial"):  # inspect needs every row's OOF prediction
-                _attach_analysis(entry)
+            entry.pictures = draw_run_pictures(entry, picture_dir / entry.name)
+        if not entry.kind.startswith("partial"):  # inspect needs every row's OOF prediction
+            _attach_analysis(entry)
     ranked = {name: sorted(group, key=_rank_key) for name, group in competitions.items()}
     full_fits = collect_full_fits(runs_dir)
     for fit in full_fits:
         fit["public"] = public.get(fit["name"], "")
-    path = runs_dir / "report.md"
+    path = rule.file(runs_dir / "report.md", "the report")
     sections = [render_competition(name, ranked[name], group, runs_dir) for name, group in competitions.items()]
     if full_fits:
         sections.append(render_full_fits(full_fits))
     if lb_picture is not None:
-        sections.append(f"## CV against the leaderboard\n\n![cv vs leaderboard]({LB_PNG})\n")
+        sections.append(f"## CV against the leaderboard\n\n![cv vs leaderboard]({PICTURES}/{LB_PNG})\n")
     write_text(path, "# kagglecv report\n\n" + "\n".join(sections))
-    html_path = runs_dir / "report.html"
+    html_path = rule.file(runs_dir / "report.html", "the report")
     write_text(html_path, render_html(ranked, competitions, points, correlation, lb_picture, full_fits))
     leaderboard = [entry for group in ranked.values() for entry in group]
-    sync_configured(runs_dir, {entry.name: entry.config for entry in entries})
     return Report(leaderboard, path, html_path, points, correlation)
 
 
 def _attach_analysis(entry: Entry) -> None:
-    """The run's ``inspect.json`` when it is newer than its OOF predictions, else a fresh ``inspect``."""
-    from .analysis import inspect_run
+    """The run's ``inspect.json`` (read through its schema) when it is newer than its OOF predictions; a stale or
+    missing one is left out with the reason (``kagglecv inspect RUN``, or ``report --inspect``, refreshes it)."""
+    from .records import InspectRecord, validate_record
 
     run = RunDir(entry.path)
+    if not run.inspect_path.is_file():
+        return
     try:
-        if run.inspect_path.is_file() and run.inspect_path.stat().st_mtime >= run.oof_path.stat().st_mtime:
-            entry.analysis = read_json(run.inspect_path, "a run's error analysis")
-        else:
-            entry.analysis = inspect_run(run.path).to_dict()
-    except KagglecvError as exc:  # e.g. the images are not where the run found them: the rest of the report stands
+        if run.inspect_path.stat().st_mtime < run.oof_path.stat().st_mtime:
+            entry.analysis_error = f"{run.inspect_path} is older than the OOF predictions: run kagglecv inspect {run.path}"
+            return
+        entry.analysis = validate_record(InspectRecord, read_json(run.inspect_path, "a run's error analysis"),
+                                         run.inspect_path)
+    except KagglecvError as exc:  # a corrupt record: the rest of the report stands
         entry.analysis_error = str(exc).splitlines()[0]
+
+
+def stale_analyses(runs_dir: Path) -> list[Path]:
+    """The finished runs whose ``inspect.json`` is missing or older than their OOF predictions: what
+    ``report --inspect`` asks ``inspect`` to redo before the report reads them."""
+    stale = []
+    for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
+        run = RunDir(path)
+        if path.name.startswith(".") or path.is_symlink() or not run.is_run():
+            continue
+        if not run.inspect_path.is_file() or run.inspect_path.stat().st_mtime < run.oof_path.stat().st_mtime:
+            stale.append(run.path)
+    return stale
 
 
 def group_by_competition(entries: list[Entry]) -> dict[str, list[Entry]]:
@@ -228,25 +247,26 @@ def _comparable(config: dict) -> dict:
     return {key: value for key, value in config.items() if key not in ("experiment", "notes")}
 
 
-def draw_run_pictures(entry: Entry) -> list[Path]:
-    """Learning curves, fold scores, and the confusion matrix or per-class AP of one run; returns the PNGs."""
-    run = RunDir(entry.path)
+def draw_run_pictures(entry: Entry, folder: Path) -> list[Path]:
+    """Learning curves, fold scores, and the confusion matrix or per-class AP of one run, drawn into the report's
+    own ``folder`` (never into the run); returns the PNGs."""
+    run, drawn = RunDir(entry.path), RunDir(folder)
     pictures = []
     histories = {fold.index: history.to_dict("records") for fold in run.fold_dirs()
                  if (history := fold.read_history()) is not None}
     metric_key = history_metric(histories[min(histories)][0] if histories else [])
     if histories:
-        pictures.append(run.curves_png)
+        pictures.append(drawn.curves_png)
         plot_fold_curves(histories, metric_key, pictures[-1], f"{entry.name}: learning curves")
     if entry.score.per_fold:
-        pictures.append(run.fold_scores_png)
+        pictures.append(drawn.fold_scores_png)
         plot_fold_scores(entry.score.per_fold, entry.score.metric, entry.score.overall, pictures[-1],
                          f"{entry.name}: OOF {entry.score.metric} per fold")
     if entry.confusion is None:
-        pictures.append(run.per_class_ap_png)
+        pictures.append(drawn.per_class_ap_png)
         plot_per_class(entry.score.per_class, "average precision", pictures[-1], f"{entry.name}: OOF AP per class")
     else:
-        pictures.append(run.confusion_png)
+        pictures.append(drawn.confusion_png)
         plot_confusion_matrix(entry.confusion, entry.classes, pictures[-1], f"{entry.name}: OOF confusion matrix")
     return pictures
 

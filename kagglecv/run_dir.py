@@ -131,6 +131,19 @@ class RunDir:
                  if path.is_dir() and path.name[4:].isdigit()]
         return sorted(found, key=lambda fold: fold.index)
 
+    def for_writing(self, stage: str) -> "RunDir":
+        """This folder, checked before ``stage`` writes its own files into it: a real folder (a link to a folder
+        elsewhere is refused), a run or ensemble (it has a run.json), and not a bundle (``pack`` owns those)."""
+        from .outputs import BUNDLE_MANIFEST, OutputRule
+
+        OutputRule().own(self.path)
+        if not self.info_path.is_file():
+            raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name}); {stage} "
+                                "writes only into runs")
+        if (self.path / BUNDLE_MANIFEST).is_file():
+            raise KagglecvError(f"{self.path}: a bundle made by kagglecv pack; {stage} does not write into bundles")
+        return self
+
     def read_predict_record(self) -> dict | None:
         """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
         from .records import PredictRecord, validate_record

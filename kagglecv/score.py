@@ -52,7 +52,7 @@ def score_run(run_path: Path, metric: str | None = None, write: bool = True,
     result = score_predictions_frame(read_predictions(run.oof_path, data.classes), data,
                                      metric or config.metric, source=run.oof_path)
     if write:
-        write_json(run.score_path, result.to_dict())
+        write_json(run.for_writing("score").score_path, result.to_dict())
     return result
 
 

@@ -51,3 +51,26 @@ def load_torch(path: Path) -> Any:
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for unsafe or broken files
         raise KagglecvError(f"{path}: refused to load: not a weights-only PyTorch file ({type(exc).__name__}: "
                             f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def load_checked(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load the weights file ``path`` into ``model`` after checking it against the model's state dict: the same
+    names, the same shapes, and floating-point tensors where the model has them (an integer tensor would load as
+    truncated weights). A mismatch is one error naming the file and the first key."""
+    state, expected = load_state_dict(path), model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise KagglecvError(f"{path}: does not fit the run's model: "
+                            + "; ".join(f"{label} {', '.join(repr(key) for key in keys[:3])}"
+                                        + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+                                        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected))
+                                        if keys))
+    for key, want in expected.items():
+        got = state[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise KagglecvError(f"{path}: {key}: shape {tuple(got.shape)}, the run's model has {tuple(want.shape)}")
+        if got.is_floating_point() != want.is_floating_point() or got.is_complex():
+            raise KagglecvError(f"{path}: {key}: dtype {str(got.dtype).removeprefix('torch.')}, the run's model has "
+                                f"{str(want.dtype).removeprefix('torch.')}")
+    model.load_state_dict(state)
+    return model

@@ -270,8 +270,13 @@ def test_the_stacking_model_replays_from_its_json_record():
         predictions = rng.dirichlet(np.ones(classes), size=(3, 60)) if task == "multiclass" else rng.random((3, 60, classes))
         targets = rng.integers(0, classes, 60) if task == "multiclass" else (rng.random((60, classes)) > 0.5).astype(int)
         fitted = _StackModel(task, seed=0).fit(predictions, targets)
-        rebuilt = stack_model_from_state(task, json.loads(json.dumps(fitted.state())))
+        state = json.loads(json.dumps(fitted.state()))
+        rebuilt = stack_model_from_state(task, state, 3, classes, Path("weights.json"))
         np.testing.assert_allclose(rebuilt.predict(predictions), fitted.predict(predictions), atol=1e-12)
+        with pytest.raises(KagglecvError, match=r"weights.json: stack_model\[0\]: coef"):
+            stack_model_from_state(task, state, 2, classes, Path("weights.json"))  # a member fewer than fitted
+        with pytest.raises(KagglecvError, match=r"weights.json: stack_model\[0\]: expected a rate"):
+            stack_model_from_state(task, [{"coef": "abc"}] + state[1:], 3, classes, Path("weights.json"))
 
 
 def test_timing_warns_only_past_the_limit():

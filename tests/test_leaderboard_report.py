@@ -94,6 +94,8 @@ def test_html_report_loads_in_chromium_with_every_image_and_sorts(runs_copy, tmp
     for run, public in (("multiclass-s1", "0.61"), ("multiclass-s2", "0.64")):
         runner.invoke(app, ["submit", str(runs_dir / run), "--sample", str(sample), "--out-dir", str(subs)])
         runner.invoke(app, ["lb", run, "--public", public, "--out-dir", str(subs)])
+    result = runner.invoke(app, ["report", str(runs_dir), "--inspect", "--submissions", str(subs)])
+    assert result.exit_code == 0 and result.output.count("inspected ") == 2, result.output
     report = build_report(runs_dir, submissions_dir=subs)
     html = report.html.read_text()
     assert "http://" not in html and "https://" not in html and "src='data:image/png;base64," in html

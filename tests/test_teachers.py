@@ -207,7 +207,7 @@ def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tm
     assert recorded.train.seed == 3 and recorded.model == teacher.model
     for fold in student.fold_dirs():
         assert fold.read_done()["pseudo"]["labels"] == 8  # half of the 16 test images
-    markdown = build_report(tmp_path / "runs", pictures=False, inspect=False,
+    markdown = build_report(tmp_path / "runs", pictures=False,
                             submissions_dir=tmp_path / "subs").markdown.read_text()
     assert "Pseudo-labels: fold 0: 8 of 16 test images pseudo-labelled; the student agrees with" in markdown
     assert "with its teacher on" in markdown and "of the 8 others" in markdown
