@@ -98,6 +98,8 @@ def predict(
     from .predict import predict_run
 
     views = None if tta is None else ("auto" if tta == "auto" else [view.strip() for view in tta.split(",") if view.strip()])
+    if views == []:
+        raise KagglecvError(f"--tta {tta!r}: expected comma-separated views (none,hflip,...) or auto")
     predict_run(run, views)
 
 

@@ -33,7 +33,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".w
 MISSING_TOKENS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"})
 PRESENT, ABSENT, DIFFICULT = 1, 0, -1
 RESERVED_COLUMNS = ("id", "fold")
-MAX_TABLE_BYTES = 2 << 30  # a decompressed .csv.gz larger than this is refused (a gzip bomb)
+MAX_TABLE_BYTES = 1 << 30  # a table (a .csv.gz once decompressed) larger than this is refused before it fills memory
+MAX_COLUMNS = 100_000      # a header with more columns is refused before pandas parses it
+MAX_CELL_CHARS = 65_536    # one cell longer than this is refused (no id, label or path is that long)
+MAX_CLASS_CHARS = 256      # a class name longer than this is refused
 
 
 class DataWarning(UserWarning):
@@ -139,7 +142,7 @@ def read_table_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise DataError(f"{path}: is a folder; expected a CSV file")
     try:
-        raw = _decompressed(path) if path.suffix.lower() == ".gz" else path.read_bytes()
+        raw = _decompressed(path) if path.suffix.lower() == ".gz" else _bounded_read(path)
     except FileNotFoundError:
         raise DataError(f"file not found: {path}") from None
     except OSError as exc:  # includes gzip.BadGzipFile
@@ -154,15 +157,29 @@ def read_table_bytes(path: Path) -> bytes:
                         "expected a UTF-8 CSV (e.g. re-save it as UTF-8)") from None
     if "\x00" in text:
         raise DataError(f"{path}: holds NUL bytes; expected a text CSV, not a binary file")
+    header = raw.split(b"\n", 1)[0]
+    if max(header.count(b","), header.count(b";")) >= MAX_COLUMNS:
+        raise DataError(f"{path}: the header has more than {MAX_COLUMNS:,} columns; refused")
     return raw
+
+
+def _bounded_read(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise DataError(f"{path}: {size:,} bytes, more than the {MAX_TABLE_BYTES:,} a table may have; refused")
+    return path.read_bytes()
 
 
 def _decompressed(path: Path) -> bytes:
+    """The decompressed bytes, read in chunks that stop at the cap: a gzip bomb never gets past it in memory."""
+    chunks, total = [], 0
     with gzip.open(path, "rb") as stream:
-        raw = stream.read(MAX_TABLE_BYTES + 1)
-    if len(raw) > MAX_TABLE_BYTES:
-        raise DataError(f"{path}: decompresses to more than {MAX_TABLE_BYTES:,} bytes; refused")
-    return raw
+        while chunk := stream.read(1 << 22):
+            total += len(chunk)
+            if total > MAX_TABLE_BYTES:
+                raise DataError(f"{path}: decompresses to more than {MAX_TABLE_BYTES:,} bytes; refused")
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _separator(raw: bytes) -> str:
@@ -176,8 +193,23 @@ def _string_frame(raw: bytes, sep: str, path: Path, usecols: list[str] | None = 
                             encoding="utf-8-sig", usecols=usecols)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV: {' '.join(str(exc).split())}") from None
-    frame.columns = [str(column).strip() for column in frame.columns]
+    columns = [str(column).strip() for column in frame.columns]
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: columns {summarize(repeated, quote=True)} appear more than once (spaces around "
+                        "a name are ignored); expected each column once")
+    frame.columns = columns
+    _check_cell_sizes(frame, path)
     return frame
+
+
+def _check_cell_sizes(frame: pd.DataFrame, path: Path) -> None:
+    for column in frame.columns:
+        lengths = frame[column].str.len()
+        if len(lengths) and lengths.max() > MAX_CELL_CHARS:
+            row = int(lengths.to_numpy().argmax())
+            raise DataError(f"{path}: line {row + 2}, column {column!r}: a cell of {int(lengths.max()):,} characters; "
+                            f"expected at most {MAX_CELL_CHARS:,}")
 
 
 @dataclass
@@ -231,6 +263,10 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
     groups = _read_groups(frame, config.group_col, source, problems)
     image_dir = config.image_dir if with_images else None
     images = _table_images(table, frame, ids, image_dir, config.image_col, source, problems)
+    unwritable = [name for name in classes if len(name) > MAX_CLASS_CHARS or "\n" in name or "\r" in name]
+    if unwritable:
+        problems.append(f"{source}: class names {summarize([name[:40] for name in unwritable], quote=True)} are longer "
+                        f"than {MAX_CLASS_CHARS} characters or hold a line break; expected short one-line names")
     reserved = [name for name in classes if name in RESERVED_COLUMNS]
     if reserved:
         problems.append(f"{source}: class names {summarize(reserved, quote=True)} collide with the prediction files' "

@@ -26,3 +26,11 @@ def summarize(items: list, limit: int = 5, quote: bool = False) -> str:
     shown = ", ".join(repr(str(item)) if quote else str(item) for item in items[:limit])
     rest = len(items) - limit
     return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """A clear error, before any work, when ``what`` needs an optional extra that is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise KagglecvError(f"{what} needs {module}: pip install 'kagglecv[{extra}]'")

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import KagglecvError
+from .errors import KagglecvError, require_extra
 from .files import write_text
 from .run_dir import FoldDir
 
@@ -267,10 +267,7 @@ def init_ray(address: str | None, local_cpus: int | None = None) -> None:
 
 
 def require_ray() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise KagglecvError("--backend ray needs Ray: pip install 'kagglecv[ray]'") from None
+    require_extra("ray", "ray", "--backend ray")
 
 
 def write_marker(runs_dir: Path) -> Path:

@@ -59,6 +59,9 @@ def pixel_columns(columns: list[str], source: Path) -> list[str]:
     if not found:
         return []
     last = max(found)
+    if last >= len(columns):  # checked before any range is built: pixel3000000000 in a short header
+        raise DataError(f"{source}: pixel columns must be pixel0..pixel{len(found) - 1}; the header names "
+                        f"pixel{last} among {len(found)} pixel columns")
     missing = sorted(set(range(last + 1)) - set(found))
     repeated = len(found) != sum(1 for name in columns if PIXEL_COLUMN.fullmatch(name))
     if missing or repeated:

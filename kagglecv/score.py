@@ -17,7 +17,7 @@ from .data import CompetitionData, load_train, read_csv_strings
 from .errors import DataError, KagglecvError, summarize
 from .files import write_json
 from .metrics import METRICS, average_precision_per_class, recall_per_class, resolve_metric, score
-from .predictions import check_class_columns, read_predictions, require_same_ids
+from .predictions import check_class_columns, compare_ids, read_predictions, require_same_ids
 from .run_dir import RunDir
 
 
@@ -144,6 +144,10 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
 
     solution, submission = read_csv_strings(solution_path), read_csv_strings(submission_path)
     id_col = solution.columns[0]
+    doubled = compare_ids(solution[id_col], []).doubled
+    if doubled:
+        raise DataError(f"{solution_path}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}; "
+                        "a solution has every id once")
     if submission.columns[0] != id_col:
         raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
     require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")

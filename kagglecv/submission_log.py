@@ -10,6 +10,7 @@ A gap (public - CV) out of line with the others is flagged by the modified z-sco
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +49,9 @@ def record_leaderboard(submissions_dir: Path, name: str, public: float | None, p
     ``.csv``/``.csv.gz``); returns the updated line."""
     if public is None and private is None:
         raise KagglecvError("give --public SCORE, --private SCORE or both")
+    for option, value in (("--public", public), ("--private", private)):
+        if value is not None and not math.isfinite(value):
+            raise KagglecvError(f"{option} {value}: expected the finite score Kaggle showed")
     path = log_path(submissions_dir)
     with _lock(path):
         log = read_log(path)

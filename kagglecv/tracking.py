@@ -6,14 +6,16 @@ experiment. One MLflow experiment per competition (training table and metric, as
 MLflow run per kagglecv run or ensemble: the resolved config as params, the OOF scores and every fold's per-epoch
 history as metrics (``fold<K>/<column>`` at step = epoch), the pictures, score and label issues as artifacts.
 
-It is the only writer: folds training in parallel never touch the database; ``kagglecv run`` (for its own run),
-``kagglecv report`` and ``kagglecv track sync`` import finished folders, one at a time under a file lock. Import is
+It is the only writer: folds training in parallel never touch the database; ``kagglecv run`` (for its own run, when
+the user's own config names ``tracking: mlflow``) and ``kagglecv track sync`` import finished folders, one at a time
+under a file lock. A URI is never read from a run folder (a shared run could point it at any server). Import is
 idempotent: each MLflow run carries the fingerprint (sha256) of the files it was made from, an unchanged run is
 skipped, and a changed one (re-predicted, re-scored) replaces its earlier MLflow run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 
-from .errors import KagglecvError
+from .errors import KagglecvError, require_extra
 from .files import output_lock, sha256_file
 from .run_dir import RunDir, read_json
 
@@ -49,10 +51,7 @@ def default_uri(runs_dir: Path) -> str:
 
 def require_mlflow() -> None:
     """A clear error before any work when tracking is asked for but MLflow is not installed."""
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        raise KagglecvError("tracking: mlflow needs MLflow: pip install 'kagglecv[mlflow]'") from None
+    require_extra("mlflow", "mlflow", "MLflow tracking (track sync, tracking: mlflow)")
 
 
 def sync_runs(runs_dir: Path, uri: str | None = None, only: list[str] | None = None) -> SyncResult:
@@ -66,17 +65,56 @@ def sync_runs(runs_dir: Path, uri: str | None = None, only: list[str] | None = N
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise KagglecvError(f"{runs_dir}: not a folder of runs")
-    uri = uri or default_uri(runs_dir)
+    uri = check_tracking_uri(uri or default_uri(runs_dir), runs_dir)
     result = SyncResult(uri)
     with output_lock(runs_dir / ".mlflow.lock", f"the MLflow mirror {uri}", wait=LOCK_SECONDS):
         records = [_RunRecord.read(RunDir(path)) for path in sorted(runs_dir.iterdir())
                    if not path.name.startswith(".") and RunDir(path).is_run()
                    and (only is None or path.name in only)]  # every run read (and checked) before the store opens
-        client = MlflowClient(tracking_uri=uri)
-        for record in records:
-            logged = _sync_run(client, record, runs_dir, uri)
-            (result.logged if logged else result.unchanged).append(record.run.name)
+        with _mlflow_errors(uri):
+            client = MlflowClient(tracking_uri=uri)
+            for record in records:
+                logged = _sync_run(client, record, runs_dir, uri)
+                (result.logged if logged else result.unchanged).append(record.run.name)
     return result
+
+
+URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_tracking_uri(uri: str, runs_dir: Path) -> str:
+    """A tracking URI from the user's own command line or config (never from a run folder): a known scheme, and a
+    SQLite store that is a new file or a SQLite database, under the output rule (not a folds file, not in a run)."""
+    from urllib.parse import urlparse
+
+    from .outputs import OutputRule
+
+    scheme = urlparse(uri).scheme
+    if scheme not in URI_SCHEMES:
+        raise KagglecvError(f"--uri {uri!r}: unknown tracking URI scheme {scheme!r}; expected sqlite:///path/mlflow.db, "
+                            "file:///folder or http(s)://host:port")
+    if scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):])  # sqlite:///relative/path or sqlite:////absolute/path
+        OutputRule.of().file(path, "--uri")
+        if path.is_file():
+            with open(path, "rb") as handle:
+                if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                    raise KagglecvError(f"--uri {uri!r}: {path} exists and is not a SQLite database; refused to use it")
+    return uri
+
+
+@contextlib.contextmanager
+def _mlflow_errors(uri: str):
+    """An MLflow or database error (a server that does not answer, a store it cannot open) is one line naming the
+    URI, never a traceback."""
+    try:
+        yield
+    except KagglecvError:
+        raise
+    except Exception as exc:  # MlflowException, SQLAlchemy and connection errors have no common base
+        message = " ".join(str(exc).split())[:300]
+        raise KagglecvError(f"MLflow at {uri}: {type(exc).__name__}: {message}") from None
 
 
 @dataclass
@@ -96,7 +134,9 @@ def _sync_run(client, record: _RunRecord, runs_dir: Path, uri: str) -> bool:
     run, config, info, score = record.run, record.config, record.info, record.score
     experiment_id = _experiment(client, f"{config['data']['train_csv']} ({score['metric']})", runs_dir, uri)
     fingerprint = run_fingerprint(run)
-    earlier = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run.name}'")
+    # Matched here rather than in a filter string, which a run name with a quote would break.
+    earlier = [found for found in client.search_runs([experiment_id], max_results=50_000)
+               if found.data.tags.get(RUN_TAG) == run.name]
     if any(found.data.tags.get(FINGERPRINT_TAG) == fingerprint for found in earlier):
         return False
     created = _milliseconds(info.get("created"))
@@ -190,14 +230,3 @@ def _milliseconds(created: str | None) -> int | None:
         return int(datetime.fromisoformat(created).timestamp() * 1000) if created else None
     except ValueError:
         return None
-
-
-def sync_configured(runs_dir: Path, configs: dict[str, dict]) -> list[SyncResult]:
-    """Import the runs whose config says ``tracking: mlflow`` (``configs``: run name -> resolved config), each into
-    its configured store."""
-    by_uri: dict[str, list[str]] = {}
-    for name, config in configs.items():
-        tracking = config.get("tracking") or {}
-        if tracking.get("backend") == "mlflow":
-            by_uri.setdefault(tracking.get("uri") or default_uri(runs_dir), []).append(name)
-    return [sync_runs(runs_dir, uri, only=names) for uri, names in by_uri.items()]

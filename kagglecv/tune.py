@@ -27,8 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .config import Config, dump_config, load_config, parse_yaml
-from .errors import ConfigError, KagglecvError
-from .files import output_lock, write_csv, write_text
+from .errors import ConfigError, KagglecvError, require_extra
+from .files import check_output_name, output_lock, write_csv, write_text
 from .jobs import Job, last_line, run_job_process
 from .launch import parse_folds
 from .metrics import resolve_metric
@@ -81,7 +81,10 @@ def read_space(path: Path, config_path: Path, overrides: list[str]) -> dict[str,
         try:
             space[str(key)] = ParamSpace.model_validate(spec)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {key}: {exc.errors()[0]['msg']}") from None
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            hint = " (one of float, int, categorical)" if field == "type" else ""
+            raise ConfigError(f"{path}: {key}: {field + ': ' if field else ''}{error['msg']}{hint}") from None
         found = space[str(key)]
         for value in found.choices if found.type == "categorical" else [found.low, found.high]:
             try:
@@ -117,6 +120,7 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
          name: str | None = None, storage: str = "sqlite", backend: str = "local", address: str | None = None,
          seed: int | None = None, pruner: str = "median", console=None) -> "TuneResult":
     """Run (or resume) the study until it has ``trials`` finished trials; write trials.csv and best.yaml."""
+    require_extra("optuna", "tune", "kagglecv tune")
     import optuna
 
     from .data import load_train
@@ -128,7 +132,8 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
     settings = TuneSettings(Path(config_path), list(overrides or []),
                             read_space(space_path, config_path, list(overrides or [])),
                             parse_folds(folds, base.folds.n_splits), base,
-                            Path(base.runs_dir) / f"tune-{name or base.experiment}", higher, backend)
+                            Path(base.runs_dir) / f"tune-{check_output_name(name or base.experiment, '--name')}",
+                            higher, backend)
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     make_folds(base, data=data)
     direction = "maximize" if higher else "minimize"
