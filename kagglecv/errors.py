@@ -32,5 +32,9 @@ def require_extra(module: str, extra: str, what: str) -> None:
     """A clear error, before any work, when ``what`` needs an optional extra that is not installed."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a module blocked in sys.modules, or a broken install
+        found = None
+    if found is None:
         raise KagglecvError(f"{what} needs {module}: pip install 'kagglecv[{extra}]'")

@@ -8,8 +8,10 @@ for every variant; the command runs in-process through ``kagglecv.cli.main`` fro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,7 @@ class Variant:
     expect: str                                   # a fragment of the one-line message: the file, key or value
     setup: Callable[[Path], None] = lambda world: None
     outputs: tuple[str, ...] = field(default=())  # folders the command may write into
+    bounded: bool = False                         # run in a subprocess under a memory and a time limit
 
 
 def edit_config(name: str = "base.yaml", **changes) -> Callable[[Path], None]:
@@ -152,6 +155,105 @@ def symlink_loop(world: Path) -> None:
     target = world / f"data/train/{frame['id'][0]}.png"
     target.unlink()
     target.symlink_to(target.name)
+
+
+def ensembled(name: str = "pair", method: str = "mean") -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        code, output = _run(["ensemble", "runs/base", "runs/other", "--name", name, "--method", method], world)
+        assert code == 0, output
+    return apply
+
+
+def edit_json(relative: str, **changes) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        import json
+
+        path = world / relative
+        record = json.loads(path.read_text())
+        record.update(changes)
+        path.write_text(json.dumps(record))
+    return apply
+
+
+def edit_member(index: int, path: str) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        import json
+
+        info = world / "runs/ens-pair/run.json"
+        record = json.loads(info.read_text())
+        record["members"][index]["path"] = path
+        info.write_text(json.dumps(record))
+    return apply
+
+
+def tampered_weights(change: str) -> Callable[[Path], None]:
+    """fold0's best weights with one tensor of the wrong shape, or of an integer dtype."""
+    def apply(world: Path) -> None:
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        path = world / "runs/base/fold0/best.safetensors"
+        state = load_file(str(path))
+        key = next(name for name, tensor in state.items() if tensor.is_floating_point() and tensor.ndim == 4)
+        state[key] = torch.zeros(3, 3) if change == "shape" else state[key].to(torch.int64)
+        save_file(state, str(path))
+    return apply
+
+
+def stacked_recipe(change: str) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        import json
+
+        ensembled("stk", "stack")(world)
+        path = world / "runs/ens-stk/weights.json"
+        recipe = json.loads(path.read_text())
+        entry = recipe["stack_model"][0]
+        if change == "shape":
+            entry["coef"] = [row[:-1] for row in entry["coef"]]
+        elif change == "strings":
+            entry["coef"] = "abc"
+        else:
+            recipe["stack_model"] = []
+        path.write_text(json.dumps(recipe))
+    return apply
+
+
+def image_folder(world: Path) -> None:
+    for label in ("a", "b"):
+        (world / "imp" / label).mkdir(parents=True)
+        shutil.copy(world / first_train_image(world), world / "imp" / label / f"{label}.png")
+
+
+def linked_run(world: Path) -> None:
+    shutil.move(world / "runs/other", world / "elsewhere")
+    (world / "runs/other").symlink_to(world / "elsewhere", target_is_directory=True)
+
+
+SPACE = write("space.yaml", "train.lr: {type: float, low: 0.001, high: 0.01}\n")
+ENS_INFER = ["infer", "runs/ens-pair", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"]
+BOUNDED = ["folds", "base.yaml", "--set", "data.train_csv=data/big.csv", "--set", "data.image_dir=null",
+           "--set", "folds.file=folds/big.csv"]
+
+
+def wide_gzip(columns: int) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        import gzip
+
+        header = "id,label," + ",".join(f"c{i}" for i in range(columns))
+        (world / "data/big.csv.gz").write_bytes(gzip.compress((header + "\n1,a" + ",0" * columns + "\n").encode(), 6))
+    return apply
+
+
+def gzip_bomb(world: Path) -> None:
+    import zlib
+
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip container
+    with open(world / "data/big.csv.gz", "wb") as handle:
+        handle.write(compressor.compress(b"id,label\n"))
+        block = b"1,a\n" * (1 << 18)
+        for _ in range((1 << 30) // len(block) + 2):
+            handle.write(compressor.compress(block))
+        handle.write(compressor.flush())
 
 
 RUNS = ("runs",)
@@ -254,7 +356,7 @@ CATALOGUE = {
         Variant("infer on a bundle with a corrupt manifest", ["infer", "bundle", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"],
                 "corrupt bundle manifest", setup=lambda w: (packed(w), (w / "bundle" / "manifest.json").write_text("{"))),
         Variant("pack into the run", ["pack", "runs/base", "--out", "runs/base/bundle", "--timing-images", "0"], "overlaps the run"),
-        Variant("pack over a folder of yours", ["pack", "runs/base", "--out", "data", "--timing-images", "0"], "not a kagglecv bundle"),
+        Variant("pack over a folder of yours", ["pack", "runs/base", "--out", "data", "--timing-images", "0"], "holds the training table"),
     ],
     "error analysis and tracking": [
         Variant("inspect on a folder that is no run", ["inspect", "data"], "not a kagglecv run"),
@@ -285,6 +387,94 @@ CATALOGUE = {
                 setup=lambda w: (w / "submissions" / "base.csv").mkdir(parents=True), outputs=("submissions",)),
         Variant("unreadable folds file", ["train", "base.yaml"], "folds/digits.csv", setup=write("folds/digits.csv", "\x00garbage\n"), outputs=RUNS),
     ],
+    "outputs over inputs": [
+        Variant("pack over a folder holding a stray manifest.json", ["pack", "runs/base", "--out", "p", "--timing-images", "0"],
+                "not a kagglecv bundle", setup=both(write("p/manifest.json", "{}"), write("p/notes.txt", "mine"))),
+        Variant("pack over a bundle with a file added", ["pack", "runs/base", "--out", "bundle", "--timing-images", "0"],
+                "not a kagglecv bundle", setup=lambda w: (packed(w), (w / "bundle" / "notes.txt").write_text("mine"))),
+        Variant("infer over the training table", INFER + ["--out", "data/train.csv"], "the training table"),
+        Variant("infer over the sample", INFER + ["--sample", "data/sample.csv", "--out", "data/sample.csv"], "input of this command"),
+        Variant("infer over the folds file", INFER + ["--out", "folds/digits.csv"], "folds"),
+        Variant("infer over another run's test.csv", INFER + ["--out", "runs/other/test.csv"], "inside the run folder"),
+        Variant("infer over a config", INFER + ["--out", "base.yaml"], ".csv"),
+        Variant("infer over a csv of yours", INFER + ["--out", "notes.csv"], "not an earlier output",
+                setup=write("notes.csv", "mine,yours\n1,2\n")),
+        Variant("import over the training table", ["data", "import", "folder", "imp", "--out", "data/train.csv"],
+                "not an earlier output", setup=image_folder),
+        Variant("submit into a run's fold folder", ["submit", "runs/base", "--sample", "data/sample.csv", "--out-dir", "runs/base/fold0", "--name", "oof"],
+                "runs/base/fold0/oof.csv"),
+        Variant("submit into another run", ["submit", "runs/base", "--sample", "data/sample.csv", "--out-dir", "runs/other", "--name", "test"],
+                "inside the run folder"),
+        Variant("submit over the folds file", ["submit", "runs/base", "--sample", "data/sample.csv", "--out-dir", "folds", "--name", "digits"],
+                "folds/digits.csv"),
+        Variant("tune name escaping the project", ["tune", "base.yaml", "--space", "space.yaml", "--name", "../../../../x"], "--name", setup=SPACE),
+        Variant("tune name into another folder of runs", ["tune", "base.yaml", "--space", "space.yaml", "--name", "../../x"], "--name", setup=SPACE),
+        Variant("train into an ensemble", ["train", "runs/ens-pair/config.yaml"], "is an ensemble", setup=ensembled()),
+        Variant("full refit into a CV run", ["train", "base.yaml", "--full", "--force"], "is a cross-validated run",
+                setup=lambda w: shutil.copytree(w / "runs/base", w / "runs/base-full")),
+        Variant("runs folder inside another run", TRAIN + ["--set", "runs_dir=runs/base"], "inside the run folder"),
+    ],
+    "untrusted run folders": [
+        Variant("ensemble member stored as an absolute path", ENS_INFER, "expected a path relative",
+                setup=both(ensembled(), lambda w: edit_member(0, str(w / "runs/base"))(w))),
+        Variant("ensemble member stored outside the project", ENS_INFER, "runs/ens-pair/../../../base",
+                setup=both(ensembled(), edit_member(0, "../../../base"))),
+        Variant("ensemble member changed since the blend", ENS_INFER, "changed since the ensemble",
+                setup=both(ensembled(), write("runs/base/predict.json", '{"tta": ["hflip"]}'))),
+        Variant("ensemble members without fingerprints", ENS_INFER, "members.0",
+                setup=both(ensembled(), edit_json("runs/ens-pair/run.json", members=["runs/base", "runs/other"]))),
+        Variant("a refit's cv_run as a path", ["submit", "runs/base", "--sample", "data/sample.csv"], "cv_run",
+                setup=edit_json("runs/base/run.json", cv_run="../../elsewhere"), outputs=("submissions",)),
+        Variant("an unknown key in run.json", ["score", "runs/base"], "runs/base/run.json",
+                setup=edit_json("runs/base/run.json", upload_to="http://example.invalid"), outputs=RUNS),
+        Variant("classes of the wrong type in run.json", ["score", "runs/base"], "classes",
+                setup=edit_json("runs/base/run.json", classes=[[1], {"a": 2}]), outputs=RUNS),
+        Variant("a bundle with its manifest deleted", ["infer", "bundle", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"],
+                "without its manifest.json", setup=lambda w: (packed(w), (w / "bundle" / "manifest.json").unlink())),
+        Variant("a manifest listing files as strings", ["infer", "bundle", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"],
+                "corrupt bundle manifest", setup=lambda w: (packed(w), edit_json("bundle/manifest.json", files={"run.json": "x"})(w))),
+        Variant("weights of the wrong shape", INFER + ["--out", "x.csv"], "shape", setup=tampered_weights("shape")),
+        Variant("weights of an integer dtype", INFER + ["--out", "x.csv"], "int64", setup=tampered_weights("dtype")),
+        Variant("a stacking recipe of the wrong shape", ENS_INFER[:1] + ["runs/ens-stk"] + ENS_INFER[2:], "stack_model[0]", setup=stacked_recipe("shape")),
+        Variant("a stacking recipe of strings", ENS_INFER[:1] + ["runs/ens-stk"] + ENS_INFER[2:], "stack_model[0]", setup=stacked_recipe("strings")),
+        Variant("a stacking recipe of no models", ENS_INFER[:1] + ["runs/ens-stk"] + ENS_INFER[2:], "stack_model", setup=stacked_recipe("empty")),
+        Variant("predict into a linked run folder", ["predict", "runs/other"], "is a link", setup=linked_run, outputs=RUNS),
+        Variant("inspect into a linked run folder", ["inspect", "runs/other"], "is a link", setup=linked_run, outputs=RUNS),
+    ],
+    "bounds": [
+        Variant("a pixel header naming pixel3000000000", BOUNDED, "pixel3000000000",
+                setup=write("data/big.csv", "label,pixel0,pixel3000000000\n1,0,0\n"), bounded=True),
+        Variant("the same header for infer --test", INFER[:2] + ["--test", "data/big.csv", "--out", "x.csv"], "pixel3000000000",
+                setup=write("data/big.csv", "pixel0,pixel3000000000\n0,0\n"), bounded=True),
+        Variant("a gzip table of a million columns", BOUNDED[:3] + ["data.train_csv=data/big.csv.gz"] + BOUNDED[4:],
+                "100,000 columns", setup=wide_gzip(1_000_000), bounded=True),
+        Variant("a gzip bomb past the cap", BOUNDED[:3] + ["data.train_csv=data/big.csv.gz"] + BOUNDED[4:],
+                "decompresses to more than", setup=gzip_bomb, bounded=True),
+        Variant("a 2 MB label cell", BOUNDED, "characters", setup=write("data/big.csv", "id,label\n1," + "a" * 2_000_000 + "\n2,b\n"),
+                bounded=True),
+        Variant("a 300-character class name", BOUNDED, "longer than 256",
+                setup=write("data/big.csv", "id,label\n1," + "a" * 300 + "\n2,b\n3,b\n"), bounded=True),
+    ],
+    "tracebacks": [
+        Variant("a column repeated after stripping spaces", ["folds", "base.yaml", "--force"], "appear more than once",
+                setup=write("data/train.csv", "id,label, label\n1,a,b\n2,b,a\n"), outputs=("folds",)),
+        Variant("a sample with a repeated column", ["submit", "runs/base", "--sample", "data/s2.csv"], "appear more than once",
+                setup=write("data/s2.csv", "id,label ,label\n1,a,b\n"), outputs=("submissions",)),
+        Variant("a class name with a line break", ["folds", "base.yaml", "--force"], "line break",
+                setup=write("data/train.csv", 'id,label\n1,"a\nb"\n2,c\n3,c\n'), outputs=("folds",)),
+        Variant("an unknown tracking URI scheme", ["track", "sync", "runs", "--uri", "bogus://x"], "bogus", outputs=RUNS),
+        Variant("a tracking store that is the training table", ["track", "sync", "runs", "--uri", "sqlite:///data/train.csv"],
+                "not a SQLite database", outputs=RUNS),
+        Variant("TTA of commas only", ["predict", "runs/base", "--tta", ","], "--tta", outputs=RUNS),
+        Variant("a public score of nan", ["lb", "base", "--public", "nan"], "--public nan", outputs=("submissions",)),
+        Variant("a private score of inf", ["lb", "base", "--private", "inf"], "--private inf", outputs=("submissions",)),
+        Variant("a duplicate id in the solution", ["score", "--submission", "data/sample.csv", "--solution", "data/sol.csv", "--metric", "accuracy"],
+                "appear more than once", setup=lambda w: write("data/sol.csv", "\n".join(
+                    ["id,label"] + [f"{i},0" for i in pd.read_csv(w / "data/sample.csv", dtype=str)["id"]] + ["x,0", "x,0"]) + "\n")(w)),
+        Variant("the same run twice in an ensemble", ["ensemble", "runs/base", "runs/base"], "named more than once", outputs=RUNS),
+        Variant("a search range without its type", ["tune", "base.yaml", "--space", "space.yaml"], "type: Field required (one of",
+                setup=write("space.yaml", "train.lr: {low: 0.001, high: 0.01}\n")),
+    ],
 }
 def packed(world: Path) -> None:
     from kagglecv.bundle import pack
@@ -298,6 +488,32 @@ VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, varian
 
 def test_every_class_has_at_least_three_variants():
     assert all(len(variants) >= 3 for variants in CATALOGUE.values()), {k: len(v) for k, v in CATALOGUE.items()}
+    for kind in ("outputs over inputs", "untrusted run folders", "bounds", "tracebacks"):  # round three: four each
+        assert len(CATALOGUE[kind]) >= 4, kind
+
+
+MEMORY_MARGIN = 3 << 29  # 1.5 GiB above the address space of kagglecv's imports, torch included
+TIME_LIMIT = 120
+
+
+@functools.cache
+def import_baseline() -> int:
+    """The peak address space (bytes) of a process that imports kagglecv's command line and torch, as every
+    command may: a CUDA build of torch maps gigabytes it never touches, so the limit is set above this."""
+    code = ("import torch, kagglecv.cli, kagglecv.data, pandas; "
+            "print(next(line for line in open('/proc/self/status') if line.startswith('VmPeak')).split()[1])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIME_LIMIT, check=True)
+    return int(result.stdout.strip()) * 1024
+
+
+def _run_bounded(args: list[str], cwd: Path) -> tuple[int, str]:
+    """``kagglecv ARGS`` in a subprocess whose address space is capped just above the imports' own, with a time
+    limit: a bound that acts only after the work (a MemoryError, a machine out of memory) fails here."""
+    limit = import_baseline() + MEMORY_MARGIN
+    code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+            f"sys.argv = ['kagglecv', *{args!r}]; from kagglecv.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=TIME_LIMIT)
+    return result.returncode, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -307,7 +523,7 @@ def test_hostile_input_is_one_clear_error_and_changes_nothing_outside_the_output
     variant.setup(here)
     before = snapshot(here, variant.outputs)
     outside_before = sorted(p.name for p in tmp_path.parent.iterdir())
-    code, output = _run(variant.args, here)
+    code, output = (_run_bounded if variant.bounded else _run)(variant.args, here)
     assert code != 0, output
     assert "Traceback" not in output, output
     assert variant.expect in output, output
