@@ -41,6 +41,27 @@ class FoldsResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _check_folds_output(config: Config, path: Path) -> None:
+    """``folds.file`` and its report under the one output rule: never a table, image folder or run file the config
+    names, and an existing CSV replaced only when it is a folds file (``id,fold``)."""
+    from .outputs import OutputRule, csv_header
+
+    data = config.data
+    rule = OutputRule.of([data.train_csv, data.test_csv, data.image_dir, data.test_image_dir, data.classes_file,
+                          None if data.label_fixes is None else data.label_fixes.file])
+    for output in (path, path.with_suffix(".json")):
+        rule.own_files.add(output.resolve())
+    rule.file(path, "folds.file", replace_if=lambda existing: csv_header(existing) == "id,fold")
+    rule.file(path.with_suffix(".json"), "folds.file", replace_if=_is_folds_report)
+
+
+def _is_folds_report(path: Path) -> bool:
+    try:
+        return '"folds_sha256"' in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def make_folds(config: Config, *, force: bool = False, data: CompetitionData | None = None) -> FoldsResult:
     """Read the training table, split it, and write the folds CSV and JSON atomically.
 
@@ -55,6 +76,7 @@ def make_folds(config: Config, *, force: bool = False, data: CompetitionData | N
     if path.suffix.lower() != ".csv":
         raise KagglecvError(f"folds.file {str(path)!r}: expected a .csv file name (its report is written beside it as .json)")
     report_path = path.with_suffix(".json")
+    _check_folds_output(config, path)
     settings = _settings(config.folds, config.data.group_col, data)
     with output_lock(path.with_name(f".{path.name}.lock"), str(path)):
         existing = _read_complete_report(path, report_path)

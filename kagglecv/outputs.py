@@ -76,6 +76,7 @@ class OutputRule:
 
     protected: dict[Path, str] = field(default_factory=dict)  # resolved path -> what it is, for the message
     owned: list[Path] = field(default_factory=list)           # resolved folders the command writes into
+    own_files: set[Path] = field(default_factory=set)         # resolved files only this command writes (folds)
 
     @classmethod
     def of(cls, inputs: Iterable = (), configs: Iterable = (), owned: Iterable = ()) -> "OutputRule":
@@ -161,7 +162,7 @@ class OutputRule:
             if resolved.is_relative_to(protected) and protected.is_dir():
                 raise OutputError(f"{option} {path}: inside {what} ({protected}); write it elsewhere")
         if not any(resolved.is_relative_to(owned) for owned in self.owned):
-            if is_folds_file(resolved):
+            if is_folds_file(resolved) and resolved not in self.own_files:
                 raise OutputError(f"{option} {path}: is a folds file (its report {resolved.with_suffix('.json').name} "
                                   "is beside it); refused to overwrite it")
             for parent in resolved.parents:
