@@ -249,7 +249,9 @@ class InferResult:
 
 
 def resolve_infer_thresholds(recipe: Recipe, threshold: float | None) -> dict[str, float]:
-    """``--threshold`` for every class when given; else the thresholds packed into the bundle; else 0.5."""
+    """``--threshold`` for every class when given; else the thresholds packed into a bundle (0.5 without them); else,
+    for a run or ensemble, the thresholds ``submit`` uses: its config's ``submit.threshold`` (``oof``: tuned on
+    its OOF predictions)."""
     from .submission import parse_threshold
 
     if threshold is not None:
@@ -259,7 +261,12 @@ def resolve_infer_thresholds(recipe: Recipe, threshold: float | None) -> dict[st
         if not isinstance(recorded, dict) or sorted(recorded) != sorted(recipe.classes):
             raise KagglecvError(f"{recipe.run.thresholds_path}: expected one threshold per class of the run")
         return {name: float(recorded[name]) for name in recipe.classes}
-    return dict.fromkeys(recipe.classes, 0.5)
+    if not recipe.run.info_path.is_file() or "bundle" in recipe.run.read_info():  # a bundle: packed ones only
+        return dict.fromkeys(recipe.classes, 0.5)
+    from .submission import resolve_thresholds
+
+    # A run or ensemble on this machine: the thresholds its config gives submit (tuned on its OOF for 'oof').
+    return resolve_thresholds(recipe.run.read_config().submit.threshold, recipe.run, recipe.classes)
 
 
 def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndarray, out: Path,

@@ -153,6 +153,8 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
     submission = submission.set_index(id_col).loc[solution[id_col]]
     truth_columns = list(solution.columns[1:])
+    if len(truth_columns) == 1 and len(submission.columns) == 1 and _binary_truth(solution[truth_columns[0]]):
+        return _score_positive_column(submission.iloc[:, 0], solution[truth_columns[0]], metric, submission_path)
     if len(truth_columns) == 1:
         truth = solution[truth_columns[0]].str.strip()
         multilabel = truth.str.contains(label_sep, regex=False).any() or metric in ("map", "map_voc07", "map_voc", "micro_map",
@@ -191,6 +193,36 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     if not np.isfinite(scores).all():
         raise DataError(f"{submission_path}: NaN, inf or non-numbers among the probabilities")
     return score(metric, "multilabel" if multilabel else "multiclass", targets, scores)
+
+
+BINARY_ALIASES = {"roc_auc_ovr": "roc_auc", "auc": "roc_auc"}  # on a 0/1 target these are the binary ROC AUC
+
+
+def _binary_truth(column: pd.Series) -> bool:
+    return set(column.str.strip()) <= {"0", "1"}
+
+
+def _score_positive_column(values: pd.Series, truth: pd.Series, metric: str, submission_path: Path) -> float:
+    """A 0/1 solution and one submission column: the positive class's probability (or a 0/1 label). Scored by a
+    binary metric, exactly as sklearn does; a metric of class labels on probabilities (whose cut-off the
+    competition would choose) is refused rather than given a number."""
+    numbers = pd.to_numeric(values.str.strip(), errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(numbers) | (numbers < 0) | (numbers > 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{submission_path}: {values.index[row]!r} = {values.iloc[row]!r}; a 0/1 solution is scored "
+                        "against a probability (or 0/1 label) of the positive class in [0, 1]")
+    targets = truth.str.strip().astype(int).to_numpy()
+    name = BINARY_ALIASES.get(metric, metric)
+    hard = set(np.unique(numbers)) <= {0.0, 1.0}
+    if name in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "balanced_accuracy", "qwk") and hard:
+        return score(name, "multiclass", targets, np.eye(2)[numbers.astype(int)])
+    if name not in ("roc_auc", "binary_log_loss", "binary_f1", "binary_accuracy"):
+        kind = "0/1 labels" if hard else "probabilities"
+        raise KagglecvError(f"--metric {metric!r}: cannot score {kind} of the positive class with it exactly; expected "
+                            "roc_auc (also roc_auc_ovr), binary_log_loss, binary_f1 or binary_accuracy (cut at 0.5)"
+                            + (", or accuracy and the other label metrics for 0/1 labels" if not hard else ""))
+    return score(name, "binary", targets, numbers)
 
 
 def _indicator_columns(solution: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:

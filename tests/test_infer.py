@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 import pytest
 from PIL import Image
 
@@ -257,6 +258,13 @@ def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(
     assert expected.format == "labels"
     infer(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "got.csv", sample, console=QUIET)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "got.csv", dtype=str, keep_default_na=False),
+                                  pd.read_csv(expected.path, dtype=str, keep_default_na=False))
+    recorded = run / "config.yaml"  # a run (not a bundle) whose config says submit.threshold: oof
+    recorded_config = yaml.safe_load(recorded.read_text())
+    recorded_config["submit"]["threshold"] = "oof"
+    recorded.write_text(yaml.safe_dump(recorded_config))
+    infer(run, config.data.test_csv, config.data.test_image_dir, tmp_path / "from-run.csv", sample, console=QUIET)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "from-run.csv", dtype=str, keep_default_na=False),
                                   pd.read_csv(expected.path, dtype=str, keep_default_na=False))
     infer(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "half.csv", sample, threshold=0.5,
           console=QUIET)

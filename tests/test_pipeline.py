@@ -101,3 +101,15 @@ def test_run_without_tta_predicts_nothing_twice_and_reads_the_table_once(tmp_pat
     classes = [c for c in kept_test.columns if c != "id"]
     np.testing.assert_allclose(pd.read_csv(run / "oof.csv")[classes], kept_oof[classes], atol=1e-6)
     np.testing.assert_allclose(pd.read_csv(run / "test.csv")[classes], kept_test[classes], atol=1e-6)
+
+
+def test_a_sample_without_a_test_table_is_refused_before_training(tmp_path, digits_root):
+    config = tiny_config(tmp_path, digits_root, rows=48)
+    pd.DataFrame({"id": ["a"], "label": ["zero"]}).to_csv(tmp_path / "sample.csv", index=False)
+    del config["data"]["test_csv"]
+    config["submit"] = {"sample": str(tmp_path / "sample.csv")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "c.yaml")])
+    message = str(result.exception)
+    assert result.exit_code != 0 and "submit.sample" in message and "data.test_csv" in message, result.output
+    assert not (tmp_path / "runs").exists(), "nothing trained, no submission silently skipped"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from kagglecv.errors import DataError
+from kagglecv.errors import DataError, KagglecvError
 from kagglecv.score import score_submission
 from kagglecv.submission import tune_thresholds, write_submission
 
@@ -124,3 +124,29 @@ def test_score_a_submission_against_a_solution(trained_runs, tmp_path):
     truth.iloc[1:].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(DataError, match=r"ids differ .* 0 missing .* 1 extra"):
         score_submission(result.path, tmp_path / "short.csv", "accuracy")
+
+
+def test_a_binary_probability_submission_is_scored_exactly_or_refused(tmp_path):
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    ids = [f"{i:04x}.jpg" for i in range(60)]
+    truth = rng.integers(0, 2, 60)
+    probability = np.clip(truth * 0.3 + rng.random(60) * 0.7, 0, 1)
+    pd.DataFrame({"id": ids, "has_cactus": truth}).to_csv(tmp_path / "solution.csv", index=False)
+    pd.DataFrame({"id": ids[::-1], "has_cactus": probability[::-1]}).to_csv(tmp_path / "sub.csv", index=False)
+    for metric in ("roc_auc", "roc_auc_ovr"):
+        got = score_submission(tmp_path / "sub.csv", tmp_path / "solution.csv", metric)
+        assert got == pytest.approx(roc_auc_score(truth, probability), abs=1e-9)
+    got = score_submission(tmp_path / "sub.csv", tmp_path / "solution.csv", "binary_log_loss")
+    assert got == pytest.approx(log_loss(truth, probability), abs=1e-9)
+    for metric in ("accuracy", "map", "qwk"):  # no exact number for these on probabilities: refused, never 0.0
+        with pytest.raises(KagglecvError, match=f"--metric '{metric}': cannot score probabilities"):
+            score_submission(tmp_path / "sub.csv", tmp_path / "solution.csv", metric)
+    hard = (probability >= 0.5).astype(int)
+    pd.DataFrame({"id": ids, "has_cactus": hard}).to_csv(tmp_path / "labels.csv", index=False)
+    got = score_submission(tmp_path / "labels.csv", tmp_path / "solution.csv", "accuracy")
+    assert got == pytest.approx(accuracy_score(truth, hard), abs=1e-12)
+    pd.DataFrame({"id": ids, "has_cactus": probability + 1}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="in \\[0, 1\\]"):
+        score_submission(tmp_path / "bad.csv", tmp_path / "solution.csv", "roc_auc")
