@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -457,12 +458,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
+def share_cores() -> None:
+    """Set before torch loads (the commands import it lazily): OpenMP threads that run out of work sleep instead of
+    spinning (GNU and LLVM OpenMP read ``OMP_WAIT_POLICY`` once, at load), so two kagglecv processes on one
+    machine, or a process and its data-loader workers, take turns on the cores instead of thrashing. A value set in
+    the environment is kept."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main() -> None:
     """Entry point: run the app, turning kagglecv errors into one red line and exit code 2.
 
     An operating-system error that escaped the stages' own checks (a permission, a vanished file) is still one
     line naming the file, never a traceback.
     """
+    share_cores()
     warnings.showwarning = _show_warning
     try:
         app()

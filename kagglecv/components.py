@@ -28,7 +28,7 @@ from .errors import KagglecvError
 from .images import ImageDataset, build_augment
 from .losses import TeacherLoss
 from .models import check_parameter_budget, create_model, input_normalization
-from .runtime import Runtime, autocast_dtype, seed_everything
+from .runtime import Runtime, autocast_dtype, check_compile, seed_everything
 from .sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
 from .teachers import FoldTeaching
 
@@ -91,6 +91,7 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     mixup = _mixup(config, data, training.targets.shape[1] if teaching is not None else None)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
     amp_dtype = autocast_dtype(cfg.amp, device)
+    check_compile(cfg.compile, device)
     # timm.utils.NativeScaler would also run the backward and the clipping, but it cannot skip DDP's all-reduce on
     # accumulation micro-steps (no_sync); the bare GradScaler keeps that in the loop, in three lines.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

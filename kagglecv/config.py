@@ -259,7 +259,8 @@ class TrainConfig(_Section):
     mixup_prob: float = Field(1.0, ge=0, le=1)
     accum_steps: int = Field(1, ge=1, description="Gradient accumulation steps.")
     clip_grad: Optional[float] = Field(None, gt=0, description="Clip gradient norm to this value.")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU.")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="auto: by the GPU's compute capability, bf16 from sm_80, fp16 (grad scaler) below; off on CPU.")
     channels_last: bool = False
     compile: bool = False
     ema: bool = False

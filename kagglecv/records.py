@@ -80,6 +80,7 @@ class RunInfo(_Record):
     versions: Optional[dict[Name, Text]] = None
     git_commit: Optional[Text] = None
     python: Optional[Text] = None
+    amp: Optional[Literal["bf16", "fp16", "off"]] = None      # the autocast dtype train.amp chose on the device
     epochs: Optional[int] = Field(None, ge=1)                 # a full refit's plan
     cv_best_epochs: Optional[list[int]] = Field(None, max_length=1000)
     source: Optional[Source] = None

@@ -73,7 +73,7 @@ def full_config(config: Config, plan: dict) -> Config:
 
 def train_full(config: Config, console: Console | None = None, *, resume: bool = False, force: bool = False) -> Path:
     """Refit ``config``'s experiment on every training row; returns ``runs/<experiment>-full``."""
-    from .runtime import setup_runtime
+    from .runtime import amp_name, autocast_dtype, setup_runtime
     from .models import parameter_counts
     from .train import FoldTrainer
 
@@ -96,7 +96,8 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
                                   setup_runtime(refit.train.device), console, unlabeled=test,
                                   full_source=plan["source"])
             run.write_identity(refit, data, parameter_counts(trainer.parts.model, refit.model), 1,
-                               extra={"kind": "full", **plan})
+                               extra={"kind": "full", **plan,
+                                      "amp": amp_name(autocast_dtype(refit.train.amp, trainer.runtime.device))})
             trainer.fit(resume=resume)
     if test is not None:
         _predict_like_cv_run(run, cv_run, predicted, refit, test, console)

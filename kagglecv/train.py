@@ -40,7 +40,7 @@ from .plots import plot_curves
 from .predictions import average_predictions, merge_oof, write_predictions
 from .run_dir import RunDir, prepare_run_dir
 from .teachers import fold_teaching, uses_teacher
-from .runtime import Runtime, all_gather, barrier, setup_runtime
+from .runtime import Runtime, all_gather, amp_name, autocast_dtype, barrier, setup_runtime
 from .weights import save_weights
 
 
@@ -109,8 +109,11 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     if bad:
         raise KagglecvError(f"--fold {bad[0]}: expected 0..{inputs.n_folds - 1} (the folds file has {inputs.n_folds} folds)")
     # The run's identity is written once a fold can start (so a failed start leaves none), and once per command.
+    amp = amp_name(autocast_dtype(config.train.amp, runtime.device))
+    console.line(f"{config.experiment}: training on {runtime.device}, autocast {amp} (train.amp: {config.train.amp})")
     write_identity = functools.cache(
-        lambda params: run.write_identity(config, data, dict(params), inputs.n_folds) if runtime.is_main else None)
+        lambda params: run.write_identity(config, data, dict(params), inputs.n_folds, extra={"amp": amp})
+        if runtime.is_main else None)
     outcomes = [_train_fold(config, data, inputs.fold_of, test, fold, run, runtime, console, resume, write_identity,
                             unlabeled=inputs.test) for fold in chosen]
     if runtime.is_main:

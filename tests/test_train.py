@@ -284,7 +284,10 @@ def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root)
 
     cpu = torch.device("cpu")
     assert [autocast_dtype(amp, cpu) for amp in ("auto", "off", "bf16", "fp16")] == [None, None, torch.bfloat16, torch.float16]
-    assert autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    from kagglecv.runtime import CudaDevice
+
+    assert autocast_dtype("auto", torch.device("cuda"), CudaDevice("NVIDIA A100", (8, 0))) is torch.bfloat16
+    assert autocast_dtype("auto", torch.device("cuda"), CudaDevice("Tesla T4", (7, 5))) is torch.float16
     for amp, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("off", None)):
         config = validate_config(tiny_config(tmp_path, digits_root, train={"amp": amp, "device": "cpu"}))
         assert FoldPredictor(config, RunDir(tmp_path), "multiclass", ["a", "b"]).amp_dtype is dtype
