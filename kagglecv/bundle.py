@@ -211,11 +211,13 @@ def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
     with tempfile.TemporaryDirectory(prefix=".timing-", dir=scratch) as folder:
         for index in range(images):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
-        image_col = leaf.config.data.image_col
-        header = leaf.config.data.id_col + (f",{image_col}" if image_col else "")
+        id_col, image_col = leaf.config.data.id_col, leaf.config.data.image_col
+        separate = image_col is not None and image_col != id_col  # image_col: id means ids are the file names
+        header = id_col + (f",{image_col}" if separate else "")
         for count in (small, images):
             table = Path(folder) / f"test{count}.csv"
-            rows = [f"t{index}" + (f",t{index}.jpg" if image_col else "") for index in range(count)]
+            rows = [f"t{index}" + (f",t{index}.jpg" if separate else ".jpg" if image_col else "")
+                    for index in range(count)]
             table.write_text("\n".join([header, *rows]) + "\n")
             test = read_new_test(recipe, table, Path(folder))
             started = time.perf_counter()

@@ -103,9 +103,9 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: st
                 per_fold[int(fold)] = float("nan")
     fold_values = np.array(list(per_fold.values()), dtype=float)
     kind, per_class = _per_class(data, targets, scores)
-    others = {}
+    others = {}  # top-5 accuracy is always 1 with five classes or fewer (and sklearn warns so): left out
     for name, other in METRICS.items():
-        if data.task in other.tasks and name != metric:
+        if data.task in other.tasks and name != metric and not (name == "top5_accuracy" and len(data.classes) <= 5):
             try:
                 others[name] = score(name, data.task, targets, scores)
             except ValueError:

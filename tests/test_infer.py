@@ -346,3 +346,20 @@ def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, t
                              capture_output=True, text=True, env=environment, cwd=tmp_path, check=True)
     assert located.stdout.strip().startswith(str(fresh))
     assert len(pd.read_csv(out)) == len(pd.read_csv(sample))
+
+
+def test_pack_times_a_run_whose_ids_are_its_file_names(trained_runs, tmp_path):
+    config = trained_runs[("multiclass", 1)]
+    run = tmp_path / "run"
+    shutil.copytree(config.run_dir, run)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    recorded["data"]["image_col"] = recorded["data"]["id_col"]  # Cassava's shape: ids are 1000015157.jpg
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    result = pack(run, tmp_path / "bundle", timing_images=8)
+    assert result.timing is not None and result.timing.per_image > 0
+    assert not [p for p in (tmp_path / "bundle").rglob("*") if "timing" in p.name], "timing images stay out"
+    table = tmp_path / "hidden.csv"
+    ids = pd.read_csv(config.data.test_csv, dtype=str)["id"].head(6)
+    pd.DataFrame({"id": ids + ".png"}).to_csv(table, index=False)
+    inferred = infer(result.path, table, config.data.test_image_dir, tmp_path / "named.csv", console=QUIET)
+    assert inferred.rows == 6
