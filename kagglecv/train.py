@@ -372,9 +372,9 @@ class FoldTrainer:
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
         if not torch.isfinite(loss).item():
             lr = self.parts.optimizer.param_groups[0]["lr"]
-            kept = (f"{self.folder.last_checkpoint} keeps epoch {self.epoch - 1}" if self.epoch > 0
+            kept = (f"{self.folder.last_checkpoint} keeps epoch {self.epoch}" if self.epoch > 0
                     else "no epoch finished, nothing was saved")
-            raise TrainingDiverged(f"fold {self.fold}: loss is {loss.item()} at epoch {self.epoch} step {step} "
+            raise TrainingDiverged(f"fold {self.fold}: loss is {loss.item()} at epoch {self.epoch + 1} step {step} "
                                    f"(lr {lr:.3g}); training stopped, {kept}")
 
     # ----- evaluation and the best epoch ------------------------------------------------------------------------
@@ -482,7 +482,7 @@ class FoldTrainer:
         last = self.folder.last_checkpoint
         if self.runtime.is_main and not self.runtime.distributed:
             self.checkpoints.save(self._progress(step_in_epoch, partial))
-            where = f"saved epoch {self.epoch} step {step_in_epoch} in {last}"
+            where = f"saved epoch {self.epoch + 1} step {step_in_epoch} in {last}"
         else:  # ranks would have to agree on the step: keep the last epoch boundary
             where = f"{last} keeps the last finished epoch"
         raise TrainingInterrupted(f"fold {self.fold}: stopped by {signal.Signals(self.stop_signal).name}; {where}; "
@@ -501,7 +501,7 @@ class FoldTrainer:
         self.epoch, self.global_step, self.history = progress["epoch"], progress["global_step"], list(progress["history"])
         self.resume_step = progress.get("step_in_epoch", 0)
         self.partial_epoch = tuple(progress["partial_epoch"]) if self.resume_step else None
-        where = f"epoch {self.epoch} step {self.resume_step}" if self.resume_step else f"the end of epoch {self.epoch - 1}"
+        where = f"epoch {self.epoch + 1} step {self.resume_step}" if self.resume_step else f"the end of epoch {self.epoch}"
         self.console.line(f"fold {self.fold}: resumed at {where} from {self.folder.last_checkpoint}")
 
     # ----- outputs ----------------------------------------------------------------------------------------------
@@ -520,7 +520,7 @@ class FoldTrainer:
             self.console.line(f"full refit: {self.epoch} epochs on {len(self.parts.train_rows)} rows ({outcome.source} "
                               f"weights), {outcome.seconds:.0f} s" if full else
                               f"fold {self.fold}: best {self.metric} {outcome.best_score:.4f} at epoch "
-                              f"{outcome.best_epoch} ({outcome.source} weights), {outcome.seconds:.0f} s")
+                              f"{outcome.best_epoch + 1} ({outcome.source} weights), {outcome.seconds:.0f} s")
         barrier(self.runtime)
 
     def _predict_test(self, source: str) -> None:

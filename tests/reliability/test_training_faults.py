@@ -87,7 +87,7 @@ def test_sigterm_mid_epoch_saves_state_exits_non_zero_and_resumes_exactly(tmp_pa
             process.send_signal(signal.SIGTERM)
             output = process.communicate()[0]
             assert process.returncode == 128 + signal.SIGTERM, output
-            assert "stopped by SIGTERM; saved epoch 1 step" in output
+            assert "stopped by SIGTERM; saved epoch 2 step" in output  # 1-based: the second
             assert load_torch(fold / "last.pt")["step_in_epoch"] > 0, "the state of the middle of the epoch"
             process = cli(["train", "c.yaml", "--fold", "0", "--resume"], folder)
         output = process.communicate()[0]
@@ -123,7 +123,7 @@ def test_a_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, di
     train_run(longer, [0], resume=True, force=True, console=recorder)
     assert any("last.pt is unreadable" in line and "resuming from" in line and "last.prev.pt" in line
                for line in recorder.lines), recorder.lines
-    assert any("resumed at the end of epoch 0" in line for line in recorder.lines)
+    assert any("resumed at the end of epoch 1" in line for line in recorder.lines)
     assert len(pd.read_csv(fold / "history.csv")) == 3
     (fold / "done.json").unlink()
     (fold / "last.pt").write_bytes(b"broken")
