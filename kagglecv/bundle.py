@@ -23,7 +23,7 @@ from .console import Console
 from .errors import KagglecvError, summarize
 from .files import atomic_folder, remove_stale_temporaries, sha256_file, write_bytes, write_json, write_text
 from .infer import EnsembleRecipe, Recipe, leaf_runs, load_recipe, read_new_test
-from .run_dir import RunDir, package_versions, read_json
+from .run_dir import RunDir, package_versions
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1

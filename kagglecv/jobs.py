@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import KagglecvError, require_extra
+from .errors import require_extra
 from .files import write_text
 from .run_dir import FoldDir
 

@@ -128,7 +128,7 @@ class OutputRule:
         """``path`` as an output file, after the checks; an existing file is replaced only when ``replace_if``
         says it is this command's own earlier output (no ``replace_if``: any file that passes the checks)."""
         path = Path(path)
-        resolved = self.check(path, option)
+        self.check(path, option)
         if path.is_dir():
             raise OutputError(f"{option} {path}: is a folder; expected a file to write")
         if replace_if is not None and path.exists() and not replace_if(path):
