@@ -82,6 +82,17 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
     return analysis
 
 
+def inspect_stale_runs(runs_dir: Path) -> list[Path]:
+    """``inspect`` on every finished run under ``runs_dir`` whose analysis is missing or older than its OOF
+    predictions (what ``report --inspect`` and the demo do before the report reads them); returns those runs."""
+    stale = [run.path for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else [])
+             if not path.name.startswith(".") and not path.is_symlink()
+             and (run := RunDir(path)).is_run() and not run.analysis_is_current()]
+    for path in stale:
+        inspect_run(path)
+    return stale
+
+
 def aligned_oof(run: RunDir, data: CompetitionData) -> np.ndarray:
     """The OOF probabilities in the training table's row order (every id exactly once, checked)."""
     oof = read_predictions(run.oof_path, data.classes, oof=True)

@@ -110,8 +110,12 @@ def is_own_bundle(folder: Path) -> bool:
         listed = set(manifest["files"]) if "kagglecv_bundle" in manifest else None
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    present = {str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST}
-    return listed == present and all(p.is_dir() or p.is_file() for p in Path(folder).rglob("*"))
+    return listed == _bundle_files(Path(folder)) and all(p.is_dir() or p.is_file() for p in Path(folder).rglob("*"))
+
+
+def _bundle_files(folder: Path) -> set[str]:
+    """Every file of a bundle folder but its manifest, as the manifest names them."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
 
 
 def _copy_recipe(recipe: Recipe, dest: Path) -> None:
@@ -179,7 +183,7 @@ def verify_bundle(path: Path) -> None:
                                                for entry in listed.values()):
         raise KagglecvError(f"{manifest_path}: corrupt bundle manifest (files: expected name -> {{sha256, bytes}}); "
                             "pack the run again")
-    present = {str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file() and p.name != MANIFEST}
+    present = _bundle_files(Path(path))
     missing = sorted(set(listed) - present)
     added = sorted(present - set(listed))
     altered = sorted(name for name in set(listed) & present if sha256_file(Path(path) / name) != listed[name]["sha256"])

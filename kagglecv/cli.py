@@ -148,14 +148,13 @@ def report(
     """Leaderboard of every run and ensemble, the experiment journal, pictures and error analysis, in
     RUNS_DIR/report.md, the self-contained RUNS_DIR/report.html and RUNS_DIR/report.pictures/; it reads the runs and
     writes nothing else."""
-    from .report import build_report, stale_analyses
+    from .report import build_report
     from .tables import leaderboard_table
 
     if inspect:
-        from .analysis import inspect_run
+        from .analysis import inspect_stale_runs
 
-        for run_path in stale_analyses(runs_dir):
-            inspect_run(run_path)
+        for run_path in inspect_stale_runs(runs_dir):
             console.print(f"inspected {run_path}")
     result = build_report(runs_dir, pictures=pictures, submissions_dir=submissions)
     console.print(leaderboard_table(result.leaderboard))

@@ -119,8 +119,8 @@ def run_demo(root: Path, epochs: int = 6, console=None):
     from .console import Console
     from .ensemble import make_ensemble
     from .pipeline import run_pipeline
-    from .analysis import inspect_run
-    from .report import build_report, stale_analyses
+    from .analysis import inspect_stale_runs
+    from .report import build_report
     from .submission import write_submission
 
     console = console or Console()
@@ -143,8 +143,7 @@ def run_demo(root: Path, epochs: int = 6, console=None):
                                       out_dir=root / "submissions")
         console.line(f"{blend.name}: best single {blend.best_single[1]:.4f}, blend in-sample {blend.in_sample:.4f}, "
                      f"nested (honest) {blend.nested:.4f}; submission {submission.path}")
-    for run_path in stale_analyses(root / "runs"):  # the inspect stage writes the error analysis the report reads
-        inspect_run(run_path)
+    inspect_stale_runs(root / "runs")  # the inspect stage writes the error analysis the report reads
     report = build_report(root / "runs", submissions_dir=root / "submissions")
     console.line(f"report with pictures: {report.markdown} and {report.html}")
     return report.leaderboard

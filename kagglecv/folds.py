@@ -44,7 +44,7 @@ class FoldsResult:
 def _check_folds_output(config: Config, path: Path) -> None:
     """``folds.file`` and its report under the one output rule: never a table, image folder or run file the config
     names, and an existing CSV replaced only when it is a folds file (``id,fold``)."""
-    from .outputs import OutputRule, csv_header
+    from .outputs import OutputRule, csv_header, is_folds_report
 
     data = config.data
     rule = OutputRule.of([data.train_csv, data.test_csv, data.image_dir, data.test_image_dir, data.classes_file,
@@ -52,14 +52,7 @@ def _check_folds_output(config: Config, path: Path) -> None:
     for output in (path, path.with_suffix(".json")):
         rule.own_files.add(output.resolve())
     rule.file(path, "folds.file", replace_if=lambda existing: csv_header(existing) == "id,fold")
-    rule.file(path.with_suffix(".json"), "folds.file", replace_if=_is_folds_report)
-
-
-def _is_folds_report(path: Path) -> bool:
-    try:
-        return '"folds_sha256"' in path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
+    rule.file(path.with_suffix(".json"), "folds.file", replace_if=is_folds_report)
 
 
 def make_folds(config: Config, *, force: bool = False, data: CompetitionData | None = None) -> FoldsResult:

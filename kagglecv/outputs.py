@@ -45,17 +45,19 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / RUN_MARKER).is_file() or (folder / BUNDLE_MANIFEST).is_file()
 
 
-def is_folds_file(path: Path) -> bool:
-    """A folds CSV (or its JSON report): the pair ``kagglecv folds`` writes, recognised by the report's keys."""
-    report = path.with_suffix(".json")
-    if path.suffix not in (".csv", ".json") or not report.is_file() or not path.with_suffix(".csv").is_file():
-        return False
+def is_folds_report(path: Path) -> bool:
+    """The JSON report ``kagglecv folds`` writes beside a folds CSV, recognised by the sha256 it records."""
     try:
-        with open(report, encoding="utf-8") as handle:
-            head = json.loads(handle.read(1 << 20))
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(head, dict) and "folds_sha256" in head
+    return isinstance(report, dict) and "folds_sha256" in report
+
+
+def is_folds_file(path: Path) -> bool:
+    """A folds CSV (or its JSON report): the pair ``kagglecv folds`` writes, recognised by the report's keys."""
+    return path.suffix in (".csv", ".json") and path.with_suffix(".csv").is_file() \
+        and is_folds_report(path.with_suffix(".json"))
 
 
 def csv_header(path: Path) -> str | None:

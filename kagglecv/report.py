@@ -189,26 +189,13 @@ def _attach_analysis(entry: Entry) -> None:
     if not run.inspect_path.is_file():
         return
     try:
-        if run.inspect_path.stat().st_mtime < run.oof_path.stat().st_mtime:
+        if not run.analysis_is_current():
             entry.analysis_error = f"{run.inspect_path} is older than the OOF predictions: run kagglecv inspect {run.path}"
             return
         entry.analysis = validate_record(InspectRecord, read_json(run.inspect_path, "a run's error analysis"),
                                          run.inspect_path)
     except KagglecvError as exc:  # a corrupt record: the rest of the report stands
         entry.analysis_error = str(exc).splitlines()[0]
-
-
-def stale_analyses(runs_dir: Path) -> list[Path]:
-    """The finished runs whose ``inspect.json`` is missing or older than their OOF predictions: what
-    ``report --inspect`` asks ``inspect`` to redo before the report reads them."""
-    stale = []
-    for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
-        run = RunDir(path)
-        if path.name.startswith(".") or path.is_symlink() or not run.is_run():
-            continue
-        if not run.inspect_path.is_file() or run.inspect_path.stat().st_mtime < run.oof_path.stat().st_mtime:
-            stale.append(run.path)
-    return stale
 
 
 def group_by_competition(entries: list[Entry]) -> dict[str, list[Entry]]:

@@ -144,6 +144,10 @@ class RunDir:
             raise KagglecvError(f"{self.path}: a bundle made by kagglecv pack; {stage} does not write into bundles")
         return self
 
+    def analysis_is_current(self) -> bool:
+        """``inspect.json`` exists and is not older than the OOF predictions it analysed."""
+        return self.inspect_path.is_file() and self.inspect_path.stat().st_mtime >= self.oof_path.stat().st_mtime
+
     def read_predict_record(self) -> dict | None:
         """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
         from .records import PredictRecord, validate_record
@@ -199,10 +203,10 @@ class RunDir:
         return cv_run
 
     def cv_run(self) -> "RunDir":
-        """A full refit's CV run: the sibling folder ``run.json`` names (a plain name, never a path)."""
+        """A full refit's CV run: the sibling folder ``run.json`` names (its schema makes it a plain name)."""
         name = self.read_info().get("cv_run")
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            raise KagglecvError(f"{self.info_path}: cv_run {name!r}: expected the name of a run beside this one")
+        if name is None:
+            raise KagglecvError(f"{self.info_path}: a full refit without its cv_run; train it again with --full")
         return RunDir(self.path.parent / name)
 
     def load_targets(self, config: Config | None = None, info: dict | None = None, *,
@@ -328,18 +332,11 @@ def member_reference(member: Path, ensemble: Path) -> dict:
             "fingerprint": replay_fingerprint(RunDir(member))}
 
 
-def resolve_member(ensemble: RunDir, reference: Any) -> RunDir:
-    """The member run a recorded reference names, relative to the ensemble's own folder (wherever kagglecv runs
-    from), after checking it is still the run the ensemble was made of."""
-    if not (isinstance(reference, dict) and isinstance(reference.get("path"), str)
-            and isinstance(reference.get("fingerprint"), str)):
-        raise KagglecvError(f"{ensemble.info_path}: members recorded without their fingerprints (made before kagglecv "
-                            f"recorded them, or edited): {str(reference)[:80]!r}; re-run `kagglecv ensemble`")
-    relative = Path(reference["path"])
-    if relative.is_absolute() or not relative.parts:
-        raise KagglecvError(f"{ensemble.info_path}: member {reference['path']!r}: expected a path relative to the "
-                            "ensemble's folder")
-    member = RunDir(ensemble.path / relative)
+def resolve_member(ensemble: RunDir, reference: dict) -> RunDir:
+    """The member run a recorded reference names (``run.json``'s schema makes it a relative path and a fingerprint),
+    relative to the ensemble's own folder wherever kagglecv runs from, after checking it is still the run the
+    ensemble was made of."""
+    member = RunDir(ensemble.path / reference["path"])
     if not member.info_path.is_file():
         raise KagglecvError(f"{ensemble.info_path}: member {member.path} is missing (expected beside the ensemble, "
                             "as when it was made)")

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .errors import KagglecvError
+from .errors import KagglecvError, summarize
 from .files import write_bytes
 
 
@@ -61,10 +61,8 @@ def load_checked(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise KagglecvError(f"{path}: does not fit the run's model: "
-                            + "; ".join(f"{label} {', '.join(repr(key) for key in keys[:3])}"
-                                        + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-                                        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected))
-                                        if keys))
+                            + "; ".join(f"{label} {summarize(keys, 3, quote=True)}" for label, keys in
+                                        (("missing keys", missing), ("unexpected keys", unexpected)) if keys))
     for key, want in expected.items():
         got = state[key]
         if tuple(got.shape) != tuple(want.shape):
