@@ -456,6 +456,10 @@ CATALOGUE = {
                 setup=write("data/big.csv", "id,label\n1," + "a" * 300 + "\n2,b\n3,b\n"), bounded=True),
     ],
     "tracebacks": [
+        Variant("probabilities scored with accuracy", ["score", "--submission", "data/p.csv", "--solution", "data/sol01.csv", "--metric", "accuracy"],
+                "cannot score probabilities", setup=both(write("data/p.csv", "id,y\n1,0.2\n2,0.9\n"), write("data/sol01.csv", "id,y\n1,0\n2,1\n"))),
+        Variant("a probability above one", ["score", "--submission", "data/p.csv", "--solution", "data/sol01.csv", "--metric", "roc_auc"],
+                "'1.7'", setup=both(write("data/p.csv", "id,y\n1,0.2\n2,1.7\n"), write("data/sol01.csv", "id,y\n1,0\n2,1\n"))),
         Variant("a column repeated after stripping spaces", ["folds", "base.yaml", "--force"], "appear more than once",
                 setup=write("data/train.csv", "id,label, label\n1,a,b\n2,b,a\n"), outputs=("folds",)),
         Variant("a sample with a repeated column", ["submit", "runs/base", "--sample", "data/s2.csv"], "appear more than once",
