@@ -48,13 +48,14 @@ def make_run(root: Path, shared: Path) -> tuple[RunDir, object, list[str]]:
     classes = load_train(config.data, with_images=False).classes
     run = RunDir(root / "bench-infer")
     write_text(run.config_path, dump_config(config))
-    write_json(run.info_path, {"experiment": "bench-infer", "task": "multiclass", "classes": classes, "n_folds": FOLDS})
+    write_json(run.info_path, {"experiment": "bench-infer", "kind": "run", "task": "multiclass", "classes": classes,
+                               "n_folds": FOLDS})
     write_json(run.predict_path, {"tta": ["none", "hflip"], "tta_space": "prob"})
     for fold in range(FOLDS):
         torch.manual_seed(fold)
         run.fold(fold).path.mkdir(parents=True)
         save_file(timm.create_model("resnet10t", num_classes=len(classes)).state_dict(), run.fold(fold).best_weights)
-        write_json(run.fold(fold).done_path, {"fold": fold, "source": "raw"})
+        write_json(run.fold(fold).done_path, {"fold": fold, "best_epoch": 0, "metric": "accuracy", "source": "raw"})
     return run, config, classes
 
 
