@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from common import peak_rss_mib, require_shared
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.folds import make_folds
-from kagglecv.predict import predict_run
-from kagglecv.score import score_run, score_submission
-from kagglecv.submission import write_submission
-from kagglecv.train import train_run
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.stages.folds import make_folds
+from kagglecv.stages.predict import predict_run
+from kagglecv.stages.score import score_run, score_submission
+from kagglecv.stages.submit import write_submission
+from kagglecv.training.trainer import train_run
 
 WORK = Path("/tmp/kagglecv-bench-accuracy")
 OUT = Path(__file__).resolve().parent

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from kagglecv.ensemble import hill_climb
-from kagglecv.metrics import get_metric
+from kagglecv.stages.ensemble import hill_climb
+from kagglecv.core.metrics import get_metric
 
 
 def synthetic_runs(runs: int, rows: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -23,15 +23,15 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
-from kagglecv.bundle import pack
-from kagglecv.config import dump_config, validate_config
-from kagglecv.console import Console
-from kagglecv.data import load_test, load_train
-from kagglecv.files import write_json, write_text
-from kagglecv.images import ImageDataset, build_augment, worker_init
-from kagglecv.infer import infer
-from kagglecv.run_dir import RunDir
-from kagglecv.runtime import available_cores
+from kagglecv.stages.pack import pack
+from kagglecv.core.config import dump_config, validate_config
+from kagglecv.core.console import Console
+from kagglecv.data.table import load_test, load_train
+from kagglecv.core.files import write_json, write_text
+from kagglecv.nn.images import ImageDataset, build_augment, worker_init
+from kagglecv.stages.infer import infer
+from kagglecv.core.runs import RunDir
+from kagglecv.nn.runtime import available_cores
 
 FOLDS, BATCH = 5, 128
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

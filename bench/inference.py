@@ -16,12 +16,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
-from kagglecv.config import validate_config
-from kagglecv.data import load_test, load_train
-from kagglecv.images import ImageDataset, build_augment, worker_init
-from kagglecv.inference import FoldPredictor
-from kagglecv.run_dir import RunDir
-from kagglecv.runtime import available_cores
+from kagglecv.core.config import validate_config
+from kagglecv.data.table import load_test, load_train
+from kagglecv.nn.images import ImageDataset, build_augment, worker_init
+from kagglecv.nn.inference import FoldPredictor
+from kagglecv.core.runs import RunDir
+from kagglecv.nn.runtime import available_cores
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

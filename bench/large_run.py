@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from common import peak_rss_mib
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.demo import build_multiclass
-from kagglecv.folds import make_folds
-from kagglecv.train import train_run
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.workflows.demo import build_multiclass
+from kagglecv.stages.folds import make_folds
+from kagglecv.training.trainer import train_run
 
 
 def run(quick: bool = False, rows: int = 50_000) -> dict:

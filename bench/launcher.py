@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def make_configs(out: Path) -> list[Path]:
-    from kagglecv.demo import build_multiclass
+    from kagglecv.workflows.demo import build_multiclass
 
     data = out / "digits"
     if not (data / "train.csv").is_file():

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from common import alternate, peak_rss_mib, ratio, timed
-from kagglecv.metrics import average_precision_per_class
+from kagglecv.core.metrics import average_precision_per_class
 
 
 def run(quick: bool = False, rows: int = 100_000, classes: int = 1000) -> dict:

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 from common import require_shared
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.folds import make_folds
-from kagglecv.score import score_submission
-from kagglecv.submission import write_submission
-from kagglecv.train import train_run
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.stages.folds import make_folds
+from kagglecv.stages.score import score_submission
+from kagglecv.stages.submit import write_submission
+from kagglecv.training.trainer import train_run
 
 WORK = Path("/tmp/kagglecv-bench-small-input")
 VARIANTS = {"plain 32 px": {"img_size": 32}, "small_input 32 px": {"img_size": 32, "small_input": True},

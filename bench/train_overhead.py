@@ -21,15 +21,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from common import alternate, peak_rss_mib, ratio, require_shared
-from kagglecv.config import validate_config
-from kagglecv.console import Console, EpochProgress
-from kagglecv.data import load_train
-from kagglecv.folds import assign_folds
-from kagglecv.decoding import decode_image
-from kagglecv.images import build_augment, worker_init
-from kagglecv.run_dir import RunDir
-from kagglecv.runtime import Runtime, available_cores
-from kagglecv.train import FoldTrainer
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console, EpochProgress
+from kagglecv.data.table import load_train
+from kagglecv.stages.folds import assign_folds
+from kagglecv.data.decoding import decode_image
+from kagglecv.nn.images import build_augment, worker_init
+from kagglecv.core.runs import RunDir
+from kagglecv.nn.runtime import Runtime, available_cores
+from kagglecv.training.trainer import FoldTrainer
 
 
 class BareDataset(torch.utils.data.Dataset):

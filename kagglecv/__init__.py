@@ -9,21 +9,21 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Config": "config", "load_config": "config", "validate_config": "config",
-    "CompetitionData": "data", "load_train": "data", "load_test": "data",
-    "KagglecvError": "errors", "ConfigError": "errors", "DataError": "errors",
-    "make_folds": "folds", "assign_folds": "folds", "FoldsResult": "folds",
-    "create_splitter": "splitters",
-    "build_augment": "images", "decode_image": "images",
-    "create_model": "models",
-    "train_run": "train",
-    "predict_run": "predict",
-    "score_run": "score", "score_oof_file": "score", "score_submission": "score",
-    "build_report": "report",
-    "make_ensemble": "ensemble", "hill_climb": "ensemble",
-    "write_submission": "submission",
-    "run_pipeline": "pipeline",
-    "run_demo": "demo",
+    "Config": "core.config", "load_config": "core.config", "validate_config": "core.config",
+    "CompetitionData": "data.table", "load_train": "data.table", "load_test": "data.table",
+    "KagglecvError": "core.errors", "ConfigError": "core.errors", "DataError": "core.errors",
+    "make_folds": "stages.folds", "assign_folds": "stages.folds", "FoldsResult": "stages.folds",
+    "create_splitter": "data.splitters",
+    "build_augment": "nn.images", "decode_image": "nn.images",
+    "create_model": "nn.models",
+    "train_run": "training.trainer",
+    "predict_run": "stages.predict",
+    "score_run": "stages.score", "score_oof_file": "stages.score", "score_submission": "stages.score",
+    "build_report": "stages.report",
+    "make_ensemble": "stages.ensemble", "hill_climb": "stages.ensemble",
+    "write_submission": "stages.submit",
+    "run_pipeline": "workflows.run",
+    "run_demo": "workflows.demo",
 }
 __all__ = sorted(_EXPORTS)
 

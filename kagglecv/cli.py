@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__
-from .errors import KagglecvError
+from kagglecv import __version__
+from kagglecv.core.errors import KagglecvError
 
 app = typer.Typer(
     name="kagglecv",
@@ -50,9 +50,9 @@ def folds(
     force: Annotated[bool, typer.Option(help="Overwrite a folds file made with other settings.")] = False,
 ) -> None:
     """Split the training table into folds; write folds.file (id,fold) and a JSON report beside it."""
-    from .config import load_config
-    from .folds import make_folds
-    from .tables import folds_table
+    from kagglecv.core.config import load_config
+    from kagglecv.stages.folds import make_folds
+    from kagglecv.core.tables import folds_table
 
     config = load_config(config_path, overrides)
     result = make_folds(config, force=force)
@@ -81,8 +81,8 @@ def train(
                                                   "and average them; train.seeds when omitted.")] = None,
 ) -> None:
     """Train one timm model per fold; write runs/<experiment>/fold<K>/ and, when all folds are done, oof.csv and test.csv."""
-    from .config import load_config
-    from .refit import train_experiment
+    from kagglecv.core.config import load_config
+    from kagglecv.stages.train import train_experiment
 
     train_experiment(load_config(config_path, overrides), fold, resume=resume, force=force, full=full, seeds=seeds)
 
@@ -96,7 +96,7 @@ def predict(
     tta: Annotated[Optional[str], typer.Option(help="Comma-separated views (none,hflip,vflip,transpose,rot90,scale:1.15,rotate:5,shift:1:0) or auto.")] = None,
 ) -> None:
     """Predict held-out rows and the test set with each fold's best weights and TTA; rewrite the run's oof.csv and test.csv."""
-    from .predict import predict_run
+    from kagglecv.stages.predict import predict_run
 
     views = None if tta is None else ("auto" if tta == "auto" else [view.strip() for view in tta.split(",") if view.strip()])
     if views == []:
@@ -118,8 +118,8 @@ def score(
 
     With --submission FILE --solution FILE --metric M: score a submission as Kaggle would.
     """
-    from .score import score_oof_file, score_run, score_submission
-    from .tables import score_table
+    from kagglecv.stages.score import score_oof_file, score_run, score_submission
+    from kagglecv.core.tables import score_table
 
     if submission is not None:
         if solution is None or metric is None:
@@ -148,11 +148,11 @@ def report(
     """Leaderboard of every run and ensemble, the experiment journal, pictures and error analysis, in
     RUNS_DIR/report.md, the self-contained RUNS_DIR/report.html and RUNS_DIR/report.pictures/; it reads the runs and
     writes nothing else."""
-    from .report import build_report
-    from .tables import leaderboard_table
+    from kagglecv.stages.report import build_report
+    from kagglecv.core.tables import leaderboard_table
 
     if inspect:
-        from .analysis import inspect_stale_runs
+        from kagglecv.stages.inspect import inspect_stale_runs
 
         for run_path in inspect_stale_runs(runs_dir):
             console.print(f"inspected {run_path}")
@@ -170,8 +170,8 @@ def inspect(
 ) -> None:
     """What the OOF predictions get wrong: error gallery, confused pairs, likely label errors (cleanlab), duplicates
     with different labels; writes label_issues.csv and inspect.json in the run folder."""
-    from .analysis import inspect_run
-    from .tables import inspect_tables
+    from kagglecv.stages.inspect import inspect_run
+    from kagglecv.core.tables import inspect_tables
 
     analysis = inspect_run(run, top=top, pairs=pairs, pictures=pictures)
     for table in inspect_tables(analysis):
@@ -193,10 +193,10 @@ def ensemble(
     per_class: Annotated[bool, typer.Option(help="Multi-label hill/optimize: separate weights per class.")] = False,
 ) -> None:
     """Blend runs on their OOF predictions; report best single, in-sample and nested (honest) scores."""
-    from .ensemble import make_ensemble
-    from .tables import correlation_table, ensemble_table
+    from kagglecv.stages.ensemble import make_ensemble
+    from kagglecv.core.tables import correlation_table, ensemble_table
 
-    from .ensemble import parse_weights
+    from kagglecv.stages.ensemble import parse_weights
 
     result = make_ensemble(runs, method, name, metric=metric, user_weights=parse_weights(weights), power=power,
                            init_top=init_top, max_rounds=rounds, per_class=per_class)
@@ -215,7 +215,7 @@ def submit(
     out_dir: Annotated[Path, typer.Option(help="Folder of the submissions.")] = Path("submissions"),
 ) -> None:
     """Write a submission in the sample's exact shape from a run's or ensemble's test.csv, checked before writing."""
-    from .submission import write_submission
+    from kagglecv.stages.submit import write_submission
 
     result = write_submission(run, sample, name, threshold=threshold, out_dir=out_dir, compress=gz)
     console.print(f"wrote {result.path}: {result.rows} rows, {result.format} format")
@@ -229,7 +229,7 @@ def lb(
     out_dir: Annotated[Path, typer.Option(help="Folder of the submissions and their log.csv.")] = Path("submissions"),
 ) -> None:
     """Record the leaderboard score of a submission (read on Kaggle; nothing goes online) beside its CV."""
-    from .submission_log import log_path, record_leaderboard
+    from kagglecv.stages.lb import log_path, record_leaderboard
 
     row = record_leaderboard(out_dir, name, public, private)
     gap = f", public - CV {float(row['public']) - float(row['cv']):+.4f}" if row["public"] and row["cv"] else ""
@@ -249,8 +249,8 @@ def infer(
     workers: Annotated[Optional[int], typer.Option(min=0, help="Image-loading workers; the run's when omitted.")] = None,
 ) -> None:
     """Replay a run's or ensemble's test predictions (folds, weights, TTA, blend) on a new test set, offline."""
-    from .infer import infer as infer_stage
-    from .console import Console as StageConsole
+    from kagglecv.stages.infer import infer as infer_stage
+    from kagglecv.core.console import Console as StageConsole
 
     infer_stage(source, test, images, out, sample, threshold=threshold, batch_size=batch_size, workers=workers,
                 console=StageConsole())
@@ -270,7 +270,7 @@ def pack(
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
-    from .bundle import pack as pack_stage, timing_warning
+    from kagglecv.stages.pack import pack as pack_stage, timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
     result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
@@ -292,8 +292,8 @@ def run(
     force: Annotated[bool, typer.Option(help="Accept a config that differs from the run folder's.")] = False,
 ) -> None:
     """The whole pipeline: folds (if missing), train every fold (resuming), predict with TTA, score, submit."""
-    from .config import load_config
-    from .pipeline import run_pipeline
+    from kagglecv.core.config import load_config
+    from kagglecv.workflows.run import run_pipeline
 
     _print_summary(run_pipeline(load_config(config_path, overrides), force=force))
 
@@ -311,8 +311,8 @@ def pseudo(
 ) -> None:
     """A new experiment from RUN's config whose fold k also trains on test images labelled by RUN's fold-k model
     only (leak-free); the whole pipeline, as `kagglecv run`."""
-    from .pipeline import run_pipeline
-    from .teachers import pseudo_config
+    from kagglecv.workflows.run import run_pipeline
+    from kagglecv.training.teaching import pseudo_config
 
     _print_summary(run_pipeline(pseudo_config(run, name, threshold, top_frac, soft, overrides), force=force))
 
@@ -329,7 +329,7 @@ def _print_summary(summary) -> None:
 @config_app.command("show")
 def config_show(config_path: ConfigPath, overrides: Overrides = None) -> None:
     """Print the fully resolved config, defaults filled in."""
-    from .config import dump_config, load_config
+    from kagglecv.core.config import dump_config, load_config
 
     console.print(dump_config(load_config(config_path, overrides)), markup=False, highlight=False, end="")
 
@@ -340,7 +340,7 @@ def import_folder(
     out: Annotated[Path, typer.Option(help="The train.csv to write.")] = Path("train.csv"),
 ) -> None:
     """Write a train.csv (id, image, label) from an image-folder layout: ROOT/<class>/<image>."""
-    from .importers import import_image_folder
+    from kagglecv.data.importers import import_image_folder
 
     frame = import_image_folder(root, out)
     console.print(f"wrote {out}: {len(frame)} images, {frame['label'].nunique()} classes; "
@@ -354,7 +354,7 @@ def import_voc(
     image_set: Annotated[Optional[str], typer.Option(help="Only ids listed in ImageSets/Main/<NAME>.txt, e.g. trainval.")] = None,
 ) -> None:
     """Write a train.csv of image-level labels (-1 absent, 0 difficult, 1 present) from PASCAL VOC XML."""
-    from .importers import import_voc as run_import
+    from kagglecv.data.importers import import_voc as run_import
 
     frame = run_import(root, out, image_set)
     console.print(f"wrote {out}: {len(frame)} images, {len(frame.columns) - 1} classes; "
@@ -375,8 +375,8 @@ def launch(
 ) -> None:
     """Train every (experiment, fold) as its own job on a local pool or a Ray cluster; finished experiments are then
     merged, predicted, scored and submitted as `kagglecv run` does. Re-running resumes."""
-    from .console import Console as StageConsole
-    from .launch import launch as launch_jobs
+    from kagglecv.core.console import Console as StageConsole
+    from kagglecv.workflows.launch import launch as launch_jobs
 
     result = launch_jobs(configs, overrides, folds=folds, backend=backend, jobs=jobs, cpus_per_job=cpus_per_job,
                          gpus_per_job=gpus_per_job, address=address, max_retries=retries, console=StageConsole())
@@ -403,8 +403,8 @@ def tune(
 ) -> None:
     """Search hyper-parameters with Optuna (TPE); every trial is an ordinary run. Resumes when re-run; writes the
     best parameters as --set lines and runs/tune-<name>/best.yaml."""
-    from .console import Console as StageConsole
-    from .tune import override, tune as tune_study
+    from kagglecv.core.console import Console as StageConsole
+    from kagglecv.workflows.tune import override, tune as tune_study
 
     if pruner not in ("median", "none"):
         raise KagglecvError(f"--pruner {pruner!r}: expected median or none")
@@ -425,7 +425,7 @@ def track_sync(
     run: Annotated[Optional[list[str]], typer.Option("--run", help="Only this run (repeatable).")] = None,
 ) -> None:
     """Import finished runs into MLflow (idempotent: unchanged runs are skipped, changed ones replaced)."""
-    from .tracking import sync_runs
+    from kagglecv.stages.track import sync_runs
 
     result = sync_runs(runs_dir, uri, only=run)
     console.print(f"{result.uri}: logged {len(result.logged)} run(s)"
@@ -440,8 +440,8 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 6,
 ) -> None:
     """Build two real competitions from scikit-learn's digits (multiclass, multi-label) and run the pipeline on them."""
-    from .demo import run_demo
-    from .tables import leaderboard_table
+    from kagglecv.workflows.demo import run_demo
+    from kagglecv.core.tables import leaderboard_table
 
     console.print(leaderboard_table(run_demo(root, epochs)))
 

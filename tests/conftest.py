@@ -56,7 +56,7 @@ def tiny_multiclass(tmp_path, write_images):
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory):
     """The demo's real digits competitions (multiclass and multi-label mosaics), built once per session."""
-    from kagglecv.demo import build_multiclass, build_multilabel
+    from kagglecv.workflows.demo import build_multiclass, build_multilabel
 
     root = tmp_path_factory.mktemp("digits")
     build_multiclass(root / "digits")
@@ -95,10 +95,10 @@ def tiny_config(tmp_path: Path, digits_root: Path, task: str = "multiclass", row
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory, digits_root):
     """Two finished tiny runs per task (different seeds), shared by the predict, score, report and ensemble tests."""
-    from kagglecv.config import validate_config
-    from kagglecv.console import Console
-    from kagglecv.folds import make_folds
-    from kagglecv.train import train_run
+    from kagglecv.core.config import validate_config
+    from kagglecv.core.console import Console
+    from kagglecv.stages.folds import make_folds
+    from kagglecv.training.trainer import train_run
 
     root = tmp_path_factory.mktemp("trained")
     runs = {}

@@ -118,10 +118,10 @@ def test_scoring_ensembling_submitting_and_reporting_do_not_import_torch():
     import subprocess
     import sys
 
-    light = ("import sys, kagglecv.score, kagglecv.ensemble, kagglecv.submission, kagglecv.report; "
+    light = ("import sys, kagglecv.stages.score, kagglecv.stages.ensemble, kagglecv.stages.submit, kagglecv.stages.report; "
              "print(','.join(m for m in ('torch', 'timm', 'albumentations') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", light], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "", f"imported: {result.stdout}"
-    train = subprocess.run([sys.executable, "-c", "import sys, kagglecv.train; print('kagglecv.predict' in sys.modules)"],
+    train = subprocess.run([sys.executable, "-c", "import sys, kagglecv.training.trainer; print('kagglecv.stages.predict' in sys.modules)"],
                            capture_output=True, text=True, check=True)
     assert train.stdout.strip() == "False", "train.py must not import predict.py"

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kagglecv.config import apply_override, dump_config, load_config, validate_config
-from kagglecv.errors import ConfigError
+from kagglecv.core.config import apply_override, dump_config, load_config, validate_config
+from kagglecv.core.errors import ConfigError
 
 
 def write_yaml(path: Path, obj) -> Path:

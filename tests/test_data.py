@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.config import DataConfig
-from kagglecv.data import DIFFICULT, load_test, load_train, read_csv_strings
-from kagglecv.errors import DataError
+from kagglecv.core.config import DataConfig
+from kagglecv.data.table import DIFFICULT, load_test, load_train, read_csv_strings
+from kagglecv.core.errors import DataError
 
 from .conftest import VOC_CLASSES, shared_dataset
 

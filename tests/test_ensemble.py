@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.data import load_train
-from kagglecv.ensemble import METHODS, hill_climb, make_ensemble
-from kagglecv.errors import KagglecvError
-from kagglecv.metrics import accuracy
+from kagglecv.data.table import load_train
+from kagglecv.stages.ensemble import METHODS, hill_climb, make_ensemble
+from kagglecv.core.errors import KagglecvError
+from kagglecv.core.metrics import accuracy
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.config import validate_config
-from kagglecv.data import load_train
-from kagglecv.errors import KagglecvError
-from kagglecv.folds import label_rate_deviation, make_folds
+from kagglecv.core.config import validate_config
+from kagglecv.data.table import load_train
+from kagglecv.core.errors import KagglecvError
+from kagglecv.stages.folds import label_rate_deviation, make_folds
 
 from .conftest import VOC_CLASSES, shared_dataset
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kagglecv.errors import DataError
-from kagglecv.decoding import decode_image
-from kagglecv.images import ImageDataset, build_augment
+from kagglecv.core.errors import DataError
+from kagglecv.data.decoding import decode_image
+from kagglecv.nn.images import ImageDataset, build_augment
 
 
 def save(tmp_path, name, image, **kwargs):

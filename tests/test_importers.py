@@ -1,9 +1,9 @@
 import pytest
 
-from kagglecv.config import DataConfig
-from kagglecv.data import DIFFICULT, load_train
-from kagglecv.errors import DataError
-from kagglecv.importers import import_image_folder, import_voc
+from kagglecv.core.config import DataConfig
+from kagglecv.data.table import DIFFICULT, load_train
+from kagglecv.core.errors import DataError
+from kagglecv.data.importers import import_image_folder, import_voc
 
 
 def test_image_folder_layout_becomes_a_readable_train_csv(tmp_path, write_images):

@@ -17,16 +17,16 @@ import yaml
 import pytest
 from PIL import Image
 
-from kagglecv.bundle import MANIFEST, pack, timing_warning
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.ensemble import _StackModel, make_ensemble, stack_model_from_state
-from kagglecv.errors import KagglecvError
-from kagglecv.folds import make_folds
-from kagglecv.infer import infer
-from kagglecv.predict import predict_run
-from kagglecv.submission import write_submission
-from kagglecv.train import train_run
+from kagglecv.stages.pack import MANIFEST, pack, timing_warning
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.stages.ensemble import _StackModel, make_ensemble, stack_model_from_state
+from kagglecv.core.errors import KagglecvError
+from kagglecv.stages.folds import make_folds
+from kagglecv.stages.infer import infer
+from kagglecv.stages.predict import predict_run
+from kagglecv.stages.submit import write_submission
+from kagglecv.training.trainer import train_run
 from tests.conftest import tiny_config
 
 QUIET = Console(quiet=True)
@@ -242,8 +242,8 @@ def test_the_commands_print_one_line_results_and_one_line_errors(competition, tm
 
 
 def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(trained_runs, tmp_path):
-    from kagglecv.run_dir import RunDir
-    from kagglecv.submission import resolve_thresholds
+    from kagglecv.core.runs import RunDir
+    from kagglecv.stages.submit import resolve_thresholds
 
     config = trained_runs[("multilabel", 1)]
     run = tmp_path / "run"
@@ -288,7 +288,7 @@ def test_the_stacking_model_replays_from_its_json_record():
 
 
 def test_timing_warns_only_past_the_limit():
-    from kagglecv.bundle import Timing
+    from kagglecv.stages.pack import Timing
 
     timing = Timing(images=64, fixed=2.0, per_image=0.01)
     assert timing_warning(timing, images=1000, max_minutes=1) is None
@@ -296,7 +296,7 @@ def test_timing_warns_only_past_the_limit():
 
 
 def test_the_default_wheelhouse_leaves_out_what_kaggle_has():
-    from kagglecv.wheelhouse import KAGGLE_PROVIDES, missing_on_kaggle
+    from kagglecv.core.wheelhouse import KAGGLE_PROVIDES, missing_on_kaggle
 
     needed = missing_on_kaggle(KAGGLE_PROVIDES)
     assert {"torch", "numpy", "scipy", "timm", "pandas"}.isdisjoint(needed)  # scipy comes with scikit-learn
@@ -304,7 +304,7 @@ def test_the_default_wheelhouse_leaves_out_what_kaggle_has():
 
 
 def test_a_glibc_platform_names_every_older_manylinux_tag_for_pip():
-    from kagglecv.wheelhouse import platform_options
+    from kagglecv.core.wheelhouse import platform_options
 
     tags = platform_options("manylinux_2_35_x86_64")[1::2]
     assert tags[0] == "manylinux_2_35_x86_64" and "manylinux_2_17_x86_64" in tags and "manylinux_2_16_x86_64" not in tags
@@ -316,7 +316,7 @@ def test_a_glibc_platform_names_every_older_manylinux_tag_for_pip():
 def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, tmp_path):
     """A fresh virtual environment whose site sees this one's packages except kagglecv (the stand-in for a Kaggle
     image), ``pip install --no-index --find-links wheels kagglecv``, then ``kagglecv infer`` from it."""
-    from kagglecv.wheelhouse import requirement_closure
+    from kagglecv.core.wheelhouse import requirement_closure
 
     everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
     bundle = pack(competition["runs"][0], tmp_path / "bundle", wheels=True, provided=everything, timing_images=0).path

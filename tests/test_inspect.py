@@ -11,12 +11,12 @@ import yaml
 from sklearn.metrics import confusion_matrix
 from typer.testing import CliRunner
 
-from kagglecv.analysis import confused_pairs, label_issues, multilabel_errors, worst_predictions
+from kagglecv.stages.inspect import confused_pairs, label_issues, multilabel_errors, worst_predictions
 from kagglecv.cli import app
-from kagglecv.config import validate_config
-from kagglecv.data import ABSENT, DataWarning, load_train
-from kagglecv.errors import DataError
-from kagglecv.folds import read_folds
+from kagglecv.core.config import validate_config
+from kagglecv.data.table import ABSENT, DataWarning, load_train
+from kagglecv.core.errors import DataError
+from kagglecv.stages.folds import read_folds
 
 from .conftest import shared_dataset
 
@@ -48,7 +48,7 @@ def model_like_probabilities(truth: np.ndarray, n_classes: int, accuracy: float,
 
 
 def as_data(ids, targets, classes, task="multiclass"):
-    from kagglecv.data import CompetitionData
+    from kagglecv.data.table import CompetitionData
 
     return CompetitionData(np.asarray(ids, dtype=object), None, task, list(classes), targets)
 

@@ -124,7 +124,7 @@ def test_ray_launch_on_a_local_cluster_retries_a_killed_job_and_resumes(tmp_path
 
 
 def test_a_ray_task_that_cannot_see_the_run_folder_is_a_clear_error(tmp_path):
-    from kagglecv.jobs import JobRefused, ray_job
+    from kagglecv.workflows.jobs import JobRefused, ray_job
 
     with pytest.raises(JobRefused, match="cannot see .*runs/ must be on storage every node"):
         ray_job(["true"], str(tmp_path), str(tmp_path / "log"), str(tmp_path / "elsewhere" / ".kagglecv-launch"), {})

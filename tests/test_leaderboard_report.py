@@ -13,9 +13,9 @@ from scipy.stats import pearsonr
 from typer.testing import CliRunner
 
 from kagglecv.cli import app
-from kagglecv.files import sha256_file
-from kagglecv.report import build_report
-from kagglecv.submission_log import cv_vs_leaderboard, read_log
+from kagglecv.core.files import sha256_file
+from kagglecv.stages.report import build_report
+from kagglecv.stages.lb import cv_vs_leaderboard, read_log
 
 runner = CliRunner()
 

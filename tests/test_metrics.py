@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from kagglecv import metrics as km
+from kagglecv.core import metrics as km
 
 from .conftest import shared_dataset
 
@@ -133,7 +133,7 @@ def test_bad_input_names_the_argument():
 
 
 def test_score_oof_against_a_wide_voc_truth_table_uses_the_class_columns(voc_test, tmp_path):
-    from kagglecv.score import score_oof_file
+    from kagglecv.stages.score import score_oof_file
 
     raw, _ = voc_test
     truth = shared_dataset("voc2007-labels") / "test_labels.csv"

@@ -13,14 +13,14 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from kagglecv import own_models
+from kagglecv.nn import own_models
 from kagglecv.cli import app
-from kagglecv.config import ModelConfig, validate_config
-from kagglecv.console import Console
-from kagglecv.errors import ConfigError, KagglecvError
-from kagglecv.folds import make_folds
-from kagglecv.models import create_model, load_pretrained_file, parameter_counts
-from kagglecv.train import train_run
+from kagglecv.core.config import ModelConfig, validate_config
+from kagglecv.core.console import Console
+from kagglecv.core.errors import ConfigError, KagglecvError
+from kagglecv.stages.folds import make_folds
+from kagglecv.nn.models import create_model, load_pretrained_file, parameter_counts
+from kagglecv.training.trainer import train_run
 
 from .conftest import tiny_config
 

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from kagglecv.cli import app
-from kagglecv.config import load_config
+from kagglecv.core.config import load_config
 
 from .conftest import tiny_config
 
@@ -73,21 +73,21 @@ def test_example_configs_load_and_validate(path):
 
 
 def test_run_without_tta_predicts_nothing_twice_and_reads_the_table_once(tmp_path, digits_root, monkeypatch):
-    import kagglecv.data
-    import kagglecv.pipeline
-    from kagglecv.predict import predict_run
+    import kagglecv.data.table
+    import kagglecv.workflows.run
+    from kagglecv.stages.predict import predict_run
 
     monkeypatch.chdir(tmp_path)
     config = tiny_config(tmp_path, digits_root, rows=60, predict={"tta": ["none"]})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     table_reads = []
-    real_read = kagglecv.data.read_table_bytes
-    monkeypatch.setattr(kagglecv.data, "read_table_bytes", lambda path: table_reads.append(Path(path)) or real_read(path))
+    real_read = kagglecv.data.table.read_table_bytes
+    monkeypatch.setattr(kagglecv.data.table, "read_table_bytes", lambda path: table_reads.append(Path(path)) or real_read(path))
 
     def no_second_predict(*args, **kwargs):
         raise AssertionError("predict_run was called although train's predictions are the final ones")
 
-    monkeypatch.setattr(kagglecv.pipeline, "predict_run", no_second_predict)
+    monkeypatch.setattr(kagglecv.workflows.run, "predict_run", no_second_predict)
     result = runner.invoke(app, ["run", "c.yaml"])
     assert result.exit_code == 0, result.output
     assert table_reads.count(Path(config["data"]["train_csv"])) == 1, table_reads

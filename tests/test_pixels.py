@@ -12,10 +12,10 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from kagglecv.cli import app
-from kagglecv.config import DataConfig
-from kagglecv.data import load_test, load_train
-from kagglecv.errors import DataError
-from kagglecv.pixels import PixelImages
+from kagglecv.core.config import DataConfig
+from kagglecv.data.table import load_test, load_train
+from kagglecv.core.errors import DataError
+from kagglecv.data.pixels import PixelImages
 
 from .conftest import shared_dataset
 
@@ -127,11 +127,11 @@ def test_the_official_mnist_table_is_read_as_uint8_images():
 
 
 def test_a_gzip_table_that_decompresses_past_the_limit_is_refused(tmp_path, monkeypatch):
-    import kagglecv.data
+    import kagglecv.data.table
 
     frame, _ = digits_table(40)
     (tmp_path / "train.csv.gz").write_bytes(gzip.compress(frame.to_csv(index=False).encode()))
-    monkeypatch.setattr(kagglecv.data, "MAX_TABLE_BYTES", 4096)  # the real limit is 2 GiB
+    monkeypatch.setattr(kagglecv.data.table, "MAX_TABLE_BYTES", 4096)  # the real limit is 2 GiB
     with pytest.raises(DataError, match=r"train\.csv\.gz: decompresses to more than .* refused"):
         load_train(DataConfig(train_csv=tmp_path / "train.csv.gz"))
     (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score
 
-from kagglecv.console import Console
-from kagglecv.data import load_train
-from kagglecv.errors import DataError, KagglecvError
-from kagglecv.predict import predict_run, tta_view
-from kagglecv.report import build_report
-from kagglecv.score import score_oof_file, score_run
+from kagglecv.core.console import Console
+from kagglecv.data.table import load_train
+from kagglecv.core.errors import DataError, KagglecvError
+from kagglecv.stages.predict import predict_run, tta_view
+from kagglecv.stages.report import build_report
+from kagglecv.stages.score import score_oof_file, score_run
 
 QUIET = Console(quiet=True)
 

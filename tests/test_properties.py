@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
-from kagglecv.config import apply_override
-from kagglecv.ensemble import hill_climb
-from kagglecv.metrics import accuracy
-from kagglecv.predictions import compare_ids
-from kagglecv.splitters import create_splitter
-from kagglecv.submission import tune_thresholds
+from kagglecv.core.config import apply_override
+from kagglecv.stages.ensemble import hill_climb
+from kagglecv.core.metrics import accuracy
+from kagglecv.core.predictions import compare_ids
+from kagglecv.data.splitters import create_splitter
+from kagglecv.stages.submit import tune_thresholds
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,20 +7,20 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv.averaging import WeightAverager
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.ensemble import make_ensemble
-from kagglecv.errors import KagglecvError
-from kagglecv.folds import make_folds
-from kagglecv.pipeline import run_pipeline
-from kagglecv.predictions import read_predictions
-from kagglecv.refit import train_experiment
-from kagglecv.report import build_report
-from kagglecv.run_dir import RunDir
-from kagglecv.score import score_run
-from kagglecv.submission import write_submission
-from kagglecv.train import train_run
+from kagglecv.training.averaging import WeightAverager
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.stages.ensemble import make_ensemble
+from kagglecv.core.errors import KagglecvError
+from kagglecv.stages.folds import make_folds
+from kagglecv.workflows.run import run_pipeline
+from kagglecv.core.predictions import read_predictions
+from kagglecv.stages.train import train_experiment
+from kagglecv.stages.report import build_report
+from kagglecv.core.runs import RunDir
+from kagglecv.stages.score import score_run
+from kagglecv.stages.submit import write_submission
+from kagglecv.training.trainer import train_run
 
 from .conftest import tiny_config
 
@@ -75,7 +75,7 @@ def test_seeds_train_one_run_per_seed_and_average_them(tmp_path, digits_root):
 
 
 def test_weight_averager_keeps_the_last_or_the_best_epochs_and_averages_them(tmp_path):
-    from kagglecv.run_dir import FoldDir
+    from kagglecv.core.runs import FoldDir
 
     folder = FoldDir(tmp_path / "fold0", 0)
     states = [{"w": torch.full((2,), float(epoch)), "n": torch.tensor(epoch)} for epoch in range(5)]
@@ -130,8 +130,8 @@ def test_full_refit_predicts_the_test_set_with_the_cv_runs_tta(tmp_path, digits_
     [full_path] = train_experiment(config, full=True, console=QUIET)
     full = RunDir(full_path)
     assert pd.read_json(full.predict_path, typ="series")["tta"] == ["none", "hflip"]
-    from kagglecv.data import load_test
-    from kagglecv.infer import load_recipe
+    from kagglecv.data.table import load_test
+    from kagglecv.stages.infer import load_recipe
 
     classes = full.read_info()["classes"]
     test = load_test(config.data, classes, "multiclass")

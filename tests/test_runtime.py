@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from kagglecv.errors import KagglecvError
-from kagglecv.runtime import CudaDevice, amp_name, autocast_dtype, check_compile, check_cuda_kernels
+from kagglecv.core.errors import KagglecvError
+from kagglecv.nn.runtime import CudaDevice, amp_name, autocast_dtype, check_compile, check_cuda_kernels
 
 CUDA = torch.device("cuda")
 P100, T4 = CudaDevice("Tesla P100-PCIE-16GB", (6, 0)), CudaDevice("Tesla T4", (7, 5))

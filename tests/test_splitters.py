@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kagglecv.splitters import SPLITTERS, create_splitter
+from kagglecv.data.splitters import SPLITTERS, create_splitter
 
 N_SPLITS = 5
 

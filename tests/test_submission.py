@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from kagglecv.errors import DataError, KagglecvError
-from kagglecv.score import score_submission
-from kagglecv.submission import tune_thresholds, write_submission
+from kagglecv.core.errors import DataError, KagglecvError
+from kagglecv.stages.score import score_submission
+from kagglecv.stages.submit import tune_thresholds, write_submission
 
 
 def sample_for(run_dir, tmp_path, columns, value, shuffle=True):

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv.config import PseudoConfig, validate_config
-from kagglecv.console import Console
-from kagglecv.errors import KagglecvError
-from kagglecv.folds import make_folds
-from kagglecv.losses import TeacherLoss
-from kagglecv.pipeline import run_pipeline
-from kagglecv.predictions import read_predictions
-from kagglecv.run_dir import RunDir
-from kagglecv.teachers import pseudo_config, select_pseudo_labels
+from kagglecv.core.config import PseudoConfig, validate_config
+from kagglecv.core.console import Console
+from kagglecv.core.errors import KagglecvError
+from kagglecv.stages.folds import make_folds
+from kagglecv.nn.losses import TeacherLoss
+from kagglecv.workflows.run import run_pipeline
+from kagglecv.core.predictions import read_predictions
+from kagglecv.core.runs import RunDir
+from kagglecv.training.teaching import pseudo_config, select_pseudo_labels
 
 from .conftest import tiny_config
 
@@ -120,8 +120,8 @@ def test_distillation_uses_the_teacher_fold_model_on_the_fold_training_rows(tmp_
     run_pipeline(validate_config(student_raw), console=Console(quiet=True))
     student = RunDir(tmp_path / "runs" / "student")
     folds = pd.read_csv(teacher.folds.file, dtype={"id": str}).set_index("id")["fold"]
-    from kagglecv.infer import load_recipe
-    from kagglecv.data import load_train
+    from kagglecv.stages.infer import load_recipe
+    from kagglecv.data.table import load_train
 
     data = load_train(teacher.data)
     recipe = load_recipe(teacher.run_dir)
@@ -193,7 +193,7 @@ def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tm
     from typer.testing import CliRunner
 
     from kagglecv.cli import app, main
-    from kagglecv.report import build_report
+    from kagglecv.stages.report import build_report
 
     teacher = validate_config(tiny_config(tmp_path, digits_root))
     make_folds(teacher)
@@ -240,8 +240,8 @@ def test_multilabel_soft_pseudo_labels_and_distillation_with_mixup_train(tmp_pat
 
 
 def test_an_ensemble_teacher_predicts_each_fold_as_the_blend_of_its_members_folds(trained_runs, tmp_path):
-    from kagglecv.ensemble import make_ensemble
-    from kagglecv.infer import load_recipe
+    from kagglecv.stages.ensemble import make_ensemble
+    from kagglecv.stages.infer import load_recipe
 
     members = [trained_runs[("multiclass", seed)].run_dir for seed in (1, 2)]
     # Written to its own folder: the shared runs folder is what the report tests list.

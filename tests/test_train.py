@@ -10,15 +10,15 @@ import pytest
 import torch
 import yaml
 
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.data import load_train
-from kagglecv.errors import DataError, KagglecvError
-from kagglecv.folds import make_folds
-from kagglecv.models import create_model
-from kagglecv.predictions import merge_oof
-from kagglecv.train import train_run
-from kagglecv.weights import load_state_dict, load_torch, save_weights
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.data.table import load_train
+from kagglecv.core.errors import DataError, KagglecvError
+from kagglecv.stages.folds import make_folds
+from kagglecv.nn.models import create_model
+from kagglecv.core.predictions import merge_oof
+from kagglecv.training.trainer import train_run
+from kagglecv.nn.weights import load_state_dict, load_torch, save_weights
 
 from .conftest import tiny_config
 
@@ -265,7 +265,7 @@ def test_two_folds_trained_at_once_by_separate_processes(tmp_path, digits_root):
 
 
 def test_the_last_accumulation_group_of_an_epoch_is_stepped(tmp_path, digits_root):
-    from kagglecv.weights import load_torch
+    from kagglecv.nn.weights import load_torch
 
     config = validate_config(tiny_config(tmp_path, digits_root, rows=80,
                                          train={"accum_steps": 3, "batch_size": 4, "epochs": 1}))
@@ -278,13 +278,13 @@ def test_the_last_accumulation_group_of_an_epoch_is_stepped(tmp_path, digits_roo
 def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root):
     import torch
 
-    from kagglecv.inference import FoldPredictor
-    from kagglecv.run_dir import RunDir
-    from kagglecv.runtime import autocast_dtype
+    from kagglecv.nn.inference import FoldPredictor
+    from kagglecv.core.runs import RunDir
+    from kagglecv.nn.runtime import autocast_dtype
 
     cpu = torch.device("cpu")
     assert [autocast_dtype(amp, cpu) for amp in ("auto", "off", "bf16", "fp16")] == [None, None, torch.bfloat16, torch.float16]
-    from kagglecv.runtime import CudaDevice
+    from kagglecv.nn.runtime import CudaDevice
 
     assert autocast_dtype("auto", torch.device("cuda"), CudaDevice("NVIDIA A100", (8, 0))) is torch.bfloat16
     assert autocast_dtype("auto", torch.device("cuda"), CudaDevice("Tesla T4", (7, 5))) is torch.float16
@@ -294,7 +294,7 @@ def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root)
 
 
 def test_best_tracking_counts_epochs_since_the_best_and_ignores_nan():
-    from kagglecv.train import BestTracker
+    from kagglecv.training.trainer import BestTracker
 
     best = BestTracker()
     assert best.update("raw", 0.5, epoch=0) and best.is_overall_best("raw", 0)

@@ -65,7 +65,7 @@ def test_tune_runs_trials_as_runs_prunes_and_writes_the_best_config(tmp_path, di
             truth = pd.read_csv(tmp_path / "train.csv", dtype=str).set_index("id").loc[oof["id"], "label"]
             accuracy = (oof.iloc[:, 2:].idxmax(axis=1).to_numpy() == truth.to_numpy()).mean()
             assert trial.value == pytest.approx(accuracy, abs=1e-12)
-    from kagglecv.report import build_report
+    from kagglecv.stages.report import build_report
 
     report = build_report(tmp_path / "runs", pictures=False, submissions_dir=tmp_path / "subs")
     shown = {entry.name: entry for entry in report.leaderboard}

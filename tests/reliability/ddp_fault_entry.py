@@ -2,7 +2,7 @@
 
 import os
 
-from kagglecv import train
+from kagglecv.training import trainer as train
 from kagglecv.cli import main
 
 original_step = train.FoldTrainer._optimizer_step

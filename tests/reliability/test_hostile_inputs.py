@@ -481,7 +481,7 @@ CATALOGUE = {
     ],
 }
 def packed(world: Path) -> None:
-    from kagglecv.bundle import pack
+    from kagglecv.stages.pack import pack
 
     pack(world / "runs" / "base", world / "bundle", timing_images=0)
 
@@ -504,7 +504,7 @@ TIME_LIMIT = 120
 def import_baseline() -> int:
     """The peak address space (bytes) of a process that imports kagglecv's command line and torch, as every
     command may: a CUDA build of torch maps gigabytes it never touches, so the limit is set above this."""
-    code = ("import torch, kagglecv.cli, kagglecv.data, pandas; "
+    code = ("import torch, kagglecv.cli, kagglecv.data.table, pandas; "
             "print(next(line for line in open('/proc/self/status') if line.startswith('VmPeak')).split()[1])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIME_LIMIT, check=True)
     return int(result.stdout.strip()) * 1024

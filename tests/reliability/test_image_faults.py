@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.errors import DataError
-from kagglecv.folds import make_folds
-from kagglecv.decoding import decode_image
-from kagglecv.images import ImageDataset, build_augment
-from kagglecv.train import train_run
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.core.errors import DataError
+from kagglecv.stages.folds import make_folds
+from kagglecv.data.decoding import decode_image
+from kagglecv.nn.images import ImageDataset, build_augment
+from kagglecv.training.trainer import train_run
 
 from ..conftest import tiny_config
 

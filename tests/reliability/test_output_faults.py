@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.errors import DataError
-from kagglecv.score import score_run
+from kagglecv.core.errors import DataError
+from kagglecv.stages.score import score_run
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, "abc"])

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from kagglecv import ensemble as ensemble_module
-from kagglecv.errors import KagglecvError
+from kagglecv.stages import ensemble as ensemble_module
+from kagglecv.core.errors import KagglecvError
 
 from .test_hostile_inputs import _run, snapshot, world  # noqa: F401  (the module-scoped world fixture)
 
@@ -117,7 +117,7 @@ def test_two_folds_commands_at_once_leave_one_consistent_folds_file(here):
     assert "being written by another" in loser or "made with other settings" in loser, loser
     report = yaml.safe_load((here / "folds" / "race.json").read_text())
     assert report["seed"] == [1, 2][codes.index(0)], "the JSON describes the CSV that was written"
-    from kagglecv.files import sha256_file
+    from kagglecv.core.files import sha256_file
 
     assert report["folds_sha256"] == sha256_file(here / "folds" / "race.csv")
 
@@ -164,7 +164,7 @@ def test_a_killed_folds_writer_is_treated_as_absent(here):
     frame.to_csv(csv, index=False)
     code, output = _run(["folds", "base.yaml"], here)
     assert code == 0 and "wrote folds/digits.csv" in output, output
-    from kagglecv.files import sha256_file
+    from kagglecv.core.files import sha256_file
 
     assert yaml.safe_load(report.read_text())["folds_sha256"] == sha256_file(csv)
 
@@ -183,8 +183,8 @@ def test_a_start_that_fails_validation_leaves_no_run_identity(here):
 
 # ----- labels written two ways ---------------------------------------------------------------------------------------
 def test_one_and_one_point_zero_are_one_class_with_a_warning(tmp_path, write_images):
-    from kagglecv.config import DataConfig
-    from kagglecv.data import DataWarning, load_train
+    from kagglecv.core.config import DataConfig
+    from kagglecv.data.table import DataWarning, load_train
 
     ids = [f"i{n}" for n in range(12)]
     labels = ["1", "1.0", "2", "2.0", "3", "3"] * 2

@@ -14,15 +14,15 @@ import pytest
 import torch
 import yaml
 
-from kagglecv.config import validate_config
-from kagglecv.console import Console
-from kagglecv.errors import KagglecvError
-from kagglecv.files import remove_stale_temporaries
-from kagglecv.folds import make_folds
-from kagglecv.images import ImageDataset
-from kagglecv.predict import predict_run
-from kagglecv.train import FoldTrainer, train_run
-from kagglecv.weights import load_torch
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
+from kagglecv.core.errors import KagglecvError
+from kagglecv.core.files import remove_stale_temporaries
+from kagglecv.stages.folds import make_folds
+from kagglecv.nn.images import ImageDataset
+from kagglecv.stages.predict import predict_run
+from kagglecv.training.trainer import FoldTrainer, train_run
+from kagglecv.nn.weights import load_torch
 
 from ..conftest import tiny_config
 
@@ -46,7 +46,7 @@ def cli(args, cwd):
 
 WRITER = """
 import sys
-from kagglecv.files import write_bytes_keep_previous
+from kagglecv.core.files import write_bytes_keep_previous
 target, previous = sys.argv[1], sys.argv[2]
 for round in range(1000):
     write_bytes_keep_previous(target, bytes([round % 256]) * 50_000_000, previous)
@@ -146,9 +146,9 @@ def test_resuming_with_another_config_shows_the_difference(tmp_path, digits_root
 def test_nan_never_counts_as_the_best_epoch(tmp_path):
     from types import SimpleNamespace
 
-    from kagglecv.run_dir import RunDir
-    from kagglecv.runtime import Runtime
-    from kagglecv.train import BestTracker
+    from kagglecv.core.runs import RunDir
+    from kagglecv.nn.runtime import Runtime
+    from kagglecv.training.trainer import BestTracker
 
     best = BestTracker()
     best.load_state_dict({"raw": 0.5, "ema": -np.inf, "overall": 0.5, "epoch": 0, "source": "raw", "stale": 0})

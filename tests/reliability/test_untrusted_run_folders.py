@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from kagglecv.outputs import OutputRule
+from kagglecv.core.outputs import OutputRule
 
 from .test_hostile_inputs import _run, snapshot, world  # noqa: F401  (the module-scoped world fixture)
 

@@ -1,0 +1,585 @@
+"""The experiment config: pydantic models for the YAML file, ``--set`` overrides, loading and dumping.
+
+The models are the single source of defaults; ``kagglecv config show`` prints them resolved. Relative paths are
+read relative to the working directory, the folder the user runs kagglecv from (as timm's train.py does).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kagglecv.core.errors import ConfigError
+
+Task = Literal["multiclass", "multilabel", "binary"]
+FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
+
+
+TTA_VIEWS = ("none", "hflip", "vflip", "transpose", "rot90", "rot180", "rot270")
+TTA_SCALE_RANGE = (0.25, 4.0)  # outside it a view is an empty or a many-gigabyte tensor, never a useful TTA
+
+
+TTA_ROTATE_DEGREES = 180.0
+TTA_SHIFT_PIXELS = 16
+
+
+def check_tta_view(name: str) -> tuple[str, tuple[float, ...]] | None:
+    """Check a TTA view name; returns ``(kind, numbers)`` for the parametrised views (None for the fixed ones):
+    ``scale:F`` (resize by F), ``rotate:D`` (degrees, counter-clockwise), ``shift:DX:DY`` (whole pixels, right
+    and down).
+
+    Raises:
+        ValueError: an unknown view, or a number outside its range (pydantic reports it under its key).
+    """
+    if name in TTA_VIEWS:
+        return None
+    kind, _, rest = str(name).partition(":")
+    ranges = {"scale": (1, TTA_SCALE_RANGE, "scale:F with F"), "rotate": (1, (-TTA_ROTATE_DEGREES, TTA_ROTATE_DEGREES),
+              "rotate:D with D degrees"), "shift": (2, (-TTA_SHIFT_PIXELS, TTA_SHIFT_PIXELS), "shift:DX:DY with pixels")}
+    if kind not in ranges:
+        raise ValueError(f"unknown view {name!r}; expected {', '.join(TTA_VIEWS)}, scale:F, rotate:D or shift:DX:DY")
+    count, (low, high), form = ranges[kind]
+    try:
+        numbers = tuple(float(part) for part in rest.split(":"))
+    except ValueError:
+        numbers = ()
+    valid = len(numbers) == count and all(low <= n <= high for n in numbers)  # False for NaN
+    if valid and kind == "shift":
+        valid = all(n.is_integer() for n in numbers)
+    if not valid:
+        whole = " (whole numbers)" if kind == "shift" else ""
+        raise ValueError(f"view {name!r}: expected {form} between {low:g} and {high:g}{whole}")
+    return kind, numbers
+
+
+OWN_MODEL_NAME = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+@dataclass(frozen=True)
+class OwnModelName:
+    """``model.name`` written as ``path/to/nets.py:name``: an architecture in the user's own file."""
+
+    file: Path
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> "OwnModelName | None":
+        """The file and the name; None for a timm model name."""
+        match = OWN_MODEL_NAME.match(text)
+        return cls(Path(match["file"]), match["name"]) if match else None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PixelsConfig(_Section):
+    """The image shape of a pixel table (columns pixel0..pixelN-1); a square grey image is inferred without it."""
+
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    channels: Literal[1, 3] = 1
+    layout: Literal["hwc", "chw"] = Field("hwc", description="Colour: pixels ordered (row, column, channel) or "
+                                          "(channel, row, column).")
+
+
+class LabelFixesConfig(_Section):
+    """Training rows to drop or relabel, listed by id in a file, e.g. the ``label_issues.csv`` of ``kagglecv inspect``
+    after review. Loading the table says how many rows it changed, every time."""
+
+    file: Path = Field(description="A CSV with an id column (and suggested_label, to relabel).")
+    action: Literal["drop", "relabel"] = Field("drop", description="drop the listed rows, or give each its "
+                                               "suggested_label.")
+
+
+class DataConfig(_Section):
+    """Where the competition's table and images are, and what the target is."""
+
+    train_csv: Path = Field(description="The training table, one row per image.")
+    image_dir: Optional[Path] = Field(
+        None, description="Images found as <image_dir>/<id>.<ext> (any common extension), or via image_col."
+    )
+    test_csv: Optional[Path] = Field(None, description="The test table (ids only is enough).")
+    test_image_dir: Optional[Path] = Field(None, description="Test images; defaults to image_dir.")
+    id_col: str = Field("id", description="Column of image ids, always read as strings.")
+    image_col: Optional[str] = Field(None, description="Column of image paths relative to image_dir.")
+    target: Union[str, list[str]] = Field(
+        "label",
+        description="A column of class names, a column of space-separated labels, or a list of 0/1 columns.",
+    )
+    task: Optional[Task] = Field(None, description="multiclass | multilabel | binary; inferred when omitted.")
+    classes: Optional[list[str]] = Field(None, description="Class order; sorted names when omitted.")
+    classes_file: Optional[Path] = Field(None, description="A text file with one class name per line, in order.")
+    label_sep: str = Field(" ", description="Separator of labels in a multi-label string column.")
+    group_col: Optional[str] = Field(None, description="A patient, video or track id that folds keep whole.")
+    pixels: Optional[PixelsConfig] = Field(None, description="Pixel tables: the image shape, when not a square "
+                                           "grey image.")
+    label_fixes: Optional[LabelFixesConfig] = Field(None, description="Drop or relabel reviewed label issues; folds "
+                                                    "stay those of the whole table.")
+
+
+    @model_validator(mode="after")
+    def _one_class_source(self) -> "DataConfig":
+        if self.classes and self.classes_file:
+            raise ValueError("set data.classes or data.classes_file, not both")
+        return self
+
+    def class_names(self) -> list[str] | None:
+        """The configured class order, from ``classes`` or ``classes_file``, or None to infer it."""
+        if self.classes_file is None:
+            return self.classes
+        if not self.classes_file.is_file():
+            raise ConfigError(f"data.classes_file: file not found: {self.classes_file}")
+        names = [line.strip() for line in self.classes_file.read_text(encoding="utf-8-sig").splitlines()]
+        return [name for name in names if name]
+
+
+class FoldsConfig(_Section):
+    """How the training rows are split into folds."""
+
+    method: FoldMethod = Field(
+        "auto", description="auto: stratified (multiclass, binary) or multilabel, their _group variant with group_col.")
+    n_splits: int = Field(5, ge=2, description="Number of folds.")
+    seed: int = 42
+    file: Optional[Path] = Field(
+        None,
+        description="The folds CSV, shared by every experiment on this data; "
+        "folds/<data folder>-<method>-k<n_splits>-s<seed>.csv when omitted.",
+    )
+    allow_rare_classes: bool = Field(
+        False,
+        description="Allow classes (or labels) with fewer members than folds: they are then missing from "
+        "some validation folds. Otherwise such a class is an error.",
+    )
+    duplicates: Literal["group", "ignore"] = Field(
+        "group", description="Byte-identical images under different ids: keep them in one fold (group) or not."
+    )
+    near_duplicates: Literal["off", "warn", "group"] = Field(
+        "warn", description="Perceptual-hash near-duplicates: skip the check, warn with the pairs, or group them."
+    )
+    near_duplicate_distance: int = Field(
+        4, ge=0, le=16, description="Largest Hamming distance between 64-bit pHashes that counts as near-duplicate."
+    )
+
+    @field_validator("near_duplicates", mode="before")
+    @classmethod
+    def _yaml_off_is_false(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    def resolved_file(self, data: DataConfig) -> Path:
+        if self.file is not None:
+            return self.file
+        name = data.train_csv.resolve().parent.name or "data"
+        return Path("folds") / f"{name}-{self.method}-k{self.n_splits}-s{self.seed}.csv"
+
+
+class HeadConfig(_Section):
+    """An MLP between the backbone's pooled features and the classifier."""
+
+    hidden: list[int] = Field(description="Widths of the hidden layers, e.g. [1024, 512].")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class ModelConfig(_Section):
+    """The timm backbone and its head."""
+
+    name: str = Field("resnet18", description="Any timm model name (timm.list_models()), or an architecture in "
+                      "your own file as path/to/nets.py:name (the file runs when the model is built).")
+    pretrained: Union[bool, Path] = Field(
+        False,
+        description="false; true (timm's own loading, from the local hub cache when offline); or a .safetensors/"
+        ".pth/.pt file: timm weights or a kagglecv checkpoint, loaded with the classifier re-sized to the task.",
+    )
+    img_size: int = Field(224, ge=8, description="Square input size in pixels.")
+    in_chans: int = Field(3, ge=1)
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier (timm drop_rate).")
+    drop_path_rate: Optional[float] = Field(None, ge=0.0, lt=1.0, description="Stochastic depth (timm drop_path_rate).")
+    head: Optional[HeadConfig] = None
+    freeze: Union[Literal["backbone"], int, None] = Field(
+        None, description="'backbone' (all but the head), or a number of leading stages to freeze."
+    )
+    unfreeze_epoch: Optional[int] = Field(None, ge=1, description="Epoch (0-based) at which frozen layers train again.")
+    layer_decay: Optional[float] = Field(None, gt=0.0, le=1.0, description="Layer-wise lr decay (timm layer_decay).")
+    small_input: bool = Field(False, description="Stride-1 stem without max-pool (CIFAR style) for 28-64 px images; "
+                              "timm ResNet family only.")
+    max_params: Optional[int] = Field(None, ge=1, description="Refuse a model with more parameters before training.")
+
+    @field_validator("in_chans")
+    @classmethod
+    def _gray_or_rgb(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError(f"expected 1 (grayscale) or 3 (RGB), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _layer_decay_without_head(self) -> "ModelConfig":
+        if self.layer_decay is not None and self.head is not None:
+            raise ValueError("model.layer_decay cannot be combined with model.head (timm's layer groups end at its "
+                             "own classifier)")
+        return self
+
+
+class AugmentConfig(_Section):
+    """albumentations pipelines: a preset name, or a list of transforms in albumentations' serialized form."""
+
+    train: Union[Literal["none", "light", "medium", "heavy"], list[dict[str, Any]]] = "light"
+    eval: Union[Literal["none"], list[dict[str, Any]]] = "none"
+    hflip: bool = Field(True, description="Presets flip at random; false for digits, text, traffic signs.")
+    mean: Optional[tuple[float, float, float]] = Field(None, description="Normalization; the backbone's when omitted.")
+    std: Optional[tuple[float, float, float]] = None
+
+
+class TrainConfig(_Section):
+    """The per-fold training loop. Keys are named after the timm arguments they feed."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    opt: str = Field("adamw", description="timm.optim.create_optimizer_v2 name: sgd, adam, adamw, lamb, ...")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    sched: Literal["cosine", "step", "multistep", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_lr: float = Field(1e-5, ge=0, description="Learning rate at the start of warmup.")
+    min_lr: float = Field(1e-6, ge=0)
+    decay_epochs: float = Field(30, gt=0, description="step: epochs between decays.")
+    decay_milestones: list[int] = Field([30, 60], description="multistep: epochs at which lr decays.")
+    decay_rate: float = Field(0.1, gt=0)
+    loss: Literal["auto", "ce", "bce", "focal", "asl"] = Field(
+        "auto", description="auto: cross-entropy (multiclass), BCE-with-logits (multilabel, binary)."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0, description="Mixup alpha (timm Mixup); 0 is off.")
+    cutmix: float = Field(0.0, ge=0, description="CutMix alpha; 0 is off.")
+    mixup_prob: float = Field(1.0, ge=0, le=1)
+    accum_steps: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    clip_grad: Optional[float] = Field(None, gt=0, description="Clip gradient norm to this value.")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="auto: by the GPU's compute capability, bf16 from sm_80, fp16 (grad scaler) below; off on CPU.")
+    channels_last: bool = False
+    compile: bool = False
+    ema: bool = False
+    ema_decay: float = Field(0.998, gt=0, lt=1)
+    metric: str = Field(
+        "auto", description="Picks the best epoch: auto (the competition metric), loss, or any metric name."
+    )
+    patience: Optional[int] = Field(None, ge=1, description="Stop after this many epochs without improvement.")
+    sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: class-balanced sampling.")
+    class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
+    num_workers: Optional[int] = Field(None, ge=0, description="DataLoader workers; the available cores when omitted.")
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    seed: int = 42
+    seeds: int = Field(1, ge=1, description="Train the folds this many times with different seeds (train.seed + "
+                       "1000 x i, as runs <experiment>-seed<i>) and average them in an ensemble.")
+    avg_weights: Optional[Literal["last", "best"]] = Field(
+        None, description="Also score the average of the weights of the last avg_count epochs, or of the avg_count "
+        "best ones (timm's avg_checkpoints.py), each epoch beside the raw (and EMA) weights.")
+    avg_count: int = Field(3, ge=2, description="How many epochs' weights avg_weights averages.")
+    size_schedule: Optional[dict[int, int]] = Field(
+        None, description="Progressive resizing: {epoch: training image size}, e.g. {0: 24, 8: 32}; epochs before "
+        "the first key train at model.img_size. Validation and prediction are always at model.img_size.")
+
+    @field_validator("size_schedule")
+    @classmethod
+    def _sizes_in_range(cls, schedule: Any) -> Any:
+        for epoch, size in (schedule or {}).items():
+            if epoch < 0 or size < 8:
+                raise ValueError(f"expected epochs >= 0 and sizes >= 8 pixels, got {epoch}: {size}")
+        return schedule
+
+    def size_at(self, epoch: int, final_size: int) -> int:
+        """The training image size of ``epoch`` under ``size_schedule``."""
+        started = [start for start in (self.size_schedule or {}) if start <= epoch]
+        return self.size_schedule[max(started)] if started else final_size
+
+
+class PredictConfig(_Section):
+    """Inference after training: which weights, which test-time augmentations, how they are averaged."""
+
+    tta: Union[Literal["auto"], list[str]] = Field(
+        ["none"], description="none, hflip, vflip, transpose, rot90, rot180, rot270, scale:F (e.g. scale:1.15); "
+        "or auto: each candidate is kept only if it improves the OOF score.")
+    tta_space: Literal["prob", "logit"] = Field("prob", description="Average TTA views as probabilities or logits.")
+    weights: Literal["auto", "raw", "ema", "avg"] = Field("auto", description="auto: the weights that scored best on "
+                                                          "the fold; raw, ema or avg (train.avg_weights).")
+    batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
+
+    @field_validator("tta")
+    @classmethod
+    def _known_views(cls, views: Any) -> Any:
+        if isinstance(views, list):
+            if not views:
+                raise ValueError("expected at least one view, e.g. [none]")
+            for name in views:
+                check_tta_view(name)
+        return views
+
+
+class SubmitConfig(_Section):
+    """The submission ``kagglecv run`` writes when a sample submission is given."""
+
+    sample: Optional[Path] = Field(None, description="The competition's sample_submission.csv; no submission when omitted.")
+    threshold: Union[Literal["oof"], float] = Field(
+        0.5, description="Multi-label labels format: a number in (0, 1), or oof (per-class F1-tuned).")
+    gz: bool = Field(False, description="Write .csv.gz.")
+    dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, value: Any) -> Any:
+        if value != "oof" and not 0 < value < 1:
+            raise ValueError(f"expected a number in (0, 1) or oof, got {value}")
+        return value
+
+
+class PseudoConfig(_Section):
+    """Pseudo-labels: fold k also trains on test images labelled by the teacher's fold-k model only (its
+    ``fold<k>/test.csv``), never by the fold-averaged predictions, which fold k's validation rows influenced."""
+
+    teacher: Path = Field(description="A run or ensemble folder trained on the same folds file.")
+    threshold: Optional[Union[float, dict[str, float]]] = Field(
+        None, description="Keep a multiclass image whose top probability is at least this; multi-label: a label "
+        "counts as present at p >= t and absent at p <= 1 - t, unsure labels are left out of the loss. A mapping "
+        "gives each class its own threshold.")
+    top_frac: Optional[float] = Field(None, gt=0, le=1, description="Instead of a threshold: the most confident "
+                                      "fraction of the test images (multi-label: of each class's labels).")
+    soft: bool = Field(False, description="Train on the teacher's probabilities instead of hard labels.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "PseudoConfig":
+        if (self.threshold is None) == (self.top_frac is None):
+            raise ValueError("pseudo: set threshold or top_frac (one of them)")
+        values = self.threshold.values() if isinstance(self.threshold, dict) else [self.threshold]
+        if self.threshold is not None and not all(0.5 <= value < 1 for value in values):
+            raise ValueError(f"pseudo.threshold: expected numbers in [0.5, 1), got {self.threshold}")
+        return self
+
+
+class DistillConfig(_Section):
+    """Knowledge distillation from a teacher run or ensemble: the loss mixes the hard-label loss with a KL (BCE for
+    multi-label) term to the teacher's probabilities. For the rows fold k trains on, only the teacher's fold-k
+    model(s) predict, so fold k's validation rows never reach fold k's training."""
+
+    teacher: Path = Field(description="A run or ensemble folder trained on the same folds file.")
+    weight: float = Field(0.5, ge=0, le=1, description="Share of the distillation term: (1 - w) x hard + w x soft.")
+    temperature: float = Field(2.0, gt=0, description="Softens both distributions; the term is scaled by T^2 "
+                               "(Hinton et al. 2015).")
+
+
+class TrackingConfig(_Section):
+    """A mirror of finished runs in an experiment tracker; kagglecv's own files stay the source of truth."""
+
+    backend: Literal["off", "mlflow"] = Field("off", description="mlflow: `kagglecv run`, `report` and `track sync` "
+                                              "log the run (pip install kagglecv[mlflow]).")
+    uri: Optional[str] = Field(None, description="MLflow tracking URI; sqlite:///<runs_dir>/mlflow.db when omitted.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``tracking: mlflow`` (or off) stands for ``tracking: {backend: mlflow}``."""
+        if value is None or value is False:
+            return {"backend": "off"}
+        return {"backend": value} if isinstance(value, str) else value
+
+
+class Config(_Section):
+    """One experiment."""
+
+    experiment: str = Field(description="Run folder name under runs_dir.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    runs_dir: Path = Path("runs")
+    metric: Optional[str] = Field(
+        None, description="The competition metric (kagglecv.core.metrics.METRICS); accuracy, roc_auc (binary) or map when omitted."
+    )
+    data: DataConfig
+    folds: FoldsConfig = FoldsConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+    submit: SubmitConfig = SubmitConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    pseudo: Optional[PseudoConfig] = None
+    distill: Optional[DistillConfig] = None
+    notes: Optional[str] = Field(None, description="Why this experiment: the motivation shown in the report's journal.")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.experiment
+
+    @model_validator(mode="after")
+    def _training_fits_the_task(self) -> "Config":
+        multilabel = self.data.task == "multilabel" or isinstance(self.data.target, list)
+        if multilabel and self.train.sampler == "balanced":
+            raise ValueError("train.sampler: 'balanced' needs one label per row; the task is multilabel")
+        if self.data.task == "multiclass" and self.train.class_weights and self.train.loss not in ("auto", "ce"):
+            raise ValueError(f"train.class_weights: works with loss ce for multiclass, got loss {self.train.loss!r}")
+        teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
+        if teacher and self.train.loss not in ("auto", "ce", "bce"):
+            raise ValueError(f"train.loss: a student of a teacher ({teacher}:) trains with cross-entropy (BCE for "
+                             f"multi-label), got {self.train.loss!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> "Config":
+        from kagglecv.core.metrics import METRICS, get_metric
+
+        for key, name in (("metric", self.metric), ("train.metric", self.train.metric)):
+            if name is None or (key == "train.metric" and name in ("auto", "loss")):
+                continue
+            if self.data.task is not None:
+                try:
+                    get_metric(name, self.data.task)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+            elif name not in METRICS:
+                raise ValueError(f"{key}: unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _fill_folds_file(self) -> "Config":
+        if self.folds.file is None:
+            self.folds.file = self.folds.resolved_file(self.data)
+        return self
+
+
+# A config is a few hundred lines at most; these bounds stop a "billion laughs" of nested aliases before it is
+# expanded (by validation or dumping), while leaving room for any honest config.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 32
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``section.key=value`` overrides, and validate it.
+
+    Raises:
+        ConfigError: naming the file and the key for a missing file, bad YAML, an unknown key or a wrong type.
+    """
+    raw = read_config_file(path)
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``: bounded in size, aliases and depth, safe tags only."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected a YAML config file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = path.read_bytes()
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {len(data)} bytes; a config is at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    return raw
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` after checking that the document, aliases expanded, stays small and shallow."""
+    try:
+        loader = yaml.SafeLoader(text)  # what yaml.safe_load does, with the check between composing and constructing
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                return None
+            _check_expanded_size(root, source)
+            return loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML (safe subset only): {_one_line(exc)}") from None
+
+
+def _check_expanded_size(root: yaml.Node, source: str) -> None:
+    """Count the nodes the document would have with every alias expanded, memoized per node (linear time)."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels; refused")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in visiting:
+            raise ConfigError(f"{source}: an alias refers to itself (line {node.start_mark.line + 1}); refused")
+        visiting.add(id(node))
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else [])
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_CONFIG_NODES:
+            raise ConfigError(f"{source}: expands to more than {MAX_CONFIG_NODES} values (nested aliases near line "
+                              f"{node.start_mark.line + 1}?); a config is small; refused")
+        visiting.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in _describe_errors(exc))) from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict ``raw``; the value is parsed as YAML (``1e-3``, ``[a, b]``, ``null``)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected section.key=value")
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--set {key.strip()}: the value has {len(text)} characters; at most {MAX_CONFIG_BYTES}")
+    value = parse_yaml(text, f"--set {key.strip()}")
+    node = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def dump_config(config: Config) -> str:
+    """The fully resolved config as YAML, defaults filled in, in the models' field order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _describe_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        elif error["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        elif error["type"] == "value_error" or isinstance(error.get("input"), (dict, list)):
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(message if not error["loc"] or message.startswith(f"{key}") else f"{key}: {message}")
+        else:
+            lines.append(f"{key}: {error['msg']}, got {_short(error.get('input'))}")
+    return lines
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,328 @@
+"""Metrics: numpy arrays in, a float out, ``y_true`` before ``y_score``; no I/O and no state.
+
+scikit-learn computes what it has (F1, ROC AUC, kappa, balanced accuracy, top-k). Written here, each after its
+reference:
+
+* ``average_precision_per_class`` / ``map``: scikit-learn's ``average_precision_score`` (tied scores form one
+  threshold), for all classes at once without a Python loop over rows or classes;
+* ``map_voc07``: the 11-point interpolated AP of the PASCAL VOC 2007 devkit (``VOCevalcls.m``, ``VOCap``'s 2007
+  branch); ``map_voc``: the VOC 2010+ devkit's area under the monotone precision envelope (``VOCap.m``);
+* ``multilabel_prf``: CP/CR/CF1 and OP/OR/OF1 as in ML-GCN (Chen et al., CVPR 2019, ``util.py`` ``evaluation``).
+
+Multi-label targets use kagglecv's encoding: 1 present, 0 absent, -1 difficult. Difficult entries are ranked but
+count as neither hit nor miss (the VOC protocol). A class with no positive is left out of a mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+DIFFICULT = -1
+
+
+def _check_pair(y_true, y_score, ndim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
+    if len(y_true) != len(y_score):
+        raise ValueError(f"y_true and y_score must have the same number of rows, got {len(y_true)} and {len(y_score)}")
+    if ndim is not None and y_score.ndim != ndim:
+        raise ValueError(f"y_score must be {ndim}-D, got shape {y_score.shape}")
+    if y_true.ndim == 2 and y_true.shape != y_score.shape:
+        raise ValueError(f"y_true and y_score must have the same shape, got {y_true.shape} and {y_score.shape}")
+    if not np.isfinite(y_score).all():
+        raise ValueError("y_score contains NaN or inf")
+    return y_true, y_score
+
+
+# ----- multiclass (y_true: class indices, y_score: rows x classes probabilities) -------------------------------------
+def accuracy(y_true, y_score) -> float:
+    """Share of rows whose highest-scoring class is the true class."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    return float(np.mean(y_score.argmax(axis=1) == y_true))
+
+
+def top_k_accuracy(y_true, y_score, k: int = 5) -> float:
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    return float(skm.top_k_accuracy_score(y_true, y_score, k=k, labels=np.arange(y_score.shape[1])))
+
+
+def log_loss(y_true, y_prob, eps: float = 1e-15) -> float:
+    """Multiclass log loss; probabilities clipped to [eps, 1 - eps] and rows renormalized, as Kaggle does."""
+    y_true, y_prob = _check_pair(y_true, y_prob, ndim=2)
+    clipped = np.clip(y_prob, eps, 1 - eps)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(clipped[np.arange(len(y_true)), y_true])))
+
+
+def f1(y_true, y_score, average: str = "macro") -> float:
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    labels = np.arange(y_score.shape[1])
+    return float(skm.f1_score(y_true, y_score.argmax(axis=1), labels=labels, average=average, zero_division=0))
+
+
+def balanced_accuracy(y_true, y_score) -> float:
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    return float(skm.balanced_accuracy_score(y_true, y_score.argmax(axis=1)))
+
+
+def quadratic_weighted_kappa(y_true, y_score) -> float:
+    """Cohen's kappa with quadratic weights on the predicted class (classes taken as ordered)."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    labels = np.arange(y_score.shape[1])
+    return float(skm.cohen_kappa_score(y_true, y_score.argmax(axis=1), labels=labels, weights="quadratic"))
+
+
+def roc_auc_ovr(y_true, y_score) -> float:
+    """Macro one-vs-rest ROC AUC over the classes that have both positives and negatives."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    onehot = np.eye(y_score.shape[1], dtype=np.int8)[y_true]
+    usable = (onehot.sum(axis=0) > 0) & (onehot.sum(axis=0) < len(onehot))
+    return float(skm.roc_auc_score(onehot[:, usable], y_score[:, usable], average="macro"))
+
+
+def confusion_matrix(y_true, y_score) -> np.ndarray:
+    """Rows: true class, columns: predicted class (argmax)."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    return skm.confusion_matrix(y_true, y_score.argmax(axis=1), labels=np.arange(y_score.shape[1]))
+
+
+def recall_per_class(y_true, y_score) -> np.ndarray:
+    matrix = confusion_matrix(y_true, y_score)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.diag(matrix) / matrix.sum(axis=1)
+
+
+# ----- binary (y_true: 0/1, y_score: probability of the positive class, or rows x [neg, pos]) -----------------------
+def _positive_score(y_score) -> np.ndarray:
+    y_score = np.asarray(y_score, dtype=np.float64)
+    return y_score[:, -1] if y_score.ndim == 2 else y_score
+
+
+def binary_roc_auc(y_true, y_score) -> float:
+    y_true, score = _check_pair(y_true, _positive_score(y_score), ndim=1)
+    return float(skm.roc_auc_score(y_true, score))
+
+
+def binary_log_loss(y_true, y_score, eps: float = 1e-15) -> float:
+    y_true, score = _check_pair(y_true, _positive_score(y_score), ndim=1)
+    score = np.clip(score, eps, 1 - eps)
+    return float(-np.mean(y_true * np.log(score) + (1 - y_true) * np.log(1 - score)))
+
+
+def binary_f1(y_true, y_score, threshold: float = 0.5) -> float:
+    y_true, score = _check_pair(y_true, _positive_score(y_score), ndim=1)
+    return float(skm.f1_score(y_true, (score >= threshold).astype(int), zero_division=0))
+
+
+def binary_accuracy(y_true, y_score, threshold: float = 0.5) -> float:
+    y_true, score = _check_pair(y_true, _positive_score(y_score), ndim=1)
+    return float(np.mean((score >= threshold).astype(int) == y_true))
+
+
+# ----- multi-label (y_true: rows x classes in {1, 0, -1}, y_score: rows x classes) -----------------------------------
+def _ranked(y_true, y_score):
+    """Per class, rows sorted by descending score (stable): scores, hits, counted (not difficult), positives."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    order = np.argsort(-y_score, axis=0, kind="stable")
+    scores = np.take_along_axis(y_score, order, axis=0)
+    labels = np.take_along_axis(y_true, order, axis=0)
+    hits = labels == 1
+    counted = labels != DIFFICULT
+    return scores, hits, counted, hits.sum(axis=0)
+
+
+AP_CHUNK_ELEMENTS = 1 << 21  # classes are scored in chunks of about this many cells, which stay in cache
+
+
+def average_precision_per_class(y_true, y_score) -> np.ndarray:
+    """Non-interpolated AP of each class (scikit-learn's definition, ties as one threshold); NaN without positives.
+
+    AP = sum over distinct thresholds of (TP_k - TP_{k-1}) / P * precision_k: only the ends of blocks of tied
+    scores matter, so after one sort per class the sum runs over those ends, a chunk of classes at a time in one
+    flat array.
+    """
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    n_rows, n_classes = y_score.shape
+    step = max(1, AP_CHUNK_ELEMENTS // max(n_rows, 1))
+    if n_classes > step:
+        return np.concatenate([_average_precision_chunk(y_true[:, start : start + step], y_score[:, start : start + step])
+                               for start in range(0, n_classes, step)])
+    return _average_precision_chunk(y_true, y_score)
+
+
+def _average_precision_chunk(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    n_rows, n_classes = y_score.shape
+    scores = np.ascontiguousarray(y_score.T)  # classes x rows: each class sorts a contiguous row
+    order = np.argsort(-scores, axis=1)      # order inside a block of ties does not matter here
+    flat = (order + (np.arange(n_classes) * n_rows)[:, None]).ravel()
+    scores = scores.ravel()[flat].reshape(n_classes, n_rows)
+    labels = np.ascontiguousarray(y_true.T).ravel()[flat]
+    hits = _cumsum_per_class(labels == 1, n_classes, n_rows)
+    seen = _cumsum_per_class(labels != DIFFICULT, n_classes, n_rows)
+    block_end = np.ones(scores.shape, dtype=bool)
+    block_end[:, :-1] = scores[:, 1:] != scores[:, :-1]
+    class_of, _ = np.nonzero(block_end)
+    hits_at_end, seen_at_end = hits[block_end], seen[block_end]
+    new_hits = np.diff(hits_at_end, prepend=0)
+    first_of_class = np.r_[True, class_of[1:] != class_of[:-1]]
+    new_hits[first_of_class] = hits_at_end[first_of_class]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        contribution = new_hits * (hits_at_end / np.maximum(seen_at_end, 1))
+        positives = hits[:, -1] if n_rows else np.zeros(n_classes)
+        summed = np.bincount(class_of, weights=contribution, minlength=n_classes)
+        return np.where(positives > 0, summed / positives, np.nan)
+
+
+def _cumsum_per_class(flags: np.ndarray, n_classes: int, n_rows: int) -> np.ndarray:
+    """Running counts within each class of a flat classes-major 0/1 array (one 1-D cumsum, which is fast)."""
+    running = np.cumsum(flags, dtype=np.int64).reshape(n_classes, n_rows)
+    before = np.zeros(n_classes, dtype=np.int64)
+    if n_rows:
+        before[1:] = running[:-1, -1]
+    return running - before[:, None]
+
+
+def _devkit_curves(y_true, y_score):
+    """VOC devkit precision and recall at every rank (no tie grouping), and the precision envelope."""
+    _, hits, counted, positives = _ranked(y_true, y_score)
+    true_positives = np.cumsum(hits, axis=0)
+    false_positives = np.cumsum(counted & ~hits, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.nan_to_num(true_positives / (true_positives + false_positives))  # 0/0 before any hit
+        recall = true_positives / positives
+    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+    return hits, recall, envelope, positives
+
+
+def average_precision_voc07_per_class(y_true, y_score) -> np.ndarray:
+    """11-point interpolated AP (VOC 2007): mean over t in {0, 0.1, ..., 1} of max precision at recall >= t."""
+    hits, recall, envelope, positives = _devkit_curves(y_true, y_score)
+    total = np.zeros(recall.shape[1])
+    padded = np.vstack([envelope, np.zeros((1, envelope.shape[1]))])
+    for threshold in np.linspace(0, 1, 11):
+        first = (recall < threshold - 1e-12).sum(axis=0)  # first rank whose recall reaches the threshold
+        total += np.take_along_axis(padded, first[None, :], axis=0)[0]
+    return np.where(positives > 0, total / 11, np.nan)
+
+
+def average_precision_voc_per_class(y_true, y_score) -> np.ndarray:
+    """VOC 2010+ AP: area under the monotone precision envelope, summed where recall changes (at each hit)."""
+    hits, _, envelope, positives = _devkit_curves(y_true, y_score)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(positives > 0, (hits * envelope).sum(axis=0) / positives, np.nan)
+
+
+def _mean_over_present(per_class: np.ndarray) -> float:
+    return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+
+
+def mean_average_precision(y_true, y_score) -> float:
+    """``map``: mean of non-interpolated per-class AP over classes with a positive."""
+    return _mean_over_present(average_precision_per_class(y_true, y_score))
+
+
+def mean_average_precision_voc07(y_true, y_score) -> float:
+    return _mean_over_present(average_precision_voc07_per_class(y_true, y_score))
+
+
+def mean_average_precision_voc(y_true, y_score) -> float:
+    return _mean_over_present(average_precision_voc_per_class(y_true, y_score))
+
+
+def micro_average_precision(y_true, y_score) -> float:
+    """AP of all (row, class) pairs ranked together."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    return float(average_precision_per_class(y_true.reshape(-1, 1), y_score.reshape(-1, 1))[0])
+
+
+def multilabel_prf(y_true, y_score, threshold: float = 0.5, top_k: int | None = None) -> dict[str, float]:
+    """CP, CR, CF1 (per-class averaged) and OP, OR, OF1 (overall) of thresholded or top-k predictions.
+
+    A class never predicted counts as precision 0 for CP (ML-GCN sets its prediction count to 1).
+    """
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    if top_k is not None:
+        kth = -np.sort(-y_score, axis=1)[:, top_k - 1 : top_k]
+        predicted = y_score >= kth
+    else:
+        predicted = y_score >= threshold
+    counted = y_true != DIFFICULT
+    truth = y_true == 1
+    correct = (predicted & truth).sum(axis=0)
+    n_predicted = (predicted & counted).sum(axis=0)
+    n_truth = truth.sum(axis=0)
+    overall_p = correct.sum() / max(n_predicted.sum(), 1)
+    overall_r = correct.sum() / max(n_truth.sum(), 1)
+    class_p = np.mean(correct / np.maximum(n_predicted, 1))
+    class_r = np.mean(correct[n_truth > 0] / n_truth[n_truth > 0]) if (n_truth > 0).any() else 0.0
+    return {"CP": float(class_p), "CR": float(class_r), "CF1": _harmonic(class_p, class_r),
+            "OP": float(overall_p), "OR": float(overall_r), "OF1": _harmonic(overall_p, overall_r)}
+
+
+def _harmonic(a: float, b: float) -> float:
+    return float(2 * a * b / (a + b)) if a + b > 0 else 0.0
+
+
+# ----- the registry the stages use -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Metric:
+    """A named metric: the function, its direction, and the tasks it applies to."""
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    higher_is_better: bool
+    tasks: tuple[str, ...]
+
+
+METRICS = {m.name: m for m in [
+    Metric("accuracy", accuracy, True, ("multiclass",)),
+    Metric("top5_accuracy", lambda y, s: top_k_accuracy(y, s, 5), True, ("multiclass",)),
+    Metric("f1_macro", lambda y, s: f1(y, s, "macro"), True, ("multiclass",)),
+    Metric("f1_micro", lambda y, s: f1(y, s, "micro"), True, ("multiclass",)),
+    Metric("f1_weighted", lambda y, s: f1(y, s, "weighted"), True, ("multiclass",)),
+    Metric("log_loss", log_loss, False, ("multiclass",)),
+    Metric("roc_auc_ovr", roc_auc_ovr, True, ("multiclass",)),
+    Metric("balanced_accuracy", balanced_accuracy, True, ("multiclass",)),
+    Metric("qwk", quadratic_weighted_kappa, True, ("multiclass",)),
+    Metric("roc_auc", binary_roc_auc, True, ("binary",)),
+    Metric("binary_log_loss", binary_log_loss, False, ("binary",)),
+    Metric("binary_f1", binary_f1, True, ("binary",)),
+    Metric("binary_accuracy", binary_accuracy, True, ("binary",)),
+    Metric("map", mean_average_precision, True, ("multilabel",)),
+    Metric("map_voc07", mean_average_precision_voc07, True, ("multilabel",)),
+    Metric("map_voc", mean_average_precision_voc, True, ("multilabel",)),
+    Metric("micro_map", micro_average_precision, True, ("multilabel",)),
+    Metric("of1", lambda y, s: multilabel_prf(y, s)["OF1"], True, ("multilabel",)),
+    Metric("cf1", lambda y, s: multilabel_prf(y, s)["CF1"], True, ("multilabel",)),
+]}
+DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map"}
+
+
+def get_metric(name: str, task: str) -> Metric:
+    """The metric called ``name`` for ``task``, or a clear error listing the ones that fit."""
+    metric = METRICS.get(name)
+    if metric is None or task not in metric.tasks:
+        fitting = [m.name for m in METRICS.values() if task in m.tasks]
+        raise ValueError(f"metric {name!r} does not apply to a {task} task; expected one of {', '.join(fitting)}")
+    return metric
+
+
+def resolve_metric(name: str | None, task: str, key: str = "metric") -> Metric:
+    """The metric named by a config key or option (the task's default when None), or a user error naming ``key``."""
+    from kagglecv.core.errors import ConfigError
+
+    try:
+        return get_metric(name or DEFAULT_METRIC[task], task)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def score(name: str, task: str, y_true, y_score) -> float:
+    """Score predictions with a named metric; binary metrics take the positive-class column."""
+    metric = get_metric(name, task)
+    if task == "binary":
+        y_score = _positive_score(y_score)
+    return metric.fn(y_true, y_score)

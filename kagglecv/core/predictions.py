@@ -1,0 +1,120 @@
+"""Prediction files: ``id``, (``fold`` in OOF files), then one probability column per class in the run's order.
+
+Every run and ensemble writes this one shape, so scoring, ensembling and submission work on any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.files import write_csv
+
+FLOAT_FORMAT = "%.7g"
+
+
+def prediction_frame(ids, probabilities: np.ndarray, classes: list[str], folds=None) -> pd.DataFrame:
+    columns = {"id": np.asarray(ids, dtype=object)}
+    if folds is not None:
+        columns["fold"] = np.asarray(folds, dtype=np.int64)
+    frame = pd.DataFrame(columns)
+    return pd.concat([frame, pd.DataFrame(probabilities, columns=classes)], axis=1)
+
+
+def write_predictions(path: Path, ids, probabilities: np.ndarray, classes: list[str], folds=None) -> None:
+    write_csv(path, prediction_frame(ids, probabilities, classes, folds), float_format=FLOAT_FORMAT)
+
+
+def read_predictions(path: Path, classes: list[str] | None = None, *, oof: bool = False) -> pd.DataFrame:
+    """Read a prediction file with string ids; check the columns (``id``, ``fold`` when ``oof``, the classes) and
+    that values are finite."""
+    if not Path(path).is_file():
+        raise DataError(f"prediction file not found: {path}")
+    try:
+        frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable prediction file: {' '.join(str(exc).split())[:200]}") from None
+    required = ["id", "fold"] if oof else ["id"]
+    if [column for column in required if column not in frame.columns]:
+        raise DataError(f"{path}: expected columns {', '.join(required)} then one per class, got "
+                        f"{summarize(list(frame.columns), quote=True)}")
+    if oof and not pd.api.types.is_integer_dtype(frame["fold"]):
+        raise DataError(f"{path}: column 'fold' holds non-integers, e.g. {frame['fold'].iloc[0]!r}")
+    value_columns = [column for column in frame.columns if column not in ("id", "fold")]
+    if classes is not None:
+        check_class_columns(frame, classes, path)
+    values = frame[value_columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        raise DataError(f"{path}: {len(rows)} rows with NaN, inf or non-numbers: {summarize([f'line {r + 2}' for r in rows])}")
+    return frame
+
+
+def check_class_columns(frame: pd.DataFrame, classes: list[str], path: Path) -> None:
+    """The prediction frame's value columns are ``classes``, in that order."""
+    value_columns = [column for column in frame.columns if column not in ("id", "fold")]
+    if value_columns != list(classes):
+        raise DataError(f"{path}: class columns {summarize(value_columns)} differ from the run's classes {summarize(classes)}")
+
+
+@dataclass(frozen=True)
+class IdDifferences:
+    """How a list of ids differs from the ids it should hold exactly once each."""
+
+    doubled: list
+    missing: list
+    extra: list
+
+    def __bool__(self) -> bool:
+        return bool(self.doubled or self.missing or self.extra)
+
+
+def compare_ids(ids, reference) -> IdDifferences:
+    """Ids seen more than once in ``ids``, ``reference`` ids absent from ``ids`` (in reference order), and ids
+    absent from ``reference`` (sorted)."""
+    ids = pd.Series(list(ids), dtype=object)
+    present, expected = set(ids), set(reference)
+    return IdDifferences(doubled=ids[ids.duplicated()].tolist(),
+                         missing=[image_id for image_id in reference if image_id not in present],
+                         extra=sorted(present - expected))
+
+
+def require_same_ids(ids, expected, path: Path, expected_path: Path, extra_word: str = "extra") -> None:
+    """Every expected id exactly once in ``ids`` and nothing else, or an error naming the ids."""
+    differences = compare_ids(ids, expected)
+    if differences.doubled:
+        raise DataError(f"{path}: {len(differences.doubled)} ids appear more than once: "
+                        f"{summarize(differences.doubled, quote=True)}")
+    if differences:
+        raise DataError(f"{path}: ids differ from {expected_path}: {len(differences.missing)} missing "
+                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} {extra_word} "
+                        f"({summarize(differences.extra, quote=True)})")
+
+
+def merge_oof(fold_files: list[Path], ids: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Concatenate per-fold OOF files into table order; every id exactly once or an error naming the ids."""
+    merged = pd.concat([read_predictions(path, classes) for path in fold_files], ignore_index=True)
+    differences = compare_ids(merged["id"], ids)
+    if differences.doubled:
+        raise DataError(f"OOF files {summarize([str(p) for p in fold_files], 2)} hold {len(differences.doubled)} ids "
+                        f"more than once: {summarize(differences.doubled, quote=True)}")
+    if differences:
+        raise DataError(f"OOF files do not cover the training table: {len(differences.missing)} ids missing "
+                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} unknown "
+                        f"({summarize(differences.extra, quote=True)})")
+    return merged.set_index("id").loc[list(ids)].reset_index()
+
+
+def average_predictions(files: list[Path], classes: list[str]) -> pd.DataFrame:
+    """Mean of several prediction files over the same ids (aligned by id, in the first file's order)."""
+    frames = [read_predictions(path, classes) for path in files]
+    ids = frames[0]["id"]
+    for path, frame in zip(files[1:], frames[1:]):
+        if set(frame["id"]) != set(ids) or len(frame) != len(ids):
+            raise DataError(f"{path}: ids differ from {files[0]}")
+    stacked = np.stack([frame.set_index("id").loc[ids, classes].to_numpy(np.float64) for frame in frames])
+    return prediction_frame(ids.to_numpy(), stacked.mean(axis=0), classes)

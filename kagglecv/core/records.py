@@ -1,0 +1,187 @@
+"""The JSON files of a run, ensemble or bundle folder, read through schemas: once a folder is shared it is someone
+else's input, so every record has only its expected keys, types and sizes, and a name it holds is a plain name.
+
+A record that breaks its schema is one error naming the file and the first bad key. Paths are never read from a
+record: an ensemble's members are paths relative to its own folder with a fingerprint (checked by ``run_dir``), a
+refit's CV run and a student's teacher are the names of folders beside it, a bundle's members are
+``members/<name>``, and ``inspect.json`` holds file names inside its run folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from kagglecv.core.errors import KagglecvError
+
+MAX_CLASSES = 100_000
+Text = Annotated[str, StringConstraints(max_length=4096)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^/\\\x00]+$")]
+ClassName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Sha = Annotated[str, StringConstraints(max_length=128)]
+Number = Union[float, int, None]
+Task = Literal["multiclass", "multilabel", "binary"]
+Source = Literal["raw", "ema", "avg"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _plain_name(value: str) -> str:
+    if value in (".", "..") or "/" in value or "\\" in value:
+        raise ValueError(f"expected a plain folder name, got {value!r}")
+    return value
+
+
+class ModelFile(_Record):
+    path: Text
+    name: Text
+    sha256: Sha
+    copy_: Name = Field(alias="copy")
+
+    @field_validator("copy_")
+    @classmethod
+    def _the_run_copy(cls, value: str) -> str:
+        if value != "model_code.py":
+            raise ValueError(f"expected model_code.py, got {value!r}")
+        return value
+
+
+class MemberReference(_Record):
+    path: Text
+    fingerprint: Sha
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if Path(value).is_absolute() or not value:
+            raise ValueError(f"expected a path relative to the ensemble's folder, got {value!r}")
+        return value
+
+
+class RunInfo(_Record):
+    """``run.json``: a run's, an ensemble's, a refit's or a bundle's identity."""
+
+    experiment: Name
+    kind: Literal["run", "full", "ensemble"] = "run"
+    created: Optional[Text] = None
+    task: Task
+    classes: list[ClassName] = Field(max_length=MAX_CLASSES)
+    folds_file: Optional[Text] = None
+    folds_sha256: Optional[Sha] = None
+    n_folds: Optional[int] = Field(None, ge=1, le=1000)
+    table_sha256: Optional[Sha] = None
+    params: Optional[dict[Name, int]] = None
+    model_file: Optional[ModelFile] = None
+    label_fixes: Optional[dict[Name, Union[Text, int, None]]] = None
+    versions: Optional[dict[Name, Text]] = None
+    git_commit: Optional[Text] = None
+    python: Optional[Text] = None
+    amp: Optional[Literal["bf16", "fp16", "off"]] = None      # the autocast dtype train.amp chose on the device
+    epochs: Optional[int] = Field(None, ge=1)                 # a full refit's plan
+    cv_best_epochs: Optional[list[int]] = Field(None, max_length=1000)
+    source: Optional[Source] = None
+    cv_run: Optional[Name] = None
+    members: Optional[list[MemberReference]] = Field(None, max_length=1000)  # an ensemble
+    backbone: Optional[Text] = None
+    bundle: Optional[int] = None                              # a bundle's copy
+    bundle_members: Optional[list[Text]] = Field(None, max_length=1000)
+
+    @field_validator("cv_run")
+    @classmethod
+    def _cv_run_is_a_name(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_name(value)
+
+    @field_validator("bundle_members")
+    @classmethod
+    def _inside_the_bundle(cls, value: list[str] | None) -> list[str] | None:
+        for member in value or []:
+            parts = member.split("/")
+            if len(parts) != 2 or parts[0] != "members" or not parts[1] or parts[1] in (".", ".."):
+                raise ValueError(f"expected members/<name>, got {member!r}")
+        return value
+
+
+class PseudoStats(_Record):
+    labels: int = Field(ge=0)
+    test_rows: int = Field(ge=0)
+    teacher: Name
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_is_a_name(cls, value: str) -> str:
+        return _plain_name(value)
+
+
+class DoneRecord(_Record):
+    """``fold<K>/done.json``: a finished fold."""
+
+    fold: int = Field(ge=0, le=1000)
+    best_epoch: int = Field(ge=0)
+    best_score: Number = None
+    full_fit: bool = False
+    metric: Text
+    source: Source = "raw"
+    epochs_run: Optional[int] = None
+    train_rows: Optional[int] = None
+    valid_rows: Optional[int] = None
+    seconds: Optional[float] = None
+    pseudo: Optional[PseudoStats] = None
+    distill: Optional[dict[Name, Union[Text, int, float, None]]] = None
+
+
+class PredictRecord(_Record):
+    """``predict.json``: the TTA views and space the predict stage chose."""
+
+    tta: list[Annotated[str, StringConstraints(max_length=64)]] = Field(min_length=1, max_length=64)
+    tta_space: Literal["prob", "logit"] = "prob"
+    metric: Optional[Text] = None
+    oof_score: Number = None
+    candidate_scores: Optional[dict[Text, Number]] = None
+    auto: bool = False
+    full_fit: bool = False
+    cv_run: Optional[Name] = None
+
+
+class InspectRecord(_Record):
+    """``inspect.json``: what ``kagglecv inspect`` found; its files are names inside the run folder."""
+
+    run: Text
+    task: Task
+    rows: int = Field(ge=0)
+    worst: list[dict[str, Any]] = Field(max_length=10_000)
+    confused_pairs: list[dict[str, Any]] = Field(max_length=10_000)
+    label_issues: int = Field(ge=0)
+    label_issues_file: Literal["label_issues.csv"]
+    duplicate_conflicts: list[dict[str, Any]] = Field(max_length=10_000)
+    duplicates_checked: Text
+    pictures: list[Literal["errors.png", "confused_pairs.png", "duplicate_conflicts.png"]] = Field(max_length=3)
+
+
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class BlendRecipe(_Record):
+    """``weights.json``: the blend ``infer`` replays (method, weights per member, exponent, stacking model)."""
+
+    method: Literal["mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack"]
+    metric: Optional[Text] = None
+    weights: dict[Text, Union[Weight, dict[ClassName, Weight], Text]] = Field(max_length=1000)
+    power: float = Field(2.0, gt=0, allow_inf_nan=False)
+    stack_model: Optional[list[Any]] = Field(None, max_length=MAX_CLASSES)
+
+
+def validate_record(schema: type[BaseModel], raw: Any, path: Path) -> dict:
+    """``raw`` (a parsed JSON file) checked against ``schema``, as a dict of the keys it has; else one error naming
+    the file, the key and what was wrong."""
+    try:
+        record = schema.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "(the whole file)"
+        raise KagglecvError(f"{path}: corrupt or not kagglecv's: {where}: {error['msg']}; re-create it with the "
+                            "command that wrote it") from None
+    return record.model_dump(exclude_unset=True, by_alias=True)

@@ -1,0 +1,400 @@
+"""The run folder ``runs/<experiment>/`` and its ``fold<K>/`` folders: the only code that knows their file names.
+
+A stage asks for ``run.oof_path`` or ``run.fold(3).best_weights``, never writes ``"oof.csv"``. Reading a run's
+recorded config, its identity (``run.json``) and its targets are methods here too, each turning a missing or
+corrupt file into one clear error naming it. Nothing here imports torch, so scoring, ensembling, submitting and
+reporting start quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kagglecv.core.config import Config, OwnModelName, dump_config, parse_yaml, validate_config
+from kagglecv.data.table import CompetitionData, load_train
+from kagglecv.core.errors import ConfigError, DataError, KagglecvError, summarize
+from kagglecv.core.files import output_lock, sha256_file, write_bytes, write_json, write_text
+
+# Keys that change where or how fast a run goes, never its results: they may differ on resume.
+RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri",
+                       "train.seeds"}
+PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
+ENSEMBLE_PREFIX = "ens-"
+
+
+def _file(name: str) -> property:
+    """A file of the folder, ``self.path / name``."""
+    return property(lambda self: self.path / name)
+
+
+@dataclass(frozen=True)
+class FoldDir:
+    """``runs/<experiment>/fold<K>/``: one fold's weights, resumable state, history and predictions."""
+
+    path: Path
+    index: int
+
+    oof_path = _file("oof.csv")
+    test_path = _file("test.csv")
+    done_path = _file("done.json")
+    best_weights = _file("best.safetensors")
+    ema_weights = _file("ema.safetensors")
+    avg_weights = _file("avg.safetensors")        # train.avg_weights: the best average of several epochs' weights
+    epoch_weights_dir = _file("epochs")           # the epochs' weights that average is made of
+    pseudo_path = _file("pseudo.csv")             # the pseudo-labels this fold trained on (teacher's fold model)
+    teacher_path = _file("teacher.csv")           # distillation: the teacher's fold model on this fold's train rows
+    last_checkpoint = _file("last.pt")
+    previous_checkpoint = _file("last.prev.pt")
+    history_path = _file("history.csv")
+    curves_path = _file("curves.png")
+    lock_path = _file(".train.lock")
+    launch_log_path = _file("launch.log")  # the fold's job output under `kagglecv launch` or `tune`
+
+    def weights(self, source: str) -> Path:
+        """The selected weights of ``source``: ``raw`` (best.safetensors), ``ema`` or ``avg``."""
+        return {"raw": self.best_weights, "ema": self.ema_weights, "avg": self.avg_weights}[source]
+
+    def epoch_weights(self, epoch: int) -> Path:
+        return self.epoch_weights_dir / f"epoch{epoch}.safetensors"
+
+    def is_done(self) -> bool:
+        return self.done_path.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.last_checkpoint.is_file() or self.previous_checkpoint.is_file()
+
+    def read_done(self) -> dict:
+        from kagglecv.core.records import DoneRecord, validate_record
+
+        return validate_record(DoneRecord, read_json(self.done_path, "a finished fold's record"), self.done_path)
+
+    def read_history(self) -> pd.DataFrame | None:
+        """``history.csv``, a row per finished epoch; None before the first epoch ends."""
+        try:
+            return pd.read_csv(self.history_path)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return None
+
+    def lock(self):
+        """Held while the fold trains: a second process training the same fold gets a clear error."""
+        return output_lock(self.lock_path, f"fold {self.index} of {self.path.parent}")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """``runs/<experiment>/`` of a run or an ensemble."""
+
+    path: Path
+
+    config_path = _file("config.yaml")
+    info_path = _file("run.json")
+    oof_path = _file("oof.csv")
+    test_path = _file("test.csv")
+    predict_path = _file("predict.json")
+    score_path = _file("score.json")
+    blend_score_path = _file("blend_score.json")
+    weights_path = _file("weights.json")
+    curves_png = _file("curves.png")
+    fold_scores_png = _file("fold_scores.png")
+    confusion_png = _file("confusion.png")
+    per_class_ap_png = _file("per_class_ap.png")
+    model_code_path = _file("model_code.py")
+    thresholds_path = _file("thresholds.json")  # a bundle's per-class thresholds, tuned on OOF when packed
+    inspect_path = _file("inspect.json")          # kagglecv inspect: what the OOF predictions get wrong
+    label_issues_path = _file("label_issues.csv")
+    errors_png = _file("errors.png")
+    confused_pairs_png = _file("confused_pairs.png")
+    duplicate_conflicts_png = _file("duplicate_conflicts.png")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def fold(self, index: int) -> FoldDir:
+        return FoldDir(self.path / f"fold{index}", index)
+
+    def fold_dirs(self) -> list[FoldDir]:
+        """The fold folders present, by index."""
+        found = [FoldDir(path, int(path.name[4:])) for path in self.path.glob("fold*")
+                 if path.is_dir() and path.name[4:].isdigit()]
+        return sorted(found, key=lambda fold: fold.index)
+
+    def for_writing(self, stage: str) -> "RunDir":
+        """This folder, checked before ``stage`` writes its own files into it: a real folder (a link to a folder
+        elsewhere is refused), a run or ensemble (it has a run.json), and not a bundle (``pack`` owns those)."""
+        from kagglecv.core.outputs import BUNDLE_MANIFEST, OutputRule
+
+        OutputRule().own(self.path)
+        if not self.info_path.is_file():
+            raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name}); {stage} "
+                                "writes only into runs")
+        if (self.path / BUNDLE_MANIFEST).is_file():
+            raise KagglecvError(f"{self.path}: a bundle made by kagglecv pack; {stage} does not write into bundles")
+        return self
+
+    def analysis_is_current(self) -> bool:
+        """``inspect.json`` exists and is not older than the OOF predictions it analysed."""
+        return self.inspect_path.is_file() and self.inspect_path.stat().st_mtime >= self.oof_path.stat().st_mtime
+
+    def read_predict_record(self) -> dict | None:
+        """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
+        from kagglecv.core.records import PredictRecord, validate_record
+
+        if not self.predict_path.is_file():
+            return None
+        return validate_record(PredictRecord, read_json(self.predict_path, "the predict stage's record"),
+                               self.predict_path)
+
+    def is_run(self) -> bool:
+        """A folder holding a recorded config and merged OOF predictions (a finished run or an ensemble)."""
+        return self.config_path.is_file() and self.oof_path.is_file()
+
+    def read_config(self) -> Config:
+        """The resolved config the run was started with."""
+        if not self.config_path.is_file():
+            raise KagglecvError(f"{self.path}: not a kagglecv run (no {self.config_path.name}); expected runs/<experiment>")
+        raw = parse_yaml(_read_text(self.config_path), str(self.config_path))
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{self.config_path}: expected a mapping of sections, got {type(raw).__name__}")
+        return validate_config(raw, source=str(self.config_path))
+
+    def read_info(self) -> dict:
+        """``run.json``: task, classes, folds file and its sha256, provenance (and members for an ensemble)."""
+        if not self.info_path.is_file():
+            raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name})")
+        from kagglecv.core.records import RunInfo, validate_record
+
+        return validate_record(RunInfo, read_json(self.info_path, "a run's identity"), self.info_path)
+
+    def recorded_kind(self) -> str | None:
+        """``run.json``'s kind (``run``, ``full``, ``ensemble``; a run.json from before kinds were recorded is a CV
+        run), or None when the folder has no run.json yet."""
+        if not self.info_path.is_file():
+            return None
+        return str(self.read_info().get("kind", "run"))
+
+    def is_ensemble(self) -> bool:
+        return self.read_info().get("kind") == "ensemble"
+
+    def is_full_fit(self) -> bool:
+        """A refit on all training rows (``train --full``): test predictions, no OOF of its own."""
+        return self.info_path.is_file() and self.read_info().get("kind") == "full"
+
+    def oof_source(self) -> "RunDir":
+        """The run whose ``oof.csv`` stands for this one: itself, or for a full refit the CV run it was made from
+        (its epochs and weights were chosen there), so ensembles can weigh it and thresholds can be tuned."""
+        if not self.is_full_fit():
+            return self
+        cv_run = self.cv_run()
+        if not cv_run.oof_path.is_file():
+            raise KagglecvError(f"{self.path}: a full refit of {cv_run.path}, whose oof.csv is missing")
+        return cv_run
+
+    def cv_run(self) -> "RunDir":
+        """A full refit's CV run: the sibling folder ``run.json`` names (its schema makes it a plain name)."""
+        name = self.read_info().get("cv_run")
+        if name is None:
+            raise KagglecvError(f"{self.info_path}: a full refit without its cv_run; train it again with --full")
+        return RunDir(self.path.parent / name)
+
+    def load_targets(self, config: Config | None = None, info: dict | None = None, *,
+                     with_images: bool = False) -> CompetitionData:
+        """The run's training table (ids, targets, classes; images when asked), checked against the recorded classes.
+
+        ``config`` and ``info`` are the run's, when the caller has read them already.
+        """
+        config = config or self.read_config()
+        try:
+            data = load_train(config.data, with_images=with_images)
+        except DataError as exc:
+            raise DataError(f"{self.path}: cannot read the training table it was made from: {exc}") from None
+        info = info or self.read_info()
+        if info["classes"] != data.classes or info["task"] != data.task:
+            raise DataError(f"{self.path}: {config.data.train_csv} changed since the run: now {data.task} with classes "
+                            f"{summarize(data.classes, quote=True)}, the run has {info['task']} with "
+                            f"{summarize(info['classes'], quote=True)}")
+        return data
+
+    def model_code(self) -> Path | None:
+        """The run's copy of its own-model file, when it has one (models are rebuilt from it, not the original)."""
+        return self.model_code_path if self.model_code_path.is_file() else None
+
+    def check_config(self, config: Config, *, force: bool = False) -> None:
+        """A config (or own-model file) differing from the recorded one (result-neutral keys aside) is an error
+        unless forced."""
+        if not self.config_path.is_file():
+            return
+        # Validating the recorded config through today's models fills keys added since with their defaults.
+        changes = config_differences(self.read_config().model_dump(mode="json"), config.model_dump(mode="json"))
+        own = OwnModelName.parse(config.model.name)
+        if own is not None and self.model_code() is not None and own.file.is_file():
+            before, after = sha256_file(self.model_code_path), sha256_file(own.file)
+            if before != after:
+                changes.append(f"model file {own.file}: sha256 {before[:12]} -> {after[:12]}")
+        if changes and not force:
+            raise KagglecvError(f"{self.path} was started with another config: {summarize(changes, 8)}; use a new "
+                                "experiment name, or --force to continue with the new config")
+
+    def write_identity(self, config: Config, data: CompetitionData, params: dict[str, int] | None = None,
+                       n_folds: int | None = None, extra: dict | None = None) -> None:
+        """``config.yaml``, ``run.json`` and the copy of an own-model file; written once training can start, so a
+        failed start leaves none of them. ``params``: the model's total and trainable parameter counts;
+        ``n_folds``: the folds of the folds file (so inference knows a fold folder is missing without it)."""
+        folds_file = Path(config.folds.file)
+        created = self._recorded_creation()
+        own = OwnModelName.parse(config.model.name)
+        model_file = None
+        if own is not None:
+            write_bytes(self.model_code_path, own.file.read_bytes())
+            model_file = {"path": str(own.file), "name": own.name, "sha256": sha256_file(self.model_code_path),
+                          "copy": self.model_code_path.name}
+        write_text(self.config_path, dump_config(config))
+        write_json(self.info_path, {
+            "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
+            "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file), "n_folds": n_folds,
+            "table_sha256": data.content_hash(), "params": params, "model_file": model_file,
+            "label_fixes": _label_fixes_record(config, data),
+            "versions": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
+            "kind": "run", **(extra or {}),
+        })
+
+    def _recorded_creation(self) -> str:
+        """When the run was first started: kept from an existing run.json, else now."""
+        try:
+            return json.loads(self.info_path.read_text())["created"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return datetime.now().isoformat(timespec="microseconds")
+
+
+def _label_fixes_record(config: Config, data: CompetitionData) -> dict | None:
+    """Which file changed the training table, and how, so the run says what it was trained on."""
+    fixes = config.data.label_fixes
+    if fixes is None:
+        return None
+    return {"file": str(fixes.file), "sha256": sha256_file(fixes.file), "action": fixes.action,
+            "dropped_ids": len(data.dropped_ids), "unfixed_table_sha256": data.unfixed_hash}
+
+
+def prepare_run_dir(config: Config, *, force: bool = False, kind: str = "run") -> RunDir:
+    """``runs/<experiment>`` of ``config`` for training a run of ``kind`` (``run``: cross-validated, ``full``: a
+    refit), after the output rule (not inside a data folder or another run, not a link) and checking a recorded
+    config against it. A folder of another kind (an ensemble, a refit for a CV run) is refused, even with force:
+    training into it would leave a folder mixing two runs' files."""
+    from kagglecv.core.outputs import OutputRule
+
+    run = RunDir(Path(config.run_dir))
+    rule = OutputRule.of(configs=[config])
+    rule.check(run.path, "experiment")
+    rule.own(run.path)
+    recorded = run.recorded_kind()
+    if recorded is not None and recorded != kind:
+        raise KagglecvError(f"{run.path}: is {KIND_NAMES.get(recorded, repr(recorded))} (run.json kind {recorded!r}); "
+                            f"training {KIND_NAMES[kind]} into it would mix their files: choose another experiment name")
+    run.check_config(config, force=force)
+    return run
+
+
+KIND_NAMES = {"run": "a cross-validated run", "full": "a full refit", "ensemble": "an ensemble"}
+
+
+def replay_fingerprint(run: RunDir) -> str:
+    """sha256 of what replaying ``run`` reads: its TTA record, test predictions, blend recipe, own-model file and
+    every fold's selectable weights (``run.json`` is rewritten at every training start, so it is not included)."""
+    import hashlib
+
+    files = [run.predict_path, run.test_path, run.weights_path, run.model_code_path]
+    for fold in run.fold_dirs():
+        files += [fold.best_weights, fold.ema_weights, fold.avg_weights]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(f"{path.relative_to(run.path).as_posix()}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def member_reference(member: Path, ensemble: Path) -> dict:
+    """How an ensemble records a member: its path relative to the ensemble's folder, and its replay fingerprint."""
+    import os
+
+    return {"path": Path(os.path.relpath(Path(member).resolve(), Path(ensemble).resolve())).as_posix(),
+            "fingerprint": replay_fingerprint(RunDir(member))}
+
+
+def resolve_member(ensemble: RunDir, reference: dict) -> RunDir:
+    """The member run a recorded reference names (``run.json``'s schema makes it a relative path and a fingerprint),
+    relative to the ensemble's own folder wherever kagglecv runs from, after checking it is still the run the
+    ensemble was made of."""
+    member = RunDir(ensemble.path / reference["path"])
+    if not member.info_path.is_file():
+        raise KagglecvError(f"{ensemble.info_path}: member {member.path} is missing (expected beside the ensemble, "
+                            "as when it was made)")
+    if replay_fingerprint(member) != reference["fingerprint"]:
+        raise KagglecvError(f"{member.path}: changed since the ensemble {ensemble.path} was made (its weights, TTA or "
+                            "test predictions differ); re-run `kagglecv ensemble` on the runs as they are now")
+    return member
+
+
+def history_metric(columns) -> str:
+    """The validation metric a fold's ``history.csv`` records as ``val_<metric>`` (``loss`` when it has none)."""
+    return next((column[4:] for column in columns if column.startswith("val_") and column != "val_loss"), "loss")
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file kagglecv wrote; a corrupt one is an error naming it."""
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise KagglecvError(f"{path}: corrupt ({what}, not valid JSON: {exc.msg} at line {exc.lineno}); "
+                            "re-create it with the command that wrote it") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise KagglecvError(f"{path}: corrupt (not UTF-8 text at byte {exc.start})") from None
+    except OSError as exc:
+        raise KagglecvError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs, except result-neutral keys."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes += config_differences(before, after, path + ".")
+        elif before != after and path not in RESULT_NEUTRAL_KEYS:
+            changes.append(f"{path}: {before!r} -> {after!r}")
+    return changes
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None

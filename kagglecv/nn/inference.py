@@ -1,0 +1,152 @@
+"""Inference shared by the train and predict stages: a fold's weights loaded, batched logits with test-time
+augmentation (TTA) views, and probabilities by task."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.special import expit, softmax
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kagglecv.core.config import Config, check_tta_view
+from kagglecv.data.table import num_outputs
+from kagglecv.core.errors import ConfigError
+from kagglecv.nn.images import ImageDataset, build_augment
+from kagglecv.nn.models import create_model, input_normalization
+from kagglecv.core.runs import RunDir
+from kagglecv.nn.runtime import autocast_dtype, setup_runtime
+from kagglecv.nn.sampling import EpochSampler, build_loader
+from kagglecv.nn.weights import load_checked
+
+
+@torch.inference_mode()
+def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
+                  channels_last: bool = False, views: dict[str, Callable] | None = None,
+                  progress=None) -> tuple[np.ndarray, dict]:
+    """``(rows, {view: logits})`` for every batch of ``loader``, in loader order, logits as float32 numpy.
+
+    ``views`` maps a name to a batch transform (test-time augmentation); each batch is loaded once for all views.
+    Without views, the one view ``none`` is the batch as it is. ``progress`` (an ``ImageProgress``) advances per batch.
+    """
+    views = views or {"none": lambda images: images}
+    was_training = model.training
+    model.eval()
+    rows, outputs = [], {name: [] for name in views}
+    for images, _, batch_rows in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        for name, view in views.items():
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs[name].append(model(view(images)).float().cpu().numpy())
+        rows.append(np.asarray(batch_rows))
+        if progress is not None:
+            progress.advance(len(batch_rows))
+    model.train(was_training)
+    if not rows:
+        return np.zeros(0, dtype=np.int64), {name: np.zeros((0, 0), dtype=np.float32) for name in views}
+    return np.concatenate(rows), {name: np.concatenate(chunks) for name, chunks in outputs.items()}
+
+
+def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
+    """Softmax (multiclass), sigmoid (multilabel), or ``[1 - p, p]`` from one sigmoid logit (binary)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if task == "multiclass":
+        return softmax(logits, axis=1)
+    positive = expit(logits)
+    if task == "binary":
+        return np.hstack([1.0 - positive[:, :1], positive[:, :1]])
+    return positive
+
+
+def combine_views(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:
+    """Probabilities of several TTA views: the mean of their probabilities (``prob``) or of their logits (``logit``)."""
+    if space == "logit":
+        return probabilities_from_logits(np.mean(logit_list, axis=0), task)
+    return np.mean([probabilities_from_logits(logits, task) for logits in logit_list], axis=0)
+
+
+def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The batch transform of a TTA name (NCHW tensors); an unknown name is a ``ConfigError``."""
+    fixed = {
+        "none": lambda x: x,
+        "hflip": lambda x: x.flip(-1),
+        "vflip": lambda x: x.flip(-2),
+        "transpose": lambda x: x.transpose(-1, -2),
+        "rot90": lambda x: x.rot90(1, (-2, -1)),
+        "rot180": lambda x: x.rot90(2, (-2, -1)),
+        "rot270": lambda x: x.rot90(3, (-2, -1)),
+    }
+    try:
+        spec = check_tta_view(name)
+    except ValueError as exc:
+        raise ConfigError(f"predict.tta: {exc}") from None
+    if spec is None:
+        return fixed[name]
+    kind, numbers = spec
+    if kind == "scale":
+        return lambda x: F.interpolate(x, scale_factor=numbers[0], mode="bilinear", align_corners=False)
+    if kind == "shift":
+        return lambda x: _shift(x, int(numbers[0]), int(numbers[1]))
+    return lambda x: _rotate(x, numbers[0])
+
+
+def _shift(images: torch.Tensor, right: int, down: int) -> torch.Tensor:
+    """The batch moved by whole pixels, the uncovered border filled with zeros (the normalized mean)."""
+    height, width = images.shape[-2:]
+    shifted = torch.zeros_like(images)
+    shifted[..., max(down, 0):height + min(down, 0), max(right, 0):width + min(right, 0)] = \
+        images[..., max(-down, 0):height + min(-down, 0), max(-right, 0):width + min(-right, 0)]
+    return shifted
+
+
+def _rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """The batch rotated counter-clockwise about its centre, bilinear, zeros (the normalized mean) outside."""
+    angle = torch.tensor(np.deg2rad(degrees), dtype=images.dtype, device=images.device)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros((), dtype=images.dtype, device=images.device)
+    # affine_grid maps output to input coordinates: rotating the image by +D samples it at -D.
+    theta = torch.stack([torch.stack([cos, -sin, zero]), torch.stack([sin, cos, zero])]).unsqueeze(0)
+    grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class FoldPredictor:
+    """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
+
+    def __init__(self, config: Config, run: RunDir, task: str, classes: list[str]):
+        self.config, self.run = config, run
+        self.runtime = setup_runtime(config.train.device)
+        self.num_outputs = num_outputs(task, classes)
+        self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
+        self.amp_dtype = autocast_dtype(config.train.amp, self.runtime.device)
+
+    def load(self, fold: int, source: str | None = None) -> torch.nn.Module:
+        """The fold's ``raw`` (best.safetensors) or ``ema`` weights; by default as ``predict.weights`` says."""
+        folder = self.run.fold(fold)
+        source = source or self.config.predict.weights
+        if source == "auto":
+            source = folder.read_done().get("source", "raw")
+        weights = folder.weights(source)
+        model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs,
+                             code_file=self.run.model_code())
+        load_checked(model, weights)
+        self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,
+                                                  self.config.model.in_chans)
+        return model.to(self.runtime.device).eval()
+
+    def views(self, model, paths, rows: np.ndarray, views: list[str], progress=None) -> dict[str, np.ndarray]:
+        """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
+        transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
+        dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
+        loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
+                              self.batch_size, self.config.train.num_workers, self.runtime.device)
+        with progress or contextlib.nullcontext() as bar:
+            _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype,
+                                      self.config.train.channels_last, {name: tta_view(name) for name in views}, bar)
+        return logits

@@ -1,0 +1,273 @@
+"""``kagglecv pack``: a self-contained folder to upload as a Kaggle dataset, from which ``kagglecv infer`` predicts a
+hidden test set offline; and the check ``infer`` makes before it runs anything from a bundle.
+
+A bundle holds what ``infer`` replays and nothing else: the resolved configs, ``run.json`` (task, classes, fold
+count), ``predict.json`` (TTA), each fold's chosen weights (``best`` or ``ema`` safetensors, never ``last.pt``), the
+own-model file, and for an ensemble its recipe (``weights.json``) with every member under ``members/<name>/``. No
+training image, OOF file or training label goes in. ``manifest.json`` lists every file with its sha256: an altered,
+missing or added file makes ``infer`` refuse the bundle (an own-model file is code that runs).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from kagglecv.core.console import Console
+from kagglecv.core.errors import KagglecvError, summarize
+from kagglecv.core.files import atomic_folder, remove_stale_temporaries, sha256_file, write_bytes, write_json, write_text
+from kagglecv.stages.infer import EnsembleRecipe, Recipe, leaf_runs, load_recipe, read_new_test
+from kagglecv.core.runs import RunDir, package_versions
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = 1
+RUN_KEYS = ("experiment", "created", "task", "classes", "n_folds", "params", "model_file", "versions", "python")
+DONE_KEYS = ("fold", "best_epoch", "best_score", "metric", "source")
+
+
+@dataclass
+class Timing:
+    """Measured on synthetic images: ``fixed`` seconds (models loaded) plus ``per_image`` seconds per image."""
+
+    images: int
+    fixed: float
+    per_image: float
+
+    def seconds_for(self, images: int) -> float:
+        return self.fixed + self.per_image * images
+
+
+@dataclass
+class PackResult:
+    path: Path
+    files: int
+    size_bytes: int
+    timing: Timing | None
+    wheels: list[str]
+
+
+def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
+         timing_images: int = 64, threshold: str | None = None, wheel_platform: str | None = None,
+         wheel_python: str | None = None, console: Console | None = None) -> PackResult:
+    """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place).
+
+    ``threshold``: ``oof`` (per-class thresholds tuned for F1 on the run's OOF predictions, with the training labels
+    this machine has) or a number, stored for ``infer``'s multi-label label lists. ``wheel_platform``,
+    ``wheel_python``: the pip platform tag and Python version of the notebook the wheels are for (Kaggle's).
+    """
+    from kagglecv.core.wheelhouse import KAGGLE_PLATFORM, KAGGLE_PROVIDES, KAGGLE_PYTHON, build_wheelhouse
+
+    console = console or Console()
+    source, out = Path(source), Path(out)
+    recipe = load_recipe(source)
+    _check_destination(recipe, source, out)
+    remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
+    thresholds = None
+    if threshold is not None:
+        from kagglecv.stages.submit import parse_threshold, resolve_thresholds
+
+        thresholds = resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
+    wheel_names: list[str] = []
+    with atomic_folder(out, replace=True) as building:
+        _copy_recipe(recipe, building)
+        write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
+        if thresholds is not None:
+            write_json(RunDir(building).thresholds_path, thresholds)
+        if wheels:
+            wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
+                                           console, wheel_platform or KAGGLE_PLATFORM,
+                                           wheel_python or KAGGLE_PYTHON)
+        timing = measure_timing(load_recipe(building), timing_images, building) if timing_images > 0 else None
+        write_text(building / "README.md", bundle_readme(recipe, out.name, bool(wheel_names), timing))
+        files, size = _write_manifest(building, recipe, timing)
+    return PackResult(out, len(files), size, timing, wheel_names)
+
+
+def _check_destination(recipe: Recipe, source: Path, out: Path) -> None:
+    """``out`` under the one output rule: a new or empty folder, or an earlier bundle to replace (its manifest names
+    kagglecv and lists exactly its files); never the run, a member, inside or around one, or a data folder."""
+    from kagglecv.core.outputs import OutputRule
+
+    resolved_source, resolved_out = source.resolve(), out.resolve()
+    if resolved_out.is_relative_to(resolved_source) or resolved_source.is_relative_to(resolved_out):
+        raise KagglecvError(f"--out {out}: overlaps the run {source}; choose a folder outside it")
+    leaves = leaf_runs(recipe)
+    rule = OutputRule.of([source, *(leaf.run.path for leaf in leaves)], configs=[leaf.config for leaf in leaves])
+    rule.folder(out, "--out", replace_if=is_own_bundle,
+                earlier="a kagglecv bundle (whose manifest lists exactly its files)")
+
+
+def is_own_bundle(folder: Path) -> bool:
+    """A bundle ``pack`` wrote: its manifest names kagglecv and lists exactly the folder's files."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        listed = set(manifest["files"]) if "kagglecv_bundle" in manifest else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return listed == _bundle_files(Path(folder)) and all(p.is_dir() or p.is_file() for p in Path(folder).rglob("*"))
+
+
+def _bundle_files(folder: Path) -> set[str]:
+    """Every file of a bundle folder but its manifest, as the manifest names them."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
+
+
+def _copy_recipe(recipe: Recipe, dest: Path) -> None:
+    run = RunDir(dest)
+    info = recipe.run.read_info()
+    write_text(run.config_path, recipe.run.config_path.read_text(encoding="utf-8"))
+    if isinstance(recipe, EnsembleRecipe):
+        names = [member.run.name for member in recipe.members]
+        if len(set(names)) != len(names):
+            raise KagglecvError(f"{recipe.run.path}: two members share a folder name ({summarize(names, quote=True)}); "
+                                "a bundle keeps them under members/<name>/")
+        write_json(run.info_path, {**{key: info[key] for key in ("experiment", "kind", "task", "classes", "backbone",
+                                                                  "created") if key in info},
+                                   "bundle": BUNDLE_FORMAT, "bundle_members": [f"members/{name}" for name in names]})
+        write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
+        for name, member in zip(names, recipe.members):
+            _copy_recipe(member, dest / "members" / name)
+        return
+    write_json(run.info_path, {key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources),
+                                                                        "bundle": BUNDLE_FORMAT})
+    if recipe.run.predict_path.is_file():
+        recorded = recipe.run.read_predict_record()
+        write_json(run.predict_path, {key: recorded[key] for key in ("tta", "tta_space", "metric", "oof_score", "auto")
+                                      if key in recorded})
+    if recipe.run.model_code() is not None:
+        write_bytes(run.model_code_path, recipe.run.model_code_path.read_bytes())
+    for index, source in enumerate(recipe.sources):
+        fold, copy = recipe.run.fold(index), run.fold(index)
+        done = fold.read_done()
+        write_json(copy.done_path, {key: done[key] for key in DONE_KEYS if key in done} | {"source": source})
+        write_bytes(copy.weights(source), fold.weights(source).read_bytes())
+
+
+def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None) -> tuple[dict, int]:
+    """``manifest.json`` listing every other file; returns the listing and the bundle's size in bytes."""
+    files = {str(path.relative_to(folder)): {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+             for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST}
+    size = sum(entry["bytes"] for entry in files.values())
+    write_json(folder / MANIFEST, {
+        "kagglecv_bundle": BUNDLE_FORMAT, "kind": "ensemble" if isinstance(recipe, EnsembleRecipe) else "run",
+        "source": str(recipe.run.path), "created": datetime.now().isoformat(timespec="seconds"),
+        "versions": package_versions(), "task": recipe.task, "classes": recipe.classes,
+        "size_bytes": size,
+        "timing": None if timing is None else {"synthetic_images": timing.images, "fixed_seconds": timing.fixed,
+                                               "seconds_per_image": timing.per_image},
+        "files": files,
+    })
+    return files, size
+
+
+def verify_bundle(path: Path) -> None:
+    """A folder with a manifest must hold exactly the files it lists, each with its sha256; else an error naming
+    them. A plain run folder (no manifest) is left alone."""
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        if _is_bundle_copy(Path(path)):
+            raise KagglecvError(f"{path}: a kagglecv bundle without its {MANIFEST}; refused to run it unchecked "
+                                "(pack the run again)")
+        return
+    try:
+        listed = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KagglecvError(f"{manifest_path}: corrupt bundle manifest ({exc}); pack the run again") from None
+    if not isinstance(listed, dict) or not all(isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                                               for entry in listed.values()):
+        raise KagglecvError(f"{manifest_path}: corrupt bundle manifest (files: expected name -> {{sha256, bytes}}); "
+                            "pack the run again")
+    present = _bundle_files(Path(path))
+    missing = sorted(set(listed) - present)
+    added = sorted(present - set(listed))
+    altered = sorted(name for name in set(listed) & present if sha256_file(Path(path) / name) != listed[name]["sha256"])
+    problems = [f"{label}: {summarize(names, quote=True)}" for label, names in
+                (("altered (sha256 differs)", altered), ("missing", missing), ("not in the manifest", added)) if names]
+    if problems:
+        raise KagglecvError(f"{path}: the bundle does not match its manifest, refused to run it; " + "; ".join(problems))
+
+
+def _is_bundle_copy(folder: Path) -> bool:
+    """A folder ``pack`` wrote (its run.json says so), whatever is left of its manifest."""
+    try:
+        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and ("bundle" in info or "bundle_members" in info)
+
+
+def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
+    """Inference time of the whole recipe (every fold, view and member) on synthetic JPEGs at the model's size, at
+    two test sizes, so the model loading (fixed) and the per-image cost are told apart."""
+    from PIL import Image
+
+    leaf = leaf_runs(recipe)[0]
+    size = leaf.config.model.img_size
+    small = max(1, images // 4)
+    rng = np.random.default_rng(0)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix=".timing-", dir=scratch) as folder:
+        for index in range(images):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
+        id_col, image_col = leaf.config.data.id_col, leaf.config.data.image_col
+        separate = image_col is not None and image_col != id_col  # image_col: id means ids are the file names
+        header = id_col + (f",{image_col}" if separate else "")
+        for count in (small, images):
+            table = Path(folder) / f"test{count}.csv"
+            rows = [f"t{index}" + (f",t{index}.jpg" if separate else ".jpg" if image_col else "")
+                    for index in range(count)]
+            table.write_text("\n".join([header, *rows]) + "\n")
+            test = read_new_test(recipe, table, Path(folder))
+            started = time.perf_counter()
+            recipe.predict(test, Console(quiet=True))
+            seconds[count] = time.perf_counter() - started
+    slope = (seconds[images] - seconds[small]) / (images - small) if images > small else 0.0
+    per_image = slope if slope > 0 else seconds[images] / images  # too few images to tell: the cautious estimate
+    return Timing(images, max(seconds[small] - per_image * small, 0.0), per_image)
+
+
+def timing_warning(timing: Timing | None, images: int | None, max_minutes: float | None) -> str | None:
+    """A warning when ``images`` hidden test images would take longer than ``max_minutes`` on this machine."""
+    if timing is None or images is None or max_minutes is None:
+        return None
+    minutes = timing.seconds_for(images) / 60
+    if minutes <= max_minutes:
+        return None
+    return (f"warning: {images} images would take about {minutes:.1f} minutes here, over --max-minutes "
+            f"{max_minutes:g}; Kaggle's GPU may be faster, its CPU slower: drop TTA views, folds or members")
+
+
+def bundle_readme(recipe: Recipe, name: str, has_wheels: bool, timing: Timing | None) -> str:
+    """The README of a bundle: what it holds and the two notebook cells that install and run it offline."""
+    kind = f"ensemble of {len(recipe.members)} runs" if isinstance(recipe, EnsembleRecipe) else "run"
+    install = (f"!pip install --no-index --find-links /kaggle/input/{name}/wheels kagglecv" if has_wheels else
+               "# no wheelhouse in this bundle: attach kagglecv's wheels as another dataset, or pack with --wheels")
+    speed = "" if timing is None else (
+        f"\nMeasured when packed: {timing.per_image * 1000:.1f} s per 1,000 images plus {timing.fixed:.1f} s to load "
+        f"the models ({timing.images} synthetic {leaf_runs(recipe)[0].config.model.img_size} px images, this "
+        "bundle's every fold, view and member, on the packing machine).\n")
+    return f"""# {recipe.run.name}: a kagglecv inference bundle
+
+A {kind} ({recipe.task}, {len(recipe.classes)} classes), packed by `kagglecv pack` to predict a hidden test set
+offline. Upload this folder as a Kaggle dataset named `{name}`, attach it to your notebook, turn the internet off,
+and run these two cells (paths as Kaggle mounts them; change the competition's name):
+
+```
+{install}
+```
+
+```
+!kagglecv infer /kaggle/input/{name} --test /kaggle/input/COMPETITION/test.csv \\
+    --images /kaggle/input/COMPETITION/test --sample /kaggle/input/COMPETITION/sample_submission.csv \\
+    --out /kaggle/working/submission.csv
+```
+
+`infer` first checks every file against `manifest.json` (sha256) and refuses an altered bundle.
+{"The own-model file `model_code.py` is Python that runs when the models are built." if any(
+    leaf.run.model_code() for leaf in leaf_runs(recipe)) else ""}{speed}"""

@@ -1,0 +1,126 @@
+"""The predict stage: each fold's best weights on its held-out rows and on the test set, with test-time
+augmentation (TTA), folds averaged, written as the run's ``oof.csv`` and ``test.csv``.
+
+Each image is decoded once; every TTA view is made from the batch tensor (flips, transposes, rotations, rescaling).
+``tta: auto`` scores each candidate view on the OOF rows and keeps it only when it improves the score
+(greedy forward selection), and records every candidate's score in ``predict.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kagglecv.core.config import Config
+from kagglecv.core.console import Console
+from kagglecv.core.errors import KagglecvError
+from kagglecv.core.files import write_json
+from kagglecv.nn.inference import FoldPredictor, combine_views, tta_view
+from kagglecv.data.inputs import StageInputs, load_stage_inputs
+from kagglecv.core.metrics import get_metric, resolve_metric, score
+from kagglecv.core.predictions import read_predictions, write_predictions
+from kagglecv.core.runs import RunDir
+
+AUTO_CANDIDATES = ("hflip", "vflip", "transpose", "scale:0.875", "scale:1.15")
+
+
+@dataclass
+class PredictResult:
+    tta: list[str]
+    oof_score: float
+    metric: str
+    candidate_scores: dict[str, float]
+
+
+def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Console | None = None,
+                inputs: StageInputs | None = None) -> PredictResult:
+    """Predict every fold's held-out rows and the test set with TTA; rewrite the run's oof.csv and test.csv.
+
+    Args:
+        run_path: ``runs/<experiment>`` of a trained run (every fold done).
+        tta: views to average, or ``"auto"``; the config's ``predict.tta`` when None.
+        inputs: the tables and folds, when the caller has read them (``kagglecv run``).
+    """
+    console = console or Console()
+    run = RunDir(run_path)
+    config = run.read_config()
+    run.for_writing("predict")
+    tta = config.predict.tta if tta is None else tta
+    views = ["none", *AUTO_CANDIDATES] if tta == "auto" else list(tta)
+    for name in views:
+        tta_view(name)
+    inputs = inputs or load_stage_inputs(config)
+    data, fold_of, test, n_folds = inputs.data, inputs.fold_of, inputs.test, inputs.n_folds
+    missing = [fold for fold in range(n_folds) if not run.fold(fold).is_done()]
+    if missing:
+        raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
+    predictor = FoldPredictor(config, run, data.task, data.classes)
+    oof_logits = {name: np.zeros((len(data), predictor.num_outputs)) for name in views}
+    test_logits = {name: [] for name in views}
+    for fold in range(n_folds):
+        model = predictor.load(fold)
+        rows = np.flatnonzero(fold_of == fold)
+        for name, logits in predictor.views(model, data.images, rows, views).items():
+            oof_logits[name][rows] = logits
+        if test is not None:
+            for name, logits in predictor.views(model, test.images, np.arange(len(test)), views).items():
+                test_logits[name].append(logits)
+        console.line(f"fold {fold}: predicted {len(rows)} held-out rows" + (f" and {len(test)} test rows" if test else ""))
+    metric = resolve_metric(config.metric, data.task).name
+    chosen, candidate_scores = _choose_views(views, oof_logits, data, metric, config.predict.tta_space, tta == "auto")
+    oof = combine_views([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
+    run.predict_path.unlink(missing_ok=True)  # written last: its presence says oof.csv and test.csv are whole
+    write_predictions(run.oof_path, data.ids, oof, data.classes, folds=fold_of)
+    if test is not None:
+        per_fold = [combine_views([test_logits[name][fold] for name in chosen], data.task, config.predict.tta_space)
+                    for fold in range(n_folds)]
+        for fold, probabilities in enumerate(per_fold):  # each fold's own: what a student's fold k may learn from
+            write_predictions(run.fold(fold).test_path, test.ids, probabilities, data.classes)
+        write_predictions(run.test_path, test.ids, np.mean(per_fold, axis=0), data.classes)
+    return _record(run, config, data.task, metric, score(metric, data.task, data.targets, oof), chosen,
+                   candidate_scores, tta == "auto", console)
+
+
+def trained_predictions_suffice(config: Config) -> bool:
+    """True when ``predict`` would only repeat the train stage: no TTA, and the weights each fold selected."""
+    return config.predict.tta == ["none"] and config.predict.weights == "auto"
+
+
+def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Console | None = None) -> PredictResult:
+    """``predict.json`` for a run whose train stage already wrote what ``predict`` would (see
+    :func:`trained_predictions_suffice`): its oof.csv and test.csv are scored and kept, not recomputed."""
+    run = RunDir(run_path)
+    config, data = run.read_config(), inputs.data
+    oof = read_predictions(run.oof_path, data.classes).set_index("id").reindex(data.ids)
+    metric = resolve_metric(config.metric, data.task).name
+    oof_score = score(metric, data.task, data.targets, oof[data.classes].to_numpy())
+    return _record(run, config, data.task, metric, oof_score, ["none"], {"none": oof_score}, False,
+                   console or Console())
+
+
+def _record(run: RunDir, config: Config, task: str, metric: str, oof_score: float, chosen: list[str],
+            candidate_scores: dict[str, float], auto: bool, console: Console) -> PredictResult:
+    write_json(run.predict_path, {"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
+                                  "oof_score": oof_score, "candidate_scores": candidate_scores, "auto": auto})
+    console.line(f"{run.name}: OOF {metric} {oof_score:.4f} with TTA {chosen}")
+    return PredictResult(chosen, oof_score, metric, candidate_scores)
+
+
+def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[str], dict[str, float]]:
+    """All views when not auto; otherwise greedy: start from ``none``, keep each candidate that raises the score."""
+    direction = 1 if get_metric(metric, data.task).higher_is_better else -1
+
+    def oof_score(names):
+        return score(metric, data.task, data.targets, combine_views([oof_logits[n] for n in names], data.task, space))
+
+    candidate_scores = {name: oof_score([name]) for name in views}
+    if not auto:
+        return views, candidate_scores
+    chosen, best = ["none"], candidate_scores["none"]
+    for name in views[1:]:
+        trial = oof_score([*chosen, name])
+        if direction * (trial - best) > 0:
+            chosen, best = [*chosen, name], trial
+    return chosen, candidate_scores

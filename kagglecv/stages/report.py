@@ -1,0 +1,301 @@
+"""The report stage: a leaderboard of every run and ensemble, the experiment journal, and pictures.
+
+``build_report`` reads each run folder's files (config.yaml, run.json, score.json or oof.csv, fold histories) and
+writes ``<runs>/report.md`` with a leaderboard, a journal (date, motivation, change against the best run before
+it, result) and per-run pictures: learning curves, the score of each fold, the confusion matrix (multiclass) or
+per-class AP (multi-label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kagglecv.core.errors import KagglecvError
+from kagglecv.core.files import write_text
+from kagglecv.core.metrics import confusion_matrix
+from kagglecv.core.html import render_html
+from kagglecv.core.plots import plot_confusion_matrix, plot_cv_vs_leaderboard, plot_fold_curves, plot_fold_scores, plot_per_class
+from kagglecv.core.predictions import read_predictions
+from kagglecv.core.runs import RunDir, config_differences, history_metric, read_json
+from kagglecv.stages.score import ScoreResult, finished_folds_oof, score_predictions_frame
+from kagglecv.training.teaching import teaching_summary
+from kagglecv.stages.lb import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
+from kagglecv.core.tables import format_params
+from kagglecv.core.outputs import OutputRule
+
+LB_PNG = "cv_vs_leaderboard.png"
+PICTURES = "report.pictures"  # the report's own pictures, one folder per run: it writes nothing into a run
+
+
+@dataclass
+class Entry:
+    """One row of the leaderboard."""
+
+    name: str
+    path: Path
+    kind: str
+    created: str
+    backbone: str
+    img_size: int | None
+    epochs: int | None
+    params: int | None
+    score: ScoreResult
+    train_seconds: float
+    notes: str | None
+    config: dict
+    classes: list[str] = field(default_factory=list)
+    confusion: np.ndarray | None = None      # multiclass and binary
+    change: list[str] = field(default_factory=list)
+    pictures: list[Path] = field(default_factory=list)
+    public: str = ""                          # the latest public leaderboard score of its submissions
+    analysis: dict | None = None              # inspect.json
+    analysis_error: str | None = None
+    teaching: list[str] = field(default_factory=list)  # pseudo-labels per fold, and the student's agreement
+
+
+def collect_entries(runs_dir: Path) -> list[Entry]:
+    """Every run or ensemble folder under ``runs_dir``, each read once and scored (score.json refreshed), and every
+    run with only some folds finished (a tune trial on fold 0, a run still training), scored on those folds."""
+    entries = []
+    for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
+        run = RunDir(path)
+        if path.name.startswith("."):  # dot-folders are outputs still being built
+            continue
+        if run.is_run():
+            entries.append(_entry(run))
+        elif run.config_path.is_file() and run.info_path.is_file() and not run.is_full_fit() \
+                and any(f.is_done() for f in run.fold_dirs()):
+            entries.append(_entry(run, partial=True))
+    return entries
+
+
+def _entry(run: RunDir, partial: bool = False) -> Entry:
+    config, info = run.read_config(), run.read_info()
+    data = run.load_targets(config, info)
+    done_folds = [fold for fold in run.fold_dirs() if fold.is_done()]
+    kind = info.get("kind", "run")
+    if partial:
+        oof, data = finished_folds_oof(run, data)
+        kind = f"partial: {len(done_folds)} of {info.get('n_folds') or len(run.fold_dirs())} folds"
+        result = score_predictions_frame(oof, data, config.metric, source=run.path)
+    else:
+        oof = read_predictions(run.oof_path, data.classes, oof=True)
+        result = score_predictions_frame(oof, data, config.metric, source=run.oof_path)
+    ensemble = info.get("kind") == "ensemble"
+    confusion = None
+    if data.task != "multilabel":
+        aligned = oof.set_index("id").loc[list(data.ids), data.classes].to_numpy()
+        confusion = confusion_matrix(data.targets, aligned)
+    seconds = sum(fold.read_done().get("seconds", 0.0) for fold in done_folds)
+    return Entry(
+        name=run.name, path=run.path, kind=kind, created=info.get("created", ""),
+        backbone=info.get("backbone", config.model.name), img_size=None if ensemble else config.model.img_size,
+        epochs=None if ensemble else config.train.epochs, params=(info.get("params") or {}).get("total"),
+        score=result, train_seconds=seconds, notes=config.notes, config=config.model_dump(mode="json"),
+        classes=data.classes, confusion=confusion, teaching=teaching_summary(run, data.classes, data.task))
+
+
+def collect_full_fits(runs_dir: Path) -> list[dict]:
+    """Full-data refits (``train --full``): test predictions without a CV score; their CV run's score beside them."""
+    fits = []
+    for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else []):
+        run = RunDir(path)
+        if path.name.startswith(".") or not run.test_path.is_file() or not run.info_path.is_file():
+            continue
+        info = run.read_info()
+        if info.get("kind") != "full":
+            continue
+        cv_score = run.cv_run().score_path
+        score = read_json(cv_score, "a run's score") if cv_score.is_file() else None
+        seconds = sum(fold.read_done().get("seconds", 0.0) for fold in run.fold_dirs() if fold.is_done())
+        fits.append({"name": run.name, "cv_run": Path(info["cv_run"]).name, "epochs": info.get("epochs"),
+                     "source": info.get("source"), "seconds": seconds, "public": "",
+                     "cv": f"{score['metric']} {score['overall']:.4f}" if score else ""})
+    return fits
+
+
+def render_full_fits(fits: list[dict]) -> str:
+    lines = ["## Full-data refits (test predictions only, no CV score)", "",
+             "| refit | CV run | CV run's score | epochs | weights | train time | public LB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {fit['name']} | {fit['cv_run']} | {fit['cv']} | {fit['epochs']} | {fit['source']} | "
+              f"{_duration(fit['seconds'])} | {fit['public']} |" for fit in fits]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Report:
+    """What ``build_report`` wrote: the leaderboard (best first, by competition) and the files."""
+
+    leaderboard: list[Entry]
+    markdown: Path
+    html: Path
+    submissions: list[LeaderboardPoint]
+    correlation: float | None
+
+
+def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path = Path("submissions")) -> Report:
+    """Score every run, draw its pictures, read each run's error analysis and the submissions log, and write
+    ``runs_dir/report.md``, the self-contained ``runs_dir/report.html`` and ``runs_dir/report.pictures/``: the report
+    only reads the run folders (``report --inspect`` runs ``inspect`` on stale runs first, as its own stage)."""
+    runs_dir = Path(runs_dir)
+    entries = collect_entries(runs_dir)
+    if not entries:
+        raise KagglecvError(f"{runs_dir}: no runs with an oof.csv; train (and predict) something first")
+    competitions = group_by_competition(entries)
+    for group in competitions.values():
+        _fill_changes(group)
+    log = read_log(log_path(submissions_dir))
+    public = latest_public_by_run(log)
+    points, correlation = cv_vs_leaderboard(log)
+    rule = OutputRule.of()
+    picture_dir = runs_dir / PICTURES
+    rule.own(picture_dir)
+    lb_picture = picture_dir / LB_PNG if pictures and points else None
+    if lb_picture is not None:
+        plot_cv_vs_leaderboard(points, correlation, lb_picture)
+    for entry in entries:
+        entry.public = public.get(entry.name, "")
+        if pictures:
+            entry.pictures = draw_run_pictures(entry, picture_dir / entry.name)
+        if not entry.kind.startswith("partial"):  # inspect needs every row's OOF prediction
+            _attach_analysis(entry)
+    ranked = {name: sorted(group, key=_rank_key) for name, group in competitions.items()}
+    full_fits = collect_full_fits(runs_dir)
+    for fit in full_fits:
+        fit["public"] = public.get(fit["name"], "")
+    path = rule.file(runs_dir / "report.md", "the report")
+    sections = [render_competition(name, ranked[name], group, runs_dir) for name, group in competitions.items()]
+    if full_fits:
+        sections.append(render_full_fits(full_fits))
+    if lb_picture is not None:
+        sections.append(f"## CV against the leaderboard\n\n![cv vs leaderboard]({PICTURES}/{LB_PNG})\n")
+    write_text(path, "# kagglecv report\n\n" + "\n".join(sections))
+    html_path = rule.file(runs_dir / "report.html", "the report")
+    write_text(html_path, render_html(ranked, competitions, points, correlation, lb_picture, full_fits))
+    leaderboard = [entry for group in ranked.values() for entry in group]
+    return Report(leaderboard, path, html_path, points, correlation)
+
+
+def _attach_analysis(entry: Entry) -> None:
+    """The run's ``inspect.json`` (read through its schema) when it is newer than its OOF predictions; a stale or
+    missing one is left out with the reason (``kagglecv inspect RUN``, or ``report --inspect``, refreshes it)."""
+    from kagglecv.core.records import InspectRecord, validate_record
+
+    run = RunDir(entry.path)
+    if not run.inspect_path.is_file():
+        return
+    try:
+        if not run.analysis_is_current():
+            entry.analysis_error = f"{run.inspect_path} is older than the OOF predictions: run kagglecv inspect {run.path}"
+            return
+        entry.analysis = validate_record(InspectRecord, read_json(run.inspect_path, "a run's error analysis"),
+                                         run.inspect_path)
+    except KagglecvError as exc:  # a corrupt record: the rest of the report stands
+        entry.analysis_error = str(exc).splitlines()[0]
+
+
+def group_by_competition(entries: list[Entry]) -> dict[str, list[Entry]]:
+    """Runs are only comparable on the same training table and metric: group them by both."""
+    groups: dict[str, list[Entry]] = {}
+    for entry in entries:
+        key = f"{entry.config['data']['train_csv']} ({entry.score.metric})"
+        groups.setdefault(key, []).append(entry)
+    return groups
+
+
+def _rank_key(entry: Entry) -> float:
+    value = entry.score.overall
+    return -value if entry.score.higher_is_better else value
+
+
+def _fill_changes(entries: list[Entry]) -> None:
+    """For each entry in the order they were made: what differs from the best entry made before it."""
+    ordered = sorted(entries, key=lambda entry: entry.created)
+    best: Entry | None = None
+    for entry in ordered:
+        if entry.kind == "ensemble":
+            entry.change = [entry.notes or "ensemble"]
+            continue
+        if best is None:
+            entry.change = ["first experiment"]
+        else:
+            changes = config_differences(_comparable(best.config), _comparable(entry.config))
+            entry.change = [f"vs {best.name}: {change}" for change in changes] or [f"same config as {best.name}"]
+        if best is None or _rank_key(entry) < _rank_key(best):
+            best = entry
+
+
+def _comparable(config: dict) -> dict:
+    """A config without the keys that differ between any two experiments by construction."""
+    return {key: value for key, value in config.items() if key not in ("experiment", "notes")}
+
+
+def draw_run_pictures(entry: Entry, folder: Path) -> list[Path]:
+    """Learning curves, fold scores, and the confusion matrix or per-class AP of one run, drawn into the report's
+    own ``folder`` (never into the run); returns the PNGs."""
+    run, drawn = RunDir(entry.path), RunDir(folder)
+    pictures = []
+    histories = {fold.index: history.to_dict("records") for fold in run.fold_dirs()
+                 if (history := fold.read_history()) is not None}
+    metric_key = history_metric(histories[min(histories)][0] if histories else [])
+    if histories:
+        pictures.append(drawn.curves_png)
+        plot_fold_curves(histories, metric_key, pictures[-1], f"{entry.name}: learning curves")
+    if entry.score.per_fold:
+        pictures.append(drawn.fold_scores_png)
+        plot_fold_scores(entry.score.per_fold, entry.score.metric, entry.score.overall, pictures[-1],
+                         f"{entry.name}: OOF {entry.score.metric} per fold")
+    if entry.confusion is None:
+        pictures.append(drawn.per_class_ap_png)
+        plot_per_class(entry.score.per_class, "average precision", pictures[-1], f"{entry.name}: OOF AP per class")
+    else:
+        pictures.append(drawn.confusion_png)
+        plot_confusion_matrix(entry.confusion, entry.classes, pictures[-1], f"{entry.name}: OOF confusion matrix")
+    return pictures
+
+
+def render_competition(name: str, leaderboard: list[Entry], entries: list[Entry], runs_dir: Path) -> str:
+    """The markdown section of one competition: leaderboard, journal, then each run's pictures."""
+    lines = [f"## {name}", "", "### Leaderboard", "",
+             "| # | experiment | kind | backbone | parameters | size | epochs | CV (all OOF rows) | folds mean ± std | "
+             "per fold | train time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for rank, entry in enumerate(leaderboard, start=1):
+        folds = " / ".join(f"{value:.4f}" for value in entry.score.per_fold.values())
+        lines.append(f"| {rank} | {entry.name} | {entry.kind} | {entry.backbone} | {format_params(entry.params)} | "
+                     f"{entry.img_size or ''} | "
+                     f"{entry.epochs or ''} | {entry.score.metric} {entry.score.overall:.4f} | "
+                     f"{entry.score.fold_mean:.4f} ± {entry.score.fold_std:.4f} | {folds} | "
+                     f"{_duration(entry.train_seconds)} |")
+    lines += ["", "### Journal", "", "| date | experiment | motivation | change | result | public LB |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for entry in sorted(entries, key=lambda entry: entry.created):
+        change = "<br>".join(entry.change[:6]) + (f"<br>and {len(entry.change) - 6} more" if len(entry.change) > 6 else "")
+        lines.append(f"| {entry.created[:16].replace('T', ' ')} | {entry.name} | {entry.notes or ''} | {change} | "
+                     f"{entry.score.metric} {entry.score.overall:.4f} | {entry.public} |")
+    for entry in leaderboard:
+        lines += ["", f"### {entry.name}", ""]
+        others = ", ".join(f"{name} {value:.4f}" for name, value in list(entry.score.other_metrics.items())[:8])
+        lines += [f"{entry.score.metric} {entry.score.overall:.4f} on {entry.score.rows} OOF rows; also: {others}", ""]
+        if entry.teaching:
+            lines += ["Pseudo-labels: " + "; ".join(entry.teaching), ""]
+        lines += [f"![{picture.stem}]({picture.relative_to(runs_dir).as_posix()})" for picture in entry.pictures]
+        if entry.analysis:
+            found = entry.analysis
+            lines += ["", f"Error analysis: {found['label_issues']} likely label errors in "
+                      f"[{found['label_issues_file']}]({entry.name}/{found['label_issues_file']}), "
+                      f"{len(found['duplicate_conflicts'])} near-duplicate pairs with different labels", ""]
+            lines += [f"![{name}]({entry.name}/{name})" for name in found["pictures"]]
+    return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    if not seconds:
+        return ""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"

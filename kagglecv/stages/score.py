@@ -1,0 +1,245 @@
+"""The score stage: the OOF score exactly as the competition computes it, overall, per fold and per class.
+
+Works on any folder with an ``oof.csv`` and a ``config.yaml`` (a run or an ensemble), or on an OOF file made by
+another tool together with the training table (``score_oof_file``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kagglecv.core.config import DataConfig
+from kagglecv.data.table import CompetitionData, load_train, read_csv_strings
+from kagglecv.core.errors import DataError, KagglecvError, summarize
+from kagglecv.core.files import write_json
+from kagglecv.core.metrics import METRICS, average_precision_per_class, recall_per_class, resolve_metric, score
+from kagglecv.core.predictions import check_class_columns, compare_ids, read_predictions, require_same_ids
+from kagglecv.core.runs import RunDir
+
+
+@dataclass
+class ScoreResult:
+    metric: str
+    higher_is_better: bool
+    overall: float
+    per_fold: dict[int, float]
+    fold_mean: float
+    fold_std: float
+    per_class_kind: str
+    per_class: dict[str, float]
+    classes_without_positives: list[str]
+    other_metrics: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_run(run_path: Path, metric: str | None = None, write: bool = True,
+              data: CompetitionData | None = None) -> ScoreResult:
+    """Score ``run_path/oof.csv`` against the run's training table (``data``, when the caller has read it);
+    write ``score.json`` beside it."""
+    run = RunDir(run_path)
+    if run.is_full_fit():
+        raise KagglecvError(f"{run.path}: a full-data refit has no OOF predictions and no CV score of its own; "
+                            f"score its CV run {run.read_info()['cv_run']}")
+    config = run.read_config()
+    data = data if data is not None else run.load_targets(config)
+    result = score_predictions_frame(read_predictions(run.oof_path, data.classes), data,
+                                     metric or config.metric, source=run.oof_path)
+    if write:
+        write_json(run.for_writing("score").score_path, result.to_dict())
+    return result
+
+
+def finished_folds_oof(run: RunDir, data: CompetitionData, folds: list[int] | None = None
+                       ) -> tuple[pd.DataFrame, CompetitionData]:
+    """The OOF predictions of the finished ``folds`` of a run (all finished folds when None), from their
+    ``fold<K>/oof.csv``, and the training table restricted to their rows: what a run whose other folds have not
+    finished (a tune trial on fold 0, a run still training) is scored on."""
+    chosen = [fold for fold in run.fold_dirs() if fold.is_done() and (folds is None or fold.index in folds)]
+    if not chosen:
+        raise KagglecvError(f"{run.path}: no finished fold{'' if folds is None else f' among {folds}'}")
+    oof = pd.concat([read_predictions(fold.oof_path, data.classes) for fold in chosen], ignore_index=True)
+    return oof, data.subset(np.isin(data.ids, oof["id"].to_numpy(dtype=object)))
+
+
+def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] | None = None, id_col: str = "id",
+                   task: str | None = None, metric: str | None = None) -> ScoreResult:
+    """Score an OOF file from anywhere; its value columns give the class order.
+
+    Without ``target``: the truth's ``label`` column when it has one, else its columns named like the OOF file's
+    class columns (a wide 0/1 table, or -1/0/1 in the VOC convention).
+    """
+    oof = read_predictions(oof_path)
+    classes = [column for column in oof.columns if column not in ("id", "fold")]
+    if target is None:
+        header = list(read_csv_strings(truth_path).columns)
+        target = "label" if "label" in header or not set(classes) <= set(header) else classes
+    config = DataConfig(train_csv=truth_path, target=target, id_col=id_col, task=task,
+                        classes=None if isinstance(target, list) else classes)
+    data = load_train(config)
+    check_class_columns(oof, data.classes, oof_path)
+    return score_predictions_frame(oof, data, metric, source=oof_path)
+
+
+def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: str | None, source: Path) -> ScoreResult:
+    """Align OOF rows to the table by id (every id exactly once), then score overall, per fold and per class."""
+    definition = resolve_metric(metric, data.task, "--metric")
+    metric = definition.name
+    targets, scores, folds = _align(oof, data, source)
+    overall = score(metric, data.task, targets, scores)
+    per_fold = {}
+    if folds is not None:
+        for fold in np.unique(folds):
+            mask = folds == fold
+            try:
+                per_fold[int(fold)] = score(metric, data.task, targets[mask], scores[mask])
+            except ValueError:
+                per_fold[int(fold)] = float("nan")
+    fold_values = np.array(list(per_fold.values()), dtype=float)
+    kind, per_class = _per_class(data, targets, scores)
+    others = {}  # top-5 accuracy is always 1 with five classes or fewer (and sklearn warns so): left out
+    for name, other in METRICS.items():
+        if data.task in other.tasks and name != metric and not (name == "top5_accuracy" and len(data.classes) <= 5):
+            try:
+                others[name] = score(name, data.task, targets, scores)
+            except ValueError:
+                continue
+    return ScoreResult(
+        metric=metric, higher_is_better=definition.higher_is_better, overall=overall, per_fold=per_fold,
+        fold_mean=float(np.nanmean(fold_values)) if len(fold_values) else float("nan"),
+        fold_std=float(np.nanstd(fold_values)) if len(fold_values) else float("nan"),
+        per_class_kind=kind, per_class={name: value for name, value in zip(data.classes, per_class)},
+        classes_without_positives=[name for name, value in zip(data.classes, per_class) if np.isnan(value)],
+        other_metrics=others, rows=len(targets))
+
+
+def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
+    require_same_ids(oof["id"], data.ids, source, data.source, "unknown")
+    rows = pd.Series(np.arange(len(data)), index=data.ids).loc[oof["id"]].to_numpy()
+    scores = oof[data.classes].to_numpy(np.float64)
+    folds = oof["fold"].to_numpy() if "fold" in oof.columns else None
+    return data.targets[rows], scores, folds
+
+
+def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray) -> tuple[str, np.ndarray]:
+    if data.task == "multilabel":
+        return "AP", average_precision_per_class(targets, scores)
+    return "recall", recall_per_class(targets, scores)
+
+
+def score_submission(submission_path: Path, solution_path: Path, metric: str, label_sep: str = " ") -> float:
+    """Score a submission against a solution file, as Kaggle would: rows matched by id, every id exactly once.
+
+    The solution holds the truth as a class-name column, a separated-labels column, or 0/1 class columns. The
+    submission holds class names / separated labels (scored with accuracy, f1_* or balanced_accuracy, qwk; for
+    multi-label: f1_micro, f1_macro, f1_samples) or probability columns named by class (any metric of the task).
+    """
+    from sklearn.metrics import f1_score
+
+    solution, submission = read_csv_strings(solution_path), read_csv_strings(submission_path)
+    id_col = solution.columns[0]
+    doubled = compare_ids(solution[id_col], []).doubled
+    if doubled:
+        raise DataError(f"{solution_path}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}; "
+                        "a solution has every id once")
+    if submission.columns[0] != id_col:
+        raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
+    require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
+    submission = submission.set_index(id_col).loc[solution[id_col]]
+    truth_columns = list(solution.columns[1:])
+    if len(truth_columns) == 1 and len(submission.columns) == 1 and _binary_truth(solution[truth_columns[0]]):
+        return _score_positive_column(submission.iloc[:, 0], solution[truth_columns[0]], metric, submission_path)
+    if len(truth_columns) == 1:
+        truth = solution[truth_columns[0]].str.strip()
+        multilabel = truth.str.contains(label_sep, regex=False).any() or metric in ("map", "map_voc07", "map_voc", "micro_map",
+                                                                                       "f1_samples")
+        if multilabel:
+            classes = sorted({label for cell in truth for label in cell.split(label_sep) if label}
+                             | set(submission.columns if len(submission.columns) > 1 else []))
+            targets = _indicator(truth, classes, label_sep)
+        else:
+            classes = sorted(set(truth) | (set(submission.columns) if len(submission.columns) > 1 else
+                                           set(submission.iloc[:, 0].str.strip())))
+            targets = truth.map({name: index for index, name in enumerate(classes)}).to_numpy()
+    else:
+        classes, multilabel = truth_columns, True
+        targets = _indicator_columns(solution, truth_columns, solution_path)
+    if len(submission.columns) > 1 or not multilabel:
+        resolve_metric(metric, "multilabel" if multilabel else "multiclass", "--metric")
+    if len(submission.columns) == 1:  # names, not probabilities
+        predicted = submission.iloc[:, 0].astype(str).str.strip()
+        if multilabel:
+            if metric not in ("f1_micro", "f1_macro", "f1_samples"):
+                raise KagglecvError(f"--metric {metric!r}: a labels submission is scored with f1_micro, f1_macro or f1_samples")
+            # A label the solution never uses is a false positive, not an error: score over the union.
+            extra = sorted({label for cell in predicted for label in cell.split(label_sep) if label and label not in classes})
+            classes = list(classes) + extra
+            targets = np.hstack([targets, np.zeros((len(targets), len(extra)), dtype=targets.dtype)])
+            return float(f1_score(targets, _indicator(predicted, classes, label_sep), average=metric.split("_")[1],
+                                  zero_division=0))
+        index = {name: position for position, name in enumerate(classes)}
+        scores = np.eye(len(classes))[predicted.map(index).to_numpy()]
+        return score(metric, "multiclass", targets, scores)
+    missing = [name for name in classes if name not in submission.columns]
+    if missing:
+        raise DataError(f"{submission_path}: no column for classes {summarize(missing, quote=True)}")
+    scores = submission[classes].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(scores).all():
+        raise DataError(f"{submission_path}: NaN, inf or non-numbers among the probabilities")
+    return score(metric, "multilabel" if multilabel else "multiclass", targets, scores)
+
+
+BINARY_ALIASES = {"roc_auc_ovr": "roc_auc", "auc": "roc_auc"}  # on a 0/1 target these are the binary ROC AUC
+
+
+def _binary_truth(column: pd.Series) -> bool:
+    return set(column.str.strip()) <= {"0", "1"}
+
+
+def _score_positive_column(values: pd.Series, truth: pd.Series, metric: str, submission_path: Path) -> float:
+    """A 0/1 solution and one submission column: the positive class's probability (or a 0/1 label). Scored by a
+    binary metric, exactly as sklearn does; a metric of class labels on probabilities (whose cut-off the
+    competition would choose) is refused rather than given a number."""
+    numbers = pd.to_numeric(values.str.strip(), errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(numbers) | (numbers < 0) | (numbers > 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{submission_path}: {values.index[row]!r} = {values.iloc[row]!r}; a 0/1 solution is scored "
+                        "against a probability (or 0/1 label) of the positive class in [0, 1]")
+    targets = truth.str.strip().astype(int).to_numpy()
+    name = BINARY_ALIASES.get(metric, metric)
+    hard = set(np.unique(numbers)) <= {0.0, 1.0}
+    if name in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "balanced_accuracy", "qwk") and hard:
+        return score(name, "multiclass", targets, np.eye(2)[numbers.astype(int)])
+    if name not in ("roc_auc", "binary_log_loss", "binary_f1", "binary_accuracy"):
+        kind = "0/1 labels" if hard else "probabilities"
+        raise KagglecvError(f"--metric {metric!r}: cannot score {kind} of the positive class with it exactly; expected "
+                            "roc_auc (also roc_auc_ovr), binary_log_loss, binary_f1 or binary_accuracy (cut at 0.5)"
+                            + (", or accuracy and the other label metrics for 0/1 labels" if not hard else ""))
+    return score(name, "binary", targets, numbers)
+
+
+def _indicator_columns(solution: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:
+    values = solution[columns].apply(lambda column: pd.to_numeric(column, errors="coerce"))
+    bad = ~values.isin([0, 1]).to_numpy()
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise DataError(f"{path}: line {row + 2} column {columns[column]!r} = {solution.iat[row, column + 1]!r}; "
+                        f"expected 0 or 1 ({int(bad.sum())} such cells)")
+    return values.to_numpy(np.int64)
+
+
+def _indicator(cells: pd.Series, classes: list[str], sep: str) -> np.ndarray:
+    index = {name: position for position, name in enumerate(classes)}
+    matrix = np.zeros((len(cells), len(classes)), dtype=np.int64)
+    for row, cell in enumerate(cells):
+        for label in cell.split(sep):
+            if label in index:
+                matrix[row, index[label]] = 1
+    return matrix

@@ -1,0 +1,257 @@
+"""The submit stage: a submission file in the sample submission's exact shape, checked before it is written.
+
+The sample decides the format:
+
+* ``id,<one column of strings>`` (e.g. ``id,label``): a class name per row (multiclass), or separated labels
+  (multi-label), the latter with per-class thresholds (0.5, a number, or tuned on OOF for F1);
+* ``id,<class>,<class>...``: probability columns, mapped by class name, in the sample's column order;
+* ``id,<one numeric column>`` for a binary task: the probability of the positive class.
+
+Ids keep the sample's spelling and order. A failing check writes nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kagglecv.data.table import read_csv_strings
+from kagglecv.core.errors import DataError, KagglecvError, summarize
+from kagglecv.core.files import check_output_name, contained_output, write_bytes
+from kagglecv.core.predictions import FLOAT_FORMAT, compare_ids, prediction_frame, read_predictions, require_same_ids
+from kagglecv.core.runs import RunDir, read_json
+from kagglecv.stages.lb import COLUMNS as LOG_COLUMNS, LOG_NAME, append_submission, log_path
+
+
+@dataclass
+class Submission:
+    path: Path
+    format: str
+    rows: int
+    thresholds: dict[str, float] | None = None
+
+
+def write_submission(run_path: Path, sample_path: Path, name: str | None = None, *, threshold: str | float = "0.5",
+                     out_dir: Path = Path("submissions"), compress: bool = False, label_sep: str = " ") -> Submission:
+    """Write ``out_dir/<name>.csv[.gz]`` from the run's ``test.csv`` in the shape of ``sample_path``.
+
+    The name is checked first: a plain name, whose file lies inside ``out_dir`` and is none of the inputs.
+    """
+    run, sample_path = RunDir(run_path), Path(sample_path)
+    threshold = parse_threshold(threshold)
+    name = check_output_name(name or run.name, "--name")
+    path = contained_output(out_dir, f"{name}.csv{'.gz' if compress else ''}", "--name",
+                            inputs=_inputs(run, sample_path))
+    if path.name == LOG_NAME:
+        raise KagglecvError(f"--name {name!r}: {path} is the submissions log; choose another name")
+    check_submission_outputs(run, sample_path, path)
+    info = run.read_info()
+    if not run.test_path.is_file():
+        raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
+    classes, task = info["classes"], info["task"]
+    predictions = read_predictions(run.test_path, classes)
+    out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task,
+                                            lambda: resolve_thresholds(threshold, run, classes), label_sep)
+    write_bytes(path, encode_submission(out, compress))
+    append_submission(path, run.name, *_recorded_cv(run))
+    return Submission(path, fmt, len(out), thresholds)
+
+
+def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
+    """The metric and OOF score of the run's ``score.json``, scored now when the run has none yet; unknown (None)
+    when the training table it was scored on cannot be read here."""
+    if not run.score_path.is_file():
+        from kagglecv.stages.score import score_run
+
+        try:
+            score_run(run.path)
+        except KagglecvError:
+            return None, None
+    score = read_json(run.score_path, "a run's score")
+    return score.get("metric"), score.get("overall")
+
+
+def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,
+                                sample_path: Path, out: Path, thresholds: dict[str, float], label_sep: str = " ") -> str:
+    """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory,
+    checked as ``submit`` checks; returns the format."""
+    predictions = prediction_frame(ids, probabilities, classes)
+    frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task,
+                                     lambda: thresholds, label_sep)
+    write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
+    return fmt
+
+
+def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_path: Path, classes: list[str],
+                     task: str, thresholds_for, label_sep: str = " ") -> tuple[pd.DataFrame, str, dict | None]:
+    """The submission frame in the sample's shape, validated; ``thresholds_for()`` is asked only for label lists."""
+    sample = read_csv_strings(sample_path)
+    if sample.shape[1] < 2:
+        raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
+    id_col = sample.columns[0]
+    aligned = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
+    fmt = detect_format(sample, classes, task, sample_path)
+    thresholds = None
+    if fmt == "labels":
+        thresholds = thresholds_for()
+        values = _label_strings(aligned, classes, thresholds, label_sep)
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
+    elif fmt == "label":
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: np.array(classes)[aligned.argmax(axis=1)]})
+    elif fmt == "positive":
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: aligned[:, 1]})
+    else:
+        column_of = {name: index for index, name in enumerate(classes)}
+        out = pd.DataFrame({id_col: sample[id_col]} | {column: aligned[:, column_of[column]] for column in sample.columns[1:]})
+    validate_submission(out, sample, sample_path, fmt, classes, label_sep)
+    return out, fmt, thresholds
+
+
+def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:
+    text = out.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT).encode()
+    return gzip.compress(text, mtime=0) if compress else text
+
+
+def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> str:
+    """label, labels, positive or probabilities, from the sample's columns and values."""
+    value_columns = list(sample.columns[1:])
+    if set(value_columns) <= set(classes) and len(value_columns) == len(classes):
+        return "probabilities"
+    unknown = [column for column in value_columns if column not in classes]
+    if len(value_columns) == 1:
+        numeric = pd.to_numeric(sample[value_columns[0]], errors="coerce").notna().all()
+        if task == "binary" and numeric:
+            return "positive"
+        if not numeric or task != "binary":
+            return "labels" if task == "multilabel" else "label"
+    if unknown and len(value_columns) > 1:
+        index_like = [column for column in unknown if column.lower().startswith("unnamed") or column in ("", "index")]
+        hint = " (an index column written by pandas?)" if index_like else ""
+        raise DataError(f"{sample_path}: columns {summarize(unknown, quote=True)} are not classes of the run{hint}; "
+                        f"expected {summarize(classes)}")
+    missing = [name for name in classes if name not in value_columns]
+    raise DataError(f"{sample_path}: the sample has {len(value_columns)} class columns, the run {len(classes)} classes; "
+                    f"missing from the sample: {summarize(missing, quote=True)}")
+
+
+def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Path, fmt: str, classes: list[str],
+                        label_sep: str = " ") -> None:
+    """Kaggle's contract: the sample's header, every id once in the sample's order, finite values in range."""
+    if list(out.columns) != list(sample.columns):
+        raise DataError(f"submission columns {list(out.columns)} differ from {sample_path}'s {list(sample.columns)}")
+    if len(out) != len(sample) or not (out.iloc[:, 0].to_numpy() == sample.iloc[:, 0].to_numpy()).all():
+        raise DataError(f"submission ids differ from {sample_path} (count or order)")
+    if fmt in ("probabilities", "positive"):
+        values = out.iloc[:, 1:].to_numpy(np.float64)
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            raise DataError(f"submission has {len(rows)} rows with values outside [0, 1], NaN or inf: "
+                            f"{summarize([str(out.iat[r, 0]) for r in rows])}")
+    else:
+        known = set(classes)
+        cells = out.iloc[:, 1].astype(str)
+        unknown = sorted({label for cell in cells for label in cell.split(label_sep) if label and label not in known})
+        if unknown:
+            raise DataError(f"submission has labels that are not classes: {summarize(unknown, quote=True)}")
+
+
+def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictions_path: Path, sample_path: Path) -> np.ndarray:
+    duplicated = compare_ids(sample_ids, []).doubled
+    if duplicated:
+        raise DataError(f"{sample_path}: {len(duplicated)} ids appear more than once: {summarize(duplicated, quote=True)}")
+    differences = compare_ids(predictions["id"], list(sample_ids))
+    if differences.missing:
+        raise DataError(f"{predictions_path}: no prediction for {len(differences.missing)} ids of {sample_path}: "
+                        f"{summarize(differences.missing, quote=True)}")
+    if differences.extra:
+        raise DataError(f"{predictions_path}: {len(differences.extra)} ids are not in {sample_path}: "
+                        f"{summarize(differences.extra, quote=True)}")
+    values = predictions.set_index("id")
+    return values.loc[list(sample_ids)].to_numpy(np.float64)
+
+
+def check_submission_outputs(run: RunDir, sample_path: Path, path: Path) -> None:
+    """The submission and the log beside it under the one output rule: not in a run, folds or data folder, and an
+    existing submission replaced only when it has the sample's header (an earlier submission of this competition)."""
+    from kagglecv.core.outputs import OutputRule, csv_header, same_header
+
+    try:
+        configs = [run.read_config()]
+    except KagglecvError:
+        configs = []
+    rule = OutputRule.of(_inputs(run, sample_path), configs=configs)
+    rule.file(path, "--name", replace_if=same_header(csv_header(sample_path) or ""))
+    rule.file(log_path(path.parent), "the submissions log", replace_if=same_header(",".join(LOG_COLUMNS)))
+
+
+def _inputs(run: RunDir, sample_path: Path) -> list[Path]:
+    """Every file a submission is made from: the run's predictions and records, the sample, the training table."""
+    inputs = [run.path, run.test_path, run.oof_path, run.config_path, run.info_path, sample_path]
+    try:
+        data = run.read_config().data
+        inputs += [data.train_csv, data.test_csv, data.image_dir, data.test_image_dir, data.classes_file]
+    except KagglecvError:
+        pass
+    return inputs
+
+
+def parse_threshold(threshold: str | float) -> float | str:
+    """``oof``, or a number strictly between 0 and 1."""
+    if threshold == "oof":
+        return "oof"
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise KagglecvError(f"--threshold: expected a number in (0, 1) or 'oof', got {threshold!r}") from None
+    if not 0 < value < 1:
+        raise KagglecvError(f"--threshold: expected a number in (0, 1), got {value}")
+    return value
+
+
+def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) -> dict[str, float]:
+    """One threshold for every class (a number), or per class tuned on the run's OOF for F1 (``oof``)."""
+    if threshold == "oof":
+        run = run.oof_source()  # a full refit's thresholds come from its CV run's OOF
+        data = run.load_targets()
+        oof = read_predictions(run.oof_path, classes)
+        require_same_ids(oof["id"], data.ids, run.oof_path, data.source)
+        aligned = oof.set_index("id").loc[list(data.ids), classes]
+        return dict(zip(classes, tune_thresholds(data.targets, aligned.to_numpy(np.float64))))
+    return dict.fromkeys(classes, parse_threshold(threshold))
+
+
+def tune_thresholds(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per class, the threshold that maximizes that class's F1 on OOF (difficult rows ignored); 0.5 without positives.
+
+    Candidates are the midpoints between consecutive distinct scores, so the chosen threshold separates the same
+    OOF rows whatever the spacing of the scores.
+    """
+    thresholds = np.full(scores.shape[1], 0.5)
+    for column in range(scores.shape[1]):
+        known = targets[:, column] != -1
+        truth, score = targets[known, column] == 1, scores[known, column]
+        if not truth.any():
+            continue
+        order = np.argsort(-score, kind="stable")
+        sorted_scores, sorted_truth = score[order], truth[order]
+        true_positives = np.cumsum(sorted_truth)
+        f1 = 2 * true_positives / (np.arange(1, len(order) + 1) + truth.sum())
+        last_of_block = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+        f1 = np.where(last_of_block, f1, -1)
+        best = int(np.argmax(f1))
+        below = sorted_scores[best + 1] if best + 1 < len(sorted_scores) else 0.0
+        thresholds[column] = (sorted_scores[best] + below) / 2
+    return thresholds
+
+
+def _label_strings(values: np.ndarray, classes: list[str], thresholds: dict[str, float], sep: str) -> list[str]:
+    cut = np.array([thresholds[name] for name in classes])
+    chosen = values >= cut
+    names = np.array(classes)
+    return [sep.join(names[row]) for row in chosen]
+

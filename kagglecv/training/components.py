@@ -1,0 +1,218 @@
+"""What one fold trains with, built from the config: model, loaders, optimizer, scheduler, loss, mixup, EMA, scaler.
+
+``build_fold_components`` is the only place that turns config keys into training objects; the loop in train.py
+only uses them. Optimizer and scheduler arguments go through timm's own ``optimizer_kwargs`` / ``scheduler_kwargs``
+(the keys of ``train:`` are named after timm's train.py arguments), so a timm option is one config field away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.loss import create_classification_loss
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kagglecv.core.config import Config
+from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
+from kagglecv.core.errors import KagglecvError
+from kagglecv.nn.images import ImageDataset, build_augment
+from kagglecv.nn.losses import TeacherLoss
+from kagglecv.nn.models import check_parameter_budget, create_model, input_normalization
+from kagglecv.nn.runtime import Runtime, autocast_dtype, check_compile, seed_everything
+from kagglecv.nn.sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
+from kagglecv.training.teaching import FoldTeaching
+
+
+@dataclass
+class FoldComponents:
+    """Everything a fold's loop touches. ``model`` is the bare network (its weights are saved); ``train_model`` is
+    what the forward pass runs (DDP- and/or compile-wrapped); ``ddp_model`` is the DDP wrapper, if any."""
+
+    model: nn.Module
+    train_model: nn.Module
+    ddp_model: nn.parallel.DistributedDataParallel | None
+    train_rows: np.ndarray
+    valid_rows: np.ndarray
+    loss_targets: np.ndarray
+    train_sampler: EpochSampler
+    train_loader: DataLoader
+    valid_loader: DataLoader
+    make_train_loader: Callable[[int], DataLoader]  # the training loader at another image size (size_schedule)
+    train_size: int
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    criterion: nn.Module
+    mixup: Mixup | None
+    ema: ModelEmaV3 | None
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+
+def build_fold_components(config: Config, data: CompetitionData, fold_of: np.ndarray, fold: int,
+                          runtime: Runtime, teaching: FoldTeaching | None = None) -> FoldComponents:
+    """The fold's training objects, seeded by ``train.seed + fold`` so a fold is the same wherever it runs.
+
+    ``teaching``: what the fold learns from a teacher (pseudo-labelled images, distillation targets); it replaces
+    the training images, targets and rows, and the loss becomes :class:`~kagglecv.nn.losses.TeacherLoss`.
+    """
+    cfg = config.train
+    check_fold_settings(config, data)
+    seed_everything(cfg.seed + fold)
+    device = runtime.device
+    model = create_model(config.model, num_outputs(data.task, data.classes))
+    check_parameter_budget(model, config.model)
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    loss_targets = targets_for_loss(data)
+    training = teaching or FoldTeaching(data.images, loss_targets, own_rows)
+    sampler, make_train_loader = _training_loader(config, data, model, training, fold, runtime)
+    train_size = cfg.size_at(0, config.model.img_size)
+    train_loader = make_train_loader(train_size)
+    valid_loader = _valid_loader(config, data, model, loss_targets, valid_rows, runtime)
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(_timm_args(config)))
+    scheduler = _scheduler(config, optimizer, steps_per_epoch=max(1, math.ceil(len(train_loader) / cfg.accum_steps)))
+    criterion = _criterion(config, data, loss_targets[own_rows], teaching is not None).to(device)
+    mixup = _mixup(config, data, training.targets.shape[1] if teaching is not None else None)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    check_compile(cfg.compile, device)
+    # timm.utils.NativeScaler would also run the backward and the clipping, but it cannot skip DDP's all-reduce on
+    # accumulation micro-steps (no_sync); the bare GradScaler keeps that in the loop, in three lines.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    train_model, ddp_model = _wrap(model, config, runtime)
+    return FoldComponents(model, train_model, ddp_model, training.train_rows, valid_rows, loss_targets, sampler,
+                          train_loader, valid_loader, make_train_loader, train_size, optimizer, scheduler, criterion,
+                          mixup, ema, scaler, amp_dtype)
+
+
+def _timm_args(config: Config) -> SimpleNamespace:
+    """The train section as timm's train.py argument namespace (plus model.layer_decay, which timm keeps there)."""
+    return SimpleNamespace(**config.train.model_dump(), layer_decay=config.model.layer_decay,
+                           sched_on_updates=config.train.sched != "plateau")
+
+
+def _training_loader(config: Config, data: CompetitionData, model: nn.Module, training: FoldTeaching, fold: int,
+                     runtime: Runtime) -> tuple[EpochSampler, Callable[[int], DataLoader]]:
+    """The training sampler, and the training loader at a given image size (a new one per size: workers keep a
+    copy of the dataset)."""
+    cfg, in_chans = config.train, config.model.in_chans
+    mean, std = input_normalization(model, config.augment.mean, config.augment.std, in_chans)
+    seed = cfg.seed + fold
+    weights = balanced_weights(_class_of_rows(training, data)) if cfg.sampler == "balanced" else None
+    sampler = EpochSampler(training.train_rows, shuffle=True, seed=seed, weights=weights, rank=runtime.rank,
+                           world_size=runtime.world_size)
+
+    def loader_at(size: int) -> DataLoader:
+        augment = build_augment(config.augment.train, size, mean, std, train=True, hflip=config.augment.hflip)
+        dataset = ImageDataset(training.images, training.targets, augment, seed, skip_unreadable=True,
+                               channels=in_chans)
+        return build_loader(dataset, sampler, cfg.batch_size, cfg.num_workers, runtime.device,
+                            drop_last=len(sampler) > cfg.batch_size, collate_fn=collate_skipping_unreadable)
+
+    return sampler, loader_at
+
+
+def _class_of_rows(training: FoldTeaching, data: CompetitionData) -> np.ndarray:
+    """The class of each training row, for class-balanced sampling (a dense target's top class)."""
+    targets = training.targets[training.train_rows]
+    if targets.ndim == 1:
+        return targets
+    return targets.argmax(axis=1) if data.task == "multiclass" else (targets[:, 0] >= 0.5).astype(np.int64)
+
+
+def _valid_loader(config: Config, data: CompetitionData, model: nn.Module, loss_targets: np.ndarray,
+                  valid_rows: np.ndarray, runtime: Runtime) -> DataLoader:
+    mean, std = input_normalization(model, config.augment.mean, config.augment.std, config.model.in_chans)
+    valid_set = ImageDataset(data.images, loss_targets,  # an OOF row is never dropped: errors raise
+                             build_augment(config.augment.eval, config.model.img_size, mean, std, train=False), None,
+                             channels=config.model.in_chans)
+    valid_sampler = EpochSampler(valid_rows, shuffle=False, rank=runtime.rank, world_size=runtime.world_size)
+    return build_loader(valid_set, valid_sampler, config.train.batch_size, config.train.num_workers, runtime.device)
+
+
+def _scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    if config.train.sched == "none":
+        return None
+    # Selection scores are higher-is-better (losses are negated), so a plateau is always "max".
+    kwargs = scheduler_kwargs(_timm_args(config), decreasing_metric=False)
+    scheduler, _ = create_scheduler_v2(optimizer, **kwargs, updates_per_epoch=steps_per_epoch)
+    return scheduler
+
+
+def _criterion(config: Config, data: CompetitionData, train_targets: np.ndarray, dense: bool = False) -> nn.Module:
+    """The training loss; ``dense``: targets are ``[hard | teacher]`` float rows (pseudo-labels, distillation)."""
+    cfg = config.train
+    multi_label = data.task != "multiclass"
+    outputs = num_outputs(data.task, data.classes)
+    weight = inverse_frequency_weights(train_targets, outputs, multi_label) if cfg.class_weights else None
+    if dense:
+        distill = config.distill
+        return TeacherLoss(outputs, not multi_label, distill.weight if distill else 0.0,
+                           distill.temperature if distill else 1.0, weight)
+    soft = cfg.mixup > 0 or cfg.cutmix > 0
+    kind = {"auto": None, "focal": "poly"}.get(cfg.loss, cfg.loss)
+    options = {"poly_epsilon": 0.0, "poly_gamma": 2.0} if cfg.loss == "focal" else {}
+    if cfg.class_weights:
+        if not multi_label:  # timm's factory weights only BCE/ASL; torch's CE takes weights, soft targets too
+            return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if soft else cfg.label_smoothing)
+        options["pos_weight"] = weight
+    return create_classification_loss(kind, multi_label=multi_label, smoothing=cfg.label_smoothing,
+                                      soft_targets=soft and not multi_label, **options)
+
+
+def inverse_frequency_weights(targets: np.ndarray, n_outputs: int, multi_label: bool) -> torch.Tensor:
+    """Per class: rows / (classes x rows of the class) for CE; negatives / positives for BCE's pos_weight."""
+    if multi_label:
+        positives = targets.sum(axis=0)
+        return torch.tensor((len(targets) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+    counts = np.bincount(targets, minlength=n_outputs)
+    return torch.tensor(len(targets) / (n_outputs * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _mixup(config: Config, data: CompetitionData, dense_width: int | None = None) -> Mixup | None:
+    """timm's Mixup; on dense ``[hard | teacher]`` rows (already smoothed) it mixes every column as it is."""
+    cfg = config.train
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    if dense_width is not None:
+        return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, label_smoothing=0.0,
+                     num_classes=dense_width, multi_label=True)
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                 label_smoothing=cfg.label_smoothing, num_classes=num_outputs(data.task, data.classes),
+                 multi_label=data.task != "multiclass")
+
+
+def _wrap(model: nn.Module, config: Config, runtime: Runtime):
+    """The model the forward pass runs: DDP across ranks, then torch.compile when asked."""
+    wrapped, ddp_model = model, None
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        wrapped = ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=config.model.freeze is not None)
+    if config.train.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped, ddp_model
+
+
+def check_fold_settings(config: Config, data: CompetitionData) -> None:
+    """Settings that only the data can refute (the config validators catch the rest at load)."""
+    if config.train.sampler == "balanced" and data.task == "multilabel":
+        raise KagglecvError("train.sampler=balanced needs one label per row; the task is multilabel")
+    if config.train.class_weights and data.task == "multiclass" and config.train.loss not in ("auto", "ce"):
+        raise KagglecvError(f"train.class_weights works with loss ce for multiclass, got {config.train.loss!r}")

@@ -1,0 +1,85 @@
+"""``kagglecv run``: folds (when missing), every fold trained (resuming killed ones), prediction with the configured
+TTA, the score, and the submission when a sample is configured. Each step is its stage's own function; re-running
+skips what is done. The tables are read once and handed to every stage; without TTA the train stage's predictions
+are the final ones (nothing is predicted twice), and with TTA the train stage skips the test pass predict redoes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kagglecv.core.config import Config
+from kagglecv.core.console import Console
+from kagglecv.core.errors import ConfigError
+from kagglecv.stages.folds import make_folds
+from kagglecv.data.table import load_train
+from kagglecv.data.inputs import load_stage_inputs
+from kagglecv.stages.predict import predict_run, record_trained_predictions, trained_predictions_suffice
+from kagglecv.core.runs import RunDir
+from kagglecv.stages.score import ScoreResult, score_run
+from kagglecv.stages.submit import write_submission
+from kagglecv.stages.track import require_mlflow, sync_runs
+from kagglecv.stages.train import average_seeds, seed_configs
+from kagglecv.training.trainer import train_run
+
+
+@dataclass
+class RunSummary:
+    experiment: str
+    score: ScoreResult
+    seconds: float
+    oof: Path
+    test: Path | None
+    submission: Path | None
+
+
+def run_pipeline(config: Config, console: Console | None = None, force: bool = False) -> RunSummary:
+    """The whole pipeline for one experiment (once per seed, then their average, with ``train.seeds``); returns
+    what the closing summary prints."""
+    console = console or Console()
+    if config.train.seeds == 1:
+        return _run_one(config, console, force)
+    started = time.time()
+    runs = [_run_one(seeded, console, force, submit=False).experiment
+            for seeded in seed_configs(config, config.train.seeds)]  # one submission: the average's
+    average = RunDir(average_seeds([Path(config.runs_dir) / name for name in runs], config.experiment,
+                                   config.runs_dir, console))
+    return RunSummary(average.name, score_run(average.path), time.time() - started, average.oof_path,
+                      average.test_path if average.test_path.is_file() else None, _submit(config, average))
+
+
+def _submit(config: Config, run: RunDir) -> Path | None:
+    if config.submit.sample is None or not run.test_path.is_file():
+        return None
+    return write_submission(run.path, config.submit.sample, run.name, threshold=config.submit.threshold,
+                            out_dir=config.submit.dir, compress=config.submit.gz).path
+
+
+def _run_one(config: Config, console: Console, force: bool, submit: bool = True) -> RunSummary:
+    started = time.time()
+    if config.submit.sample is not None and config.data.test_csv is None:  # else: hours of training, no submission
+        raise ConfigError(f"submit.sample {config.submit.sample} is set but data.test_csv is not: the test ids come "
+                          f"from a test table; set data.test_csv (the sample itself works: data.test_csv: "
+                          f"{config.submit.sample})")
+    if config.tracking.backend == "mlflow":
+        require_mlflow()  # before hours of training, not after
+    data = load_train(config.data)  # read, checked and hashed once, for every stage
+    if not Path(config.folds.file).is_file():
+        result = make_folds(config, data=data)
+        console.line(f"folds: wrote {result.path}")
+    inputs = load_stage_inputs(config, data)
+    plain = trained_predictions_suffice(config)
+    train_run(config, resume=True, force=force, console=console, inputs=inputs, predict_test=plain)
+    run = RunDir(config.run_dir)
+    if plain and (inputs.test is None or run.test_path.is_file()):
+        record_trained_predictions(run.path, inputs, console=console)
+    else:  # TTA (or other weights): the predict stage makes oof.csv and test.csv; train skipped its test pass
+        predict_run(run.path, console=console, inputs=inputs)
+    result = score_run(run.path, data=data)
+    submission = _submit(config, run) if submit else None
+    if config.tracking.backend == "mlflow":
+        synced = sync_runs(config.runs_dir, config.tracking.uri, only=[config.experiment])
+        console.line(f"tracking: {config.experiment} in {synced.uri}")
+    return RunSummary(config.experiment, result, time.time() - started, run.oof_path,
+                      run.test_path if run.test_path.is_file() else None, submission)
