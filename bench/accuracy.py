@@ -22,7 +22,7 @@ from kagglecv.stages.folds import make_folds
 from kagglecv.stages.predict import predict_run
 from kagglecv.stages.score import score_run, score_submission
 from kagglecv.stages.submit import write_submission
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 
 WORK = Path("/tmp/kagglecv-bench-accuracy")
 OUT = Path(__file__).resolve().parent

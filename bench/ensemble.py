@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from kagglecv.stages.ensemble import hill_climb
+from kagglecv.core.blending import hill_climb
 from kagglecv.core.metrics import get_metric
 
 

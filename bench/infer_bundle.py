@@ -26,7 +26,7 @@ from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from kagglecv.stages.pack import pack
 from kagglecv.core.config import dump_config, validate_config
 from kagglecv.core.console import Console
-from kagglecv.data.table import load_test, load_train
+from kagglecv.data.load import load_test, load_train
 from kagglecv.core.files import write_json, write_text
 from kagglecv.nn.images import ImageDataset, build_augment, worker_init
 from kagglecv.stages.infer import infer

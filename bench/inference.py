@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from kagglecv.core.config import validate_config
-from kagglecv.data.table import load_test, load_train
+from kagglecv.data.load import load_test, load_train
 from kagglecv.nn.images import ImageDataset, build_augment, worker_init
 from kagglecv.nn.inference import FoldPredictor
 from kagglecv.core.runs import RunDir

@@ -21,7 +21,7 @@ from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
 from kagglecv.workflows.demo import build_multiclass
 from kagglecv.stages.folds import make_folds
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 
 
 def run(quick: bool = False, rows: int = 50_000) -> dict:

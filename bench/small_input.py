@@ -21,7 +21,7 @@ from kagglecv.core.console import Console
 from kagglecv.stages.folds import make_folds
 from kagglecv.stages.score import score_submission
 from kagglecv.stages.submit import write_submission
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 
 WORK = Path("/tmp/kagglecv-bench-small-input")
 VARIANTS = {"plain 32 px": {"img_size": 32}, "small_input 32 px": {"img_size": 32, "small_input": True},

@@ -23,12 +23,14 @@ from torch.utils.data import DataLoader
 from common import alternate, peak_rss_mib, ratio, require_shared
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console, EpochProgress
-from kagglecv.data.table import load_train
+from kagglecv.data.load import load_train
 from kagglecv.stages.folds import assign_folds
 from kagglecv.data.decoding import decode_image
 from kagglecv.nn.images import build_augment, worker_init
 from kagglecv.core.runs import RunDir
 from kagglecv.nn.runtime import Runtime, available_cores
+from kagglecv.training.components import build_fold_components
+from kagglecv.training.selection import BestEpoch, main_metric
 from kagglecv.training.trainer import FoldTrainer
 
 
@@ -81,8 +83,10 @@ def run(quick: bool = False, rounds: int = 5, model_name: str = "resnet10t", bat
     })
     data = load_train(config.data)
     fold_of, _ = assign_folds(data, config.folds)
-    trainer = FoldTrainer(config, data, fold_of, None, 0, RunDir(Path("/tmp/kagglecv-bench/bench")),
-                          Runtime(torch.device("cpu")), Console(quiet=True))
+    runtime = Runtime(torch.device("cpu"))
+    parts = build_fold_components(config, data, fold_of, 0, runtime)
+    trainer = FoldTrainer(config, data, parts, RunDir(Path("/tmp/kagglecv-bench/bench")).fold(0), runtime,
+                          Console(quiet=True), BestEpoch(main_metric(config, data.task)))
     model = timm.create_model(model_name, num_classes=len(data.classes))
     transform = build_augment("light", 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), train=True)
     train_rows = np.flatnonzero(fold_of != 0).tolist()

@@ -51,8 +51,8 @@ def folds(
 ) -> None:
     """Split the training table into folds; write folds.file (id,fold) and a JSON report beside it."""
     from kagglecv.core.config import load_config
-    from kagglecv.stages.folds import make_folds
     from kagglecv.core.tables import folds_table
+    from kagglecv.stages.folds import make_folds
 
     config = load_config(config_path, overrides)
     result = make_folds(config, force=force)
@@ -82,7 +82,7 @@ def train(
 ) -> None:
     """Train one timm model per fold; write runs/<experiment>/fold<K>/ and, when all folds are done, oof.csv and test.csv."""
     from kagglecv.core.config import load_config
-    from kagglecv.stages.train import train_experiment
+    from kagglecv.workflows.run import train_experiment
 
     train_experiment(load_config(config_path, overrides), fold, resume=resume, force=force, full=full, seeds=seeds)
 
@@ -118,8 +118,8 @@ def score(
 
     With --submission FILE --solution FILE --metric M: score a submission as Kaggle would.
     """
-    from kagglecv.stages.score import score_oof_file, score_run, score_submission
     from kagglecv.core.tables import score_table
+    from kagglecv.stages.score import score_oof_file, score_run, score_submission
 
     if submission is not None:
         if solution is None or metric is None:
@@ -148,8 +148,8 @@ def report(
     """Leaderboard of every run and ensemble, the experiment journal, pictures and error analysis, in
     RUNS_DIR/report.md, the self-contained RUNS_DIR/report.html and RUNS_DIR/report.pictures/; it reads the runs and
     writes nothing else."""
-    from kagglecv.stages.report import build_report
     from kagglecv.core.tables import leaderboard_table
+    from kagglecv.stages.report import build_report
 
     if inspect:
         from kagglecv.stages.inspect import inspect_stale_runs
@@ -170,8 +170,8 @@ def inspect(
 ) -> None:
     """What the OOF predictions get wrong: error gallery, confused pairs, likely label errors (cleanlab), duplicates
     with different labels; writes label_issues.csv and inspect.json in the run folder."""
-    from kagglecv.stages.inspect import inspect_run
     from kagglecv.core.tables import inspect_tables
+    from kagglecv.stages.inspect import inspect_run
 
     analysis = inspect_run(run, top=top, pairs=pairs, pictures=pictures)
     for table in inspect_tables(analysis):
@@ -193,10 +193,8 @@ def ensemble(
     per_class: Annotated[bool, typer.Option(help="Multi-label hill/optimize: separate weights per class.")] = False,
 ) -> None:
     """Blend runs on their OOF predictions; report best single, in-sample and nested (honest) scores."""
-    from kagglecv.stages.ensemble import make_ensemble
     from kagglecv.core.tables import correlation_table, ensemble_table
-
-    from kagglecv.stages.ensemble import parse_weights
+    from kagglecv.stages.ensemble import make_ensemble, parse_weights
 
     result = make_ensemble(runs, method, name, metric=metric, user_weights=parse_weights(weights), power=power,
                            init_top=init_top, max_rounds=rounds, per_class=per_class)
@@ -249,8 +247,8 @@ def infer(
     workers: Annotated[Optional[int], typer.Option(min=0, help="Image-loading workers; the run's when omitted.")] = None,
 ) -> None:
     """Replay a run's or ensemble's test predictions (folds, weights, TTA, blend) on a new test set, offline."""
-    from kagglecv.stages.infer import infer as infer_stage
     from kagglecv.core.console import Console as StageConsole
+    from kagglecv.stages.infer import infer as infer_stage
 
     infer_stage(source, test, images, out, sample, threshold=threshold, batch_size=batch_size, workers=workers,
                 console=StageConsole())
@@ -270,7 +268,8 @@ def pack(
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
-    from kagglecv.stages.pack import pack as pack_stage, timing_warning
+    from kagglecv.stages.pack import pack as pack_stage
+    from kagglecv.stages.pack import timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
     result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
@@ -311,8 +310,7 @@ def pseudo(
 ) -> None:
     """A new experiment from RUN's config whose fold k also trains on test images labelled by RUN's fold-k model
     only (leak-free); the whole pipeline, as `kagglecv run`."""
-    from kagglecv.workflows.run import run_pipeline
-    from kagglecv.training.teaching import pseudo_config
+    from kagglecv.workflows.run import pseudo_config, run_pipeline
 
     _print_summary(run_pipeline(pseudo_config(run, name, threshold, top_frac, soft, overrides), force=force))
 
@@ -404,7 +402,8 @@ def tune(
     """Search hyper-parameters with Optuna (TPE); every trial is an ordinary run. Resumes when re-run; writes the
     best parameters as --set lines and runs/tune-<name>/best.yaml."""
     from kagglecv.core.console import Console as StageConsole
-    from kagglecv.workflows.tune import override, tune as tune_study
+    from kagglecv.workflows.tune import override
+    from kagglecv.workflows.tune import tune as tune_study
 
     if pruner not in ("median", "none"):
         raise KagglecvError(f"--pruner {pruner!r}: expected median or none")
@@ -440,8 +439,8 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 6,
 ) -> None:
     """Build two real competitions from scikit-learn's digits (multiclass, multi-label) and run the pipeline on them."""
-    from kagglecv.workflows.demo import run_demo
     from kagglecv.core.tables import leaderboard_table
+    from kagglecv.workflows.demo import run_demo
 
     console.print(leaderboard_table(run_demo(root, epochs)))
 

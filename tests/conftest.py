@@ -98,7 +98,7 @@ def trained_runs(tmp_path_factory, digits_root):
     from kagglecv.core.config import validate_config
     from kagglecv.core.console import Console
     from kagglecv.stages.folds import make_folds
-    from kagglecv.training.trainer import train_run
+    from kagglecv.stages.train import train_run
 
     root = tmp_path_factory.mktemp("trained")
     runs = {}

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from kagglecv.core.config import DataConfig
-from kagglecv.data.table import DIFFICULT, load_test, load_train, read_csv_strings
+from kagglecv.data.table import DIFFICULT, read_csv_strings
+from kagglecv.data.load import load_test, load_train
 from kagglecv.core.errors import DataError
 
 from .conftest import VOC_CLASSES, shared_dataset

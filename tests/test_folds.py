@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from kagglecv.core.config import validate_config
-from kagglecv.data.table import load_train
+from kagglecv.data.load import load_train
 from kagglecv.core.errors import KagglecvError
 from kagglecv.stages.folds import label_rate_deviation, make_folds
 

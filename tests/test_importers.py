@@ -1,7 +1,8 @@
 import pytest
 
 from kagglecv.core.config import DataConfig
-from kagglecv.data.table import DIFFICULT, load_train
+from kagglecv.data.table import DIFFICULT
+from kagglecv.data.load import load_train
 from kagglecv.core.errors import DataError
 from kagglecv.data.importers import import_image_folder, import_voc
 

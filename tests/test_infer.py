@@ -20,13 +20,14 @@ from PIL import Image
 from kagglecv.stages.pack import MANIFEST, pack, timing_warning
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
-from kagglecv.stages.ensemble import _StackModel, make_ensemble, stack_model_from_state
+from kagglecv.core.blending import StackModel, stack_model_from_state
+from kagglecv.stages.ensemble import make_ensemble
 from kagglecv.core.errors import KagglecvError
 from kagglecv.stages.folds import make_folds
 from kagglecv.stages.infer import infer
 from kagglecv.stages.predict import predict_run
 from kagglecv.stages.submit import write_submission
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 from tests.conftest import tiny_config
 
 QUIET = Console(quiet=True)
@@ -277,7 +278,7 @@ def test_the_stacking_model_replays_from_its_json_record():
     for task, classes in (("multiclass", 4), ("multilabel", 3)):
         predictions = rng.dirichlet(np.ones(classes), size=(3, 60)) if task == "multiclass" else rng.random((3, 60, classes))
         targets = rng.integers(0, classes, 60) if task == "multiclass" else (rng.random((60, classes)) > 0.5).astype(int)
-        fitted = _StackModel(task, seed=0).fit(predictions, targets)
+        fitted = StackModel(task, seed=0).fit(predictions, targets)
         state = json.loads(json.dumps(fitted.state()))
         rebuilt = stack_model_from_state(task, state, 3, classes, Path("weights.json"))
         np.testing.assert_allclose(rebuilt.predict(predictions), fitted.predict(predictions), atol=1e-12)

@@ -20,7 +20,7 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import ConfigError, KagglecvError
 from kagglecv.stages.folds import make_folds
 from kagglecv.nn.models import create_model, load_pretrained_file, parameter_counts
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 
 from .conftest import tiny_config
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kagglecv.cli import app
 from kagglecv.core.config import DataConfig
-from kagglecv.data.table import load_test, load_train
+from kagglecv.data.load import load_test, load_train
 from kagglecv.core.errors import DataError
 from kagglecv.data.pixels import PixelImages
 

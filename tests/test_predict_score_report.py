@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import accuracy_score
 
 from kagglecv.core.console import Console
-from kagglecv.data.table import load_train
+from kagglecv.data.load import load_train
 from kagglecv.core.errors import DataError, KagglecvError
 from kagglecv.stages.predict import predict_run, tta_view
 from kagglecv.stages.report import build_report

@@ -15,12 +15,12 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.stages.folds import make_folds
 from kagglecv.workflows.run import run_pipeline
 from kagglecv.core.predictions import read_predictions
-from kagglecv.stages.train import train_experiment
+from kagglecv.workflows.run import train_experiment
 from kagglecv.stages.report import build_report
 from kagglecv.core.runs import RunDir
 from kagglecv.stages.score import score_run
 from kagglecv.stages.submit import write_submission
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 
 from .conftest import tiny_config
 
@@ -130,8 +130,8 @@ def test_full_refit_predicts_the_test_set_with_the_cv_runs_tta(tmp_path, digits_
     [full_path] = train_experiment(config, full=True, console=QUIET)
     full = RunDir(full_path)
     assert pd.read_json(full.predict_path, typ="series")["tta"] == ["none", "hflip"]
-    from kagglecv.data.table import load_test
-    from kagglecv.stages.infer import load_recipe
+    from kagglecv.data.load import load_test
+    from kagglecv.nn.recipe import load_recipe
 
     classes = full.read_info()["classes"]
     test = load_test(config.data, classes, "multiclass")

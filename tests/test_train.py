@@ -12,12 +12,12 @@ import yaml
 
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
-from kagglecv.data.table import load_train
+from kagglecv.data.load import load_train
 from kagglecv.core.errors import DataError, KagglecvError
 from kagglecv.stages.folds import make_folds
 from kagglecv.nn.models import create_model
 from kagglecv.core.predictions import merge_oof
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 from kagglecv.nn.weights import load_state_dict, load_torch, save_weights
 
 from .conftest import tiny_config
@@ -294,7 +294,7 @@ def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root)
 
 
 def test_best_tracking_counts_epochs_since_the_best_and_ignores_nan():
-    from kagglecv.training.trainer import BestTracker
+    from kagglecv.training.selection import BestTracker
 
     best = BestTracker()
     assert best.update("raw", 0.5, epoch=0) and best.is_overall_best("raw", 0)

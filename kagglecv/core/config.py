@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kagglecv.core.errors import ConfigError
+from kagglecv.core.metrics import METRICS, get_metric
 
 Task = Literal["multiclass", "multilabel", "binary"]
 FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
@@ -426,8 +434,6 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "Config":
-        from kagglecv.core.metrics import METRICS, get_metric
-
         for key, name in (("metric", self.metric), ("train.metric", self.train.metric)):
             if name is None or (key == "train.metric" and name in ("auto", "loss")):
                 continue

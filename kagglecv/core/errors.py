@@ -4,6 +4,8 @@ Every message names the file, row or key and the value, worded "expected X, got 
 it as one red line (several lines only when several independent problems were found) and exits non-zero.
 """
 
+import importlib.util
+
 
 class KagglecvError(Exception):
     """A problem the user can fix: bad input, a bad config, a file in the wrong state."""
@@ -30,8 +32,6 @@ def summarize(items: list, limit: int = 5, quote: bool = False) -> str:
 
 def require_extra(module: str, extra: str, what: str) -> None:
     """A clear error, before any work, when ``what`` needs an optional extra that is not installed."""
-    import importlib.util
-
     try:
         found = importlib.util.find_spec(module)
     except (ImportError, ValueError):  # a module blocked in sys.modules, or a broken install

@@ -13,7 +13,10 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 
+import pandas as pd
+
 from kagglecv import __version__
+from kagglecv.core.tables import format_params
 
 LABEL_ISSUES_SHOWN = 10
 
@@ -80,7 +83,6 @@ def _cell(text, sort=None, numeric: bool = False) -> str:
 
 
 def _leaderboard(leaderboard: list) -> str:
-    from kagglecv.core.tables import format_params
 
     headers = ["#", "experiment", "kind", "backbone", "parameters", "size", "epochs", "CV", "folds mean", "folds std",
                "public LB", "train minutes"]
@@ -155,7 +157,6 @@ def _analysis(entry) -> str:
 
 
 def _label_issue_rows(entry) -> str:
-    import pandas as pd
 
     path = entry.path / entry.analysis["label_issues_file"]
     if not path.is_file():

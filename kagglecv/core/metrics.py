@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 from sklearn import metrics as skm
 
+from kagglecv.core.errors import ConfigError
+
 DIFFICULT = -1
 
 
@@ -312,7 +314,6 @@ def get_metric(name: str, task: str) -> Metric:
 
 def resolve_metric(name: str | None, task: str, key: str = "metric") -> Metric:
     """The metric named by a config key or option (the task's default when None), or a user error naming ``key``."""
-    from kagglecv.core.errors import ConfigError
 
     try:
         return get_metric(name or DEFAULT_METRIC[task], task)

@@ -20,6 +20,7 @@ registry says so, so a command cannot forget to protect another stage's folder.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from dataclasses import dataclass, field
@@ -62,7 +63,6 @@ def is_folds_file(path: Path) -> bool:
 
 def csv_header(path: Path) -> str | None:
     """The first line of a CSV (``.csv.gz`` too), or None when it cannot be read as text."""
-    import gzip
 
     try:
         opener = gzip.open if str(path).endswith(".gz") else open

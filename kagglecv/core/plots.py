@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np
 
 from kagglecv.core.files import write_bytes  # noqa: E402
 
@@ -64,7 +65,6 @@ def plot_fold_curves(histories: dict[int, list[dict]], metric: str, path: Path, 
 
 def plot_confusion_matrix(matrix, classes: list[str], path: Path, title: str) -> None:
     """Row-normalized confusion matrix (true class by row), counts written in the cells when it fits."""
-    import numpy as np
 
     n = len(classes)
     size = max(5.0, min(0.45 * n + 2.5, 22.0))

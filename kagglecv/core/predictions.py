@@ -118,3 +118,17 @@ def average_predictions(files: list[Path], classes: list[str]) -> pd.DataFrame:
             raise DataError(f"{path}: ids differ from {files[0]}")
     stacked = np.stack([frame.set_index("id").loc[ids, classes].to_numpy(np.float64) for frame in frames])
     return prediction_frame(ids.to_numpy(), stacked.mean(axis=0), classes)
+
+
+def write_pseudo_labels(path: Path, ids: np.ndarray, targets: np.ndarray, columns: list[str]) -> None:
+    """A fold's ``pseudo.csv``: id, then one column per model output (NaN: an unsure multi-label label)."""
+    frame = pd.DataFrame(targets, columns=columns)
+    frame.insert(0, "id", ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(path, frame, float_format=FLOAT_FORMAT)
+
+
+def read_pseudo_labels(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The ``pseudo.csv`` of :func:`write_pseudo_labels`, its ``columns`` in that order."""
+    frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=True)
+    return frame[["id", *columns]]

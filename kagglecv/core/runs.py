@@ -8,21 +8,41 @@ reporting start quickly.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
-from kagglecv.core.config import Config, OwnModelName, dump_config, parse_yaml, validate_config
-from kagglecv.data.table import CompetitionData, load_train
-from kagglecv.core.errors import ConfigError, DataError, KagglecvError, summarize
-from kagglecv.core.files import output_lock, sha256_file, write_bytes, write_json, write_text
+from kagglecv.core.config import (
+    Config,
+    OwnModelName,
+    dump_config,
+    parse_yaml,
+    validate_config,
+)
+from kagglecv.core.errors import ConfigError, KagglecvError, summarize
+from kagglecv.core.files import (
+    output_lock,
+    sha256_file,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from kagglecv.core.outputs import BUNDLE_MANIFEST, OutputRule
+from kagglecv.core.predictions import average_predictions, write_predictions
+from kagglecv.core.records import DoneRecord, PredictRecord, RunInfo, validate_record
+
+if TYPE_CHECKING:  # the table a run records is the data layer's; this module only reads its attributes
+    from kagglecv.data.table import CompetitionData
 
 # Keys that change where or how fast a run goes, never its results: they may differ on resume.
 RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri",
@@ -59,6 +79,10 @@ class FoldDir:
     lock_path = _file(".train.lock")
     launch_log_path = _file("launch.log")  # the fold's job output under `kagglecv launch` or `tune`
 
+    def write_test_predictions(self, ids, probabilities, classes: list[str]) -> None:
+        """``test.csv``: this fold's test predictions (the recipe's, with the views chosen so far)."""
+        write_predictions(self.test_path, ids, probabilities, classes)
+
     def weights(self, source: str) -> Path:
         """The selected weights of ``source``: ``raw`` (best.safetensors), ``ema`` or ``avg``."""
         return {"raw": self.best_weights, "ema": self.ema_weights, "avg": self.avg_weights}[source]
@@ -73,8 +97,6 @@ class FoldDir:
         return self.last_checkpoint.is_file() or self.previous_checkpoint.is_file()
 
     def read_done(self) -> dict:
-        from kagglecv.core.records import DoneRecord, validate_record
-
         return validate_record(DoneRecord, read_json(self.done_path, "a finished fold's record"), self.done_path)
 
     def read_history(self) -> pd.DataFrame | None:
@@ -125,6 +147,16 @@ class RunDir:
     def fold(self, index: int) -> FoldDir:
         return FoldDir(self.path / f"fold{index}", index)
 
+    def write_test_predictions(self, ids, probabilities, classes: list[str]) -> None:
+        """``test.csv``, the one writer of a run's test predictions: the folds' mean (train, predict, a full refit:
+        :meth:`write_fold_mean_test`) or an ensemble's blend."""
+        write_predictions(self.test_path, ids, probabilities, classes)
+
+    def write_fold_mean_test(self, classes: list[str], n_folds: int) -> None:
+        """``test.csv``: the mean of the folds' ``fold<K>/test.csv``."""
+        mean = average_predictions([self.fold(index).test_path for index in range(n_folds)], classes)
+        self.write_test_predictions(mean["id"].to_numpy(), mean[classes].to_numpy(np.float64), classes)
+
     def fold_dirs(self) -> list[FoldDir]:
         """The fold folders present, by index."""
         found = [FoldDir(path, int(path.name[4:])) for path in self.path.glob("fold*")
@@ -134,7 +166,6 @@ class RunDir:
     def for_writing(self, stage: str) -> "RunDir":
         """This folder, checked before ``stage`` writes its own files into it: a real folder (a link to a folder
         elsewhere is refused), a run or ensemble (it has a run.json), and not a bundle (``pack`` owns those)."""
-        from kagglecv.core.outputs import BUNDLE_MANIFEST, OutputRule
 
         OutputRule().own(self.path)
         if not self.info_path.is_file():
@@ -150,7 +181,6 @@ class RunDir:
 
     def read_predict_record(self) -> dict | None:
         """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
-        from kagglecv.core.records import PredictRecord, validate_record
 
         if not self.predict_path.is_file():
             return None
@@ -174,7 +204,6 @@ class RunDir:
         """``run.json``: task, classes, folds file and its sha256, provenance (and members for an ensemble)."""
         if not self.info_path.is_file():
             raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name})")
-        from kagglecv.core.records import RunInfo, validate_record
 
         return validate_record(RunInfo, read_json(self.info_path, "a run's identity"), self.info_path)
 
@@ -208,24 +237,6 @@ class RunDir:
         if name is None:
             raise KagglecvError(f"{self.info_path}: a full refit without its cv_run; train it again with --full")
         return RunDir(self.path.parent / name)
-
-    def load_targets(self, config: Config | None = None, info: dict | None = None, *,
-                     with_images: bool = False) -> CompetitionData:
-        """The run's training table (ids, targets, classes; images when asked), checked against the recorded classes.
-
-        ``config`` and ``info`` are the run's, when the caller has read them already.
-        """
-        config = config or self.read_config()
-        try:
-            data = load_train(config.data, with_images=with_images)
-        except DataError as exc:
-            raise DataError(f"{self.path}: cannot read the training table it was made from: {exc}") from None
-        info = info or self.read_info()
-        if info["classes"] != data.classes or info["task"] != data.task:
-            raise DataError(f"{self.path}: {config.data.train_csv} changed since the run: now {data.task} with classes "
-                            f"{summarize(data.classes, quote=True)}, the run has {info['task']} with "
-                            f"{summarize(info['classes'], quote=True)}")
-        return data
 
     def model_code(self) -> Path | None:
         """The run's copy of its own-model file, when it has one (models are rebuilt from it, not the original)."""
@@ -292,7 +303,6 @@ def prepare_run_dir(config: Config, *, force: bool = False, kind: str = "run") -
     refit), after the output rule (not inside a data folder or another run, not a link) and checking a recorded
     config against it. A folder of another kind (an ensemble, a refit for a CV run) is refused, even with force:
     training into it would leave a folder mixing two runs' files."""
-    from kagglecv.core.outputs import OutputRule
 
     run = RunDir(Path(config.run_dir))
     rule = OutputRule.of(configs=[config])
@@ -312,7 +322,6 @@ KIND_NAMES = {"run": "a cross-validated run", "full": "a full refit", "ensemble"
 def replay_fingerprint(run: RunDir) -> str:
     """sha256 of what replaying ``run`` reads: its TTA record, test predictions, blend recipe, own-model file and
     every fold's selectable weights (``run.json`` is rewritten at every training start, so it is not included)."""
-    import hashlib
 
     files = [run.predict_path, run.test_path, run.weights_path, run.model_code_path]
     for fold in run.fold_dirs():
@@ -326,7 +335,6 @@ def replay_fingerprint(run: RunDir) -> str:
 
 def member_reference(member: Path, ensemble: Path) -> dict:
     """How an ensemble records a member: its path relative to the ensemble's folder, and its replay fingerprint."""
-    import os
 
     return {"path": Path(os.path.relpath(Path(member).resolve(), Path(ensemble).resolve())).as_posix(),
             "fingerprint": replay_fingerprint(RunDir(member))}

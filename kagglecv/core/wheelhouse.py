@@ -19,6 +19,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import kagglecv
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 
@@ -89,7 +90,6 @@ def platform_options(platform: str) -> list[str]:
 def _source_checkout() -> Path:
     """The source checkout kagglecv runs from (``pip install -e``): the folder above the package, with the
     ``pyproject.toml`` that names it."""
-    import kagglecv
 
     checkout = Path(kagglecv.__file__).resolve().parent.parent
     project = checkout / "pyproject.toml"

@@ -16,8 +16,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from kagglecv.data.decoding import image_bytes_digest, load_image
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.data.decoding import image_bytes_digest, load_image
 from kagglecv.data.pixels import PixelImages
 
 

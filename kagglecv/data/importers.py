@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from defusedxml import DefusedXmlException
-from defusedxml import ElementTree
+from defusedxml import DefusedXmlException, ElementTree
 
-from kagglecv.data.table import IMAGE_EXTENSIONS, sort_class_names
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.files import write_csv
 from kagglecv.core.outputs import OutputRule, same_header
+from kagglecv.data.load import sort_class_names
+from kagglecv.data.table import IMAGE_EXTENSIONS
 
 # The 20 PASCAL VOC classes in the devkit's order (VOCdevkit/VOCcode/VOCinit.m).
 VOC_CLASSES = [

@@ -1,18 +1,22 @@
-"""The competition as the train and predict stages see it: the training table, its folds and the test table.
+"""The competition as the stages see it: the training table, its folds file and the test table; a run's table.
 
 Read, validated and hashed once; ``kagglecv run`` hands one ``StageInputs`` to every stage.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from kagglecv.core.config import Config
-from kagglecv.data.table import CompetitionData, load_test, load_train
-from kagglecv.stages.folds import read_folds
+from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.predictions import compare_ids
+from kagglecv.core.runs import RunDir
+from kagglecv.data.load import load_test, load_train
+from kagglecv.data.table import CompetitionData
 
 
 @dataclass
@@ -26,9 +30,52 @@ class StageInputs:
         return int(self.fold_of.max()) + 1
 
 
+def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
+    """The fold of every row of ``data``, read from a folds CSV; every id must appear exactly once."""
+    if not Path(path).is_file():
+        raise DataError(f"folds file not found: {path}; make it with `kagglecv folds CONFIG`")
+    try:
+        frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a folds file (id,fold with integer folds): {' '.join(str(exc).split())[:160]}; "
+                        "re-run `kagglecv folds`") from None
+    if list(frame.columns[:2]) != ["id", "fold"] or (frame["fold"] < 0).any():
+        raise DataError(f"{path}: expected columns id,fold with folds >= 0; re-run `kagglecv folds`")
+    differences = compare_ids(frame["id"], data.ids)
+    if differences.doubled:
+        raise DataError(f"{path}: duplicate ids: {summarize(differences.doubled)}")
+    differences = replace(differences, extra=[image_id for image_id in differences.extra
+                                              if image_id not in data.dropped_ids])
+    if differences:
+        raise DataError(f"{path}: does not match {data.source}: {len(differences.missing)} ids missing "
+                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} ids extra "
+                        f"({summarize(differences.extra, quote=True)}); re-run `kagglecv folds`")
+    fold_of = dict(zip(frame["id"], frame["fold"]))
+    return np.array([fold_of[image_id] for image_id in data.ids], dtype=np.int64)
+
+
 def load_stage_inputs(config: Config, data: CompetitionData | None = None) -> StageInputs:
     """The config's tables and folds file, each checked; ``data`` when the caller has read the training table."""
     data = data if data is not None else load_train(config.data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
     return StageInputs(data, fold_of, test)
+
+
+def load_run_table(run: RunDir, config: Config | None = None, info: dict | None = None, *,
+                   with_images: bool = False) -> CompetitionData:
+    """The run's training table (ids, targets, classes; images when asked), checked against the recorded classes.
+
+    ``config`` and ``info`` are ``run``'s, when the caller has read them already.
+    """
+    config = config or run.read_config()
+    try:
+        data = load_train(config.data, with_images=with_images)
+    except DataError as exc:
+        raise DataError(f"{run.path}: cannot read the training table it was made from: {exc}") from None
+    info = info or run.read_info()
+    if info["classes"] != data.classes or info["task"] != data.task:
+        raise DataError(f"{run.path}: {config.data.train_csv} changed since the run: now {data.task} with classes "
+                        f"{summarize(data.classes, quote=True)}, the run has {info['task']} with "
+                        f"{summarize(info['classes'], quote=True)}")
+    return data

@@ -14,8 +14,14 @@ from dataclasses import replace
 import numpy as np
 
 from kagglecv.core.config import LabelFixesConfig
-from kagglecv.data.table import ABSENT, PRESENT, CompetitionData, DataWarning, read_csv_strings
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.data.table import (
+    ABSENT,
+    PRESENT,
+    CompetitionData,
+    DataWarning,
+    read_csv_strings,
+)
 
 SUGGESTED_COLUMN = "suggested_label"
 

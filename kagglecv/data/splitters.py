@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import (
+    GroupKFold,
+    KFold,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+)
 
 from kagglecv.core.errors import KagglecvError
 

@@ -1,6 +1,7 @@
-"""Read a competition's tables into one validated form: string ids, image paths, encoded targets, groups.
+"""The competition table in its one validated form (string ids, images, encoded targets, groups), and the bounded
+reading of a table file (size, columns and cells capped before pandas parses; gzip streamed).
 
-Targets are encoded once, here, for every later stage:
+Targets are encoded once (by :mod:`kagglecv.data.load`) for every later stage:
 
 * multiclass and binary: ``targets`` is an int64 vector of class indices into ``classes``;
 * multilabel: ``targets`` is an int8 matrix (rows x classes) with ``1`` present, ``0`` absent and ``-1``
@@ -16,18 +17,14 @@ import functools
 import gzip
 import hashlib
 import io
-import re
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import MultiLabelBinarizer
 
-from kagglecv.core.config import DataConfig
-from kagglecv.data.pixels import PixelImages, pixel_columns, pixel_shape, read_pixels
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.data.pixels import PixelImages
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 MISSING_TOKENS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"})
@@ -212,283 +209,12 @@ def _check_cell_sizes(frame: pd.DataFrame, path: Path) -> None:
                             f"expected at most {MAX_CELL_CHARS:,}")
 
 
-@dataclass
-class Table:
-    """A competition table: its cells as strings, and its images when it is a pixel table."""
-
-    frame: pd.DataFrame
-    pixels: PixelImages | None
-    is_pixel_table: bool
+def as_outputs(probabilities: np.ndarray, task: str) -> np.ndarray:
+    """Probabilities as a prediction file holds them (a column per class) in the model's outputs: the positive
+    class's column for binary (one logit), every column otherwise."""
+    return np.asarray(probabilities[:, 1:] if task == "binary" else probabilities, dtype=np.float32)
 
 
-def read_competition_table(path: Path, pixels: object | None, with_images: bool = True) -> Table:
-    """A training or test table; a pixel table's ``pixel<i>`` columns become a :class:`PixelImages` (or are
-    skipped when ``with_images`` is False) and only its other columns are read as strings."""
-    path = Path(path)
-    raw = read_table_bytes(path)
-    sep = _separator(raw)
-    header = [column.strip() for column in _string_frame(raw.split(b"\n", 1)[0] + b"\n", sep, path).columns]
-    columns = pixel_columns(header, path)
-    if not columns:
-        return Table(_string_frame(raw, sep, path), None, False)
-    others = [column for column in header if column not in set(columns)]
-    images = None
-    if with_images:
-        images = PixelImages(read_pixels(raw, sep, columns, pixel_shape(len(columns), pixels, path), path), path)
-    frame = _string_frame(raw, sep, path, usecols=others or columns[:1])
-    return Table(frame[others], images, True)
-
-
-def _require_rows(frame: pd.DataFrame, source: Path, what: str) -> None:
-    if len(frame) == 0:
-        raise DataError(f"{source}: the {what} table has a header but no rows")
-
-
-def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
-    """Read and validate the training table named by ``config`` (its images too, unless ``with_images`` is False).
-
-    Raises:
-        DataError: every problem found (duplicate ids, missing images, bad labels, empty cells), one line per
-            kind, each naming the file, the lines and the values, with the count when there are many.
-    """
-    source = config.train_csv
-    table = read_competition_table(source, config.pixels, with_images)
-    frame = table.frame
-    _require_rows(frame, source, "training")
-    problems: list[str] = []
-    target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
-    ids = _table_ids(frame, config, source, table.is_pixel_table, problems)
-    _require_columns(frame, source, [*target_columns, *_optional(config.group_col, config.image_col)])
-    task, classes, targets = encode_targets(frame, config, problems)
-    groups = _read_groups(frame, config.group_col, source, problems)
-    image_dir = config.image_dir if with_images else None
-    images = _table_images(table, frame, ids, image_dir, config.image_col, source, problems)
-    unwritable = [name for name in classes if len(name) > MAX_CLASS_CHARS or "\n" in name or "\r" in name]
-    if unwritable:
-        problems.append(f"{source}: class names {summarize([name[:40] for name in unwritable], quote=True)} are longer "
-                        f"than {MAX_CLASS_CHARS} characters or hold a line break; expected short one-line names")
-    reserved = [name for name in classes if name in RESERVED_COLUMNS]
-    if reserved:
-        problems.append(f"{source}: class names {summarize(reserved, quote=True)} collide with the prediction files' "
-                        f"own columns ({', '.join(RESERVED_COLUMNS)}); rename those classes")
-    if problems:
-        raise DataError("\n".join(problems))
-    data = CompetitionData(ids, images, task, classes, targets, groups, source)
-    if config.label_fixes is not None:
-        from kagglecv.data.label_fixes import apply_label_fixes  # it builds on this module's table
-
-        data = apply_label_fixes(data, config.label_fixes, config.label_sep)
-    return data
-
-
-def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionData:
-    """Read the test table (ids, and images: under ``test_image_dir`` or ``image_dir``, or its pixel columns)."""
-    if config.test_csv is None:
-        raise DataError("data.test_csv is not set in the config")
-    table = read_competition_table(config.test_csv, config.pixels)
-    frame = table.frame
-    _require_rows(frame, config.test_csv, "test")
-    problems: list[str] = []
-    ids = _table_ids(frame, config, config.test_csv, table.is_pixel_table, problems)
-    _require_columns(frame, config.test_csv, _optional(config.image_col))
-    images = _table_images(table, frame, ids, config.test_image_dir or config.image_dir, config.image_col,
-                           config.test_csv, problems)
-    if problems:
-        raise DataError("\n".join(problems))
-    return CompetitionData(ids, images, task, list(classes), None, None, config.test_csv)
-
-
-def _table_ids(frame: pd.DataFrame, config: DataConfig, source: Path, pixel_table: bool,
-               problems: list[str]) -> np.ndarray:
-    """The id column; a pixel table without one (Digit Recognizer) is numbered by row from 1, as Kaggle does."""
-    if pixel_table and config.id_col not in frame.columns:
-        return np.asarray([str(row) for row in range(1, len(frame) + 1)], dtype=object)
-    _require_columns(frame, source, [config.id_col])
-    return _check_ids(frame, config.id_col, source, problems)
-
-
-def _table_images(table: Table, frame: pd.DataFrame, ids: np.ndarray, image_dir: Path | None, image_col: str | None,
-                  source: Path, problems: list[str]):
-    if table.is_pixel_table:
-        if image_dir is not None:
-            problems.append(f"{source}: holds its images as pixel columns, but an image folder is set ({image_dir}); "
-                            "remove data.image_dir / data.test_image_dir")
-        return table.pixels
-    return resolve_image_paths(frame, ids, image_dir, image_col, source, problems)
-
-
-def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str]) -> tuple[str, list[str], np.ndarray]:
-    """Infer the task when it is not given, fix the class order and encode the targets."""
-    source = config.train_csv
-    configured_classes = config.class_names()
-    if isinstance(config.target, list):
-        if configured_classes and configured_classes != list(config.target):
-            raise DataError(f"{source}: data.classes must equal the data.target columns when targets are 0/1 columns")
-        if config.task not in (None, "multilabel"):
-            raise DataError(f"{source}: data.target lists columns, which is a multilabel target, got task {config.task!r}")
-        return "multilabel", list(config.target), _encode_indicator_columns(frame, config.target, source, problems)
-    column = normalize_numeric_labels(frame[config.target].str.strip(), source, config.target)
-    is_multilabel = config.task == "multilabel" or (
-        config.task is None and column.str.contains(re.escape(config.label_sep), regex=True).any()
-    )
-    if is_multilabel:
-        classes, matrix = _encode_label_strings(column, configured_classes, config, source, problems)
-        return "multilabel", classes, matrix
-    missing = column.isin(MISSING_TOKENS).to_numpy()
-    _report(problems, source, missing, column, f"empty or NaN value in column {config.target!r}")
-    present = column[~missing]
-    classes = configured_classes or sort_class_names(present.unique().tolist())
-    task = config.task or ("binary" if len(classes) == 2 else "multiclass")
-    if task == "binary" and len(classes) != 2:
-        problems.append(f"{source}: task binary expects 2 classes in column {config.target!r}, got {len(classes)}: {summarize(classes)}")
-    index = {name: position for position, name in enumerate(classes)}
-    unknown = (~missing) & ~column.isin(index).to_numpy()
-    _report(problems, source, unknown, column, f"label not in data.classes ({summarize(classes)})")
-    targets = column.map(index).fillna(-1).astype(np.int64).to_numpy()
-    return task, classes, targets
-
-
-def normalize_numeric_labels(column: pd.Series, source: Path, name: str) -> pd.Series:
-    """When every label is a number and some are written two ways (``1`` and ``1.0``), write each as its integer
-    (``1.0`` -> ``1``), warning with the spellings changed; otherwise the column is returned as it is."""
-    present = column[~column.isin(MISSING_TOKENS)]
-    numbers = pd.to_numeric(present, errors="coerce")
-    if present.empty or numbers.isna().any() or not np.isfinite(numbers).all() or (numbers % 1 != 0).any():
-        return column
-    canonical = numbers.astype(np.int64).astype(str)
-    if canonical.nunique() == present.nunique():
-        return column
-    changed = sorted(set(present[present != canonical]))
-    warnings.warn(f"{source}: column {name!r} writes one class in several ways; read {summarize(changed, quote=True)} "
-                  "as whole numbers (1.0 -> 1)", DataWarning, stacklevel=2)
-    return column.where(column.isin(MISSING_TOKENS), column.map(dict(zip(present, canonical))))
-
-
-def sort_class_names(names: list[str]) -> list[str]:
-    """Sorted class names; numerically when every name is an integer (``2`` before ``10``)."""
-    if names and all(re.fullmatch(r"-?\d+", name) for name in names):
-        return sorted(names, key=int)
-    return sorted(names)
-
-
-def resolve_image_paths(
-    frame: pd.DataFrame,
-    ids: np.ndarray,
-    image_dir: Path | None,
-    image_col: str | None,
-    source: Path,
-    problems: list[str],
-) -> list[Path] | None:
-    """Find each row's image: ``<image_dir>/<image_col value>``, or ``<image_dir>/<id>.<any image extension>``.
-
-    A path that resolves (symbolic links followed) outside ``image_dir`` is refused, as is a missing file.
-    """
-    if image_dir is None:
-        return None
-    root = Path(image_dir)
-    if not root.is_dir():
-        problems.append(f"{source}: image folder not found: {root}")
-        return None
-    root_resolved = root.resolve()
-    if image_col:
-        candidates = [root / name for name in frame[image_col].tolist()]
-    else:
-        by_stem = _index_images(root)
-        candidates = [by_stem.get(image_id, root / f"{image_id}.*") for image_id in ids]
-    missing, escaping = [], []
-    for line, (image_id, path) in enumerate(zip(ids, candidates), start=2):
-        try:
-            resolved = path.resolve()
-        except (OSError, RuntimeError) as exc:  # a symbolic-link loop
-            missing.append(f"line {line} id {image_id!r}: {path} ({exc})")
-            continue
-        if not resolved.is_relative_to(root_resolved):
-            escaping.append(f"line {line} id {image_id!r}: {path}")
-        elif not resolved.is_file():
-            missing.append(f"line {line} id {image_id!r}: {path}")
-    if escaping:
-        problems.append(f"{source}: {len(escaping)} image paths outside {root}: {summarize(escaping)}")
-    if missing:
-        problems.append(f"{source}: {len(missing)} image files not found: {summarize(missing)}")
-    return candidates
-
-
-def _index_images(root: Path) -> dict[str, Path]:
-    by_stem: dict[str, Path] = {}
-    try:
-        entries = sorted(root.iterdir())
-    except OSError as exc:
-        raise DataError(f"{root}: cannot list the image folder: {exc.strerror or exc}") from None
-    for path in entries:
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            by_stem.setdefault(path.stem, path)
-    return by_stem
-
-
-def _encode_indicator_columns(frame: pd.DataFrame, columns: list[str], source: Path, problems: list[str]) -> np.ndarray:
-    values = frame[columns].apply(lambda column: column.str.strip())
-    allowed = {"-1", "0", "1", "1.0", "0.0", "-1.0"}
-    bad = ~values.isin(allowed)
-    if bad.to_numpy().any():
-        rows, cols = np.nonzero(bad.to_numpy())
-        cells = [f"line {row + 2} column {columns[col]!r} = {values.iat[row, col]!r}" for row, col in zip(rows, cols)]
-        problems.append(f"{source}: {len(cells)} label cells not in {{0, 1}} (or -1/0/1 VOC style): {summarize(cells)}")
-        return np.zeros(values.shape, dtype=np.int8)
-    numeric = values.astype(float).astype(np.int8).to_numpy()
-    if (numeric == -1).any():  # VOC convention: -1 absent, 0 difficult, 1 present
-        return np.select([numeric == 1, numeric == 0], [PRESENT, DIFFICULT], ABSENT).astype(np.int8)
-    return numeric
-
-
-def _encode_label_strings(
-    column: pd.Series, configured_classes: list[str] | None, config: DataConfig, source: Path, problems: list[str]
-) -> tuple[list[str], np.ndarray]:
-    nan_like = column.isin(MISSING_TOKENS - {""}).to_numpy()
-    _report(problems, source, nan_like, column, f"NaN in label column {config.target!r} (leave the cell empty for no labels)")
-    label_lists = [[] if bad else [label for label in text.split(config.label_sep) if label] for text, bad in zip(column, nan_like)]
-    seen = sorted({label for labels in label_lists for label in labels})
-    classes = configured_classes or sort_class_names(seen)
-    known = set(classes)
-    unknown = [f"line {row + 2} {label!r}" for row, labels in enumerate(label_lists) for label in labels
-               if label not in known]
-    if unknown:
-        problems.append(f"{source}: {len(unknown)} labels not in data.classes: {summarize(unknown)}")
-    binarizer = MultiLabelBinarizer(classes=classes)
-    with warnings.catch_warnings():  # unknown labels are reported above, with their lines
-        warnings.simplefilter("ignore", UserWarning)
-        matrix = binarizer.fit_transform(label_lists)
-    return classes, np.where(matrix == 1, PRESENT, ABSENT).astype(np.int8)
-
-
-def _check_ids(frame: pd.DataFrame, id_col: str, source: Path, problems: list[str]) -> np.ndarray:
-    ids = frame[id_col].str.strip()
-    empty = ids.isin(MISSING_TOKENS).to_numpy()
-    _report(problems, source, empty, ids, f"empty id in column {id_col!r}")
-    duplicated = ids.duplicated(keep=False).to_numpy() & ~empty
-    _report(problems, source, duplicated, ids, f"duplicate id in column {id_col!r}")
-    return np.asarray(ids.tolist(), dtype=object)
-
-
-def _read_groups(frame: pd.DataFrame, group_col: str | None, source: Path, problems: list[str]) -> np.ndarray | None:
-    if group_col is None:
-        return None
-    groups = frame[group_col].str.strip()
-    _report(problems, source, groups.isin(MISSING_TOKENS).to_numpy(), groups, f"empty group in column {group_col!r}")
-    return np.asarray(groups.tolist(), dtype=object)
-
-
-def _report(problems: list[str], source: Path, mask: np.ndarray, values: pd.Series, what: str) -> None:
-    rows = np.flatnonzero(mask)
-    if len(rows):
-        cells = [f"line {row + 2} {values.iat[row]!r}" for row in rows]
-        problems.append(f"{source}: {len(rows)} × {what}: {summarize(cells)}")
-
-
-def _require_columns(frame: pd.DataFrame, source: Path, columns: list[str]) -> None:
-    absent = [column for column in columns if column not in frame.columns]
-    if absent:
-        raise DataError(f"{source}: column(s) {', '.join(map(repr, absent))} not found; columns are: {', '.join(frame.columns)}")
-
-
-def _optional(*names: str | None) -> list[str]:
-    return [name for name in names if name]
+def output_columns(classes: list[str], task: str) -> list[str]:
+    """The class columns of :func:`as_outputs`, as ``pseudo.csv`` names them."""
+    return classes[1:] if task == "binary" else classes

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from kagglecv.data.decoding import load_image
 from kagglecv.core.errors import DataError
+from kagglecv.data.decoding import load_image
 from kagglecv.data.pixels import PixelImages
 
 PRESETS = ("none", "light", "medium", "heavy")

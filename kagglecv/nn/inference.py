@@ -14,11 +14,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kagglecv.core.config import Config, check_tta_view
-from kagglecv.data.table import num_outputs
 from kagglecv.core.errors import ConfigError
+from kagglecv.core.runs import RunDir
+from kagglecv.data.table import num_outputs
 from kagglecv.nn.images import ImageDataset, build_augment
 from kagglecv.nn.models import create_model, input_normalization
-from kagglecv.core.runs import RunDir
 from kagglecv.nn.runtime import autocast_dtype, setup_runtime
 from kagglecv.nn.sampling import EpochSampler, build_loader
 from kagglecv.nn.weights import load_checked

@@ -6,35 +6,39 @@ OOF rows) and the nested blend (for each fold, weights fit on the other folds' r
 which is the honest estimate. The ensemble's ``oof.csv`` holds the nested predictions, so an ensemble of
 ensembles is fit honestly too; its ``test.csv`` applies the weights fit on all OOF rows.
 
-Methods (``blend(method, ...)``): mean, weighted, rank, geometric, power, logit, hill (Caruana et al.,
-"Ensemble Selection from Libraries of Models", ICML 2004: greedy forward selection with replacement, optional
-initial top-n, cut at the best round), optimize (simplex weights by scipy on a smooth surrogate or the metric),
-and stack (a logistic-regression meta-model, fit out-of-fold).
+The blending maths (mean, rank, power, hill climbing, stacking, ...) are :mod:`kagglecv.core.blending`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.special import expit, logit, softmax
-from scipy.stats import rankdata
 
+from kagglecv.core.blending import METHODS, Blender, StackModel, combine
 from kagglecv.core.config import dump_config, validate_config
-from kagglecv.data.table import CompetitionData
 from kagglecv.core.errors import KagglecvError, summarize
-from kagglecv.core.files import atomic_folder, check_output_name, contained_output, output_lock, write_json, write_text
+from kagglecv.core.files import (
+    atomic_folder,
+    check_output_name,
+    contained_output,
+    output_lock,
+    write_json,
+    write_text,
+)
 from kagglecv.core.metrics import get_metric, resolve_metric, score
-from kagglecv.core.predictions import compare_ids, prediction_frame, read_predictions, write_predictions
+from kagglecv.core.predictions import (
+    compare_ids,
+    prediction_frame,
+    read_predictions,
+    write_predictions,
+)
 from kagglecv.core.runs import ENSEMBLE_PREFIX, RunDir, member_reference
+from kagglecv.data.inputs import load_run_table
+from kagglecv.data.table import CompetitionData
 from kagglecv.stages.score import score_predictions_frame
-
-METHODS = ("mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack")
-EPS = 1e-7
 
 
 @dataclass
@@ -80,7 +84,7 @@ def load_members(paths: list[Path]) -> Members:
     runs = [RunDir(path) for path in paths]
     first, info = runs[0], runs[0].read_info()
     config = first.read_config()
-    data = first.load_targets(config, info)
+    data = load_run_table(first, config, info)
     classes = info["classes"]
     reference = read_predictions(first.oof_source().oof_path, classes, oof=True)
     ids = reference["id"].to_numpy()
@@ -144,218 +148,6 @@ def _check_same_ids(ids: np.ndarray, reference: np.ndarray, path: Path, referenc
                         f"({len(differences.missing)} missing: {summarize(differences.missing, 3, quote=True)}; "
                         f"{len(differences.extra)} extra: {summarize(differences.extra, 3, quote=True)}; "
                         f"{len(differences.doubled)} doubled: {summarize(differences.doubled, 3, quote=True)})")
-
-
-# ----- blending ---------------------------------------------------------------------------------------------------
-def normalize_rows(blend: np.ndarray, task: str) -> np.ndarray:
-    if task == "multiclass":
-        return blend / np.maximum(blend.sum(axis=-1, keepdims=True), EPS)
-    return blend
-
-
-def combine(predictions: np.ndarray, weights: np.ndarray, method: str, task: str, power: float = 2.0) -> np.ndarray:
-    """Blend ``runs x rows x classes`` probabilities with non-negative weights summing to 1."""
-    weights = np.asarray(weights, dtype=np.float64)
-    weights = weights.reshape(-1, *([1] * (predictions.ndim - 1))) if weights.ndim == 1 else weights[:, None, :]
-    if method == "rank":
-        ranks = np.stack([rankdata(run, axis=0) / len(run) for run in predictions])
-        return (weights * ranks).sum(axis=0)
-    clipped = np.clip(predictions.astype(np.float64), EPS, 1 - EPS)
-    if method == "geometric":
-        return normalize_rows(np.exp((weights * np.log(clipped)).sum(axis=0)), task)
-    if method == "power":
-        return normalize_rows((weights * clipped**power).sum(axis=0) ** (1.0 / power), task)
-    if method == "logit":
-        if task == "multiclass":
-            return softmax((weights * np.log(clipped)).sum(axis=0), axis=-1)
-        return expit((weights * logit(clipped)).sum(axis=0))
-    return (weights * predictions).sum(axis=0)
-
-
-def apply_blend(method: str, weights, predictions: np.ndarray, task: str, power: float = 2.0) -> np.ndarray:
-    """The blend of ``runs x rows x classes`` probabilities with fitted ``weights`` (or the stacking model)."""
-    if method == "stack":
-        return weights.predict(predictions)
-    base = "mean" if method in ("hill", "optimize", "weighted") else method
-    return combine(predictions, weights, base, task, power)
-
-
-class Blender:
-    """Fits blend weights on some OOF rows and applies them; ``fit`` returns the weights (runs, or runs x classes)."""
-
-    def __init__(self, method: str, task: str, metric: str, *, user_weights=None, power: float = 2.0,
-                 init_top: int = 1, max_rounds: int = 100, per_class: bool = False, seed: int = 0):
-        if per_class and task != "multilabel":
-            raise KagglecvError("--per-class applies to multi-label tasks only")
-        self.method, self.task, self.metric = method, task, metric
-        self.user_weights, self.power, self.init_top, self.max_rounds = user_weights, power, init_top, max_rounds
-        self.per_class, self.seed = per_class, seed
-        self.direction = 1.0 if get_metric(metric, task).higher_is_better else -1.0
-
-    def fit(self, predictions: np.ndarray, targets: np.ndarray):
-        n_runs = len(predictions)
-        if self.method == "weighted":
-            weights = np.asarray(self.user_weights, dtype=np.float64)
-            if weights.shape != (n_runs,) or (weights < 0).any() or weights.sum() <= 0:
-                raise KagglecvError(f"--weights: expected {n_runs} non-negative numbers, got {self.user_weights}")
-            return weights / weights.sum()
-        if self.method in ("hill", "optimize"):
-            if self.per_class:
-                return np.stack([self._fit_one(predictions[:, :, [c]], targets[:, [c]]) for c in range(predictions.shape[2])], axis=1)
-            return self._fit_one(predictions, targets)
-        if self.method == "stack":
-            return _StackModel(self.task, self.seed).fit(predictions, targets)
-        return np.full(n_runs, 1.0 / n_runs)
-
-    def apply(self, weights, predictions: np.ndarray) -> np.ndarray:
-        return apply_blend(self.method, weights, predictions, self.task, self.power)
-
-    def _score(self, targets, blend) -> float:
-        try:
-            return self.direction * score(self.metric, self.task, targets, blend)
-        except ValueError:
-            return -np.inf
-
-    def _fit_one(self, predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        if self.method == "hill":
-            return hill_climb(predictions, targets, lambda blend: self._score(targets, blend), self.init_top, self.max_rounds)
-        return optimize_weights(predictions, targets, self.task, lambda blend: self._score(targets, blend))
-
-
-def hill_climb(predictions: np.ndarray, targets: np.ndarray, objective: Callable[[np.ndarray], float],
-               init_top: int = 1, max_rounds: int = 100) -> np.ndarray:
-    """Caruana's ensemble selection: start from the ``init_top`` best runs, repeatedly add (with replacement) the
-    run that most improves ``objective`` (higher is better), stop after ``max_rounds``, and keep the best round.
-
-    The weights are selection counts over their sum, so they are non-negative and sum to 1, and the blend never
-    scores below the best single run on the rows it was fit on.
-    """
-    n_runs = len(predictions)
-    singles = np.array([objective(run) for run in predictions])
-    order = np.argsort(-singles, kind="stable")
-    counts = np.zeros(n_runs, dtype=np.int64)
-    counts[order[: max(1, min(init_top, n_runs))]] = 1
-    total = predictions[counts > 0].astype(np.float64).sum(axis=0)
-    best_counts, best_score = counts.copy(), objective(total / counts.sum())
-    if singles[order[0]] > best_score:  # the top-n start can score below its best member: keep that one instead
-        best_counts, best_score = np.eye(n_runs, dtype=np.int64)[order[0]], singles[order[0]]
-    for _ in range(max_rounds):
-        size = counts.sum() + 1
-        trial_scores = [objective((total + run) / size) for run in predictions]
-        pick = int(np.argmax(trial_scores))
-        counts[pick] += 1
-        total += predictions[pick]
-        if trial_scores[pick] > best_score:
-            best_score, best_counts = trial_scores[pick], counts.copy()
-    return best_counts / best_counts.sum()
-
-
-def optimize_weights(predictions: np.ndarray, targets: np.ndarray, task: str,
-                     objective: Callable[[np.ndarray], float]) -> np.ndarray:
-    """Simplex weights (a softmax of free parameters) minimizing a smooth surrogate with L-BFGS: log loss for
-    multiclass, binary cross-entropy for multi-label and binary; the metric then decides against equal weights."""
-    n_runs = len(predictions)
-    data = predictions.astype(np.float64)
-    known = targets != -1
-
-    def surrogate(params):
-        weights = softmax(params)
-        blend = np.clip(np.tensordot(weights, data, axes=1), EPS, 1 - EPS)
-        if task == "multiclass":
-            return -np.mean(np.log(blend[np.arange(len(targets)), targets]))
-        truth = (targets == 1).astype(np.float64)
-        return -np.sum(known * (truth * np.log(blend) + (1 - truth) * np.log(1 - blend))) / max(known.sum(), 1)
-
-    result = minimize(surrogate, np.zeros(n_runs), method="L-BFGS-B")
-    fitted, equal = softmax(result.x), np.full(n_runs, 1.0 / n_runs)
-    return fitted if objective(np.tensordot(fitted, data, axes=1)) >= objective(np.tensordot(equal, data, axes=1)) else equal
-
-
-class _StackModel:
-    """Logistic regression on the runs' probabilities (as logits): multinomial for multiclass, one per class for
-    multi-label and binary."""
-
-    def __init__(self, task: str, seed: int):
-        self.task, self.seed, self.models = task, seed, []
-
-    @staticmethod
-    def _features(predictions: np.ndarray, column: int | None = None) -> np.ndarray:
-        clipped = np.clip(predictions.astype(np.float64), EPS, 1 - EPS)
-        if column is not None:
-            return logit(clipped[:, :, column]).T
-        return np.log(clipped).transpose(1, 0, 2).reshape(clipped.shape[1], -1)
-
-    def fit(self, predictions: np.ndarray, targets: np.ndarray) -> "_StackModel":
-        from sklearn.linear_model import LogisticRegression
-
-        if self.task == "multiclass":
-            model = LogisticRegression(C=1.0, max_iter=1000)
-            model.fit(self._features(predictions), targets)
-            self.models = [model]
-            return self
-        self.models = []
-        for column in range(predictions.shape[2]):
-            truth = targets[:, column] if targets.ndim == 2 else (targets == column).astype(int)
-            known = truth != -1
-            if len(np.unique(truth[known])) < 2:
-                self.models.append(float(np.mean(truth[known] == 1)) if known.any() else 0.0)
-                continue
-            model = LogisticRegression(C=1.0, max_iter=1000)
-            model.fit(self._features(predictions, column)[known], truth[known] == 1)
-            self.models.append(model)
-        return self
-
-    def predict(self, predictions: np.ndarray) -> np.ndarray:
-        if self.task == "multiclass":
-            model = self.models[0]
-            out = np.zeros((predictions.shape[1], predictions.shape[2]))
-            out[:, model.classes_] = model.predict_proba(self._features(predictions))
-            return out
-        columns = []
-        for column, model in enumerate(self.models):
-            if isinstance(model, float):
-                columns.append(np.full(predictions.shape[1], model))
-            else:
-                columns.append(model.predict_proba(self._features(predictions, column))[:, 1])
-        return np.stack(columns, axis=1)
-
-    def state(self) -> list:
-        """The fitted models as JSON: per model its coefficients, intercepts and classes (a constant as a number)."""
-        return [model if isinstance(model, float) else
-                {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "classes": model.classes_.tolist()}
-                for model in self.models]
-
-
-def stack_model_from_state(task: str, state: list, n_members: int, n_classes: int, source: Path) -> _StackModel:
-    """The stacking model recorded by :meth:`_StackModel.state`, predicting exactly as the fitted one did; a recipe
-    whose entries do not fit ``n_members`` runs of ``n_classes`` classes is an error naming ``source``."""
-    from sklearn.linear_model import LogisticRegression
-
-    entries = 1 if task == "multiclass" else n_classes
-    if not isinstance(state, list) or len(state) != entries:
-        raise KagglecvError(f"{source}: stack_model: expected {entries} entries for {task}, got "
-                            f"{len(state) if isinstance(state, list) else type(state).__name__}")
-    stack = _StackModel(task, seed=0)
-    features = n_members * n_classes if task == "multiclass" else n_members
-    for index, entry in enumerate(state):
-        if isinstance(entry, (int, float)) and not isinstance(entry, bool) and 0 <= entry <= 1:
-            stack.models.append(float(entry))
-            continue
-        try:
-            coef, intercept = np.asarray(entry["coef"], dtype=np.float64), np.asarray(entry["intercept"], np.float64)
-            labels = np.asarray(entry["classes"])
-        except (TypeError, KeyError, ValueError):
-            raise KagglecvError(f"{source}: stack_model[{index}]: expected a rate in [0, 1] or {{coef, intercept, "
-                                "classes}} of numbers") from None
-        rows = 1 if len(labels) <= 2 else len(labels)
-        if coef.shape != (rows, features) or intercept.shape != (rows,) or not np.isfinite(coef).all() \
-                or not np.isfinite(intercept).all() or len(labels) < 2 or labels.dtype.kind not in "iub":
-            raise KagglecvError(f"{source}: stack_model[{index}]: coef {coef.shape} / intercept {intercept.shape} do "
-                                f"not fit {n_members} runs of {n_classes} classes (expected ({rows}, {features}))")
-        model = LogisticRegression()
-        model.coef_, model.intercept_, model.classes_ = coef, intercept, labels
-        stack.models.append(model)
-    return stack
 
 
 def _stack_targets(members: Members) -> np.ndarray:
@@ -436,8 +228,8 @@ def _blend_and_write(members: Members, method: str, metric: str, out: Path, opti
         run = RunDir(building)
         write_predictions(run.oof_path, members.data.ids, nested_oof, members.classes, folds=members.folds)
         if members.test is not None:
-            write_predictions(run.test_path, members.test_ids,
-                              np.clip(blender.apply(final_weights, members.test), 0, 1), members.classes)
+            run.write_test_predictions(members.test_ids, np.clip(blender.apply(final_weights, members.test), 0, 1),
+                                       members.classes)
         write_json(run.score_path, nested.to_dict())
         _write_blend_report(run, result, singles, final_weights, blender.power)
         _write_run_files(run, members, name=out.name, method=method, out_path=out)
@@ -479,7 +271,7 @@ def marginal_gains(members: Members, blender: Blender, targets, metric_of, full_
 
 
 def _weights_report(weights, run_names: list[str], classes: list[str]):
-    if isinstance(weights, _StackModel):
+    if isinstance(weights, StackModel):
         return {"stack": "logistic regression on the runs' log-probabilities (multiclass) or logits (per class)"}
     weights = np.asarray(weights)
     if weights.ndim == 2:
@@ -504,7 +296,7 @@ def _write_run_files(run: RunDir, members: Members, name: str, method: str, out_
 def _write_blend_report(run: RunDir, result: EnsembleResult, singles: dict, fitted, power: float) -> None:
     """weights.json (the recipe ``infer`` replays: method, weights, exponent, stacking model) and blend_score.json."""
     recipe = {"method": result.method, "metric": result.metric, "weights": result.weights, "power": power}
-    if isinstance(fitted, _StackModel):
+    if isinstance(fitted, StackModel):
         recipe["stack_model"] = fitted.state()
     write_json(run.weights_path, recipe)
     write_json(run.blend_score_path, {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,18 @@ from scipy.sparse.csgraph import connected_components
 
 from kagglecv import __version__
 from kagglecv.core.config import Config, FoldsConfig
-from kagglecv.data.table import CompetitionData, load_train
-from kagglecv.data.duplicates import exact_duplicate_clusters, near_duplicate_pairs, perceptual_hashes
-from kagglecv.core.errors import DataError, KagglecvError, summarize
+from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.files import output_lock, sha256_file, write_csv, write_json
-from kagglecv.core.predictions import compare_ids
+from kagglecv.core.outputs import OutputRule, csv_header, is_folds_report
+from kagglecv.data.duplicates import (
+    exact_duplicate_clusters,
+    near_duplicate_pairs,
+    perceptual_hashes,
+)
+from kagglecv.data.inputs import read_folds
+from kagglecv.data.load import load_train
 from kagglecv.data.splitters import create_splitter, grouped_method
+from kagglecv.data.table import CompetitionData
 
 NEEDS_GROUPS = {"group", "stratified_group", "multilabel_group"}
 MULTILABEL_METHODS = {"multilabel", "multilabel_group"}
@@ -44,7 +50,6 @@ class FoldsResult:
 def _check_folds_output(config: Config, path: Path) -> None:
     """``folds.file`` and its report under the one output rule: never a table, image folder or run file the config
     names, and an existing CSV replaced only when it is a folds file (``id,fold``)."""
-    from kagglecv.core.outputs import OutputRule, csv_header, is_folds_report
 
     data = config.data
     rule = OutputRule.of([data.train_csv, data.test_csv, data.image_dir, data.test_image_dir, data.classes_file,
@@ -135,30 +140,6 @@ def label_rate_deviation(positives: np.ndarray, folds: np.ndarray) -> float:
     """The largest |rate of a label in a fold - its overall rate|, over labels and folds."""
     overall = positives.mean(axis=0)
     return float(max(np.abs(positives[folds == fold].mean(axis=0) - overall).max() for fold in np.unique(folds)))
-
-
-def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
-    """The fold of every row of ``data``, read from a folds CSV; every id must appear exactly once."""
-    if not Path(path).is_file():
-        raise DataError(f"folds file not found: {path}; make it with `kagglecv folds CONFIG`")
-    try:
-        frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a folds file (id,fold with integer folds): {' '.join(str(exc).split())[:160]}; "
-                        "re-run `kagglecv folds`") from None
-    if list(frame.columns[:2]) != ["id", "fold"] or (frame["fold"] < 0).any():
-        raise DataError(f"{path}: expected columns id,fold with folds >= 0; re-run `kagglecv folds`")
-    differences = compare_ids(frame["id"], data.ids)
-    if differences.doubled:
-        raise DataError(f"{path}: duplicate ids: {summarize(differences.doubled)}")
-    differences = replace(differences, extra=[image_id for image_id in differences.extra
-                                              if image_id not in data.dropped_ids])
-    if differences:
-        raise DataError(f"{path}: does not match {data.source}: {len(differences.missing)} ids missing "
-                        f"({summarize(differences.missing, quote=True)}), {len(differences.extra)} ids extra "
-                        f"({summarize(differences.extra, quote=True)}); re-run `kagglecv folds`")
-    fold_of = dict(zip(frame["id"], frame["fold"]))
-    return np.array([fold_of[image_id] for image_id in data.ids], dtype=np.int64)
 
 
 def _settings(settings: FoldsConfig, group_col: str | None, data: CompetitionData) -> dict:

@@ -23,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from kagglecv.data.table import ABSENT, CompetitionData, DataWarning
-from kagglecv.data.decoding import load_image
-from kagglecv.data.duplicates import near_duplicate_pairs, perceptual_hashes
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_csv, write_json
+from kagglecv.core.plots import plot_gallery
 from kagglecv.core.predictions import read_predictions, require_same_ids
 from kagglecv.core.runs import RunDir, read_json
+from kagglecv.data.decoding import load_image
+from kagglecv.data.duplicates import near_duplicate_pairs, perceptual_hashes
+from kagglecv.data.inputs import load_run_table
+from kagglecv.data.table import ABSENT, CompetitionData, DataWarning
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] for the log loss of a row
 THUMBNAIL = 128
@@ -63,7 +66,7 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
     run = RunDir(run_path)
     config, info = run.read_config(), run.read_info()
     run.for_writing("inspect")
-    data = run.load_targets(config, info, with_images=True)
+    data = load_run_table(run, config, info, with_images=True)
     probabilities = aligned_oof(run, data)
     if data.task == "multilabel":
         worst = multilabel_errors(data, probabilities, per_class=3, classes=max(1, top // 6))
@@ -232,7 +235,6 @@ def duplicate_conflicts(data: CompetitionData, config) -> tuple[list[dict], str]
 
 def draw_analysis(run: RunDir, data: CompetitionData, analysis: Analysis) -> list[Path]:
     """The error gallery, the confused pairs and the conflicting duplicates, as PNGs in the run folder."""
-    from kagglecv.core.plots import plot_gallery
 
     pictures = []
     if analysis.worst:
@@ -271,7 +273,6 @@ def _error_tile(data: CompetitionData, item: dict) -> tuple:
 
 
 def _tile(data: CompetitionData, row: int, caption: str, colour: str) -> tuple:
-    from PIL import Image
 
     image = load_image(data.images, row)
     if max(image.shape[:2]) > THUMBNAIL:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kagglecv.data.table import read_csv_strings
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.files import output_lock, sha256_file, write_csv
+from kagglecv.data.table import read_csv_strings
 
 LOG_NAME = "log.csv"
 COLUMNS = ["time", "file", "run", "metric", "cv", "sha256", "public", "private"]

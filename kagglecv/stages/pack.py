@@ -18,12 +18,34 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, summarize
-from kagglecv.core.files import atomic_folder, remove_stale_temporaries, sha256_file, write_bytes, write_json, write_text
-from kagglecv.stages.infer import EnsembleRecipe, Recipe, leaf_runs, load_recipe, read_new_test
+from kagglecv.core.files import (
+    atomic_folder,
+    remove_stale_temporaries,
+    sha256_file,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from kagglecv.core.outputs import OutputRule
 from kagglecv.core.runs import RunDir, package_versions
+from kagglecv.core.wheelhouse import (
+    KAGGLE_PLATFORM,
+    KAGGLE_PROVIDES,
+    KAGGLE_PYTHON,
+    build_wheelhouse,
+)
+from kagglecv.nn.recipe import (
+    EnsembleRecipe,
+    Recipe,
+    leaf_runs,
+    load_recipe,
+    read_new_test,
+)
+from kagglecv.stages.submit import parse_threshold, resolve_thresholds
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1
@@ -61,8 +83,6 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
     this machine has) or a number, stored for ``infer``'s multi-label label lists. ``wheel_platform``,
     ``wheel_python``: the pip platform tag and Python version of the notebook the wheels are for (Kaggle's).
     """
-    from kagglecv.core.wheelhouse import KAGGLE_PLATFORM, KAGGLE_PROVIDES, KAGGLE_PYTHON, build_wheelhouse
-
     console = console or Console()
     source, out = Path(source), Path(out)
     recipe = load_recipe(source)
@@ -70,8 +90,6 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
     remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
     thresholds = None
     if threshold is not None:
-        from kagglecv.stages.submit import parse_threshold, resolve_thresholds
-
         thresholds = resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
     wheel_names: list[str] = []
     with atomic_folder(out, replace=True) as building:
@@ -92,7 +110,6 @@ def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, 
 def _check_destination(recipe: Recipe, source: Path, out: Path) -> None:
     """``out`` under the one output rule: a new or empty folder, or an earlier bundle to replace (its manifest names
     kagglecv and lists exactly its files); never the run, a member, inside or around one, or a data folder."""
-    from kagglecv.core.outputs import OutputRule
 
     resolved_source, resolved_out = source.resolve(), out.resolve()
     if resolved_out.is_relative_to(resolved_source) or resolved_source.is_relative_to(resolved_out):
@@ -142,7 +159,7 @@ def _copy_recipe(recipe: Recipe, dest: Path) -> None:
                                       if key in recorded})
     if recipe.run.model_code() is not None:
         write_bytes(run.model_code_path, recipe.run.model_code_path.read_bytes())
-    for index, source in enumerate(recipe.sources):
+    for index, source in sorted(recipe.sources.items()):
         fold, copy = recipe.run.fold(index), run.fold(index)
         done = fold.read_done()
         write_json(copy.done_path, {key: done[key] for key in DONE_KEYS if key in done} | {"source": source})
@@ -205,7 +222,6 @@ def _is_bundle_copy(folder: Path) -> bool:
 def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
     """Inference time of the whole recipe (every fold, view and member) on synthetic JPEGs at the model's size, at
     two test sizes, so the model loading (fixed) and the per-image cost are told apart."""
-    from PIL import Image
 
     leaf = leaf_runs(recipe)[0]
     size = leaf.config.model.img_size

@@ -13,18 +13,43 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecv.core.errors import KagglecvError
+from kagglecv.core.errors import DataError, KagglecvError
 from kagglecv.core.files import write_text
-from kagglecv.core.metrics import confusion_matrix
 from kagglecv.core.html import render_html
-from kagglecv.core.plots import plot_confusion_matrix, plot_cv_vs_leaderboard, plot_fold_curves, plot_fold_scores, plot_per_class
-from kagglecv.core.predictions import read_predictions
-from kagglecv.core.runs import RunDir, config_differences, history_metric, read_json
-from kagglecv.stages.score import ScoreResult, finished_folds_oof, score_predictions_frame
-from kagglecv.training.teaching import teaching_summary
-from kagglecv.stages.lb import LeaderboardPoint, cv_vs_leaderboard, latest_public_by_run, log_path, read_log
-from kagglecv.core.tables import format_params
+from kagglecv.core.metrics import confusion_matrix
 from kagglecv.core.outputs import OutputRule
+from kagglecv.core.plots import (
+    plot_confusion_matrix,
+    plot_cv_vs_leaderboard,
+    plot_fold_curves,
+    plot_fold_scores,
+    plot_per_class,
+)
+from kagglecv.core.predictions import read_predictions, read_pseudo_labels
+from kagglecv.core.records import InspectRecord, validate_record
+from kagglecv.core.runs import (
+    FoldDir,
+    RunDir,
+    config_differences,
+    history_metric,
+    read_json,
+)
+from kagglecv.core.tables import format_params
+from kagglecv.data.inputs import load_run_table
+from kagglecv.data.table import as_outputs, output_columns
+from kagglecv.nn.recipe import load_recipe
+from kagglecv.stages.lb import (
+    LeaderboardPoint,
+    cv_vs_leaderboard,
+    latest_public_by_run,
+    log_path,
+    read_log,
+)
+from kagglecv.stages.score import (
+    ScoreResult,
+    finished_folds_oof,
+    score_predictions_frame,
+)
 
 LB_PNG = "cv_vs_leaderboard.png"
 PICTURES = "report.pictures"  # the report's own pictures, one folder per run: it writes nothing into a run
@@ -74,7 +99,7 @@ def collect_entries(runs_dir: Path) -> list[Entry]:
 
 def _entry(run: RunDir, partial: bool = False) -> Entry:
     config, info = run.read_config(), run.read_info()
-    data = run.load_targets(config, info)
+    data = load_run_table(run, config, info)
     done_folds = [fold for fold in run.fold_dirs() if fold.is_done()]
     kind = info.get("kind", "run")
     if partial:
@@ -183,8 +208,6 @@ def build_report(runs_dir: Path, pictures: bool = True, *, submissions_dir: Path
 def _attach_analysis(entry: Entry) -> None:
     """The run's ``inspect.json`` (read through its schema) when it is newer than its OOF predictions; a stale or
     missing one is left out with the reason (``kagglecv inspect RUN``, or ``report --inspect``, refreshes it)."""
-    from kagglecv.core.records import InspectRecord, validate_record
-
     run = RunDir(entry.path)
     if not run.inspect_path.is_file():
         return
@@ -299,3 +322,54 @@ def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
+    """One line per fold that trained on pseudo-labels: how many, how often the student's own fold-k test
+    predictions agree with them (it trained on them), and with its teacher's fold-k model on the test images it was
+    not given (the share of labels, where multi-label; unsure labels left out)."""
+    lines = []
+    for folder in run.fold_dirs():
+        record = folder.read_done() if folder.is_done() else {}
+        if "pseudo" not in record:
+            continue
+        stats = record["pseudo"]
+        line = f"fold {folder.index}: {stats['labels']} of {stats['test_rows']} test images pseudo-labelled"
+        if folder.pseudo_path.is_file() and folder.test_path.is_file():
+            line += f"; the student agrees with {pseudo_agreement(folder, classes, task):.1%} of them"
+            elsewhere = _agreement_elsewhere(folder, run.path.parent / stats["teacher"], classes, task)
+            if elsewhere is not None:
+                line += f" and with its teacher on {elsewhere[0]:.1%} of the {elsewhere[1]} others"
+        lines.append(line)
+    return lines
+
+
+def _agreement_elsewhere(folder: FoldDir, teacher: Path, classes: list[str], task: str) -> tuple[float, int] | None:
+    """Student and teacher fold-k models on the test images that were not pseudo-labelled (None when there are
+    none, or the teacher's files are gone)."""
+    student = read_predictions(folder.test_path, classes).set_index("id")
+    rest = student.index.difference(read_pseudo_labels(folder.pseudo_path, output_columns(classes, task))["id"], sort=False)
+    if not len(rest):
+        return None
+    try:
+        theirs = load_recipe(teacher).fold_test_predictions(folder.index, rest.to_numpy())
+    except (KagglecvError, DataError):
+        return None
+    mine = student.loc[rest, classes].to_numpy()
+    return _share_agreeing(as_outputs(mine, task), as_outputs(theirs, task), task), len(rest)
+
+
+def pseudo_agreement(folder: FoldDir, classes: list[str], task: str) -> float:
+    """Share of a fold's pseudo-labels its own test predictions repeat (top class; per label for multi-label)."""
+    labels = read_pseudo_labels(folder.pseudo_path, output_columns(classes, task)).set_index("id")
+    student = read_predictions(folder.test_path, classes).set_index("id").loc[labels.index, classes].to_numpy()
+    return _share_agreeing(as_outputs(student, task), labels.to_numpy(np.float32), task)
+
+
+def _share_agreeing(mine: np.ndarray, theirs: np.ndarray, task: str) -> float:
+    """Share of rows (multiclass: the top class) or of labels (0.5 threshold per output) on which two sets of
+    outputs agree; NaN labels of ``theirs`` (unsure pseudo-labels) are left out."""
+    if task == "multiclass":
+        return float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1)))
+    known = ~np.isnan(theirs)
+    return float(np.mean((mine[known] >= 0.5) == (theirs[known] >= 0.5)))

@@ -11,14 +11,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import f1_score
 
 from kagglecv.core.config import DataConfig
-from kagglecv.data.table import CompetitionData, load_train, read_csv_strings
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import write_json
-from kagglecv.core.metrics import METRICS, average_precision_per_class, recall_per_class, resolve_metric, score
-from kagglecv.core.predictions import check_class_columns, compare_ids, read_predictions, require_same_ids
+from kagglecv.core.metrics import (
+    METRICS,
+    average_precision_per_class,
+    recall_per_class,
+    resolve_metric,
+    score,
+)
+from kagglecv.core.predictions import (
+    check_class_columns,
+    compare_ids,
+    read_predictions,
+    require_same_ids,
+)
 from kagglecv.core.runs import RunDir
+from kagglecv.data.inputs import load_run_table
+from kagglecv.data.load import load_train
+from kagglecv.data.table import CompetitionData, read_csv_strings
 
 
 @dataclass
@@ -48,7 +62,7 @@ def score_run(run_path: Path, metric: str | None = None, write: bool = True,
         raise KagglecvError(f"{run.path}: a full-data refit has no OOF predictions and no CV score of its own; "
                             f"score its CV run {run.read_info()['cv_run']}")
     config = run.read_config()
-    data = data if data is not None else run.load_targets(config)
+    data = data if data is not None else load_run_table(run, config)
     result = score_predictions_frame(read_predictions(run.oof_path, data.classes), data,
                                      metric or config.metric, source=run.oof_path)
     if write:
@@ -140,8 +154,6 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     submission holds class names / separated labels (scored with accuracy, f1_* or balanced_accuracy, qwk; for
     multi-label: f1_micro, f1_macro, f1_samples) or probability columns named by class (any metric of the task).
     """
-    from sklearn.metrics import f1_score
-
     solution, submission = read_csv_strings(solution_path), read_csv_strings(submission_path)
     id_col = solution.columns[0]
     doubled = compare_ids(solution[id_col], []).doubled

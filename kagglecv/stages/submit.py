@@ -19,12 +19,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kagglecv.data.table import read_csv_strings
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import check_output_name, contained_output, write_bytes
-from kagglecv.core.predictions import FLOAT_FORMAT, compare_ids, prediction_frame, read_predictions, require_same_ids
+from kagglecv.core.outputs import OutputRule, csv_header, same_header
+from kagglecv.core.predictions import (
+    FLOAT_FORMAT,
+    compare_ids,
+    prediction_frame,
+    read_predictions,
+    require_same_ids,
+)
 from kagglecv.core.runs import RunDir, read_json
-from kagglecv.stages.lb import COLUMNS as LOG_COLUMNS, LOG_NAME, append_submission, log_path
+from kagglecv.data.inputs import load_run_table
+from kagglecv.data.table import read_csv_strings
+from kagglecv.stages.lb import COLUMNS as LOG_COLUMNS
+from kagglecv.stages.lb import LOG_NAME, append_submission, log_path
+from kagglecv.stages.score import score_run
 
 
 @dataclass
@@ -65,8 +75,6 @@ def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
     """The metric and OOF score of the run's ``score.json``, scored now when the run has none yet; unknown (None)
     when the training table it was scored on cannot be read here."""
     if not run.score_path.is_file():
-        from kagglecv.stages.score import score_run
-
         try:
             score_run(run.path)
         except KagglecvError:
@@ -178,7 +186,6 @@ def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictio
 def check_submission_outputs(run: RunDir, sample_path: Path, path: Path) -> None:
     """The submission and the log beside it under the one output rule: not in a run, folds or data folder, and an
     existing submission replaced only when it has the sample's header (an earlier submission of this competition)."""
-    from kagglecv.core.outputs import OutputRule, csv_header, same_header
 
     try:
         configs = [run.read_config()]
@@ -217,7 +224,7 @@ def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) 
     """One threshold for every class (a number), or per class tuned on the run's OOF for F1 (``oof``)."""
     if threshold == "oof":
         run = run.oof_source()  # a full refit's thresholds come from its CV run's OOF
-        data = run.load_targets()
+        data = load_run_table(run)
         oof = read_predictions(run.oof_path, classes)
         require_same_ids(oof["id"], data.ids, run.oof_path, data.source)
         aligned = oof.set_index("id").loc[list(data.ids), classes]

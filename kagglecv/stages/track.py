@@ -22,11 +22,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-
+from urllib.parse import urlparse
 
 from kagglecv.core.errors import KagglecvError, require_extra
 from kagglecv.core.files import output_lock, sha256_file
+from kagglecv.core.outputs import OutputRule
 from kagglecv.core.runs import RunDir, read_json
+from kagglecv.stages.score import score_run
 
 RUN_TAG = "kagglecv.run"
 FINGERPRINT_TAG = "kagglecv.fingerprint"
@@ -86,9 +88,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 def check_tracking_uri(uri: str, runs_dir: Path) -> str:
     """A tracking URI from the user's own command line or config (never from a run folder): a known scheme, and a
     SQLite store that is a new file or a SQLite database, under the output rule (not a folds file, not in a run)."""
-    from urllib.parse import urlparse
 
-    from kagglecv.core.outputs import OutputRule
 
     scheme = urlparse(uri).scheme
     if scheme not in URI_SCHEMES:
@@ -158,8 +158,6 @@ def _sync_run(client, record: _RunRecord, runs_dir: Path, uri: str) -> bool:
 def _score(run: RunDir) -> dict:
     """``score.json``, written now when the run has not been scored yet."""
     if not run.score_path.is_file():
-        from kagglecv.stages.score import score_run
-
         score_run(run.path)
     return read_json(run.score_path, "a run's score")
 

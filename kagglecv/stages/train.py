@@ -1,56 +1,175 @@
-"""Full-data refits and seed averaging: the last steps before a final submission.
+"""The train stage: one model per fold, then the fold's test predictions; or one full-data refit.
 
-* ``train_full``: one model on every training row, for the number of epochs cross-validation chose (the median of
-  the folds' best epochs, plus one since epochs count from 0), with the weights (raw, EMA, averaged) most folds
-  chose and the TTA the CV run's predict stage chose. It is its own run, ``runs/<experiment>-full``, marked
-  ``kind: full`` in run.json: test predictions and no OOF. Ensembles weigh it by its CV run's OOF, ``submit`` tunes
+Reads the config, the training and test tables and the folds file. Writes ``runs/<experiment>/``: ``config.yaml``,
+``run.json``, and per fold ``fold<K>/`` (weights, ``last.pt``, ``history.csv``, curves, ``oof.csv`` from the
+trainer; ``test.csv`` and ``done.json`` from this stage); once every fold is done, the run's ``oof.csv`` (every id
+once) and ``test.csv`` (the folds' mean).
+
+* ``train_run``: the requested folds of a cross-validated run (those done are skipped). Each fold's test predictions
+  are made after ``fit()`` through the run's recipe (:mod:`kagglecv.nn.recipe`) with its selected weights.
+* ``train_full``: one model on every training row (``runs/<experiment>-full``, ``kind: full`` in run.json) for the
+  number of epochs cross-validation chose (the median of the folds' best epochs, plus one since epochs count from
+  0), with the weights (raw, EMA, averaged) most folds chose; its test predictions use the TTA the CV run's
+  predict stage chose. Test predictions and no OOF: ensembles weigh it by its CV run's OOF, ``submit`` tunes
   thresholds there, and the leaderboard shows it without a CV score of its own.
-* ``seed_configs`` / ``average_seeds``: the same experiment with ``train.seed + 1000 x i`` as runs
-  ``<experiment>-seed<i>`` (the first is the experiment itself), averaged as the ensemble ``ens-<experiment>-seeds<N>``
-  whose ``blend_score.json`` records every seed's score.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
-from kagglecv.data.table import load_test, load_train
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_csv, write_json
-from kagglecv.stages.infer import load_recipe, recorded_fold_count
-from kagglecv.core.predictions import FLOAT_FORMAT, average_predictions, write_predictions
-from kagglecv.core.runs import RunDir, prepare_run_dir, read_json
-
-SEED_STRIDE = 1000  # fold k of seed i is seeded train.seed + 1000 i + k: no two (seed, fold) pairs share a seed
-
-
-def seed_configs(config: Config, seeds: int) -> list[Config]:
-    """The experiment once per seed: itself, then ``<experiment>-seed<i>`` with ``train.seed + 1000 i``."""
-    configs = []
-    for index in range(seeds):
-        train = config.train.model_copy(update={"seed": config.train.seed + SEED_STRIDE * index, "seeds": 1})
-        name = config.experiment if index == 0 else f"{config.experiment}-seed{index}"
-        configs.append(config.model_copy(update={"experiment": name, "train": train}))
-    return configs
-
-
-def average_seeds(runs: list[Path], experiment: str, runs_dir: Path, console: Console) -> Path:
-    """The mean of the seeds' runs, as an ensemble; each seed's score is in its ``blend_score.json``."""
-    from kagglecv.stages.ensemble import make_ensemble
-
-    result = make_ensemble(runs, method="mean", name=f"{experiment}-seeds{len(runs)}", runs_dir=runs_dir)
-    singles = read_json(RunDir(result.path).blend_score_path, "the ensemble's scores")["single_scores"]
-    listed = ", ".join(f"{name} {value:.4f}" for name, value in singles.items())
-    console.line(f"{len(runs)} seeds: {listed}; averaged {result.metric} {result.in_sample:.4f} ({result.path})")
-    return result.path
+from kagglecv.core.predictions import merge_oof
+from kagglecv.core.runs import RunDir, prepare_run_dir
+from kagglecv.data.decoding import check_images
+from kagglecv.data.inputs import StageInputs, load_stage_inputs
+from kagglecv.data.load import load_test, load_train
+from kagglecv.data.table import CompetitionData
+from kagglecv.nn.models import parameter_counts
+from kagglecv.nn.recipe import RunRecipe, recorded_fold_count
+from kagglecv.nn.runtime import (
+    Runtime,
+    amp_name,
+    autocast_dtype,
+    barrier,
+    setup_runtime,
+)
+from kagglecv.training.components import FoldComponents, build_fold_components
+from kagglecv.training.selection import BestEpoch, LastEpoch, main_metric
+from kagglecv.training.teaching import FoldTeaching, fold_teaching, uses_teacher
+from kagglecv.training.trainer import FoldOutcome, FoldTrainer
 
 
+@dataclass
+class FoldJob:
+    """One fold to train and what its outputs need: the test table to predict (None: none, or a TTA predict
+    stage follows), the one its teacher pseudo-labels (``unlabeled``), and the views its test pass uses."""
+
+    config: Config
+    data: CompetitionData
+    fold_of: np.ndarray
+    fold: int
+    test: CompetitionData | None
+    unlabeled: CompetitionData | None
+    views: list[str]
+    space: str
+
+
+def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = False, force: bool = False,
+              console: Console | None = None, inputs: StageInputs | None = None,
+              predict_test: bool = True) -> list[FoldOutcome]:
+    """Train the given folds (all when None) of ``config``'s experiment; merge predictions when all are done.
+
+    Args:
+        folds: fold numbers to train; the others are left alone (run them elsewhere, in parallel).
+        resume: continue a fold killed mid-training from its ``last.pt``.
+        force: accept a config that differs from the one the run folder was started with.
+        inputs: the tables and folds, when the caller has read them (``kagglecv run``).
+        predict_test: predict the test set with each fold's selected weights; off when a TTA predict stage follows.
+    """
+    console = console or Console()
+    runtime = setup_runtime(config.train.device)
+    inputs = inputs or load_stage_inputs(config)
+    check_images(inputs.data.images)
+    if inputs.test is not None:
+        check_images(inputs.test.images)
+    run = prepare_run_dir(config, force=force)
+    chosen = list(folds) if folds is not None else list(range(inputs.n_folds))
+    bad = [fold for fold in chosen if not 0 <= fold < inputs.n_folds]
+    if bad:
+        raise KagglecvError(f"--fold {bad[0]}: expected 0..{inputs.n_folds - 1} (the folds file has {inputs.n_folds} folds)")
+    # The run's identity is written once a fold can start (so a failed start leaves none), and once per command.
+    amp = amp_name(autocast_dtype(config.train.amp, runtime.device))
+    console.line(f"{config.experiment}: training on {runtime.device}, autocast {amp} (train.amp: {config.train.amp})")
+    write_identity = functools.cache(
+        lambda params: run.write_identity(config, inputs.data, dict(params), inputs.n_folds, extra={"amp": amp})
+        if runtime.is_main else None)
+    selection = BestEpoch(main_metric(config, inputs.data.task))
+    outcomes = []
+    for fold in chosen:
+        job = FoldJob(config, inputs.data, inputs.fold_of, fold, inputs.test if predict_test else None, inputs.test,
+                      ["none"], config.predict.tta_space)
+        outcomes.append(_train_fold(job, run, runtime, console, selection, resume, write_identity))
+    if runtime.is_main:
+        finish_run(run, inputs.data, inputs.n_folds, console)
+    return outcomes
+
+
+def _train_fold(job: FoldJob, run: RunDir, runtime: Runtime, console: Console, selection: BestEpoch | LastEpoch,
+                resume: bool, write_identity: Callable[[tuple], None]) -> FoldOutcome:
+    """Train one fold under its lock, unless it is done; ``write_identity`` is called once its components are
+    built, with the model's parameter counts. Then its test predictions and ``done.json``."""
+    folder = run.fold(job.fold)
+    with folder.lock() if runtime.is_main else contextlib.nullcontext():
+        if folder.is_done():
+            info = folder.read_done()
+            best = "" if info["best_score"] is None else f" (best {info['metric']} {info['best_score']:.4f})"
+            console.line(f"fold {job.fold}: done already{best}, skipped")
+            return FoldOutcome(job.fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True)
+        teaching = None
+        if uses_teacher(job.config):
+            teaching = fold_teaching(job.config, job.data, job.unlabeled, np.flatnonzero(job.fold_of != job.fold),
+                                     folder, console, full_fit=selection.full_fit)
+        parts = build_fold_components(job.config, job.data, job.fold_of, job.fold, runtime, teaching)
+        write_identity(tuple(parameter_counts(parts.model, job.config.model).items()))
+        outcome = FoldTrainer(job.config, job.data, parts, folder, runtime, console, selection).fit(resume=resume)
+        if runtime.is_main:
+            if job.test is not None:
+                predict_fold_test(run, job, outcome.source)
+            _write_done(run, job, outcome, parts, teaching, selection, console)
+        barrier(runtime)
+        return outcome
+
+
+def predict_fold_test(run: RunDir, job: FoldJob, source: str) -> None:
+    """``fold<K>/test.csv``: the fold's ``source`` weights on the test table, through the run's recipe."""
+    recipe = RunRecipe(run, job.config, job.data.task, job.data.classes, job.views, job.space, {job.fold: source})
+    probabilities = recipe.predict_fold(job.fold, job.test.images, np.arange(len(job.test)))
+    run.fold(job.fold).write_test_predictions(job.test.ids, probabilities, job.data.classes)
+
+
+def _write_done(run: RunDir, job: FoldJob, outcome: FoldOutcome, parts: FoldComponents,
+                teaching: FoldTeaching | None, selection: BestEpoch | LastEpoch, console: Console) -> None:
+    full = selection.full_fit
+    write_json(run.fold(job.fold).done_path, {
+        "fold": job.fold, "best_epoch": outcome.best_epoch, "best_score": None if full else outcome.best_score,
+        "full_fit": full, "metric": selection.metric, "source": outcome.source, "epochs_run": outcome.epochs_run,
+        "train_rows": int(np.sum(parts.train_rows < len(job.data))), "valid_rows": len(parts.valid_rows),
+        "seconds": outcome.seconds, **(teaching.stats if teaching else {}),
+    })
+    console.line(f"full refit: {outcome.epochs_run} epochs on {len(parts.train_rows)} rows ({outcome.source} "
+                 f"weights), {outcome.seconds:.0f} s" if full else
+                 f"fold {job.fold}: best {selection.metric} {outcome.best_score:.4f} at epoch "
+                 f"{outcome.best_epoch + 1} ({outcome.source} weights), {outcome.seconds:.0f} s")
+
+
+def finish_run(run: RunDir, data: CompetitionData, n_folds: int, console: Console) -> bool:
+    """When every fold is done: write the run's ``oof.csv`` (every id once), and the fold-averaged ``test.csv``
+    when every fold predicted the test set."""
+    folds = [run.fold(index) for index in range(n_folds)]
+    if not all(fold.is_done() for fold in folds):
+        return False
+    oof = merge_oof([fold.oof_path for fold in folds], data.ids, data.classes)
+    write_csv(run.oof_path, oof, float_format="%.7g")
+    has_test = all(fold.test_path.is_file() for fold in folds)
+    if has_test:
+        run.write_fold_mean_test(data.classes, n_folds)
+    console.line(f"all {n_folds} folds done: wrote {run.oof_path}" + (" and test.csv" if has_test else ""))
+    return True
+
+
+# ----- full-data refits -----------------------------------------------------------------------------------------
 def full_fit_plan(cv_run: RunDir) -> dict:
     """What the CV run chose: epochs (median best epoch + 1), the folds' best epochs, the weights most folds kept."""
     info = cv_run.read_info()
@@ -73,10 +192,6 @@ def full_config(config: Config, plan: dict) -> Config:
 
 def train_full(config: Config, console: Console | None = None, *, resume: bool = False, force: bool = False) -> Path:
     """Refit ``config``'s experiment on every training row; returns ``runs/<experiment>-full``."""
-    from kagglecv.nn.runtime import amp_name, autocast_dtype, setup_runtime
-    from kagglecv.nn.models import parameter_counts
-    from kagglecv.training.trainer import FoldTrainer
-
     console = console or Console()
     cv_run = RunDir(config.run_dir)
     plan = full_fit_plan(cv_run)
@@ -84,62 +199,26 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
     data = load_train(config.data)
     test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
     run = prepare_run_dir(refit, force=force, kind="full")
-    folder = run.fold(0)
-    predicted = _cv_predict_record(cv_run)  # the CV run's TTA, which the refit's test predictions repeat
-    tta = predicted.get("tta", ["none"])
+    runtime = setup_runtime(refit.train.device)
+    predicted = cv_run.read_predict_record() or {}  # the CV run's TTA, which the refit's test predictions repeat
+    views, space = predicted.get("tta", ["none"]), predicted.get("tta_space", refit.predict.tta_space)
     console.line(f"{refit.experiment}: {plan['epochs']} epochs on all {len(data)} rows (the folds' best epochs "
                  f"{plan['cv_best_epochs']}), {plan['source']} weights")
-    with folder.lock():
-        if not folder.is_done():
-            # The trainer's own test pass has no TTA: with TTA the test set is predicted once, afterwards.
-            trainer = FoldTrainer(refit, data, np.full(len(data), -1), test if tta == ["none"] else None, 0, run,
-                                  setup_runtime(refit.train.device), console, unlabeled=test,
-                                  full_source=plan["source"])
-            run.write_identity(refit, data, parameter_counts(trainer.parts.model, refit.model), 1,
-                               extra={"kind": "full", **plan,
-                                      "amp": amp_name(autocast_dtype(refit.train.amp, trainer.runtime.device))})
-            trainer.fit(resume=resume)
+    extra = {"kind": "full", **plan, "amp": amp_name(autocast_dtype(refit.train.amp, runtime.device))}
+    job = FoldJob(refit, data, np.full(len(data), -1), 0, test, test, list(views), space)
+    _train_fold(job, run, runtime, console, LastEpoch(plan["source"], main_metric(refit, data.task)), resume,
+                lambda params: run.write_identity(refit, data, dict(params), 1, extra=extra))
     if test is not None:
-        _predict_like_cv_run(run, cv_run, predicted, refit, test, console)
+        _finish_full_fit(run, cv_run, predicted, job, console)
     return run.path
 
 
-def _cv_predict_record(cv_run: RunDir) -> dict:
-    """The CV run's ``predict.json`` (its TTA views and space), empty when its predict stage never ran."""
-    return cv_run.read_predict_record() or {}
-
-
-def _predict_like_cv_run(run: RunDir, cv_run: RunDir, recorded: dict, config: Config, test, console: Console) -> None:
-    """The refit's test predictions with the TTA the CV run's predict stage chose (``recorded``, its predict.json);
-    without TTA the trainer's own test pass already wrote them."""
-    views, space = recorded.get("tta", ["none"]), recorded.get("tta_space", config.predict.tta_space)
-    write_json(run.predict_path, {"tta": views, "tta_space": space, "metric": recorded.get("metric"),
+def _finish_full_fit(run: RunDir, cv_run: RunDir, recorded: dict, job: FoldJob, console: Console) -> None:
+    """The refit's ``predict.json`` (the CV run's TTA) and ``test.csv``; a fold finished before its test pass
+    (killed in between) is predicted now."""
+    write_json(run.predict_path, {"tta": job.views, "tta_space": job.space, "metric": recorded.get("metric"),
                                   "oof_score": None, "full_fit": True, "cv_run": cv_run.name})
-    fold, classes = run.fold(0), run.read_info()["classes"]
-    if not fold.test_path.is_file():
-        write_predictions(fold.test_path, test.ids, load_recipe(run.path).predict(test, console), classes)
-    write_csv(run.test_path, average_predictions([fold.test_path], classes), float_format=FLOAT_FORMAT)
-    console.line(f"{run.name}: wrote {run.test_path} (TTA {views}); no OOF: its CV score is {cv_run.name}'s")
-
-
-
-def train_experiment(config: Config, folds: list[int] | None = None, *, resume: bool = False, force: bool = False,
-                     full: bool = False, seeds: int | None = None, console: Console | None = None) -> list[Path]:
-    """``kagglecv train``: the folds of every seed's run (or, with ``full``, every seed's refit on all rows), and
-    with several seeds their average once all are finished. Returns the runs (and the average) written."""
-    from kagglecv.training.trainer import train_run
-
-    console = console or Console()
-    configs = seed_configs(config, seeds or config.train.seeds)
-    if full:
-        if folds is not None:
-            raise KagglecvError("--full trains on every row; it takes no --fold")
-        paths = [train_full(seeded, console, resume=resume, force=force) for seeded in configs]
-    else:
-        for seeded in configs:
-            train_run(seeded, folds, resume=resume, force=force, console=console)
-        paths = [Path(seeded.run_dir) for seeded in configs]
-    if len(paths) > 1 and all(RunDir(path).test_path.is_file() or RunDir(path).is_run() for path in paths):
-        name = f"{config.experiment}-full" if full else config.experiment
-        paths.append(average_seeds(paths, name, config.runs_dir, console))
-    return paths
+    if not run.fold(0).test_path.is_file():
+        predict_fold_test(run, job, run.fold(0).read_done()["source"])
+    run.write_fold_mean_test(job.data.classes, 1)
+    console.line(f"{run.name}: wrote {run.test_path} (TTA {job.views}); no OOF: its CV score is {cv_run.name}'s")

@@ -23,13 +23,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kagglecv.core.config import Config
-from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
 from kagglecv.core.errors import KagglecvError
+from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
 from kagglecv.nn.images import ImageDataset, build_augment
 from kagglecv.nn.losses import TeacherLoss
 from kagglecv.nn.models import check_parameter_budget, create_model, input_normalization
 from kagglecv.nn.runtime import Runtime, autocast_dtype, check_compile, seed_everything
-from kagglecv.nn.sampling import EpochSampler, balanced_weights, build_loader, collate_skipping_unreadable
+from kagglecv.nn.sampling import (
+    EpochSampler,
+    balanced_weights,
+    build_loader,
+    collate_skipping_unreadable,
+)
 from kagglecv.training.teaching import FoldTeaching
 
 

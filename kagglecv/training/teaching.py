@@ -22,15 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from kagglecv.core.config import Config, PseudoConfig
 from kagglecv.core.console import Console
-from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
-from kagglecv.core.errors import DataError, KagglecvError
-from kagglecv.core.files import sha256_file, write_csv
-from kagglecv.core.predictions import FLOAT_FORMAT, read_predictions, require_same_ids, write_predictions
+from kagglecv.core.errors import KagglecvError
+from kagglecv.core.files import sha256_file
+from kagglecv.core.predictions import (
+    read_predictions,
+    require_same_ids,
+    write_predictions,
+    write_pseudo_labels,
+)
 from kagglecv.core.runs import FoldDir, RunDir
+from kagglecv.data.pixels import PixelImages
+from kagglecv.data.table import (
+    CompetitionData,
+    as_outputs,
+    num_outputs,
+    output_columns,
+    targets_for_loss,
+)
+from kagglecv.nn.recipe import load_recipe
 
 
 @dataclass
@@ -50,8 +62,6 @@ def uses_teacher(config: Config) -> bool:
 
 def open_teacher(path: Path, config: Config, data: CompetitionData, what: str):
     """The teacher's recipe (run or ensemble), after checking it was trained on the student's folds and classes."""
-    from kagglecv.stages.infer import load_recipe
-
     teacher = RunDir(path)
     info = teacher.read_info()
     if info.get("kind") == "full":
@@ -85,7 +95,7 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
         probabilities = _whole_run_predictions(config.pseudo.teacher, data, test.ids, "test") if full_fit \
             else recipe.fold_test_predictions(fold, test.ids)
         keep, pseudo_targets = select_pseudo_labels(probabilities, config.pseudo, data.task, data.classes)
-        _write_pseudo_labels(folder.pseudo_path, test.ids[keep], pseudo_targets, data)
+        write_pseudo_labels(folder.pseudo_path, test.ids[keep], pseudo_targets, output_columns(data.classes, data.task))
         images = join_images(data.images, subset_images(test.images, keep))
         pseudo_teacher = as_outputs(probabilities[keep], data.task)
         rows = np.concatenate([train_rows, len(data) + np.arange(len(keep))])
@@ -114,17 +124,6 @@ def _whole_run_predictions(path: Path, data: CompetitionData, ids: np.ndarray, k
     if kind == "test":
         require_same_ids(frame["id"], ids, file, Path("the test table"))
     return frame.set_index("id").loc[list(ids), data.classes].to_numpy(np.float32)
-
-
-def as_outputs(probabilities: np.ndarray, task: str) -> np.ndarray:
-    """Probabilities as a prediction file holds them (a column per class) in the model's outputs: the positive
-    class's column for binary (one logit), every column otherwise."""
-    return np.asarray(probabilities[:, 1:] if task == "binary" else probabilities, dtype=np.float32)
-
-
-def output_columns(classes: list[str], task: str) -> list[str]:
-    """The class columns of :func:`as_outputs`, as ``pseudo.csv`` names them."""
-    return classes[1:] if task == "binary" else classes
 
 
 def hard_targets(data: CompetitionData, smoothing: float = 0.0) -> np.ndarray:
@@ -188,19 +187,6 @@ def _thresholds(rule: PseudoConfig, classes: list[str]) -> np.ndarray:
     return np.array([rule.threshold[name] for name in classes])
 
 
-def _write_pseudo_labels(path: Path, ids: np.ndarray, targets: np.ndarray, data: CompetitionData) -> None:
-    frame = pd.DataFrame(targets, columns=output_columns(data.classes, data.task))
-    frame.insert(0, "id", ids)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(path, frame, float_format=FLOAT_FORMAT)
-
-
-def read_pseudo_labels(folder: FoldDir, classes: list[str], task: str) -> pd.DataFrame:
-    """A fold's ``pseudo.csv``: id, then one column per output (NaN: an unsure multi-label label)."""
-    frame = pd.read_csv(folder.pseudo_path, dtype={"id": str}, keep_default_na=True)
-    return frame[["id", *output_columns(classes, task)]]
-
-
 def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.ndarray, folder: FoldDir,
                           console: Console) -> np.ndarray:
     """The teacher's fold-k probabilities on fold k's training rows; computed once and kept in ``teacher.csv``."""
@@ -221,8 +207,6 @@ def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.
 
 def subset_images(images, rows: np.ndarray):
     """``rows`` of an image source: a list of files or a pixel table."""
-    from kagglecv.data.pixels import PixelImages
-
     if isinstance(images, PixelImages):
         return PixelImages(images.pixels[rows], images.source)
     return [images[row] for row in rows]
@@ -230,8 +214,6 @@ def subset_images(images, rows: np.ndarray):
 
 def join_images(first, second):
     """Two image sources as one, rows of ``first`` then of ``second`` (both files, or both pixel tables)."""
-    from kagglecv.data.pixels import PixelImages
-
     if isinstance(first, PixelImages) != isinstance(second, PixelImages):
         raise KagglecvError("pseudo: the training and test images must both be files or both pixel tables")
     if isinstance(first, PixelImages):
@@ -242,68 +224,3 @@ def join_images(first, second):
     return [*first, *second]
 
 
-def pseudo_config(teacher: Path, name: str, threshold: float | None, top_frac: float | None, soft: bool,
-                  overrides: list[str] | None = None) -> Config:
-    """``kagglecv pseudo``: the teacher's recorded config as experiment ``name`` with a ``pseudo:`` section naming
-    the teacher, then ``--set`` overrides."""
-    from kagglecv.core.config import apply_override, validate_config
-
-    raw = RunDir(teacher).read_config().model_dump(mode="json", exclude={"pseudo"})
-    raw["experiment"], raw["notes"] = name, f"pseudo-labels from {Path(teacher).name}"
-    raw["pseudo"] = {"teacher": str(teacher), "threshold": threshold, "top_frac": top_frac, "soft": soft}
-    for override in overrides or []:
-        apply_override(raw, override)
-    return validate_config(raw, source=f"kagglecv pseudo {teacher}")
-
-
-def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
-    """One line per fold that trained on pseudo-labels: how many, how often the student's own fold-k test
-    predictions agree with them (it trained on them), and with its teacher's fold-k model on the test images it was
-    not given (the share of labels, where multi-label; unsure labels left out)."""
-    lines = []
-    for folder in run.fold_dirs():
-        record = folder.read_done() if folder.is_done() else {}
-        if "pseudo" not in record:
-            continue
-        stats = record["pseudo"]
-        line = f"fold {folder.index}: {stats['labels']} of {stats['test_rows']} test images pseudo-labelled"
-        if folder.pseudo_path.is_file() and folder.test_path.is_file():
-            line += f"; the student agrees with {pseudo_agreement(folder, classes, task):.1%} of them"
-            elsewhere = _agreement_elsewhere(folder, run.path.parent / stats["teacher"], classes, task)
-            if elsewhere is not None:
-                line += f" and with its teacher on {elsewhere[0]:.1%} of the {elsewhere[1]} others"
-        lines.append(line)
-    return lines
-
-
-def _agreement_elsewhere(folder: FoldDir, teacher: Path, classes: list[str], task: str) -> tuple[float, int] | None:
-    """Student and teacher fold-k models on the test images that were not pseudo-labelled (None when there are
-    none, or the teacher's files are gone)."""
-    from kagglecv.stages.infer import load_recipe
-
-    student = read_predictions(folder.test_path, classes).set_index("id")
-    rest = student.index.difference(read_pseudo_labels(folder, classes, task)["id"], sort=False)
-    if not len(rest):
-        return None
-    try:
-        theirs = load_recipe(teacher).fold_test_predictions(folder.index, rest.to_numpy())
-    except (KagglecvError, DataError):
-        return None
-    mine = student.loc[rest, classes].to_numpy()
-    return _share_agreeing(as_outputs(mine, task), as_outputs(theirs, task), task), len(rest)
-
-
-def pseudo_agreement(folder: FoldDir, classes: list[str], task: str) -> float:
-    """Share of a fold's pseudo-labels its own test predictions repeat (top class; per label for multi-label)."""
-    labels = read_pseudo_labels(folder, classes, task).set_index("id")
-    student = read_predictions(folder.test_path, classes).set_index("id").loc[labels.index, classes].to_numpy()
-    return _share_agreeing(as_outputs(student, task), labels.to_numpy(np.float32), task)
-
-
-def _share_agreeing(mine: np.ndarray, theirs: np.ndarray, task: str) -> float:
-    """Share of rows (multiclass: the top class) or of labels (0.5 threshold per output) on which two sets of
-    outputs agree; NaN labels of ``theirs`` (unsure pseudo-labels) are left out."""
-    if task == "multiclass":
-        return float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1)))
-    known = ~np.isnan(theirs)
-    return float(np.mean((mine[known] >= 0.5) == (theirs[known] >= 0.5)))

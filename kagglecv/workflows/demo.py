@@ -13,8 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from sklearn.datasets import load_digits
 
+from kagglecv.core.config import validate_config
+from kagglecv.core.console import Console
 from kagglecv.core.files import write_csv
+from kagglecv.stages.ensemble import make_ensemble
+from kagglecv.stages.inspect import inspect_stale_runs
+from kagglecv.stages.report import build_report
+from kagglecv.stages.submit import write_submission
+from kagglecv.workflows.run import run_pipeline
 
 TEST_FRACTION = 0.25
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -22,7 +30,6 @@ DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 digit scans as uint8 8x8 arrays (0-255) and their labels."""
-    from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
@@ -115,14 +122,6 @@ def run_demo(root: Path, epochs: int = 6, console=None):
 
     Returns the report's leaderboard (best first per competition).
     """
-    from kagglecv.core.config import validate_config
-    from kagglecv.core.console import Console
-    from kagglecv.stages.ensemble import make_ensemble
-    from kagglecv.workflows.run import run_pipeline
-    from kagglecv.stages.inspect import inspect_stale_runs
-    from kagglecv.stages.report import build_report
-    from kagglecv.stages.submit import write_submission
-
     console = console or Console()
     root = Path(root).resolve()  # the run folders record absolute paths: report and submit work from anywhere
     if not (root / "mosaic" / "sample_submission.csv").is_file():

@@ -14,8 +14,10 @@ job that is stopped, killed or retried continues where it was. Each job's output
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -98,8 +100,6 @@ def _own_session_dying_with_parent() -> None:
     a job never trains on as an orphan: it saves its state and stops, ready to resume."""
     os.setsid()
     if sys.platform.startswith("linux"):
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -192,7 +192,6 @@ class JobRefused(Exception):
 
 def ray_job(command: list[str], cwd: str, log_path: str, marker: str, env: dict[str, str]) -> str:
     """The body of a Ray task: check the shared run folder is visible here, then run the job with ``--resume``."""
-    import socket
 
     if not Path(marker).is_file():
         raise JobRefused(f"node {socket.gethostname()} cannot see {Path(marker).parent} (no {Path(marker).name}): "

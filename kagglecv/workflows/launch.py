@@ -11,14 +11,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from rich.live import Live
 from rich.table import Table
 
 from kagglecv.core.config import Config, load_config
+from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.runs import RunDir, history_metric
+from kagglecv.nn.runtime import available_cores
 from kagglecv.stages.folds import make_folds
 from kagglecv.workflows.jobs import Job, LocalPool, RayPool, require_ray, write_marker
-from kagglecv.core.runs import RunDir, history_metric
+from kagglecv.workflows.run import run_pipeline
+
 
 @dataclass
 class Experiment:
@@ -88,8 +93,6 @@ def launch(config_paths: list[Path], overrides: list[str] | None = None, *, fold
         pool.run(all_jobs, Path.cwd(), board.refresh)
     finished = {}
     if finish:
-        from kagglecv.workflows.run import run_pipeline
-
         for experiment in experiments:
             if experiment.complete:
                 summary = run_pipeline(experiment.config, console)
@@ -99,8 +102,6 @@ def launch(config_paths: list[Path], overrides: list[str] | None = None, *, fold
 
 def make_pool(backend: str, experiments: list[Experiment], jobs: int | None, cpus_per_job: int | None,
               gpus_per_job: float, address: str | None, max_retries: int):
-    from kagglecv.nn.runtime import available_cores
-
     cores = available_cores()
     if backend == "ray":
         require_ray()
@@ -119,7 +120,6 @@ def make_pool(backend: str, experiments: list[Experiment], jobs: int | None, cpu
 
 
 def _gpu_count() -> int:
-    import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
@@ -128,8 +128,6 @@ class JobBoard:
     """The live table of jobs on a terminal; one line per state change otherwise (logs, CI)."""
 
     def __init__(self, jobs: list[Job], console=None):
-        from kagglecv.core.console import Console
-
         self.jobs, self.console = jobs, console or Console()
         self.live = Live(self.table(), console=self.console.rich, refresh_per_second=2, transient=False) \
             if self.console.interactive else None

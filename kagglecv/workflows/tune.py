@@ -29,10 +29,21 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from kagglecv.core.config import Config, dump_config, load_config, parse_yaml
 from kagglecv.core.errors import ConfigError, KagglecvError, require_extra
 from kagglecv.core.files import check_output_name, output_lock, write_csv, write_text
-from kagglecv.workflows.jobs import Job, last_line, run_job_process
-from kagglecv.workflows.launch import parse_folds
 from kagglecv.core.metrics import resolve_metric
 from kagglecv.core.runs import FoldDir, RunDir, history_metric
+from kagglecv.data.inputs import load_run_table
+from kagglecv.data.load import load_train
+from kagglecv.stages.folds import make_folds
+from kagglecv.stages.score import finished_folds_oof, score_predictions_frame
+from kagglecv.workflows.jobs import (
+    Job,
+    init_ray,
+    last_line,
+    require_ray,
+    run_job_process,
+    run_on_ray,
+)
+from kagglecv.workflows.launch import parse_folds
 
 POLL_SECONDS = 0.5
 
@@ -123,8 +134,6 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
     require_extra("optuna", "tune", "kagglecv tune")
     import optuna
 
-    from kagglecv.data.table import load_train
-    from kagglecv.stages.folds import make_folds
 
     base = load_config(config_path, overrides)
     data = load_train(base.data, with_images=False)
@@ -138,8 +147,6 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
     make_folds(base, data=data)
     direction = "maximize" if higher else "minimize"
     if backend == "ray":
-        from kagglecv.workflows.jobs import init_ray, require_ray
-
         require_ray()
         init_ray(address)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -243,8 +250,6 @@ def _train_job(job: Job, trial, config: Config, settings: TuneSettings) -> int:
 
 def _run(job: Job, settings: TuneSettings, stop: threading.Event) -> int:
     if settings.backend == "ray":
-        from kagglecv.workflows.jobs import run_on_ray
-
         return run_on_ray(job, stop)
     return run_job_process(job.command(), str(Path.cwd()), str(job.log_path), None, stop)
 
@@ -263,10 +268,9 @@ def epoch_values(folder: FoldDir, higher_is_better: bool) -> list[tuple[int, flo
 
 def oof_score(config: Config, folds: list[int]) -> float:
     """The metric over the OOF rows of ``folds``, scored against the training table as the report scores them."""
-    from kagglecv.stages.score import finished_folds_oof, score_predictions_frame
 
     run = RunDir(config.run_dir)
-    oof, rows = finished_folds_oof(run, run.load_targets(config), folds)
+    oof, rows = finished_folds_oof(run, load_run_table(run, config), folds)
     return score_predictions_frame(oof, rows, config.metric, source=run.path).overall
 
 

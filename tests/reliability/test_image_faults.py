@@ -16,7 +16,7 @@ from kagglecv.core.errors import DataError
 from kagglecv.stages.folds import make_folds
 from kagglecv.data.decoding import decode_image
 from kagglecv.nn.images import ImageDataset, build_augment
-from kagglecv.training.trainer import train_run
+from kagglecv.stages.train import train_run
 
 from ..conftest import tiny_config
 

@@ -21,7 +21,8 @@ from kagglecv.core.files import remove_stale_temporaries
 from kagglecv.stages.folds import make_folds
 from kagglecv.nn.images import ImageDataset
 from kagglecv.stages.predict import predict_run
-from kagglecv.training.trainer import FoldTrainer, train_run
+from kagglecv.stages.train import train_run
+from kagglecv.training.selection import BestEpoch
 from kagglecv.nn.weights import load_torch
 
 from ..conftest import tiny_config
@@ -148,12 +149,12 @@ def test_nan_never_counts_as_the_best_epoch(tmp_path):
 
     from kagglecv.core.runs import RunDir
     from kagglecv.nn.runtime import Runtime
-    from kagglecv.training.trainer import BestTracker
+    from kagglecv.training.selection import BestTracker
 
     best = BestTracker()
     best.load_state_dict({"raw": 0.5, "ema": -np.inf, "overall": 0.5, "epoch": 0, "source": "raw", "stale": 0})
     trainer = SimpleNamespace(best=best, runtime=Runtime(torch.device("cpu")), folder=RunDir(tmp_path).fold(0), epoch=3)
-    FoldTrainer._keep_if_best(trainer, "raw", None, float("nan"), np.array([0]), np.zeros((1, 2)))
+    BestEpoch.keep_if_best(trainer, "raw", None, float("nan"), np.array([0]), np.zeros((1, 2)))
     assert trainer.best.score == 0.5 and trainer.best.epoch == 0 and not list(tmp_path.iterdir())
 
 

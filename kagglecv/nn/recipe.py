@@ -1,0 +1,224 @@
+"""A finished run or ensemble (or a bundle of either) as a predictor: the one way kagglecv predicts a test set.
+
+``RunRecipe.predict_fold`` is the only function that makes test predictions: the train stage (each fold's test pass),
+``predict`` (with the TTA it chose), full refits, teachers (pseudo-labels, distillation), ``pack`` (timing) and
+``infer`` all call it. A recipe is read from the run folder (``load_recipe``: every fold's chosen weights from
+``done.json`` and ``predict.weights``, the TTA views and space from ``predict.json``) or built by the stage that is
+making the run, with the folds, weights and views it has chosen so far. Reading a recipe needs no torch; predicting
+loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from kagglecv.core.blending import apply_blend, stack_model_from_state
+from kagglecv.core.config import Config
+from kagglecv.core.console import Console
+from kagglecv.core.errors import DataError, KagglecvError, summarize
+from kagglecv.core.predictions import FLOAT_FORMAT, read_predictions
+from kagglecv.core.records import BlendRecipe, validate_record
+from kagglecv.core.runs import RunDir, read_json, resolve_member
+from kagglecv.data.load import load_test
+from kagglecv.data.table import CompetitionData
+
+
+@dataclass
+class RunRecipe:
+    """How a trained run made its test predictions."""
+
+    run: RunDir
+    config: Config
+    task: str
+    classes: list[str]
+    views: list[str]
+    space: str
+    sources: dict[int, str]  # fold -> the weights it predicts with: "raw" (best.safetensors), "ema" or "avg"
+
+    def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
+                workers: int | None = None) -> np.ndarray:
+        rows = np.arange(len(test))
+        return np.mean([self.predict_fold(fold, test.images, rows, console, batch_size, workers)
+                        for fold in sorted(self.sources)], axis=0)
+
+    def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
+                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
+        """Fold ``fold``'s probabilities for ``rows`` of ``images``, with the run's weights and TTA."""
+        from kagglecv.nn.inference import (  # torch: only when a model runs
+            FoldPredictor,
+            combine_views,
+        )
+
+        predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
+                                  self.classes)
+        model = predictor.load(fold, self.sources[fold])
+        progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
+        logits = predictor.views(model, images, rows, self.views, progress=progress)
+        return combine_views([logits[name] for name in self.views], self.task, self.space)
+
+    def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
+        """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``) for ``test_ids``, in that
+        order; an id the file lacks is an error naming it."""
+        path = self.run.fold(fold).test_path
+        if not path.is_file():
+            raise KagglecvError(f"{self.run.path}: fold {fold} has no test predictions ({path}); run `kagglecv "
+                                f"predict {self.run.path}` first")
+        frame = read_predictions(path, self.classes).drop_duplicates("id").set_index("id")
+        missing = [image_id for image_id in test_ids if image_id not in frame.index]
+        if missing:
+            raise KagglecvError(f"{path}: no predictions for {len(missing)} test ids ({summarize(missing, quote=True)}); "
+                                "was it made on another test table?")
+        return frame.loc[list(test_ids), self.classes].to_numpy(np.float64)
+
+
+def _with_loader_settings(config: Config, batch_size: int | None, workers: int | None) -> Config:
+    """The run's config with the command's batch size and loader workers, when given (neither changes a result)."""
+    train = config.train if workers is None else config.train.model_copy(update={"num_workers": workers})
+    predict = config.predict if batch_size is None else config.predict.model_copy(update={"batch_size": batch_size})
+    return config.model_copy(update={"train": train, "predict": predict})
+
+
+@dataclass
+class EnsembleRecipe:
+    """How an ensemble blended its members' test predictions."""
+
+    run: RunDir
+    task: str
+    classes: list[str]
+    method: str
+    weights: object  # runs, or runs x classes, or the stacking model
+    power: float
+    members: list["Recipe"]
+
+    def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
+                workers: int | None = None) -> np.ndarray:
+        # Members' predictions as the ensemble stage read them: from prediction files, at their precision.
+        return self._blend([member.predict(test, console, batch_size, workers) for member in self.members])
+
+    def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
+                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
+        """The blend of every member's fold ``fold`` (a teacher's fold-k model, leak-free for fold k)."""
+        return self._blend([member.predict_fold(fold, images, rows, console, batch_size, workers)
+                            for member in self.members])
+
+    def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
+        return self._blend([member.fold_test_predictions(fold, test_ids) for member in self.members])
+
+    def _blend(self, member_predictions: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack([as_stored(prediction) for prediction in member_predictions])
+        return np.clip(apply_blend(self.method, self.weights, stacked, self.task, self.power), 0, 1)
+
+
+Recipe = Union[RunRecipe, EnsembleRecipe]
+
+
+def as_stored(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities as a prediction file holds them (``FLOAT_FORMAT``) and the ensemble stage reads them (float32)."""
+    return np.char.mod(FLOAT_FORMAT, np.asarray(probabilities, dtype=np.float64)).astype(np.float64).astype(np.float32)
+
+
+def load_recipe(path: Path) -> Recipe:
+    """The recipe of a run or ensemble folder (or bundle); an incomplete one is an error naming what is missing."""
+    run = RunDir(path)
+    info = run.read_info()
+    if info.get("kind") == "ensemble":
+        return _ensemble_recipe(run, info)
+    return _run_recipe(run, info)
+
+
+def _run_recipe(run: RunDir, info: dict) -> RunRecipe:
+    config = run.read_config()
+    n_folds = recorded_fold_count(run, info)
+    recorded = run.read_predict_record()
+    views = recorded["tta"] if recorded else ["none"]
+    space = recorded.get("tta_space", config.predict.tta_space) if recorded else config.predict.tta_space
+    sources = fold_weights(run, config, n_folds, predicted=recorded is not None)
+    return RunRecipe(run, config, info["task"], info["classes"], list(views), space, sources)
+
+
+def fold_weights(run: RunDir, config: Config, n_folds: int, *, predicted: bool) -> dict[int, str]:
+    """Each fold's weights: the source its training selected, or once the predict stage ran (``predicted``) the
+    config's ``predict.weights`` when it names one; a fold not done or its weights missing is an error."""
+    sources = {}
+    for index in range(n_folds):
+        fold = run.fold(index)
+        if not fold.is_done():
+            raise KagglecvError(f"{run.path}: fold {index} of {n_folds} is not trained ({fold.done_path} missing); "
+                                "every fold's weights are needed")
+        chosen = fold.read_done().get("source", "raw")
+        source = chosen if not predicted or config.predict.weights == "auto" else config.predict.weights
+        if not fold.weights(source).is_file():
+            raise KagglecvError(f"{run.path}: fold {index}'s {source} weights are missing ({fold.weights(source)})")
+        sources[index] = source
+    return sources
+
+
+def recorded_fold_count(run: RunDir, info: dict) -> int:
+    """The number of folds the run was trained with: ``run.json``'s ``n_folds``, or (runs made before it was
+    recorded) the fold folders present."""
+    if isinstance(info.get("n_folds"), int):
+        return info["n_folds"]
+    folds = run.fold_dirs()
+    if not folds:
+        raise KagglecvError(f"{run.path}: no fold<K>/ folders; not a trained run")
+    return folds[-1].index + 1
+
+
+def _ensemble_recipe(run: RunDir, info: dict) -> EnsembleRecipe:
+    if not run.weights_path.is_file():
+        raise KagglecvError(f"{run.path}: an ensemble without {run.weights_path.name}; re-run `kagglecv ensemble`")
+    recipe = validate_record(BlendRecipe, read_json(run.weights_path, "the ensemble's weights"), run.weights_path)
+    member_paths = [run.path / member for member in info["bundle_members"]] if "bundle_members" in info \
+        else [resolve_member(run, member).path for member in info.get("members", [])]
+    if len(member_paths) < 2:
+        raise KagglecvError(f"{run.info_path}: an ensemble of {len(member_paths)} members; expected at least two")
+    names = [path.name for path in member_paths]
+    method = recipe["method"]
+    if method == "stack":
+        if "stack_model" not in recipe:
+            raise KagglecvError(f"{run.weights_path}: a stacking ensemble made before kagglecv recorded its model; "
+                                "re-run `kagglecv ensemble` to replay it")
+        weights = stack_model_from_state(info["task"], recipe["stack_model"], len(member_paths), len(info["classes"]),
+                                         run.weights_path)
+    else:
+        weights = _member_weights(recipe["weights"], names, info["classes"], run.weights_path)
+    if method == "power" and "power" not in recipe:
+        raise KagglecvError(f"{run.weights_path}: a power blend made before kagglecv recorded its exponent; re-run "
+                            "`kagglecv ensemble` to replay it")
+    members = [load_recipe(path) for path in member_paths]
+    for path, member in zip(member_paths, members):
+        if member.classes != info["classes"] or member.task != info["task"]:
+            raise KagglecvError(f"{path}: classes or task differ from the ensemble {run.path}'s")
+    return EnsembleRecipe(run, info["task"], info["classes"], method, weights, float(recipe.get("power", 2.0)), members)
+
+
+def _member_weights(weights: dict, names: list[str], classes: list[str], source: Path) -> np.ndarray:
+    if sorted(weights) != sorted(names) or len(set(names)) != len(names):
+        raise KagglecvError(f"{source}: weights name runs {summarize(sorted(weights), quote=True)}, the ensemble's "
+                            f"members are {summarize(names, quote=True)}")
+    rows = [weights[name] for name in names]
+    if all(isinstance(row, dict) for row in rows):
+        return np.array([[row[name] for name in classes] for row in rows], dtype=np.float64)
+    return np.array(rows, dtype=np.float64)
+
+
+def leaf_runs(recipe: Recipe) -> list[RunRecipe]:
+    """The trained runs a recipe predicts with (an ensemble's members, recursively)."""
+    if isinstance(recipe, RunRecipe):
+        return [recipe]
+    return [leaf for member in recipe.members for leaf in leaf_runs(member)]
+
+
+def read_new_test(recipe: Recipe, table: Path, images: Path | None) -> CompetitionData:
+    """The hidden test table as the run's config describes its tables (id column, image column, pixels), with its
+    images under ``images``; every problem at once (missing images listed), as for the training table."""
+    config = leaf_runs(recipe)[0].config
+    data = config.data.model_copy(update={"test_csv": Path(table), "test_image_dir": images, "image_dir": None})
+    test = load_test(data, recipe.classes, recipe.task)
+    if test.images is None:
+        raise DataError(f"{table}: its rows name image files; give their folder with --images")
+    return test
