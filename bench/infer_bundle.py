@@ -23,13 +23,13 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
-from kagglecv.stages.pack import pack
+from kagglecv.stages.pack import pack_run
 from kagglecv.core.config import dump_config, validate_config
 from kagglecv.core.console import Console
 from kagglecv.data.load import load_test, load_train
 from kagglecv.core.files import write_json, write_text
 from kagglecv.nn.images import ImageDataset, build_augment, worker_init
-from kagglecv.stages.infer import infer
+from kagglecv.stages.infer import infer_test
 from kagglecv.core.runs import RunDir
 from kagglecv.nn.runtime import available_cores
 
@@ -64,14 +64,14 @@ def run(quick: bool = False, rounds: int = 3) -> dict:
     work = Path(tempfile.mkdtemp(prefix="kagglecv-bench-infer-"))
     try:
         run_dir, config, classes = make_run(work, shared)
-        bundle = pack(run_dir.path, work / "bundle", timing_images=0).path
+        bundle = pack_run(run_dir.path, work / "bundle", timing_images=0).path
         test = load_test(config.data, classes, "multiclass")
         dataset = ImageDataset(test.images, None, build_augment("none", 32, MEAN, STD, train=False), seed=None)
         out = work / "infer.csv"
 
         def kagglecv_infer():
             start = time.perf_counter()
-            infer(bundle, shared / "test.csv", shared / "test", out, console=Console(quiet=True))
+            infer_test(bundle, shared / "test.csv", shared / "test", out, console=Console(quiet=True))
             return len(test) / (time.perf_counter() - start)
 
         @torch.inference_mode()

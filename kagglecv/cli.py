@@ -248,9 +248,9 @@ def infer(
 ) -> None:
     """Replay a run's or ensemble's test predictions (folds, weights, TTA, blend) on a new test set, offline."""
     from kagglecv.core.console import Console as StageConsole
-    from kagglecv.stages.infer import infer as infer_stage
+    from kagglecv.stages.infer import infer_test
 
-    infer_stage(source, test, images, out, sample, threshold=threshold, batch_size=batch_size, workers=workers,
+    infer_test(source, test, images, out, sample, threshold=threshold, batch_size=batch_size, workers=workers,
                 console=StageConsole())
 
 
@@ -268,11 +268,11 @@ def pack(
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
-    from kagglecv.stages.pack import pack as pack_stage
+    from kagglecv.stages.pack import pack_run
     from kagglecv.stages.pack import timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
-    result = pack_stage(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
+    result = pack_run(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
                         wheel_platform=wheel_platform, wheel_python=wheel_python)
     console.print(f"wrote {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB"
                   + (f", {len(result.wheels)} wheels" if wheels else ""))

@@ -112,3 +112,16 @@ def trained_runs(tmp_path_factory, digits_root):
             train_run(config, console=Console(quiet=True))
             runs[(task, seed)] = config
     return runs
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, with the reason, where torch sees no CUDA GPU (as Lightning's ``RunIf``)."""
+    needs_gpu = [item for item in items if "gpu" in item.keywords]
+    if not needs_gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for item in needs_gpu:
+        item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False here"))

@@ -1,4 +1,5 @@
-"""Pictures: learning curves of a fold."""
+"""Pictures (matplotlib, Agg): learning curves, fold scores, confusion matrices, per-class scores, image galleries,
+CV against the leaderboard."""
 
 from __future__ import annotations
 

@@ -58,26 +58,27 @@ def _file(name: str) -> property:
 
 @dataclass(frozen=True)
 class FoldDir:
-    """``runs/<experiment>/fold<K>/``: one fold's weights, resumable state, history and predictions."""
+    """``runs/<experiment>/fold<K>/``: one fold's weights, resumable state, history and predictions; each file
+    names the stage that writes it."""
 
     path: Path
     index: int
 
-    oof_path = _file("oof.csv")
-    test_path = _file("test.csv")
-    done_path = _file("done.json")
-    best_weights = _file("best.safetensors")
-    ema_weights = _file("ema.safetensors")
-    avg_weights = _file("avg.safetensors")        # train.avg_weights: the best average of several epochs' weights
-    epoch_weights_dir = _file("epochs")           # the epochs' weights that average is made of
-    pseudo_path = _file("pseudo.csv")             # the pseudo-labels this fold trained on (teacher's fold model)
-    teacher_path = _file("teacher.csv")           # distillation: the teacher's fold model on this fold's train rows
-    last_checkpoint = _file("last.pt")
-    previous_checkpoint = _file("last.prev.pt")
-    history_path = _file("history.csv")
-    curves_path = _file("curves.png")
-    lock_path = _file(".train.lock")
-    launch_log_path = _file("launch.log")  # the fold's job output under `kagglecv launch` or `tune`
+    oof_path = _file("oof.csv")                   # train (the best epoch's held-out rows; predict rewrites the run's)
+    test_path = _file("test.csv")                 # train (after fit), predict (with TTA)
+    done_path = _file("done.json")                # train, last: the fold is finished
+    best_weights = _file("best.safetensors")      # train
+    ema_weights = _file("ema.safetensors")        # train
+    avg_weights = _file("avg.safetensors")        # train: the best average of several epochs' weights
+    epoch_weights_dir = _file("epochs")           # train: the epochs' weights that average is made of
+    pseudo_path = _file("pseudo.csv")             # train: the pseudo-labels this fold trained on (teacher's fold model)
+    teacher_path = _file("teacher.csv")           # train: distillation, the teacher's fold model on its train rows
+    last_checkpoint = _file("last.pt")            # train
+    previous_checkpoint = _file("last.prev.pt")   # train
+    history_path = _file("history.csv")           # train
+    curves_path = _file("curves.png")             # train
+    lock_path = _file(".train.lock")              # train, while the fold trains
+    launch_log_path = _file("launch.log")         # launch, tune: the fold's job output
 
     def write_test_predictions(self, ids, probabilities, classes: list[str]) -> None:
         """``test.csv``: this fold's test predictions (the recipe's, with the views chosen so far)."""
@@ -113,29 +114,29 @@ class FoldDir:
 
 @dataclass(frozen=True)
 class RunDir:
-    """``runs/<experiment>/`` of a run or an ensemble."""
+    """``runs/<experiment>/`` of a run or an ensemble; each file names the stage that writes it."""
 
     path: Path
 
-    config_path = _file("config.yaml")
-    info_path = _file("run.json")
-    oof_path = _file("oof.csv")
-    test_path = _file("test.csv")
-    predict_path = _file("predict.json")
-    score_path = _file("score.json")
-    blend_score_path = _file("blend_score.json")
-    weights_path = _file("weights.json")
-    curves_png = _file("curves.png")
-    fold_scores_png = _file("fold_scores.png")
-    confusion_png = _file("confusion.png")
-    per_class_ap_png = _file("per_class_ap.png")
-    model_code_path = _file("model_code.py")
-    thresholds_path = _file("thresholds.json")  # a bundle's per-class thresholds, tuned on OOF when packed
-    inspect_path = _file("inspect.json")          # kagglecv inspect: what the OOF predictions get wrong
-    label_issues_path = _file("label_issues.csv")
-    errors_png = _file("errors.png")
-    confused_pairs_png = _file("confused_pairs.png")
-    duplicate_conflicts_png = _file("duplicate_conflicts.png")
+    config_path = _file("config.yaml")            # train (or ensemble)
+    info_path = _file("run.json")                 # train, ensemble, pack (bundle)
+    oof_path = _file("oof.csv")                   # train (folds merged), predict (TTA), ensemble (nested blend)
+    test_path = _file("test.csv")                 # train, predict, ensemble: RunDir.write_test_predictions
+    predict_path = _file("predict.json")          # predict; a full refit (train --full)
+    score_path = _file("score.json")              # score, ensemble
+    blend_score_path = _file("blend_score.json")  # ensemble
+    weights_path = _file("weights.json")          # ensemble
+    curves_png = _file("curves.png")              # report, under runs/report.pictures/<run>/
+    fold_scores_png = _file("fold_scores.png")    # report, under runs/report.pictures/<run>/
+    confusion_png = _file("confusion.png")        # report, under runs/report.pictures/<run>/
+    per_class_ap_png = _file("per_class_ap.png")  # report, under runs/report.pictures/<run>/
+    model_code_path = _file("model_code.py")      # train: the copy of an own-model file
+    thresholds_path = _file("thresholds.json")    # pack: a bundle's per-class thresholds, tuned on OOF
+    inspect_path = _file("inspect.json")          # inspect: what the OOF predictions get wrong
+    label_issues_path = _file("label_issues.csv") # inspect
+    errors_png = _file("errors.png")              # inspect
+    confused_pairs_png = _file("confused_pairs.png")# inspect
+    duplicate_conflicts_png = _file("duplicate_conflicts.png")# inspect
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))

@@ -29,7 +29,7 @@ def iterative_stratification(
     Sechidis et al. send a unit to the fold that most wants the label being processed. Here a unit goes to the
     fold that most wants *all* its labels, each weighted by 1 / its total count (so rare labels dominate): on
     VOC 2007 trainval this cuts the largest per-fold label-rate deviation about ninefold against the
-    iterative-stratification package (see tests/test_folds.py and bench/folds.py).
+    iterative-stratification package (see tests/stages/test_folds.py and bench/folds.py).
 
     Args:
         unit_counts: units x labels, number of positive rows of each label in each unit.

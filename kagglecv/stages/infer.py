@@ -82,7 +82,7 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
                                        out, thresholds=thresholds)
 
 
-def infer(source: Path, table: Path, images: Path | None, out: Path, sample: Path | None = None, *,
+def infer_test(source: Path, table: Path, images: Path | None, out: Path, sample: Path | None = None, *,
           threshold: float | None = None, batch_size: int | None = None, workers: int | None = None,
           console: Console | None = None) -> InferResult:
     """Predict ``table`` with the run, ensemble or bundle at ``source``; write ``out`` (checked, whole or absent)."""

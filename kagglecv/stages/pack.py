@@ -74,7 +74,7 @@ class PackResult:
     wheels: list[str]
 
 
-def pack(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
+def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
          timing_images: int = 64, threshold: str | None = None, wheel_platform: str | None = None,
          wheel_python: str | None = None, console: Console | None = None) -> PackResult:
     """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place).

@@ -2,8 +2,8 @@
 
 import os
 
-from kagglecv.training import trainer as train
 from kagglecv.cli import main
+from kagglecv.training import trainer as train
 
 original_step = train.FoldTrainer._optimizer_step
 

@@ -481,9 +481,9 @@ CATALOGUE = {
     ],
 }
 def packed(world: Path) -> None:
-    from kagglecv.stages.pack import pack
+    from kagglecv.stages.pack import pack_run
 
-    pack(world / "runs" / "base", world / "bundle", timing_images=0)
+    pack_run(world / "runs" / "base", world / "bundle", timing_images=0)
 
 
 VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()

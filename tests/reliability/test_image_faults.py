@@ -13,9 +13,9 @@ from torch.utils.data import default_collate
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import DataError
-from kagglecv.stages.folds import make_folds
 from kagglecv.data.decoding import decode_image
 from kagglecv.nn.images import ImageDataset, build_augment
+from kagglecv.stages.folds import make_folds
 from kagglecv.stages.train import train_run
 
 from ..conftest import tiny_config

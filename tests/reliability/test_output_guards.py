@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from kagglecv.stages import ensemble as ensemble_module
 from kagglecv.core.errors import KagglecvError
+from kagglecv.stages import ensemble as ensemble_module
 
 from .test_hostile_inputs import _run, snapshot, world  # noqa: F401  (the module-scoped world fixture)
 
@@ -184,8 +184,8 @@ def test_a_start_that_fails_validation_leaves_no_run_identity(here):
 # ----- labels written two ways ---------------------------------------------------------------------------------------
 def test_one_and_one_point_zero_are_one_class_with_a_warning(tmp_path, write_images):
     from kagglecv.core.config import DataConfig
-    from kagglecv.data.table import DataWarning
     from kagglecv.data.load import load_train
+    from kagglecv.data.table import DataWarning
 
     ids = [f"i{n}" for n in range(12)]
     labels = ["1", "1.0", "2", "2.0", "3", "3"] * 2

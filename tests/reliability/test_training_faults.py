@@ -18,12 +18,12 @@ from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries
-from kagglecv.stages.folds import make_folds
 from kagglecv.nn.images import ImageDataset
+from kagglecv.nn.weights import load_torch
+from kagglecv.stages.folds import make_folds
 from kagglecv.stages.predict import predict_run
 from kagglecv.stages.train import train_run
 from kagglecv.training.selection import BestEpoch
-from kagglecv.nn.weights import load_torch
 
 from ..conftest import tiny_config
 

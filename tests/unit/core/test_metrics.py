@@ -6,8 +6,7 @@ import pytest
 from sklearn import metrics as skm
 
 from kagglecv.core import metrics as km
-
-from .conftest import shared_dataset
+from tests.conftest import shared_dataset
 
 
 @pytest.fixture(scope="module")

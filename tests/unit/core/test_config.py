@@ -3,7 +3,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kagglecv.core.config import apply_override, dump_config, load_config, validate_config
+from kagglecv.core.config import (
+    apply_override,
+    dump_config,
+    load_config,
+    validate_config,
+)
 from kagglecv.core.errors import ConfigError
 
 

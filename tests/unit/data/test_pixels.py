@@ -2,22 +2,18 @@
 like .csv, and a Digit Recognizer-shaped submission equal to its sample in header and ids."""
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-from kagglecv.cli import app
 from kagglecv.core.config import DataConfig
-from kagglecv.data.load import load_test, load_train
 from kagglecv.core.errors import DataError
+from kagglecv.data.load import load_test, load_train
 from kagglecv.data.pixels import PixelImages
-
-from .conftest import shared_dataset
+from tests.conftest import shared_dataset
 
 runner = CliRunner()
 
@@ -79,36 +75,6 @@ def test_bad_pixel_tables_are_one_clear_error(tmp_path, edit, message):
     edit(frame).to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(DataError, match=message):
         load_train(DataConfig(train_csv=tmp_path / "train.csv"))
-
-
-def test_digit_recognizer_shaped_competition_from_table_to_submission(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    train, _ = digits_table(60)
-    test, _ = digits_table(12, offset=100, label=False)
-    train.to_csv("train.csv", index=False)
-    test.to_csv("test.csv", index=False)
-    sample = pd.DataFrame({"ImageId": range(1, 13), "Label": 0})
-    sample.to_csv("sample_submission.csv", index=False)
-    config = {
-        "experiment": "digits-pixels", "runs_dir": "runs",
-        "data": {"train_csv": "train.csv", "test_csv": "test.csv"},
-        "folds": {"n_splits": 2, "file": "folds.csv", "allow_rare_classes": True},
-        "model": {"name": "test_resnet", "img_size": 16, "in_chans": 1},
-        "augment": {"hflip": False},
-        "train": {"epochs": 1, "batch_size": 16, "num_workers": 0},
-        "predict": {"tta": ["none", "scale:1.15"]},
-        "submit": {"sample": "sample_submission.csv", "dir": "subs"},
-    }
-    Path("c.yaml").write_text(yaml.safe_dump(config))
-    result = runner.invoke(app, ["run", "c.yaml"])
-    assert result.exit_code == 0, result.output
-    submission_text = Path("subs/digits-pixels.csv").read_text()
-    submission = pd.read_csv("subs/digits-pixels.csv", dtype=str)
-    assert submission_text.splitlines()[0] == "ImageId,Label"
-    assert submission["ImageId"].tolist() == [str(i) for i in range(1, 13)]
-    assert set(submission["Label"]) <= {str(c) for c in range(10)}
-    oof = pd.read_csv("runs/digits-pixels/oof.csv", dtype={"id": str})
-    assert sorted(oof["id"], key=int) == [str(i) for i in range(1, 61)]
 
 
 def test_the_official_mnist_table_is_read_as_uint8_images():

@@ -13,18 +13,17 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from kagglecv.nn import own_models
 from kagglecv.cli import app
 from kagglecv.core.config import ModelConfig, validate_config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import ConfigError, KagglecvError
-from kagglecv.stages.folds import make_folds
+from kagglecv.nn import own_models
 from kagglecv.nn.models import create_model, load_pretrained_file, parameter_counts
+from kagglecv.stages.folds import make_folds
 from kagglecv.stages.train import train_run
+from tests.conftest import tiny_config
 
-from .conftest import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = Console(quiet=True)
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 pytest.importorskip("optuna", reason="Optuna is an optional extra: pip install -e '.[dev,tune]'")
 

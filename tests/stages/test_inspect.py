@@ -11,15 +11,19 @@ import yaml
 from sklearn.metrics import confusion_matrix
 from typer.testing import CliRunner
 
-from kagglecv.stages.inspect import confused_pairs, label_issues, multilabel_errors, worst_predictions
 from kagglecv.cli import app
 from kagglecv.core.config import validate_config
-from kagglecv.data.table import ABSENT, DataWarning
-from kagglecv.data.load import load_train
 from kagglecv.core.errors import DataError
 from kagglecv.data.inputs import read_folds
-
-from .conftest import shared_dataset
+from kagglecv.data.load import load_train
+from kagglecv.data.table import ABSENT, DataWarning
+from kagglecv.stages.inspect import (
+    confused_pairs,
+    label_issues,
+    multilabel_errors,
+    worst_predictions,
+)
+from tests.conftest import shared_dataset
 
 runner = CliRunner()
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from kagglecv.cli import app
 from kagglecv.core.files import sha256_file
-from kagglecv.stages.report import build_report
 from kagglecv.stages.lb import cv_vs_leaderboard, read_log
+from kagglecv.stages.report import build_report
 
 runner = CliRunner()
 
@@ -76,7 +76,7 @@ def test_cv_vs_leaderboard_correlation_and_a_planted_outlier():
 def browser():
     """A Chromium that playwright can drive, or a skip saying why not."""
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bench"))
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "bench"))
     from report_screenshot import find_chromium
 
     if find_chromium() is None:

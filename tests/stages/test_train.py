@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -12,15 +13,15 @@ import yaml
 
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
-from kagglecv.data.load import load_train
 from kagglecv.core.errors import DataError, KagglecvError
-from kagglecv.stages.folds import make_folds
-from kagglecv.nn.models import create_model
 from kagglecv.core.predictions import merge_oof
-from kagglecv.stages.train import train_run
+from kagglecv.data.load import load_train
+from kagglecv.nn.models import create_model
+from kagglecv.nn.runtime import CudaDevice, autocast_dtype
 from kagglecv.nn.weights import load_state_dict, load_torch, save_weights
-
-from .conftest import tiny_config
+from kagglecv.stages.folds import make_folds
+from kagglecv.stages.train import train_run
+from tests.conftest import tiny_config
 
 QUIET = Console(quiet=True)
 
@@ -278,13 +279,11 @@ def test_the_last_accumulation_group_of_an_epoch_is_stepped(tmp_path, digits_roo
 def test_training_and_prediction_share_one_autocast_dtype(tmp_path, digits_root):
     import torch
 
-    from kagglecv.nn.inference import FoldPredictor
     from kagglecv.core.runs import RunDir
-    from kagglecv.nn.runtime import autocast_dtype
+    from kagglecv.nn.inference import FoldPredictor
 
     cpu = torch.device("cpu")
     assert [autocast_dtype(amp, cpu) for amp in ("auto", "off", "bf16", "fp16")] == [None, None, torch.bfloat16, torch.float16]
-    from kagglecv.nn.runtime import CudaDevice
 
     assert autocast_dtype("auto", torch.device("cuda"), CudaDevice("NVIDIA A100", (8, 0))) is torch.bfloat16
     assert autocast_dtype("auto", torch.device("cuda"), CudaDevice("Tesla T4", (7, 5))) is torch.float16
@@ -306,3 +305,10 @@ def test_best_tracking_counts_epochs_since_the_best_and_ignores_nan():
     restored = BestTracker()
     restored.load_state_dict(best.state_dict())
     assert restored.state_dict() == best.state_dict()
+
+CUDA = torch.device("cuda")
+
+
+def test_a_run_records_the_autocast_dtype_it_chose(trained_runs):
+    info = json.loads((trained_runs[("multiclass", 1)].run_dir / "run.json").read_text())
+    assert info["amp"] == "off"  # train.amp: auto on this CPU

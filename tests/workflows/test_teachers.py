@@ -14,15 +14,13 @@ import torch
 from kagglecv.core.config import PseudoConfig, validate_config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
-from kagglecv.stages.folds import make_folds
-from kagglecv.nn.losses import TeacherLoss
-from kagglecv.workflows.run import run_pipeline
 from kagglecv.core.predictions import read_predictions
 from kagglecv.core.runs import RunDir
+from kagglecv.nn.losses import TeacherLoss
+from kagglecv.stages.folds import make_folds
 from kagglecv.training.teaching import select_pseudo_labels
-from kagglecv.workflows.run import pseudo_config
-
-from .conftest import tiny_config
+from kagglecv.workflows.run import pseudo_config, run_pipeline
+from tests.conftest import tiny_config
 
 MEMORIZER = '''
 from timm.models import register_model
@@ -121,8 +119,8 @@ def test_distillation_uses_the_teacher_fold_model_on_the_fold_training_rows(tmp_
     run_pipeline(validate_config(student_raw), console=Console(quiet=True))
     student = RunDir(tmp_path / "runs" / "student")
     folds = pd.read_csv(teacher.folds.file, dtype={"id": str}).set_index("id")["fold"]
-    from kagglecv.nn.recipe import load_recipe
     from kagglecv.data.load import load_train
+    from kagglecv.nn.recipe import load_recipe
 
     data = load_train(teacher.data)
     recipe = load_recipe(teacher.run_dir)
@@ -241,8 +239,8 @@ def test_multilabel_soft_pseudo_labels_and_distillation_with_mixup_train(tmp_pat
 
 
 def test_an_ensemble_teacher_predicts_each_fold_as_the_blend_of_its_members_folds(trained_runs, tmp_path):
-    from kagglecv.stages.ensemble import make_ensemble
     from kagglecv.nn.recipe import load_recipe
+    from kagglecv.stages.ensemble import make_ensemble
 
     members = [trained_runs[("multiclass", seed)].run_dir for seed in (1, 2)]
     # Written to its own folder: the shared runs folder is what the report tests list.

@@ -6,8 +6,8 @@ import pytest
 from sklearn.metrics import accuracy_score
 
 from kagglecv.core.console import Console
-from kagglecv.data.load import load_train
 from kagglecv.core.errors import DataError, KagglecvError
+from kagglecv.data.load import load_train
 from kagglecv.stages.predict import predict_run, tta_view
 from kagglecv.stages.report import build_report
 from kagglecv.stages.score import score_oof_file, score_run

@@ -1,10 +1,10 @@
 import pytest
 
 from kagglecv.core.config import DataConfig
-from kagglecv.data.table import DIFFICULT
-from kagglecv.data.load import load_train
 from kagglecv.core.errors import DataError
 from kagglecv.data.importers import import_image_folder, import_voc
+from kagglecv.data.load import load_train
+from kagglecv.data.table import DIFFICULT
 
 
 def test_image_folder_layout_becomes_a_readable_train_csv(tmp_path, write_images):

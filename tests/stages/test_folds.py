@@ -6,11 +6,10 @@ import pandas as pd
 import pytest
 
 from kagglecv.core.config import validate_config
-from kagglecv.data.load import load_train
 from kagglecv.core.errors import KagglecvError
+from kagglecv.data.load import load_train
 from kagglecv.stages.folds import label_rate_deviation, make_folds
-
-from .conftest import VOC_CLASSES, shared_dataset
+from tests.conftest import VOC_CLASSES, shared_dataset
 
 
 def config_for(tmp_path, data: dict, **folds):

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.data.load import load_train
 from kagglecv.core.blending import METHODS, hill_climb
-from kagglecv.stages.ensemble import make_ensemble
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.metrics import accuracy
+from kagglecv.data.load import load_train
+from kagglecv.stages.ensemble import make_ensemble
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])

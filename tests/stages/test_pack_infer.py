@@ -13,18 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 import pytest
+import yaml
 from PIL import Image
 
-from kagglecv.stages.pack import MANIFEST, pack, timing_warning
+from kagglecv.core.blending import StackModel, stack_model_from_state
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
-from kagglecv.core.blending import StackModel, stack_model_from_state
-from kagglecv.stages.ensemble import make_ensemble
 from kagglecv.core.errors import KagglecvError
+from kagglecv.stages.ensemble import make_ensemble
 from kagglecv.stages.folds import make_folds
-from kagglecv.stages.infer import infer
+from kagglecv.stages.infer import infer_test
+from kagglecv.stages.pack import MANIFEST, pack_run, timing_warning
 from kagglecv.stages.predict import predict_run
 from kagglecv.stages.submit import write_submission
 from kagglecv.stages.train import train_run
@@ -118,7 +118,7 @@ def test_infer_on_the_public_test_set_equals_predict(competition, tmp_path):
     ensembles = [competition["ensemble"], competition["root"] / "runs" / "ens-rank", competition["root"] / "runs" / "ens-stack"]
     for source in [*competition["runs"], *ensembles]:
         out = tmp_path / f"{source.name}.csv"
-        infer(source, competition["test"], competition["root"] / "public_test", out, console=QUIET)
+        infer_test(source, competition["test"], competition["root"] / "public_test", out, console=QUIET)
         replayed = pd.read_csv(out, dtype={"id": str}).set_index("id")
         recorded = pd.read_csv(source / "test.csv", dtype={"id": str}).set_index("id")
         assert list(replayed.index) == list(recorded.index) and list(replayed.columns) == list(recorded.columns)
@@ -128,7 +128,7 @@ def test_infer_on_the_public_test_set_equals_predict(competition, tmp_path):
 @pytest.mark.parametrize("which", ["run", "ensemble"])
 def test_a_bundle_copied_away_predicts_a_renamed_hidden_test_like_predict(competition, tmp_path, which, monkeypatch):
     source = competition["runs"][1] if which == "run" else competition["ensemble"]
-    bundle = pack(source, tmp_path / "bundle", timing_images=4)
+    bundle = pack_run(source, tmp_path / "bundle", timing_images=4)
     assert bundle.timing is not None and bundle.timing.per_image > 0
     files = set(json.loads((bundle.path / MANIFEST).read_text())["files"])
     assert not any(name.endswith(("oof.csv", "last.pt", "history.csv", "train.csv", "folds.csv")) for name in files)
@@ -139,17 +139,17 @@ def test_a_bundle_copied_away_predicts_a_renamed_hidden_test_like_predict(compet
     monkeypatch.chdir(tmp_path / "kaggle")  # nothing relative to the training machine's folder can be found
     out = tmp_path / "kaggle" / "working" / "submission.csv"
     out.parent.mkdir()
-    infer(moved, table, images, out, sample, console=QUIET)
+    infer_test(moved, table, images, out, sample, console=QUIET)
     got = pd.read_csv(out, dtype=str)
     assert list(got.columns) == ["id", "label"] and list(got["id"]) == list(pd.read_csv(sample, dtype=str)["id"])
     pd.testing.assert_frame_equal(got, expected)
 
 
 def test_probabilities_of_a_bundle_match_to_1e_6(competition, tmp_path):
-    bundle = pack(competition["ensemble"], tmp_path / "bundle", timing_images=0)
+    bundle = pack_run(competition["ensemble"], tmp_path / "bundle", timing_images=0)
     classes = json.loads((bundle.path / "run.json").read_text())["classes"]
     sample = _probabilities_sample(competition["test"], classes)
-    infer(bundle.path, competition["test"], competition["root"] / "public_test", tmp_path / "p.csv", sample,
+    infer_test(bundle.path, competition["test"], competition["root"] / "public_test", tmp_path / "p.csv", sample,
           console=QUIET)
     got = pd.read_csv(tmp_path / "p.csv", dtype={"id": str}).set_index("id")
     recorded = pd.read_csv(competition["ensemble"] / "test.csv", dtype={"id": str}).set_index("id").loc[got.index]
@@ -158,7 +158,7 @@ def test_probabilities_of_a_bundle_match_to_1e_6(competition, tmp_path):
 
 def test_one_image_is_a_test_set(competition, tmp_path):
     table, images, sample = _hidden_test(tmp_path / "one", competition["test"], competition["root"] / "public_test", rows=1)
-    infer(competition["runs"][0], table, images, tmp_path / "one.csv", sample, console=QUIET)
+    infer_test(competition["runs"][0], table, images, tmp_path / "one.csv", sample, console=QUIET)
     assert len(pd.read_csv(tmp_path / "one.csv")) == 1
 
 
@@ -169,44 +169,44 @@ def test_missing_images_are_all_listed_and_nothing_is_written(competition, tmp_p
         path.unlink()
     out = tmp_path / "submission.csv"
     with pytest.raises(KagglecvError, match="2 image files not found") as error:
-        infer(competition["runs"][0], table, images, out, sample, console=QUIET)
+        infer_test(competition["runs"][0], table, images, out, sample, console=QUIET)
     assert all(path.stem in str(error.value) for path in lost)
     assert not out.exists()
 
 
 def test_an_altered_or_added_bundle_file_is_refused(competition, tmp_path):
-    bundle = pack(competition["runs"][0], tmp_path / "bundle", timing_images=0).path
+    bundle = pack_run(competition["runs"][0], tmp_path / "bundle", timing_images=0).path
     table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
     weights = bundle / "fold0" / "best.safetensors"
     original = weights.read_bytes()
     weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     with pytest.raises(KagglecvError, match=r"altered \(sha256 differs\): 'fold0/best.safetensors'"):
-        infer(bundle, table, images, tmp_path / "a.csv", sample, console=QUIET)
+        infer_test(bundle, table, images, tmp_path / "a.csv", sample, console=QUIET)
     weights.write_bytes(original)
     (bundle / "model_code.py").write_text("import os\n")
     with pytest.raises(KagglecvError, match="not in the manifest: 'model_code.py'"):
-        infer(bundle, table, images, tmp_path / "a.csv", sample, console=QUIET)
+        infer_test(bundle, table, images, tmp_path / "a.csv", sample, console=QUIET)
     assert not (tmp_path / "a.csv").exists()
 
 
 def test_a_fold_left_out_and_outputs_inside_inputs_are_refused(competition, tmp_path):
-    bundle = pack(competition["runs"][0], tmp_path / "bundle", timing_images=0).path
+    bundle = pack_run(competition["runs"][0], tmp_path / "bundle", timing_images=0).path
     table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
     with pytest.raises(KagglecvError, match="inside the input folder"):
-        infer(bundle, table, images, bundle / "submission.csv", sample, console=QUIET)
+        infer_test(bundle, table, images, bundle / "submission.csv", sample, console=QUIET)
     with pytest.raises(KagglecvError, match="is an input of this command"):
-        infer(bundle, table, images, sample, sample, console=QUIET)
+        infer_test(bundle, table, images, sample, sample, console=QUIET)
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
     (copy / MANIFEST).unlink()
     with pytest.raises(KagglecvError, match="a kagglecv bundle without its manifest.json"):
-        infer(copy, table, images, tmp_path / "b.csv", sample, console=QUIET)
+        infer_test(copy, table, images, tmp_path / "b.csv", sample, console=QUIET)
     run_copy = competition["root"] / "runs" / "copy-of-run"
     shutil.copytree(competition["runs"][0], run_copy)
     shutil.rmtree(run_copy / "fold1")
     try:
         with pytest.raises(KagglecvError, match="fold 1 of 2 is not trained"):
-            infer(run_copy, table, images, tmp_path / "b.csv", sample, console=QUIET)
+            infer_test(run_copy, table, images, tmp_path / "b.csv", sample, console=QUIET)
     finally:
         shutil.rmtree(run_copy)
     assert not (tmp_path / "b.csv").exists() and not (bundle / "submission.csv").exists()
@@ -217,9 +217,9 @@ def test_pack_refuses_to_replace_a_folder_that_is_not_a_bundle(competition, tmp_
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
     with pytest.raises(KagglecvError, match="not a kagglecv bundle"):
-        pack(competition["runs"][0], keep, timing_images=0)
+        pack_run(competition["runs"][0], keep, timing_images=0)
     with pytest.raises(KagglecvError, match="overlaps the run"):
-        pack(competition["runs"][0], competition["runs"][0] / "bundle", timing_images=0)
+        pack_run(competition["runs"][0], competition["runs"][0] / "bundle", timing_images=0)
     assert (keep / "notes.txt").read_text() == "mine" and not (competition["runs"][0] / "bundle").exists()
 
 
@@ -249,7 +249,7 @@ def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(
     config = trained_runs[("multilabel", 1)]
     run = tmp_path / "run"
     shutil.copytree(config.run_dir, run)  # the session's runs stay as other tests left them
-    bundle = pack(run, tmp_path / "bundle", timing_images=0, threshold="oof").path
+    bundle = pack_run(run, tmp_path / "bundle", timing_images=0, threshold="oof").path
     classes = json.loads((bundle / "run.json").read_text())["classes"]
     packed = json.loads((bundle / "thresholds.json").read_text())
     assert packed == pytest.approx(resolve_thresholds("oof", RunDir(run), classes))
@@ -257,17 +257,17 @@ def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(
     pd.DataFrame({"id": pd.read_csv(config.data.test_csv, dtype=str)["id"], "labels": ""}).to_csv(sample, index=False)
     expected = write_submission(run, sample, "expected", threshold="oof", out_dir=tmp_path / "submissions")
     assert expected.format == "labels"
-    infer(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "got.csv", sample, console=QUIET)
+    infer_test(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "got.csv", sample, console=QUIET)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "got.csv", dtype=str, keep_default_na=False),
                                   pd.read_csv(expected.path, dtype=str, keep_default_na=False))
     recorded = run / "config.yaml"  # a run (not a bundle) whose config says submit.threshold: oof
     recorded_config = yaml.safe_load(recorded.read_text())
     recorded_config["submit"]["threshold"] = "oof"
     recorded.write_text(yaml.safe_dump(recorded_config))
-    infer(run, config.data.test_csv, config.data.test_image_dir, tmp_path / "from-run.csv", sample, console=QUIET)
+    infer_test(run, config.data.test_csv, config.data.test_image_dir, tmp_path / "from-run.csv", sample, console=QUIET)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "from-run.csv", dtype=str, keep_default_na=False),
                                   pd.read_csv(expected.path, dtype=str, keep_default_na=False))
-    infer(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "half.csv", sample, threshold=0.5,
+    infer_test(bundle, config.data.test_csv, config.data.test_image_dir, tmp_path / "half.csv", sample, threshold=0.5,
           console=QUIET)
     half = write_submission(run, sample, "half", threshold="0.5", out_dir=tmp_path / "submissions")
     assert pd.read_csv(tmp_path / "half.csv", dtype=str).equals(pd.read_csv(half.path, dtype=str))
@@ -320,7 +320,7 @@ def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, t
     from kagglecv.core.wheelhouse import requirement_closure
 
     everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
-    bundle = pack(competition["runs"][0], tmp_path / "bundle", wheels=True, provided=everything, timing_images=0).path
+    bundle = pack_run(competition["runs"][0], tmp_path / "bundle", wheels=True, provided=everything, timing_images=0).path
     assert [path.name.split("-")[0] for path in (bundle / "wheels").glob("*.whl")] == ["kagglecv"]
     image = tmp_path / "image"
     site_packages = Path(next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()))
@@ -356,11 +356,11 @@ def test_pack_times_a_run_whose_ids_are_its_file_names(trained_runs, tmp_path):
     recorded = yaml.safe_load((run / "config.yaml").read_text())
     recorded["data"]["image_col"] = recorded["data"]["id_col"]  # Cassava's shape: ids are 1000015157.jpg
     (run / "config.yaml").write_text(yaml.safe_dump(recorded))
-    result = pack(run, tmp_path / "bundle", timing_images=8)
+    result = pack_run(run, tmp_path / "bundle", timing_images=8)
     assert result.timing is not None and result.timing.per_image > 0
     assert not [p for p in (tmp_path / "bundle").rglob("*") if "timing" in p.name], "timing images stay out"
     table = tmp_path / "hidden.csv"
     ids = pd.read_csv(config.data.test_csv, dtype=str)["id"].head(6)
     pd.DataFrame({"id": ids + ".png"}).to_csv(table, index=False)
-    inferred = infer(result.path, table, config.data.test_image_dir, tmp_path / "named.csv", console=QUIET)
+    inferred = infer_test(result.path, table, config.data.test_image_dir, tmp_path / "named.csv", console=QUIET)
     assert inferred.rows == 6

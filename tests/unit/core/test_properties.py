@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
-from kagglecv.core.config import apply_override
 from kagglecv.core.blending import hill_climb
+from kagglecv.core.config import apply_override
 from kagglecv.core.metrics import accuracy
 from kagglecv.core.predictions import compare_ids
 from kagglecv.data.splitters import create_splitter

@@ -3,11 +3,10 @@ import pandas as pd
 import pytest
 
 from kagglecv.core.config import DataConfig
-from kagglecv.data.table import DIFFICULT, read_csv_strings
-from kagglecv.data.load import load_test, load_train
 from kagglecv.core.errors import DataError
-
-from .conftest import VOC_CLASSES, shared_dataset
+from kagglecv.data.load import load_test, load_train
+from kagglecv.data.table import DIFFICULT, read_csv_strings
+from tests.conftest import VOC_CLASSES, shared_dataset
 
 
 def test_coco_ids_keep_leading_zeros_and_labels_split(tmp_path):

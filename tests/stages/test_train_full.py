@@ -7,22 +7,20 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv.training.averaging import WeightAverager
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
-from kagglecv.stages.ensemble import make_ensemble
 from kagglecv.core.errors import KagglecvError
-from kagglecv.stages.folds import make_folds
-from kagglecv.workflows.run import run_pipeline
 from kagglecv.core.predictions import read_predictions
-from kagglecv.workflows.run import train_experiment
-from kagglecv.stages.report import build_report
 from kagglecv.core.runs import RunDir
+from kagglecv.stages.ensemble import make_ensemble
+from kagglecv.stages.folds import make_folds
+from kagglecv.stages.report import build_report
 from kagglecv.stages.score import score_run
 from kagglecv.stages.submit import write_submission
 from kagglecv.stages.train import train_run
-
-from .conftest import tiny_config
+from kagglecv.training.averaging import WeightAverager
+from kagglecv.workflows.run import run_pipeline, train_experiment
+from tests.conftest import tiny_config
 
 QUIET = Console(quiet=True)
 

@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from kagglecv.cli import app
 from kagglecv.core.config import load_config
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
+from tests.unit.data.test_pixels import digits_table
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
@@ -113,3 +113,33 @@ def test_a_sample_without_a_test_table_is_refused_before_training(tmp_path, digi
     message = str(result.exception)
     assert result.exit_code != 0 and "submit.sample" in message and "data.test_csv" in message, result.output
     assert not (tmp_path / "runs").exists(), "nothing trained, no submission silently skipped"
+
+
+def test_digit_recognizer_shaped_competition_from_table_to_submission(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, _ = digits_table(60)
+    test, _ = digits_table(12, offset=100, label=False)
+    train.to_csv("train.csv", index=False)
+    test.to_csv("test.csv", index=False)
+    sample = pd.DataFrame({"ImageId": range(1, 13), "Label": 0})
+    sample.to_csv("sample_submission.csv", index=False)
+    config = {
+        "experiment": "digits-pixels", "runs_dir": "runs",
+        "data": {"train_csv": "train.csv", "test_csv": "test.csv"},
+        "folds": {"n_splits": 2, "file": "folds.csv", "allow_rare_classes": True},
+        "model": {"name": "test_resnet", "img_size": 16, "in_chans": 1},
+        "augment": {"hflip": False},
+        "train": {"epochs": 1, "batch_size": 16, "num_workers": 0},
+        "predict": {"tta": ["none", "scale:1.15"]},
+        "submit": {"sample": "sample_submission.csv", "dir": "subs"},
+    }
+    Path("c.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", "c.yaml"])
+    assert result.exit_code == 0, result.output
+    submission_text = Path("subs/digits-pixels.csv").read_text()
+    submission = pd.read_csv("subs/digits-pixels.csv", dtype=str)
+    assert submission_text.splitlines()[0] == "ImageId,Label"
+    assert submission["ImageId"].tolist() == [str(i) for i in range(1, 13)]
+    assert set(submission["Label"]) <= {str(c) for c in range(10)}
+    oof = pd.read_csv("runs/digits-pixels/oof.csv", dtype={"id": str})
+    assert sorted(oof["id"], key=int) == [str(i) for i in range(1, 61)]
