@@ -238,8 +238,8 @@ def lb(
 @app.command()
 def infer(
     source: Annotated[Path, typer.Argument(help="A run or ensemble folder, or a bundle made by `kagglecv pack`.")],
-    test: Annotated[Path, typer.Option(help="The (hidden) test table: ids, or image names, or pixel columns.")],
     out: Annotated[Path, typer.Option(help="The file to write: a submission with --sample, else predictions.")],
+    test: Annotated[Optional[Path], typer.Option(help="The (hidden) test table: ids, or image names, or pixel columns; without it, the sample's rows, else the image files of --images.")] = None,
     images: Annotated[Optional[Path], typer.Option(help="The folder of the test images (not for pixel tables).")] = None,
     sample: Annotated[Optional[Path], typer.Option(help="The sample submission whose exact shape to write.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Multi-label labels format: one threshold for every class; the bundle's packed thresholds, else 0.5, when omitted.")] = None,
@@ -268,8 +268,7 @@ def pack(
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
-    from kagglecv.stages.pack import pack_run
-    from kagglecv.stages.pack import timing_warning
+    from kagglecv.stages.pack import pack_run, timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
     result = pack_run(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from kagglecv.core.errors import ConfigError
-from kagglecv.core.metrics import METRICS, get_metric
+from kagglecv.core.metrics import ALIASES, METRICS, get_metric, known_metric
 
 Task = Literal["multiclass", "multilabel", "binary"]
 FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
@@ -113,7 +113,9 @@ class DataConfig(_Section):
         None, description="Images found as <image_dir>/<id>.<ext> (any common extension), or via image_col."
     )
     test_csv: Optional[Path] = Field(None, description="The test table (ids only is enough).")
-    test_image_dir: Optional[Path] = Field(None, description="Test images; defaults to image_dir.")
+    test_image_dir: Optional[Path] = Field(None, description="Test images; defaults to image_dir. Without a test "
+                                           "table (and no submit.sample), its image files are the test set, named by "
+                                           "their file names without extension.")
     id_col: str = Field("id", description="Column of image ids, always read as strings.")
     image_col: Optional[str] = Field(None, description="Column of image paths relative to image_dir.")
     target: Union[str, list[str]] = Field(
@@ -130,6 +132,9 @@ class DataConfig(_Section):
     label_fixes: Optional[LabelFixesConfig] = Field(None, description="Drop or relabel reviewed label issues; folds "
                                                     "stay those of the whole table.")
 
+    def has_test(self) -> bool:
+        """A test set is configured: a table, or a folder whose image files are the test set."""
+        return self.test_csv is not None or self.test_image_dir is not None
 
     @model_validator(mode="after")
     def _one_class_source(self) -> "DataConfig":
@@ -421,7 +426,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _training_fits_the_task(self) -> "Config":
-        multilabel = self.data.task == "multilabel" or isinstance(self.data.target, list)
+        multilabel = self.data.task == "multilabel" or (isinstance(self.data.target, list) and self.data.task is None)
         if multilabel and self.train.sampler == "balanced":
             raise ValueError("train.sampler: 'balanced' needs one label per row; the task is multilabel")
         if self.data.task == "multiclass" and self.train.class_weights and self.train.loss not in ("auto", "ce"):
@@ -442,8 +447,18 @@ class Config(_Section):
                     get_metric(name, self.data.task)
                 except ValueError as exc:
                     raise ValueError(f"{key}: {exc}") from None
-            elif name not in METRICS:
-                raise ValueError(f"{key}: unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+            elif not known_metric(name):
+                raise ValueError(f"{key}: unknown metric {name!r}; expected one of {', '.join(METRICS)}, an alias "
+                                 f"({', '.join(sorted({alias for alias, _ in ALIASES}))}), fbeta:<beta>:<average> "
+                                 "or map@<k>")
+        return self
+
+    @model_validator(mode="after")
+    def _test_ids_from_the_sample(self) -> "Config":
+        """No test table but a sample submission: the sample's rows are the test set (Kaggle ships many competitions
+        so), which the written config says."""
+        if self.data.test_csv is None and self.submit.sample is not None:
+            self.data.test_csv = self.submit.sample
         return self
 
     @model_validator(mode="after")

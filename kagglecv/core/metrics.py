@@ -15,7 +15,8 @@ count as neither hit nor miss (the VOC protocol). A class with no positive is le
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -95,6 +96,15 @@ def recall_per_class(y_true, y_score) -> np.ndarray:
     matrix = confusion_matrix(y_true, y_score)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.diag(matrix) / matrix.sum(axis=1)
+
+
+def map_at_k(y_true, y_score, k: int) -> float:
+    """MAP@k with one true class per row (Kaggle's ``mapk`` of ``ml_metrics``): 1 / rank of the true class among
+    the k highest scores (ties in class order), 0 when it is not among them."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    top = np.argsort(-y_score, axis=1, kind="stable")[:, :k]
+    hits = top == np.asarray(y_true)[:, None]
+    return float(np.mean(np.where(hits.any(axis=1), 1.0 / (hits.argmax(axis=1) + 1), 0.0)))
 
 
 # ----- binary (y_true: 0/1, y_score: probability of the positive class, or rows x [neg, pos]) -----------------------
@@ -264,6 +274,30 @@ def multilabel_prf(y_true, y_score, threshold: float = 0.5, top_k: int | None = 
             "OP": float(overall_p), "OR": float(overall_r), "OF1": _harmonic(overall_p, overall_r)}
 
 
+def fbeta(y_true, y_score, beta: float, average: str, threshold: float = 0.5) -> float:
+    """F-beta of the labels scored at or above ``threshold`` (scikit-learn's ``fbeta_score``; ``samples``: per row,
+    then the mean, as Planet's F2). Difficult entries count as absent; a row with no label and none predicted
+    scores 1."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    truth, predicted = (y_true == 1).astype(np.int8), (y_score >= threshold).astype(np.int8)
+    return float(skm.fbeta_score(truth, predicted, beta=beta, average=average, zero_division=1.0))
+
+
+def roc_auc_macro(y_true, y_score) -> float:
+    """The mean of the per-column ROC AUCs, over the columns with both a positive and a negative (difficult rows
+    left out of their column); the others are skipped (the score table lists classes without positives)."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    values = []
+    for column in range(y_score.shape[1]):
+        known = y_true[:, column] != DIFFICULT
+        truth = y_true[known, column] == 1
+        if truth.any() and not truth.all():
+            values.append(skm.roc_auc_score(truth, y_score[known, column]))
+    if not values:
+        raise ValueError("roc_auc_macro: no column has both a positive and a negative")
+    return float(np.mean(values))
+
+
 def _harmonic(a: float, b: float) -> float:
     return float(2 * a * b / (a + b)) if a + b > 0 else 0.0
 
@@ -299,15 +333,52 @@ METRICS = {m.name: m for m in [
     Metric("micro_map", micro_average_precision, True, ("multilabel",)),
     Metric("of1", lambda y, s: multilabel_prf(y, s)["OF1"], True, ("multilabel",)),
     Metric("cf1", lambda y, s: multilabel_prf(y, s)["CF1"], True, ("multilabel",)),
+    Metric("roc_auc_macro", roc_auc_macro, True, ("multilabel",)),
 ]}
+# Names competitions use for a metric of the registry or a parametrized one, per task.
+ALIASES = {("f2_samples", "multilabel"): "fbeta:2:samples", ("map_at_5", "multiclass"): "map@5",
+           ("roc_auc_macro", "multiclass"): "roc_auc_ovr"}
+FBETA_AVERAGES = ("samples", "micro", "macro")
 DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map"}
 
 
+def parametrized_metric(name: str) -> Metric | None:
+    """``fbeta:<beta>:<average>`` (multi-label; ``samples``, ``micro`` or ``macro``) or ``map@<k>`` (multiclass),
+    parameters in the name as TTA views have them; None for another name, ValueError for bad parameters."""
+    if name.startswith("fbeta:"):
+        parts = name.split(":")
+        try:
+            beta = float(parts[1]) if len(parts) == 3 else math.nan
+        except ValueError:
+            beta = math.nan
+        if not (0 < beta <= 100) or parts[2] not in FBETA_AVERAGES:
+            raise ValueError(f"metric {name!r}: expected fbeta:<beta>:<average> with 0 < beta <= 100 and average one "
+                             f"of {', '.join(FBETA_AVERAGES)}, e.g. fbeta:2:samples")
+        return Metric(name, lambda y, s: fbeta(y, s, beta, parts[2]), True, ("multilabel",))
+    if name.startswith("map@"):
+        k = name[4:]
+        if not k.isdigit() or not 1 <= int(k) <= 100:
+            raise ValueError(f"metric {name!r}: expected map@<k> with k a whole number from 1 to 100, e.g. map@5")
+        return Metric(name, lambda y, s: map_at_k(y, s, int(k)), True, ("multiclass",))
+    return None
+
+
+def known_metric(name: str) -> bool:
+    """Whether ``name`` is a metric of some task (registered, an alias, or well-formed parameters)."""
+    try:
+        return name in METRICS or any(alias == name for alias, _ in ALIASES) or parametrized_metric(name) is not None
+    except ValueError:
+        return False
+
+
 def get_metric(name: str, task: str) -> Metric:
-    """The metric called ``name`` for ``task``, or a clear error listing the ones that fit."""
-    metric = METRICS.get(name)
+    """The metric called ``name`` for ``task`` (an alias keeps its name), or a clear error listing the ones that fit."""
+    if (name, task) in ALIASES:
+        return replace(get_metric(ALIASES[name, task], task), name=name)
+    metric = METRICS.get(name) or parametrized_metric(name)
     if metric is None or task not in metric.tasks:
-        fitting = [m.name for m in METRICS.values() if task in m.tasks]
+        fitting = [m.name for m in METRICS.values() if task in m.tasks] + [alias for alias, on in ALIASES if on == task]
+        fitting += {"multilabel": ["fbeta:<beta>:<average>"], "multiclass": ["map@<k>"]}.get(task, [])
         raise ValueError(f"metric {name!r} does not apply to a {task} task; expected one of {', '.join(fitting)}")
     return metric
 

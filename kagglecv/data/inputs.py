@@ -58,7 +58,7 @@ def load_stage_inputs(config: Config, data: CompetitionData | None = None) -> St
     """The config's tables and folds file, each checked; ``data`` when the caller has read the training table."""
     data = data if data is not None else load_train(config.data)
     fold_of = read_folds(Path(config.folds.file), data)
-    test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
+    test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
     return StageInputs(data, fold_of, test)
 
 

@@ -7,6 +7,8 @@ test table the same, without targets.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -86,7 +88,7 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
     task, classes, targets = encode_targets(frame, config, problems)
     groups = _read_groups(frame, config.group_col, source, problems)
     image_dir = config.image_dir if with_images else None
-    images = _table_images(table, frame, ids, image_dir, config.image_col, source, problems)
+    images = _table_images(table, frame, ids, image_dir, config.image_col, source, problems, config.id_col)
     unwritable = [name for name in classes if len(name) > MAX_CLASS_CHARS or "\n" in name or "\r" in name]
     if unwritable:
         problems.append(f"{source}: class names {summarize([name[:40] for name in unwritable], quote=True)} are longer "
@@ -106,7 +108,9 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
 def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionData:
     """Read the test table (ids, and images: under ``test_image_dir`` or ``image_dir``, or its pixel columns)."""
     if config.test_csv is None:
-        raise DataError("data.test_csv is not set in the config")
+        if config.test_image_dir is None:
+            raise DataError("no test set: set data.test_csv, submit.sample or data.test_image_dir")
+        return _folder_test(Path(config.test_image_dir), classes, task)
     table = read_competition_table(config.test_csv, config.pixels)
     frame = table.frame
     _require_rows(frame, config.test_csv, "test")
@@ -114,7 +118,7 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
     ids = _table_ids(frame, config, config.test_csv, table.is_pixel_table, problems)
     _require_columns(frame, config.test_csv, _optional(config.image_col))
     images = _table_images(table, frame, ids, config.test_image_dir or config.image_dir, config.image_col,
-                           config.test_csv, problems)
+                           config.test_csv, problems, config.id_col)
     if problems:
         raise DataError("\n".join(problems))
     return CompetitionData(ids, images, task, list(classes), None, None, config.test_csv)
@@ -129,14 +133,30 @@ def _table_ids(frame: pd.DataFrame, config: DataConfig, source: Path, pixel_tabl
     return _check_ids(frame, config.id_col, source, problems)
 
 
+def _folder_test(folder: Path, classes: list[str], task: str) -> CompetitionData:
+    """A test set with no table: the folder's image files, named by their file names without extension, in name
+    order."""
+    if not folder.is_dir():
+        raise DataError(f"data.test_image_dir: image folder not found: {folder}")
+    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+    if not files:
+        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) to make the test set of")
+    ids = np.array([path.stem for path in files], dtype=object)
+    doubled = sorted({image_id for image_id in ids if (ids == image_id).sum() > 1})
+    if doubled:
+        raise DataError(f"{folder}: several files share a name without extension, so the test ids are ambiguous: "
+                        f"{summarize(doubled, quote=True)}")
+    return CompetitionData(ids, files, task, list(classes), None, None, folder)
+
+
 def _table_images(table: Table, frame: pd.DataFrame, ids: np.ndarray, image_dir: Path | None, image_col: str | None,
-                  source: Path, problems: list[str]):
+                  source: Path, problems: list[str], id_col: str | None = None):
     if table.is_pixel_table:
         if image_dir is not None:
             problems.append(f"{source}: holds its images as pixel columns, but an image folder is set ({image_dir}); "
                             "remove data.image_dir / data.test_image_dir")
         return table.pixels
-    return resolve_image_paths(frame, ids, image_dir, image_col, source, problems)
+    return resolve_image_paths(frame, ids, image_dir, image_col, source, problems, id_col)
 
 
 def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str]) -> tuple[str, list[str], np.ndarray]:
@@ -146,8 +166,11 @@ def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str])
     if isinstance(config.target, list):
         if configured_classes and configured_classes != list(config.target):
             raise DataError(f"{source}: data.classes must equal the data.target columns when targets are 0/1 columns")
+        if config.task == "multiclass":
+            return "multiclass", list(config.target), _one_hot_classes(frame, config.target, source, problems)
         if config.task not in (None, "multilabel"):
-            raise DataError(f"{source}: data.target lists columns, which is a multilabel target, got task {config.task!r}")
+            raise DataError(f"{source}: data.target lists columns: a multilabel target, or with task multiclass one-hot "
+                            f"columns; got task {config.task!r}")
         return "multilabel", list(config.target), _encode_indicator_columns(frame, config.target, source, problems)
     column = normalize_numeric_labels(frame[config.target].str.strip(), source, config.target)
     is_multilabel = config.task == "multilabel" or (
@@ -200,10 +223,13 @@ def resolve_image_paths(
     image_col: str | None,
     source: Path,
     problems: list[str],
+    id_col: str | None = None,
 ) -> list[Path] | None:
     """Find each row's image: ``<image_dir>/<image_col value>``, or ``<image_dir>/<id>.<any image extension>``.
 
-    A path that resolves (symbolic links followed) outside ``image_dir`` is refused, as is a missing file.
+    A name that leads outside ``image_dir`` (``..``, an absolute path) is refused, as is a missing file; symbolic
+    links in the folder are followed for reading (Kaggle's ``/kaggle/input`` is made of them). When files are
+    missing, the error says what the folder holds and which key fixes it.
     """
     if image_dir is None:
         return None
@@ -211,7 +237,7 @@ def resolve_image_paths(
     if not root.is_dir():
         problems.append(f"{source}: image folder not found: {root}")
         return None
-    root_resolved = root.resolve()
+    inside = Path(os.path.normpath(root.absolute()))
     if image_col:
         candidates = [root / name for name in frame[image_col].tolist()]
     else:
@@ -224,15 +250,32 @@ def resolve_image_paths(
         except (OSError, RuntimeError) as exc:  # a symbolic-link loop
             missing.append(f"line {line} id {image_id!r}: {path} ({exc})")
             continue
-        if not resolved.is_relative_to(root_resolved):
+        if not Path(os.path.normpath(path.absolute())).is_relative_to(inside):
             escaping.append(f"line {line} id {image_id!r}: {path}")
         elif not resolved.is_file():
             missing.append(f"line {line} id {image_id!r}: {path}")
     if escaping:
         problems.append(f"{source}: {len(escaping)} image paths outside {root}: {summarize(escaping)}")
     if missing:
-        problems.append(f"{source}: {len(missing)} image files not found: {summarize(missing)}")
+        problems.append(f"{source}: {len(missing)} image files not found: {summarize(missing)}"
+                        + _missing_images_hint(root, ids, image_col, id_col))
     return candidates
+
+
+def _missing_images_hint(root: Path, ids: np.ndarray, image_col: str | None, id_col: str | None) -> str:
+    """What the folder holds, when ids and files do not match: ids that are file names already (the fix:
+    ``data.image_col``), or a few of the names that are there."""
+    if not image_col:
+        plain = (str(image_id) for image_id in ids[:1000])
+        named = next((name for name in plain if "/" not in name and "\\" not in name and name not in (".", "..")
+                      and (root / name).is_file()), None)
+        if named is not None:
+            return (f"; the ids are file names ({named!r} is in {root}): set data.image_col: {id_col or 'id'} to "
+                    "read each row's file by that name")
+    present = sorted(path.name for path in itertools.islice(root.iterdir(), 1000) if path.is_file())
+    if not present:
+        return f"; {root} holds no files"
+    return f"; {root} holds files such as {summarize(present, 3, quote=True)}"
 
 
 def _index_images(root: Path) -> dict[str, Path]:
@@ -260,6 +303,24 @@ def _encode_indicator_columns(frame: pd.DataFrame, columns: list[str], source: P
     if (numeric == -1).any():  # VOC convention: -1 absent, 0 difficult, 1 present
         return np.select([numeric == 1, numeric == 0], [PRESENT, DIFFICULT], ABSENT).astype(np.int8)
     return numeric
+
+
+def _one_hot_classes(frame: pd.DataFrame, columns: list[str], source: Path, problems: list[str]) -> np.ndarray:
+    """One-hot 0/1 columns (``task: multiclass``, as Plant Pathology 2020 ships them): the index of each row's one
+    1; a row with no 1 or several is reported with its line."""
+    values = frame[columns].apply(lambda column: column.str.strip())
+    if not values.isin({"0", "1", "0.0", "1.0"}).to_numpy().all():
+        rows, cols = np.nonzero(~values.isin({"0", "1", "0.0", "1.0"}).to_numpy())
+        cells = [f"line {row + 2} column {columns[col]!r} = {values.iat[row, col]!r}" for row, col in zip(rows, cols)]
+        problems.append(f"{source}: {len(cells)} one-hot cells not 0 or 1: {summarize(cells)}")
+        return np.zeros(len(frame), dtype=np.int64)
+    ones = values.astype(float).to_numpy() == 1
+    wrong = ones.sum(axis=1) != 1
+    if wrong.any():
+        lines = [f"line {row + 2} ({int(ones[row].sum())} ones)" for row in np.flatnonzero(wrong)]
+        problems.append(f"{source}: task multiclass with one-hot columns needs exactly one 1 per row; "
+                        f"{int(wrong.sum())} rows differ: {summarize(lines)}")
+    return ones.argmax(axis=1).astype(np.int64)
 
 
 def _encode_label_strings(

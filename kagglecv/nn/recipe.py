@@ -213,11 +213,12 @@ def leaf_runs(recipe: Recipe) -> list[RunRecipe]:
     return [leaf for member in recipe.members for leaf in leaf_runs(member)]
 
 
-def read_new_test(recipe: Recipe, table: Path, images: Path | None) -> CompetitionData:
+def read_new_test(recipe: Recipe, table: Path | None, images: Path | None) -> CompetitionData:
     """The hidden test table as the run's config describes its tables (id column, image column, pixels), with its
     images under ``images``; every problem at once (missing images listed), as for the training table."""
     config = leaf_runs(recipe)[0].config
-    data = config.data.model_copy(update={"test_csv": Path(table), "test_image_dir": images, "image_dir": None})
+    data = config.data.model_copy(update={"test_csv": None if table is None else Path(table), "test_image_dir": images,
+                                          "image_dir": None})
     test = load_test(data, recipe.classes, recipe.task)
     if test.images is None:
         raise DataError(f"{table}: its rows name image files; give their folder with --images")

@@ -82,11 +82,18 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
                                        out, thresholds=thresholds)
 
 
-def infer_test(source: Path, table: Path, images: Path | None, out: Path, sample: Path | None = None, *,
-          threshold: float | None = None, batch_size: int | None = None, workers: int | None = None,
-          console: Console | None = None) -> InferResult:
-    """Predict ``table`` with the run, ensemble or bundle at ``source``; write ``out`` (checked, whole or absent)."""
+def infer_test(source: Path, table: Path | None, images: Path | None, out: Path, sample: Path | None = None, *,
+               threshold: float | None = None, batch_size: int | None = None, workers: int | None = None,
+               console: Console | None = None) -> InferResult:
+    """Predict ``table`` with the run, ensemble or bundle at ``source``; write ``out`` (checked, whole or absent).
+
+    Without a table, the test set is the sample's rows (its ids, in its order), else the image files of ``images``.
+    """
     console = console or Console()
+    if table is None and sample is None and images is None:
+        raise KagglecvError("infer: no test set; give --test TABLE, or --sample (its rows are the test ids), or --images "
+                            "(its image files are the test set)")
+    table = table if table is not None else sample
     verify_bundle(Path(source))
     recipe = load_recipe(Path(source))
     out = check_infer_output(Path(out), recipe, [source, table, images, sample], sample)

@@ -197,7 +197,7 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
     plan = full_fit_plan(cv_run)
     refit = full_config(config, plan)
     data = load_train(config.data)
-    test = load_test(config.data, data.classes, data.task) if config.data.test_csv else None
+    test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
     run = prepare_run_dir(refit, force=force, kind="full")
     runtime = setup_runtime(refit.train.device)
     predicted = cv_run.read_predict_record() or {}  # the CV run's TTA, which the refit's test predictions repeat

@@ -90,7 +90,7 @@ def fold_teaching(config: Config, data: CompetitionData, test: CompetitionData |
     pseudo_teacher = None
     if config.pseudo is not None:
         if test is None:
-            raise KagglecvError("pseudo: needs data.test_csv (the images to pseudo-label)")
+            raise KagglecvError("pseudo: needs a test set (data.test_csv, submit.sample or data.test_image_dir: the images to pseudo-label)")
         recipe = open_teacher(config.pseudo.teacher, config, data, "pseudo")
         probabilities = _whole_run_predictions(config.pseudo.teacher, data, test.ids, "test") if full_fit \
             else recipe.fold_test_predictions(fold, test.ids)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kagglecv.core.config import Config, apply_override, validate_config
 from kagglecv.core.console import Console
-from kagglecv.core.errors import ConfigError, KagglecvError
+from kagglecv.core.errors import KagglecvError
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.data.inputs import load_stage_inputs
 from kagglecv.data.load import load_train
@@ -62,10 +62,6 @@ def _submit(config: Config, run: RunDir) -> Path | None:
 
 def _run_one(config: Config, console: Console, force: bool, submit: bool = True) -> RunSummary:
     started = time.time()
-    if config.submit.sample is not None and config.data.test_csv is None:  # else: hours of training, no submission
-        raise ConfigError(f"submit.sample {config.submit.sample} is set but data.test_csv is not: the test ids come "
-                          f"from a test table; set data.test_csv (the sample itself works: data.test_csv: "
-                          f"{config.submit.sample})")
     if config.tracking.backend == "mlflow":
         require_mlflow()  # before hours of training, not after
     data = load_train(config.data)  # read, checked and hashed once, for every stage

@@ -364,3 +364,25 @@ def test_pack_times_a_run_whose_ids_are_its_file_names(trained_runs, tmp_path):
     pd.DataFrame({"id": ids + ".png"}).to_csv(table, index=False)
     inferred = infer_test(result.path, table, config.data.test_image_dir, tmp_path / "named.csv", console=QUIET)
     assert inferred.rows == 6
+
+
+def test_infer_without_a_test_table_reads_the_ids_from_the_sample_or_the_folder(competition, tmp_path):
+    """Kaggle ships many competitions with no test.csv: the sample's rows, or the test folder's files, are the set."""
+    run, images = competition["runs"][0], tmp_path / "test"
+    images.mkdir()
+    ids = sorted(pd.read_csv(competition["test"], dtype=str)["id"])
+    for image_id in ids:
+        shutil.copy(next((competition["root"] / "public_test").glob(f"{image_id}.*")), images)
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({"id": ids[::-1], "label": "x"}).to_csv(sample, index=False)
+    infer_test(run, None, images, tmp_path / "from-sample.csv", sample, console=QUIET)
+    assert pd.read_csv(tmp_path / "from-sample.csv", dtype=str)["id"].tolist() == ids[::-1]
+    infer_test(run, None, images, tmp_path / "from-folder.csv", console=QUIET)
+    by_table = tmp_path / "by-table.csv"
+    infer_test(run, competition["test"], images, by_table, console=QUIET)
+    from_folder = pd.read_csv(tmp_path / "from-folder.csv", dtype={"id": str}).set_index("id")
+    assert from_folder.index.tolist() == ids
+    pd.testing.assert_frame_equal(from_folder.sort_index(), pd.read_csv(by_table, dtype={"id": str}).set_index("id")
+                                  .sort_index(), check_exact=False, atol=1e-7)
+    with pytest.raises(KagglecvError, match="no test set; give --test TABLE, or --sample"):
+        infer_test(run, None, None, tmp_path / "none.csv", console=QUIET)

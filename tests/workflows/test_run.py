@@ -103,16 +103,20 @@ def test_run_without_tta_predicts_nothing_twice_and_reads_the_table_once(tmp_pat
     np.testing.assert_allclose(pd.read_csv(run / "test.csv")[classes], kept_test[classes], atol=1e-6)
 
 
-def test_a_sample_without_a_test_table_is_refused_before_training(tmp_path, digits_root):
+def test_a_sample_without_a_test_table_gives_the_test_ids(tmp_path, digits_root):
+    """Kaggle ships many competitions with no test.csv: the sample's rows are the test set, in its order."""
     config = tiny_config(tmp_path, digits_root, rows=48)
-    pd.DataFrame({"id": ["a"], "label": ["zero"]}).to_csv(tmp_path / "sample.csv", index=False)
+    ids = pd.read_csv(tmp_path / "test.csv", dtype=str)["id"].tolist()[:6][::-1]
+    pd.DataFrame({"id": ids, "label": "zero"}).to_csv(tmp_path / "sample.csv", index=False)
     del config["data"]["test_csv"]
-    config["submit"] = {"sample": str(tmp_path / "sample.csv")}
+    config["submit"] = {"sample": str(tmp_path / "sample.csv"), "dir": str(tmp_path / "subs")}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["run", str(tmp_path / "c.yaml")])
-    message = str(result.exception)
-    assert result.exit_code != 0 and "submit.sample" in message and "data.test_csv" in message, result.output
-    assert not (tmp_path / "runs").exists(), "nothing trained, no submission silently skipped"
+    assert result.exit_code == 0, result.output
+    submission = pd.read_csv(tmp_path / "subs" / "tiny-multiclass.csv", dtype=str)
+    assert submission["id"].tolist() == ids and list(submission.columns) == ["id", "label"]
+    recorded = yaml.safe_load((tmp_path / "runs" / "tiny-multiclass" / "config.yaml").read_text())
+    assert recorded["data"]["test_csv"] == str(tmp_path / "sample.csv"), "the written config says where the ids came from"
 
 
 def test_digit_recognizer_shaped_competition_from_table_to_submission(tmp_path, monkeypatch):

@@ -142,3 +142,82 @@ def test_score_oof_against_a_wide_voc_truth_table_uses_the_class_columns(voc_tes
     oof.to_csv(tmp_path / "oof.csv", index=False, float_format="%.17g")
     for metric, expected in (("map_voc07", 0.3072750647), ("map_voc", 0.2791846605), ("map", 0.2750071205)):
         assert abs(score_oof_file(tmp_path / "oof.csv", truth, metric=metric).overall - expected) < 1e-9
+
+
+def apk(actual: list, predicted: list, k: int) -> float:
+    """Kaggle's average precision at k (``ml_metrics.average_precision.apk``), transcribed."""
+    predicted = predicted[:k]
+    score, hits = 0.0, 0.0
+    for i, p in enumerate(predicted):
+        if p in actual and p not in predicted[:i]:
+            hits += 1.0
+            score += hits / (i + 1.0)
+    return score / min(len(actual), k) if actual else 0.0
+
+
+def test_map_at_k_equals_kaggles_mapk_and_its_alias():
+    rng = np.random.default_rng(3)
+    truth, scores = rng.integers(0, 12, 500), rng.random((500, 12))
+    scores[:20] = np.round(scores[:20], 1)  # ties, broken in class order as a stable sort does
+    for k in (1, 3, 5, 12):
+        ranked = [list(np.argsort(-row, kind="stable")) for row in scores]
+        expected = float(np.mean([apk([t], r, k) for t, r in zip(truth, ranked)]))
+        assert km.score(f"map@{k}", "multiclass", truth, scores) == pytest.approx(expected, abs=1e-12)
+    assert km.score("map_at_5", "multiclass", truth, scores) == km.score("map@5", "multiclass", truth, scores)
+    assert km.get_metric("map_at_5", "multiclass").name == "map_at_5"
+
+
+def test_fbeta_samples_equals_the_per_row_formula_and_sklearn():
+    rng = np.random.default_rng(4)
+    truth = (rng.random((300, 17)) < 0.2).astype(np.int8)
+    truth[0] = 0  # a row with no label: with no label predicted either, it scores 1
+    scores = np.clip(truth * 0.4 + rng.random((300, 17)) * 0.7, 0, 1)
+    scores[0] = 0.1
+    predicted = scores >= 0.5
+    per_row = []
+    for t, p in zip(truth.astype(bool), predicted):
+        tp, fp, fn = np.sum(t & p), np.sum(~t & p), np.sum(t & ~p)
+        per_row.append(1.0 if tp + fp + fn == 0 else 5 * tp / (5 * tp + 4 * fn + fp))
+    assert km.score("fbeta:2:samples", "multilabel", truth, scores) == pytest.approx(np.mean(per_row), abs=1e-12)
+    assert km.score("f2_samples", "multilabel", truth, scores) == km.score("fbeta:2:samples", "multilabel", truth, scores)
+    for average in ("micro", "macro"):
+        expected = skm.fbeta_score(truth, predicted.astype(int), beta=0.5, average=average, zero_division=1.0)
+        assert km.score(f"fbeta:0.5:{average}", "multilabel", truth, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_roc_auc_macro_skips_columns_without_both_classes_and_equals_ovr_for_one_column_per_class():
+    rng = np.random.default_rng(5)
+    truth = (rng.random((200, 6)) < 0.3).astype(np.int8)
+    truth[:, 5] = 0  # no positive: skipped
+    truth[:10, 2] = km.DIFFICULT  # left out of column 2 only
+    scores = rng.random((200, 6)) + truth * 0.3
+    expected = np.mean([skm.roc_auc_score(truth[truth[:, c] != -1, c] == 1, scores[truth[:, c] != -1, c])
+                        for c in range(5)])
+    assert km.score("roc_auc_macro", "multilabel", truth, scores) == pytest.approx(expected, abs=1e-12)
+    labels, probabilities = rng.integers(0, 4, 300), rng.dirichlet(np.ones(4), 300)
+    onehot_auc = np.mean([skm.roc_auc_score(labels == c, probabilities[:, c]) for c in range(4)])
+    assert km.score("roc_auc_macro", "multiclass", labels, probabilities) == pytest.approx(onehot_auc, abs=1e-12)
+    with pytest.raises(ValueError, match="no column has both"):
+        km.score("roc_auc_macro", "multilabel", np.zeros((5, 2), np.int8), rng.random((5, 2)))
+
+
+@pytest.mark.parametrize("name, task, message", [
+    ("fbeta:0:samples", "multilabel", "0 < beta"), ("fbeta:2:weighted", "multilabel", "samples, micro, macro"),
+    ("fbeta:two:samples", "multilabel", "fbeta:<beta>"), ("map@0", "multiclass", "from 1 to 100"),
+    ("map@x", "multiclass", "map@<k>"), ("map@5", "multilabel", "does not apply to a multilabel task"),
+    ("f2_samples", "multiclass", "does not apply to a multiclass task"),
+])
+def test_bad_metric_parameters_are_refused_naming_the_form(name, task, message):
+    with pytest.raises(ValueError, match=message):
+        km.get_metric(name, task)
+
+
+def test_a_config_takes_parametrized_metrics_and_refuses_unknown_ones(tmp_path):
+    from kagglecv.core.config import validate_config
+    from kagglecv.core.errors import ConfigError
+
+    base = {"experiment": "x", "data": {"train_csv": str(tmp_path / "t.csv")}}
+    assert validate_config(base | {"metric": "fbeta:2:samples"}).metric == "fbeta:2:samples"
+    assert validate_config(base | {"metric": "map_at_5"}).metric == "map_at_5"
+    with pytest.raises((ConfigError, ValueError), match="unknown metric 'f3_samples'"):
+        validate_config(base | {"metric": "f3_samples"})

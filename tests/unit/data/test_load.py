@@ -113,17 +113,80 @@ def test_images_found_by_any_extension_and_test_table(tmp_path, write_images):
     assert test.ids.tolist() == ["t1"] and test.images[0].name == "t1.webp" and test.targets is None
 
 
-def test_image_paths_escaping_the_folder_are_refused(tmp_path, write_images):
-    write_images(tmp_path / "outside", ["secret"])
+def test_image_paths_escaping_the_folder_are_refused_and_links_in_it_are_followed(tmp_path, write_images):
+    """A name leading out of the folder is refused; a symbolic link in it is read (Kaggle's /kaggle/input is links)."""
+    write_images(tmp_path / "outside", ["secret", "linked"])
     (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "link.png").symlink_to(tmp_path / "outside" / "secret.png")
-    config = bad_table(tmp_path, "id,image,label\na,../outside/secret.png,x\nb,link.png,y\n",
+    (tmp_path / "img" / "link.png").symlink_to(tmp_path / "outside" / "linked.png")
+    config = bad_table(tmp_path, "id,image,label\na,../outside/secret.png,x\nb,link.png,y\nc,/etc/hostname,x\n",
                        image_dir=tmp_path / "img", image_col="image")
-    with pytest.raises(DataError, match=r"2 image paths outside .*img: line 2 id 'a'.*line 3 id 'b'"):
+    with pytest.raises(DataError, match=r"2 image paths outside .*img: line 2 id 'a'.*line 4 id 'c'") as error:
         load_train(config)
+    assert "line 3" not in str(error.value)
+    linked = bad_table(tmp_path, "id,image,label\nb,link.png,y\nd,link.png,x\n", image_dir=tmp_path / "img",
+                       image_col="image")
+    assert [path.name for path in load_train(linked).images] == ["link.png", "link.png"]
+
+
+def test_ids_that_are_file_names_get_the_key_that_fixes_them(tmp_path, write_images):
+    """Aerial Cactus names its rows ``0004be2c...jpg``: the files' own names, extension included."""
+    write_images(tmp_path / "img", ["0004be2c", "0005a1b2"], ext="jpg")
+    config = bad_table(tmp_path, "id,has_cactus\n0004be2c.jpg,1\n0005a1b2.jpg,0\n", image_dir=tmp_path / "img",
+                       target="has_cactus")
+    with pytest.raises(DataError, match=r"the ids are file names \('0004be2c.jpg' is in .*\): set data.image_col: id"):
+        load_train(config)
+    fixed = bad_table(tmp_path, "id,has_cactus\n0004be2c.jpg,1\n0005a1b2.jpg,0\n", image_dir=tmp_path / "img",
+                      target="has_cactus", image_col="id")
+    assert [path.name for path in load_train(fixed).images] == ["0004be2c.jpg", "0005a1b2.jpg"]
+    other = bad_table(tmp_path, "id,has_cactus\nzz,1\nyy,0\n", image_dir=tmp_path / "img", target="has_cactus")
+    with pytest.raises(DataError, match=r"holds files such as '0004be2c.jpg', '0005a1b2.jpg'"):
+        load_train(other)
 
 
 def test_content_hash_changes_with_labels(tmp_path):
     first = load_train(bad_table(tmp_path, "id,label\na,x\nb,y\n")).content_hash()
     assert first == load_train(bad_table(tmp_path, "id,label\na,x\nb,y\n")).content_hash()
     assert first != load_train(bad_table(tmp_path, "id,label\na,y\nb,x\n")).content_hash()
+
+
+def test_one_hot_columns_with_task_multiclass_are_one_class_per_row(tmp_path):
+    """Plant Pathology 2020 ships ``image_id,healthy,multiple_diseases,rust,scab`` with one 1 per row."""
+    classes = ["healthy", "multiple_diseases", "rust", "scab"]
+    rows = [[f"Train_{i}", *(int(i % 4 == c) for c in range(4))] for i in range(12)]
+    pd.DataFrame(rows, columns=["image_id", *classes]).to_csv(tmp_path / "train.csv", index=False)
+    config = dict(train_csv=tmp_path / "train.csv", id_col="image_id", target=classes)
+    data = load_train(DataConfig(**config, task="multiclass"), with_images=False)
+    assert data.task == "multiclass" and data.classes == classes
+    assert data.targets.tolist() == [i % 4 for i in range(12)]
+    assert load_train(DataConfig(**config), with_images=False).task == "multilabel"  # without task: as before
+    rows[3][1:] = [1, 0, 1, 0]
+    rows[7][1:] = [0, 0, 0, 0]
+    pd.DataFrame(rows, columns=["image_id", *classes]).to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"exactly one 1 per row; 2 rows differ: line 5 \(2 ones\), line 9 \(0 ones\)"):
+        load_train(DataConfig(**config, task="multiclass"), with_images=False)
+
+
+def test_a_test_folder_without_a_table_is_the_test_set_named_by_its_files(tmp_path, write_images):
+    write_images(tmp_path / "test", ["b2", "a1", "c3"], ext="png")
+    (tmp_path / "test" / "notes.txt").write_text("not an image")
+    config = DataConfig(train_csv=tmp_path / "t.csv", test_image_dir=tmp_path / "test")
+    assert config.has_test()
+    test = load_test(config, ["x", "y"], "binary")
+    assert test.ids.tolist() == ["a1", "b2", "c3"] and [p.name for p in test.images] == ["a1.png", "b2.png", "c3.png"]
+    write_images(tmp_path / "test", ["a1"], ext="jpg")
+    with pytest.raises(DataError, match=r"several files share a name without extension.*'a1'"):
+        load_test(config, ["x", "y"], "binary")
+    assert not DataConfig(train_csv=tmp_path / "t.csv").has_test()
+    with pytest.raises(DataError, match="no test set: set data.test_csv, submit.sample or data.test_image_dir"):
+        load_test(DataConfig(train_csv=tmp_path / "t.csv"), ["x", "y"], "binary")
+
+
+def test_a_sample_submission_is_the_test_table_when_there_is_none(tmp_path):
+    from kagglecv.core.config import validate_config
+
+    base = {"experiment": "x", "data": {"train_csv": str(tmp_path / "t.csv")}}
+    config = validate_config(base | {"submit": {"sample": str(tmp_path / "sample_submission.csv")}})
+    assert config.data.test_csv == tmp_path / "sample_submission.csv"
+    table = validate_config({**base, "data": {**base["data"], "test_csv": str(tmp_path / "test.csv")},
+                             "submit": {"sample": str(tmp_path / "sample_submission.csv")}})
+    assert table.data.test_csv == tmp_path / "test.csv", "a test table, when given, stays the source of the ids"
