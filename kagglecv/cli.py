@@ -266,18 +266,24 @@ def pack(
     threshold: Annotated[Optional[str], typer.Option(help="Multi-label labels format: 'oof' (per-class, F1-tuned on the OOF predictions) or a number, stored for infer.")] = None,
     wheel_platform: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's pip platform tag (Kaggle's, manylinux_2_35_x86_64, when omitted).")] = None,
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
+    notebook: Annotated[bool, typer.Option(help="Also write OUT-notebook/: submission.ipynb and kernel-metadata.json for `kaggle kernels push`.")] = False,
+    competition: Annotated[Optional[str], typer.Option(help="With --notebook: the competition's slug (its data folder under /kaggle/input).")] = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
     from kagglecv.stages.pack import pack_run, timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
     result = pack_run(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
-                        wheel_platform=wheel_platform, wheel_python=wheel_python)
+                      wheel_platform=wheel_platform, wheel_python=wheel_python, notebook=notebook,
+                      competition=competition)
     console.print(f"wrote {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB"
                   + (f", {len(result.wheels)} wheels" if wheels else ""))
     if result.timing is not None:
         console.print(f"inference here: {result.timing.per_image * 1000:.1f} s per 1,000 images plus "
                       f"{result.timing.fixed:.1f} s to load the models")
+    if result.notebook is not None:
+        console.print(f"wrote {result.notebook}: the submission notebook and its kernel metadata (put your Kaggle user "
+                      "name in both metadata files)")
     warning = timing_warning(result.timing, images, max_minutes)
     if warning:
         console.print(escape(warning))

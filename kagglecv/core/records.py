@@ -95,6 +95,7 @@ class RunInfo(_Record):
     members: Optional[list[MemberReference]] = Field(None, max_length=1000)  # an ensemble
     backbone: Optional[Text] = None
     bundle: Optional[int] = None                              # a bundle's copy
+    format: Optional[Literal["torch", "onnx"]] = None         # a bundle's models: safetensors, or ONNX graphs
     bundle_members: Optional[list[Text]] = Field(None, max_length=1000)
 
     @field_validator("cv_run")

@@ -10,6 +10,7 @@ loads it.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -25,6 +26,7 @@ from kagglecv.core.records import BlendRecipe, validate_record
 from kagglecv.core.runs import RunDir, read_json, resolve_member
 from kagglecv.data.load import load_test
 from kagglecv.data.table import CompetitionData
+from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RunRecipe:
     views: list[str]
     space: str
     sources: dict[int, str]  # fold -> the weights it predicts with: "raw" (best.safetensors), "ema" or "avg"
+    format: str = "torch"    # "onnx": an ONNX bundle, each fold's model.onnx run by ONNX Runtime (no torch)
 
     def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
                 workers: int | None = None) -> np.ndarray:
@@ -48,6 +51,12 @@ class RunRecipe:
     def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
                      batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
         """Fold ``fold``'s probabilities for ``rows`` of ``images``, with the run's weights and TTA."""
+        progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
+        if self.format == "onnx":
+            batch = batch_size or self.config.predict.batch_size or 2 * self.config.train.batch_size
+            with progress or contextlib.nullcontext() as bar:
+                return OnnxFold(self.run.fold(fold).path / ONNX_FILE).predict(
+                    images, rows, self.config.model.img_size, self.config.model.in_chans, batch, bar)
         from kagglecv.nn.inference import (  # torch: only when a model runs
             FoldPredictor,
             combine_views,
@@ -56,7 +65,6 @@ class RunRecipe:
         predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
                                   self.classes)
         model = predictor.load(fold, self.sources[fold])
-        progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
         logits = predictor.views(model, images, rows, self.views, progress=progress)
         return combine_views([logits[name] for name in self.views], self.task, self.space)
 
@@ -136,8 +144,22 @@ def _run_recipe(run: RunDir, info: dict) -> RunRecipe:
     recorded = run.read_predict_record()
     views = recorded["tta"] if recorded else ["none"]
     space = recorded.get("tta_space", config.predict.tta_space) if recorded else config.predict.tta_space
+    if info.get("format") == "onnx":
+        return RunRecipe(run, config, info["task"], info["classes"], list(views), space, _onnx_folds(run, n_folds),
+                         "onnx")
     sources = fold_weights(run, config, n_folds, predicted=recorded is not None)
     return RunRecipe(run, config, info["task"], info["classes"], list(views), space, sources)
+
+
+def _onnx_folds(run: RunDir, n_folds: int) -> dict[int, str]:
+    """An ONNX bundle's folds (each with its model.onnx) and the weights they were exported from."""
+    sources = {}
+    for index in range(n_folds):
+        fold = run.fold(index)
+        if not (fold.path / ONNX_FILE).is_file():
+            raise KagglecvError(f"{run.path}: fold {index}'s {ONNX_FILE} is missing; pack the run again")
+        sources[index] = fold.read_done().get("source", "raw") if fold.is_done() else "raw"
+    return sources
 
 
 def fold_weights(run: RunDir, config: Config, n_folds: int, *, predicted: bool) -> dict[int, str]:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import nbformat
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from kagglecv.core.console import Console
@@ -30,7 +32,19 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
+from kagglecv.core.notebook import (
+    DATASET_METADATA,
+    KERNEL_METADATA,
+    NOTEBOOK,
+    NotebookPlan,
+    build_notebook,
+    dataset_metadata,
+    is_own_notebook_folder,
+    kept_or_default,
+    kernel_metadata,
+)
 from kagglecv.core.outputs import OutputRule
+from kagglecv.core.predictions import read_predictions
 from kagglecv.core.runs import RunDir, package_versions
 from kagglecv.core.wheelhouse import (
     KAGGLE_PLATFORM,
@@ -38,6 +52,8 @@ from kagglecv.core.wheelhouse import (
     KAGGLE_PYTHON,
     build_wheelhouse,
 )
+from kagglecv.data.inputs import load_run_table
+from kagglecv.nn.onnx_predictor import ONNX_FILE
 from kagglecv.nn.recipe import (
     EnsembleRecipe,
     Recipe,
@@ -47,6 +63,8 @@ from kagglecv.nn.recipe import (
 )
 from kagglecv.stages.submit import parse_threshold, resolve_thresholds
 
+FORMATS = ("torch", "onnx")
+ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities, PyTorch vs ONNX Runtime
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1
 RUN_KEYS = ("experiment", "created", "task", "classes", "n_folds", "params", "model_file", "versions", "python")
@@ -72,28 +90,38 @@ class PackResult:
     size_bytes: int
     timing: Timing | None
     wheels: list[str]
+    notebook: Path | None = None
 
 
 def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
-         timing_images: int = 64, threshold: str | None = None, wheel_platform: str | None = None,
-         wheel_python: str | None = None, console: Console | None = None) -> PackResult:
+             timing_images: int = 64, threshold: str | None = None, wheel_platform: str | None = None,
+             wheel_python: str | None = None, notebook: bool = False, competition: str | None = None,
+             format: str = "torch", console: Console | None = None) -> PackResult:
     """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place).
 
     ``threshold``: ``oof`` (per-class thresholds tuned for F1 on the run's OOF predictions, with the training labels
     this machine has) or a number, stored for ``infer``'s multi-label label lists. ``wheel_platform``,
     ``wheel_python``: the pip platform tag and Python version of the notebook the wheels are for (Kaggle's).
+    ``notebook``: also ``<out>-notebook/`` (``submission.ipynb`` and ``kernel-metadata.json``; ``competition``:
+    the competition's slug, its data folder under ``/kaggle/input``). ``format``: ``torch`` (safetensors) or
+    ``onnx`` (each fold's model, views and probabilities as one ONNX graph, checked against PyTorch on the run's
+    own images; ``infer`` runs it with ONNX Runtime and no torch).
     """
+    if format not in FORMATS:
+        raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     console = console or Console()
     source, out = Path(source), Path(out)
     recipe = load_recipe(source)
-    _check_destination(recipe, source, out)
+    notebook_dir = out.parent / f"{out.name}-notebook" if notebook else None
+    _check_destination(recipe, source, out, notebook_dir)
     remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
     thresholds = None
     if threshold is not None:
         thresholds = resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
     wheel_names: list[str] = []
     with atomic_folder(out, replace=True) as building:
-        _copy_recipe(recipe, building)
+        _copy_recipe(recipe, building, format)
+        parity = onnx_parity(recipe, load_recipe(building)) if format == "onnx" else None
         write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
         if thresholds is not None:
             write_json(RunDir(building).thresholds_path, thresholds)
@@ -103,13 +131,34 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
                                            wheel_python or KAGGLE_PYTHON)
         timing = measure_timing(load_recipe(building), timing_images, building) if timing_images > 0 else None
         write_text(building / "README.md", bundle_readme(recipe, out.name, bool(wheel_names), timing))
-        files, size = _write_manifest(building, recipe, timing)
-    return PackResult(out, len(files), size, timing, wheel_names)
+        write_text(building / DATASET_METADATA, kept_or_default(out / DATASET_METADATA, dataset_metadata(out.name)))
+        files, size = _write_manifest(building, recipe, timing, {"format": format, "onnx_parity": parity})
+    if notebook_dir is not None:
+        write_notebook(notebook_plan(recipe, out.name, competition), notebook_dir)
+    return PackResult(out, len(files), size, timing, wheel_names, notebook_dir)
 
 
-def _check_destination(recipe: Recipe, source: Path, out: Path) -> None:
+def notebook_plan(recipe: Recipe, bundle: str, competition: str | None) -> NotebookPlan:
+    """Where the notebook finds the test set: the names the run's own data had (the competition's files)."""
+    data, submit = leaf_runs(recipe)[0].config.data, leaf_runs(recipe)[0].config.submit
+    sample = submit.sample.name if submit.sample is not None else "sample_submission.csv"
+    test_table = data.test_csv.name if data.test_csv is not None and data.test_csv.name != sample else None
+    images = data.test_image_dir or data.image_dir
+    return NotebookPlan(bundle, competition, sample, test_table, images.name if images is not None else None)
+
+
+def write_notebook(plan: NotebookPlan, folder: Path) -> None:
+    """``submission.ipynb`` and ``kernel-metadata.json`` (kept as the user edited it) in ``folder``, atomically."""
+    kept = kept_or_default(folder / KERNEL_METADATA, kernel_metadata(plan, f"{plan.bundle}-submission"))
+    with atomic_folder(folder, replace=True) as building:
+        write_text(building / NOTEBOOK, nbformat.writes(build_notebook(plan)))
+        write_text(building / KERNEL_METADATA, kept)
+
+
+def _check_destination(recipe: Recipe, source: Path, out: Path, notebook_dir: Path | None = None) -> None:
     """``out`` under the one output rule: a new or empty folder, or an earlier bundle to replace (its manifest names
-    kagglecv and lists exactly its files); never the run, a member, inside or around one, or a data folder."""
+    kagglecv and lists exactly its files); never the run, a member, inside or around one, or a data folder. The
+    same for the notebook folder (an earlier one: exactly pack's notebook and kernel metadata)."""
 
     resolved_source, resolved_out = source.resolve(), out.resolve()
     if resolved_out.is_relative_to(resolved_source) or resolved_source.is_relative_to(resolved_out):
@@ -118,6 +167,9 @@ def _check_destination(recipe: Recipe, source: Path, out: Path) -> None:
     rule = OutputRule.of([source, *(leaf.run.path for leaf in leaves)], configs=[leaf.config for leaf in leaves])
     rule.folder(out, "--out", replace_if=is_own_bundle,
                 earlier="a kagglecv bundle (whose manifest lists exactly its files)")
+    if notebook_dir is not None:
+        rule.folder(notebook_dir, "--notebook", replace_if=is_own_notebook_folder,
+                    earlier=f"a kagglecv notebook folder (exactly {NOTEBOOK} and {KERNEL_METADATA})")
 
 
 def is_own_bundle(folder: Path) -> bool:
@@ -131,11 +183,12 @@ def is_own_bundle(folder: Path) -> bool:
 
 
 def _bundle_files(folder: Path) -> set[str]:
-    """Every file of a bundle folder but its manifest, as the manifest names them."""
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
+    """Every file of a bundle folder but its manifest and the user's ``dataset-metadata.json``, as the manifest names
+    them."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {MANIFEST, DATASET_METADATA}
 
 
-def _copy_recipe(recipe: Recipe, dest: Path) -> None:
+def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch") -> None:
     run = RunDir(dest)
     info = recipe.run.read_info()
     write_text(run.config_path, recipe.run.config_path.read_text(encoding="utf-8"))
@@ -149,10 +202,10 @@ def _copy_recipe(recipe: Recipe, dest: Path) -> None:
                                    "bundle": BUNDLE_FORMAT, "bundle_members": [f"members/{name}" for name in names]})
         write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
         for name, member in zip(names, recipe.members):
-            _copy_recipe(member, dest / "members" / name)
+            _copy_recipe(member, dest / "members" / name, format)
         return
     write_json(run.info_path, {key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources),
-                                                                        "bundle": BUNDLE_FORMAT})
+                                                                        "bundle": BUNDLE_FORMAT, "format": format})
     if recipe.run.predict_path.is_file():
         recorded = recipe.run.read_predict_record()
         write_json(run.predict_path, {key: recorded[key] for key in ("tta", "tta_space", "metric", "oof_score", "auto")
@@ -163,13 +216,47 @@ def _copy_recipe(recipe: Recipe, dest: Path) -> None:
         fold, copy = recipe.run.fold(index), run.fold(index)
         done = fold.read_done()
         write_json(copy.done_path, {key: done[key] for key in DONE_KEYS if key in done} | {"source": source})
-        write_bytes(copy.weights(source), fold.weights(source).read_bytes())
+        if format == "onnx":
+            from kagglecv.nn.export import export_fold  # torch: only to export
+
+            export_fold(recipe, index, copy.path / ONNX_FILE)
+        else:
+            write_bytes(copy.weights(source), fold.weights(source).read_bytes())
 
 
-def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None) -> tuple[dict, int]:
+def onnx_parity(source: Recipe, bundle: Recipe, images: int = 16) -> dict:
+    """The largest difference of probabilities between the PyTorch recipe (the run) and the ONNX bundle, fold by
+    fold, on up to ``images`` of each fold's own held-out training images; over ``ONNX_TOLERANCE`` is an error."""
+    worst, compared = 0.0, 0
+    for torch_leaf, onnx_leaf in zip(leaf_runs(source), leaf_runs(bundle)):
+        data = load_run_table(torch_leaf.run, with_images=True)
+        held_out = _held_out_rows(torch_leaf.run, data.ids)
+        for fold in sorted(torch_leaf.sources):
+            rows = held_out.get(fold, np.arange(len(data)))[:images]
+            expected = torch_leaf.predict_fold(fold, data.images, rows)
+            got = onnx_leaf.predict_fold(fold, data.images, rows)
+            worst, compared = max(worst, float(np.abs(expected - got).max())), compared + len(rows)
+    if worst > ONNX_TOLERANCE:
+        raise KagglecvError(f"--format onnx: the exported models differ from PyTorch by up to {worst:.2e} in "
+                            f"probability on the run's own images (tolerance {ONNX_TOLERANCE:g}); not packed")
+    return {"max_abs_difference": worst, "tolerance": ONNX_TOLERANCE, "images": compared,
+            "compared": "probabilities, PyTorch recipe vs ONNX Runtime, on each fold's held-out training images"}
+
+
+def _held_out_rows(run: RunDir, ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Each fold's held-out rows of the training table, from the run's oof.csv (none without one: a refit)."""
+    if not run.oof_path.is_file():
+        return {}
+    oof = read_predictions(run.oof_path, oof=True)
+    position = pd.Series(np.arange(len(ids)), index=ids)
+    known = oof[oof["id"].isin(position.index)]
+    return {int(fold): position.loc[group["id"]].to_numpy() for fold, group in known.groupby("fold")}
+
+
+def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None, extra: dict) -> tuple[dict, int]:
     """``manifest.json`` listing every other file; returns the listing and the bundle's size in bytes."""
-    files = {str(path.relative_to(folder)): {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-             for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST}
+    files = {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+             for name in sorted(_bundle_files(folder))}
     size = sum(entry["bytes"] for entry in files.values())
     write_json(folder / MANIFEST, {
         "kagglecv_bundle": BUNDLE_FORMAT, "kind": "ensemble" if isinstance(recipe, EnsembleRecipe) else "run",
@@ -178,7 +265,7 @@ def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None) -> tupl
         "size_bytes": size,
         "timing": None if timing is None else {"synthetic_images": timing.images, "fixed_seconds": timing.fixed,
                                                "seconds_per_image": timing.per_image},
-        "files": files,
+        **extra, "files": files,
     })
     return files, size
 

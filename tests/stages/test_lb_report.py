@@ -83,6 +83,7 @@ def browser():
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package)")
 
 
+@pytest.mark.slow
 def test_html_report_loads_in_chromium_with_every_image_and_sorts(runs_copy, tmp_path):
     browser()
     from playwright.sync_api import sync_playwright
@@ -128,6 +129,7 @@ def sync(runs_dir, *extra):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_mlflow_sync_mirrors_runs_once_even_from_two_processes_at_once(runs_copy):
     pytest.importorskip("mlflow", reason="MLflow is an optional extra: pip install -e '.[dev,mlflow]'")
     from mlflow.tracking import MlflowClient

@@ -3,6 +3,7 @@ the public one, from a bundle copied away from the training machine."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -313,15 +314,9 @@ def test_a_glibc_platform_names_every_older_manylinux_tag_for_pip():
     assert platform_options("macosx_11_0_arm64") == ["--platform", "macosx_11_0_arm64"]
 
 
-@pytest.mark.slow
-def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, tmp_path):
-    """A fresh virtual environment whose site sees this one's packages except kagglecv (the stand-in for a Kaggle
-    image), ``pip install --no-index --find-links wheels kagglecv``, then ``kagglecv infer`` from it."""
-    from kagglecv.core.wheelhouse import requirement_closure
-
-    everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
-    bundle = pack_run(competition["runs"][0], tmp_path / "bundle", wheels=True, provided=everything, timing_images=0).path
-    assert [path.name.split("-")[0] for path in (bundle / "wheels").glob("*.whl")] == ["kagglecv"]
+def kaggle_image(tmp_path: Path) -> Path:
+    """A fresh virtual environment whose site sees this one's packages except kagglecv: the stand-in for a Kaggle
+    image (torch, timm, ... installed; kagglecv not)."""
     image = tmp_path / "image"
     site_packages = Path(next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()))
     image.mkdir()
@@ -332,6 +327,19 @@ def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, t
     venv.create(fresh, with_pip=False)  # pip too comes from the stand-in image (a pip of its own would bring an old setuptools)
     fresh_site = next((fresh / "lib").glob("python*/site-packages"))
     (fresh_site / "kaggle-image.pth").write_text(f"{image}\n")
+    return fresh
+
+
+@pytest.mark.slow
+def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, tmp_path):
+    """A fresh virtual environment whose site sees this one's packages except kagglecv (the stand-in for a Kaggle
+    image), ``pip install --no-index --find-links wheels kagglecv``, then ``kagglecv infer`` from it."""
+    from kagglecv.core.wheelhouse import requirement_closure
+
+    everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
+    bundle = pack_run(competition["runs"][0], tmp_path / "bundle", wheels=True, provided=everything, timing_images=0).path
+    assert [path.name.split("-")[0] for path in (bundle / "wheels").glob("*.whl")] == ["kagglecv"]
+    fresh = kaggle_image(tmp_path)
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     install = subprocess.run([str(fresh / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
                               "--find-links", str(bundle / "wheels"), "kagglecv"], capture_output=True, text=True,
@@ -386,3 +394,112 @@ def test_infer_without_a_test_table_reads_the_ids_from_the_sample_or_the_folder(
                                   .sort_index(), check_exact=False, atol=1e-7)
     with pytest.raises(KagglecvError, match="no test set; give --test TABLE, or --sample"):
         infer_test(run, None, None, tmp_path / "none.csv", console=QUIET)
+
+
+def tree_checksums(root: Path) -> dict[str, str]:
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.slow
+def test_the_notebook_runs_offline_in_a_fresh_kernel_and_writes_the_submission(competition, tmp_path, monkeypatch):
+    """pack --notebook, then the notebook executed for real (nbclient, an ipykernel in a Kaggle-image stand-in
+    without kagglecv, no network) over a Kaggle-like tree with a renamed hidden test: it installs kagglecv from the
+    wheelhouse and writes the submission ``kagglecv infer`` writes, changing nothing under the read-only input."""
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is a dev dependency")
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is a dev dependency")
+    from kagglecv.core.wheelhouse import requirement_closure
+
+    everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
+    packed = pack_run(competition["runs"][0], tmp_path / "out" / "digits-bundle", wheels=True, provided=everything,
+                      timing_images=0, notebook=True, competition="digits-comp")
+    assert sorted(path.name for path in packed.notebook.iterdir()) == ["kernel-metadata.json", "submission.ipynb"]
+    metadata = json.loads((packed.notebook / "kernel-metadata.json").read_text())
+    assert metadata["enable_internet"] is False and metadata["competition_sources"] == ["digits-comp"]
+    kaggle = tmp_path / "kaggle"
+    inputs, working = kaggle / "input", kaggle / "working"
+    working.mkdir(parents=True)
+    shutil.copytree(packed.path, inputs / "digits-bundle")
+    table, images, sample = _hidden_test(inputs / "digits-comp", competition["test"], competition["root"] / "public_test")
+    images = images.rename(images.parent / "public_test")  # the names the run's own data had
+    before = tree_checksums(inputs)
+    for path in inputs.rglob("*"):
+        path.chmod(path.stat().st_mode & ~0o222)
+    fresh = kaggle_image(tmp_path)
+    spec = tmp_path / "jupyter" / "kernels" / "kaggle-image"
+    spec.mkdir(parents=True)
+    unreachable = "http://127.0.0.1:9"
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(fresh / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Kaggle image stand-in", "language": "python",
+        "env": {"KAGGLE_INPUT": str(inputs), "KAGGLE_WORKING": str(working), "PYTHONPATH": "", "PIP_NO_INDEX": "1",
+                "PIP_INDEX_URL": unreachable, "http_proxy": unreachable, "https_proxy": unreachable}}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    notebook = nbformat.read(packed.notebook / "submission.ipynb", as_version=4)
+    try:
+        nbclient.NotebookClient(notebook, kernel_name="kaggle-image", timeout=600,
+                                resources={"metadata": {"path": str(working)}}).execute()
+    except RuntimeError as exc:
+        if "Kernel died" in str(exc) or "kernel" in str(exc).lower() and "start" in str(exc).lower():
+            pytest.skip(f"a Jupyter kernel could not start here: {exc}")
+        raise
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    assert "kagglecv 0." in printed and "device cpu" in printed and "wrote" in printed, printed
+    expected = tmp_path / "expected.csv"
+    for path in inputs.rglob("*"):
+        path.chmod(path.stat().st_mode | 0o200)
+    infer_test(packed.path, table, images, expected, sample, console=QUIET)
+    pd.testing.assert_frame_equal(pd.read_csv(working / "submission.csv", dtype=str), pd.read_csv(expected, dtype=str))
+    assert tree_checksums(inputs) == before, "nothing written under the input"
+    located = subprocess.run([str(fresh / "bin" / "python"), "-c", "import kagglecv; print(kagglecv.__file__)"],
+                             capture_output=True, text=True, cwd=tmp_path, check=True,
+                             env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"})
+    assert located.stdout.strip().startswith(str(fresh)), "installed from the wheelhouse by the notebook"
+
+
+def test_a_repack_keeps_the_users_kaggle_metadata_and_never_replaces_a_folder_it_did_not_write(competition, tmp_path):
+    run, out = competition["runs"][0], tmp_path / "bundle"
+    packed = pack_run(run, out, timing_images=0, notebook=True)
+    dataset, kernel = out / "dataset-metadata.json", packed.notebook / "kernel-metadata.json"
+    assert json.loads(dataset.read_text())["id"].endswith("/bundle")
+    dataset.write_text(json.dumps({"title": "digits", "id": "someone/digits-bundle", "licenses": []}))
+    kernel.write_text(json.dumps({"id": "someone/digits-submission", "code_file": "submission.ipynb"}))
+    pack_run(run, out, timing_images=0, notebook=True)
+    assert json.loads(dataset.read_text())["id"] == "someone/digits-bundle"
+    assert json.loads(kernel.read_text())["id"] == "someone/digits-submission"
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    infer_test(out, table, images, tmp_path / "s.csv", sample, console=QUIET)  # the user's file is outside the manifest
+    mine = tmp_path / "other-notebook"
+    mine.mkdir()
+    (mine / "notes.md").write_text("mine")
+    with pytest.raises(KagglecvError, match=r"--notebook .*other-notebook: exists and is not a kagglecv notebook folder"):
+        pack_run(run, tmp_path / "other", timing_images=0, notebook=True)
+    assert (mine / "notes.md").read_text() == "mine" and not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_an_onnx_bundle_predicts_as_pytorch_with_onnx_runtime_and_no_torch(competition, tmp_path):
+    """pack --format onnx: each fold's graph (normalization, TTA views, softmax inside) within 1e-4 of PyTorch on
+    the run's own images (stated in the manifest); infer runs it in a process that never imports torch."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra")
+    pytest.importorskip("onnxscript", reason="the onnx extra")
+    table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
+    for source in (competition["runs"][1], competition["ensemble"]):  # an EMA run with hflip TTA; a power blend
+        bundle = tmp_path / f"onnx-{source.name}"
+        pack_run(source, bundle, timing_images=0, format="onnx")
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        assert manifest["format"] == "onnx" and manifest["onnx_parity"]["max_abs_difference"] <= 1e-4
+        assert manifest["onnx_parity"]["images"] > 0
+        assert not list(bundle.rglob("*.safetensors")) and list(bundle.rglob("model.onnx"))
+        expected = tmp_path / f"torch-{source.name}.csv"
+        infer_test(source, table, images, expected, console=QUIET)
+        got = tmp_path / f"onnx-{source.name}.csv"
+        code = ("import sys\nfrom pathlib import Path\nfrom kagglecv.stages.infer import infer_test\n"
+                f"infer_test(Path({str(bundle)!r}), Path({str(table)!r}), Path({str(images)!r}), Path({str(got)!r}))\n"
+                "print('imported:', ','.join(m for m in ('torch', 'timm', 'albumentations') if m in sys.modules))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == "imported:", result.stdout
+        classes = [column for column in pd.read_csv(expected).columns if column != "id"]
+        np.testing.assert_allclose(pd.read_csv(got)[classes], pd.read_csv(expected)[classes], atol=1e-4)
+        assert pd.read_csv(got, dtype=str)["id"].tolist() == pd.read_csv(expected, dtype=str)["id"].tolist()

@@ -53,6 +53,7 @@ def assert_same_oof(run_dir, expected):
     np.testing.assert_allclose(got.iloc[:, 2:].to_numpy(), expected.iloc[:, 2:].to_numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_local_launch_of_two_experiments_equals_sequential_training(tmp_path, digits_root):
     paths = two_experiments(tmp_path / "w", digits_root)
     result = kagglecv("launch", *paths, "--jobs", "2", "--cpus-per-job", "1", cwd=tmp_path / "w")
@@ -75,6 +76,7 @@ def test_local_launch_of_two_experiments_equals_sequential_training(tmp_path, di
     assert {path: path.read_bytes() for path in logs} == logs  # finished folds are not run again
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_job_with_its_state_saved_and_a_second_launch_resumes(tmp_path, digits_root):
     paths = two_experiments(tmp_path, digits_root, epochs=300)  # minutes of work: stopped after two epochs
     process = subprocess.Popen([sys.executable, "-m", "kagglecv", "launch", str(paths[0]), "--jobs", "2"],
@@ -103,6 +105,7 @@ def ray_available():
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[dev,ray]'")
 
 
+@pytest.mark.slow
 def test_ray_launch_on_a_local_cluster_retries_a_killed_job_and_resumes(tmp_path, digits_root, ray_available):
     paths = two_experiments(tmp_path / "w", digits_root, epochs=6)
     process = subprocess.Popen([sys.executable, "-m", "kagglecv", "launch", *map(str, paths), "--backend", "ray",

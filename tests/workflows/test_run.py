@@ -73,7 +73,7 @@ def test_example_configs_load_and_validate(path):
 
 
 def test_run_without_tta_predicts_nothing_twice_and_reads_the_table_once(tmp_path, digits_root, monkeypatch):
-    import kagglecv.data.table
+    import kagglecv.data.load
     import kagglecv.workflows.run
     from kagglecv.stages.predict import predict_run
 
@@ -81,8 +81,8 @@ def test_run_without_tta_predicts_nothing_twice_and_reads_the_table_once(tmp_pat
     config = tiny_config(tmp_path, digits_root, rows=60, predict={"tta": ["none"]})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     table_reads = []
-    real_read = kagglecv.data.table.read_table_bytes
-    monkeypatch.setattr(kagglecv.data.table, "read_table_bytes", lambda path: table_reads.append(Path(path)) or real_read(path))
+    real_read = kagglecv.data.load.read_table_bytes  # where the loader looks it up
+    monkeypatch.setattr(kagglecv.data.load, "read_table_bytes", lambda path: table_reads.append(Path(path)) or real_read(path))
 
     def no_second_predict(*args, **kwargs):
         raise AssertionError("predict_run was called although train's predictions are the final ones")

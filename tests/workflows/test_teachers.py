@@ -81,6 +81,7 @@ def _accuracy(run: Path) -> float:
     return float(pd.read_json(RunDir(run).score_path, typ="series")["overall"])
 
 
+@pytest.mark.slow
 def test_planted_leak_moves_the_fold_averaged_student_but_not_the_leak_free_one(tmp_path, write_images):
     raw = _noise_competition(tmp_path, write_images)
     quiet = Console(quiet=True)

@@ -36,6 +36,7 @@ def trials_of(tmp_path):
     return pd.read_csv(tmp_path / "runs" / "tune-tiny" / "trials.csv", keep_default_na=False)
 
 
+@pytest.mark.slow
 def test_tune_runs_trials_as_runs_prunes_and_writes_the_best_config(tmp_path, digits_root):
     import optuna
 
@@ -80,6 +81,7 @@ def test_tune_runs_trials_as_runs_prunes_and_writes_the_best_config(tmp_path, di
     assert f"--set train.lr={study.best_params['train.lr']}"[:20] in result.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_tune_resumes_the_trial_it_was_running(tmp_path, digits_root):
     args = setup(tmp_path, digits_root, epochs=30)
     process = subprocess.Popen([sys.executable, "-m", "kagglecv", *args, "--trials", "3", "--pruner", "none"],
@@ -111,6 +113,7 @@ def test_a_killed_tune_resumes_the_trial_it_was_running(tmp_path, digits_root):
     assert (first / "done.json").is_file()
 
 
+@pytest.mark.slow
 def test_tune_on_ray_trains_its_trials_as_ray_tasks(tmp_path, digits_root):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[dev,ray]'")
     args = setup(tmp_path, digits_root, epochs=2)
