@@ -268,6 +268,7 @@ def pack(
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
     notebook: Annotated[bool, typer.Option(help="Also write OUT-notebook/: submission.ipynb and kernel-metadata.json for `kaggle kernels push`.")] = False,
     competition: Annotated[Optional[str], typer.Option(help="With --notebook: the competition's slug (its data folder under /kaggle/input).")] = None,
+    format: Annotated[str, typer.Option(help="torch (safetensors) or onnx (one graph per fold, run by ONNX Runtime without torch; needs kagglecv[onnx]).")] = "torch",
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
     from kagglecv.stages.pack import pack_run, timing_warning
@@ -275,7 +276,7 @@ def pack(
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
     result = pack_run(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
                       wheel_platform=wheel_platform, wheel_python=wheel_python, notebook=notebook,
-                      competition=competition)
+                      competition=competition, format=format)
     console.print(f"wrote {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB"
                   + (f", {len(result.wheels)} wheels" if wheels else ""))
     if result.timing is not None:

@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from kagglecv.core.console import Console
-from kagglecv.core.errors import KagglecvError, summarize
+from kagglecv.core.errors import KagglecvError, require_extra, summarize
 from kagglecv.core.files import (
     atomic_folder,
     remove_stale_temporaries,
@@ -109,6 +109,9 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     """
     if format not in FORMATS:
         raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    if format == "onnx":
+        for module in ("onnxscript", "onnxruntime"):
+            require_extra(module, "onnx", "pack --format onnx")
     console = console or Console()
     source, out = Path(source), Path(out)
     recipe = load_recipe(source)

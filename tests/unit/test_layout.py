@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "kagglecv"
 # Function-level imports that are deliberate: optional extras, and reading a run without torch.
 LAZY_EXTERNAL = ("mlflow", "ray", "optuna", "cleanlab", "onnx", "onnxruntime", "onnxscript")
-LAZY_INTERNAL = {("kagglecv/nn/recipe.py", "kagglecv.nn.inference")}
+LAZY_INTERNAL = {("kagglecv/nn/recipe.py", "kagglecv.nn.inference"),  # a recipe is read without torch
+                 ("kagglecv/stages/pack.py", "kagglecv.nn.export")}     # torch only to export an ONNX bundle
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:
