@@ -208,7 +208,7 @@ def submit(
     run: RunPath,
     sample: Annotated[Path, typer.Option(help="The competition's sample_submission.csv.")],
     name: Annotated[Optional[str], typer.Option(help="Writes submissions/<name>.csv; the run's name when omitted.")] = None,
-    threshold: Annotated[str, typer.Option(help="Multi-label labels format: a number, or 'oof' for per-class F1-tuned thresholds.")] = "0.5",
+    threshold: Annotated[str, typer.Option(help="Multi-label labels format: a number, or 'oof' for per-class thresholds tuned for F1 (F-beta when the metric is fbeta).")] = "0.5",
     gz: Annotated[bool, typer.Option(help="Write .csv.gz.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Folder of the submissions.")] = Path("submissions"),
 ) -> None:
@@ -263,7 +263,7 @@ def pack(
     timing_images: Annotated[int, typer.Option(min=0, help="Synthetic images to time inference on; 0 skips the timing.")] = 64,
     images: Annotated[Optional[int], typer.Option(min=1, help="With --max-minutes: the hidden test's number of images.")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(min=0, help="Warn when --images images would take longer here.")] = None,
-    threshold: Annotated[Optional[str], typer.Option(help="Multi-label labels format: 'oof' (per-class, F1-tuned on the OOF predictions) or a number, stored for infer.")] = None,
+    threshold: Annotated[Optional[str], typer.Option(help="Multi-label labels format: 'oof' (per-class, tuned on the OOF predictions for F1, or F-beta when the metric is fbeta) or a number, stored for infer.")] = None,
     wheel_platform: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's pip platform tag (Kaggle's, manylinux_2_35_x86_64, when omitted).")] = None,
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
     notebook: Annotated[bool, typer.Option(help="Also write OUT-notebook/: submission.ipynb and kernel-metadata.json for `kaggle kernels push`.")] = False,

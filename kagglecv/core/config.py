@@ -338,7 +338,7 @@ class SubmitConfig(_Section):
 
     sample: Optional[Path] = Field(None, description="The competition's sample_submission.csv; no submission when omitted.")
     threshold: Union[Literal["oof"], float] = Field(
-        0.5, description="Multi-label labels format: a number in (0, 1), or oof (per-class F1-tuned).")
+        0.5, description="Multi-label labels format: a number in (0, 1), or oof (per-class, tuned for F1, or F-beta when the metric is fbeta).")
     gz: bool = Field(False, description="Write .csv.gz.")
     dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
 

@@ -363,6 +363,13 @@ def parametrized_metric(name: str) -> Metric | None:
     return None
 
 
+def threshold_beta(name: str | None, task: str) -> float:
+    """The beta of the F-score per-class thresholds are tuned for: the metric's own for ``fbeta:<beta>:<average>``
+    (and its aliases), else 1 (F1)."""
+    canonical = ALIASES.get((name, task), name) if name else ""
+    return float(canonical.split(":")[1]) if canonical.startswith("fbeta:") else 1.0
+
+
 def known_metric(name: str) -> bool:
     """Whether ``name`` is a metric of some task (registered, an alias, or well-formed parameters)."""
     try:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import check_output_name, contained_output, write_bytes
+from kagglecv.core.metrics import threshold_beta
 from kagglecv.core.outputs import OutputRule, csv_header, same_header
 from kagglecv.core.predictions import (
     FLOAT_FORMAT,
@@ -221,19 +222,22 @@ def parse_threshold(threshold: str | float) -> float | str:
 
 
 def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) -> dict[str, float]:
-    """One threshold for every class (a number), or per class tuned on the run's OOF for F1 (``oof``)."""
+    """One threshold for every class (a number), or per class tuned on the run's OOF (``oof``) for F1, or for the
+    F-beta of the run's metric when it is one (``fbeta:<beta>:<average>``, ``f2_samples``)."""
     if threshold == "oof":
         run = run.oof_source()  # a full refit's thresholds come from its CV run's OOF
         data = load_run_table(run)
         oof = read_predictions(run.oof_path, classes)
         require_same_ids(oof["id"], data.ids, run.oof_path, data.source)
         aligned = oof.set_index("id").loc[list(data.ids), classes]
-        return dict(zip(classes, tune_thresholds(data.targets, aligned.to_numpy(np.float64))))
+        beta = threshold_beta(run.read_config().metric, data.task)
+        return dict(zip(classes, tune_thresholds(data.targets, aligned.to_numpy(np.float64), beta)))
     return dict.fromkeys(classes, parse_threshold(threshold))
 
 
-def tune_thresholds(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per class, the threshold that maximizes that class's F1 on OOF (difficult rows ignored); 0.5 without positives.
+def tune_thresholds(targets: np.ndarray, scores: np.ndarray, beta: float = 1.0) -> np.ndarray:
+    """Per class, the threshold that maximizes that class's F-beta (F1 by default) on OOF (difficult rows ignored);
+    0.5 without positives.
 
     Candidates are the midpoints between consecutive distinct scores, so the chosen threshold separates the same
     OOF rows whatever the spacing of the scores.
@@ -247,10 +251,11 @@ def tune_thresholds(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
         order = np.argsort(-score, kind="stable")
         sorted_scores, sorted_truth = score[order], truth[order]
         true_positives = np.cumsum(sorted_truth)
-        f1 = 2 * true_positives / (np.arange(1, len(order) + 1) + truth.sum())
+        # F-beta with the top k rows predicted positive: (1 + b^2) tp / (b^2 positives + k)
+        fscore = (1 + beta**2) * true_positives / (beta**2 * truth.sum() + np.arange(1, len(order) + 1))
         last_of_block = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-        f1 = np.where(last_of_block, f1, -1)
-        best = int(np.argmax(f1))
+        fscore = np.where(last_of_block, fscore, -1)
+        best = int(np.argmax(fscore))
         below = sorted_scores[best + 1] if best + 1 < len(sorted_scores) else 0.0
         thresholds[column] = (sorted_scores[best] + below) / 2
     return thresholds

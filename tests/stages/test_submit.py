@@ -67,6 +67,26 @@ def test_tuned_thresholds_maximize_each_class_f1():
         assert tuned == pytest.approx(brute, abs=1e-12)
 
 
+def test_thresholds_tuned_for_an_fbeta_metric_maximize_each_class_fbeta():
+    """Planet is scored by F2: its thresholds favour recall, so they sit below F1's."""
+    from sklearn.metrics import fbeta_score
+
+    from kagglecv.core.metrics import threshold_beta
+
+    assert threshold_beta("fbeta:2:samples", "multilabel") == 2.0 and threshold_beta("f2_samples", "multilabel") == 2.0
+    assert threshold_beta("map", "multilabel") == 1.0 and threshold_beta(None, "binary") == 1.0
+    rng = np.random.default_rng(1)
+    targets = (rng.random((400, 4)) < [0.1, 0.3, 0.5, 0.8]).astype(int)
+    scores = np.clip(targets * 0.25 + rng.random((400, 4)) * 0.8, 0, 1)
+    f2 = tune_thresholds(targets, scores, beta=2.0)
+    for column in range(4):
+        tuned = fbeta_score(targets[:, column], scores[:, column] >= f2[column], beta=2.0)
+        brute = max(fbeta_score(targets[:, column], scores[:, column] >= t, beta=2.0)
+                    for t in np.unique(scores[:, column]))
+        assert tuned == pytest.approx(brute, abs=1e-12)
+    assert (f2 <= tune_thresholds(targets, scores) + 1e-12).all() and (f2 < tune_thresholds(targets, scores)).any()
+
+
 def broken_run(trained_runs, tmp_path, edit):
     run = tmp_path / "run"
     shutil.copytree(trained_runs[("multiclass", 1)].run_dir, run)
@@ -150,3 +170,26 @@ def test_a_binary_probability_submission_is_scored_exactly_or_refused(tmp_path):
     pd.DataFrame({"id": ids, "has_cactus": probability + 1}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(DataError, match="in \\[0, 1\\]"):
         score_submission(tmp_path / "bad.csv", tmp_path / "solution.csv", "roc_auc")
+
+
+def test_oof_thresholds_follow_the_runs_fbeta_metric(trained_runs, tmp_path):
+    """submit, pack and infer share resolve_thresholds: with metric fbeta:2:samples they are F2's, not F1's."""
+    import yaml
+
+    from kagglecv.core.predictions import read_predictions
+    from kagglecv.core.runs import RunDir
+    from kagglecv.data.inputs import load_run_table
+    from kagglecv.stages.submit import resolve_thresholds
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs[("multilabel", 1)].run_dir, run)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    recorded["metric"] = "fbeta:2:samples"
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    classes = RunDir(run).read_info()["classes"]
+    data = load_run_table(RunDir(run))
+    oof = read_predictions(RunDir(run).oof_path, classes).set_index("id").loc[list(data.ids), classes].to_numpy()
+    expected = dict(zip(classes, tune_thresholds(data.targets, oof, beta=2.0)))
+    assert resolve_thresholds("oof", RunDir(run), classes) == pytest.approx(expected, abs=1e-12)
+    f1 = dict(zip(classes, tune_thresholds(data.targets, oof)))
+    assert any(abs(expected[name] - f1[name]) > 1e-9 for name in classes), "F2 and F1 thresholds must differ here"
