@@ -421,6 +421,11 @@ class Config(_Section):
     notes: Optional[str] = Field(None, description="Why this experiment: the motivation shown in the report's journal.")
 
     @property
+    def inference_batch_size(self) -> int:
+        """Images per inference batch: ``predict.batch_size``, else twice ``train.batch_size``."""
+        return self.predict.batch_size or 2 * self.train.batch_size
+
+    @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.experiment
 

@@ -11,6 +11,7 @@ import itertools
 import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def _folder_test(folder: Path, classes: list[str], task: str) -> CompetitionData
     if not files:
         raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) to make the test set of")
     ids = np.array([path.stem for path in files], dtype=object)
-    doubled = sorted({image_id for image_id in ids if (ids == image_id).sum() > 1})
+    doubled = sorted(image_id for image_id, count in Counter(ids.tolist()).items() if count > 1)
     if doubled:
         raise DataError(f"{folder}: several files share a name without extension, so the test ids are ambiguous: "
                         f"{summarize(doubled, quote=True)}")
@@ -292,11 +293,8 @@ def _index_images(root: Path) -> dict[str, Path]:
 
 def _encode_indicator_columns(frame: pd.DataFrame, columns: list[str], source: Path, problems: list[str]) -> np.ndarray:
     values = frame[columns].apply(lambda column: column.str.strip())
-    allowed = {"-1", "0", "1", "1.0", "0.0", "-1.0"}
-    bad = ~values.isin(allowed)
-    if bad.to_numpy().any():
-        rows, cols = np.nonzero(bad.to_numpy())
-        cells = [f"line {row + 2} column {columns[col]!r} = {values.iat[row, col]!r}" for row, col in zip(rows, cols)]
+    cells = _cells_outside(values, {"-1", "0", "1", "1.0", "0.0", "-1.0"}, columns)
+    if cells:
         problems.append(f"{source}: {len(cells)} label cells not in {{0, 1}} (or -1/0/1 VOC style): {summarize(cells)}")
         return np.zeros(values.shape, dtype=np.int8)
     numeric = values.astype(float).astype(np.int8).to_numpy()
@@ -305,13 +303,18 @@ def _encode_indicator_columns(frame: pd.DataFrame, columns: list[str], source: P
     return numeric
 
 
+def _cells_outside(values: pd.DataFrame, allowed: set[str], columns: list[str]) -> list[str]:
+    """``line L column C = V`` for every cell of ``values`` not in ``allowed``."""
+    rows, cols = np.nonzero(~values.isin(allowed).to_numpy())
+    return [f"line {row + 2} column {columns[col]!r} = {values.iat[row, col]!r}" for row, col in zip(rows, cols)]
+
+
 def _one_hot_classes(frame: pd.DataFrame, columns: list[str], source: Path, problems: list[str]) -> np.ndarray:
     """One-hot 0/1 columns (``task: multiclass``, as Plant Pathology 2020 ships them): the index of each row's one
     1; a row with no 1 or several is reported with its line."""
     values = frame[columns].apply(lambda column: column.str.strip())
-    if not values.isin({"0", "1", "0.0", "1.0"}).to_numpy().all():
-        rows, cols = np.nonzero(~values.isin({"0", "1", "0.0", "1.0"}).to_numpy())
-        cells = [f"line {row + 2} column {columns[col]!r} = {values.iat[row, col]!r}" for row, col in zip(rows, cols)]
+    cells = _cells_outside(values, {"0", "1", "0.0", "1.0"}, columns)
+    if cells:
         problems.append(f"{source}: {len(cells)} one-hot cells not 0 or 1: {summarize(cells)}")
         return np.zeros(len(frame), dtype=np.int64)
     ones = values.astype(float).to_numpy() == 1

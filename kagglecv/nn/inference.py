@@ -123,7 +123,7 @@ class FoldPredictor:
         self.config, self.run = config, run
         self.runtime = setup_runtime(config.train.device)
         self.num_outputs = num_outputs(task, classes)
-        self.batch_size = config.predict.batch_size or 2 * config.train.batch_size
+        self.batch_size = config.inference_batch_size
         self.amp_dtype = autocast_dtype(config.train.amp, self.runtime.device)
 
     def load(self, fold: int, source: str | None = None) -> torch.nn.Module:

@@ -53,10 +53,10 @@ class RunRecipe:
         """Fold ``fold``'s probabilities for ``rows`` of ``images``, with the run's weights and TTA."""
         progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
         if self.format == "onnx":
-            batch = batch_size or self.config.predict.batch_size or 2 * self.config.train.batch_size
+            config = _with_loader_settings(self.config, batch_size, workers)
             with progress or contextlib.nullcontext() as bar:
                 return OnnxFold(self.run.fold(fold).path / ONNX_FILE).predict(
-                    images, rows, self.config.model.img_size, self.config.model.in_chans, batch, bar)
+                    images, rows, config.model.img_size, config.model.in_chans, config.inference_batch_size, bar)
         from kagglecv.nn.inference import (  # torch: only when a model runs
             FoldPredictor,
             combine_views,

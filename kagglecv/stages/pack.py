@@ -143,7 +143,8 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
 
 def notebook_plan(recipe: Recipe, bundle: str, competition: str | None) -> NotebookPlan:
     """Where the notebook finds the test set: the names the run's own data had (the competition's files)."""
-    data, submit = leaf_runs(recipe)[0].config.data, leaf_runs(recipe)[0].config.submit
+    config = leaf_runs(recipe)[0].config
+    data, submit = config.data, config.submit
     sample = submit.sample.name if submit.sample is not None else "sample_submission.csv"
     test_table = data.test_csv.name if data.test_csv is not None and data.test_csv.name != sample else None
     images = data.test_image_dir or data.image_dir
