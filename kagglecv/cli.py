@@ -262,7 +262,9 @@ def pack(
     provided: Annotated[Optional[str], typer.Option(help="Comma-separated packages the Kaggle image has (default: torch, torchvision, timm, numpy, pandas, scikit-learn, albumentations).")] = None,
     timing_images: Annotated[int, typer.Option(min=0, help="Synthetic images to time inference on; 0 skips the timing.")] = 64,
     images: Annotated[Optional[int], typer.Option(min=1, help="With --max-minutes: the hidden test's number of images.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(min=0, help="Warn when --images images would take longer here.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(min=0, help="Warn when --images images would take longer here (with --fit: on the target device).")] = None,
+    fit: Annotated[bool, typer.Option(help="Pack only the runs and TTA views that score best on OOF within --max-minutes for --images images on the target device (needs --device-speed and the training images).")] = False,
+    device_speed: Annotated[Optional[float], typer.Option(min=0, help="With --fit: how many times as fast as this machine the target device runs these models (0.5: half as fast); measure it, kagglecv does not guess it.")] = None,
     threshold: Annotated[Optional[str], typer.Option(help="Multi-label labels format: 'oof' (per-class, tuned on the OOF predictions for F1, or F-beta when the metric is fbeta) or a number, stored for infer.")] = None,
     wheel_platform: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's pip platform tag (Kaggle's, manylinux_2_35_x86_64, when omitted).")] = None,
     wheel_python: Annotated[Optional[str], typer.Option(help="With --wheels: the notebook's Python version (Kaggle's, 3.11, when omitted).")] = None,
@@ -271,21 +273,25 @@ def pack(
     format: Annotated[str, typer.Option(help="torch (safetensors) or onnx (one graph per fold, run by ONNX Runtime without torch; needs kagglecv[onnx]).")] = "torch",
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
-    from kagglecv.stages.pack import pack_run, timing_warning
+    from kagglecv.core.console import Console as StageConsole
+    from kagglecv.stages.pack import fit_budget, fit_summary, pack_run, timing_warning
 
     names = None if provided is None else tuple(name.strip() for name in provided.split(",") if name.strip())
+    budget = fit_budget(images, max_minutes, device_speed) if fit else None
     result = pack_run(source, out, wheels=wheels, provided=names, timing_images=timing_images, threshold=threshold,
                       wheel_platform=wheel_platform, wheel_python=wheel_python, notebook=notebook,
-                      competition=competition, format=format)
+                      competition=competition, format=format, fit=budget, console=StageConsole())
     console.print(f"wrote {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB"
                   + (f", {len(result.wheels)} wheels" if wheels else ""))
     if result.timing is not None:
         console.print(f"inference here: {result.timing.per_image * 1000:.1f} s per 1,000 images plus "
                       f"{result.timing.fixed:.1f} s to load the models")
+    if result.fit is not None:
+        console.print(escape(fit_summary(result.fit)))
     if result.notebook is not None:
         console.print(f"wrote {result.notebook}: the submission notebook and its kernel metadata (put your Kaggle user "
                       "name in both metadata files)")
-    warning = timing_warning(result.timing, images, max_minutes)
+    warning = None if fit else timing_warning(result.timing, images, max_minutes)
     if warning:
         console.print(escape(warning))
 

@@ -10,11 +10,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, softmax
 
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.files import write_csv
 
 FLOAT_FORMAT = "%.7g"
+
+
+def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
+    """Softmax (multiclass), sigmoid (multilabel), or ``[1 - p, p]`` from one sigmoid logit (binary)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if task == "multiclass":
+        return softmax(logits, axis=1)
+    positive = expit(logits)
+    if task == "binary":
+        return np.hstack([1.0 - positive[:, :1], positive[:, :1]])
+    return positive
+
+
+def combine_views(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:
+    """Probabilities of several TTA views: the mean of their probabilities (``prob``) or of their logits (``logit``)."""
+    if space == "logit":
+        return probabilities_from_logits(np.mean(logit_list, axis=0), task)
+    return np.mean([probabilities_from_logits(logits, task) for logits in logit_list], axis=0)
 
 
 def prediction_frame(ids, probabilities: np.ndarray, classes: list[str], folds=None) -> pd.DataFrame:

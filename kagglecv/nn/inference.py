@@ -9,7 +9,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.special import expit, softmax
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -51,24 +50,6 @@ def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, am
     if not rows:
         return np.zeros(0, dtype=np.int64), {name: np.zeros((0, 0), dtype=np.float32) for name in views}
     return np.concatenate(rows), {name: np.concatenate(chunks) for name, chunks in outputs.items()}
-
-
-def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
-    """Softmax (multiclass), sigmoid (multilabel), or ``[1 - p, p]`` from one sigmoid logit (binary)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if task == "multiclass":
-        return softmax(logits, axis=1)
-    positive = expit(logits)
-    if task == "binary":
-        return np.hstack([1.0 - positive[:, :1], positive[:, :1]])
-    return positive
-
-
-def combine_views(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:
-    """Probabilities of several TTA views: the mean of their probabilities (``prob``) or of their logits (``logit``)."""
-    if space == "logit":
-        return probabilities_from_logits(np.mean(logit_list, axis=0), task)
-    return np.mean([probabilities_from_logits(logits, task) for logits in logit_list], axis=0)
 
 
 def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:

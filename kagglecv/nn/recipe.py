@@ -21,11 +21,11 @@ from kagglecv.core.blending import apply_blend, stack_model_from_state
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import DataError, KagglecvError, summarize
-from kagglecv.core.predictions import FLOAT_FORMAT, read_predictions
+from kagglecv.core.predictions import FLOAT_FORMAT, combine_views, read_predictions
 from kagglecv.core.records import BlendRecipe, validate_record
 from kagglecv.core.runs import RunDir, read_json, resolve_member
 from kagglecv.data.load import load_test
-from kagglecv.data.table import CompetitionData
+from kagglecv.data.table import CompetitionData, num_outputs
 from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
 
 
@@ -57,16 +57,21 @@ class RunRecipe:
             with progress or contextlib.nullcontext() as bar:
                 return OnnxFold(self.run.fold(fold).path / ONNX_FILE).predict(
                     images, rows, config.model.img_size, config.model.in_chans, config.inference_batch_size, bar)
-        from kagglecv.nn.inference import (  # torch: only when a model runs
-            FoldPredictor,
-            combine_views,
-        )
+        logits = self.view_logits(fold, images, rows, self.views, progress, batch_size, workers)
+        return combine_views([logits[name] for name in self.views], self.task, self.space)
+
+    def view_logits(self, fold: int, images, rows: np.ndarray, views: list[str], progress=None,
+                    batch_size: int | None = None, workers: int | None = None) -> dict[str, np.ndarray]:
+        """Fold ``fold``'s logits for ``rows`` of ``images`` under each of ``views`` (each image decoded once)."""
+        if self.format == "onnx":
+            raise KagglecvError(f"{self.run.path}: an ONNX bundle gives probabilities of its packed views only; use "
+                                "the run it was packed from")
+        from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
 
         predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
                                   self.classes)
         model = predictor.load(fold, self.sources[fold])
-        logits = predictor.views(model, images, rows, self.views, progress=progress)
-        return combine_views([logits[name] for name in self.views], self.task, self.space)
+        return predictor.views(model, images, rows, views, progress=progress)
 
     def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
         """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``) for ``test_ids``, in that
@@ -81,6 +86,20 @@ class RunRecipe:
             raise KagglecvError(f"{path}: no predictions for {len(missing)} test ids ({summarize(missing, quote=True)}); "
                                 "was it made on another test table?")
         return frame.loc[list(test_ids), self.classes].to_numpy(np.float64)
+
+
+def held_out_view_logits(recipe: RunRecipe, images, fold_of: np.ndarray, views: list[str],
+                         console: Console | None = None) -> dict[str, np.ndarray]:
+    """Every view's logits of every training row, each by the fold model that held it out (``fold_of``)."""
+    outputs = num_outputs(recipe.task, recipe.classes)
+    logits = {name: np.zeros((len(fold_of), outputs)) for name in views}
+    for fold in sorted(recipe.sources):
+        rows = np.flatnonzero(fold_of == fold)
+        for name, values in recipe.view_logits(fold, images, rows, views).items():
+            logits[name][rows] = values
+        if console is not None:
+            console.line(f"{recipe.run.name} fold {fold}: predicted {len(rows)} held-out rows")
+    return logits
 
 
 def _with_loader_settings(config: Config, batch_size: int | None, workers: int | None) -> Config:

@@ -11,8 +11,6 @@ missing or added file makes ``infer`` refuse the bundle (an own-model file is co
 from __future__ import annotations
 
 import json
-import tempfile
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +18,6 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, require_extra, summarize
@@ -32,6 +29,7 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
+from kagglecv.core.metrics import threshold_beta
 from kagglecv.core.notebook import (
     DATASET_METADATA,
     KERNEL_METADATA,
@@ -53,15 +51,22 @@ from kagglecv.core.wheelhouse import (
     build_wheelhouse,
 )
 from kagglecv.data.inputs import load_run_table
+from kagglecv.nn.budget import (
+    FIT_METHOD,
+    Budget,
+    FitResult,
+    Timing,
+    fit_to_budget,
+    measure_timing,
+)
 from kagglecv.nn.onnx_predictor import ONNX_FILE
 from kagglecv.nn.recipe import (
     EnsembleRecipe,
     Recipe,
     leaf_runs,
     load_recipe,
-    read_new_test,
 )
-from kagglecv.stages.submit import parse_threshold, resolve_thresholds
+from kagglecv.stages.submit import parse_threshold, resolve_thresholds, tune_thresholds
 
 FORMATS = ("torch", "onnx")
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities, PyTorch vs ONNX Runtime
@@ -72,18 +77,6 @@ DONE_KEYS = ("fold", "best_epoch", "best_score", "metric", "source")
 
 
 @dataclass
-class Timing:
-    """Measured on synthetic images: ``fixed`` seconds (models loaded) plus ``per_image`` seconds per image."""
-
-    images: int
-    fixed: float
-    per_image: float
-
-    def seconds_for(self, images: int) -> float:
-        return self.fixed + self.per_image * images
-
-
-@dataclass
 class PackResult:
     path: Path
     files: int
@@ -91,12 +84,13 @@ class PackResult:
     timing: Timing | None
     wheels: list[str]
     notebook: Path | None = None
+    fit: FitResult | None = None
 
 
 def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[str, ...] | None = None,
              timing_images: int = 64, threshold: str | None = None, wheel_platform: str | None = None,
              wheel_python: str | None = None, notebook: bool = False, competition: str | None = None,
-             format: str = "torch", console: Console | None = None) -> PackResult:
+             format: str = "torch", fit: Budget | None = None, console: Console | None = None) -> PackResult:
     """Write the bundle of the run or ensemble ``source`` to ``out`` (built aside, renamed into place).
 
     ``threshold``: ``oof`` (per-class thresholds tuned for F1 on the run's OOF predictions, with the training labels
@@ -105,7 +99,8 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     ``notebook``: also ``<out>-notebook/`` (``submission.ipynb`` and ``kernel-metadata.json``; ``competition``:
     the competition's slug, its data folder under ``/kaggle/input``). ``format``: ``torch`` (safetensors) or
     ``onnx`` (each fold's model, views and probabilities as one ONNX graph, checked against PyTorch on the run's
-    own images; ``infer`` runs it with ONNX Runtime and no torch).
+    own images; ``infer`` runs it with ONNX Runtime and no torch). ``fit``: pack only the runs and TTA views that
+    score best on OOF within that budget (``kagglecv.nn.budget``); its choice goes in the manifest.
     """
     if format not in FORMATS:
         raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
@@ -118,27 +113,44 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     notebook_dir = out.parent / f"{out.name}-notebook" if notebook else None
     _check_destination(recipe, source, out, notebook_dir)
     remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
-    thresholds = None
-    if threshold is not None:
-        thresholds = resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
     wheel_names: list[str] = []
     with atomic_folder(out, replace=True) as building:
-        _copy_recipe(recipe, building, format)
-        parity = onnx_parity(recipe, load_recipe(building)) if format == "onnx" else None
+        fitted = fit_to_budget(recipe, fit, max(timing_images, 8), building, console) if fit is not None else None
+        packed = fitted.recipe if fitted is not None else recipe
+        _copy_recipe(packed, building, format, _blend_record(fitted))
+        parity = onnx_parity(packed, load_recipe(building)) if format == "onnx" else None
         write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
-        if thresholds is not None:
-            write_json(RunDir(building).thresholds_path, thresholds)
+        if threshold is not None:
+            write_json(RunDir(building).thresholds_path, _thresholds(threshold, source, recipe, fitted))
         if wheels:
             wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
                                            console, wheel_platform or KAGGLE_PLATFORM,
                                            wheel_python or KAGGLE_PYTHON)
         timing = measure_timing(load_recipe(building), timing_images, building) if timing_images > 0 else None
-        write_text(building / "README.md", bundle_readme(recipe, out.name, bool(wheel_names), timing))
+        write_text(building / "README.md", bundle_readme(packed, out.name, bool(wheel_names), timing))
         write_text(building / DATASET_METADATA, kept_or_default(out / DATASET_METADATA, dataset_metadata(out.name)))
-        files, size = _write_manifest(building, recipe, timing, {"format": format, "onnx_parity": parity})
+        extra = {"format": format, "onnx_parity": parity, "fit": None if fitted is None else fitted.record}
+        files, size = _write_manifest(building, packed, timing, extra)
     if notebook_dir is not None:
         write_notebook(notebook_plan(recipe, out.name, competition), notebook_dir)
-    return PackResult(out, len(files), size, timing, wheel_names, notebook_dir)
+    return PackResult(out, len(files), size, timing, wheel_names, notebook_dir, fitted)
+
+
+def _thresholds(threshold: str, source: Path, recipe: Recipe, fitted: FitResult | None) -> dict[str, float]:
+    """The multi-label thresholds ``infer`` applies; ``oof`` with ``--fit``: tuned on the fitted recipe's OOF."""
+    if fitted is None or parse_threshold(threshold) != "oof":
+        return resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
+    tuned = tune_thresholds(fitted.targets, fitted.oof, threshold_beta(fitted.metric, recipe.task))
+    return dict(zip(recipe.classes, map(float, tuned)))
+
+
+def _blend_record(fitted: FitResult | None) -> dict | None:
+    """``weights.json`` of a fitted ensemble: each run's votes as its weight in a mean of probabilities."""
+    if fitted is None or not isinstance(fitted.recipe, EnsembleRecipe):
+        return None
+    names = [member.run.name for member in fitted.recipe.members]
+    return {"method": FIT_METHOD, "metric": fitted.metric, "power": 2.0,
+            "weights": dict(zip(names, map(float, fitted.recipe.weights)))}
 
 
 def notebook_plan(recipe: Recipe, bundle: str, competition: str | None) -> NotebookPlan:
@@ -192,7 +204,8 @@ def _bundle_files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {MANIFEST, DATASET_METADATA}
 
 
-def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch") -> None:
+def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict | None = None) -> None:
+    """The recipe's files into ``dest``: as recorded, or for a fitted recipe its views and ``blend`` (weights.json)."""
     run = RunDir(dest)
     info = recipe.run.read_info()
     write_text(run.config_path, recipe.run.config_path.read_text(encoding="utf-8"))
@@ -204,7 +217,10 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch") -> None:
         write_json(run.info_path, {**{key: info[key] for key in ("experiment", "kind", "task", "classes", "backbone",
                                                                   "created") if key in info},
                                    "bundle": BUNDLE_FORMAT, "bundle_members": [f"members/{name}" for name in names]})
-        write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
+        if blend is None:
+            write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
+        else:
+            write_json(run.weights_path, blend)
         for name, member in zip(names, recipe.members):
             _copy_recipe(member, dest / "members" / name, format)
         return
@@ -212,8 +228,9 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch") -> None:
                                                                         "bundle": BUNDLE_FORMAT, "format": format})
     if recipe.run.predict_path.is_file():
         recorded = recipe.run.read_predict_record()
-        write_json(run.predict_path, {key: recorded[key] for key in ("tta", "tta_space", "metric", "oof_score", "auto")
-                                      if key in recorded})
+        kept = ("tta", "tta_space", "metric", "oof_score", "auto") if recorded["tta"] == recipe.views else ("metric",)
+        write_json(run.predict_path, {key: recorded[key] for key in kept if key in recorded}
+                   | {"tta": recipe.views, "tta_space": recipe.space})
     if recipe.run.model_code() is not None:
         write_bytes(run.model_code_path, recipe.run.model_code_path.read_bytes())
     for index, source in sorted(recipe.sources.items()):
@@ -310,33 +327,29 @@ def _is_bundle_copy(folder: Path) -> bool:
     return isinstance(info, dict) and ("bundle" in info or "bundle_members" in info)
 
 
-def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
-    """Inference time of the whole recipe (every fold, view and member) on synthetic JPEGs at the model's size, at
-    two test sizes, so the model loading (fixed) and the per-image cost are told apart."""
+def fit_budget(images: int | None, max_minutes: float | None, device_speed: float | None) -> Budget:
+    """``--fit``'s budget; each of its three numbers is the user's (the target device's speed is never guessed)."""
+    missing = [flag for flag, value in (("--images", images), ("--max-minutes", max_minutes),
+                                        ("--device-speed", device_speed)) if value is None]
+    if missing:
+        raise KagglecvError(f"--fit needs {', '.join(missing)}: the hidden test's number of images, the notebook's "
+                            "time limit in minutes, and how many times as fast as this machine the target device "
+                            "runs these models (time `kagglecv infer` on both; kagglecv does not guess it)")
+    if device_speed <= 0 or max_minutes <= 0:
+        raise KagglecvError(f"--fit: --max-minutes {max_minutes:g} and --device-speed {device_speed:g} must be positive")
+    return Budget(images, max_minutes, device_speed)
 
-    leaf = leaf_runs(recipe)[0]
-    size = leaf.config.model.img_size
-    small = max(1, images // 4)
-    rng = np.random.default_rng(0)
-    seconds = {}
-    with tempfile.TemporaryDirectory(prefix=".timing-", dir=scratch) as folder:
-        for index in range(images):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
-        id_col, image_col = leaf.config.data.id_col, leaf.config.data.image_col
-        separate = image_col is not None and image_col != id_col  # image_col: id means ids are the file names
-        header = id_col + (f",{image_col}" if separate else "")
-        for count in (small, images):
-            table = Path(folder) / f"test{count}.csv"
-            rows = [f"t{index}" + (f",t{index}.jpg" if separate else ".jpg" if image_col else "")
-                    for index in range(count)]
-            table.write_text("\n".join([header, *rows]) + "\n")
-            test = read_new_test(recipe, table, Path(folder))
-            started = time.perf_counter()
-            recipe.predict(test, Console(quiet=True))
-            seconds[count] = time.perf_counter() - started
-    slope = (seconds[images] - seconds[small]) / (images - small) if images > small else 0.0
-    per_image = slope if slope > 0 else seconds[images] / images  # too few images to tell: the cautious estimate
-    return Timing(images, max(seconds[small] - per_image * small, 0.0), per_image)
+
+def fit_summary(fitted: FitResult) -> str:
+    """One line: what ``--fit`` kept, its OOF score beside the whole recipe's, and its predicted time."""
+    record = fitted.record
+    kept = "; ".join(f"{entry['run']} [{', '.join(entry['views'])}]"
+                     + (f" x{entry['weight']:.2f}" if len(record["chosen"]) > 1 else "") for entry in record["chosen"])
+    dropped = len([unit for unit in record["units"] if not unit["kept"]])
+    return (f"fit: kept {kept} ({dropped} of {len(record['units'])} run x view units dropped); OOF {fitted.metric} "
+            f"{fitted.oof_score:.4f} (whole recipe {fitted.full_score:.4f}); predicted {fitted.modelled_minutes:.2f} "
+            f"of {record['max_minutes']:g} minutes for {record['images']} images at {record['device_speed']:g}x "
+            "this machine")
 
 
 def timing_warning(timing: Timing | None, images: int | None, max_minutes: float | None) -> str | None:

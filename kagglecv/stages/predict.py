@@ -18,11 +18,11 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_json
 from kagglecv.core.metrics import get_metric, resolve_metric, score
-from kagglecv.core.predictions import read_predictions, write_predictions
+from kagglecv.core.predictions import combine_views, read_predictions, write_predictions
 from kagglecv.core.runs import RunDir
 from kagglecv.data.inputs import StageInputs, load_stage_inputs
-from kagglecv.nn.inference import FoldPredictor, combine_views, tta_view
-from kagglecv.nn.recipe import RunRecipe, fold_weights
+from kagglecv.nn.inference import tta_view
+from kagglecv.nn.recipe import RunRecipe, fold_weights, held_out_view_logits
 
 AUTO_CANDIDATES = ("hflip", "vflip", "transpose", "scale:0.875", "scale:1.15")
 
@@ -57,15 +57,16 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     missing = [fold for fold in range(n_folds) if not run.fold(fold).is_done()]
     if missing:
         raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
-    sources = fold_weights(run, config, n_folds, predicted=True)
-    oof_logits = _held_out_logits(run, config, inputs, views, sources, console)
+    recipe = RunRecipe(run, config, data.task, data.classes, views, config.predict.tta_space,
+                       fold_weights(run, config, n_folds, predicted=True))
+    oof_logits = held_out_view_logits(recipe, data.images, fold_of, views, console)
     metric = resolve_metric(config.metric, data.task).name
     chosen, candidate_scores = _choose_views(views, oof_logits, data, metric, config.predict.tta_space, tta == "auto")
     oof = combine_views([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
     run.predict_path.unlink(missing_ok=True)  # written last: its presence says oof.csv and test.csv are whole
     write_predictions(run.oof_path, data.ids, oof, data.classes, folds=fold_of)
     if test is not None:
-        recipe = RunRecipe(run, config, data.task, data.classes, chosen, config.predict.tta_space, sources)
+        recipe.views = chosen
         for fold in range(n_folds):  # each fold's own: what a student's fold k may learn from
             probabilities = recipe.predict_fold(fold, test.images, np.arange(len(test)))
             run.fold(fold).write_test_predictions(test.ids, probabilities, data.classes)
@@ -73,21 +74,6 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
         run.write_fold_mean_test(data.classes, n_folds)
     return _record(run, config, data.task, metric, score(metric, data.task, data.targets, oof), chosen,
                    candidate_scores, tta == "auto", console)
-
-
-def _held_out_logits(run: RunDir, config: Config, inputs: StageInputs, views: list[str], sources: dict[int, str],
-                     console: Console) -> dict[str, np.ndarray]:
-    """Every view's logits of every training row, each by the fold model that held it out."""
-    data, fold_of = inputs.data, inputs.fold_of
-    predictor = FoldPredictor(config, run, data.task, data.classes)
-    oof_logits = {name: np.zeros((len(data), predictor.num_outputs)) for name in views}
-    for fold, source in sources.items():
-        model = predictor.load(fold, source)
-        rows = np.flatnonzero(fold_of == fold)
-        for name, logits in predictor.views(model, data.images, rows, views).items():
-            oof_logits[name][rows] = logits
-        console.line(f"fold {fold}: predicted {len(rows)} held-out rows")
-    return oof_logits
 
 
 def trained_predictions_suffice(config: Config) -> bool:

@@ -18,8 +18,8 @@ from torch import nn
 from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.metrics import DEFAULT_METRIC, get_metric, score
-from kagglecv.core.predictions import write_predictions
-from kagglecv.nn.inference import probabilities_from_logits, run_inference
+from kagglecv.core.predictions import probabilities_from_logits, write_predictions
+from kagglecv.nn.inference import run_inference
 from kagglecv.nn.runtime import all_gather
 from kagglecv.nn.weights import save_weights
 

@@ -290,7 +290,7 @@ def test_the_stacking_model_replays_from_its_json_record():
 
 
 def test_timing_warns_only_past_the_limit():
-    from kagglecv.stages.pack import Timing
+    from kagglecv.nn.budget import Timing
 
     timing = Timing(images=64, fixed=2.0, per_image=0.01)
     assert timing_warning(timing, images=1000, max_minutes=1) is None
