@@ -298,15 +298,51 @@ def pack(
 
 @app.command()
 def run(
-    config_path: ConfigPath,
+    config_path: Annotated[Path, typer.Argument(help="Experiment config (YAML), or a competition folder as Kaggle ships it (then `init` writes ./<folder>.yaml first).")],
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option(help="Accept a config that differs from the run folder's.")] = False,
+    metric: Annotated[Optional[str], typer.Option(help="With a competition folder: the competition's metric, for init.")] = None,
 ) -> None:
     """The whole pipeline: folds (if missing), train every fold (resuming), predict with TTA, score, submit."""
     from kagglecv.core.config import load_config
+    from kagglecv.stages.init import config_for_folder
     from kagglecv.workflows.run import run_pipeline
 
+    if config_path.is_dir():
+        config_path, written = config_for_folder(config_path, metric)
+        if written is not None:
+            _print_findings(written, then=False)
+        else:
+            console.print(f"using {config_path} (init wrote it earlier; delete it to start over)")
+    elif metric is not None:
+        raise KagglecvError("--metric: only with a competition folder; a config names its metric (metric: ...)")
     _print_summary(run_pipeline(load_config(config_path, overrides), force=force))
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="The competition folder as Kaggle ships it (tables, image folders).")],
+    metric: Annotated[Optional[str], typer.Option(help="The competition's metric; needed when the sample's values fit several.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="The config to write; ./<folder name>.yaml when omitted.")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Write a commented config from a competition folder: tables, ids, targets, task, images, test ids, the
+    submission's shape, and defaults that fit the data, each with its reason."""
+    from kagglecv.stages.init import init_config
+
+    _print_findings(init_config(folder, out, metric, overrides))
+
+
+def _print_findings(result, then: bool = True) -> None:
+    from rich.table import Table
+
+    table = Table("key", "value", "why", title=f"kagglecv init: {result.path}", title_justify="left")
+    for finding in result.findings:
+        value = finding.value if not isinstance(finding.value, list) or len(finding.value) <= 4 else \
+            f"{len(finding.value)} columns: {', '.join(map(str, finding.value[:3]))}, ..."
+        table.add_row(finding.key, escape(str(value)), escape(finding.why))
+    console.print(table)
+    console.print(f"wrote {result.path}" + (f": review it, then `kagglecv run {result.path}`" if then else ""))
 
 
 @app.command()

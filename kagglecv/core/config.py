@@ -113,9 +113,10 @@ class DataConfig(_Section):
         None, description="Images found as <image_dir>/<id>.<ext> (any common extension), or via image_col."
     )
     test_csv: Optional[Path] = Field(None, description="The test table (ids only is enough).")
-    test_image_dir: Optional[Path] = Field(None, description="Test images; defaults to image_dir. Without a test "
-                                           "table (and no submit.sample), its image files are the test set, named by "
-                                           "their file names without extension.")
+    test_image_dir: Union[Path, list[Path], None] = Field(
+        None, description="Test images (a folder, or a list of folders whose files together are the test images, as "
+        "Planet's test-jpg and test-jpg-additional); defaults to image_dir. Without a test table (and no "
+        "submit.sample), its image files are the test set, named by their file names without extension.")
     id_col: str = Field("id", description="Column of image ids, always read as strings.")
     image_col: Optional[str] = Field(None, description="Column of image paths relative to image_dir.")
     target: Union[str, list[str]] = Field(
@@ -131,6 +132,12 @@ class DataConfig(_Section):
                                            "grey image.")
     label_fixes: Optional[LabelFixesConfig] = Field(None, description="Drop or relabel reviewed label issues; folds "
                                                     "stay those of the whole table.")
+
+    def test_image_dirs(self) -> list[Path]:
+        """The test image folders (none, one, or several)."""
+        if self.test_image_dir is None:
+            return []
+        return list(self.test_image_dir) if isinstance(self.test_image_dir, list) else [self.test_image_dir]
 
     def has_test(self) -> bool:
         """A test set is configured: a table, or a folder whose image files are the test set."""
@@ -341,6 +348,11 @@ class SubmitConfig(_Section):
         0.5, description="Multi-label labels format: a number in (0, 1), or oof (per-class, tuned for F1, or F-beta when the metric is fbeta).")
     gz: bool = Field(False, description="Write .csv.gz.")
     dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
+    format: Literal["auto", "label", "labels", "positive", "probabilities", "top_k"] = Field(
+        "auto", description="The values written: a class name or integer class (label), separated labels (labels), "
+        "the positive class's probability (positive), one probability column per class (probabilities), the k "
+        "likeliest classes, most likely first (top_k); auto: read from the sample's header and values.")
+    top_k: int = Field(5, ge=1, le=100, description="format top_k: how many classes per row (auto: the sample's).")
 
     @field_validator("threshold")
     @classmethod

@@ -107,6 +107,22 @@ def map_at_k(y_true, y_score, k: int) -> float:
     return float(np.mean(np.where(hits.any(axis=1), 1.0 / (hits.argmax(axis=1) + 1), 0.0)))
 
 
+def map_at_k_lists(actual: list[str], predicted: list[list[str]], k: int) -> float:
+    """MAP@k of label lists, one true label per row: Kaggle's ``ml_metrics.average_precision.mapk`` with ``apk``
+    transcribed (a label repeated in a list counts once, at its first place; lists cut at k)."""
+    if len(actual) != len(predicted):
+        raise ValueError(f"{len(actual)} true labels and {len(predicted)} predicted lists")
+    total = 0.0
+    for truth, labels in zip(actual, predicted):
+        hits, precision_sum = 0, 0.0
+        for place, label in enumerate(labels[:k]):
+            if label == truth and label not in labels[:place]:
+                hits += 1
+                precision_sum += hits / (place + 1.0)
+        total += precision_sum  # min(len(actual), k) is 1: one true label per row
+    return total / len(actual) if len(actual) else 0.0
+
+
 # ----- binary (y_true: 0/1, y_score: probability of the positive class, or rows x [neg, pos]) -----------------------
 def _positive_score(y_score) -> np.ndarray:
     y_score = np.asarray(y_score, dtype=np.float64)

@@ -103,7 +103,6 @@ class OutputRule:
         data = config.data
         named = {"the training table (data.train_csv)": data.train_csv, "the test table (data.test_csv)": data.test_csv,
                  "the training images (data.image_dir)": data.image_dir,
-                 "the test images (data.test_image_dir)": data.test_image_dir,
                  "the classes file (data.classes_file)": data.classes_file,
                  "the folds file (folds.file)": config.folds.file,
                  "the folds report": Path(config.folds.file).with_suffix(".json")}
@@ -114,6 +113,8 @@ class OutputRule:
         own = OwnModelName.parse(config.model.name)
         if own is not None:
             named["the own-model file (model.name)"] = own.file
+        for folder in data.test_image_dirs():
+            self.protect(Path(folder), "the test images (data.test_image_dir)")
         for what, path in named.items():
             if path is not None:
                 self.protect(Path(path), what)

@@ -111,14 +111,14 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
     if config.test_csv is None:
         if config.test_image_dir is None:
             raise DataError("no test set: set data.test_csv, submit.sample or data.test_image_dir")
-        return _folder_test(Path(config.test_image_dir), classes, task)
+        return _folder_test(config.test_image_dirs(), classes, task)
     table = read_competition_table(config.test_csv, config.pixels)
     frame = table.frame
     _require_rows(frame, config.test_csv, "test")
     problems: list[str] = []
     ids = _table_ids(frame, config, config.test_csv, table.is_pixel_table, problems)
     _require_columns(frame, config.test_csv, _optional(config.image_col))
-    images = _table_images(table, frame, ids, config.test_image_dir or config.image_dir, config.image_col,
+    images = _table_images(table, frame, ids, config.test_image_dirs() or config.image_dir, config.image_col,
                            config.test_csv, problems, config.id_col)
     if problems:
         raise DataError("\n".join(problems))
@@ -134,26 +134,30 @@ def _table_ids(frame: pd.DataFrame, config: DataConfig, source: Path, pixel_tabl
     return _check_ids(frame, config.id_col, source, problems)
 
 
-def _folder_test(folder: Path, classes: list[str], task: str) -> CompetitionData:
-    """A test set with no table: the folder's image files, named by their file names without extension, in name
-    order."""
-    if not folder.is_dir():
-        raise DataError(f"data.test_image_dir: image folder not found: {folder}")
-    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+def _folder_test(folders: list[Path], classes: list[str], task: str) -> CompetitionData:
+    """A test set with no table: the image files of the folders, named by their file names without extension, in
+    name order (folder by folder)."""
+    files = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise DataError(f"data.test_image_dir: image folder not found: {folder}")
+        files += sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+    where = ", ".join(map(str, folders))
     if not files:
-        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) to make the test set of")
+        raise DataError(f"{where}: no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) to make the test set of")
     ids = np.array([path.stem for path in files], dtype=object)
     doubled = sorted(image_id for image_id, count in Counter(ids.tolist()).items() if count > 1)
     if doubled:
-        raise DataError(f"{folder}: several files share a name without extension, so the test ids are ambiguous: "
+        raise DataError(f"{where}: several files share a name without extension, so the test ids are ambiguous: "
                         f"{summarize(doubled, quote=True)}")
-    return CompetitionData(ids, files, task, list(classes), None, None, folder)
+    return CompetitionData(ids, files, task, list(classes), None, None, Path(folders[0]))
 
 
-def _table_images(table: Table, frame: pd.DataFrame, ids: np.ndarray, image_dir: Path | None, image_col: str | None,
+def _table_images(table: Table, frame: pd.DataFrame, ids: np.ndarray, image_dir: Path | list[Path] | None,
+                  image_col: str | None,
                   source: Path, problems: list[str], id_col: str | None = None):
     if table.is_pixel_table:
-        if image_dir is not None:
+        if image_dir:
             problems.append(f"{source}: holds its images as pixel columns, but an image folder is set ({image_dir}); "
                             "remove data.image_dir / data.test_image_dir")
         return table.pixels
@@ -220,7 +224,7 @@ def sort_class_names(names: list[str]) -> list[str]:
 def resolve_image_paths(
     frame: pd.DataFrame,
     ids: np.ndarray,
-    image_dir: Path | None,
+    image_dir: Path | list[Path] | None,
     image_col: str | None,
     source: Path,
     problems: list[str],
@@ -232,18 +236,22 @@ def resolve_image_paths(
     links in the folder are followed for reading (Kaggle's ``/kaggle/input`` is made of them). When files are
     missing, the error says what the folder holds and which key fixes it.
     """
-    if image_dir is None:
+    roots = [Path(folder) for folder in (image_dir if isinstance(image_dir, list) else [image_dir]) if folder]
+    if not roots:
         return None
-    root = Path(image_dir)
-    if not root.is_dir():
-        problems.append(f"{source}: image folder not found: {root}")
+    absent = [root for root in roots if not root.is_dir()]
+    if absent:
+        problems.append(f"{source}: image folder not found: {', '.join(map(str, absent))}")
         return None
-    inside = Path(os.path.normpath(root.absolute()))
+    root = roots[0]
     if image_col:
-        candidates = [root / name for name in frame[image_col].tolist()]
+        names = frame[image_col].tolist()
+        candidates = [next((folder / name for folder in roots if (folder / name).is_file()), root / name)
+                      for name in names]
     else:
-        by_stem = _index_images(root)
+        by_stem = _index_folders(roots, source, problems)
         candidates = [by_stem.get(image_id, root / f"{image_id}.*") for image_id in ids]
+    insides = [Path(os.path.normpath(folder.absolute())) for folder in roots]
     missing, escaping = [], []
     for line, (image_id, path) in enumerate(zip(ids, candidates), start=2):
         try:
@@ -251,12 +259,13 @@ def resolve_image_paths(
         except (OSError, RuntimeError) as exc:  # a symbolic-link loop
             missing.append(f"line {line} id {image_id!r}: {path} ({exc})")
             continue
-        if not Path(os.path.normpath(path.absolute())).is_relative_to(inside):
+        if not any(Path(os.path.normpath(path.absolute())).is_relative_to(inside) for inside in insides):
             escaping.append(f"line {line} id {image_id!r}: {path}")
         elif not resolved.is_file():
             missing.append(f"line {line} id {image_id!r}: {path}")
     if escaping:
-        problems.append(f"{source}: {len(escaping)} image paths outside {root}: {summarize(escaping)}")
+        problems.append(f"{source}: {len(escaping)} image paths outside {', '.join(map(str, roots))}: "
+                        f"{summarize(escaping)}")
     if missing:
         problems.append(f"{source}: {len(missing)} image files not found: {summarize(missing)}"
                         + _missing_images_hint(root, ids, image_col, id_col))
@@ -277,6 +286,22 @@ def _missing_images_hint(root: Path, ids: np.ndarray, image_col: str | None, id_
     if not present:
         return f"; {root} holds no files"
     return f"; {root} holds files such as {summarize(present, 3, quote=True)}"
+
+
+def _index_folders(roots: list[Path], source: Path, problems: list[str]) -> dict[str, Path]:
+    """Image files by name without extension across ``roots``; a name in two of the folders is a problem."""
+    if len(roots) == 1:
+        return _index_images(roots[0])
+    merged: dict[str, Path] = {}
+    clashes = []
+    for root in roots:
+        for stem, path in _index_images(root).items():
+            if stem in merged:
+                clashes.append(f"{stem!r} in {merged[stem].parent} and {root}")
+            merged.setdefault(stem, path)
+    if clashes:
+        problems.append(f"{source}: {len(clashes)} image names are in more than one test folder: {summarize(clashes)}")
+    return merged
 
 
 def _index_images(root: Path) -> dict[str, Path]:

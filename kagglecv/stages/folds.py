@@ -52,7 +52,7 @@ def _check_folds_output(config: Config, path: Path) -> None:
     names, and an existing CSV replaced only when it is a folds file (``id,fold``)."""
 
     data = config.data
-    rule = OutputRule.of([data.train_csv, data.test_csv, data.image_dir, data.test_image_dir, data.classes_file,
+    rule = OutputRule.of([data.train_csv, data.test_csv, data.image_dir, *data.test_image_dirs(), data.classes_file,
                           None if data.label_fixes is None else data.label_fixes.file])
     for output in (path, path.with_suffix(".json")):
         rule.own_files.add(output.resolve())

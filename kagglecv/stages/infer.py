@@ -25,6 +25,7 @@ from kagglecv.data.table import CompetitionData
 from kagglecv.nn.recipe import Recipe, leaf_runs, load_recipe, read_new_test
 from kagglecv.stages.pack import verify_bundle
 from kagglecv.stages.submit import (
+    SubmissionShape,
     parse_threshold,
     resolve_thresholds,
     submission_from_predictions,
@@ -78,8 +79,9 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
     if sample is None:
         write_predictions(out, test.ids, probabilities, recipe.classes)
         return None
+    submit = leaf_runs(recipe)[0].config.submit
     return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
-                                       out, thresholds=thresholds)
+                                       out, thresholds=thresholds, shape=SubmissionShape(submit.format, submit.top_k))
 
 
 def infer_test(source: Path, table: Path | None, images: Path | None, out: Path, sample: Path | None = None, *,

@@ -159,7 +159,7 @@ def notebook_plan(recipe: Recipe, bundle: str, competition: str | None) -> Noteb
     data, submit = config.data, config.submit
     sample = submit.sample.name if submit.sample is not None else "sample_submission.csv"
     test_table = data.test_csv.name if data.test_csv is not None and data.test_csv.name != sample else None
-    images = data.test_image_dir or data.image_dir
+    images = (data.test_image_dirs() or [data.image_dir])[0]  # the notebook reads one test folder
     return NotebookPlan(bundle, competition, sample, test_table, images.name if images is not None else None)
 
 

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
+from sklearn.metrics import fbeta_score
 
 from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import write_json
 from kagglecv.core.metrics import (
+    ALIASES,
     METRICS,
     average_precision_per_class,
+    map_at_k_lists,
     recall_per_class,
     resolve_metric,
     score,
@@ -182,19 +184,20 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     else:
         classes, multilabel = truth_columns, True
         targets = _indicator_columns(solution, truth_columns, solution_path)
+    if len(submission.columns) == 1 and not multilabel and _is_top_k(submission.iloc[:, 0], metric):
+        return _score_label_lists(submission.iloc[:, 0], truth, metric, submission_path)
     if len(submission.columns) > 1 or not multilabel:
         resolve_metric(metric, "multilabel" if multilabel else "multiclass", "--metric")
     if len(submission.columns) == 1:  # names, not probabilities
         predicted = submission.iloc[:, 0].astype(str).str.strip()
         if multilabel:
-            if metric not in ("f1_micro", "f1_macro", "f1_samples"):
-                raise KagglecvError(f"--metric {metric!r}: a labels submission is scored with f1_micro, f1_macro or f1_samples")
+            beta, average = _label_f_score(metric)
             # A label the solution never uses is a false positive, not an error: score over the union.
             extra = sorted({label for cell in predicted for label in cell.split(label_sep) if label and label not in classes})
             classes = list(classes) + extra
             targets = np.hstack([targets, np.zeros((len(targets), len(extra)), dtype=targets.dtype)])
-            return float(f1_score(targets, _indicator(predicted, classes, label_sep), average=metric.split("_")[1],
-                                  zero_division=0))
+            return float(fbeta_score(targets, _indicator(predicted, classes, label_sep), beta=beta, average=average,
+                                     zero_division=0))
         index = {name: position for position, name in enumerate(classes)}
         scores = np.eye(len(classes))[predicted.map(index).to_numpy()]
         return score(metric, "multiclass", targets, scores)
@@ -205,6 +208,40 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     if not np.isfinite(scores).all():
         raise DataError(f"{submission_path}: NaN, inf or non-numbers among the probabilities")
     return score(metric, "multilabel" if multilabel else "multiclass", targets, scores)
+
+
+def _label_f_score(metric: str) -> tuple[float, str]:
+    """The beta and average of an F-score of label lists: f1_micro/macro/samples, fbeta:<beta>:<average>, f2_samples."""
+    canonical = ALIASES.get((metric, "multilabel"), metric)
+    if canonical in ("f1_micro", "f1_macro", "f1_samples"):
+        return 1.0, canonical.split("_")[1]
+    if canonical.startswith("fbeta:"):
+        resolve_metric(canonical, "multilabel", "--metric")
+        return float(canonical.split(":")[1]), canonical.split(":")[2]
+    raise KagglecvError(f"--metric {metric!r}: a labels submission is scored with f1_micro, f1_macro, f1_samples or "
+                        "fbeta:<beta>:<average> (f2_samples)")
+
+
+def _is_top_k(cells: pd.Series, metric: str) -> bool:
+    """A column of label lists (several names per row), or a metric of ranked lists (``map@k``)."""
+    canonical = ALIASES.get((metric, "multiclass"), metric)
+    return canonical.startswith("map@") or bool(cells.astype(str).str.split().str.len().gt(1).any())
+
+
+def _score_label_lists(cells: pd.Series, truth: pd.Series, metric: str, submission_path: Path) -> float:
+    """Top-k label lists (``Image,Id`` with ``w_1 w_2 ...``) against one true label per row, by MAP@k; any other
+    metric of such lists is refused (which of the names would accuracy take?)."""
+    canonical = ALIASES.get((metric, "multiclass"), metric)
+    if not canonical.startswith("map@"):
+        raise KagglecvError(f"--metric {metric!r}: {submission_path} holds lists of several labels per row; a top-k "
+                            "list is scored with map@<k> (e.g. map@5, map_at_5)")
+    resolve_metric(metric, "multiclass", "--metric")
+    k = int(canonical[4:])
+    lists = [cell.split() for cell in cells.astype(str)]
+    longest = max((len(labels) for labels in lists), default=0)
+    if longest > k:
+        raise DataError(f"{submission_path}: rows list up to {longest} labels; {metric} scores at most {k}")
+    return map_at_k_lists(truth.tolist(), lists, k)
 
 
 BINARY_ALIASES = {"roc_auc_ovr": "roc_auc", "auc": "roc_auc"}  # on a 0/1 target these are the binary ROC AUC

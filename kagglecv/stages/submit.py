@@ -5,7 +5,12 @@ The sample decides the format:
 * ``id,<one column of strings>`` (e.g. ``id,label``): a class name per row (multiclass), or separated labels
   (multi-label), the latter with per-class thresholds (0.5, a number, or tuned on OOF for F1);
 * ``id,<class>,<class>...``: probability columns, mapped by class name, in the sample's column order;
-* ``id,<one numeric column>`` for a binary task: the probability of the positive class.
+* ``id,<one numeric column>`` for a binary task: the probability of the positive class;
+* ``id,<one column of k names>`` for a multiclass task (MAP@k competitions): the k likeliest classes, most likely
+  first.
+
+A run's ``submit.format`` names the shape when the sample cannot tell (a sample of zeros fits a label and a
+probability alike); ``kagglecv init`` writes it.
 
 Ids keep the sample's spelling and order. A failing check writes nothing.
 """
@@ -66,10 +71,26 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     classes, task = info["classes"], info["task"]
     predictions = read_predictions(run.test_path, classes)
     out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task,
-                                            lambda: resolve_thresholds(threshold, run, classes), label_sep)
+                                            lambda: resolve_thresholds(threshold, run, classes), label_sep,
+                                            _configured_shape(run))
     write_bytes(path, encode_submission(out, compress))
     append_submission(path, run.name, *_recorded_cv(run))
     return Submission(path, fmt, len(out), thresholds)
+
+
+def _configured_shape(run: RunDir) -> "SubmissionShape":
+    """The run's ``submit.format`` and ``top_k`` (auto for a run folder whose config cannot be read here)."""
+    try:
+        submit = run.read_config().submit
+    except KagglecvError:
+        return SubmissionShape()
+    return SubmissionShape(submit.format, submit.top_k)
+
+
+@dataclass(frozen=True)
+class SubmissionShape:
+    format: str = "auto"
+    top_k: int = 5
 
 
 def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
@@ -85,27 +106,36 @@ def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
 
 
 def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,
-                                sample_path: Path, out: Path, thresholds: dict[str, float], label_sep: str = " ") -> str:
+                                sample_path: Path, out: Path, thresholds: dict[str, float], label_sep: str = " ",
+                                shape: SubmissionShape = SubmissionShape()) -> str:
     """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory,
     checked as ``submit`` checks; returns the format."""
     predictions = prediction_frame(ids, probabilities, classes)
     frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task,
-                                     lambda: thresholds, label_sep)
+                                     lambda: thresholds, label_sep, shape)
     write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
     return fmt
 
 
 def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_path: Path, classes: list[str],
-                     task: str, thresholds_for, label_sep: str = " ") -> tuple[pd.DataFrame, str, dict | None]:
-    """The submission frame in the sample's shape, validated; ``thresholds_for()`` is asked only for label lists."""
+                     task: str, thresholds_for, label_sep: str = " ",
+                     shape: SubmissionShape = SubmissionShape()) -> tuple[pd.DataFrame, str, dict | None]:
+    """The submission frame in the sample's shape (or the configured ``shape``), validated; ``thresholds_for()`` is
+    asked only for label lists."""
     sample = read_csv_strings(sample_path)
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
     id_col = sample.columns[0]
     aligned = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
-    fmt = detect_format(sample, classes, task, sample_path)
+    fmt = detect_format(sample, classes, task, sample_path) if shape.format == "auto" else shape.format
+    _check_shape_fits(fmt, sample, classes, task, sample_path)
     thresholds = None
-    if fmt == "labels":
+    if fmt == "top_k":
+        k = shape.top_k if shape.format == "top_k" else sample_top_k(sample)
+        order = np.argsort(-aligned, axis=1, kind="stable")[:, :k]
+        values = [" ".join(np.array(classes)[row]) for row in order]
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
+    elif fmt == "labels":
         thresholds = thresholds_for()
         values = _label_strings(aligned, classes, thresholds, label_sep)
         out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
@@ -125,11 +155,30 @@ def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:
     return gzip.compress(text, mtime=0) if compress else text
 
 
+def sample_top_k(sample: pd.DataFrame) -> int:
+    """How many space-separated names the sample's value column holds per row (its most common count)."""
+    counts = sample.iloc[:, 1].astype(str).str.split().str.len()
+    return int(counts.mode().iloc[0]) if len(counts) else 1
+
+
+def _check_shape_fits(fmt: str, sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> None:
+    """A configured format the sample's header or the task cannot take is an error, never a malformed file."""
+    one_column = sample.shape[1] == 2
+    wrong = {"probabilities": set(sample.columns[1:]) != set(classes) or sample.shape[1] - 1 != len(classes), "positive": not (one_column and task == "binary"),
+             "top_k": not (one_column and task == "multiclass"), "labels": not (one_column and task == "multilabel"),
+             "label": not (one_column and task != "multilabel")}[fmt]
+    if wrong:
+        raise DataError(f"submit.format {fmt}: does not fit {sample_path} (columns {summarize(list(sample.columns))}) "
+                        f"for a {task} task")
+
+
 def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> str:
-    """label, labels, positive or probabilities, from the sample's columns and values."""
+    """label, labels, positive, probabilities or top_k, from the sample's columns and values."""
     value_columns = list(sample.columns[1:])
     if set(value_columns) <= set(classes) and len(value_columns) == len(classes):
         return "probabilities"
+    if len(value_columns) == 1 and task == "multiclass" and len(sample) and sample_top_k(sample) > 1:
+        return "top_k"
     unknown = [column for column in value_columns if column not in classes]
     if len(value_columns) == 1:
         numeric = pd.to_numeric(sample[value_columns[0]], errors="coerce").notna().all()
@@ -202,7 +251,7 @@ def _inputs(run: RunDir, sample_path: Path) -> list[Path]:
     inputs = [run.path, run.test_path, run.oof_path, run.config_path, run.info_path, sample_path]
     try:
         data = run.read_config().data
-        inputs += [data.train_csv, data.test_csv, data.image_dir, data.test_image_dir, data.classes_file]
+        inputs += [data.train_csv, data.test_csv, data.image_dir, *data.test_image_dirs(), data.classes_file]
     except KagglecvError:
         pass
     return inputs

@@ -1,0 +1,307 @@
+"""What a competition folder, as Kaggle ships it, says about the config: tables, ids, targets, task, images, test
+ids and the submission's shape (``kagglecv init``).
+
+Every inference is a :class:`Finding` (the key, the value, and why), so ``init`` can write each key with its reason
+and print the table. What the folder cannot say is asked for: the metric whenever the sample's value type fits
+more than one usual metric (a sample of zeros fits AUC, QWK and accuracy alike), and which file or folder is meant
+when two fit. Nothing here writes a file.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from kagglecv.core.errors import DataError, KagglecvError, summarize
+from kagglecv.core.metrics import ALIASES, resolve_metric
+from kagglecv.data.pixels import pixel_columns
+from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_strings
+
+# The usual metrics of each (task, submission format); --metric picks one when there are several.
+USUAL_METRICS = {
+    ("multiclass", "label"): ["accuracy", "qwk", "qwk_thresholds", "f1_macro", "balanced_accuracy"],
+    ("multiclass", "probabilities"): ["log_loss", "roc_auc_ovr", "roc_auc_macro"],
+    ("binary", "positive"): ["roc_auc", "binary_log_loss"],
+    ("binary", "label"): ["binary_accuracy", "binary_f1", "accuracy"],
+    ("multilabel", "labels"): ["f2_samples", "fbeta:1:samples", "f1_samples"],
+    ("multilabel", "probabilities"): ["roc_auc_macro", "map"],
+}
+LABEL_METRICS_OF_BINARY = {"binary_accuracy", "binary_f1", "accuracy", "f1_macro", "qwk", "balanced_accuracy"}
+TABLE_SUFFIXES = (".csv", ".csv.gz")
+SMALL_IMAGE = 64  # px: at or below, native size, no flips unasked, a CIFAR-style stem
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    value: object
+    why: str
+
+
+@dataclass
+class Survey:
+    folder: Path
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, key: str, value: object, why: str) -> None:
+        self.findings.append(Finding(key, value, why))
+
+    def value(self, key: str, default=None):
+        return next((finding.value for finding in self.findings if finding.key == key), default)
+
+
+@dataclass
+class _Tables:
+    train: Path
+    sample: Path
+    test: Path | None
+
+
+def survey_competition(folder: Path, metric: str | None = None) -> Survey:
+    """Every config key the folder decides, with its reason; an ambiguity is one error naming the choices."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KagglecvError(f"{folder}: not a folder; expected a competition folder as Kaggle ships it")
+    survey = Survey(folder)
+    tables = _find_tables(folder)
+    survey.add("data.train_csv", tables.train, "the table that is neither the sample nor the test table")
+    train, sample = read_csv_strings(tables.train), read_csv_strings(tables.sample)
+    if sample.shape[1] < 2:
+        raise DataError(f"{tables.sample}: expected an id column and at least one value column, got "
+                        f"{list(sample.columns)}")
+    pixel_table = bool(pixel_columns(list(train.columns), tables.train))
+    _ids(survey, train, sample, tables, pixel_table)
+    task, target, classes = _target(survey, train, sample, tables)
+    fmt = _submission_format(survey, task, classes, sample, tables.sample, metric)
+    _metric(survey, task, fmt, metric, sample)
+    if tables.test is not None:
+        survey.add("data.test_csv", tables.test, "the test table")
+    survey.add("submit.sample", tables.sample, "the sample submission: its header, ids and order are the submission's"
+               + ("; its rows are the test ids (no test table)" if tables.test is None else ""))
+    if pixel_table:
+        _pixel_images(survey, train, tables.train)
+    else:
+        _image_folders(survey, folder, train, sample, tables)
+    return survey
+
+
+def _find_tables(folder: Path) -> _Tables:
+    tables = sorted(path for path in folder.iterdir() if path.is_file() and path.name.lower().endswith(TABLE_SUFFIXES))
+    if not tables:
+        archives = sorted(path.name for path in folder.iterdir() if path.suffix.lower() in (".zip", ".7z", ".tar"))
+        hint = f"; unpack {summarize(archives, quote=True)} first (kagglecv extracts no archives)" if archives else ""
+        raise DataError(f"{folder}: no CSV tables (train.csv, sample_submission.csv){hint}")
+    samples = [path for path in tables if "sample" in path.name.lower()]
+    if len(samples) != 1:
+        raise KagglecvError(f"{folder}: {'no' if not samples else 'several'} sample submissions "
+                            f"({summarize([path.name for path in samples] or ['sample_submission.csv'], quote=True)}); "
+                            "kagglecv init needs exactly one to know the submission's shape")
+    rest = [path for path in tables if path not in samples]
+    tests = [path for path in rest if path.name.lower().startswith("test")]
+    if len(tests) > 1:
+        raise KagglecvError(f"{folder}: several test tables ({summarize([p.name for p in tests], quote=True)}); keep one")
+    candidates = [path for path in rest if path not in tests]
+    if len(candidates) > 1:
+        named = [path for path in candidates if "train" in path.name.lower() or "label" in path.name.lower()]
+        candidates = named if named else candidates
+    if len(candidates) != 1:
+        names = summarize([path.name for path in candidates] or ["train.csv"], quote=True)
+        raise KagglecvError(f"{folder}: {'no training table' if not candidates else 'several training tables'} "
+                            f"({names}); keep the one with the labels")
+    return _Tables(candidates[0], samples[0], tests[0] if tests else None)
+
+
+def _column(frame: pd.DataFrame, name: str) -> str | None:
+    """The frame's column called ``name``, ignoring case (Digit Recognizer: ``Label`` in the sample, ``label``)."""
+    return next((column for column in frame.columns if column == name), None) or next(
+        (column for column in frame.columns if column.lower() == name.lower()), None)
+
+
+def _ids(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables, pixel_table: bool) -> None:
+    id_col = sample.columns[0]
+    if id_col in train.columns:
+        survey.add("data.id_col", id_col, f"the sample's first column, also in {tables.train.name}")
+    elif pixel_table:
+        survey.add("data.id_col", id_col, f"the sample's first column; {tables.train.name} has none, so rows are "
+                   "numbered from 1, as Kaggle numbers them")
+    else:
+        raise DataError(f"{tables.train}: no column {id_col!r} (the sample's id column); its columns are "
+                        f"{summarize(list(train.columns), quote=True)}")
+
+
+def _target(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables):
+    """The target column(s), the task and the classes, from the sample's value columns and the training table."""
+    values = list(sample.columns[1:])
+    matched = [_column(train, name) for name in values]
+    if all(matched) and len(matched) > 1:
+        indicator = train[matched].apply(lambda column: column.str.strip())
+        if not indicator.isin(["0", "1", "0.0", "1.0"]).all().all():
+            raise DataError(f"{tables.train}: columns {summarize(matched, quote=True)} (the sample's) are not all 0/1")
+        one_hot = (indicator.astype(float).sum(axis=1) == 1).all()
+        task = "multiclass" if one_hot else "multilabel"
+        survey.add("data.target", matched, "the sample's value columns, 0/1 in the training table")
+        survey.add("data.task", task, "exactly one 1 per row: one-hot classes" if one_hot else "rows with several or "
+                   "no 1s: labels that are present or not")
+        return task, matched, matched
+    if len(values) == 1 and matched[0]:
+        return _one_column_target(survey, train, matched[0], tables)
+    for column in train.columns:  # the sample's columns are the classes: a column of the table holds them
+        names = set(train[column].str.strip())
+        if set(values) == names:
+            survey.add("data.target", column, f"its values are the sample's {len(values)} class columns")
+            survey.add("data.task", "multiclass", "one class per row")
+            return "multiclass", column, values
+    raise DataError(f"{tables.sample}: value columns {summarize(values, quote=True)} are neither columns of "
+                    f"{tables.train} nor the values of one of its columns; set data.target by hand")
+
+
+def _one_column_target(survey: Survey, train: pd.DataFrame, column: str, tables: _Tables):
+    cells = train[column].str.strip()
+    tags = cells.str.split().str.len().gt(1).any()
+    if tags:
+        classes = sorted({tag for cell in cells for tag in cell.split()})
+        survey.add("data.target", column, "the sample's value column; its cells are space-separated tags")
+        survey.add("data.task", "multilabel", f"{len(classes)} tags, several per row")
+        return "multilabel", column, classes
+    classes = sorted(set(cells))
+    survey.add("data.target", column, f"the sample's value column, in {tables.train.name}")
+    task = "binary" if len(classes) == 2 else "multiclass"
+    survey.add("data.task", task, f"{len(classes)} classes: " + summarize(classes, 6))
+    return task, column, classes
+
+
+def _submission_format(survey: Survey, task: str, classes: list[str], sample: pd.DataFrame, sample_path: Path,
+                       metric: str | None) -> str:
+    values = list(sample.columns[1:])
+    if len(values) > 1:
+        fmt, why = "probabilities", f"the sample has one column per class ({len(values)})"
+    elif task == "multilabel":
+        fmt, why = "labels", "one column of space-separated tags"
+    elif task == "multiclass":
+        k = int(sample.iloc[:, 1].astype(str).str.split().str.len().mode().iloc[0]) if len(sample) else 1
+        if k > 1:
+            survey.add("submit.top_k", k, f"the sample lists {k} names per row")
+            fmt, why = "top_k", f"the sample lists {k} names per row, most likely first"
+        else:
+            fmt, why = "label", "one column of class names"
+    elif metric is not None and _canonical(metric, task) in LABEL_METRICS_OF_BINARY:
+        fmt, why = "label", f"one column, scored by {metric} (a label metric)"
+    elif metric is not None:
+        fmt, why = "positive", f"one column, scored by {metric}: the positive class's probability"
+    else:
+        numbers = pd.to_numeric(sample.iloc[:, 1], errors="coerce")
+        fractional = numbers.notna().all() and ((numbers % 1) != 0).any()
+        fmt, why = ("positive", "the sample holds fractions: a probability") if fractional else ("", "")
+    if fmt:
+        survey.add("submit.format", fmt, why)
+    return fmt
+
+
+def _canonical(metric: str, task: str) -> str:
+    return ALIASES.get((metric, task), metric)
+
+
+def _metric(survey: Survey, task: str, fmt: str, metric: str | None, sample: pd.DataFrame) -> None:
+    if metric is not None:
+        resolve_metric(metric, task, "--metric")
+        survey.add("metric", metric, "--metric")
+        return
+    if fmt == "top_k":
+        k = survey.value("submit.top_k")
+        survey.add("metric", f"map@{k}", f"a top-{k} list is scored by MAP@{k}")
+        return
+    choices = USUAL_METRICS.get((task, fmt)) or [*USUAL_METRICS[(task, "positive")], *USUAL_METRICS[(task, "label")]]
+    shape = {"": "one 0/1 column (a label or a probability)"}.get(fmt, f"{fmt} ({task})")
+    raise KagglecvError(f"--metric: the sample's values ({shape}) fit several metrics and the folder does not say "
+                        f"which scores it; give --metric, e.g. one of {', '.join(choices)}, or a metric file "
+                        "(path/to/metric.py)")
+
+
+def _pixel_images(survey: Survey, train: pd.DataFrame, source: Path) -> None:
+    count = len(pixel_columns(list(train.columns), source))
+    side = int(round(count ** 0.5))
+    survey.add("model.img_size", side, f"{count} pixel columns: {side} x {side} grey images")
+    survey.add("model.in_chans", 1, "grey pixels")
+    survey.add("image.small_grey", True, "a pixel table")
+
+
+def _image_folders(survey: Survey, folder: Path, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables) -> None:
+    folders = [path for path in sorted(folder.iterdir()) if path.is_dir() and _holds_images(path)]
+    folders += [inner for path in sorted(folder.iterdir()) if path.is_dir() and not _holds_images(path)
+                for inner in sorted(path.iterdir()) if inner.is_dir() and _holds_images(inner)]  # train/train/
+    if not folders:
+        raise DataError(f"{folder}: no folder of images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) beside the tables")
+    trains = [path for path in folders if "train" in path.name.lower()]
+    tests = [path for path in folders if "test" in path.name.lower()]
+    if len(trains) > 1:
+        raise KagglecvError(f"{folder}: several training image folders ({summarize([str(p) for p in trains])}); "
+                            "keep one")
+    if not trains:
+        if len(folders) - len(tests) != 1:
+            raise KagglecvError(f"{folder}: cannot tell which image folder holds the training images among "
+                                f"{summarize([p.name for p in folders], quote=True)}")
+        trains = [path for path in folders if path not in tests]
+    train_dir = trains[0]
+    survey.add("data.image_dir", train_dir, "the folder of training images")
+    id_col = survey.value("data.id_col")
+    _id_to_file(survey, train[id_col].tolist(), train_dir, id_col)
+    test_dirs = tests or [train_dir]
+    survey.add("data.test_image_dir", test_dirs[0] if len(test_dirs) == 1 else test_dirs,
+               "the folder(s) of test images" if tests else "one folder holds the training and the test images")
+    _image_look(survey, train_dir)
+
+
+def _holds_images(path: Path) -> bool:
+    return any(entry.suffix.lower() in IMAGE_EXTENSIONS for entry in _first_entries(path))
+
+
+def _first_entries(path: Path, count: int = 200) -> list[Path]:
+    entries = []
+    for entry in path.iterdir():
+        entries.append(entry)
+        if len(entries) >= count:
+            break
+    return entries
+
+
+def _id_to_file(survey: Survey, ids: list[str], image_dir: Path, id_col: str) -> None:
+    """Ids that are file names (``0004be2c.jpg``) read through ``image_col``; else ``<id>.<ext>`` is looked up."""
+    probe = ids[:50]
+    if probe and all(Path(name).suffix.lower() in IMAGE_EXTENSIONS for name in probe):
+        survey.add("data.image_col", id_col, f"ids carry the extension ({probe[0]!r}): each is its file's name")
+        return
+    stems = {entry.stem for entry in _first_entries(image_dir, 100_000) if entry.suffix.lower() in IMAGE_EXTENSIONS}
+    found = [name for name in probe if name in stems]
+    if not found:
+        present = sorted(stems)[:3]
+        raise DataError(f"{image_dir}: no file is named after the ids ({summarize(probe, 3, quote=True)}); it holds "
+                        f"{summarize(present, 3, quote=True)}; set data.image_col to a column of file names")
+    extension = next(entry.suffix for entry in _first_entries(image_dir) if entry.stem == found[0])
+    survey.add("data.image_col", None, f"files are <id>{extension} (any image extension is found)")
+
+
+def _image_look(survey: Survey, image_dir: Path) -> None:
+    """Size and colour of a few training images: the model's input size and channels, and whether flips suit."""
+    sizes, grey = [], []
+    for entry in [e for e in _first_entries(image_dir) if e.suffix.lower() in IMAGE_EXTENSIONS][:16]:
+        try:
+            with Image.open(entry) as image:
+                sizes.append(min(image.size))
+                grey.append(image.mode in ("L", "1", "I;16", "I"))
+        except (OSError, UnidentifiedImageError):
+            continue
+    if not sizes:
+        raise DataError(f"{image_dir}: none of its first images could be read")
+    side = int(statistics.median(sizes))
+    size = side if side <= SMALL_IMAGE else min(224, max(32, side // 32 * 32))
+    survey.add("model.img_size", size, f"the median shorter side of {len(sizes)} images is {side} px"
+               + ("" if size == side else ", capped at 224 and rounded to a multiple of 32"))
+    all_grey = all(grey)
+    if all_grey:
+        survey.add("model.in_chans", 1, "the images are grey")
+    survey.add("image.small_grey", side <= SMALL_IMAGE and all_grey, f"{'grey' if all_grey else 'colour'} images of "
+               f"{side} px")

@@ -1,0 +1,143 @@
+"""``kagglecv init``: a commented config from a competition folder as Kaggle ships it.
+
+The folder decides the data keys (``kagglecv.data.survey``); ``init`` adds defaults that fit the data, each written
+out with its reason: the model, the input size, the augmentation (no flips and no preset for pixel tables and small
+grey images: digits, text and signs change meaning when flipped), the folds, the epochs. ``--set`` overrides any
+key before it is written. The config never goes into the competition folder (``/kaggle/input`` is read-only), and
+an existing file is replaced only when ``init`` wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kagglecv.core.config import apply_override, validate_config
+from kagglecv.core.files import write_text
+from kagglecv.core.outputs import OutputRule
+from kagglecv.data.survey import Finding, Survey, survey_competition
+
+MARKER = "# kagglecv init:"
+SECTION_ORDER = ("experiment", "metric", "data", "folds", "model", "augment", "train", "predict", "submit")
+
+
+@dataclass
+class InitResult:
+    path: Path
+    findings: list[Finding]
+
+
+def init_config(folder: Path, out: Path | None = None, metric: str | None = None,
+                overrides: list[str] | None = None) -> InitResult:
+    """Write the config of the competition in ``folder`` to ``out`` (``./<folder name>.yaml``)."""
+    folder = Path(folder)
+    survey = survey_competition(folder, metric)
+    entries = _entries(survey)
+    out = Path(out) if out is not None else Path(f"{experiment_name(folder)}.yaml")
+    OutputRule.of([folder]).file(out, "--out", replace_if=written_by_init)
+    raw: dict[str, Any] = {}
+    for key, value, _ in entries:
+        _set(raw, key, value)
+    for override in overrides or []:
+        apply_override(raw, override)
+        key = override.partition("=")[0].strip()
+        entries = [entry for entry in entries if entry[0] != key] + [(key, _get(raw, key), "--set")]
+    validate_config(raw, source=str(out))
+    write_text(out, render(entries, folder))
+    return InitResult(out, survey.findings)
+
+
+def config_for_folder(folder: Path, metric: str | None = None) -> tuple[Path, InitResult | None]:
+    """``kagglecv run FOLDER``: ``./<folder name>.yaml``, written by ``init`` now, or kept (with your edits) when
+    ``init`` wrote it before."""
+    path = Path(f"{experiment_name(folder)}.yaml")
+    if path.is_file() and written_by_init(path):
+        return path, None
+    result = init_config(folder, path, metric)
+    return result.path, result
+
+
+def written_by_init(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith(MARKER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def experiment_name(folder: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(folder).resolve().name).strip("-._") or "competition"
+    return name if name[0].isalnum() else f"c{name}"
+
+
+def _entries(survey: Survey) -> list[tuple[str, Any, str]]:
+    """(key, value, reason) for every key the config gets, data keys from the survey and the defaults after them."""
+    found = [(f.key, _plain(f.value), f.why) for f in survey.findings if not f.key.startswith("image.")]
+    keys = {key for key, _, _ in found}
+    small_grey = bool(survey.value("image.small_grey"))
+    size = survey.value("model.img_size", 224)
+    entries = [("experiment", experiment_name(survey.folder), "the competition folder's name"), *found]
+    entries += [
+        ("model.name", "resnet18", "a small timm backbone for a first baseline; any timm name or file.py:name"),
+        ("model.pretrained", True, "ImageNet weights from the Hugging Face hub on first use; false offline"),
+        ("augment.train", "none" if small_grey else "light",
+         "no preset for small grey images (digits, text)" if small_grey else "flips, small shifts, scale and colour"),
+        ("augment.hflip", not small_grey, "flips change digits, text and signs: off for small grey images"
+         if small_grey else "photos survive a flip; set false for digits, text or signs"),
+        ("folds.n_splits", 5, "5 folds: 80 % of the rows train each fold model"),
+        ("train.epochs", 10, "a first baseline; raise it once the folds and the score look right"),
+        ("train.batch_size", 64, "fits a 16 GB GPU at 224 px with resnet18"),
+    ]
+    if size <= 64:
+        entries.append(("model.small_input", True, f"{size} px: a stride-1 stem without max-pool keeps the detail"))
+    if survey.value("data.task") == "multilabel" and survey.value("submit.format") == "labels":
+        entries.append(("submit.threshold", "oof", "per-tag thresholds tuned on the OOF predictions for the metric"))
+    return [entry for entry in entries if entry[0] not in keys or entry in found]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _set(raw: dict, key: str, value: Any) -> None:
+    *sections, last = key.split(".")
+    for section in sections:
+        raw = raw.setdefault(section, {})
+    raw[last] = value
+
+
+def _get(raw: dict, key: str) -> Any:
+    for part in key.split("."):
+        raw = raw[part]
+    return raw
+
+
+def render(entries: list[tuple[str, Any, str]], folder: Path) -> str:
+    """The YAML text: sections in pipeline order, each key with its reason as a comment."""
+    lines = [f"{MARKER} {folder} on {date.today().isoformat()}; each key says why. Edit any of them, then",
+             "# `kagglecv run <this file>`. Paths are relative to the folder you run kagglecv in."]
+    by_section: dict[str, list[tuple[str, Any, str]]] = {}
+    for key, value, why in entries:
+        section, _, rest = key.partition(".")
+        by_section.setdefault(section, []).append((rest, value, why))
+    for section in sorted(by_section, key=lambda name: SECTION_ORDER.index(name) if name in SECTION_ORDER else 99):
+        items = by_section[section]
+        if len(items) == 1 and items[0][0] == "":
+            lines.append(f"{section}: {_scalar(items[0][1])}  # {items[0][2]}")
+            continue
+        lines.append(f"{section}:")
+        lines += [f"  {key}: {_scalar(value)}  # {why}" for key, value, why in items]
+    return "\n".join(lines) + "\n"
+
+
+def _scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()

@@ -1,0 +1,212 @@
+"""Kaggle image competitions rebuilt at tiny size in the exact shapes Kaggle ships them: the file names, the table
+layouts, the id spellings, the image folders and the sample submission of each, with sklearn's digits as the
+images. Each builder returns the folder, the metric to give ``init`` (None where the sample decides it), and the
+planted solution of the test rows in the shape Kaggle's scorer reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from kagglecv.workflows.demo import digit_images
+
+TRAIN_ROWS, TEST_ROWS = 60, 14
+
+
+@dataclass
+class Competition:
+    name: str
+    folder: Path
+    metric: str | None
+    solution: pd.DataFrame
+    fmt: str                     # the submission's value type: label, positive, probabilities, labels, top_k
+    classes: list[str]
+
+
+@dataclass
+class _Split:
+    images: np.ndarray
+    digits: np.ndarray
+
+
+def _splits(seed: int) -> tuple[_Split, _Split]:
+    images, digits = digit_images()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))[: TRAIN_ROWS + TEST_ROWS]
+    train, test = order[:TRAIN_ROWS], order[TRAIN_ROWS:]
+    return _Split(images[train], digits[train]), _Split(images[test], digits[test])
+
+
+def _save(folder: Path, names, images: np.ndarray, colour: bool = True, size: int = 32) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pixels in zip(names, images):
+        image = Image.fromarray(pixels).resize((size, size), Image.NEAREST)
+        (image.convert("RGB") if colour else image).save(folder / name)
+
+
+def _hex_ids(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list("0123456789abcdef"), 12)) for _ in range(count)]
+
+
+def _csv(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+def dog_breed(root: Path) -> Competition:
+    """labels.csv (id,breed), train/ and test/ of <id>.jpg, no test table, a sample with one column per breed."""
+    folder, (train, test) = root / "dog-breed-identification", _splits(1)
+    breeds = ["affenpinscher", "beagle", "borzoi", "boxer", "chow", "collie", "dingo", "pug", "saluki", "whippet"]
+    train_ids, test_ids = _hex_ids(TRAIN_ROWS, 1), _hex_ids(TEST_ROWS, 2)
+    _csv(pd.DataFrame({"id": train_ids, "breed": np.array(breeds)[train.digits]}), folder / "labels.csv")
+    _save(folder / "train", [f"{i}.jpg" for i in train_ids], train.images)
+    _save(folder / "test", [f"{i}.jpg" for i in test_ids], test.images)
+    _csv(pd.DataFrame({"id": test_ids} | {breed: 1 / len(breeds) for breed in breeds}),
+         folder / "sample_submission.csv")
+    solution = pd.DataFrame({"id": test_ids, "breed": np.array(breeds)[test.digits]})
+    return Competition("dog-breed", folder, "log_loss", solution, "probabilities", breeds)
+
+
+def aerial_cactus(root: Path) -> Competition:
+    """train.csv (id,has_cactus) whose ids are file names, train/ and test/, a sample of 0.5."""
+    folder, (train, test) = root / "aerial-cactus-identification", _splits(2)
+    train_ids = [f"{i}.jpg" for i in _hex_ids(TRAIN_ROWS, 3)]
+    test_ids = [f"{i}.jpg" for i in _hex_ids(TEST_ROWS, 4)]
+    _csv(pd.DataFrame({"id": train_ids, "has_cactus": (train.digits >= 5).astype(int)}), folder / "train.csv")
+    _save(folder / "train", train_ids, train.images)
+    _save(folder / "test", test_ids, test.images)
+    _csv(pd.DataFrame({"id": test_ids, "has_cactus": 0.5}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"id": test_ids, "has_cactus": (test.digits >= 5).astype(int)})
+    return Competition("aerial-cactus", folder, "roc_auc", solution, "positive", ["0", "1"])
+
+
+def _planet_tags(digit: int) -> str:
+    tags = ["clear" if digit < 5 else "cloudy", "primary"]
+    tags += ["water"] if digit % 2 == 0 else []
+    tags += ["road"] if digit in (3, 6, 8) else []
+    return " ".join(tags)
+
+
+def planet(root: Path) -> Competition:
+    """train_v2.csv (image_name,tags), train-jpg/, the test images in two folders, a tag-list sample."""
+    folder, (train, test) = root / "planet-understanding-the-amazon-from-space", _splits(3)
+    train_ids = [f"train_{i}" for i in range(TRAIN_ROWS)]
+    test_ids = [f"test_{i}" for i in range(TEST_ROWS // 2)] + [f"file_{i}" for i in range(TEST_ROWS - TEST_ROWS // 2)]
+    _csv(pd.DataFrame({"image_name": train_ids, "tags": [_planet_tags(d) for d in train.digits]}),
+         folder / "train_v2.csv")
+    _save(folder / "train-jpg", [f"{i}.jpg" for i in train_ids], train.images)
+    half = TEST_ROWS // 2
+    _save(folder / "test-jpg", [f"{i}.jpg" for i in test_ids[:half]], test.images[:half])
+    _save(folder / "test-jpg-additional", [f"{i}.jpg" for i in test_ids[half:]], test.images[half:])
+    _csv(pd.DataFrame({"image_name": test_ids, "tags": "primary clear"}), folder / "sample_submission_v2.csv")
+    solution = pd.DataFrame({"image_name": test_ids, "tags": [_planet_tags(d) for d in test.digits]})
+    return Competition("planet", folder, "f2_samples", solution, "labels",
+                       ["clear", "cloudy", "primary", "road", "water"])
+
+
+def plant_pathology(root: Path) -> Competition:
+    """train.csv with one-hot columns, one images/ folder for train and test, test.csv, a one-column-per-class
+    sample; scored by the mean column-wise ROC AUC."""
+    folder, (train, test) = root / "plant-pathology-2020-fgvc7", _splits(4)
+    classes = ["healthy", "multiple_diseases", "rust", "scab"]
+    train_ids, test_ids = [f"Train_{i}" for i in range(TRAIN_ROWS)], [f"Test_{i}" for i in range(TEST_ROWS)]
+    one_hot = np.eye(4, dtype=int)[train.digits % 4]
+    _csv(pd.DataFrame({"image_id": train_ids} | dict(zip(classes, one_hot.T))), folder / "train.csv")
+    _save(folder / "images", [f"{i}.jpg" for i in train_ids], train.images)
+    _save(folder / "images", [f"{i}.jpg" for i in test_ids], test.images)
+    _csv(pd.DataFrame({"image_id": test_ids}), folder / "test.csv")
+    _csv(pd.DataFrame({"image_id": test_ids} | dict.fromkeys(classes, 0.25)), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"image_id": test_ids} | dict(zip(classes, np.eye(4, dtype=int)[test.digits % 4].T)))
+    return Competition("plant-pathology", folder, "roc_auc_macro", solution, "probabilities", classes)
+
+
+def cassava(root: Path) -> Competition:
+    """train.csv (image_id,label) with ids like 1000015157.jpg and integer classes, no test table."""
+    folder, (train, test) = root / "cassava-leaf-disease-classification", _splits(5)
+    train_ids = [f"{1000015157 + 7 * i}.jpg" for i in range(TRAIN_ROWS)]
+    test_ids = [f"{2216849948 + 3 * i}.jpg" for i in range(TEST_ROWS)]
+    _csv(pd.DataFrame({"image_id": train_ids, "label": train.digits % 5}), folder / "train.csv")
+    _save(folder / "train_images", train_ids, train.images)
+    _save(folder / "test_images", test_ids, test.images)
+    _csv(pd.DataFrame({"image_id": test_ids, "label": 4}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"image_id": test_ids, "label": test.digits % 5})
+    return Competition("cassava", folder, "accuracy", solution, "label", [str(k) for k in range(5)])
+
+
+def digit_recognizer(root: Path) -> Competition:
+    """train.csv (label,pixel0..), test.csv of pixels only, a sample numbered ImageId 1..n."""
+    folder, (train, test) = root / "digit-recognizer", _splits(6)
+    pixels = [f"pixel{i}" for i in range(64)]
+    _csv(pd.DataFrame({"label": train.digits}) .join(pd.DataFrame(train.images.reshape(TRAIN_ROWS, 64),
+                                                                  columns=pixels)), folder / "train.csv")
+    _csv(pd.DataFrame(test.images.reshape(TEST_ROWS, 64), columns=pixels), folder / "test.csv")
+    _csv(pd.DataFrame({"ImageId": np.arange(1, TEST_ROWS + 1), "Label": 0}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"ImageId": np.arange(1, TEST_ROWS + 1), "Label": test.digits})
+    return Competition("digit-recognizer", folder, "accuracy", solution, "label", [str(k) for k in range(10)])
+
+
+def histopathologic(root: Path) -> Competition:
+    """train_labels.csv (id,label 0/1), TIFF images, no test table, a sample of zeros (AUC, told by --metric)."""
+    folder, (train, test) = root / "histopathologic-cancer-detection", _splits(7)
+    train_ids, test_ids = _hex_ids(TRAIN_ROWS, 7), _hex_ids(TEST_ROWS, 8)
+    _csv(pd.DataFrame({"id": train_ids, "label": (train.digits % 2).astype(int)}), folder / "train_labels.csv")
+    _save(folder / "train", [f"{i}.tif" for i in train_ids], train.images)
+    _save(folder / "test", [f"{i}.tif" for i in test_ids], test.images)
+    _csv(pd.DataFrame({"id": test_ids, "label": 0}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"id": test_ids, "label": (test.digits % 2).astype(int)})
+    return Competition("histopathologic", folder, "roc_auc", solution, "positive", ["0", "1"])
+
+
+def aptos(root: Path) -> Competition:
+    """train.csv (id_code,diagnosis 0..4), test.csv, PNG folders, a sample of zeros scored by QWK."""
+    folder, (train, test) = root / "aptos2019-blindness-detection", _splits(8)
+    train_ids, test_ids = _hex_ids(TRAIN_ROWS, 9), _hex_ids(TEST_ROWS, 10)
+    _csv(pd.DataFrame({"id_code": train_ids, "diagnosis": train.digits // 2}), folder / "train.csv")
+    _csv(pd.DataFrame({"id_code": test_ids}), folder / "test.csv")
+    _save(folder / "train_images", [f"{i}.png" for i in train_ids], train.images)
+    _save(folder / "test_images", [f"{i}.png" for i in test_ids], test.images)
+    _csv(pd.DataFrame({"id_code": test_ids, "diagnosis": 0}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"id_code": test_ids, "diagnosis": test.digits // 2})
+    return Competition("aptos", folder, "qwk", solution, "label", [str(k) for k in range(5)])
+
+
+def humpback(root: Path) -> Competition:
+    """train.csv (Image,Id) with file-name ids and whale ids, a sample of five names per row (MAP@5)."""
+    folder, (train, test) = root / "humpback-whale-identification", _splits(9)
+    whales = ["new_whale"] + [f"w_{code}" for code in ("23a388d", "9b5109b", "9c506f6", "0369a5c", "1287fbc",
+                                                      "98baff9", "7554f44", "1eafe46", "3de579a")]
+    train_ids = [f"{i[:9]}.jpg" for i in _hex_ids(TRAIN_ROWS, 11)]
+    test_ids = [f"{i[:9]}.jpg" for i in _hex_ids(TEST_ROWS, 12)]
+    _csv(pd.DataFrame({"Image": train_ids, "Id": np.array(whales)[train.digits]}), folder / "train.csv")
+    _save(folder / "train", train_ids, train.images)
+    _save(folder / "test", test_ids, test.images)
+    _csv(pd.DataFrame({"Image": test_ids, "Id": "new_whale w_23a388d w_9b5109b w_9c506f6 w_0369a5c"}),
+         folder / "sample_submission.csv")
+    solution = pd.DataFrame({"Image": test_ids, "Id": np.array(whales)[test.digits]})
+    return Competition("humpback", folder, None, solution, "top_k", sorted(whales))
+
+
+def cifar10(root: Path) -> Competition:
+    """trainLabels.csv (id,label) with ids 1..n, PNG folders named by number, sampleSubmission.csv."""
+    folder, (train, test) = root / "cifar-10", _splits(10)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    train_ids, test_ids = list(range(1, TRAIN_ROWS + 1)), list(range(1, TEST_ROWS + 1))
+    _csv(pd.DataFrame({"id": train_ids, "label": np.array(names)[train.digits]}), folder / "trainLabels.csv")
+    _save(folder / "train", [f"{i}.png" for i in train_ids], train.images)
+    _save(folder / "test", [f"{i}.png" for i in test_ids], test.images)
+    _csv(pd.DataFrame({"id": test_ids, "label": "cat"}), folder / "sampleSubmission.csv")
+    solution = pd.DataFrame({"id": test_ids, "label": np.array(names)[test.digits]})
+    return Competition("cifar-10", folder, "accuracy", solution, "label", names)
+
+
+BUILDERS: dict[str, Callable[[Path], Competition]] = {
+    "dog-breed": dog_breed, "aerial-cactus": aerial_cactus, "planet": planet, "plant-pathology": plant_pathology,
+    "cassava": cassava, "digit-recognizer": digit_recognizer, "histopathologic": histopathologic, "aptos": aptos,
+    "humpback": humpback, "cifar-10": cifar10,
+}

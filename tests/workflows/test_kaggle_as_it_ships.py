@@ -1,0 +1,106 @@
+"""Ten Kaggle image competitions in the shapes Kaggle ships them: ``kagglecv init`` then ``kagglecv run`` on each with
+no hand edit, a submission that matches the sample exactly, and a planted solution scored by ``score
+--submission`` equal to an independent computation."""
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+from sklearn.preprocessing import MultiLabelBinarizer
+from typer.testing import CliRunner
+
+from kagglecv.cli import app
+from kagglecv.core.metrics import map_at_k_lists
+from kagglecv.stages.score import score_submission
+from tests.workflows.kaggle_shapes import BUILDERS, Competition
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+TINY = ["-s", "model.name=test_resnet", "-s", "model.pretrained=false", "-s", "model.img_size=16", "-s",
+        "train.epochs=1", "-s", "train.batch_size=16", "-s", "train.num_workers=0", "-s", "folds.n_splits=2", "-s",
+        "folds.allow_rare_classes=true", "-s", "folds.near_duplicates=off"]
+
+
+def tree_checksums(root: Path) -> dict[str, str]:
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def independent_score(competition: Competition, submission: pd.DataFrame) -> float:
+    """The competition's metric on the submission file, computed here with scikit-learn or the formula."""
+    solution = competition.solution.astype(str)
+    id_col, value_cols = solution.columns[0], list(solution.columns[1:])
+    submitted = submission.astype(str).set_index(id_col).loc[solution[id_col]]
+    if competition.metric == "log_loss":
+        # Kaggle rescales each row to sum to one and clips at 1e-15 before the log
+        probabilities = np.clip(submitted[competition.classes].astype(float).to_numpy(), 1e-15, 1 - 1e-15)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return skm.log_loss(solution[value_cols[0]], probabilities, labels=competition.classes)
+    if competition.metric == "roc_auc":
+        return skm.roc_auc_score(solution[value_cols[0]].astype(int), submitted[value_cols[0]].astype(float))
+    if competition.metric == "roc_auc_macro":
+        truth, scores = solution[value_cols].astype(int).to_numpy(), submitted[value_cols].astype(float).to_numpy()
+        present = [c for c in range(truth.shape[1]) if 0 < truth[:, c].sum() < len(truth)]
+        return float(np.mean([skm.roc_auc_score(truth[:, c], scores[:, c]) for c in present]))
+    if competition.metric == "f2_samples":
+        binarizer = MultiLabelBinarizer(classes=competition.classes)
+        truth = binarizer.fit_transform(solution[value_cols[0]].str.split())
+        predicted = binarizer.transform(submitted[value_cols[0]].str.split())
+        return skm.fbeta_score(truth, predicted, beta=2, average="samples", zero_division=0)
+    if competition.metric == "qwk":
+        return skm.cohen_kappa_score(solution[value_cols[0]], submitted[value_cols[0]], weights="quadratic")
+    if competition.metric is None:  # MAP@5 of top-5 lists, as ml_metrics' mapk
+        return map_at_k_lists(solution[value_cols[0]].tolist(), submitted[value_cols[0]].str.split().tolist(), 5)
+    return skm.accuracy_score(solution[value_cols[0]], submitted[value_cols[0]])
+
+
+def check_shape(competition: Competition, submission: pd.DataFrame, sample: pd.DataFrame) -> None:
+    """Header, ids and their order exactly the sample's; values of the competition's type."""
+    assert list(submission.columns) == list(sample.columns)
+    assert submission.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
+    values = submission.iloc[:, 1:]
+    if competition.fmt in ("probabilities", "positive"):
+        numbers = values.astype(float).to_numpy()
+        assert ((numbers >= 0) & (numbers <= 1)).all()
+        if competition.fmt == "probabilities" and competition.name != "planet":
+            np.testing.assert_allclose(numbers.sum(axis=1), 1.0, atol=1e-5)
+    elif competition.fmt == "top_k":
+        lists = values.iloc[:, 0].str.split()
+        assert all(len(names) == 5 == len(set(names)) and set(names) <= set(competition.classes) for names in lists)
+    elif competition.fmt == "labels":
+        assert all(set(cell.split()) <= set(competition.classes) for cell in values.iloc[:, 0])
+    else:
+        assert set(values.iloc[:, 0]) <= set(competition.classes)
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(name, tmp_path, monkeypatch):
+    competition = BUILDERS[name](tmp_path / "input")
+    before = tree_checksums(competition.folder)
+    monkeypatch.chdir(tmp_path)
+    init = ["init", str(competition.folder)] + (["--metric", competition.metric] if competition.metric else [])
+    initialized = runner.invoke(app, init)
+    assert initialized.exit_code == 0, initialized.output
+    config = next(tmp_path.glob("*.yaml"))
+    ran = runner.invoke(app, ["run", str(config), *TINY])
+    assert ran.exit_code == 0, ran.output
+    assert tree_checksums(competition.folder) == before, "nothing under the competition folder changed"
+    sample_path = next(path for path in competition.folder.iterdir() if "sample" in path.name.lower())
+    submission_path = tmp_path / "submissions" / f"{competition.folder.name}.csv"
+    sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
+    submission = pd.read_csv(submission_path, dtype=str, keep_default_na=False)
+    check_shape(competition, submission, sample)
+    solution_path = tmp_path / "solution.csv"
+    competition.solution.to_csv(solution_path, index=False)
+    metric = competition.metric or "map@5"
+    scored = runner.invoke(app, ["score", "--submission", str(submission_path), "--solution", str(solution_path),
+                                 "--metric", metric])
+    assert scored.exit_code == 0, scored.output
+    expected = independent_score(competition, submission)
+    printed = float(re.search(r"(-?\d+\.\d+)\s*$", scored.output.strip()).group(1))
+    assert printed == pytest.approx(expected, abs=1e-6)
+    assert score_submission(submission_path, solution_path, metric) == pytest.approx(expected, abs=1e-9)
