@@ -78,6 +78,67 @@ def quadratic_weighted_kappa(y_true, y_score) -> float:
     return float(skm.cohen_kappa_score(y_true, y_score.argmax(axis=1), labels=labels, weights="quadratic"))
 
 
+def expected_grade(y_score) -> np.ndarray:
+    """The expected class index under the predicted distribution: sum_k p_k * k (classes taken as ordered grades)."""
+    y_score = np.asarray(y_score, dtype=np.float64)
+    return y_score @ np.arange(y_score.shape[1])
+
+
+def grades_from_cutoffs(grade: np.ndarray, cutoffs) -> np.ndarray:
+    """Class indices of continuous grades: the number of cut-offs at or below each grade."""
+    return np.searchsorted(np.sort(np.asarray(cutoffs, dtype=np.float64)), grade, side="right")
+
+
+def tune_grade_cutoffs(y_true, grade: np.ndarray, n_classes: int, candidates: int = 64, passes: int = 8) -> np.ndarray:
+    """Cut-offs between consecutive grades that maximize QWK on (``y_true``, ``grade``): coordinate ascent from the
+    midpoints 0.5, 1.5, ..., each cut-off tried at ``candidates`` quantiles of the grades between its neighbours,
+    until a pass changes nothing (the search APTOS 2019 solutions ran with Nelder-Mead as "OptimizedRounder", made
+    deterministic). Ties keep the earlier value, so the result depends only on the data."""
+    y_true, grade = np.asarray(y_true), np.asarray(grade, dtype=np.float64)
+    cutoffs = np.arange(n_classes - 1) + 0.5
+
+    def kappa(cuts):
+        return _quadratic_kappa(y_true, grades_from_cutoffs(grade, cuts), n_classes)
+
+    best = kappa(cutoffs)
+    for _ in range(passes):
+        changed = False
+        for index in range(len(cutoffs)):
+            low = cutoffs[index - 1] if index else -np.inf
+            high = cutoffs[index + 1] if index + 1 < len(cutoffs) else np.inf
+            between = grade[(grade > low) & (grade < high)]
+            if not len(between):
+                continue
+            for value in np.unique(np.quantile(between, np.linspace(0, 1, candidates))):
+                trial = cutoffs.copy()
+                trial[index] = value
+                score_ = kappa(trial)
+                if score_ > best + 1e-12:
+                    best, cutoffs, changed = score_, trial, True
+        if not changed:
+            break
+    return cutoffs
+
+
+def _quadratic_kappa(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """scikit-learn's ``cohen_kappa_score(weights="quadratic")`` from one bincount (the tuning loop calls it often)."""
+    observed = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    weights = (np.arange(n_classes)[:, None] - np.arange(n_classes)[None, :]) ** 2
+    denominator = (weights * expected).sum()
+    return float(1 - (weights * observed).sum() / denominator) if denominator else 0.0
+
+
+def qwk_thresholds(y_true, y_score) -> float:
+    """QWK of the expected grade cut at the cut-offs tuned on these rows (``tune_grade_cutoffs``); on OOF rows that
+    is the score the tuned cut-offs reach, as APTOS solutions reported it."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    grade = expected_grade(y_score)
+    cutoffs = tune_grade_cutoffs(y_true, grade, y_score.shape[1])
+    return float(skm.cohen_kappa_score(y_true, grades_from_cutoffs(grade, cutoffs),
+                                       labels=np.arange(y_score.shape[1]), weights="quadratic"))
+
+
 def roc_auc_ovr(y_true, y_score) -> float:
     """Macro one-vs-rest ROC AUC over the classes that have both positives and negatives."""
     y_true, y_score = _check_pair(y_true, y_score, ndim=2)
@@ -339,6 +400,7 @@ METRICS = {m.name: m for m in [
     Metric("roc_auc_ovr", roc_auc_ovr, True, ("multiclass",)),
     Metric("balanced_accuracy", balanced_accuracy, True, ("multiclass",)),
     Metric("qwk", quadratic_weighted_kappa, True, ("multiclass",)),
+    Metric("qwk_thresholds", qwk_thresholds, True, ("multiclass",)),
     Metric("roc_auc", binary_roc_auc, True, ("binary",)),
     Metric("binary_log_loss", binary_log_loss, False, ("binary",)),
     Metric("binary_f1", binary_f1, True, ("binary",)),
@@ -377,6 +439,11 @@ def parametrized_metric(name: str) -> Metric | None:
             raise ValueError(f"metric {name!r}: expected map@<k> with k a whole number from 1 to 100, e.g. map@5")
         return Metric(name, lambda y, s: map_at_k(y, s, int(k)), True, ("multiclass",))
     return None
+
+
+def uses_grade_cutoffs(name: str | None, task: str) -> bool:
+    """Whether labels are the expected grade cut at tuned cut-offs (``qwk_thresholds``) rather than the argmax."""
+    return task == "multiclass" and name == "qwk_thresholds"
 
 
 def threshold_beta(name: str | None, task: str) -> float:

@@ -28,6 +28,7 @@ from kagglecv.stages.submit import (
     SubmissionShape,
     parse_threshold,
     resolve_thresholds,
+    run_cutoffs,
     submission_from_predictions,
 )
 
@@ -81,7 +82,8 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
         return None
     submit = leaf_runs(recipe)[0].config.submit
     return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
-                                       out, thresholds=thresholds, shape=SubmissionShape(submit.format, submit.top_k))
+                                       out, thresholds=thresholds, shape=SubmissionShape(submit.format, submit.top_k),
+                                       cutoffs=run_cutoffs(recipe.run, recipe.classes, recipe.task))
 
 
 def infer_test(source: Path, table: Path | None, images: Path | None, out: Path, sample: Path | None = None, *,

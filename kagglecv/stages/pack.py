@@ -29,7 +29,12 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
-from kagglecv.core.metrics import threshold_beta
+from kagglecv.core.metrics import (
+    expected_grade,
+    threshold_beta,
+    tune_grade_cutoffs,
+    uses_grade_cutoffs,
+)
 from kagglecv.core.notebook import (
     DATASET_METADATA,
     KERNEL_METADATA,
@@ -66,7 +71,12 @@ from kagglecv.nn.recipe import (
     leaf_runs,
     load_recipe,
 )
-from kagglecv.stages.submit import parse_threshold, resolve_thresholds, tune_thresholds
+from kagglecv.stages.submit import (
+    parse_threshold,
+    resolve_thresholds,
+    run_cutoffs,
+    tune_thresholds,
+)
 
 FORMATS = ("torch", "onnx")
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities, PyTorch vs ONNX Runtime
@@ -122,6 +132,9 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
         write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
         if threshold is not None:
             write_json(RunDir(building).thresholds_path, _thresholds(threshold, source, recipe, fitted))
+        cutoffs = _cutoffs(source, recipe, fitted)
+        if cutoffs is not None:
+            write_json(RunDir(building).cutoffs_path, cutoffs)
         if wheels:
             wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
                                            console, wheel_platform or KAGGLE_PLATFORM,
@@ -142,6 +155,15 @@ def _thresholds(threshold: str, source: Path, recipe: Recipe, fitted: FitResult 
         return resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
     tuned = tune_thresholds(fitted.targets, fitted.oof, threshold_beta(fitted.metric, recipe.task))
     return dict(zip(recipe.classes, map(float, tuned)))
+
+
+def _cutoffs(source: Path, recipe: Recipe, fitted: FitResult | None) -> list[float] | None:
+    """A ``qwk_thresholds`` run's grade cut-offs for ``infer``: tuned on its OOF (with ``--fit``: the fitted
+    recipe's)."""
+    if fitted is None or not uses_grade_cutoffs(fitted.metric, recipe.task):
+        return run_cutoffs(RunDir(source), recipe.classes, recipe.task)
+    tuned = tune_grade_cutoffs(fitted.targets, expected_grade(fitted.oof), len(recipe.classes))
+    return [float(value) for value in tuned]
 
 
 def _blend_record(fitted: FitResult | None) -> dict | None:

@@ -200,7 +200,8 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
                                      zero_division=0))
         index = {name: position for position, name in enumerate(classes)}
         scores = np.eye(len(classes))[predicted.map(index).to_numpy()]
-        return score(metric, "multiclass", targets, scores)
+        # Labels already cut at the tuned cut-offs: the leaderboard's QWK (tuning again on the truth would cheat).
+        return score("qwk" if metric == "qwk_thresholds" else metric, "multiclass", targets, scores)
     missing = [name for name in classes if name not in submission.columns]
     if missing:
         raise DataError(f"{submission_path}: no column for classes {summarize(missing, quote=True)}")

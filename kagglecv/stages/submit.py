@@ -26,7 +26,13 @@ import pandas as pd
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import check_output_name, contained_output, write_bytes
-from kagglecv.core.metrics import threshold_beta
+from kagglecv.core.metrics import (
+    expected_grade,
+    grades_from_cutoffs,
+    threshold_beta,
+    tune_grade_cutoffs,
+    uses_grade_cutoffs,
+)
 from kagglecv.core.outputs import OutputRule, csv_header, same_header
 from kagglecv.core.predictions import (
     FLOAT_FORMAT,
@@ -72,10 +78,35 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     predictions = read_predictions(run.test_path, classes)
     out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task,
                                             lambda: resolve_thresholds(threshold, run, classes), label_sep,
-                                            _configured_shape(run))
+                                            _configured_shape(run), run_cutoffs(run, classes, task))
     write_bytes(path, encode_submission(out, compress))
     append_submission(path, run.name, *_recorded_cv(run))
     return Submission(path, fmt, len(out), thresholds)
+
+
+def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | None:
+    """For a run scored by ``qwk_thresholds``: the grade cut-offs tuned on its OOF predictions (a bundle's recorded
+    ones); None for any other metric (labels are the argmax)."""
+    try:
+        metric = run.read_config().metric
+    except KagglecvError:
+        return None
+    if not uses_grade_cutoffs(metric, task):
+        return None
+    if run.cutoffs_path.is_file():
+        recorded = read_json(run.cutoffs_path, "the bundle's grade cut-offs")
+        if not (isinstance(recorded, list) and len(recorded) == len(classes) - 1
+                and all(isinstance(value, (int, float)) for value in recorded)):
+            raise KagglecvError(f"{run.cutoffs_path}: expected {len(classes) - 1} numbers (grade cut-offs)")
+        return [float(value) for value in recorded]
+    if "bundle" in run.read_info():
+        raise KagglecvError(f"{run.path}: a qwk_thresholds bundle without {run.cutoffs_path.name}; pack the run again")
+    source = run.oof_source()
+    data = load_run_table(source)
+    oof = read_predictions(source.oof_path, classes)
+    require_same_ids(oof["id"], data.ids, source.oof_path, data.source)
+    aligned = oof.set_index("id").loc[list(data.ids), classes].to_numpy(np.float64)
+    return [float(value) for value in tune_grade_cutoffs(data.targets, expected_grade(aligned), len(classes))]
 
 
 def _configured_shape(run: RunDir) -> "SubmissionShape":
@@ -107,19 +138,20 @@ def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
 
 def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,
                                 sample_path: Path, out: Path, thresholds: dict[str, float], label_sep: str = " ",
-                                shape: SubmissionShape = SubmissionShape()) -> str:
+                                shape: SubmissionShape = SubmissionShape(), cutoffs: list[float] | None = None) -> str:
     """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory,
     checked as ``submit`` checks; returns the format."""
     predictions = prediction_frame(ids, probabilities, classes)
     frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task,
-                                     lambda: thresholds, label_sep, shape)
+                                     lambda: thresholds, label_sep, shape, cutoffs)
     write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
     return fmt
 
 
 def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_path: Path, classes: list[str],
                      task: str, thresholds_for, label_sep: str = " ",
-                     shape: SubmissionShape = SubmissionShape()) -> tuple[pd.DataFrame, str, dict | None]:
+                     shape: SubmissionShape = SubmissionShape(),
+                     cutoffs: list[float] | None = None) -> tuple[pd.DataFrame, str, dict | None]:
     """The submission frame in the sample's shape (or the configured ``shape``), validated; ``thresholds_for()`` is
     asked only for label lists."""
     sample = read_csv_strings(sample_path)
@@ -140,7 +172,8 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
         values = _label_strings(aligned, classes, thresholds, label_sep)
         out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
     elif fmt == "label":
-        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: np.array(classes)[aligned.argmax(axis=1)]})
+        chosen = aligned.argmax(axis=1) if cutoffs is None else grades_from_cutoffs(expected_grade(aligned), cutoffs)
+        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: np.array(classes)[chosen]})
     elif fmt == "positive":
         out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: aligned[:, 1]})
     else:

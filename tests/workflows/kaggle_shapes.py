@@ -164,7 +164,8 @@ def histopathologic(root: Path) -> Competition:
 
 
 def aptos(root: Path) -> Competition:
-    """train.csv (id_code,diagnosis 0..4), test.csv, PNG folders, a sample of zeros scored by QWK."""
+    """train.csv (id_code,diagnosis 0..4), test.csv, PNG folders, a sample of zeros scored by QWK (labels from the
+    expected grade, cut where the OOF predictions say)."""
     folder, (train, test) = root / "aptos2019-blindness-detection", _splits(8)
     train_ids, test_ids = _hex_ids(TRAIN_ROWS, 9), _hex_ids(TEST_ROWS, 10)
     _csv(pd.DataFrame({"id_code": train_ids, "diagnosis": train.digits // 2}), folder / "train.csv")
@@ -173,7 +174,7 @@ def aptos(root: Path) -> Competition:
     _save(folder / "test_images", [f"{i}.png" for i in test_ids], test.images)
     _csv(pd.DataFrame({"id_code": test_ids, "diagnosis": 0}), folder / "sample_submission.csv")
     solution = pd.DataFrame({"id_code": test_ids, "diagnosis": test.digits // 2})
-    return Competition("aptos", folder, "qwk", solution, "label", [str(k) for k in range(5)])
+    return Competition("aptos", folder, "qwk_thresholds", solution, "label", [str(k) for k in range(5)])
 
 
 def humpback(root: Path) -> Competition:

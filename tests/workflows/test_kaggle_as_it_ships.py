@@ -14,7 +14,12 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from typer.testing import CliRunner
 
 from kagglecv.cli import app
-from kagglecv.core.metrics import map_at_k_lists
+from kagglecv.core.metrics import (
+    expected_grade,
+    grades_from_cutoffs,
+    map_at_k_lists,
+    tune_grade_cutoffs,
+)
 from kagglecv.stages.score import score_submission
 from tests.workflows.kaggle_shapes import BUILDERS, Competition
 
@@ -51,7 +56,7 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
         truth = binarizer.fit_transform(solution[value_cols[0]].str.split())
         predicted = binarizer.transform(submitted[value_cols[0]].str.split())
         return skm.fbeta_score(truth, predicted, beta=2, average="samples", zero_division=0)
-    if competition.metric == "qwk":
+    if competition.metric == "qwk_thresholds":  # the labels were cut already: the leaderboard's QWK
         return skm.cohen_kappa_score(solution[value_cols[0]], submitted[value_cols[0]], weights="quadratic")
     if competition.metric is None:  # MAP@5 of top-5 lists, as ml_metrics' mapk
         return map_at_k_lists(solution[value_cols[0]].tolist(), submitted[value_cols[0]].str.split().tolist(), 5)
@@ -104,3 +109,17 @@ def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(na
     printed = float(re.search(r"(-?\d+\.\d+)\s*$", scored.output.strip()).group(1))
     assert printed == pytest.approx(expected, abs=1e-6)
     assert score_submission(submission_path, solution_path, metric) == pytest.approx(expected, abs=1e-9)
+    if competition.metric == "qwk_thresholds":
+        assert_labels_are_the_grade_cut_at_the_oof_cutoffs(tmp_path / "runs" / competition.folder.name, submission)
+
+
+def assert_labels_are_the_grade_cut_at_the_oof_cutoffs(run_path: Path, submission: pd.DataFrame) -> None:
+    """APTOS: the submitted classes are the test's expected grades cut where QWK on the OOF predictions is best."""
+    classes = [str(k) for k in range(5)]
+    oof = pd.read_csv(run_path / "oof.csv", dtype={"id": str})
+    truth = pd.read_csv(next(run_path.parents[1].glob("input/*/train.csv")), dtype=str).set_index("id_code")
+    targets = truth.loc[oof["id"], "diagnosis"].astype(int).to_numpy()
+    cutoffs = tune_grade_cutoffs(targets, expected_grade(oof[classes].to_numpy()), 5)
+    test = pd.read_csv(run_path / "test.csv", dtype={"id": str}).set_index("id").loc[submission.iloc[:, 0]]
+    expected = grades_from_cutoffs(expected_grade(test[classes].to_numpy()), cutoffs)
+    assert submission.iloc[:, 1].astype(int).tolist() == expected.tolist()
