@@ -123,3 +123,52 @@ def assert_labels_are_the_grade_cut_at_the_oof_cutoffs(run_path: Path, submissio
     test = pd.read_csv(run_path / "test.csv", dtype={"id": str}).set_index("id").loc[submission.iloc[:, 0]]
     expected = grades_from_cutoffs(expected_grade(test[classes].to_numpy()), cutoffs)
     assert submission.iloc[:, 1].astype(int).tolist() == expected.tolist()
+
+
+def linked_read_only_copy(folder: Path, root: Path) -> Path:
+    """The competition as Kaggle mounts it under /kaggle/input: folders of symbolic links to the files, read-only."""
+    mirror = root / folder.name
+    for path in sorted(folder.rglob("*")):
+        target = mirror / path.relative_to(folder)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
+    for path in sorted(mirror.rglob("*"), reverse=True):
+        if path.is_dir():
+            path.chmod(0o555)
+    mirror.chmod(0o555)
+    return mirror
+
+
+def test_run_on_a_read_only_folder_of_links_is_the_one_command_baseline(tmp_path, monkeypatch):
+    competition = BUILDERS["planet"](tmp_path / "files")
+    mirror = linked_read_only_copy(competition.folder, tmp_path / "kaggle" / "input")
+    before = tree_checksums(mirror)
+    work = tmp_path / "working"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    ran = runner.invoke(app, ["run", str(mirror), "--metric", "f2_samples", *TINY])
+    assert ran.exit_code == 0, ran.output
+    config = work / f"{mirror.name}.yaml"
+    assert config.is_file() and "data.test_image_dir" in ran.output and "test-jpg-additional" in config.read_text()
+    submission = pd.read_csv(work / "submissions" / f"{mirror.name}.csv", dtype=str, keep_default_na=False)
+    sample = pd.read_csv(mirror / "sample_submission_v2.csv", dtype=str, keep_default_na=False)
+    check_shape(competition, submission, sample)
+    assert tree_checksums(mirror) == before and all(path.is_symlink() for path in mirror.rglob("*.jpg"))
+    again = runner.invoke(app, ["run", str(mirror), *TINY])
+    assert again.exit_code == 0 and f"using {mirror.name}.yaml" in again.output, again.output
+
+
+def test_an_ambiguous_folder_asks_for_the_metric_with_the_choices(tmp_path):
+    competition = BUILDERS["histopathologic"](tmp_path)
+    result = runner.invoke(app, ["init", str(competition.folder), "--out", str(tmp_path / "c.yaml")])
+    assert result.exit_code != 0 and not (tmp_path / "c.yaml").exists()
+    assert str(result.exception) == (
+        "--metric: the sample's values (one 0/1 column (a label or a probability)) fit several metrics and the folder "
+        "does not say which scores it; give --metric, e.g. one of roc_auc, binary_log_loss, binary_accuracy, "
+        "binary_f1, accuracy, or a metric file (path/to/metric.py)")
+    inside = runner.invoke(app, ["init", str(competition.folder), "--metric", "roc_auc", "--out",
+                                 str(competition.folder / "c.yaml")])
+    assert "inside the input folder" in str(inside.exception) and not (competition.folder / "c.yaml").exists()
