@@ -420,6 +420,9 @@ class Config(_Section):
     metric: Optional[str] = Field(
         None, description="The competition metric (kagglecv.core.metrics.METRICS); accuracy, roc_auc (binary) or map when omitted."
     )
+    metric_direction: Optional[Literal["maximize", "minimize"]] = Field(
+        None, description="With a metric file (metric: path/to/metric.py, Kaggle's score(solution, submission, "
+        "row_id_column_name) signature): whether higher scores are better.")
     data: DataConfig
     folds: FoldsConfig = FoldsConfig()
     model: ModelConfig = ModelConfig()
@@ -456,8 +459,14 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "Config":
+        file = bool(self.metric) and self.metric.endswith(".py")
+        if file != (self.metric_direction is not None):
+            raise ValueError("metric_direction: maximize or minimize goes with a metric file (metric: path/to/"
+                             "metric.py), and only with one")
+        if file and self.submit.sample is None:
+            raise ValueError("metric: a metric file scores frames shaped like the sample submission; set submit.sample")
         for key, name in (("metric", self.metric), ("train.metric", self.train.metric)):
-            if name is None or (key == "train.metric" and name in ("auto", "loss")):
+            if name is None or (key == "train.metric" and name in ("auto", "loss")) or name.endswith(".py"):
                 continue
             if self.data.task is not None:
                 try:

@@ -420,6 +420,14 @@ FBETA_AVERAGES = ("samples", "micro", "macro")
 DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map"}
 
 
+# Metrics of this process bound to the data they score: a competition's metric file (``core.metric_file``).
+BOUND: dict[str, Metric] = {}
+
+
+def bind_metric(metric: Metric) -> None:
+    BOUND[metric.name] = metric
+
+
 def parametrized_metric(name: str) -> Metric | None:
     """``fbeta:<beta>:<average>`` (multi-label; ``samples``, ``micro`` or ``macro``) or ``map@<k>`` (multiclass),
     parameters in the name as TTA views have them; None for another name, ValueError for bad parameters."""
@@ -455,6 +463,8 @@ def threshold_beta(name: str | None, task: str) -> float:
 
 def known_metric(name: str) -> bool:
     """Whether ``name`` is a metric of some task (registered, an alias, or well-formed parameters)."""
+    if name.endswith(".py"):  # a metric file: checked when it is bound to the data
+        return True
     try:
         return name in METRICS or any(alias == name for alias, _ in ALIASES) or parametrized_metric(name) is not None
     except ValueError:
@@ -463,6 +473,11 @@ def known_metric(name: str) -> bool:
 
 def get_metric(name: str, task: str) -> Metric:
     """The metric called ``name`` for ``task`` (an alias keeps its name), or a clear error listing the ones that fit."""
+    if name in BOUND and task in BOUND[name].tasks:
+        return BOUND[name]
+    if name.endswith(".py"):
+        raise ValueError(f"metric file {name!r} is not loaded for a {task} task here (it is loaded with the run's "
+                         "training table and sample submission)")
     if (name, task) in ALIASES:
         return replace(get_metric(ALIASES[name, task], task), name=name)
     metric = METRICS.get(name) or parametrized_metric(name)

@@ -13,10 +13,12 @@ import pandas as pd
 
 from kagglecv.core.config import Config
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.metric_file import FrameLayout, bind_metric_file, is_metric_file
 from kagglecv.core.predictions import compare_ids
 from kagglecv.core.runs import RunDir
+from kagglecv.core.shapes import check_shape_fits, detect_format, sample_top_k
 from kagglecv.data.load import load_test, load_train
-from kagglecv.data.table import CompetitionData
+from kagglecv.data.table import CompetitionData, read_csv_strings
 
 
 @dataclass
@@ -57,6 +59,7 @@ def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
 def load_stage_inputs(config: Config, data: CompetitionData | None = None) -> StageInputs:
     """The config's tables and folds file, each checked; ``data`` when the caller has read the training table."""
     data = data if data is not None else load_train(config.data)
+    bind_config_metric(config, data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
     return StageInputs(data, fold_of, test)
@@ -78,4 +81,20 @@ def load_run_table(run: RunDir, config: Config | None = None, info: dict | None 
         raise DataError(f"{run.path}: {config.data.train_csv} changed since the run: now {data.task} with classes "
                         f"{summarize(data.classes, quote=True)}, the run has {info['task']} with "
                         f"{summarize(info['classes'], quote=True)}")
+    bind_config_metric(config, data)
     return data
+
+
+def bind_config_metric(config: Config, data: CompetitionData) -> None:
+    """A config whose metric is a file (Kaggle's signature): bound for this process to the shapes of the training
+    table's targets and of the sample submission."""
+    if not is_metric_file(config.metric):
+        return
+    submit = config.submit
+    sample = read_csv_strings(submit.sample)
+    fmt = detect_format(sample, data.classes, data.task, submit.sample) if submit.format == "auto" else submit.format
+    check_shape_fits(fmt, sample, data.classes, data.task, submit.sample)
+    layout = FrameLayout(data.task, data.classes, sample.columns[0], config.data.target, config.data.label_sep,
+                         list(sample.columns[1:]), fmt, submit.top_k if submit.format == "top_k" else sample_top_k(sample),
+                         submit.threshold if isinstance(submit.threshold, float) else 0.5)
+    bind_metric_file(config.metric, config.metric_direction, layout)

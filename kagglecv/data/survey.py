@@ -206,6 +206,12 @@ def _canonical(metric: str, task: str) -> str:
 
 
 def _metric(survey: Survey, task: str, fmt: str, metric: str | None, sample: pd.DataFrame) -> None:
+    if metric is not None and metric.endswith(".py"):
+        if not Path(metric).is_file():
+            raise KagglecvError(f"--metric {metric}: metric file not found")
+        survey.add("metric", metric, "--metric: the competition's own metric file (Kaggle's signature); give "
+                   "--set metric_direction=maximize or minimize")
+        return
     if metric is not None:
         resolve_metric(metric, task, "--metric")
         survey.add("metric", metric, "--metric")

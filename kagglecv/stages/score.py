@@ -16,6 +16,7 @@ from sklearn.metrics import fbeta_score
 from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import write_json
+from kagglecv.core.metric_file import is_metric_file, load_score_function
 from kagglecv.core.metrics import (
     ALIASES,
     METRICS,
@@ -158,6 +159,8 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     """
     solution, submission = read_csv_strings(solution_path), read_csv_strings(submission_path)
     id_col = solution.columns[0]
+    if is_metric_file(metric):
+        return _score_with_metric_file(metric, solution_path, submission_path, solution, submission)
     doubled = compare_ids(solution[id_col], []).doubled
     if doubled:
         raise DataError(f"{solution_path}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}; "
@@ -209,6 +212,24 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     if not np.isfinite(scores).all():
         raise DataError(f"{submission_path}: NaN, inf or non-numbers among the probabilities")
     return score(metric, "multilabel" if multilabel else "multiclass", targets, scores)
+
+
+def _score_with_metric_file(metric: str, solution_path: Path, submission_path: Path, solution: pd.DataFrame,
+                            submission: pd.DataFrame) -> float:
+    """The competition's own metric on the two files as Kaggle's scorer reads them (pandas' defaults), after the
+    id check every submission gets."""
+    id_col = solution.columns[0]
+    if submission.columns[0] != id_col:
+        raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
+    require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
+    function = load_score_function(Path(metric))
+    try:
+        value = float(function(pd.read_csv(solution_path), pd.read_csv(submission_path), id_col))
+    except Exception as exc:  # the user's metric: its failure in one line
+        raise KagglecvError(f"metric {metric}: score(...) failed: {type(exc).__name__}: {exc}") from None
+    if not np.isfinite(value):
+        raise KagglecvError(f"metric {metric}: score(...) returned {value}; expected a finite number")
+    return value
 
 
 def _label_f_score(metric: str) -> tuple[float, str]:

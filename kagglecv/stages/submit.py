@@ -28,7 +28,6 @@ from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import check_output_name, contained_output, write_bytes
 from kagglecv.core.metrics import (
     expected_grade,
-    grades_from_cutoffs,
     threshold_beta,
     tune_grade_cutoffs,
     uses_grade_cutoffs,
@@ -42,6 +41,13 @@ from kagglecv.core.predictions import (
     require_same_ids,
 )
 from kagglecv.core.runs import RunDir, read_json
+from kagglecv.core.shapes import (
+    SubmissionShape,
+    check_shape_fits,
+    detect_format,
+    sample_top_k,
+    shaped_columns,
+)
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.table import read_csv_strings
 from kagglecv.stages.lb import COLUMNS as LOG_COLUMNS
@@ -118,12 +124,6 @@ def _configured_shape(run: RunDir) -> "SubmissionShape":
     return SubmissionShape(submit.format, submit.top_k)
 
 
-@dataclass(frozen=True)
-class SubmissionShape:
-    format: str = "auto"
-    top_k: int = 5
-
-
 def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
     """The metric and OOF score of the run's ``score.json``, scored now when the run has none yet; unknown (None)
     when the training table it was scored on cannot be read here."""
@@ -160,25 +160,11 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
     id_col = sample.columns[0]
     aligned = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
     fmt = detect_format(sample, classes, task, sample_path) if shape.format == "auto" else shape.format
-    _check_shape_fits(fmt, sample, classes, task, sample_path)
-    thresholds = None
-    if fmt == "top_k":
-        k = shape.top_k if shape.format == "top_k" else sample_top_k(sample)
-        order = np.argsort(-aligned, axis=1, kind="stable")[:, :k]
-        values = [" ".join(np.array(classes)[row]) for row in order]
-        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
-    elif fmt == "labels":
-        thresholds = thresholds_for()
-        values = _label_strings(aligned, classes, thresholds, label_sep)
-        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: values})
-    elif fmt == "label":
-        chosen = aligned.argmax(axis=1) if cutoffs is None else grades_from_cutoffs(expected_grade(aligned), cutoffs)
-        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: np.array(classes)[chosen]})
-    elif fmt == "positive":
-        out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: aligned[:, 1]})
-    else:
-        column_of = {name: index for index, name in enumerate(classes)}
-        out = pd.DataFrame({id_col: sample[id_col]} | {column: aligned[:, column_of[column]] for column in sample.columns[1:]})
+    check_shape_fits(fmt, sample, classes, task, sample_path)
+    thresholds = thresholds_for() if fmt == "labels" else None
+    k = shape.top_k if shape.format == "top_k" else sample_top_k(sample)
+    columns = shaped_columns(aligned, classes, fmt, list(sample.columns[1:]), k, thresholds, cutoffs, label_sep)
+    out = pd.DataFrame({id_col: sample[id_col]} | columns)
     validate_submission(out, sample, sample_path, fmt, classes, label_sep)
     return out, fmt, thresholds
 
@@ -186,47 +172,6 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
 def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:
     text = out.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT).encode()
     return gzip.compress(text, mtime=0) if compress else text
-
-
-def sample_top_k(sample: pd.DataFrame) -> int:
-    """How many space-separated names the sample's value column holds per row (its most common count)."""
-    counts = sample.iloc[:, 1].astype(str).str.split().str.len()
-    return int(counts.mode().iloc[0]) if len(counts) else 1
-
-
-def _check_shape_fits(fmt: str, sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> None:
-    """A configured format the sample's header or the task cannot take is an error, never a malformed file."""
-    one_column = sample.shape[1] == 2
-    wrong = {"probabilities": set(sample.columns[1:]) != set(classes) or sample.shape[1] - 1 != len(classes), "positive": not (one_column and task == "binary"),
-             "top_k": not (one_column and task == "multiclass"), "labels": not (one_column and task == "multilabel"),
-             "label": not (one_column and task != "multilabel")}[fmt]
-    if wrong:
-        raise DataError(f"submit.format {fmt}: does not fit {sample_path} (columns {summarize(list(sample.columns))}) "
-                        f"for a {task} task")
-
-
-def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> str:
-    """label, labels, positive, probabilities or top_k, from the sample's columns and values."""
-    value_columns = list(sample.columns[1:])
-    if set(value_columns) <= set(classes) and len(value_columns) == len(classes):
-        return "probabilities"
-    if len(value_columns) == 1 and task == "multiclass" and len(sample) and sample_top_k(sample) > 1:
-        return "top_k"
-    unknown = [column for column in value_columns if column not in classes]
-    if len(value_columns) == 1:
-        numeric = pd.to_numeric(sample[value_columns[0]], errors="coerce").notna().all()
-        if task == "binary" and numeric:
-            return "positive"
-        if not numeric or task != "binary":
-            return "labels" if task == "multilabel" else "label"
-    if unknown and len(value_columns) > 1:
-        index_like = [column for column in unknown if column.lower().startswith("unnamed") or column in ("", "index")]
-        hint = " (an index column written by pandas?)" if index_like else ""
-        raise DataError(f"{sample_path}: columns {summarize(unknown, quote=True)} are not classes of the run{hint}; "
-                        f"expected {summarize(classes)}")
-    missing = [name for name in classes if name not in value_columns]
-    raise DataError(f"{sample_path}: the sample has {len(value_columns)} class columns, the run {len(classes)} classes; "
-                    f"missing from the sample: {summarize(missing, quote=True)}")
 
 
 def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Path, fmt: str, classes: list[str],
@@ -342,10 +287,4 @@ def tune_thresholds(targets: np.ndarray, scores: np.ndarray, beta: float = 1.0) 
         thresholds[column] = (sorted_scores[best] + below) / 2
     return thresholds
 
-
-def _label_strings(values: np.ndarray, classes: list[str], thresholds: dict[str, float], sep: str) -> list[str]:
-    cut = np.array([thresholds[name] for name in classes])
-    chosen = values >= cut
-    names = np.array(classes)
-    return [sep.join(names[row]) for row in chosen]
 

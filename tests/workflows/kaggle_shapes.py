@@ -206,8 +206,49 @@ def cifar10(root: Path) -> Competition:
     return Competition("cifar-10", folder, "accuracy", solution, "label", names)
 
 
+KAGGLE_LOG_LOSS = '''"""Multi-class log loss as Kaggle scores it: each row rescaled to sum to one, clipped at 1e-15."""
+import numpy as np
+import pandas as pd
+
+
+class ParticipantVisibleError(Exception):
+    pass
+
+
+def score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str) -> float:
+    del solution[row_id_column_name]
+    del submission[row_id_column_name]
+    truth = solution.iloc[:, 0].astype(str)
+    columns = [str(column) for column in submission.columns]
+    if set(truth) - set(columns):
+        raise ParticipantVisibleError("submission lacks a column for some true class")
+    probabilities = np.clip(submission.to_numpy(dtype=float), 1e-15, 1 - 1e-15)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    rows = np.arange(len(truth))
+    return float(-np.mean(np.log(probabilities[rows, [columns.index(name) for name in truth]])))
+'''
+
+
+def leaf_classification(root: Path) -> Competition:
+    """train.csv (id,species) with integer ids, images/ for both, test.csv, one column per species, scored by the
+    competition's own metric file in Kaggle's signature."""
+    folder, (train, test) = root / "leaf-classification", _splits(11)
+    species = ["Acer_Opalus", "Alnus_Rubra", "Betula_Pendula", "Cornus_Chinensis", "Fagus_Sylvatica",
+               "Ilex_Aquifolium", "Magnolia_Salicifolia", "Populus_Nigra", "Quercus_Rubra", "Salix_Fragilis"]
+    train_ids, test_ids = list(range(1, 2 * TRAIN_ROWS, 2)), list(range(2, 2 * TEST_ROWS + 1, 2))
+    _csv(pd.DataFrame({"id": train_ids, "species": np.array(species)[train.digits]}), folder / "train.csv")
+    _csv(pd.DataFrame({"id": test_ids}), folder / "test.csv")
+    _save(folder / "images", [f"{i}.jpg" for i in train_ids + test_ids], np.concatenate([train.images, test.images]),
+          colour=False)
+    _csv(pd.DataFrame({"id": test_ids} | dict.fromkeys(species, 0.1)), folder / "sample_submission.csv")
+    metric = root / "leaf_metric.py"
+    metric.write_text(KAGGLE_LOG_LOSS)
+    solution = pd.DataFrame({"id": test_ids, "species": np.array(species)[test.digits]})
+    return Competition("leaf", folder, str(metric), solution, "probabilities", species)
+
+
 BUILDERS: dict[str, Callable[[Path], Competition]] = {
     "dog-breed": dog_breed, "aerial-cactus": aerial_cactus, "planet": planet, "plant-pathology": plant_pathology,
     "cassava": cassava, "digit-recognizer": digit_recognizer, "histopathologic": histopathologic, "aptos": aptos,
-    "humpback": humpback, "cifar-10": cifar10,
+    "humpback": humpback, "cifar-10": cifar10, "leaf-metric-file": leaf_classification,
 }

@@ -40,7 +40,7 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
     solution = competition.solution.astype(str)
     id_col, value_cols = solution.columns[0], list(solution.columns[1:])
     submitted = submission.astype(str).set_index(id_col).loc[solution[id_col]]
-    if competition.metric == "log_loss":
+    if competition.metric == "log_loss" or (competition.metric or "").endswith(".py"):  # the file is Kaggle's log loss
         # Kaggle rescales each row to sum to one and clips at 1e-15 before the log
         probabilities = np.clip(submitted[competition.classes].astype(float).to_numpy(), 1e-15, 1 - 1e-15)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
@@ -88,6 +88,8 @@ def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(na
     before = tree_checksums(competition.folder)
     monkeypatch.chdir(tmp_path)
     init = ["init", str(competition.folder)] + (["--metric", competition.metric] if competition.metric else [])
+    if (competition.metric or "").endswith(".py"):
+        init += ["--set", "metric_direction=minimize"]
     initialized = runner.invoke(app, init)
     assert initialized.exit_code == 0, initialized.output
     config = next(tmp_path.glob("*.yaml"))
@@ -109,8 +111,25 @@ def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(na
     printed = float(re.search(r"(-?\d+\.\d+)\s*$", scored.output.strip()).group(1))
     assert printed == pytest.approx(expected, abs=1e-6)
     assert score_submission(submission_path, solution_path, metric) == pytest.approx(expected, abs=1e-9)
+    if (competition.metric or "").endswith(".py"):
+        assert_the_cv_is_the_metric_files_score_of_the_oof(tmp_path / "runs" / competition.folder.name, competition)
     if competition.metric == "qwk_thresholds":
         assert_labels_are_the_grade_cut_at_the_oof_cutoffs(tmp_path / "runs" / competition.folder.name, submission)
+
+
+def assert_the_cv_is_the_metric_files_score_of_the_oof(run_path: Path, competition: Competition) -> None:
+    """The run's CV (score.json) is the metric file's value on the OOF predictions, recomputed here with
+    scikit-learn as Kaggle scores log loss."""
+    import json
+
+    oof = pd.read_csv(run_path / "oof.csv", dtype={"id": str})
+    truth = pd.read_csv(competition.folder / "train.csv", dtype=str).set_index("id").loc[oof["id"], "species"]
+    probabilities = np.clip(oof[competition.classes].to_numpy(), 1e-15, 1 - 1e-15)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    expected = skm.log_loss(truth, probabilities, labels=competition.classes)
+    recorded = json.loads((run_path / "score.json").read_text())
+    assert recorded["metric"] == competition.metric
+    assert recorded["overall"] == pytest.approx(expected, abs=1e-9)
 
 
 def assert_labels_are_the_grade_cut_at_the_oof_cutoffs(run_path: Path, submission: pd.DataFrame) -> None:

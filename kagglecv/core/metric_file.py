@@ -1,0 +1,128 @@
+"""The competition's own metric: a Python file with Kaggle's metric signature, as in Kaggle's published metric
+notebooks::
+
+    def score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str) -> float
+
+``metric: path/to/metric.py`` (with ``metric_direction: maximize|minimize``) makes it the run's metric everywhere a
+metric is used: best epoch, CV, TTA choice, ensembles and budgets. Each call turns the truth into a frame shaped
+like the training table's target columns and the predictions into a frame shaped like the sample submission (the
+submit stage's own shapes), both read back from CSV text as Kaggle's scorer reads the files, with the rows
+numbered as ids. The file is code the user chose to run: it is said on stderr each time it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import math
+import runpy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kagglecv.core.errors import ConfigError, KagglecvError
+from kagglecv.core.metrics import Metric, bind_metric
+from kagglecv.core.shapes import shaped_columns
+
+_ANNOUNCED: set[str] = set()  # sha256 of the metric files this process has said it runs
+SIGNATURE = "score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str) -> float"
+
+
+def is_metric_file(name: str | None) -> bool:
+    return bool(name) and name.endswith(".py")
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """How the competition's files look: the task and classes, the training table's id and target columns, and
+    the sample submission's value columns and format."""
+
+    task: str
+    classes: list[str]
+    id_col: str
+    target: str | list[str]
+    label_sep: str
+    value_columns: list[str]
+    format: str
+    top_k: int = 5
+    threshold: float = 0.5
+
+    def solution(self, y_true: np.ndarray) -> pd.DataFrame:
+        """The truth in the training table's target columns: class names, tag lists or 0/1 columns."""
+        ids = {self.id_col: np.arange(len(y_true)).astype(str)}
+        names = np.array(self.classes)
+        y_true = np.asarray(y_true)
+        if self.task == "multilabel":
+            present = y_true == 1
+            if isinstance(self.target, list):
+                return pd.DataFrame(ids | {name: present[:, index].astype(int) for index, name in enumerate(names)})
+            return pd.DataFrame(ids | {self.target: [self.label_sep.join(names[row]) for row in present]})
+        if isinstance(self.target, list):  # one-hot classes
+            return pd.DataFrame(ids | {name: (y_true == index).astype(int) for index, name in enumerate(names)})
+        return pd.DataFrame(ids | {self.target: names[y_true]})
+
+    def submission(self, y_score: np.ndarray) -> pd.DataFrame:
+        probabilities = np.asarray(y_score, dtype=np.float64)
+        if self.task == "binary" and probabilities.ndim == 1:
+            probabilities = np.column_stack([1 - probabilities, probabilities])
+        thresholds = dict.fromkeys(self.classes, self.threshold)
+        columns = shaped_columns(probabilities, self.classes, self.format, self.value_columns, self.top_k,
+                                 thresholds, None, self.label_sep)
+        return pd.DataFrame({self.id_col: np.arange(len(probabilities)).astype(str)} | columns)
+
+
+def _as_kaggle_reads(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(frame.to_csv(index=False)))
+
+
+def load_score_function(path: Path):
+    """The file's ``score``, after checking it takes Kaggle's three arguments; every failure names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"metric: metric file not found: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest not in _ANNOUNCED:  # printed, not warned: no interpreter setting may hide that code is running
+        print(f"notice: running metric code {path} (sha256 {digest[:16]})", file=sys.stderr, flush=True)
+        _ANNOUNCED.add(digest)
+    try:
+        namespace = runpy.run_path(str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"metric: {path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:  # the user's file: any failure is theirs, named in one line
+        raise ConfigError(f"metric: {path}: running the file failed: {type(exc).__name__}: {exc}") from None
+    function = namespace.get("score")
+    if not callable(function):
+        raise ConfigError(f"metric: {path} defines no function score; expected {SIGNATURE}")
+    try:
+        inspect.signature(function).bind(None, None, "id")
+    except TypeError:
+        raise ConfigError(f"metric: {path}: score{inspect.signature(function)} does not take Kaggle's three "
+                          f"arguments; expected {SIGNATURE}") from None
+    return function
+
+
+def bind_metric_file(path: str, direction: str, layout: FrameLayout) -> Metric:
+    """Register the metric file ``path`` for this process: a metric of ``layout.task`` that calls the file."""
+    function = load_score_function(Path(path))
+
+    def score_frames(y_true, y_score) -> float:
+        solution, submission = _as_kaggle_reads(layout.solution(y_true)), _as_kaggle_reads(layout.submission(y_score))
+        try:
+            value = function(solution, submission, layout.id_col)
+        except Exception as exc:  # the user's metric failed on well-formed frames: their message, one line
+            raise KagglecvError(f"metric {path}: score(...) failed: {type(exc).__name__}: {exc}") from None
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise KagglecvError(f"metric {path}: score(...) returned {value!r}; expected a number") from None
+        if not math.isfinite(value):
+            raise KagglecvError(f"metric {path}: score(...) returned {value}; expected a finite number")
+        return value
+
+    metric = Metric(path, score_frames, direction == "maximize", (layout.task,))
+    bind_metric(metric)
+    return metric

@@ -1,0 +1,100 @@
+"""The shapes of a submission: which values a sample submission asks for, and those values from probabilities.
+
+The sample decides the shape (``detect_format``) unless the run's ``submit.format`` names it:
+
+* ``label``: one column of class names or integer classes, the likeliest class (or the expected grade cut at
+  tuned cut-offs, for ``qwk_thresholds``);
+* ``labels``: one column of separated labels over per-class thresholds (multi-label);
+* ``positive``: one numeric column, the positive class's probability (binary);
+* ``probabilities``: one probability column per class, in the sample's column order;
+* ``top_k``: one column of the k likeliest classes, most likely first (MAP@k competitions).
+
+Pure functions of frames and arrays: the submit stage writes files with them, a metric file in Kaggle's signature
+is handed frames made by them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.metrics import expected_grade, grades_from_cutoffs
+
+FORMATS = ("label", "labels", "positive", "probabilities", "top_k")
+
+
+@dataclass(frozen=True)
+class SubmissionShape:
+    format: str = "auto"
+    top_k: int = 5
+
+
+def sample_top_k(sample: pd.DataFrame) -> int:
+    """How many space-separated names the sample's value column holds per row (its most common count)."""
+    counts = sample.iloc[:, 1].astype(str).str.split().str.len()
+    return int(counts.mode().iloc[0]) if len(counts) else 1
+
+
+def check_shape_fits(fmt: str, sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> None:
+    """A configured format the sample's header or the task cannot take is an error, never a malformed file."""
+    one_column = sample.shape[1] == 2
+    wrong = {"probabilities": set(sample.columns[1:]) != set(classes) or sample.shape[1] - 1 != len(classes),
+             "positive": not (one_column and task == "binary"),
+             "top_k": not (one_column and task == "multiclass"), "labels": not (one_column and task == "multilabel"),
+             "label": not (one_column and task != "multilabel")}[fmt]
+    if wrong:
+        raise DataError(f"submit.format {fmt}: does not fit {sample_path} (columns {summarize(list(sample.columns))}) "
+                        f"for a {task} task")
+
+
+def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> str:
+    """label, labels, positive, probabilities or top_k, from the sample's columns and values."""
+    value_columns = list(sample.columns[1:])
+    if set(value_columns) <= set(classes) and len(value_columns) == len(classes):
+        return "probabilities"
+    if len(value_columns) == 1 and task == "multiclass" and len(sample) and sample_top_k(sample) > 1:
+        return "top_k"
+    unknown = [column for column in value_columns if column not in classes]
+    if len(value_columns) == 1:
+        numeric = pd.to_numeric(sample[value_columns[0]], errors="coerce").notna().all()
+        if task == "binary" and numeric:
+            return "positive"
+        if not numeric or task != "binary":
+            return "labels" if task == "multilabel" else "label"
+    if unknown and len(value_columns) > 1:
+        index_like = [column for column in unknown if column.lower().startswith("unnamed") or column in ("", "index")]
+        hint = " (an index column written by pandas?)" if index_like else ""
+        raise DataError(f"{sample_path}: columns {summarize(unknown, quote=True)} are not classes of the run{hint}; "
+                        f"expected {summarize(classes)}")
+    missing = [name for name in classes if name not in value_columns]
+    raise DataError(f"{sample_path}: the sample has {len(value_columns)} class columns, the run {len(classes)} classes; "
+                    f"missing from the sample: {summarize(missing, quote=True)}")
+
+
+def shaped_columns(aligned: np.ndarray, classes: list[str], fmt: str, value_columns: list[str], k: int,
+                   thresholds: dict[str, float] | None, cutoffs, label_sep: str = " ") -> dict[str, object]:
+    """The value columns of a submission of format ``fmt`` from rows x classes probabilities."""
+    names = np.array(classes)
+    if fmt == "top_k":
+        order = np.argsort(-aligned, axis=1, kind="stable")[:, :k]
+        return {value_columns[0]: [" ".join(names[row]) for row in order]}
+    if fmt == "labels":
+        return {value_columns[0]: _label_strings(aligned, classes, thresholds, label_sep)}
+    if fmt == "label":
+        chosen = aligned.argmax(axis=1) if cutoffs is None else grades_from_cutoffs(expected_grade(aligned), cutoffs)
+        return {value_columns[0]: names[chosen]}
+    if fmt == "positive":
+        return {value_columns[0]: aligned[:, 1]}
+    column_of = {name: index for index, name in enumerate(classes)}
+    return {column: aligned[:, column_of[column]] for column in value_columns}
+
+
+def _label_strings(values: np.ndarray, classes: list[str], thresholds: dict[str, float], sep: str) -> list[str]:
+    cut = np.array([thresholds[name] for name in classes])
+    chosen = values >= cut
+    names = np.array(classes)
+    return [sep.join(names[row]) for row in chosen]
