@@ -324,13 +324,15 @@ def init(
     folder: Annotated[Path, typer.Argument(help="The competition folder as Kaggle ships it (tables, image folders).")],
     metric: Annotated[Optional[str], typer.Option(help="The competition's metric; needed when the sample's values fit several.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="The config to write; ./<folder name>.yaml when omitted.")] = None,
+    train: Annotated[Optional[Path], typer.Option(help="The training table, when the folder holds several.")] = None,
+    sample: Annotated[Optional[Path], typer.Option(help="The sample submission, when the folder holds several.")] = None,
     overrides: Overrides = None,
 ) -> None:
     """Write a commented config from a competition folder: tables, ids, targets, task, images, test ids, the
     submission's shape, and defaults that fit the data, each with its reason."""
     from kagglecv.stages.init import init_config
 
-    _print_findings(init_config(folder, out, metric, overrides))
+    _print_findings(init_config(folder, out, metric, overrides, train, sample))
 
 
 def _print_findings(result, then: bool = True) -> None:

@@ -61,13 +61,15 @@ class _Tables:
     test: Path | None
 
 
-def survey_competition(folder: Path, metric: str | None = None) -> Survey:
-    """Every config key the folder decides, with its reason; an ambiguity is one error naming the choices."""
+def survey_competition(folder: Path, metric: str | None = None, train: Path | None = None,
+                       sample: Path | None = None) -> Survey:
+    """Every config key the folder decides, with its reason; an ambiguity is one error naming the choices and the
+    flag that settles it (``--metric``, ``--train``, ``--sample``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise KagglecvError(f"{folder}: not a folder; expected a competition folder as Kaggle ships it")
     survey = Survey(folder)
-    tables = _find_tables(folder)
+    tables = _find_tables(folder, train, sample)
     survey.add("data.train_csv", tables.train, "the table that is neither the sample nor the test table")
     train, sample = read_csv_strings(tables.train), read_csv_strings(tables.sample)
     if sample.shape[1] < 2:
@@ -89,29 +91,33 @@ def survey_competition(folder: Path, metric: str | None = None) -> Survey:
     return survey
 
 
-def _find_tables(folder: Path) -> _Tables:
+def _find_tables(folder: Path, train: Path | None, sample: Path | None) -> _Tables:
     tables = sorted(path for path in folder.iterdir() if path.is_file() and path.name.lower().endswith(TABLE_SUFFIXES))
+    for flag, chosen in (("--train", train), ("--sample", sample)):
+        if chosen is not None and not Path(chosen).is_file():
+            raise KagglecvError(f"{flag} {chosen}: file not found")
     if not tables:
         archives = sorted(path.name for path in folder.iterdir() if path.suffix.lower() in (".zip", ".7z", ".tar"))
         hint = f"; unpack {summarize(archives, quote=True)} first (kagglecv extracts no archives)" if archives else ""
         raise DataError(f"{folder}: no CSV tables (train.csv, sample_submission.csv){hint}")
-    samples = [path for path in tables if "sample" in path.name.lower()]
+    samples = [Path(sample)] if sample is not None else [path for path in tables if "sample" in path.name.lower()]
     if len(samples) != 1:
         raise KagglecvError(f"{folder}: {'no' if not samples else 'several'} sample submissions "
                             f"({summarize([path.name for path in samples] or ['sample_submission.csv'], quote=True)}); "
-                            "kagglecv init needs exactly one to know the submission's shape")
-    rest = [path for path in tables if path not in samples]
+                            "kagglecv init needs exactly one to know the submission's shape: give --sample FILE")
+    rest = [path for path in tables if path.resolve() not in {p.resolve() for p in samples}]
     tests = [path for path in rest if path.name.lower().startswith("test")]
     if len(tests) > 1:
-        raise KagglecvError(f"{folder}: several test tables ({summarize([p.name for p in tests], quote=True)}); keep one")
-    candidates = [path for path in rest if path not in tests]
+        raise KagglecvError(f"{folder}: several test tables ({summarize([p.name for p in tests], quote=True)}); keep "
+                            "the one whose rows are the test images")
+    candidates = [Path(train)] if train is not None else [path for path in rest if path not in tests]
     if len(candidates) > 1:
         named = [path for path in candidates if "train" in path.name.lower() or "label" in path.name.lower()]
         candidates = named if named else candidates
     if len(candidates) != 1:
         names = summarize([path.name for path in candidates] or ["train.csv"], quote=True)
         raise KagglecvError(f"{folder}: {'no training table' if not candidates else 'several training tables'} "
-                            f"({names}); keep the one with the labels")
+                            f"({names}); give --train FILE")
     return _Tables(candidates[0], samples[0], tests[0] if tests else None)
 
 

@@ -33,10 +33,12 @@ class InitResult:
 
 
 def init_config(folder: Path, out: Path | None = None, metric: str | None = None,
-                overrides: list[str] | None = None) -> InitResult:
-    """Write the config of the competition in ``folder`` to ``out`` (``./<folder name>.yaml``)."""
+                overrides: list[str] | None = None, train: Path | None = None,
+                sample: Path | None = None) -> InitResult:
+    """Write the config of the competition in ``folder`` to ``out`` (``./<folder name>.yaml``); ``train`` and
+    ``sample`` settle which table is which when the folder cannot."""
     folder = Path(folder)
-    survey = survey_competition(folder, metric)
+    survey = survey_competition(folder, metric, train, sample)
     entries = _entries(survey)
     out = Path(out) if out is not None else Path(f"{experiment_name(folder)}.yaml")
     OutputRule.of([folder]).file(out, "--out", replace_if=written_by_init)

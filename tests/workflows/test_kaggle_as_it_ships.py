@@ -191,3 +191,24 @@ def test_an_ambiguous_folder_asks_for_the_metric_with_the_choices(tmp_path):
     inside = runner.invoke(app, ["init", str(competition.folder), "--metric", "roc_auc", "--out",
                                  str(competition.folder / "c.yaml")])
     assert "inside the input folder" in str(inside.exception) and not (competition.folder / "c.yaml").exists()
+
+
+def test_two_training_tables_or_unmatched_ids_name_the_flag_or_key_that_settles_it(tmp_path):
+    competition = BUILDERS["cifar-10"](tmp_path)
+    extra = competition.folder / "train_extra.csv"
+    (competition.folder / "trainLabels.csv").rename(competition.folder / "train_labels.csv")
+    extra.write_text((competition.folder / "train_labels.csv").read_text())
+    refused = runner.invoke(app, ["init", str(competition.folder), "--metric", "accuracy", "--out",
+                                  str(tmp_path / "a.yaml")])
+    assert "several training tables ('train_extra.csv', 'train_labels.csv'); give --train FILE" in \
+        str(refused.exception) and not (tmp_path / "a.yaml").exists()
+    chosen = runner.invoke(app, ["init", str(competition.folder), "--metric", "accuracy", "--out",
+                                 str(tmp_path / "a.yaml"), "--train", str(competition.folder / "train_labels.csv")])
+    assert chosen.exit_code == 0, chosen.output
+    assert "train_csv: " + str(competition.folder / "train_labels.csv") in (tmp_path / "a.yaml").read_text()
+    for image in (competition.folder / "train").iterdir():
+        image.rename(image.with_name(f"img_{image.name}"))
+    unmatched = runner.invoke(app, ["init", str(competition.folder), "--metric", "accuracy", "--out",
+                                    str(tmp_path / "b.yaml"), "--train", str(extra)])
+    assert re.search(r"no file is named after the ids \('1', '2', '3' and 47 more\); it holds 'img_1', 'img_10', "
+                     r"'img_11'; set data.image_col", str(unmatched.exception)), unmatched.exception
