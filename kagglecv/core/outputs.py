@@ -113,11 +113,11 @@ class OutputRule:
         own = OwnModelName.parse(config.model.name)
         if own is not None:
             named["the own-model file (model.name)"] = own.file
-        for folder in data.test_image_dirs():
-            self.protect(Path(folder), "the test images (data.test_image_dir)")
         for what, path in named.items():
             if path is not None:
                 self.protect(Path(path), what)
+        for folder in data.test_image_dirs():
+            self.protect(Path(folder), "the test images (data.test_image_dir)")
 
     def own(self, folder: Path) -> None:
         """``folder`` is the command's own output folder (its run, ensemble or study); it must not be a link."""
