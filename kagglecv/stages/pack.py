@@ -125,7 +125,7 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
     wheel_names: list[str] = []
     with atomic_folder(out, replace=True) as building:
-        fitted = fit_to_budget(recipe, fit, max(timing_images, 8), building, console) if fit is not None else None
+        fitted = fit_to_budget(recipe, fit, max(timing_images, 32), building, console) if fit is not None else None
         packed = fitted.recipe if fitted is not None else recipe
         _copy_recipe(packed, building, format, _blend_record(fitted))
         parity = onnx_parity(packed, load_recipe(building)) if format == "onnx" else None

@@ -96,9 +96,9 @@ def test_the_slow_member_is_dropped_when_the_budget_is_tight_and_kept_when_it_is
     slow_alone = json.loads((members["slow"] / "predict.json").read_text())["oof_score"]
     fast_alone = json.loads((members["fast"] / "predict.json").read_text())["oof_score"]
     assert slow_alone > fast_alone + 0.1, "the planted slow member must be the better one"
-    tight = pack_run(members["ensemble"], tmp_path / "tight", timing_images=8,
-                     fit=fit_budget(IMAGES, SLOW_VIEW_SECONDS / 60 / 2, 1.0), console=QUIET)
-    loose = pack_run(members["ensemble"], tmp_path / "loose", timing_images=8,
+    tight = pack_run(members["ensemble"], tmp_path / "tight", timing_images=32,
+                     fit=fit_budget(IMAGES, SLOW_VIEW_SECONDS * 0.75 / 60, 1.0), console=QUIET)
+    loose = pack_run(members["ensemble"], tmp_path / "loose", timing_images=32,
                      fit=fit_budget(IMAGES, 60.0, 1.0), console=QUIET)
     tight_fit, loose_fit = (json.loads((path / "manifest.json").read_text())["fit"] for path in (tight.path, loose.path))
     assert [entry["run"] for entry in tight_fit["chosen"]] == ["fast"]
@@ -120,7 +120,7 @@ def test_the_slow_member_is_dropped_when_the_budget_is_tight_and_kept_when_it_is
 
 def test_a_fitted_run_keeps_only_the_views_that_pay_and_infer_replays_it(members, tmp_path):
     budget = fit_budget(IMAGES, SLOW_VIEW_SECONDS * 1.35 / 60, 1.0)
-    result = pack_run(members["slow"], tmp_path / "slow-fit", timing_images=8, fit=budget, console=QUIET)
+    result = pack_run(members["slow"], tmp_path / "slow-fit", timing_images=32, fit=budget, console=QUIET)
     recipe = load_recipe(result.path)
     assert isinstance(recipe, RunRecipe) and len(recipe.views) == 1, "two views of 40 s each cannot fit 54 s"
     predict = json.loads((result.path / "predict.json").read_text())
@@ -141,7 +141,7 @@ def test_fit_without_the_target_speed_is_refused_and_writes_nothing(members, tmp
 
 def test_fit_on_the_cli_prints_what_it_kept(members, tmp_path):
     result = runner.invoke(app, ["pack", str(members["fast"]), "--out", str(tmp_path / "b"), "--fit", "--images",
-                                 "100", "--max-minutes", "5", "--device-speed", "0.5", "--timing-images", "8"])
+                                 "100", "--max-minutes", "5", "--device-speed", "0.5", "--timing-images", "32"])
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("fit: kept fast ["))
     assert "OOF accuracy" in line and "of 5 minutes for 100 images at 0.5x this machine" in line
