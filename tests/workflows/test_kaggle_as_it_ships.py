@@ -212,3 +212,17 @@ def test_two_training_tables_or_unmatched_ids_name_the_flag_or_key_that_settles_
                                     str(tmp_path / "b.yaml"), "--train", str(extra)])
     assert re.search(r"no file is named after the ids \('1', '2', '3' and 47 more\); it holds 'img_1', 'img_10', "
                      r"'img_11'; set data.image_col", str(unmatched.exception)), unmatched.exception
+
+
+def test_init_replaces_only_a_config_it_wrote(tmp_path):
+    competition = BUILDERS["cassava"](tmp_path)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("experiment: mine  # my own notes\n")
+    refused = runner.invoke(app, ["init", str(competition.folder), "--metric", "accuracy", "--out", str(mine)])
+    assert "exists and is not an earlier output of this command" in str(refused.exception)
+    assert mine.read_text() == "experiment: mine  # my own notes\n"
+    written = tmp_path / "written.yaml"
+    for _ in range(2):  # the second run replaces what the first wrote
+        again = runner.invoke(app, ["init", str(competition.folder), "--metric", "accuracy", "--out", str(written)])
+        assert again.exit_code == 0, again.output
+    assert written.read_text().startswith("# kagglecv init:")
