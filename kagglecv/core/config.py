@@ -130,6 +130,9 @@ class DataConfig(_Section):
     group_col: Optional[str] = Field(None, description="A patient, video or track id that folds keep whole.")
     pixels: Optional[PixelsConfig] = Field(None, description="Pixel tables: the image shape, when not a square "
                                            "grey image.")
+    cache: Literal["off", "memory", "disk"] = Field(
+        "off", description="Decode every image once: memory (one uint8 array in RAM) or disk (a memory-mapped .npy "
+        "under <runs_dir>/cache/, keyed by the table's sha256 and each file's size and mtime); images of one size.")
     label_fixes: Optional[LabelFixesConfig] = Field(None, description="Drop or relabel reviewed label issues; folds "
                                                     "stay those of the whole table.")
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the table a run records is the data layer's; this module on
     from kagglecv.data.table import CompetitionData
 
 # Keys that change where or how fast a run goes, never its results: they may differ on resume.
-RESULT_NEUTRAL_KEYS = {"train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri",
+RESULT_NEUTRAL_KEYS = {"data.cache", "train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri",
                        "train.seeds"}
 PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
 ENSEMBLE_PREFIX = "ens-"

@@ -17,6 +17,7 @@ from kagglecv.core.metric_file import FrameLayout, bind_metric_file, is_metric_f
 from kagglecv.core.predictions import compare_ids
 from kagglecv.core.runs import RunDir
 from kagglecv.core.shapes import check_shape_fits, detect_format, sample_top_k
+from kagglecv.data.cache import with_cached_images
 from kagglecv.data.load import load_test, load_train
 from kagglecv.data.table import CompetitionData, read_csv_strings
 
@@ -62,6 +63,9 @@ def load_stage_inputs(config: Config, data: CompetitionData | None = None) -> St
     bind_config_metric(config, data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
+    cache = Path(config.runs_dir) / "cache"
+    data = with_cached_images(data, config.data.cache, cache)
+    test = None if test is None else with_cached_images(test, config.data.cache, cache)
     return StageInputs(data, fold_of, test)
 
 

@@ -1,0 +1,90 @@
+"""``data.cache``: every image decoded once, into one uint8 array shared by the folds of a run and by the data-loader
+workers, instead of a JPEG decode per image per epoch per fold.
+
+``memory`` stacks the decoded images in RAM (workers started by fork share the pages); ``disk`` writes them once as
+a ``.npy`` file under ``<runs_dir>/cache/`` and memory-maps it (every process maps the same pages; a second run on
+the same table reads it back). The disk cache is named by a key over the table's sha256 and each image file's
+path, size and modification time, so a changed table or a file changed under an unchanged table makes a new
+cache instead of training on stale pixels. The cached images are what ``decode_image`` returns (RGB uint8), as a
+:class:`~kagglecv.data.pixels.PixelImages`, the path pixel tables already take; the transforms run on them as on a
+decoded file. Images of several sizes are refused for now: resizing them in the cache would change what the
+augmentation pipeline sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.files import sha256_file
+from kagglecv.data.decoding import decode_image
+from kagglecv.data.pixels import PixelImages
+from kagglecv.data.table import CompetitionData
+
+CACHE_MODES = ("off", "memory", "disk")
+
+
+def cache_key(paths: list[Path], table: Path) -> str:
+    """The identity of the decoded images: the table's content and every file's path, size and mtime (ns)."""
+    digest = hashlib.sha256(sha256_file(table).encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def with_cached_images(data: CompetitionData, mode: str, folder: Path) -> CompetitionData:
+    """``data`` with its image files replaced by their decoded pixels (``mode`` memory or disk); pixel tables and
+    ``off`` unchanged."""
+    if mode == "off" or data.images is None or isinstance(data.images, PixelImages):
+        return data
+    paths = [Path(path) for path in data.images]
+    if mode == "memory":
+        return replace(data, images=PixelImages(_decode_all(paths, data.source), data.source))
+    path = Path(folder) / f"images-{cache_key(paths, data.source)[:24]}.npy"
+    if not path.is_file():
+        _write_cache(path, paths, data.source)
+    return replace(data, images=PixelImages(np.load(path, mmap_mode="r"), data.source))
+
+
+def _decode_all(paths: list[Path], source: Path) -> np.ndarray:
+    first = decode_image(paths[0])
+    pixels = np.empty((len(paths), *first.shape), dtype=np.uint8)
+    pixels[0] = first
+    _fill(pixels, paths, source, start=1)
+    return pixels
+
+
+def _fill(pixels: np.ndarray, paths: list[Path], source: Path, start: int = 0) -> None:
+    """Decode ``paths[start:]`` into ``pixels``; images of another size are all named in one error."""
+    other = []
+    for row in range(start, len(paths)):
+        image = decode_image(paths[row])
+        if image.shape != pixels.shape[1:]:
+            other.append(f"{paths[row].name} {image.shape[1]}x{image.shape[0]}")
+            continue
+        pixels[row] = image
+    if other:
+        raise DataError(f"{source}: data.cache needs images of one size ({pixels.shape[2]}x{pixels.shape[1]} "
+                        f"first); {len(other)} differ: {summarize(other)}; set data.cache: off")
+
+
+def _write_cache(path: Path, paths: list[Path], source: Path) -> None:
+    """The cache file, decoded straight into a memory-mapped .npy under a temporary name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first = decode_image(paths[0])
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *first.shape))
+        pixels[0] = first
+        _fill(pixels, paths, source, start=1)
+        pixels.flush()
+        del pixels
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
