@@ -253,6 +253,12 @@ class AugmentConfig(_Section):
     train: Union[Literal["none", "light", "medium", "heavy"], list[dict[str, Any]]] = "light"
     eval: Union[Literal["none"], list[dict[str, Any]]] = "none"
     hflip: bool = Field(True, description="Presets flip at random; false for digits, text, traffic signs.")
+    batch: Literal["none", "flip", "flip_translate"] = Field(
+        "none", description="Augment whole batches on the device after the per-image pipeline: flip (when hflip) "
+        "and translate by up to augment.translate px, as the CIFAR-10 speed runs do; usually with train: none.")
+    translate: int = Field(2, ge=0, le=16, description="augment.batch flip_translate: the largest shift in pixels.")
+    cutout: int = Field(0, ge=0, le=1024, description="A square of this side set to 0 in each training image, on "
+                        "the batch (DeVries & Taylor 2017); 0 is off.")
     mean: Optional[tuple[float, float, float]] = Field(None, description="Normalization; the backbone's when omitted.")
     std: Optional[tuple[float, float, float]] = None
 

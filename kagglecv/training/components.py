@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
 from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
+from kagglecv.nn.batch_augment import BatchAugment
 from kagglecv.nn.images import ImageDataset, build_augment
 from kagglecv.nn.losses import TeacherLoss
 from kagglecv.nn.models import check_parameter_budget, create_model, input_normalization
@@ -61,6 +62,7 @@ class FoldComponents:
     ema: ModelEmaV3 | None
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
+    batch_augment: BatchAugment | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -103,7 +105,13 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     train_model, ddp_model = _wrap(model, config, runtime)
     return FoldComponents(model, train_model, ddp_model, training.train_rows, valid_rows, loss_targets, sampler,
                           train_loader, valid_loader, make_train_loader, train_size, optimizer, scheduler, criterion,
-                          mixup, ema, scaler, amp_dtype)
+                          mixup, ema, scaler, amp_dtype, _batch_augment(config, fold))
+
+
+def _batch_augment(config: Config, fold: int) -> BatchAugment | None:
+    augment = config.augment
+    return BatchAugment.from_config(augment.batch, augment.hflip, augment.translate, augment.cutout,
+                                    seed=config.train.seed * 1000 + fold)
 
 
 def _timm_args(config: Config) -> SimpleNamespace:

@@ -194,6 +194,8 @@ class FoldTrainer:
         parts = self.parts
         images = images.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
+        if parts.batch_augment is not None:
+            images = parts.batch_augment(images, self.epoch, step)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if parts.mixup is not None and len(images) % 2 == 0:

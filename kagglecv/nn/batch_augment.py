@@ -1,0 +1,73 @@
+"""Augmentation of whole batches on the device (``augment.batch``): random horizontal flip, translate and Cutout as
+tensor operations, for small images where per-image Python work in the loader costs more than the network.
+
+The CIFAR-10 speed runs do exactly this (KellerJordan/cifar10-airbench: flip and a reflect-padded random crop of 2
+px applied to the whole batch on the GPU); Cutout follows DeVries & Taylor (2017), a square of the image set to 0
+(the mean colour, after normalization). The per-image albumentations pipeline still runs first (``augment.train``,
+usually ``none`` with this), so the two compose. Each batch's randomness comes from a generator seeded by (seed,
+epoch, step): the same seed gives the same augmented batch, and a resumed epoch repeats the batches it would have
+made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+BATCH_PRESETS = ("none", "flip", "flip_translate")
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    flip: bool
+    translate: int  # pixels: each image shifted by up to this much in x and y, reflect-padded
+    cutout: int     # pixels: the side of a square set to 0 in each image; 0 is off
+    seed: int
+
+    @classmethod
+    def from_config(cls, preset: str, hflip: bool, translate: int, cutout: int, seed: int) -> "BatchAugment | None":
+        if preset == "none" and cutout == 0:
+            return None
+        return cls(hflip and preset != "none", translate if preset == "flip_translate" else 0, cutout, seed)
+
+    def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """``images`` (N, C, H, W) augmented, on their device; a new tensor."""
+        generator = torch.Generator().manual_seed(hash((self.seed, epoch, step)) & 0x7FFF_FFFF_FFFF_FFFF)
+        count = len(images)
+        if self.flip:
+            flipped = torch.rand(count, generator=generator) < 0.5
+            images = torch.where(flipped.to(images.device)[:, None, None, None], images.flip(-1), images)
+        if self.translate:
+            images = _translate(images, torch.randint(-self.translate, self.translate + 1, (count, 2),
+                                                      generator=generator), self.translate)
+        if self.cutout:
+            images = _cutout(images, self.cutout, generator)
+        return images
+
+
+def _translate(images: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each image shifted by its (dy, dx): a crop of the reflect-padded batch, gathered at once."""
+    count, _, height, width = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    shifts = shifts.to(images.device)
+    rows = torch.arange(height, device=images.device)[None, :] + pad + shifts[:, :1]    # (N, H)
+    cols = torch.arange(width, device=images.device)[None, :] + pad + shifts[:, 1:]     # (N, W)
+    batch = torch.arange(count, device=images.device)[:, None, None]
+    gathered = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]   # (N, H, W, C)
+    return gathered.permute(0, 3, 1, 2).contiguous()
+
+
+def _cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A ``size`` x ``size`` square (clipped at the border) set to 0 at a random centre of each image."""
+    count, _, height, width = images.shape
+    centres = torch.stack([torch.randint(0, height, (count,), generator=generator),
+                           torch.randint(0, width, (count,), generator=generator)], dim=1).to(images.device)
+    rows = torch.arange(height, device=images.device)[None, :]
+    cols = torch.arange(width, device=images.device)[None, :]
+    top, left = centres[:, :1] - size // 2, centres[:, 1:] - size // 2
+    inside_rows = (rows >= top) & (rows < top + size)
+    inside_cols = (cols >= left) & (cols < left + size)
+    mask = inside_rows[:, :, None] & inside_cols[:, None, :]
+    return images.masked_fill(mask[:, None, :, :], 0.0)

@@ -1,0 +1,50 @@
+"""Batch augmentation on tensors: the same seed gives the same augmented batch, a flip mirrors, a shift moves the
+content by exactly its pixels over a reflected border, Cutout zeroes one square;."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kagglecv.nn.batch_augment import BatchAugment, _cutout, _translate
+
+
+def batch(count=8, size=12):
+    return torch.arange(count * 3 * size * size, dtype=torch.float32).reshape(count, 3, size, size) / 1000
+
+
+def test_the_same_seed_epoch_and_step_give_the_same_batch_and_others_do_not():
+    augment = BatchAugment(flip=True, translate=2, cutout=4, seed=7)
+    images = batch()
+    torch.testing.assert_close(augment(images, 3, 5), augment(images, 3, 5), rtol=0, atol=0)
+    assert not torch.equal(augment(images, 3, 5), augment(images, 3, 6))
+    assert not torch.equal(augment(images, 3, 5), BatchAugment(True, 2, 4, seed=8)(images, 3, 5))
+    assert augment(images, 0, 0).shape == images.shape
+
+
+def test_a_flip_mirrors_and_only_flips_and_shifts_move_content_by_their_pixels():
+    images = batch()
+    flipped = BatchAugment(flip=True, translate=0, cutout=0, seed=1)(images, 0, 0)
+    for original, result in zip(images, flipped):
+        assert torch.equal(result, original) or torch.equal(result, original.flip(-1))
+    shifts = torch.tensor([[0, 0], [1, 0], [0, -2], [2, 2], [-1, 1], [0, 1], [-2, -2], [1, -1]])
+    moved = _translate(images, shifts, 2)
+    padded = F.pad(images, (2, 2, 2, 2), mode="reflect")
+    for index, (dy, dx) in enumerate(shifts.tolist()):
+        expected = padded[index, :, 2 + dy: 2 + dy + 12, 2 + dx: 2 + dx + 12]
+        torch.testing.assert_close(moved[index], expected, rtol=0, atol=0)
+
+
+def test_cutout_zeroes_one_square_per_image():
+    images = torch.ones(16, 3, 20, 20)
+    cut = _cutout(images, 6, torch.Generator().manual_seed(0))
+    zeroed = (cut == 0).all(dim=1)  # every channel of a pixel together
+    for mask in zeroed:
+        rows, cols = np.nonzero(mask.numpy())
+        assert 0 < len(rows) <= 36 and len(rows) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert (cut[(cut != 0)] == 1).all()
+
+
+def test_none_with_no_cutout_is_no_batch_augmentation():
+    assert BatchAugment.from_config("none", True, 2, 0, 0) is None
+    assert BatchAugment.from_config("flip", False, 2, 0, 0) == BatchAugment(False, 0, 0, 0)
+    assert BatchAugment.from_config("flip_translate", True, 3, 5, 0) == BatchAugment(True, 3, 5, 0)
