@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from common import alternate, machine, ratio, require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
