@@ -52,7 +52,7 @@ def one_fold(folder: Path, mode: str, epochs: int, seconds: dict) -> float:
     path = config(folder, mode, epochs)
     name = f"cache-{mode.replace('+', '-')}"
     shutil.rmtree(folder / "runs" / name, ignore_errors=True)
-    shutil.rmtree(folder / "runs" / "cache", ignore_errors=True)
+    shutil.rmtree(folder / "runs" / ".cache", ignore_errors=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "kagglecv", "train", str(path), "--fold", "0"], check=True,
                    capture_output=True, cwd=ROOT)

@@ -22,7 +22,13 @@ from pydantic import (
 )
 
 from kagglecv.core.errors import ConfigError
-from kagglecv.core.metrics import ALIASES, METRICS, get_metric, known_metric
+from kagglecv.core.metrics import (
+    ALIASES,
+    METRICS,
+    get_metric,
+    is_metric_file,
+    known_metric,
+)
 
 Task = Literal["multiclass", "multilabel", "binary"]
 FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
@@ -132,7 +138,7 @@ class DataConfig(_Section):
                                            "grey image.")
     cache: Literal["off", "memory", "disk"] = Field(
         "off", description="Decode every image once: memory (one uint8 array in RAM) or disk (a memory-mapped .npy "
-        "under <runs_dir>/cache/, keyed by the table's sha256 and each file's size and mtime); images of one size.")
+        "under <runs_dir>/.cache/, keyed by the table's sha256 and each file's size and mtime); images of one size.")
     label_fixes: Optional[LabelFixesConfig] = Field(None, description="Drop or relabel reviewed label issues; folds "
                                                     "stay those of the whole table.")
 
@@ -468,14 +474,14 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "Config":
-        file = bool(self.metric) and self.metric.endswith(".py")
+        file = is_metric_file(self.metric)
         if file != (self.metric_direction is not None):
             raise ValueError("metric_direction: maximize or minimize goes with a metric file (metric: path/to/"
                              "metric.py), and only with one")
         if file and self.submit.sample is None:
             raise ValueError("metric: a metric file scores frames shaped like the sample submission; set submit.sample")
         for key, name in (("metric", self.metric), ("train.metric", self.train.metric)):
-            if name is None or (key == "train.metric" and name in ("auto", "loss")) or name.endswith(".py"):
+            if name is None or (key == "train.metric" and name in ("auto", "loss")) or is_metric_file(name):
                 continue
             if self.data.task is not None:
                 try:

@@ -20,6 +20,7 @@ import runpy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,12 +29,8 @@ from kagglecv.core.errors import ConfigError, KagglecvError
 from kagglecv.core.metrics import Metric, bind_metric
 from kagglecv.core.shapes import shaped_columns
 
-_ANNOUNCED: set[str] = set()  # sha256 of the metric files this process has said it runs
+_LOADED: dict[str, Callable] = {}  # sha256 of a metric file -> its score function, run once per process
 SIGNATURE = "score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str) -> float"
-
-
-def is_metric_file(name: str | None) -> bool:
-    return bool(name) and name.endswith(".py")
 
 
 @dataclass(frozen=True)
@@ -85,9 +82,10 @@ def load_score_function(path: Path):
     if not path.is_file():
         raise ConfigError(f"metric: metric file not found: {path}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest not in _ANNOUNCED:  # printed, not warned: no interpreter setting may hide that code is running
-        print(f"notice: running metric code {path} (sha256 {digest[:16]})", file=sys.stderr, flush=True)
-        _ANNOUNCED.add(digest)
+    if digest in _LOADED:
+        return _LOADED[digest]
+    # Printed, not warned: no interpreter setting may hide that code is running.
+    print(f"notice: running metric code {path} (sha256 {digest[:16]})", file=sys.stderr, flush=True)
     try:
         namespace = runpy.run_path(str(path))
     except SyntaxError as exc:
@@ -102,7 +100,24 @@ def load_score_function(path: Path):
     except TypeError:
         raise ConfigError(f"metric: {path}: score{inspect.signature(function)} does not take Kaggle's three "
                           f"arguments; expected {SIGNATURE}") from None
+    _LOADED[digest] = function
     return function
+
+
+def call_score(function: Callable, path: str, solution: pd.DataFrame, submission: pd.DataFrame,
+               id_col: str) -> float:
+    """The metric file's score of the two frames; its failure, or anything but a finite number, is an error."""
+    try:
+        value = function(solution, submission, id_col)
+    except Exception as exc:  # the user's metric failed on well-formed frames: their message, one line
+        raise KagglecvError(f"metric {path}: score(...) failed: {type(exc).__name__}: {exc}") from None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise KagglecvError(f"metric {path}: score(...) returned {value!r}; expected a number") from None
+    if not math.isfinite(value):
+        raise KagglecvError(f"metric {path}: score(...) returned {value}; expected a finite number")
+    return value
 
 
 def bind_metric_file(path: str, direction: str, layout: FrameLayout) -> Metric:
@@ -111,17 +126,7 @@ def bind_metric_file(path: str, direction: str, layout: FrameLayout) -> Metric:
 
     def score_frames(y_true, y_score) -> float:
         solution, submission = _as_kaggle_reads(layout.solution(y_true)), _as_kaggle_reads(layout.submission(y_score))
-        try:
-            value = function(solution, submission, layout.id_col)
-        except Exception as exc:  # the user's metric failed on well-formed frames: their message, one line
-            raise KagglecvError(f"metric {path}: score(...) failed: {type(exc).__name__}: {exc}") from None
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise KagglecvError(f"metric {path}: score(...) returned {value!r}; expected a number") from None
-        if not math.isfinite(value):
-            raise KagglecvError(f"metric {path}: score(...) returned {value}; expected a finite number")
-        return value
+        return call_score(function, path, solution, submission, layout.id_col)
 
     metric = Metric(path, score_frames, direction == "maximize", (layout.task,))
     bind_metric(metric)

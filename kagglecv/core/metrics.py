@@ -424,6 +424,11 @@ DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "
 BOUND: dict[str, Metric] = {}
 
 
+def is_metric_file(name: str | None) -> bool:
+    """A metric named by a Python file in Kaggle's signature (``metric: path/to/metric.py``)."""
+    return bool(name) and name.endswith(".py")
+
+
 def bind_metric(metric: Metric) -> None:
     BOUND[metric.name] = metric
 
@@ -463,7 +468,7 @@ def threshold_beta(name: str | None, task: str) -> float:
 
 def known_metric(name: str) -> bool:
     """Whether ``name`` is a metric of some task (registered, an alias, or well-formed parameters)."""
-    if name.endswith(".py"):  # a metric file: checked when it is bound to the data
+    if is_metric_file(name):  # checked when it is bound to the data
         return True
     try:
         return name in METRICS or any(alias == name for alias, _ in ALIASES) or parametrized_metric(name) is not None
@@ -475,7 +480,7 @@ def get_metric(name: str, task: str) -> Metric:
     """The metric called ``name`` for ``task`` (an alias keeps its name), or a clear error listing the ones that fit."""
     if name in BOUND and task in BOUND[name].tasks:
         return BOUND[name]
-    if name.endswith(".py"):
+    if is_metric_file(name):
         raise ValueError(f"metric file {name!r} is not loaded for a {task} task here (it is loaded with the run's "
                          "training table and sample submission)")
     if (name, task) in ALIASES:

@@ -24,13 +24,25 @@ import pandas as pd
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.metrics import expected_grade, grades_from_cutoffs
 
-FORMATS = ("label", "labels", "positive", "probabilities", "top_k")
-
 
 @dataclass(frozen=True)
 class SubmissionShape:
+    """A run's ``submit.format`` and ``submit.top_k``: ``auto`` reads the shape from the sample."""
+
     format: str = "auto"
     top_k: int = 5
+
+    @classmethod
+    def of(cls, submit) -> "SubmissionShape":
+        """The shape a config's ``submit`` section names."""
+        return cls(submit.format, submit.top_k)
+
+    def resolve(self, sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> tuple[str, int]:
+        """The format and k the submission is written in: configured, or read from the sample; a configured format
+        the sample cannot take is an error."""
+        fmt = detect_format(sample, classes, task, sample_path) if self.format == "auto" else self.format
+        check_shape_fits(fmt, sample, classes, task, sample_path)
+        return fmt, self.top_k if self.format == "top_k" else sample_top_k(sample)
 
 
 def sample_top_k(sample: pd.DataFrame) -> int:

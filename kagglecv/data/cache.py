@@ -2,7 +2,7 @@
 workers, instead of a JPEG decode per image per epoch per fold.
 
 ``memory`` stacks the decoded images in RAM (workers started by fork share the pages); ``disk`` writes them once as
-a ``.npy`` file under ``<runs_dir>/cache/`` and memory-maps it (every process maps the same pages; a second run on
+a ``.npy`` file under ``<runs_dir>/.cache/`` (a name no experiment can take) and memory-maps it (every process maps the same pages; a second run on
 the same table reads it back). The disk cache is named by a key over the table's sha256 and each image file's
 path, size and modification time, so a changed table or a file changed under an unchanged table makes a new
 cache instead of training on stale pixels. The cached images are what ``decode_image`` returns (RGB uint8), as a
@@ -26,7 +26,7 @@ from kagglecv.data.decoding import decode_image
 from kagglecv.data.pixels import PixelImages
 from kagglecv.data.table import CompetitionData
 
-CACHE_MODES = ("off", "memory", "disk")
+CACHE_FOLDER = ".cache"  # under runs_dir; experiment names start with a letter or digit
 
 
 def cache_key(paths: list[Path], table: Path) -> str:

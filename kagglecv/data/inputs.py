@@ -13,11 +13,12 @@ import pandas as pd
 
 from kagglecv.core.config import Config
 from kagglecv.core.errors import DataError, summarize
-from kagglecv.core.metric_file import FrameLayout, bind_metric_file, is_metric_file
+from kagglecv.core.metric_file import FrameLayout, bind_metric_file
+from kagglecv.core.metrics import is_metric_file
 from kagglecv.core.predictions import compare_ids
 from kagglecv.core.runs import RunDir
-from kagglecv.core.shapes import check_shape_fits, detect_format, sample_top_k
-from kagglecv.data.cache import with_cached_images
+from kagglecv.core.shapes import SubmissionShape
+from kagglecv.data.cache import CACHE_FOLDER, with_cached_images
 from kagglecv.data.load import load_test, load_train
 from kagglecv.data.table import CompetitionData, read_csv_strings
 
@@ -63,7 +64,7 @@ def load_stage_inputs(config: Config, data: CompetitionData | None = None) -> St
     bind_config_metric(config, data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
-    cache = Path(config.runs_dir) / "cache"
+    cache = Path(config.runs_dir) / CACHE_FOLDER
     data = with_cached_images(data, config.data.cache, cache)
     test = None if test is None else with_cached_images(test, config.data.cache, cache)
     return StageInputs(data, fold_of, test)
@@ -96,9 +97,8 @@ def bind_config_metric(config: Config, data: CompetitionData) -> None:
         return
     submit = config.submit
     sample = read_csv_strings(submit.sample)
-    fmt = detect_format(sample, data.classes, data.task, submit.sample) if submit.format == "auto" else submit.format
-    check_shape_fits(fmt, sample, data.classes, data.task, submit.sample)
+    fmt, top_k = SubmissionShape.of(submit).resolve(sample, data.classes, data.task, submit.sample)
     layout = FrameLayout(data.task, data.classes, sample.columns[0], config.data.target, config.data.label_sep,
-                         list(sample.columns[1:]), fmt, submit.top_k if submit.format == "top_k" else sample_top_k(sample),
+                         list(sample.columns[1:]), fmt, top_k,
                          submit.threshold if isinstance(submit.threshold, float) else 0.5)
     bind_metric_file(config.metric, config.metric_direction, layout)

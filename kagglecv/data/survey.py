@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
-from kagglecv.core.metrics import ALIASES, resolve_metric
+from kagglecv.core.metrics import ALIASES, is_metric_file, resolve_metric
 from kagglecv.data.pixels import pixel_columns
 from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_strings
 
@@ -212,7 +212,7 @@ def _canonical(metric: str, task: str) -> str:
 
 
 def _metric(survey: Survey, task: str, fmt: str, metric: str | None, sample: pd.DataFrame) -> None:
-    if metric is not None and metric.endswith(".py"):
+    if is_metric_file(metric):
         if not Path(metric).is_file():
             raise KagglecvError(f"--metric {metric}: metric file not found")
         survey.add("metric", metric, "--metric: the competition's own metric file (Kaggle's signature); give "

@@ -179,16 +179,13 @@ def _oof_views(leaves: list[RunRecipe], console: Console) -> _OofViews:
         if missing:
             raise KagglecvError(f"--fit: {leaf.run.oof_path} has no fold for {len(missing)} training rows "
                                 f"({summarize(missing, quote=True)}); run `kagglecv predict {leaf.run.path}` again")
+        if reference is not None and set(data.ids) != set(reference.ids):  # before any prediction is made
+            raise KagglecvError(f"--fit: {leaf.run.path} was trained on other rows than {leaves[0].run.path}")
+        reference = reference or data
         fold_of = folds.loc[list(data.ids)].to_numpy()
         view_logits = held_out_view_logits(leaf, data.images, fold_of, list(leaf.views), console)
-        if reference is None:
-            reference = data
-        elif set(data.ids) != set(reference.ids):
-            raise KagglecvError(f"--fit: {leaf.run.path} was trained on other rows than {leaves[0].run.path}")
-        else:
-            order = pd.Series(np.arange(len(data)), index=data.ids).loc[list(reference.ids)].to_numpy()
-            view_logits = {view: values[order] for view, values in view_logits.items()}
-        logits.append(view_logits)
+        order = pd.Series(np.arange(len(data)), index=data.ids).loc[list(reference.ids)].to_numpy()
+        logits.append({view: values[order] for view, values in view_logits.items()})
     return _OofViews(leaves, logits, reference.targets, reference.task)
 
 

@@ -80,9 +80,9 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
     if sample is None:
         write_predictions(out, test.ids, probabilities, recipe.classes)
         return None
-    submit = leaf_runs(recipe)[0].config.submit
+    shape = SubmissionShape.of(leaf_runs(recipe)[0].config.submit)
     return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
-                                       out, thresholds=thresholds, shape=SubmissionShape(submit.format, submit.top_k),
+                                       out, thresholds=thresholds, shape=shape,
                                        cutoffs=run_cutoffs(recipe.run, recipe.classes, recipe.task))
 
 

@@ -38,10 +38,10 @@ def init_config(folder: Path, out: Path | None = None, metric: str | None = None
     """Write the config of the competition in ``folder`` to ``out`` (``./<folder name>.yaml``); ``train`` and
     ``sample`` settle which table is which when the folder cannot."""
     folder = Path(folder)
+    out = Path(out) if out is not None else Path(f"{experiment_name(folder)}.yaml")
+    OutputRule.of([folder]).file(out, "--out", replace_if=written_by_init)  # before reading anything
     survey = survey_competition(folder, metric, train, sample)
     entries = _entries(survey)
-    out = Path(out) if out is not None else Path(f"{experiment_name(folder)}.yaml")
-    OutputRule.of([folder]).file(out, "--out", replace_if=written_by_init)
     raw: dict[str, Any] = {}
     for key, value, _ in entries:
         _set(raw, key, value)
@@ -83,8 +83,7 @@ def _entries(survey: Survey) -> list[tuple[str, Any, str]]:
     keys = {key for key, _, _ in found}
     small_grey = bool(survey.value("image.small_grey"))
     size = survey.value("model.img_size", 224)
-    entries = [("experiment", experiment_name(survey.folder), "the competition folder's name"), *found]
-    entries += [
+    defaults = [
         ("model.name", "resnet18", "a small timm backbone for a first baseline; any timm name or file.py:name"),
         ("model.pretrained", True, "ImageNet weights from the Hugging Face hub on first use; false offline"),
         ("augment.train", "none" if small_grey else "light",
@@ -96,10 +95,11 @@ def _entries(survey: Survey) -> list[tuple[str, Any, str]]:
         ("train.batch_size", 64, "fits a 16 GB GPU at 224 px with resnet18"),
     ]
     if size <= 64:
-        entries.append(("model.small_input", True, f"{size} px: a stride-1 stem without max-pool keeps the detail"))
+        defaults.append(("model.small_input", True, f"{size} px: a stride-1 stem without max-pool keeps the detail"))
     if survey.value("data.task") == "multilabel" and survey.value("submit.format") == "labels":
-        entries.append(("submit.threshold", "oof", "per-tag thresholds tuned on the OOF predictions for the metric"))
-    return [entry for entry in entries if entry[0] not in keys or entry in found]
+        defaults.append(("submit.threshold", "oof", "per-tag thresholds tuned on the OOF predictions for the metric"))
+    return [("experiment", experiment_name(survey.folder), "the competition folder's name"), *found,
+            *(entry for entry in defaults if entry[0] not in keys)]
 
 
 def _plain(value: Any) -> Any:

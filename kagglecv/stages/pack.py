@@ -29,12 +29,7 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
-from kagglecv.core.metrics import (
-    expected_grade,
-    threshold_beta,
-    tune_grade_cutoffs,
-    uses_grade_cutoffs,
-)
+from kagglecv.core.metrics import uses_grade_cutoffs
 from kagglecv.core.notebook import (
     DATASET_METADATA,
     KERNEL_METADATA,
@@ -72,10 +67,11 @@ from kagglecv.nn.recipe import (
     load_recipe,
 )
 from kagglecv.stages.submit import (
+    cutoffs_from_oof,
     parse_threshold,
     resolve_thresholds,
     run_cutoffs,
-    tune_thresholds,
+    thresholds_from_oof,
 )
 
 FORMATS = ("torch", "onnx")
@@ -153,8 +149,7 @@ def _thresholds(threshold: str, source: Path, recipe: Recipe, fitted: FitResult 
     """The multi-label thresholds ``infer`` applies; ``oof`` with ``--fit``: tuned on the fitted recipe's OOF."""
     if fitted is None or parse_threshold(threshold) != "oof":
         return resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
-    tuned = tune_thresholds(fitted.targets, fitted.oof, threshold_beta(fitted.metric, recipe.task))
-    return dict(zip(recipe.classes, map(float, tuned)))
+    return thresholds_from_oof(fitted.targets, fitted.oof, recipe.classes, fitted.metric, recipe.task)
 
 
 def _cutoffs(source: Path, recipe: Recipe, fitted: FitResult | None) -> list[float] | None:
@@ -162,8 +157,7 @@ def _cutoffs(source: Path, recipe: Recipe, fitted: FitResult | None) -> list[flo
     recipe's)."""
     if fitted is None or not uses_grade_cutoffs(fitted.metric, recipe.task):
         return run_cutoffs(RunDir(source), recipe.classes, recipe.task)
-    tuned = tune_grade_cutoffs(fitted.targets, expected_grade(fitted.oof), len(recipe.classes))
-    return [float(value) for value in tuned]
+    return cutoffs_from_oof(fitted.targets, fitted.oof, recipe.classes)
 
 
 def _blend_record(fitted: FitResult | None) -> dict | None:

@@ -16,11 +16,12 @@ from sklearn.metrics import fbeta_score
 from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import write_json
-from kagglecv.core.metric_file import is_metric_file, load_score_function
+from kagglecv.core.metric_file import call_score, load_score_function
 from kagglecv.core.metrics import (
     ALIASES,
     METRICS,
     average_precision_per_class,
+    is_metric_file,
     map_at_k_lists,
     recall_per_class,
     resolve_metric,
@@ -222,14 +223,8 @@ def _score_with_metric_file(metric: str, solution_path: Path, submission_path: P
     if submission.columns[0] != id_col:
         raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
     require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
-    function = load_score_function(Path(metric))
-    try:
-        value = float(function(pd.read_csv(solution_path), pd.read_csv(submission_path), id_col))
-    except Exception as exc:  # the user's metric: its failure in one line
-        raise KagglecvError(f"metric {metric}: score(...) failed: {type(exc).__name__}: {exc}") from None
-    if not np.isfinite(value):
-        raise KagglecvError(f"metric {metric}: score(...) returned {value}; expected a finite number")
-    return value
+    return call_score(load_score_function(Path(metric)), metric, pd.read_csv(solution_path),
+                      pd.read_csv(submission_path), id_col)
 
 
 def _label_f_score(metric: str) -> tuple[float, str]:

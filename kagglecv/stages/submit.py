@@ -43,13 +43,10 @@ from kagglecv.core.predictions import (
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.core.shapes import (
     SubmissionShape,
-    check_shape_fits,
-    detect_format,
-    sample_top_k,
     shaped_columns,
 )
 from kagglecv.data.inputs import load_run_table
-from kagglecv.data.table import read_csv_strings
+from kagglecv.data.table import CompetitionData, read_csv_strings
 from kagglecv.stages.lb import COLUMNS as LOG_COLUMNS
 from kagglecv.stages.lb import LOG_NAME, append_submission, log_path
 from kagglecv.stages.score import score_run
@@ -107,12 +104,8 @@ def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | Non
         return [float(value) for value in recorded]
     if "bundle" in run.read_info():
         raise KagglecvError(f"{run.path}: a qwk_thresholds bundle without {run.cutoffs_path.name}; pack the run again")
-    source = run.oof_source()
-    data = load_run_table(source)
-    oof = read_predictions(source.oof_path, classes)
-    require_same_ids(oof["id"], data.ids, source.oof_path, data.source)
-    aligned = oof.set_index("id").loc[list(data.ids), classes].to_numpy(np.float64)
-    return [float(value) for value in tune_grade_cutoffs(data.targets, expected_grade(aligned), len(classes))]
+    _, data, oof = aligned_oof(run, classes)
+    return cutoffs_from_oof(data.targets, oof, classes)
 
 
 def _configured_shape(run: RunDir) -> "SubmissionShape":
@@ -121,7 +114,7 @@ def _configured_shape(run: RunDir) -> "SubmissionShape":
         submit = run.read_config().submit
     except KagglecvError:
         return SubmissionShape()
-    return SubmissionShape(submit.format, submit.top_k)
+    return SubmissionShape.of(submit)
 
 
 def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
@@ -159,10 +152,8 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
         raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
     id_col = sample.columns[0]
     aligned = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
-    fmt = detect_format(sample, classes, task, sample_path) if shape.format == "auto" else shape.format
-    check_shape_fits(fmt, sample, classes, task, sample_path)
+    fmt, k = shape.resolve(sample, classes, task, sample_path)
     thresholds = thresholds_for() if fmt == "labels" else None
-    k = shape.top_k if shape.format == "top_k" else sample_top_k(sample)
     columns = shaped_columns(aligned, classes, fmt, list(sample.columns[1:]), k, thresholds, cutoffs, label_sep)
     out = pd.DataFrame({id_col: sample[id_col]} | columns)
     validate_submission(out, sample, sample_path, fmt, classes, label_sep)
@@ -252,14 +243,30 @@ def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) 
     """One threshold for every class (a number), or per class tuned on the run's OOF (``oof``) for F1, or for the
     F-beta of the run's metric when it is one (``fbeta:<beta>:<average>``, ``f2_samples``)."""
     if threshold == "oof":
-        run = run.oof_source()  # a full refit's thresholds come from its CV run's OOF
-        data = load_run_table(run)
-        oof = read_predictions(run.oof_path, classes)
-        require_same_ids(oof["id"], data.ids, run.oof_path, data.source)
-        aligned = oof.set_index("id").loc[list(data.ids), classes]
-        beta = threshold_beta(run.read_config().metric, data.task)
-        return dict(zip(classes, tune_thresholds(data.targets, aligned.to_numpy(np.float64), beta)))
+        source, data, oof = aligned_oof(run, classes)
+        return thresholds_from_oof(data.targets, oof, classes, source.read_config().metric, data.task)
     return dict.fromkeys(classes, parse_threshold(threshold))
+
+
+def aligned_oof(run: RunDir, classes: list[str]) -> tuple[RunDir, CompetitionData, np.ndarray]:
+    """The run whose OOF predictions stand for ``run`` (a full refit's CV run), its training table, and those
+    predictions in the table's row order."""
+    source = run.oof_source()
+    data = load_run_table(source)
+    oof = read_predictions(source.oof_path, classes)
+    require_same_ids(oof["id"], data.ids, source.oof_path, data.source)
+    return source, data, oof.set_index("id").loc[list(data.ids), classes].to_numpy(np.float64)
+
+
+def thresholds_from_oof(targets: np.ndarray, oof: np.ndarray, classes: list[str], metric: str | None,
+                        task: str) -> dict[str, float]:
+    """Per-class thresholds tuned on OOF predictions for the F-beta of ``metric`` (F1 for any other metric)."""
+    return dict(zip(classes, map(float, tune_thresholds(targets, oof, threshold_beta(metric, task)))))
+
+
+def cutoffs_from_oof(targets: np.ndarray, oof: np.ndarray, classes: list[str]) -> list[float]:
+    """The grade cut-offs ``qwk_thresholds`` labels are cut at, tuned on OOF predictions."""
+    return [float(value) for value in tune_grade_cutoffs(targets, expected_grade(oof), len(classes))]
 
 
 def tune_thresholds(targets: np.ndarray, scores: np.ndarray, beta: float = 1.0) -> np.ndarray:

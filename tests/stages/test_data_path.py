@@ -28,7 +28,7 @@ def test_training_from_the_cache_equals_training_from_the_files(tmp_path, digits
     for mode in ("memory", "disk"):
         for cached, decoded in zip(predictions[mode], predictions["off"]):
             pd.testing.assert_frame_equal(cached, decoded)
-    caches = list((tmp_path / "runs" / "cache").glob("*.npy"))
+    caches = list((tmp_path / "runs" / ".cache").glob("*.npy"))
     assert len(caches) == 2, "one cache for the training table and one for the test table, shared by both folds"
     assert np.load(caches[0], mmap_mode="r").dtype == np.uint8
 
