@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from kagglecv.cli import main
 
@@ -389,6 +391,28 @@ CATALOGUE = {
         Variant("output file is a folder", ["submit", "runs/base", "--sample", "data/sample.csv"], "submissions/base.csv",
                 setup=lambda w: (w / "submissions" / "base.csv").mkdir(parents=True), outputs=("submissions",)),
         Variant("unreadable folds file", ["train", "base.yaml"], "folds/digits.csv", setup=write("folds/digits.csv", "\x00garbage\n"), outputs=RUNS),
+    ],
+    "kaggle folders, metric files, budgets, the cache": [
+        Variant("init writing into the competition folder", ["init", "data", "--metric", "accuracy", "--out",
+                                                             "data/my.yaml"], "inside the input folder"),
+        Variant("init over a config of yours", ["init", "data", "--metric", "accuracy", "--out", "base.yaml"],
+                "exists and is not an earlier output"),
+        Variant("run DIR over a ./<folder>.yaml of yours", ["run", "data", "--metric", "accuracy"],
+                "exists and is not an earlier output", setup=write("data.yaml", "experiment: mine\n")),
+        Variant("a run whose config names a metric file that is not there", ["score", "runs/base"],
+                "metric: metric file not found: missing.py",
+                setup=edit_config("runs/base/config.yaml", metric="missing.py", metric_direction="maximize",
+                                  submit__sample="data/sample.csv"), outputs=RUNS),
+        Variant("a metric file that returns NaN", ["score", "--submission", "data/sample.csv", "--solution",
+                                                   "data/sample.csv", "--metric", "nan.py"],
+                "score(...) returned nan; expected a finite number",
+                setup=write("nan.py", "def score(solution, submission, row_id_column_name):\n    return float('nan')\n")),
+        Variant("pack --fit without the target's speed", ["pack", "runs/base", "--out", "p", "--fit", "--images", "100",
+                                                          "--max-minutes", "5"], "--fit needs --device-speed"),
+        Variant("data.cache over images of two sizes", TRAIN, "data.cache needs images of one size",
+                setup=both(edit_config(data__cache="memory"),
+                           lambda w: Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)).save(w / first_train_image(w))),
+                outputs=RUNS),
     ],
     "outputs over inputs": [
         Variant("pack over a folder holding a stray manifest.json", ["pack", "runs/base", "--out", "p", "--timing-images", "0"],
