@@ -278,13 +278,15 @@ class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     momentum: float = Field(0.9, ge=0)
-    sched: Literal["cosine", "step", "multistep", "plateau", "none"] = "cosine"
+    sched: Literal["cosine", "step", "multistep", "poly", "plateau", "none"] = Field(
+        "cosine", description="timm's schedulers; poly with decay_rate 1 decays linearly to min_lr, which after "
+        "warmup_epochs is the triangular schedule of the CIFAR-10 speed runs.")
     warmup_epochs: int = Field(0, ge=0)
     warmup_lr: float = Field(1e-5, ge=0, description="Learning rate at the start of warmup.")
     min_lr: float = Field(1e-6, ge=0)
     decay_epochs: float = Field(30, gt=0, description="step: epochs between decays.")
     decay_milestones: list[int] = Field([30, 60], description="multistep: epochs at which lr decays.")
-    decay_rate: float = Field(0.1, gt=0)
+    decay_rate: float = Field(0.1, gt=0, description="step, multistep: the factor of each decay; poly: the power.")
     loss: Literal["auto", "ce", "bce", "focal", "asl"] = Field(
         "auto", description="auto: cross-entropy (multiclass), BCE-with-logits (multilabel, binary)."
     )

@@ -11,6 +11,7 @@ from torch import nn
 
 from kagglecv.core.config import ModelConfig, OwnModelName
 from kagglecv.core.errors import ConfigError, KagglecvError
+from kagglecv.nn import small_nets  # noqa: F401  (registers airbench_cifar with timm)
 from kagglecv.nn.own_models import build_own_model, last_linear
 from kagglecv.nn.weights import load_state_dict
 

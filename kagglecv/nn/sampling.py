@@ -51,8 +51,12 @@ class EpochSampler(Sampler):
         order = np.resize(order, per_rank * self.world_size)
         return order[self.rank :: self.world_size]
 
+    def epoch_rows(self) -> np.ndarray:
+        """This epoch's rows for this rank, in order, from the start set by :meth:`set_start`."""
+        return self._order()[self.start :]
+
     def __iter__(self):
-        return iter([(int(row), self.epoch) for row in self._order()[self.start :]])
+        return iter([(int(row), self.epoch) for row in self.epoch_rows()])
 
     def __len__(self) -> int:
         if not self.shuffle:

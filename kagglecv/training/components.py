@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
 from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
+from kagglecv.nn.array_batches import ArrayBatches, DeviceNormalize, array_batches_apply
 from kagglecv.nn.batch_augment import BatchAugment
 from kagglecv.nn.images import ImageDataset, build_augment
 from kagglecv.nn.losses import TeacherLoss
@@ -37,6 +39,8 @@ from kagglecv.nn.sampling import (
     collate_skipping_unreadable,
 )
 from kagglecv.training.teaching import FoldTeaching
+
+WHITENING_IMAGES = 5000  # airbench94 whitens from the first 5,000 training images
 
 
 @dataclass
@@ -51,9 +55,9 @@ class FoldComponents:
     valid_rows: np.ndarray
     loss_targets: np.ndarray
     train_sampler: EpochSampler
-    train_loader: DataLoader
+    train_loader: DataLoader | ArrayBatches
     valid_loader: DataLoader
-    make_train_loader: Callable[[int], DataLoader]  # the training loader at another image size (size_schedule)
+    make_train_loader: Callable[[int], DataLoader | ArrayBatches]  # the training loader at another image size (size_schedule)
     train_size: int
     optimizer: torch.optim.Optimizer
     scheduler: object | None
@@ -62,6 +66,7 @@ class FoldComponents:
     ema: ModelEmaV3 | None
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
+    normalize: DeviceNormalize
     batch_augment: BatchAugment | None = None
 
     @property
@@ -88,6 +93,9 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     loss_targets = targets_for_loss(data)
     training = teaching or FoldTeaching(data.images, loss_targets, own_rows)
+    mean, std = input_normalization(model, config.augment.mean, config.augment.std, config.model.in_chans)
+    if hasattr(model, "init_whitening") and not isinstance(config.model.pretrained, Path):
+        model.init_whitening(_whitening_images(config, training, mean, std, cfg.seed + fold).to(device))
     sampler, make_train_loader = _training_loader(config, data, model, training, fold, runtime)
     train_size = cfg.size_at(0, config.model.img_size)
     train_loader = make_train_loader(train_size)
@@ -105,7 +113,18 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     train_model, ddp_model = _wrap(model, config, runtime)
     return FoldComponents(model, train_model, ddp_model, training.train_rows, valid_rows, loss_targets, sampler,
                           train_loader, valid_loader, make_train_loader, train_size, optimizer, scheduler, criterion,
-                          mixup, ema, scaler, amp_dtype, _batch_augment(config, fold))
+                          mixup, ema, scaler, amp_dtype, DeviceNormalize(mean, std, device),
+                          _batch_augment(config, fold))
+
+
+def _whitening_images(config: Config, training: FoldTeaching, mean, std, seed: int) -> torch.Tensor:
+    """Up to :data:`WHITENING_IMAGES` training images of the fold, as the network sees them without augmentation:
+    what a whitening first layer (``init_whitening``, e.g. airbench_cifar's) is computed from."""
+    rows = np.random.default_rng(seed).permutation(training.train_rows)[:WHITENING_IMAGES]
+    size, channels = config.model.img_size, config.model.in_chans
+    dataset = ImageDataset(training.images, None, build_augment("none", size, mean, std, train=False), None,
+                           channels=channels)
+    return torch.stack([dataset[int(row)][0] for row in rows])
 
 
 def _batch_augment(config: Config, fold: int) -> BatchAugment | None:
@@ -121,7 +140,7 @@ def _timm_args(config: Config) -> SimpleNamespace:
 
 
 def _training_loader(config: Config, data: CompetitionData, model: nn.Module, training: FoldTeaching, fold: int,
-                     runtime: Runtime) -> tuple[EpochSampler, Callable[[int], DataLoader]]:
+                     runtime: Runtime) -> tuple[EpochSampler, Callable[[int], DataLoader | ArrayBatches]]:
     """The training sampler, and the training loader at a given image size (a new one per size: workers keep a
     copy of the dataset)."""
     cfg, in_chans = config.train, config.model.in_chans
@@ -131,12 +150,16 @@ def _training_loader(config: Config, data: CompetitionData, model: nn.Module, tr
     sampler = EpochSampler(training.train_rows, shuffle=True, seed=seed, weights=weights, rank=runtime.rank,
                            world_size=runtime.world_size)
 
-    def loader_at(size: int) -> DataLoader:
+    def loader_at(size: int) -> DataLoader | ArrayBatches:
+        drop_last = len(sampler) > cfg.batch_size
+        if array_batches_apply(training.images, config.augment.train, size, in_chans):
+            return ArrayBatches(training.images, training.targets, sampler, cfg.batch_size, drop_last,
+                                pin_memory=runtime.device.type == "cuda")
         augment = build_augment(config.augment.train, size, mean, std, train=True, hflip=config.augment.hflip)
         dataset = ImageDataset(training.images, training.targets, augment, seed, skip_unreadable=True,
                                channels=in_chans)
         return build_loader(dataset, sampler, cfg.batch_size, cfg.num_workers, runtime.device,
-                            drop_last=len(sampler) > cfg.batch_size, collate_fn=collate_skipping_unreadable)
+                            drop_last=drop_last, collate_fn=collate_skipping_unreadable)
 
     return sampler, loader_at
 

@@ -192,7 +192,7 @@ class FoldTrainer:
 
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int, need_update: bool) -> torch.Tensor:
         parts = self.parts
-        images = images.to(self.device, non_blocking=True)
+        images = parts.normalize(images)
         targets = targets.to(self.device, non_blocking=True)
         if parts.batch_augment is not None:
             images = parts.batch_augment(images, self.epoch, step)
