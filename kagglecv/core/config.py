@@ -263,6 +263,8 @@ class AugmentConfig(_Section):
         "none", description="Augment whole batches on the device after the per-image pipeline: flip (when hflip) "
         "and translate by up to augment.translate px, as the CIFAR-10 speed runs do; usually with train: none.")
     translate: int = Field(2, ge=0, le=16, description="augment.batch flip_translate: the largest shift in pixels.")
+    rotate: float = Field(0.0, ge=0, le=45, description="augment.batch flip_translate: also rotate each image by up "
+                          "to this many degrees (one bilinear warp with the shift, borders repeated); 0: exact shifts.")
     cutout: int = Field(0, ge=0, le=1024, description="A square of this side set to 0 in each training image, on "
                         "the batch (DeVries & Taylor 2017); 0 is off.")
     mean: Optional[tuple[float, float, float]] = Field(None, description="Normalization; the backbone's when omitted.")

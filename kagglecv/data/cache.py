@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from kagglecv.core.errors import DataError, summarize
-from kagglecv.core.files import sha256_file
-from kagglecv.data.decoding import decode_image
+from kagglecv.core.files import sha256_file, write_text
+from kagglecv.data.decoding import check_images, decode_image
 from kagglecv.data.pixels import PixelImages
 from kagglecv.data.table import CompetitionData
 
@@ -36,6 +36,26 @@ def cache_key(paths: list[Path], table: Path) -> str:
         stat = os.stat(path)
         digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
+
+
+def check_images_once(data: CompetitionData | None, folder: Path) -> None:
+    """:func:`~kagglecv.data.decoding.check_images` of ``data``'s image files, once per set of files: a check that
+    passed leaves ``<folder>/checked-<key>`` (the key of :func:`cache_key`: the table's content and each file's
+    path, size and modification time), and a later command that finds it skips the check. A file replaced or
+    changed since is checked again. Decoded and pixel images need no check: reading them was the check."""
+    if data is None or data.images is None or isinstance(data.images, PixelImages):
+        return
+    paths = [Path(path) for path in data.images]
+    try:
+        marker = Path(folder) / f"checked-{cache_key(paths, data.source)[:24]}"
+    except OSError:  # a file gone since the table was read: the check names it
+        marker = None
+    if marker is not None and marker.is_file():
+        return
+    check_images(paths)
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_text(marker, f"{len(paths)} images of {data.source} opened\n")
 
 
 def with_cached_images(data: CompetitionData, mode: str, folder: Path) -> CompetitionData:

@@ -4,7 +4,8 @@ tensor operations, for small images where per-image Python work in the loader co
 The CIFAR-10 speed runs do exactly this (KellerJordan/cifar10-airbench: flip and a reflect-padded random crop of 2
 px applied to the whole batch on the GPU); Cutout follows DeVries & Taylor (2017), a square of the image set to 0
 (the mean colour, after normalization). The per-image albumentations pipeline still runs first (``augment.train``,
-usually ``none`` with this), so the two compose. Each batch's randomness comes from a generator seeded by (seed,
+usually ``none`` with this), so the two compose. With ``augment.rotate`` the shift becomes one bilinear warp
+that also rotates (for digits and signs, where the albumentations recipes rotate a few degrees). Each batch's randomness comes from a generator seeded by (seed,
 epoch, step): the same seed gives the same augmented batch, and a resumed epoch repeats the batches it would have
 made.
 """
@@ -25,12 +26,15 @@ class BatchAugment:
     translate: int  # pixels: each image shifted by up to this much in x and y, reflect-padded
     cutout: int     # pixels: the side of a square set to 0 in each image; 0 is off
     seed: int
+    rotate: float = 0.0  # degrees: each image also rotated by up to this much, in one warp with its shift
 
     @classmethod
-    def from_config(cls, preset: str, hflip: bool, translate: int, cutout: int, seed: int) -> "BatchAugment | None":
+    def from_config(cls, preset: str, hflip: bool, translate: int, cutout: int, seed: int,
+                    rotate: float = 0.0) -> "BatchAugment | None":
         if preset == "none" and cutout == 0:
             return None
-        return cls(hflip and preset != "none", translate if preset == "flip_translate" else 0, cutout, seed)
+        moves = preset == "flip_translate"
+        return cls(hflip and preset != "none", translate if moves else 0, cutout, seed, rotate if moves else 0.0)
 
     def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
         """``images`` (N, C, H, W) augmented, on their device; a new tensor."""
@@ -39,9 +43,13 @@ class BatchAugment:
         if self.flip:
             flipped = torch.rand(count, generator=generator) < 0.5
             images = torch.where(flipped.to(images.device)[:, None, None, None], images.flip(-1), images)
-        if self.translate:
-            images = _translate(images, torch.randint(-self.translate, self.translate + 1, (count, 2),
-                                                      generator=generator), self.translate)
+        if self.translate or self.rotate:
+            shifts = torch.randint(-self.translate, self.translate + 1, (count, 2), generator=generator)
+            if self.rotate:
+                degrees = (torch.rand(count, generator=generator) * 2 - 1) * self.rotate
+                images = _warp(images, degrees, shifts)
+            else:
+                images = _translate(images, shifts, self.translate)
         if self.cutout:
             images = _cutout(images, self.cutout, generator)
         return images
@@ -57,6 +65,20 @@ def _translate(images: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Te
     batch = torch.arange(count, device=images.device)[:, None, None]
     gathered = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]   # (N, H, W, C)
     return gathered.permute(0, 3, 1, 2).contiguous()
+
+
+def _warp(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Each image rotated counter-clockwise by its angle about its centre and shifted by its (dy, dx) pixels, in one
+    bilinear resampling with the border pixels repeated (a digit's or a sign's background stays what it was)."""
+    count, _, height, width = images.shape
+    radians = torch.deg2rad(degrees.to(torch.float32))
+    cos, sin = radians.cos(), radians.sin()
+    theta = torch.zeros(count, 2, 3)
+    # affine_grid maps each output position to the input position it samples: the inverse rotation and shift.
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin * height / width, sin * width / height, cos
+    theta[:, 0, 2], theta[:, 1, 2] = -2 * shifts[:, 1] / width, -2 * shifts[:, 0] / height
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

@@ -130,7 +130,7 @@ def _whitening_images(config: Config, training: FoldTeaching, mean, std, seed: i
 def _batch_augment(config: Config, fold: int) -> BatchAugment | None:
     augment = config.augment
     return BatchAugment.from_config(augment.batch, augment.hflip, augment.translate, augment.cutout,
-                                    seed=config.train.seed * 1000 + fold)
+                                    seed=config.train.seed * 1000 + fold, rotate=augment.rotate)
 
 
 def _timm_args(config: Config) -> SimpleNamespace:

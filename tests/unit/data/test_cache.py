@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import kagglecv.data.cache as cache
 from kagglecv.core.errors import DataError
-from kagglecv.data.cache import cache_key, with_cached_images
-from kagglecv.data.decoding import decode_image, load_image
+from kagglecv.data.cache import cache_key, check_images_once, with_cached_images
+from kagglecv.data.decoding import check_images, decode_image, load_image
 from kagglecv.data.table import CompetitionData
 
 
@@ -89,3 +90,16 @@ def test_data_loader_workers_share_the_one_memory_mapped_cache(tmp_path, write_i
     assert sorted(seen) == list(range(len(data)))
     for row, image in seen.items():
         torch.testing.assert_close(image, plain[row][0], rtol=0, atol=0)
+
+
+def test_the_image_checks_run_once_per_set_of_files_and_again_for_a_changed_file(tmp_path, write_images, monkeypatch):
+    data = competition(tmp_path, write_images)
+    opened = []
+    monkeypatch.setattr(cache, "check_images", lambda paths: (opened.append(len(paths)), check_images(paths)))
+    check_images_once(data, tmp_path / "cache")
+    check_images_once(data, tmp_path / "cache")
+    assert opened == [12], "the second command finds the passed check and skips it"
+    data.images[3].write_bytes(b"not an image any more")
+    with pytest.raises(DataError, match="i03.jpg"):
+        check_images_once(data, tmp_path / "cache")
+    assert opened == [12, 12] and len(list((tmp_path / "cache").glob("checked-*"))) == 1, "a failed check marks nothing"

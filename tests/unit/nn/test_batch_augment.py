@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kagglecv.nn.batch_augment import BatchAugment, _cutout, _translate
+from kagglecv.nn.batch_augment import BatchAugment, _cutout, _translate, _warp
 
 
 def batch(count=8, size=12):
@@ -48,3 +48,22 @@ def test_none_with_no_cutout_is_no_batch_augmentation():
     assert BatchAugment.from_config("none", True, 2, 0, 0) is None
     assert BatchAugment.from_config("flip", False, 2, 0, 0) == BatchAugment(False, 0, 0, 0)
     assert BatchAugment.from_config("flip_translate", True, 3, 5, 0) == BatchAugment(True, 3, 5, 0)
+
+
+def test_the_rotating_warp_turns_counter_clockwise_about_the_centre_and_shifts_by_whole_pixels():
+    square = batch(2, 12)
+    turned = _warp(square, torch.tensor([90.0, -90.0]), torch.zeros(2, 2, dtype=torch.long))
+    torch.testing.assert_close(turned[0], square[0].rot90(1, (-2, -1)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(turned[1], square[1].rot90(-1, (-2, -1)), rtol=0, atol=1e-5)
+    wide = torch.rand(1, 3, 8, 14, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_warp(wide, torch.tensor([180.0]), torch.zeros(1, 2, dtype=torch.long)),
+                               wide.flip(-1).flip(-2), rtol=0, atol=1e-5)
+    moved = _warp(wide, torch.tensor([0.0]), torch.tensor([[1, -2]]))  # one down, two left
+    torch.testing.assert_close(moved[..., 1:, :-2], wide[..., :-1, 2:], rtol=0, atol=1e-5)
+
+
+def test_a_rotation_setting_draws_angles_from_the_seed_and_keeps_the_batch_shape():
+    augment = BatchAugment(flip=False, translate=2, cutout=0, seed=3, rotate=10.0)
+    images = batch()
+    torch.testing.assert_close(augment(images, 1, 2), augment(images, 1, 2), rtol=0, atol=0)
+    assert augment(images, 1, 2).shape == images.shape and not torch.equal(augment(images, 1, 2), images)
