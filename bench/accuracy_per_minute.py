@@ -43,9 +43,13 @@ def train(config: Path, out: Path, overrides: list[str]) -> tuple[Path, float]:
     the train command."""
     out.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(config.read_text())
-    for key in ("train_csv", "image_dir", "test_csv", "test_image_dir"):
-        if isinstance(raw["data"].get(key), str):
-            raw["data"][key] = str((REPO / raw["data"][key]).resolve())
+    for section, key in (("data", "train_csv"), ("data", "image_dir"), ("data", "test_csv"),
+                         ("data", "test_image_dir"), ("submit", "sample")):
+        if isinstance(raw.get(section, {}).get(key), str):
+            raw[section][key] = str((REPO / raw[section][key]).resolve())
+    if ".py:" in raw["model"]["name"]:  # an own-model file, relative to the repository root too
+        file, name = raw["model"]["name"].rsplit(":", 1)
+        raw["model"]["name"] = f"{(REPO / file).resolve()}:{name}"
     local = out / config.name
     local.write_text(yaml.safe_dump(raw, sort_keys=False))
     kagglecv = str(Path(sys.executable).with_name("kagglecv"))

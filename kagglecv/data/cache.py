@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import sha256_file, write_text
 from kagglecv.data.decoding import check_images, decode_image
 from kagglecv.data.pixels import PixelImages
@@ -38,24 +38,37 @@ def cache_key(paths: list[Path], table: Path) -> str:
     return digest.hexdigest()
 
 
-def check_images_once(data: CompetitionData | None, folder: Path) -> None:
+def check_images_once(data: CompetitionData | None, folder: Path) -> Path | None:
     """:func:`~kagglecv.data.decoding.check_images` of ``data``'s image files, once per set of files: a check that
-    passed leaves ``<folder>/checked-<key>`` (the key of :func:`cache_key`: the table's content and each file's
-    path, size and modification time), and a later command that finds it skips the check. A file replaced or
-    changed since is checked again. Decoded and pixel images need no check: reading them was the check."""
+    passed is remembered by :func:`remember_checked` as ``<folder>/checked-<key>`` (the key of :func:`cache_key`: the
+    table's content and each file's path, size and modification time), and a later command that finds it skips the
+    check. A file replaced or changed since is checked again. Decoded and pixel images need no check: reading them
+    was the check. Returns the marker to remember once the command has passed its output checks (None when there is
+    nothing to remember): a check must not write into a folder the command then refuses to write."""
     if data is None or data.images is None or isinstance(data.images, PixelImages):
-        return
+        return None
     paths = [Path(path) for path in data.images]
     try:
         marker = Path(folder) / f"checked-{cache_key(paths, data.source)[:24]}"
     except OSError:  # a file gone since the table was read: the check names it
         marker = None
     if marker is not None and marker.is_file():
-        return
+        return None
     check_images(paths)
-    if marker is not None:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        write_text(marker, f"{len(paths)} images of {data.source} opened\n")
+    return marker
+
+
+def remember_checked(markers: list[Path | None]) -> None:
+    """Write the markers of :func:`check_images_once`. A marker that cannot be written (a full disk) only costs the
+    next command a check, so it is skipped, not an error."""
+    for marker in markers:
+        if marker is None:
+            continue
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            write_text(marker, "images opened\n")
+        except (OSError, KagglecvError):
+            continue
 
 
 def with_cached_images(data: CompetitionData, mode: str, folder: Path) -> CompetitionData:

@@ -57,6 +57,9 @@ def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None =
                           "own-model file (write it as path/to/nets.py:name)")
     else:
         model = timm.create_model(config.name, pretrained=config.pretrained is True, num_classes=outputs, **kwargs)
+    smallest = getattr(model, "min_input_size", None)
+    if smallest is not None and config.img_size < smallest:
+        raise ConfigError(f"model.img_size: {config.name} takes images of at least {smallest} px, got {config.img_size}")
     if config.small_input:
         adapt_stem_to_small_input(model, config.name)
     if config.head:

@@ -51,6 +51,8 @@ class ConvGroup(nn.Sequential):
 
 
 class AirbenchNet(nn.Module):
+    min_input_size = 9  # 2x2 whitening, then three 2x2 max-pools: 8 px would leave nothing to pool
+
     def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
                  widths: tuple[int, int, int] = (64, 256, 256), whiten_kernel: int = 2):
         super().__init__()

@@ -32,7 +32,7 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_csv, write_json
 from kagglecv.core.predictions import merge_oof
 from kagglecv.core.runs import RunDir, prepare_run_dir
-from kagglecv.data.cache import CACHE_FOLDER, check_images_once
+from kagglecv.data.cache import CACHE_FOLDER, check_images_once, remember_checked
 from kagglecv.data.inputs import StageInputs, load_stage_inputs
 from kagglecv.data.load import load_test, load_train
 from kagglecv.data.table import CompetitionData
@@ -81,9 +81,9 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     console = console or Console()
     runtime = setup_runtime(config.train.device)
     inputs = inputs or load_stage_inputs(config)
-    for table in (inputs.data, inputs.test):
-        check_images_once(table, Path(config.runs_dir) / CACHE_FOLDER)
+    checked = [check_images_once(table, Path(config.runs_dir) / CACHE_FOLDER) for table in (inputs.data, inputs.test)]
     run = prepare_run_dir(config, force=force)
+    remember_checked(checked)
     chosen = list(folds) if folds is not None else list(range(inputs.n_folds))
     bad = [fold for fold in chosen if not 0 <= fold < inputs.n_folds]
     if bad:

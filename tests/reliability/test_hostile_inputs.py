@@ -413,6 +413,11 @@ CATALOGUE = {
                 setup=both(edit_config(data__cache="memory"),
                            lambda w: Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)).save(w / first_train_image(w))),
                 outputs=RUNS),
+        Variant("airbench_cifar on images too small for its pools", TRAIN + ["--set", "model.name=airbench_cifar",
+                                                                            "--set", "model.img_size=8"],
+                "at least 9 px, got 8", outputs=RUNS),
+        Variant("a batch rotation past its range", TRAIN + ["--set", "augment.rotate=90"], "augment.rotate",
+                outputs=RUNS),
     ],
     "outputs over inputs": [
         Variant("pack over a folder holding a stray manifest.json", ["pack", "runs/base", "--out", "p", "--timing-images", "0"],

@@ -10,7 +10,7 @@ from PIL import Image
 
 import kagglecv.data.cache as cache
 from kagglecv.core.errors import DataError
-from kagglecv.data.cache import cache_key, check_images_once, with_cached_images
+from kagglecv.data.cache import cache_key, check_images_once, remember_checked, with_cached_images
 from kagglecv.data.decoding import check_images, decode_image, load_image
 from kagglecv.data.table import CompetitionData
 
@@ -96,8 +96,10 @@ def test_the_image_checks_run_once_per_set_of_files_and_again_for_a_changed_file
     data = competition(tmp_path, write_images)
     opened = []
     monkeypatch.setattr(cache, "check_images", lambda paths: (opened.append(len(paths)), check_images(paths)))
-    check_images_once(data, tmp_path / "cache")
-    check_images_once(data, tmp_path / "cache")
+    marker = check_images_once(data, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists(), "nothing is written before the command passes its output checks"
+    remember_checked([marker])
+    assert check_images_once(data, tmp_path / "cache") is None
     assert opened == [12], "the second command finds the passed check and skips it"
     data.images[3].write_bytes(b"not an image any more")
     with pytest.raises(DataError, match="i03.jpg"):

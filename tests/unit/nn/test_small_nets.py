@@ -60,3 +60,6 @@ def test_options_it_cannot_honour_are_refused():
         create_model(ModelConfig(name="airbench_cifar", pretrained=True), 10)
     with pytest.raises(ConfigError, match="drop_path_rate"):
         create_model(ModelConfig(name="airbench_cifar", drop_path_rate=0.1), 10)
+    with pytest.raises(ConfigError, match="at least 9 px, got 8"):
+        create_model(ModelConfig(name="airbench_cifar", img_size=8), 10)
+    create_model(ModelConfig(name="airbench_cifar", img_size=9), 10)(torch.zeros(2, 3, 9, 9))
