@@ -45,6 +45,9 @@ class TrainingDiverged(KagglecvError):
     """The loss became NaN or infinite."""
 
 
+CURVES_EVERY_S = 60.0
+
+
 class TrainingInterrupted(KagglecvError):
     """SIGTERM or Ctrl-C: the state was saved; the process exits with 128 + the signal number."""
 
@@ -96,6 +99,7 @@ class FoldTrainer:
         self.fold, self.runtime, self.console, self.folder = folder.index, runtime, console, folder
         self.device = runtime.device
         self.epoch, self.global_step, self.history = 0, 0, []
+        self._curves_drawn_at, self._curves_drawn_for = time.monotonic(), 0
         self.resume_step, self.partial_epoch, self.stop_signal, self.last_selection = 0, None, None, float("nan")
         self.best = BestTracker()
         self.averager = WeightAverager(self.cfg.avg_weights, self.cfg.avg_count, folder, runtime.is_main) \
@@ -120,6 +124,7 @@ class FoldTrainer:
                 self.epoch += 1
                 self._save_last()
                 progress.epoch_done(row, self.selection.metric)
+        self._draw_curves(final=True)
         self.selection.finish(self)
         return FoldOutcome(self.fold, self.best.epoch, reported_score(self.selection.metric, self.data.task, self.best.score),
                            self.best.source, time.time() - started, epochs_run=self.epoch)
@@ -272,10 +277,19 @@ class FoldTrainer:
             if self.averager is not None:
                 self.averager.remove_dropped()
             write_csv(self.folder.history_path, pd.DataFrame(self.history), float_format="%.6g")
-            if not self.selection.full_fit:
-                plot_curves(self.history, self.selection.metric, self.folder.curves_path,
-                            title=f"{self.config.experiment} fold {self.fold}")
+            self._draw_curves(final=False)
         barrier(self.runtime)
+
+    def _draw_curves(self, final: bool) -> None:
+        """``curves.png`` at the fold's end, and during it at most once every :data:`CURVES_EVERY_S` seconds:
+        drawing costs about half a second, a tenth of a short fold's epoch."""
+        now = time.monotonic()
+        due = final or now - self._curves_drawn_at >= CURVES_EVERY_S
+        if not due or not self.runtime.is_main or self.selection.full_fit or len(self.history) == self._curves_drawn_for:
+            return
+        plot_curves(self.history, self.selection.metric, self.folder.curves_path,
+                    title=f"{self.config.experiment} fold {self.fold}")
+        self._curves_drawn_at, self._curves_drawn_for = now, len(self.history)
 
     def _save_mid_epoch(self, step_in_epoch: int, partial: tuple) -> None:
         """On SIGTERM / Ctrl-C: save the exact mid-epoch state, then stop with the signal's exit code."""
