@@ -9,13 +9,15 @@ as the predict stage does). The fold's test predictions stay in the run folder (
 
 Run alone (nothing else training), from the repository root:
   .venv/bin/python bench/accuracy_per_minute.py configs/cifar10-fast.yaml --out /tmp/fast30 --set train.epochs=13
-  .venv/bin/python bench/accuracy_per_minute.py --existing /tmp/fast30/runs/cifar10-fast     (score a trained fold)
+  cd /tmp/fast30 && /path/to/repo/.venv/bin/python /path/to/repo/bench/accuracy_per_minute.py --existing runs/cifar10-fast
+      (score a trained fold, from the folder it trained in: its config's relative paths start there)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -103,6 +105,7 @@ def main() -> None:
     wall = None
     if args.existing is None:
         run_path, wall = train(args.config, args.out, args.overrides)
+        os.chdir(args.out)  # the run's recorded config names its folds file relative to where it trained
     else:
         run_path = args.existing
     print(json.dumps({"machine": machine(), "train_command_wall_minutes": wall and wall / 60,

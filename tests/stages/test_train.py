@@ -312,3 +312,16 @@ CUDA = torch.device("cuda")
 def test_a_run_records_the_autocast_dtype_it_chose(trained_runs):
     info = json.loads((trained_runs[("multiclass", 1)].run_dir / "run.json").read_text())
     assert info["amp"] == "off"  # train.amp: auto on this CPU
+
+
+@pytest.mark.parametrize("interval, draws", [(60.0, [3]), (0.0, [1, 2, 3])])
+def test_curves_are_drawn_at_the_fold_end_and_at_most_once_per_interval(tmp_path, digits_root, monkeypatch,
+                                                                         interval, draws):
+    from kagglecv.training import trainer
+
+    drawn = []
+    monkeypatch.setattr(trainer, "CURVES_EVERY_S", interval)
+    monkeypatch.setattr(trainer, "plot_curves", lambda history, *args, **kwargs: drawn.append(len(history)))
+    config = prepared(tmp_path, digits_root, train={"epochs": 3})
+    train_run(config, [0], console=QUIET)
+    assert drawn == draws, "a short fold draws its curves once, with every epoch in them"
