@@ -10,7 +10,12 @@ from PIL import Image
 
 import kagglecv.data.cache as cache
 from kagglecv.core.errors import DataError
-from kagglecv.data.cache import cache_key, check_images_once, remember_checked, with_cached_images
+from kagglecv.data.cache import (
+    cache_key,
+    check_images_once,
+    remember_checked,
+    with_cached_images,
+)
 from kagglecv.data.decoding import check_images, decode_image, load_image
 from kagglecv.data.table import CompetitionData
 
