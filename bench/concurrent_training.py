@@ -66,13 +66,14 @@ def measure(entry: str, config_path: Path, tag: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--entries", nargs="+", choices=sorted(ENTRY), default=["before", "kagglecv"])
     args = parser.parse_args()
     data = require_shared("cifar10-mini")
     with tempfile.TemporaryDirectory(prefix="kagglecv-concurrent-") as folder:
         config_path = config(Path(folder), data, args.epochs)
         subprocess.run([sys.executable, "-m", "kagglecv", "folds", str(config_path)], check=True, capture_output=True)
         wait_all([start("kagglecv", config_path, "warm-up")])  # page cache, imports
-        results = {entry: measure(entry, config_path, entry) for entry in ("before", "kagglecv")}
+        results = {entry: measure(entry, config_path, entry) for entry in args.entries}
     print(json.dumps(results, indent=2))
 
 

@@ -506,12 +506,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
+CPU_RUNTIME_ENVIRONMENT = {
+    # OpenMP threads that run out of work sleep instead of spinning, so two kagglecv processes on one machine, or a
+    # process and its data-loader workers, take turns on the cores instead of thrashing.
+    "OMP_WAIT_POLICY": "PASSIVE",
+    # 2 MB pages for PyTorch's large CPU tensors: freed activations come back without a page fault per 4 KB.
+    "THP_MEM_ALLOC_ENABLE": "1",
+}
+
+
 def share_cores() -> None:
-    """Set before torch loads (the commands import it lazily): OpenMP threads that run out of work sleep instead of
-    spinning (GNU and LLVM OpenMP read ``OMP_WAIT_POLICY`` once, at load), so two kagglecv processes on one
-    machine, or a process and its data-loader workers, take turns on the cores instead of thrashing. A value set in
-    the environment is kept."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Set before torch loads (the commands import it lazily; OpenMP and PyTorch's allocator read these once): the
+    thread and memory settings of :data:`CPU_RUNTIME_ENVIRONMENT` (BENCHMARKS.md, "Two trainings" and "CPU
+    memory pages"). A value set in the environment is kept."""
+    for name, value in CPU_RUNTIME_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 def main() -> None:

@@ -280,13 +280,22 @@ class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     momentum: float = Field(0.9, ge=0)
-    sched: Literal["cosine", "step", "multistep", "poly", "plateau", "none"] = Field(
-        "cosine", description="timm's schedulers; poly with decay_rate 1 decays linearly to min_lr, which after "
-        "warmup_epochs is the triangular schedule of the CIFAR-10 speed runs.")
+    norm_lr_scale: Optional[float] = Field(
+        None, gt=0, description="Learning-rate multiplier of the normalisation layers' parameters (BatchNorm, "
+        "GroupNorm, LayerNorm scales and shifts), with their weight decay divided by it so the decay per step is "
+        "that of the other weights; every parameter then has weight decay (airbench94's bias_scaler, 64). Omitted: "
+        "timm's groups (1-D parameters without weight decay).")
+    sched: Literal["cosine", "step", "multistep", "poly", "wsd", "plateau", "none"] = Field(
+        "cosine", description="timm's schedulers; wsd (warmup, stable, decay over the last decay_epochs) with "
+        "lr_decay_fn linear and decay_epochs = epochs - warmup_epochs is the triangular schedule of the CIFAR-10 "
+        "speed runs; poly with decay_rate 1 decays linearly to min_lr from lr x (1 - warmup / epochs).")
+    lr_decay_fn: Optional[Literal["linear", "1-sqrt", "cosine"]] = Field(
+        None, description="wsd: the shape of the decay phase (timm's default: 1-sqrt).")
     warmup_epochs: int = Field(0, ge=0)
     warmup_lr: float = Field(1e-5, ge=0, description="Learning rate at the start of warmup.")
     min_lr: float = Field(1e-6, ge=0)
-    decay_epochs: float = Field(30, gt=0, description="step: epochs between decays.")
+    decay_epochs: float = Field(30, gt=0, description="step: epochs between decays; wsd: epochs of the decay "
+                                "phase (below 1: a fraction of the epochs after warmup).")
     decay_milestones: list[int] = Field([30, 60], description="multistep: epochs at which lr decays.")
     decay_rate: float = Field(0.1, gt=0, description="step, multistep: the factor of each decay; poly: the power.")
     loss: Literal["auto", "ce", "bce", "focal", "asl"] = Field(
@@ -330,6 +339,15 @@ class TrainConfig(_Section):
             if epoch < 0 or size < 8:
                 raise ValueError(f"expected epochs >= 0 and sizes >= 8 pixels, got {epoch}: {size}")
         return schedule
+
+    @model_validator(mode="after")
+    def _decay_fits_after_warmup(self) -> "TrainConfig":
+        after_warmup = self.epochs - self.warmup_epochs
+        if self.sched == "wsd" and (after_warmup < 1 or not (self.decay_epochs < 1 or self.decay_epochs <= after_warmup)):
+            raise ValueError(f"sched wsd: decay_epochs ({self.decay_epochs:g}) must fit in the epochs after warmup "
+                             f"(epochs {self.epochs} - warmup_epochs {self.warmup_epochs}); below 1 it is a fraction "
+                             "of them")
+        return self
 
     def size_at(self, epoch: int, final_size: int) -> int:
         """The training image size of ``epoch`` under ``size_schedule``."""

@@ -32,6 +32,7 @@ from kagglecv.nn.images import ImageDataset, build_augment
 from kagglecv.nn.losses import TeacherLoss
 from kagglecv.nn.models import check_parameter_budget, create_model, input_normalization
 from kagglecv.nn.runtime import Runtime, autocast_dtype, check_compile, seed_everything
+from kagglecv.nn.small_nets import ShiftNorm
 from kagglecv.nn.sampling import (
     EpochSampler,
     balanced_weights,
@@ -100,7 +101,8 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     train_size = cfg.size_at(0, config.model.img_size)
     train_loader = make_train_loader(train_size)
     valid_loader = _valid_loader(config, data, model, loss_targets, valid_rows, runtime)
-    optimizer = create_optimizer_v2(model, **optimizer_kwargs(_timm_args(config)))
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(_timm_args(config)),
+                                    param_group_fn=_norm_scaled_groups(cfg.weight_decay, cfg.norm_lr_scale))
     scheduler = _scheduler(config, optimizer, steps_per_epoch=max(1, math.ceil(len(train_loader) / cfg.accum_steps)))
     criterion = _criterion(config, data, loss_targets[own_rows], teaching is not None).to(device)
     mixup = _mixup(config, data, training.targets.shape[1] if teaching is not None else None)
@@ -182,12 +184,40 @@ def _valid_loader(config: Config, data: CompetitionData, model: nn.Module, loss_
     return build_loader(valid_set, valid_sampler, config.train.batch_size, config.train.num_workers, runtime.device)
 
 
-def _scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    if config.train.sched == "none":
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, ShiftNorm)
+
+
+def _norm_scaled_groups(weight_decay: float, scale: float | None) -> Callable[[nn.Module], list[dict]] | None:
+    """timm's ``param_group_fn`` for ``train.norm_lr_scale``: the normalisation layers' parameters at ``lr_scale``
+    (which timm's schedulers multiply into each group's lr) with weight decay / scale, everything else at the
+    optimizer's lr and weight decay, as airbench94's two groups (KellerJordan/cifar10-airbench, bias_scaler)."""
+    if scale is None:
         return None
-    # Selection scores are higher-is-better (losses are negated), so a plateau is always "max".
-    kwargs = scheduler_kwargs(_timm_args(config), decreasing_metric=False)
-    scheduler, _ = create_scheduler_v2(optimizer, **kwargs, updates_per_epoch=steps_per_epoch)
+
+    def groups(model: nn.Module) -> list[dict]:
+        norm_ids = {id(p) for module in model.modules() if isinstance(module, NORM_LAYERS)
+                    for p in module.parameters(recurse=False)}
+        trained = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": [p for p in trained if id(p) not in norm_ids], "weight_decay": weight_decay},
+                {"params": [p for p in trained if id(p) in norm_ids], "weight_decay": weight_decay / scale,
+                 "lr_scale": scale}]
+    return groups
+
+
+def _scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """timm's scheduler, already at step 0 so the first batch trains at its scheduled rates times each group's
+    ``lr_scale``; with ``sched: none`` the ``lr_scale`` is applied here, once."""
+    cfg = config.train
+    scheduler = None
+    if cfg.sched != "none":
+        # Selection scores are higher-is-better (losses are negated), so a plateau is always "max".
+        kwargs = scheduler_kwargs(_timm_args(config), decreasing_metric=False)
+        scheduler, _ = create_scheduler_v2(optimizer, **kwargs, updates_per_epoch=steps_per_epoch)
+        if not kwargs["step_on_epochs"]:
+            scheduler.step_update(0)
+    if cfg.sched == "none":
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
     return scheduler
 
 

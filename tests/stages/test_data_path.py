@@ -66,7 +66,8 @@ def test_the_cifar10_fast_config_trains_fold_0_for_an_epoch_and_predicts_with_it
     overrides = [f"data.train_csv={tmp_path / 'train.csv'}", f"data.image_dir={tmp_path / 'train'}",
                  f"data.test_csv={tmp_path / 'test.csv'}", f"data.test_image_dir={tmp_path / 'test'}",
                  f"folds.file={tmp_path / 'folds.csv'}", "folds.n_splits=3", "folds.near_duplicates=off",
-                 f"runs_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=8", "train.warmup_epochs=0"]
+                 f"runs_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=8", "train.warmup_epochs=0",
+                 "train.decay_epochs=1"]
     config = load_config(REPO / "configs" / "cifar10-fast.yaml", overrides)
     make_folds(config)
     train_run(config, folds=[0], console=Console(quiet=True))

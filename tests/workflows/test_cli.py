@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -111,3 +114,31 @@ def test_tables_in_a_log_file_are_printed_whole(tmp_path):
     text = (tmp_path / "log").read_text()
     assert result.returncode == 0, text
     assert "…" not in text and "largest label-rate deviation" in text
+
+
+PAGE_FAULTS_OF_A_FRESH_TENSOR = """
+import resource, sys
+from kagglecv.cli import share_cores
+share_cores()
+import torch
+torch.ones(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(64 * 2**20 // 4)  # 64 MB, freed at once: what an activation of a training step is
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def faults_of_a_fresh_tensor(**environment: str) -> int:
+    env = {name: value for name, value in os.environ.items() if name != "THP_MEM_ALLOC_ENABLE"} | environment
+    return int(subprocess.run([sys.executable, "-c", PAGE_FAULTS_OF_A_FRESH_TENSOR], env=env, check=True,
+                              capture_output=True, text=True).stdout)
+
+
+TRANSPARENT_HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.mark.skipif(not TRANSPARENT_HUGE_PAGES.exists() or "[never]" in TRANSPARENT_HUGE_PAGES.read_text(),
+                    reason="the kernel has no transparent huge pages")
+def test_the_entry_point_gives_large_tensors_huge_pages_unless_the_user_said_otherwise():
+    assert faults_of_a_fresh_tensor() < 1000, "64 MB in 2 MB pages: a few dozen faults, not 16,384"
+    assert faults_of_a_fresh_tensor(THP_MEM_ALLOC_ENABLE="0") > 10000, "a value in the environment is kept"
