@@ -69,7 +69,9 @@ def fold_figures(run_path: Path) -> dict:
     config = run.read_config()
     history = pd.read_csv(run.fold(0).history_path)
     minutes = (history["data_time"] + history["step_time"]).cumsum() / 60
-    accuracy = history[[column for column in history if column.startswith("val_accuracy")]].max(axis=1)
+    # The better of the weights scored at each epoch (raw, and EMA or averaged ones where the config keeps them):
+    # either is a model the fold has at that minute, and predict's weights: auto picks the better one too.
+    accuracy = history[[column for column in history if column.endswith("val_accuracy")]].max(axis=1)
     reached = {f"{target:.0%}": _first_minute(minutes, accuracy, target) for target in TARGETS}
     inputs = load_stage_inputs(config)
     rows = np.flatnonzero(inputs.fold_of == 0)
