@@ -32,13 +32,13 @@ from kagglecv.nn.images import ImageDataset, build_augment
 from kagglecv.nn.losses import TeacherLoss
 from kagglecv.nn.models import check_parameter_budget, create_model, input_normalization
 from kagglecv.nn.runtime import Runtime, autocast_dtype, check_compile, seed_everything
-from kagglecv.nn.small_nets import ShiftNorm
 from kagglecv.nn.sampling import (
     EpochSampler,
     balanced_weights,
     build_loader,
     collate_skipping_unreadable,
 )
+from kagglecv.nn.small_nets import ShiftNorm
 from kagglecv.training.teaching import FoldTeaching
 
 WHITENING_IMAGES = 5000  # airbench94 whitens from the first 5,000 training images
