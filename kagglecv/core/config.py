@@ -488,6 +488,9 @@ class Config(_Section):
             raise ValueError("train.sampler: 'balanced' needs one label per row; the task is multilabel")
         if self.data.task == "multiclass" and self.train.class_weights and self.train.loss not in ("auto", "ce"):
             raise ValueError(f"train.class_weights: works with loss ce for multiclass, got loss {self.train.loss!r}")
+        if self.train.norm_lr_scale is not None and self.model.layer_decay is not None:
+            raise ValueError("train.norm_lr_scale and model.layer_decay both set each parameter group's rate; set one "
+                             f"(got norm_lr_scale {self.train.norm_lr_scale:g}, layer_decay {self.model.layer_decay:g})")
         teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
         if teacher and self.train.loss not in ("auto", "ce", "bce"):
             raise ValueError(f"train.loss: a student of a teacher ({teacher}:) trains with cross-entropy (BCE for "

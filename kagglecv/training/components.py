@@ -207,17 +207,15 @@ def _norm_scaled_groups(weight_decay: float, scale: float | None) -> Callable[[n
 def _scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """timm's scheduler, already at step 0 so the first batch trains at its scheduled rates times each group's
     ``lr_scale``; with ``sched: none`` the ``lr_scale`` is applied here, once."""
-    cfg = config.train
-    scheduler = None
-    if cfg.sched != "none":
-        # Selection scores are higher-is-better (losses are negated), so a plateau is always "max".
-        kwargs = scheduler_kwargs(_timm_args(config), decreasing_metric=False)
-        scheduler, _ = create_scheduler_v2(optimizer, **kwargs, updates_per_epoch=steps_per_epoch)
-        if not kwargs["step_on_epochs"]:
-            scheduler.step_update(0)
-    if cfg.sched == "none":
+    if config.train.sched == "none":
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)
+        return None
+    # Selection scores are higher-is-better (losses are negated), so a plateau is always "max".
+    kwargs = scheduler_kwargs(_timm_args(config), decreasing_metric=False)
+    scheduler, _ = create_scheduler_v2(optimizer, **kwargs, updates_per_epoch=steps_per_epoch)
+    if not kwargs["step_on_epochs"]:
+        scheduler.step_update(0)
     return scheduler
 
 

@@ -23,9 +23,12 @@ def norm_parameters(net: nn.Module) -> set[int]:
     return {id(p) for name, p in net.named_parameters() if name.split(".")[0] in ("1", "2", "5")}
 
 
+def config_with(**sections) -> Config:
+    return Config(experiment="x", data={"train_csv": "t.csv", "image_dir": "i", "target": "y"}, **sections)
+
+
 def optimizer_for(net: nn.Module, **train) -> tuple[torch.optim.Optimizer, object]:
-    config = Config(experiment="x", data={"train_csv": "t.csv", "image_dir": "i", "target": "y"},
-                    train={"opt": "sgd", "lr": LR, "weight_decay": DECAY, "norm_lr_scale": SCALE, **train})
+    config = config_with(train={"opt": "sgd", "lr": LR, "weight_decay": DECAY, "norm_lr_scale": SCALE, **train})
     optimizer = create_optimizer_v2(net, opt="sgd", lr=LR, weight_decay=DECAY, momentum=0.9,
                                     param_group_fn=_norm_scaled_groups(DECAY, SCALE))
     return optimizer, _scheduler(config, optimizer, steps_per_epoch=4)
@@ -76,5 +79,9 @@ def test_wsd_with_a_linear_decay_over_the_epochs_after_warmup_is_the_speed_runs_
                                    {"epochs": 2, "warmup_epochs": 2, "decay_epochs": 0.5}])
 def test_a_decay_that_cannot_fit_after_warmup_is_refused_at_load_naming_the_keys(train):
     with pytest.raises(ValueError, match=r"decay_epochs .* must fit in the epochs after warmup \(epochs"):
-        Config(experiment="x", data={"train_csv": "t.csv", "image_dir": "i", "target": "y"},
-               train={"sched": "wsd", **train})
+        config_with(train={"sched": "wsd", **train})
+
+
+def test_norm_lr_scale_beside_layer_decay_is_refused_as_timm_would_drop_the_layer_decay():
+    with pytest.raises(ValueError, match=r"norm_lr_scale and model.layer_decay .* norm_lr_scale 64, layer_decay 0.7"):
+        config_with(train={"norm_lr_scale": 64}, model={"layer_decay": 0.7})
