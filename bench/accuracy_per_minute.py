@@ -8,7 +8,7 @@ fold's validation accuracy through the config's ``predict.tta`` views (the fold 
 as the predict stage does). The fold's test predictions stay in the run folder (``fold0/test.csv``).
 
 Run alone (nothing else training), from the repository root:
-  .venv/bin/python bench/accuracy_per_minute.py configs/cifar10-fast.yaml --out /tmp/fast16       (its 16 epochs)
+  .venv/bin/python bench/accuracy_per_minute.py configs/cifar10-fast.yaml --out /tmp/fast26       (its 26 epochs)
   cd /tmp/fast16 && /path/to/repo/.venv/bin/python /path/to/repo/bench/accuracy_per_minute.py --existing runs/cifar10-fast
       (score a trained fold, from the folder it trained in: its config's relative paths start there)
 """

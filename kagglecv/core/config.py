@@ -263,6 +263,9 @@ class AugmentConfig(_Section):
         "none", description="Augment whole batches on the device after the per-image pipeline: flip (when hflip) "
         "and translate by up to augment.translate px, as the CIFAR-10 speed runs do; usually with train: none.")
     translate: int = Field(2, ge=0, le=16, description="augment.batch flip_translate: the largest shift in pixels.")
+    alternate_flip: bool = Field(False, description="augment.batch: flip each image on every other epoch, a fixed "
+                                 "random half of them on the even epochs and the other half on the odd ones "
+                                 "(airbench's alternating flip), instead of a coin per image and epoch.")
     rotate: float = Field(0.0, ge=0, le=45, description="augment.batch flip_translate: also rotate each image by up "
                           "to this many degrees (one bilinear warp with the shift, borders repeated); 0: exact shifts.")
     cutout: int = Field(0, ge=0, le=1024, description="A square of this side set to 0 in each training image, on "
@@ -313,6 +316,9 @@ class TrainConfig(_Section):
     compile: bool = False
     ema: bool = False
     ema_decay: float = Field(0.998, gt=0, lt=1)
+    lookahead_every: int = Field(0, ge=0, description="With ema: every this many optimizer steps the EMA takes the "
+                                 "weights in at decay ema_decay^k x progress^3 and the model restarts from it; the "
+                                 "last step ends on the EMA (airbench94's Lookahead). 0: a plain EMA.")
     metric: str = Field(
         "auto", description="Picks the best epoch: auto (the competition metric), loss, or any metric name."
     )
@@ -491,6 +497,12 @@ class Config(_Section):
         if self.train.norm_lr_scale is not None and self.model.layer_decay is not None:
             raise ValueError("train.norm_lr_scale and model.layer_decay both set each parameter group's rate; set one "
                              f"(got norm_lr_scale {self.train.norm_lr_scale:g}, layer_decay {self.model.layer_decay:g})")
+        if self.train.lookahead_every and not self.train.ema:
+            raise ValueError(f"train.lookahead_every: {self.train.lookahead_every} restarts the model from its EMA; "
+                             "set train.ema: true")
+        if self.augment.alternate_flip and (self.augment.batch == "none" or not self.augment.hflip):
+            raise ValueError("augment.alternate_flip: flips whole batches; set augment.batch (flip or flip_translate) "
+                             f"and augment.hflip: true (got batch {self.augment.batch!r}, hflip {self.augment.hflip})")
         teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
         if teacher and self.train.loss not in ("auto", "ce", "bce"):
             raise ValueError(f"train.loss: a student of a teacher ({teacher}:) trains with cross-entropy (BCE for "

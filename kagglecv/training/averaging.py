@@ -1,4 +1,5 @@
-"""Averaged weights of several epochs (``train.avg_weights``), scored on the validation fold like EMA weights.
+"""Averaged weights: of several epochs (``train.avg_weights``), scored on the validation fold like EMA weights, and
+the EMA as Lookahead (``train.lookahead_every``).
 
 The epochs kept are the last ``avg_count`` ones, or the ``avg_count`` best by the raw weights' validation score,
 as timm's ``avg_checkpoints.py`` picks checkpoints (its ``-n`` newest, or best by the checkpoint saver's metric).
@@ -15,6 +16,8 @@ from __future__ import annotations
 import math
 
 import torch
+from timm.utils import ModelEmaV3
+from torch import nn
 
 from kagglecv.core.runs import FoldDir
 from kagglecv.nn.weights import load_state_dict, save_weights
@@ -66,3 +69,32 @@ class WeightAverager:
 
     def load_state_dict(self, state: dict) -> None:
         self.kept = [(int(epoch), float(score)) for epoch, score in state["kept"]]
+
+
+class Lookahead:
+    """The EMA of the weights as a Lookahead: every ``every`` optimizer steps the EMA takes the model's weights in
+    (parameters and BatchNorm statistics) at decay ``ema_decay ** every * progress ** 3`` and the model restarts from
+    the EMA; the run's last step leaves the model on the EMA. ``progress`` is the share of the run's ``total_steps``
+    done, so early on the EMA follows the model and the pull grows towards the end.
+
+    This is airbench94's ``LookaheadState`` (KellerJordan/cifar10-airbench, after hlb-cifar10), not timm's
+    ``Lookahead`` optimizer wrapper, which interpolates towards slow weights at a fixed rate and keeps no EMA. Its
+    state is the EMA's, which the checkpoint already holds, so a resumed run continues it unchanged.
+    """
+
+    def __init__(self, ema: ModelEmaV3, every: int, ema_decay: float, total_steps: int):
+        self.ema, self.every, self.ema_decay, self.total_steps = ema, every, ema_decay, max(total_steps, 1)
+
+    def decay(self, step: int) -> float:
+        return self.ema_decay ** self.every * min(step / self.total_steps, 1.0) ** 3
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """After optimizer step ``step`` (1-based)."""
+        if step % self.every == 0:
+            self.ema.apply_update_(model, self.decay(step))
+        elif step < self.total_steps:
+            return
+        for ema_value, value in zip(self.ema.module.state_dict().values(), model.state_dict().values()):
+            if value.is_floating_point():
+                value.copy_(ema_value)

@@ -39,6 +39,7 @@ from kagglecv.nn.sampling import (
     collate_skipping_unreadable,
 )
 from kagglecv.nn.small_nets import ShiftNorm
+from kagglecv.training.averaging import Lookahead
 from kagglecv.training.teaching import FoldTeaching
 
 WHITENING_IMAGES = 5000  # airbench94 whitens from the first 5,000 training images
@@ -69,6 +70,7 @@ class FoldComponents:
     amp_dtype: torch.dtype | None
     normalize: DeviceNormalize
     batch_augment: BatchAugment | None = None
+    lookahead: Lookahead | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -103,10 +105,13 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     valid_loader = _valid_loader(config, data, model, loss_targets, valid_rows, runtime)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(_timm_args(config)),
                                     param_group_fn=_norm_scaled_groups(cfg.weight_decay, cfg.norm_lr_scale))
-    scheduler = _scheduler(config, optimizer, steps_per_epoch=max(1, math.ceil(len(train_loader) / cfg.accum_steps)))
+    updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum_steps))
+    scheduler = _scheduler(config, optimizer, steps_per_epoch=updates_per_epoch)
     criterion = _criterion(config, data, loss_targets[own_rows], teaching is not None).to(device)
     mixup = _mixup(config, data, training.targets.shape[1] if teaching is not None else None)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
+    lookahead = Lookahead(ema, cfg.lookahead_every, cfg.ema_decay, updates_per_epoch * cfg.epochs) \
+        if ema is not None and cfg.lookahead_every else None
     amp_dtype = autocast_dtype(cfg.amp, device)
     check_compile(cfg.compile, device)
     # timm.utils.NativeScaler would also run the backward and the clipping, but it cannot skip DDP's all-reduce on
@@ -116,7 +121,7 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     return FoldComponents(model, train_model, ddp_model, training.train_rows, valid_rows, loss_targets, sampler,
                           train_loader, valid_loader, make_train_loader, train_size, optimizer, scheduler, criterion,
                           mixup, ema, scaler, amp_dtype, DeviceNormalize(mean, std, device),
-                          _batch_augment(config, fold))
+                          _batch_augment(config, fold), lookahead)
 
 
 def _whitening_images(config: Config, training: FoldTeaching, mean, std, seed: int) -> torch.Tensor:
@@ -132,7 +137,8 @@ def _whitening_images(config: Config, training: FoldTeaching, mean, std, seed: i
 def _batch_augment(config: Config, fold: int) -> BatchAugment | None:
     augment = config.augment
     return BatchAugment.from_config(augment.batch, augment.hflip, augment.translate, augment.cutout,
-                                    seed=config.train.seed * 1000 + fold, rotate=augment.rotate)
+                                    seed=config.train.seed * 1000 + fold, rotate=augment.rotate,
+                                    alternate_flip=augment.alternate_flip)
 
 
 def _timm_args(config: Config) -> SimpleNamespace:

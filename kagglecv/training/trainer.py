@@ -144,13 +144,13 @@ class FoldTrainer:
         loss_sum = torch.tensor(loss_sum, device=self.device)
         tick = time.perf_counter()
         parts.optimizer.zero_grad(set_to_none=True)
-        for step, (images, targets, _, n_skipped) in enumerate(self._batches(), start=first_step):
+        for step, (images, targets, rows, n_skipped) in enumerate(self._batches(), start=first_step):
             fetched = time.perf_counter()
             data_time += fetched - tick
             skipped += n_skipped
             need_update = self._is_update_step(step)
             if len(images):
-                loss = self._train_step(images, targets, step, need_update)
+                loss = self._train_step(images, targets, rows, step, need_update)
                 loss_sum += loss.detach() * len(images)
                 seen += len(images)
                 progress.step(step + 1, loss)
@@ -195,12 +195,13 @@ class FoldTrainer:
         ``need_update``), so no accumulated gradient is dropped."""
         return (step + 1) % self.cfg.accum_steps == 0 or step + 1 == self.parts.batches_per_epoch
 
-    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int, need_update: bool) -> torch.Tensor:
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, step: int,
+                    need_update: bool) -> torch.Tensor:
         parts = self.parts
         images = parts.normalize(images)
         targets = targets.to(self.device, non_blocking=True)
         if parts.batch_augment is not None:
-            images = parts.batch_augment(images, self.epoch, step)
+            images = parts.batch_augment(images, self.epoch, step, rows)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if parts.mixup is not None and len(images) % 2 == 0:
@@ -225,7 +226,9 @@ class FoldTrainer:
         parts.scaler.update()
         parts.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        if parts.ema is not None:
+        if parts.lookahead is not None:
+            parts.lookahead.update(parts.model, self.global_step)
+        elif parts.ema is not None:
             parts.ema.update(parts.model, step=self.global_step)
         if parts.scheduler is not None and self.cfg.sched != "plateau":
             parts.scheduler.step_update(self.global_step)

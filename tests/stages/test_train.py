@@ -146,8 +146,9 @@ def run_cli(args, cwd, **kwargs):
 
 @pytest.mark.slow
 def test_a_killed_and_resumed_fold_ends_with_the_same_weights(tmp_path, digits_root):
-    sections = {"train": {"epochs": 4, "mixup": 0.2, "ema": True, "avg_weights": "last", "avg_count": 2,
-                          "size_schedule": {0: 12, 2: 16}}, "augment": {"train": "medium"}}
+    sections = {"train": {"epochs": 4, "mixup": 0.2, "ema": True, "lookahead_every": 3, "avg_weights": "last",
+                          "avg_count": 2, "size_schedule": {0: 12, 2: 16}},
+                "augment": {"train": "medium", "batch": "flip", "alternate_flip": True}}
     results = {}
     for name in ["straight", "killed"]:
         folder = tmp_path / name

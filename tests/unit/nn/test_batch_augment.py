@@ -1,11 +1,13 @@
 """Batch augmentation on tensors: the same seed gives the same augmented batch, a flip mirrors, a shift moves the
-content by exactly its pixels over a reflected border, Cutout zeroes one square;."""
+content by exactly its pixels over a reflected border, Cutout zeroes one square, alternating flips show each image
+both ways in any two epochs."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from kagglecv.nn.batch_augment import BatchAugment, _cutout, _translate, _warp
+from kagglecv.nn.batch_augment import BatchAugment, _cutout, _translate, _warp, alternating_flips
 
 
 def batch(count=8, size=12):
@@ -67,3 +69,28 @@ def test_a_rotation_setting_draws_angles_from_the_seed_and_keeps_the_batch_shape
     images = batch()
     torch.testing.assert_close(augment(images, 1, 2), augment(images, 1, 2), rtol=0, atol=0)
     assert augment(images, 1, 2).shape == images.shape and not torch.equal(augment(images, 1, 2), images)
+
+
+def test_alternating_flips_show_each_image_both_ways_in_any_two_epochs_whatever_the_batch_order():
+    rows = torch.arange(2000)
+    augment = BatchAugment(flip=True, translate=0, cutout=0, seed=3, alternate_flip=True)
+    flips = [alternating_flips(rows, epoch, seed=3) for epoch in range(4)]
+    assert 0.45 < flips[0].float().mean() < 0.55, "a random half starts flipped"
+    assert torch.equal(flips[0], ~flips[1]) and torch.equal(flips[1], ~flips[2]) and torch.equal(flips[0], flips[2])
+    assert not torch.equal(flips[0], alternating_flips(rows, 0, seed=4)), "another seed, another half"
+    images = batch(8)
+    order = torch.tensor([5, 900, 17, 3, 1999, 42, 8, 600])
+    shuffled = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    straight = augment(images, 1, 0, order)
+    reordered = augment(images[shuffled], 1, 9, order[shuffled])  # another step, another order: the same flips
+    torch.testing.assert_close(reordered, straight[shuffled], rtol=0, atol=0)
+    for index, row in enumerate(order.tolist()):
+        expected = images[index].flip(-1) if flips[1][row] else images[index]
+        torch.testing.assert_close(straight[index], expected, rtol=0, atol=0)
+
+
+def test_alternating_flip_comes_from_the_config_only_with_flips():
+    assert BatchAugment.from_config("flip", True, 2, 0, 0, alternate_flip=True).alternate_flip
+    assert not BatchAugment.from_config("flip", False, 2, 0, 0, alternate_flip=True).alternate_flip
+    with pytest.raises(ValueError, match="rows"):
+        BatchAugment(True, 0, 0, 0, alternate_flip=True)(batch(2), 0, 0)
