@@ -10,7 +10,8 @@ as the predict stage does). The fold's test predictions stay in the run folder (
 Run alone (nothing else training), from the repository root:
   .venv/bin/python bench/accuracy_per_minute.py configs/cifar10-fast.yaml --out /tmp/fast26       (its 26 epochs)
   cd /tmp/fast16 && /path/to/repo/.venv/bin/python /path/to/repo/bench/accuracy_per_minute.py --existing runs/cifar10-fast
-      (score a trained fold, from the folder it trained in: its config's relative paths start there)
+      (score a trained fold, from the folder it trained in: its config's relative paths start there;
+       --tta none,hflip,... scores other views)
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def train(config: Path, out: Path, overrides: list[str]) -> tuple[Path, float]:
     return out / load_config(local, overrides).run_dir, seconds
 
 
-def fold_figures(run_path: Path) -> dict:
+def fold_figures(run_path: Path, views: list[str] | None = None) -> dict:
     """Training time, accuracy by epoch, time to each target, and the fold's accuracy through its TTA views."""
     run = RunDir(run_path)
     config = run.read_config()
@@ -76,7 +77,7 @@ def fold_figures(run_path: Path) -> dict:
     inputs = load_stage_inputs(config)
     rows = np.flatnonzero(inputs.fold_of == 0)
     source = run.fold(0).read_done().get("source", "raw")
-    views = list(config.predict.tta)
+    views = views or list(config.predict.tta)
     recipe = RunRecipe(run, config, inputs.data.task, inputs.data.classes, views, config.predict.tta_space, {0: source})
     logits = recipe.view_logits(0, inputs.data.images, rows, views)
     targets = inputs.data.targets[rows]
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--existing", type=Path, help="score this trained run folder instead of training")
+    parser.add_argument("--tta", help="comma-separated TTA views to score instead of the config's")
     args = parser.parse_args()
     wall = None
     if args.existing is None:
@@ -111,7 +113,7 @@ def main() -> None:
     else:
         run_path = args.existing
     print(json.dumps({"machine": machine(), "train_command_wall_minutes": wall and wall / 60,
-                      **fold_figures(run_path)}, indent=2, default=float))
+                      **fold_figures(run_path, args.tta and args.tta.split(","))}, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ validation images/s against the bare script's, so that a ratio above 1 is fixed 
 
 timm's own ``train.py`` is not in the timm package; the script is its loop without its command line.
 
-Run alone (nothing else training): .venv/bin/python bench/fixed_work.py [--rounds 3]
+Run alone (nothing else training): .venv/bin/python bench/fixed_work.py [--rounds 3] [--kagglecv-env KEY=VALUE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,9 +44,9 @@ def kagglecv_config(root: Path, data: Path) -> Path:
     return path
 
 
-def timed_process(argv: list[str]) -> float:
+def timed_process(argv: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env and {**os.environ, **env})
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:3])} failed:\n{done.stderr[-2000:]}")
@@ -55,7 +56,10 @@ def timed_process(argv: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kagglecv-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the kagglecv side only (e.g. GOMP_SPINCOUNT=1000)")
     args = parser.parse_args()
+    kagglecv_env = dict(item.split("=", 1) for item in args.kagglecv_env)
     data = require_shared("cifar10-mini")
     kagglecv = str(Path(sys.executable).with_name("kagglecv"))
     with tempfile.TemporaryDirectory() as folder:
@@ -67,14 +71,14 @@ def main() -> None:
         for index in range(args.rounds):
             experiment = f"fixed{index}"
             walls["kagglecv"].append(timed_process([kagglecv, "train", str(config), "--fold", "0",
-                                                    "--set", f"experiment={experiment}"]))
+                                                    "--set", f"experiment={experiment}"], kagglecv_env))
             history = _read_history(root / "runs" / experiment / "fold0" / "history.csv")
             rates["kagglecv"].append(history)
             summary = root / f"bare{index}.json"
             walls["bare"].append(timed_process([sys.executable, str(HERE / "bare_train.py"), str(data),
                                                 str(root / "folds.csv"), str(root / f"bare{index}"), str(summary)]))
             rates["bare"].append(json.loads(summary.read_text())["train_images_per_sec"])
-    result = {"machine": machine(), "rounds": args.rounds,
+    result = {"machine": machine(), "rounds": args.rounds, "kagglecv_env": kagglecv_env,
               "wall_s": {side: {"median": statistics.median(v), "values": v} for side, v in walls.items()},
               "train_images_per_sec": {side: statistics.median(v) for side, v in rates.items()}}
     result["ratio"] = result["wall_s"]["kagglecv"]["median"] / result["wall_s"]["bare"]["median"]

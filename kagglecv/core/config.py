@@ -365,8 +365,9 @@ class PredictConfig(_Section):
     """Inference after training: which weights, which test-time augmentations, how they are averaged."""
 
     tta: Union[Literal["auto"], list[str]] = Field(
-        ["none"], description="none, hflip, vflip, transpose, rot90, rot180, rot270, scale:F (e.g. scale:1.15); "
-        "or auto: each candidate is kept only if it improves the OOF score.")
+        ["none"], description="none, hflip, vflip, transpose, rot90, rot180, rot270, scale:F (e.g. scale:1.15), "
+        "rotate:D, shift:DX:DY (border reflected), or views joined by + (hflip+shift:1:1); or auto: each candidate "
+        "is kept only if it improves the OOF score.")
     tta_space: Literal["prob", "logit"] = Field("prob", description="Average TTA views as probabilities or logits.")
     weights: Literal["auto", "raw", "ema", "avg"] = Field("auto", description="auto: the weights that scored best on "
                                                           "the fold; raw, ema or avg (train.avg_weights).")
@@ -379,7 +380,8 @@ class PredictConfig(_Section):
             if not views:
                 raise ValueError("expected at least one view, e.g. [none]")
             for name in views:
-                check_tta_view(name)
+                for part in str(name).split("+"):
+                    check_tta_view(part)
         return views
 
 

@@ -43,7 +43,7 @@ class BatchAugment:
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, step)) & 0x7FFF_FFFF_FFFF_FFFF)
         count = len(images)
         if self.flip:
-            flipped = torch.rand(count, generator=generator) < 0.5
+            flipped = torch.rand(count, generator=generator) < 0.5  # drawn either way: the shifts after it stay put
             if self.alternate_flip:
                 flipped = alternating_flips(rows, epoch, self.seed)
             images = torch.where(flipped.to(images.device)[:, None, None, None], images.flip(-1), images)

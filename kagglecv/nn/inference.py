@@ -4,6 +4,7 @@ augmentation (TTA) views, and probabilities by task."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable
 
 import numpy as np
@@ -53,7 +54,15 @@ def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, am
 
 
 def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The batch transform of a TTA name (NCHW tensors); an unknown name is a ``ConfigError``."""
+    """The batch transform of a TTA name (NCHW tensors); views joined by ``+`` apply left to right
+    (``hflip+shift:1:1``: airbench's flipped and shifted views); an unknown name is a ``ConfigError``."""
+    views = [_single_view(part) for part in str(name).split("+")]
+    if len(views) == 1:
+        return views[0]
+    return lambda x: functools.reduce(lambda images, view: view(images), views, x)
+
+
+def _single_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     fixed = {
         "none": lambda x: x,
         "hflip": lambda x: x.flip(-1),
@@ -78,12 +87,14 @@ def tta_view(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _shift(images: torch.Tensor, right: int, down: int) -> torch.Tensor:
-    """The batch moved by whole pixels, the uncovered border filled with zeros (the normalized mean)."""
+    """The batch moved by whole pixels, the uncovered border reflected as ``augment.batch``'s training shifts fill
+    it (and airbench's shifted test views); repeated instead where the shift is not smaller than the image."""
     height, width = images.shape[-2:]
-    shifted = torch.zeros_like(images)
-    shifted[..., max(down, 0):height + min(down, 0), max(right, 0):width + min(right, 0)] = \
-        images[..., max(-down, 0):height + min(-down, 0), max(-right, 0):width + min(-right, 0)]
-    return shifted
+    pad = max(abs(right), abs(down))
+    if pad == 0:
+        return images
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect" if pad < min(height, width) else "replicate")
+    return padded[..., pad - down:pad - down + height, pad - right:pad - right + width]
 
 
 def _rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:

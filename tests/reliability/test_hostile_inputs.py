@@ -427,6 +427,12 @@ CATALOGUE = {
                                                              "model.layer_decay=0.7"], "set one", outputs=RUNS),
         Variant("a wsd decay shape timm does not have", TRAIN + ["--set", "train.lr_decay_fn=exp"],
                 "train.lr_decay_fn", outputs=RUNS),
+        Variant("a lookahead without an EMA", TRAIN + ["--set", "train.lookahead_every=5"], "set train.ema: true",
+                outputs=RUNS),
+        Variant("alternating flips without batch flips", TRAIN + ["--set", "augment.alternate_flip=true"],
+                "augment.alternate_flip", outputs=RUNS),
+        Variant("a joined TTA view with a bad part", TRAIN + ["--set", "predict.tta=[none, hflip+shift:1]"],
+                "shift:1", outputs=RUNS),
     ],
     "outputs over inputs": [
         Variant("pack over a folder holding a stray manifest.json", ["pack", "runs/base", "--out", "p", "--timing-images", "0"],

@@ -81,6 +81,6 @@ def test_the_cifar10_fast_config_trains_fold_0_for_an_epoch_and_predicts_with_it
     assert sorted(oof["id"]) == sorted(pd.read_csv(config.folds.file, dtype={"id": str}).query("fold == 0")["id"])
     train_run(config, console=Console(quiet=True))  # folds 1 and 2: predict scores the whole run
     result = predict_run(config.run_dir, console=Console(quiet=True))
-    assert result.tta == ["none", "hflip", "shift:1:1", "shift:-1:-1"] and np.isfinite(result.oof_score)
+    assert result.tta == ["none", "hflip", "shift:1:1", "shift:-1:-1", "hflip+shift:1:1", "hflip+shift:-1:-1"] and np.isfinite(result.oof_score)
     test = pd.read_csv(config.run_dir / "test.csv", dtype={"id": str})
     assert test["id"].tolist() == ids[:8] and np.allclose(test.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-4)

@@ -42,9 +42,13 @@ def test_rotate_and_shift_views_move_pixels_where_they_say():
     assert torch.allclose(tta_view("rotate:0")(x), x, atol=1e-5)
     right_down = tta_view("shift:2:1")(x)
     assert torch.equal(right_down[..., 1:, 2:], x[..., :-1, :-2])
-    assert right_down[..., :1, :].abs().sum() == 0 and right_down[..., :, :2].abs().sum() == 0
+    # The uncovered border is reflected, as the training shifts fill it: column 0 mirrors column 2 about column 1.
+    assert torch.equal(right_down[..., 1:, 0], x[..., :-1, 2]) and torch.equal(right_down[..., 0, 2:], x[..., 1, :-2])
     assert torch.equal(tta_view("shift:-1:0")(x)[..., :, :-1], x[..., :, 1:])
-    for bad in ("rotate:90:1", "rotate:400", "shift:1", "shift:0.5:0", "shift:99:0", "rotate:nan"):
+    assert torch.equal(tta_view("shift:-1:0")(x)[..., :, -1], x[..., :, -2])
+    assert torch.equal(tta_view("shift:9:0")(x)[..., :, 1:], x[..., :, :1].expand(2, 3, 5, 4)), "repeated past the image"
+    assert torch.equal(tta_view("hflip+shift:2:1")(x), tta_view("shift:2:1")(x.flip(-1))), "left to right"
+    for bad in ("rotate:90:1", "rotate:400", "shift:1", "shift:0.5:0", "shift:99:0", "rotate:nan", "hflip+shift:1"):
         with pytest.raises(KagglecvError, match="expected"):
             tta_view(bad)
 

@@ -69,3 +69,16 @@ def test_dump_round_trips(tmp_path):
     config = validate_config({"experiment": "e", "data": {"train_csv": "t.csv", "target": ["a", "b"]}})
     again = validate_config(yaml.safe_load(dump_config(config)))
     assert again == config
+
+
+def test_a_joined_tta_view_is_checked_part_by_part():
+    config = validate_config({"experiment": "e", "data": {"train_csv": "t.csv"},
+                              "predict": {"tta": ["none", "hflip+shift:1:1"]}})
+    assert config.predict.tta == ["none", "hflip+shift:1:1"]
+    with pytest.raises(ConfigError, match=r"predict\.tta: .*'shift:1'"):
+        validate_config({"experiment": "e", "data": {"train_csv": "t.csv"}, "predict": {"tta": ["hflip+shift:1"]}})
+
+
+def test_alternate_flip_needs_batch_flips():
+    with pytest.raises(ConfigError, match=r"augment\.alternate_flip: .*batch 'none'"):
+        validate_config({"experiment": "e", "data": {"train_csv": "t.csv"}, "augment": {"alternate_flip": True}})

@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kagglecv.nn.batch_augment import BatchAugment, _cutout, _translate, _warp, alternating_flips
+from kagglecv.nn.batch_augment import (
+    BatchAugment,
+    _cutout,
+    _translate,
+    _warp,
+    alternating_flips,
+)
 
 
 def batch(count=8, size=12):
