@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import expit, logit, softmax
-from scipy.stats import rankdata
-from sklearn.linear_model import LogisticRegression
 
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.lazy import imported_on_first_use
 from kagglecv.core.metrics import get_metric, score
+
+scipy_optimize = imported_on_first_use("scipy.optimize")
+scipy_stats = imported_on_first_use("scipy.stats")
+linear_model = imported_on_first_use("sklearn.linear_model")
 
 METHODS = ("mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack")
 EPS = 1e-7
@@ -36,7 +38,7 @@ def combine(predictions: np.ndarray, weights: np.ndarray, method: str, task: str
     weights = np.asarray(weights, dtype=np.float64)
     weights = weights.reshape(-1, *([1] * (predictions.ndim - 1))) if weights.ndim == 1 else weights[:, None, :]
     if method == "rank":
-        ranks = np.stack([rankdata(run, axis=0) / len(run) for run in predictions])
+        ranks = np.stack([scipy_stats.rankdata(run, axis=0) / len(run) for run in predictions])
         return (weights * ranks).sum(axis=0)
     clipped = np.clip(predictions.astype(np.float64), EPS, 1 - EPS)
     if method == "geometric":
@@ -144,7 +146,7 @@ def optimize_weights(predictions: np.ndarray, targets: np.ndarray, task: str,
         truth = (targets == 1).astype(np.float64)
         return -np.sum(known * (truth * np.log(blend) + (1 - truth) * np.log(1 - blend))) / max(known.sum(), 1)
 
-    result = minimize(surrogate, np.zeros(n_runs), method="L-BFGS-B")
+    result = scipy_optimize.minimize(surrogate, np.zeros(n_runs), method="L-BFGS-B")
     fitted, equal = softmax(result.x), np.full(n_runs, 1.0 / n_runs)
     return fitted if objective(np.tensordot(fitted, data, axes=1)) >= objective(np.tensordot(equal, data, axes=1)) else equal
 
@@ -165,7 +167,7 @@ class StackModel:
 
     def fit(self, predictions: np.ndarray, targets: np.ndarray) -> "StackModel":
         if self.task == "multiclass":
-            model = LogisticRegression(C=1.0, max_iter=1000)
+            model = linear_model.LogisticRegression(C=1.0, max_iter=1000)
             model.fit(self._features(predictions), targets)
             self.models = [model]
             return self
@@ -176,7 +178,7 @@ class StackModel:
             if len(np.unique(truth[known])) < 2:
                 self.models.append(float(np.mean(truth[known] == 1)) if known.any() else 0.0)
                 continue
-            model = LogisticRegression(C=1.0, max_iter=1000)
+            model = linear_model.LogisticRegression(C=1.0, max_iter=1000)
             model.fit(self._features(predictions, column)[known], truth[known] == 1)
             self.models.append(model)
         return self
@@ -226,7 +228,7 @@ def stack_model_from_state(task: str, state: list, n_members: int, n_classes: in
                 or not np.isfinite(intercept).all() or len(labels) < 2 or labels.dtype.kind not in "iub":
             raise KagglecvError(f"{source}: stack_model[{index}]: coef {coef.shape} / intercept {intercept.shape} do "
                                 f"not fit {n_members} runs of {n_classes} classes (expected ({rows}, {features}))")
-        model = LogisticRegression()
+        model = linear_model.LogisticRegression()
         model.coef_, model.intercept_, model.classes_ = coef, intercept, labels
         stack.models.append(model)
     return stack

@@ -20,9 +20,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
-from sklearn import metrics as skm
 
 from kagglecv.core.errors import ConfigError
+from kagglecv.core.lazy import imported_on_first_use
+
+skm = imported_on_first_use("sklearn.metrics")
 
 DIFFICULT = -1
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import MultiLabelBinarizer
 
 from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, summarize
@@ -364,6 +363,10 @@ def _encode_label_strings(
                if label not in known]
     if unknown:
         problems.append(f"{source}: {len(unknown)} labels not in data.classes: {summarize(unknown)}")
+    from sklearn.preprocessing import (
+        MultiLabelBinarizer,  # here: scikit-learn costs 1.3 s of every command's start
+    )
+
     binarizer = MultiLabelBinarizer(classes=classes)
     with warnings.catch_warnings():  # unknown labels are reported above, with their lines
         warnings.simplefilter("ignore", UserWarning)

@@ -11,14 +11,11 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-from sklearn.model_selection import (
-    GroupKFold,
-    KFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-)
 
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.lazy import imported_on_first_use
+
+model_selection = imported_on_first_use("sklearn.model_selection")
 
 
 def iterative_stratification(
@@ -164,13 +161,13 @@ class MultilabelStratifiedKFold(MultilabelStratifiedGroupKFold):
 
 
 SPLITTERS = {
-    "kfold": KFold,
-    "stratified": StratifiedKFold,
-    "group": GroupKFold,
-    "stratified_group": StratifiedGroupKFold,
-    "multilabel": MultilabelStratifiedKFold,
-    "multilabel_group": MultilabelStratifiedGroupKFold,
-}
+    "kfold": lambda: model_selection.KFold,
+    "stratified": lambda: model_selection.StratifiedKFold,
+    "group": lambda: model_selection.GroupKFold,
+    "stratified_group": lambda: model_selection.StratifiedGroupKFold,
+    "multilabel": lambda: MultilabelStratifiedKFold,
+    "multilabel_group": lambda: MultilabelStratifiedGroupKFold,
+}  # each class looked up when a splitter is made: scikit-learn is imported by the folds stage only
 GROUPED = {"kfold": "group", "stratified": "stratified_group", "multilabel": "multilabel_group"}
 
 
@@ -181,7 +178,7 @@ def create_splitter(method: str, n_splits: int = 5, *, seed: int = 42):
     """
     if method not in SPLITTERS:
         raise KagglecvError(f"unknown folds method {method!r}; expected one of {', '.join(SPLITTERS)}")
-    return SPLITTERS[method](n_splits=n_splits, shuffle=True, random_state=seed)
+    return SPLITTERS[method]()(n_splits=n_splits, shuffle=True, random_state=seed)
 
 
 def grouped_method(method: str) -> str:

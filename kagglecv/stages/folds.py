@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from kagglecv import __version__
 from kagglecv.core.config import Config, FoldsConfig
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.files import output_lock, sha256_file, write_csv, write_json
+from kagglecv.core.lazy import imported_on_first_use
 from kagglecv.core.outputs import OutputRule, csv_header, is_folds_report
 from kagglecv.data.duplicates import (
     exact_duplicate_clusters,
@@ -31,6 +30,9 @@ from kagglecv.data.inputs import read_folds
 from kagglecv.data.load import load_train
 from kagglecv.data.splitters import create_splitter, grouped_method
 from kagglecv.data.table import CompetitionData
+
+scipy_sparse = imported_on_first_use("scipy.sparse")
+csgraph = imported_on_first_use("scipy.sparse.csgraph")
 
 NEEDS_GROUPS = {"group", "stratified_group", "multilabel_group"}
 MULTILABEL_METHODS = {"multilabel", "multilabel_group"}
@@ -205,8 +207,8 @@ def _merge_groups(groups: np.ndarray | None, clusters: list[list[int]], n_rows: 
     for cluster in clusters:
         rows.append(np.asarray(cluster[1:]))
         cols.append(np.full(len(cluster) - 1, cluster[0]))
-    links = coo_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_rows))
-    _, labels = connected_components(links, directed=False)
+    links = scipy_sparse.coo_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_rows))
+    _, labels = csgraph.connected_components(links, directed=False)
     return labels.astype(str)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import fbeta_score
 
 from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, KagglecvError, summarize
@@ -26,6 +25,7 @@ from kagglecv.core.metrics import (
     recall_per_class,
     resolve_metric,
     score,
+    skm,
 )
 from kagglecv.core.predictions import (
     check_class_columns,
@@ -200,7 +200,7 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
             extra = sorted({label for cell in predicted for label in cell.split(label_sep) if label and label not in classes})
             classes = list(classes) + extra
             targets = np.hstack([targets, np.zeros((len(targets), len(extra)), dtype=targets.dtype)])
-            return float(fbeta_score(targets, _indicator(predicted, classes, label_sep), beta=beta, average=average,
+            return float(skm.fbeta_score(targets, _indicator(predicted, classes, label_sep), beta=beta, average=average,
                                      zero_division=0))
         index = {name: position for position, name in enumerate(classes)}
         scores = np.eye(len(classes))[predicted.map(index).to_numpy()]
