@@ -20,6 +20,7 @@ import pandas as pd
 
 from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.lazy import imported_on_first_use
 from kagglecv.data.label_fixes import apply_label_fixes
 from kagglecv.data.pixels import PixelImages, pixel_columns, pixel_shape, read_pixels
 from kagglecv.data.table import (
@@ -36,6 +37,8 @@ from kagglecv.data.table import (
     _string_frame,
     read_table_bytes,
 )
+
+preprocessing = imported_on_first_use("sklearn.preprocessing")
 
 
 @dataclass
@@ -363,11 +366,7 @@ def _encode_label_strings(
                if label not in known]
     if unknown:
         problems.append(f"{source}: {len(unknown)} labels not in data.classes: {summarize(unknown)}")
-    from sklearn.preprocessing import (
-        MultiLabelBinarizer,  # here: scikit-learn costs 1.3 s of every command's start
-    )
-
-    binarizer = MultiLabelBinarizer(classes=classes)
+    binarizer = preprocessing.MultiLabelBinarizer(classes=classes)
     with warnings.catch_warnings():  # unknown labels are reported above, with their lines
         warnings.simplefilter("ignore", UserWarning)
         matrix = binarizer.fit_transform(label_lists)
