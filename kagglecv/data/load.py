@@ -253,18 +253,7 @@ def resolve_image_paths(
     else:
         by_stem = _index_folders(roots, source, problems)
         candidates = [by_stem.get(image_id, root / f"{image_id}.*") for image_id in ids]
-    insides = [Path(os.path.normpath(folder.absolute())) for folder in roots]
-    missing, escaping = [], []
-    for line, (image_id, path) in enumerate(zip(ids, candidates), start=2):
-        try:
-            resolved = path.resolve()
-        except (OSError, RuntimeError) as exc:  # a symbolic-link loop
-            missing.append(f"line {line} id {image_id!r}: {path} ({exc})")
-            continue
-        if not any(Path(os.path.normpath(path.absolute())).is_relative_to(inside) for inside in insides):
-            escaping.append(f"line {line} id {image_id!r}: {path}")
-        elif not resolved.is_file():
-            missing.append(f"line {line} id {image_id!r}: {path}")
+    missing, escaping = _unreadable_candidates(ids, candidates, roots)
     if escaping:
         problems.append(f"{source}: {len(escaping)} image paths outside {', '.join(map(str, roots))}: "
                         f"{summarize(escaping)}")
@@ -272,6 +261,21 @@ def resolve_image_paths(
         problems.append(f"{source}: {len(missing)} image files not found: {summarize(missing)}"
                         + _missing_images_hint(root, ids, image_col, id_col))
     return candidates
+
+
+def _unreadable_candidates(ids: np.ndarray, candidates: list[Path], roots: list[Path]) -> tuple[list[str], list[str]]:
+    """The rows whose path is not a file (missing, a folder, a symbolic-link loop) and those whose name
+    leads outside every root, each as ``line N id 'X': path``. On strings, not ``pathlib``: 50,000 rows in a
+    fraction of a second rather than seconds."""
+    insides = [os.path.join(os.path.normpath(os.path.abspath(folder)), "") for folder in roots]
+    missing, escaping = [], []
+    for line, (image_id, path) in enumerate(zip(ids, candidates), start=2):
+        text = os.fspath(path)
+        if not os.path.normpath(os.path.abspath(text)).startswith(tuple(insides)):
+            escaping.append(f"line {line} id {image_id!r}: {path}")
+        elif not os.path.isfile(text):
+            missing.append(f"line {line} id {image_id!r}: {path}")
+    return missing, escaping
 
 
 def _missing_images_hint(root: Path, ids: np.ndarray, image_col: str | None, id_col: str | None) -> str:
@@ -309,12 +313,13 @@ def _index_folders(roots: list[Path], source: Path, problems: list[str]) -> dict
 def _index_images(root: Path) -> dict[str, Path]:
     by_stem: dict[str, Path] = {}
     try:
-        entries = sorted(root.iterdir())
+        names = sorted(os.listdir(root))
     except OSError as exc:
         raise DataError(f"{root}: cannot list the image folder: {exc.strerror or exc}") from None
-    for path in entries:
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            by_stem.setdefault(path.stem, path)
+    for name in names:
+        stem, extension = os.path.splitext(name)
+        if extension.lower() in IMAGE_EXTENSIONS and stem not in by_stem:
+            by_stem[stem] = root / name
     return by_stem
 
 

@@ -116,11 +116,12 @@ def test_images_found_by_any_extension_and_test_table(tmp_path, write_images):
 def test_image_paths_escaping_the_folder_are_refused_and_links_in_it_are_followed(tmp_path, write_images):
     """A name leading out of the folder is refused; a symbolic link in it is read (Kaggle's /kaggle/input is links)."""
     write_images(tmp_path / "outside", ["secret", "linked"])
+    write_images(tmp_path / "img2", ["sibling"])  # a folder whose name starts with the image folder's
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "link.png").symlink_to(tmp_path / "outside" / "linked.png")
-    config = bad_table(tmp_path, "id,image,label\na,../outside/secret.png,x\nb,link.png,y\nc,/etc/hostname,x\n",
-                       image_dir=tmp_path / "img", image_col="image")
-    with pytest.raises(DataError, match=r"2 image paths outside .*img: line 2 id 'a'.*line 4 id 'c'") as error:
+    config = bad_table(tmp_path, "id,image,label\na,../outside/secret.png,x\nb,link.png,y\nc,/etc/hostname,x\n"
+                       "e,../img2/sibling.png,y\n", image_dir=tmp_path / "img", image_col="image")
+    with pytest.raises(DataError, match=r"3 image paths outside .*img: line 2 id 'a'.*line 4 id 'c'.*line 5 id 'e'") as error:
         load_train(config)
     assert "line 3" not in str(error.value)
     linked = bad_table(tmp_path, "id,image,label\nb,link.png,y\nd,link.png,x\n", image_dir=tmp_path / "img",
