@@ -1,31 +1,29 @@
-"""Pictures (matplotlib, Agg): learning curves, fold scores, confusion matrices, per-class scores, image galleries,
-CV against the leaderboard."""
+"""Pictures: learning curves, fold scores, confusion matrices, per-class scores, image galleries, CV against the
+leaderboard. Figures are made without pyplot (matplotlib's advice for programs that only write files): no global
+state (a user's backend is left as it was), nothing to close."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
+from matplotlib.figure import Figure
 
-from kagglecv.core.files import write_bytes  # noqa: E402
+from kagglecv.core.files import write_bytes
 
 
 def save_figure(figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     write_bytes(path, buffer.getvalue())
 
 
 def plot_curves(history: list[dict], metric: str, path: Path, title: str = "") -> None:
     """Two panels: train vs validation loss, and the validation metric (raw, EMA, averaged weights), by epoch."""
     epochs = [row["epoch"] + 1 for row in history]
-    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure = Figure(figsize=(10, 3.8))
+    loss_axis, metric_axis = figure.subplots(1, 2)
     loss_axis.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
     loss_axis.plot(epochs, [row["val_loss"] for row in history], "o-", color="C1", label="validation")
     metric_axis.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", color="C1", label="validation")
@@ -47,7 +45,8 @@ def plot_curves(history: list[dict], metric: str, path: Path, title: str = "") -
 
 def plot_fold_curves(histories: dict[int, list[dict]], metric: str, path: Path, title: str) -> None:
     """Every fold's validation metric and train/validation loss by epoch, one colour per fold."""
-    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    loss_axis, metric_axis = figure.subplots(1, 2)
     for fold, history in sorted(histories.items()):
         epochs = [row["epoch"] + 1 for row in history]
         colour = f"C{fold % 10}"
@@ -69,7 +68,8 @@ def plot_confusion_matrix(matrix, classes: list[str], path: Path, title: str) ->
 
     n = len(classes)
     size = max(5.0, min(0.45 * n + 2.5, 22.0))
-    figure, axis = plt.subplots(figsize=(size, size * 0.9))
+    figure = Figure(figsize=(size, size * 0.9))
+    axis = figure.subplots()
     normalized = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     image = axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     axis.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8 if n > 20 else 9)
@@ -89,7 +89,8 @@ def plot_per_class(values: dict[str, float], kind: str, path: Path, title: str) 
     """Horizontal bars of a per-class score (AP or recall), worst at the top; classes without positives omitted."""
     items = sorted(((value, name) for name, value in values.items() if value == value), reverse=True)
     height = max(3.0, 0.22 * len(items) + 1.2)
-    figure, axis = plt.subplots(figsize=(7, height))
+    figure = Figure(figsize=(7, height))
+    axis = figure.subplots()
     axis.barh([name for _, name in items], [value for value, _ in items], color="C0")
     axis.set(xlabel=kind, xlim=(0, 1), title=title)
     axis.tick_params(axis="y", labelsize=8 if len(items) > 30 else 9)
@@ -99,7 +100,8 @@ def plot_per_class(values: dict[str, float], kind: str, path: Path, title: str) 
 
 def plot_fold_scores(per_fold: dict[int, float], metric: str, overall: float, path: Path, title: str) -> None:
     """The OOF score of each fold, with the score of all OOF rows as a line."""
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure = Figure(figsize=(6, 3.5))
+    axis = figure.subplots()
     folds = sorted(per_fold)
     axis.bar([f"fold {fold}" for fold in folds], [per_fold[fold] for fold in folds], color="C0")
     axis.axhline(overall, color="C3", linestyle="--", label=f"all OOF rows: {overall:.4f}")
@@ -119,7 +121,8 @@ def plot_gallery(rows: list[list[tuple]], path: Path, title: str, row_titles: li
     32 px photos stay sharp.
     """
     columns = max((len(row) for row in rows), default=1)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 2.35 * len(rows) + 0.5), squeeze=False)
+    figure = Figure(figsize=(1.9 * columns, 2.35 * len(rows) + 0.5))
+    axes = figure.subplots(len(rows), columns, squeeze=False)
     for r, row in enumerate(rows):
         for c in range(columns):
             axis = axes[r][c]
@@ -141,7 +144,8 @@ def plot_gallery(rows: list[list[tuple]], path: Path, title: str, row_titles: li
 
 def plot_cv_vs_leaderboard(points, correlation: float | None, path: Path) -> None:
     """Each submission's CV against its public leaderboard score; gaps out of line with the others in red."""
-    figure, axis = plt.subplots(figsize=(6.4, 5))
+    figure = Figure(figsize=(6.4, 5))
+    axis = figure.subplots()
     cv = [point.cv for point in points]
     public = [point.public for point in points]
     colours = ["C3" if point.flagged else "C0" for point in points]
