@@ -8,7 +8,8 @@ label smoothing 0.2, the 23 % warmup from 0.2 to 1 then down to 0.07, Lookahead 
 whitening first layer (its bias trained for 3 epochs), alternating flips and 2 px reflect-padded crops, and the
 six-view TTA at the end. Nothing of kagglecv's training code is used: only its arrays of the fold (the disk cache's
 decoded images, the folds file), so both sides see the same 45,000 training and 5,000 validation images. On the
-CPU the net runs in bf16 autocast with channels-last (the GPU script keeps fp16 weights).
+CPU the net runs in bf16 autocast with channels-last (the GPU script keeps fp16 weights); ``--float32`` runs it in
+float32, to tell bf16's 8-bit mantissa from the data.
 
 From the folder a fold trained in (``bench/accuracy_per_minute.py --out DIR``), alone or beside untimed work:
   cd DIR && /path/to/repo/.venv/bin/python /path/to/repo/bench/airbench_reference.py cifar10-fast.yaml
@@ -33,6 +34,7 @@ from kagglecv.data.inputs import load_stage_inputs
 
 MEAN, STD = torch.tensor((0.4914, 0.4822, 0.4465)), torch.tensor((0.2470, 0.2435, 0.2616))
 MOMENTUM, BIAS_SCALER, LABEL_SMOOTHING, WHITEN_BIAS_EPOCHS = 0.85, 64.0, 0.2, 3
+AUTOCAST = {"on": True}  # bf16 autocast; --float32 turns it off
 
 
 def conv(channels_in: int, channels_out: int) -> nn.Conv2d:
@@ -81,7 +83,7 @@ def crops(padded: torch.Tensor, size: int, pad: int, generator: torch.Generator)
 def logits_of(net: nn.Module, images: torch.Tensor, tta: bool) -> torch.Tensor:
     def mirrored(x):
         return 0.5 * net(x).float() + 0.5 * net(x.flip(-1)).float()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST["on"]):
         out = []
         for chunk in images.split(1000):
             chunk = chunk.contiguous(memory_format=torch.channels_last)
@@ -141,7 +143,7 @@ def train(args, train_images, train_labels, valid_images, valid_labels) -> dict:
         for index in range(steps_per_epoch):
             rows = order[index * args.batch:(index + 1) * args.batch]
             batch = images[rows].contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST["on"]):
                 loss = F.cross_entropy(net(batch).float() / 9, train_labels[rows], label_smoothing=LABEL_SMOOTHING,
                                        reduction="sum")
             optimizer.zero_grad(set_to_none=True)
@@ -174,7 +176,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=11.5, help="per 1,024 examples, as airbench94's hyp")
     parser.add_argument("--wd", type=float, default=0.0153, help="per 1,024 examples, as airbench94's hyp")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float32", action="store_true", help="no bf16 autocast: float32 throughout (about 2x the time)")
     args = parser.parse_args()
+    AUTOCAST["on"] = not args.float32
     arrays = fold_arrays(args.config, args.fold)
     print(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                       "train_images": len(arrays[0]), "valid_images": len(arrays[2]), **train(args, *arrays)}))

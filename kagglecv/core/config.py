@@ -300,7 +300,10 @@ class TrainConfig(_Section):
     decay_epochs: float = Field(30, gt=0, description="step: epochs between decays; wsd: epochs of the decay "
                                 "phase (below 1: a fraction of the epochs after warmup).")
     decay_milestones: list[int] = Field([30, 60], description="multistep: epochs at which lr decays.")
-    decay_rate: float = Field(0.1, gt=0, description="step, multistep: the factor of each decay; poly: the power.")
+    decay_rate: float = Field(0.1, gt=0, description="step, multistep, plateau: the factor of each decay; poly: the "
+                              "power.")
+    patience_epochs: int = Field(10, ge=0, description="plateau: epochs without improvement of the selection score "
+                                 "before the rate is multiplied by decay_rate (timm's patience_epochs).")
     loss: Literal["auto", "ce", "bce", "focal", "asl"] = Field(
         "auto", description="auto: cross-entropy (multiclass), BCE-with-logits (multilabel, binary)."
     )

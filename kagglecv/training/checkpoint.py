@@ -37,9 +37,23 @@ class Checkpoints:
         state = self._load()
         for name, part in self.stateful.items():
             if part is not None:
-                part.load_state_dict(state[name])
+                self._restore_part(name, part, state)
         restore_rng_state(state["rng"])
         return {key: value for key, value in state.items() if key not in self.stateful and key != "rng"}
+
+    def _restore_part(self, name: str, part: Any, state: dict) -> None:
+        """One object's state; a checkpoint without it, or with another run's (another schedule, an older kagglecv),
+        is one error naming the part, not a traceback."""
+        restart = f"delete {self.folder.path} to start the fold again"
+        if name not in state:
+            raise KagglecvError(f"fold {self.folder.index}: cannot resume: {self.folder.last_checkpoint} holds no "
+                                f"{name!r} state (another schedule's or an older kagglecv's checkpoint); {restart}")
+        try:
+            part.load_state_dict(state[name])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            raise KagglecvError(f"fold {self.folder.index}: cannot resume: the {name!r} state in "
+                                f"{self.folder.last_checkpoint} does not fit this run ({reason}); {restart}") from None
 
     def _load(self) -> dict:
         """``last.pt``, or the previous checkpoint when it is unreadable; an error naming both when neither loads."""
@@ -52,6 +66,23 @@ class Checkpoints:
                                     "again") from None
             self.note(f"{fold}: {last} is unreadable ({type(exc).__name__}); resuming from {previous}")
             return load_torch(previous)
+
+
+class PlateauCounters:
+    """The state of the ``ReduceLROnPlateau`` inside timm's ``PlateauLRScheduler``, as a checkpoint part.
+
+    timm's scheduler saves only ``best`` and ``last_epoch`` (its deprecation notice says so): the epochs without
+    improvement and the cooldown left would restart at 0 on a resume, and the resumed run would lower its rate at
+    other epochs than the run it continues. Saved beside the scheduler, they make both runs the same."""
+
+    def __init__(self, scheduler):
+        self.plateau = scheduler.lr_scheduler
+
+    def state_dict(self) -> dict:
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau.load_state_dict(state)
 
 
 def _serialize(state: dict) -> bytes:

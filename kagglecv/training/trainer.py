@@ -31,7 +31,7 @@ from kagglecv.data.table import CompetitionData
 from kagglecv.nn.models import freeze_for_epoch, set_frozen_batchnorm_eval
 from kagglecv.nn.runtime import Runtime, all_gather, barrier
 from kagglecv.training.averaging import WeightAverager
-from kagglecv.training.checkpoint import Checkpoints
+from kagglecv.training.checkpoint import Checkpoints, PlateauCounters
 from kagglecv.training.components import FoldComponents
 from kagglecv.training.selection import (
     BestEpoch,
@@ -107,7 +107,8 @@ class FoldTrainer:
         self._averaged_model, self._average_changed = None, False
         self.checkpoints = Checkpoints(folder, {
             "model": parts.model, "optimizer": parts.optimizer, "scheduler": parts.scheduler,
-            "scaler": parts.scaler, "ema": parts.ema, "best": self.best, "averager": self.averager}, console.line)
+            "scaler": parts.scaler, "ema": parts.ema, "best": self.best, "averager": self.averager,
+            "plateau": PlateauCounters(parts.scheduler) if self.cfg.sched == "plateau" else None}, console.line)
 
     # ----- the loop ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> FoldOutcome:

@@ -133,6 +133,25 @@ def test_a_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, di
         train_run(longer, [0], resume=True, force=True, console=QUIET)
 
 
+def test_a_checkpoint_without_a_part_the_run_needs_is_one_clear_error(tmp_path, digits_root):
+    """A last.pt of another schedule, or a plateau one without its counters (an older kagglecv's), cannot resume a
+    plateau run exactly: one line naming the part and the file, not a KeyError."""
+    config = validate_config(tiny_config(tmp_path, digits_root, train={"epochs": 2, "sched": "cosine"}))
+    make_folds(config)
+    train_run(config, [0], console=QUIET)
+    fold = tmp_path / "runs" / "tiny-multiclass" / "fold0"
+    (fold / "done.json").unlink()
+    plateau = validate_config(tiny_config(tmp_path, digits_root, train={"epochs": 3, "sched": "plateau"}))
+    with pytest.raises(KagglecvError, match=r"fold 0: cannot resume: the 'scheduler' state in .*last\.pt does not "
+                                            r"fit this run \(KeyError: 'best'\); delete"):
+        train_run(plateau, [0], resume=True, force=True, console=QUIET)
+    state = load_torch(fold / "last.pt")
+    state["scheduler"] = {"best": 0.5, "last_epoch": 2}  # a plateau scheduler's part, without the counters
+    torch.save(state, fold / "last.pt")
+    with pytest.raises(KagglecvError, match=r"fold 0: cannot resume: .*last\.pt holds no 'plateau' state"):
+        train_run(plateau, [0], resume=True, force=True, console=QUIET)
+
+
 def test_resuming_with_another_config_shows_the_difference(tmp_path, digits_root):
     config = validate_config(tiny_config(tmp_path, digits_root))
     make_folds(config)

@@ -21,6 +21,7 @@ from kagglecv.nn.runtime import CudaDevice, autocast_dtype
 from kagglecv.nn.weights import load_state_dict, load_torch, save_weights
 from kagglecv.stages.folds import make_folds
 from kagglecv.stages.train import train_run
+from kagglecv.training.trainer import FoldTrainer
 from tests.conftest import tiny_config
 
 QUIET = Console(quiet=True)
@@ -182,6 +183,41 @@ def test_a_killed_and_resumed_fold_ends_with_the_same_weights(tmp_path, digits_r
     assert straight["averager"] == resumed["averager"]  # the averaged epochs, and their weights
     assert straight["history"][-1]["avg_val_loss"] == resumed["history"][-1]["avg_val_loss"]
     assert [row["train_size"] for row in resumed["history"]] == [12, 12, 16, 16]
+
+
+class KilledAfterTheCheckpoint(BaseException):
+    """What a kill between two epochs leaves: the epoch's last.pt written, the fold not done."""
+
+
+def test_a_resumed_plateau_schedule_lowers_the_rate_at_the_same_epoch(tmp_path, digits_root, monkeypatch):
+    """timm's plateau scheduler saves only its best score; the epochs without improvement must survive a resume."""
+    # A frozen backbone and a tiny rate: the score never improves after epoch 1, so with patience 1 the rate
+    # drops at the end of epoch 3, and epoch 4 trains at a tenth of it.
+    sections = {"model": {"freeze": "backbone"},
+                "train": {"epochs": 4, "sched": "plateau", "patience_epochs": 1, "lr": 1e-6, "min_lr": 0.0,
+                          "weight_decay": 0.0}}
+    rates = {}
+    for name in ["straight", "killed"]:
+        config = prepared(tmp_path / name, digits_root, **sections)
+        if name == "killed":
+            save_last = FoldTrainer._save_last
+
+            def killed_after_epoch_2(trainer):
+                save_last(trainer)
+                if trainer.epoch == 2:
+                    raise KilledAfterTheCheckpoint
+
+            with monkeypatch.context() as patched:
+                patched.setattr(FoldTrainer, "_save_last", killed_after_epoch_2)
+                with pytest.raises(KilledAfterTheCheckpoint):
+                    train_run(config, [0], console=QUIET)
+            train_run(config, [0], resume=True, console=QUIET)
+        else:
+            train_run(config, [0], console=QUIET)
+        history = pd.read_csv(tmp_path / name / "runs" / "tiny-multiclass" / "fold0" / "history.csv")
+        rates[name] = history["lr"].tolist()
+    assert rates["straight"] == pytest.approx([1e-6, 1e-6, 1e-6, 1e-7], rel=1e-6, abs=0)
+    assert rates["killed"] == pytest.approx(rates["straight"], rel=1e-6, abs=0)
 
 
 @pytest.mark.slow
