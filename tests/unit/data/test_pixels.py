@@ -67,6 +67,8 @@ def test_colour_pixel_tables_follow_the_configured_layout(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda f: f.assign(pixel5=f["pixel5"].astype(str).where(f.index != 2, "256")), r"line 4 pixel5 = '256'"),
     (lambda f: f.assign(pixel7=f["pixel7"].astype(str).where(f.index != 0, "")), r"line 2 pixel7 = ''"),
+    (lambda f: f.assign(pixel3=f["pixel3"].astype(str).where(f.index != 1, "-1")), r"line 3 pixel3 = '-1'"),
+    (lambda f: f.assign(pixel9=f["pixel9"].astype(str).where(f.index != 5, "12.5")), r"line 7 pixel9 = '12.5'"),
     (lambda f: f.drop(columns=["pixel63"]), r"63 pixel columns is not a square grey image; set data.pixels"),
     (lambda f: f.drop(columns=["pixel10"]), r"pixel columns must be pixel0..pixel63, each once; missing 'pixel10'"),
 ])
