@@ -144,7 +144,6 @@ def test_the_entry_point_gives_large_tensors_huge_pages_unless_the_user_said_oth
     assert faults_of_a_fresh_tensor(THP_MEM_ALLOC_ENABLE="0") > 10000, "a value in the environment is kept"
 
 
-
 OBJECTS_FROZEN_AT_EXIT = """
 import atexit, gc, sys
 freeze, freezes = gc.freeze, []
@@ -157,6 +156,7 @@ for _ in range(2):  # twice in one process, as the tests call it
         main()
     except SystemExit:
         pass
+print(len(freezes), gc.get_freeze_count())  # nothing frozen while the process lives
 """
 
 
@@ -164,5 +164,7 @@ def test_the_entry_point_spares_the_exit_a_sweep_of_every_object():
     """The interpreter's last collections skip what ``gc.freeze`` moved aside at exit (about 1 s of each command
     here), once however often ``main`` ran, and only at exit: objects made while a command runs stay collectable."""
     done = subprocess.run([sys.executable, "-c", OBJECTS_FROZEN_AT_EXIT], check=True, capture_output=True, text=True)
-    freezes, frozen = map(int, done.stdout.strip().splitlines()[-1].split())
+    (freezes_before, frozen_before), (freezes, frozen) = (map(int, line.split())
+                                                          for line in done.stdout.strip().splitlines()[-2:])
+    assert freezes_before == frozen_before == 0
     assert freezes == 1 and frozen > 10000
