@@ -105,14 +105,20 @@ def read_pixels(raw: bytes, sep: str, columns: list[str], shape: PixelShape, sou
 
 
 def _exact_uint8(values: np.ndarray) -> np.ndarray:
-    """``values`` as uint8 when every one is an integer in 0-255, else ``ValueError``. One cast and one comparison
-    (8x faster than range and remainder tests): whatever the cast makes of a value outside 0-255, of a fraction or
-    of NaN (an empty cell), it is an integer in 0-255 and cannot equal that value."""
-    with np.errstate(invalid="ignore"):
-        pixels = values.astype(np.uint8)
-    if not np.array_equal(pixels, values):
+    """``values`` as uint8 when every one is an integer in 0-255, else ``ValueError``."""
+    pixels, valid = _cast_to_pixels(values)
+    if not valid.all():
         raise ValueError("not integers in 0-255")
     return pixels
+
+
+def _cast_to_pixels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(values as uint8, which cells were integers in 0-255)``: one cast and one comparison (8x faster than range
+    and remainder tests). Whatever the cast makes of a value outside 0-255, of a fraction or of NaN (an empty or
+    non-numeric cell), it is an integer in 0-255 and cannot equal that value."""
+    with np.errstate(invalid="ignore"):
+        pixels = values.astype(np.uint8)
+    return pixels, pixels == values
 
 
 def _bad_pixel_cells(raw: bytes, sep: str, columns: list[str], source: Path) -> str:
@@ -122,8 +128,8 @@ def _bad_pixel_cells(raw: bytes, sep: str, columns: list[str], source: Path) -> 
                          chunksize=CHUNK_ROWS, encoding="utf-8-sig")
     for index, chunk in enumerate(reader):
         chunk = chunk[columns]
-        values = pd.to_numeric(chunk.stack(), errors="coerce").to_numpy().reshape(chunk.shape)
-        rows, cols = np.nonzero(~((values >= 0) & (values <= 255) & (values % 1 == 0)))
+        values = pd.to_numeric(chunk.stack(), errors="coerce").to_numpy(dtype=np.float64).reshape(chunk.shape)
+        rows, cols = np.nonzero(~_cast_to_pixels(values)[1])
         cells += [f"line {index * CHUNK_ROWS + r + 2} {columns[c]} = {chunk.iat[r, c]!r}" for r, c in zip(rows, cols)]
         if len(cells) > 20:
             break

@@ -8,6 +8,7 @@ previous checkpoint as ``last.prev.pt``, which a resume falls back to when ``las
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -34,38 +35,40 @@ class Checkpoints:
 
     def restore(self) -> dict:
         """Load every object and the RNG streams from the newest readable checkpoint; return the loop's progress."""
-        state = self._load()
+        source, state = self._load()
         for name, part in self.stateful.items():
             if part is not None:
-                self._restore_part(name, part, state)
+                self._restore_part(name, part, state, source)
         restore_rng_state(state["rng"])
         return {key: value for key, value in state.items() if key not in self.stateful and key != "rng"}
 
-    def _restore_part(self, name: str, part: Any, state: dict) -> None:
+    def _restore_part(self, name: str, part: Any, state: dict, source: Path) -> None:
         """One object's state; a checkpoint without it, or with another run's (another schedule, an older kagglecv),
         is one error naming the part, not a traceback."""
-        restart = f"delete {self.folder.path} to start the fold again"
         if name not in state:
-            raise KagglecvError(f"fold {self.folder.index}: cannot resume: {self.folder.last_checkpoint} holds no "
-                                f"{name!r} state (another schedule's or an older kagglecv's checkpoint); {restart}")
+            raise self._cannot_resume(f"{source} holds no {name!r} state (another schedule's or an older "
+                                      "kagglecv's checkpoint)")
         try:
             part.load_state_dict(state[name])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-            raise KagglecvError(f"fold {self.folder.index}: cannot resume: the {name!r} state in "
-                                f"{self.folder.last_checkpoint} does not fit this run ({reason}); {restart}") from None
+            raise self._cannot_resume(f"the {name!r} state in {source} does not fit this run ({reason})") from None
 
-    def _load(self) -> dict:
-        """``last.pt``, or the previous checkpoint when it is unreadable; an error naming both when neither loads."""
-        last, previous, fold = self.folder.last_checkpoint, self.folder.previous_checkpoint, f"fold {self.folder.index}"
+    def _load(self) -> tuple[Path, dict]:
+        """``(file, state)`` of ``last.pt``, or of the previous checkpoint when it is unreadable; an error naming
+        both when neither loads."""
+        last, previous = self.folder.last_checkpoint, self.folder.previous_checkpoint
         try:
-            return load_torch(last)
+            return last, load_torch(last)
         except KagglecvError as exc:
             if not previous.is_file():
-                raise KagglecvError(f"{fold}: cannot resume: {exc}; delete {self.folder.path} to start the fold "
-                                    "again") from None
-            self.note(f"{fold}: {last} is unreadable ({type(exc).__name__}); resuming from {previous}")
-            return load_torch(previous)
+                raise self._cannot_resume(str(exc)) from None
+            self.note(f"fold {self.folder.index}: {last} is unreadable ({type(exc).__name__}); resuming from {previous}")
+            return previous, load_torch(previous)
+
+    def _cannot_resume(self, reason: str) -> KagglecvError:
+        return KagglecvError(f"fold {self.folder.index}: cannot resume: {reason}; delete {self.folder.path} to start "
+                             "the fold again")
 
 
 class PlateauCounters:

@@ -433,6 +433,8 @@ CATALOGUE = {
                 "augment.alternate_flip", outputs=RUNS),
         Variant("a joined TTA view with a bad part", TRAIN + ["--set", "predict.tta=[none, hflip+shift:1]"],
                 "shift:1", outputs=RUNS),
+        Variant("a negative plateau patience", TRAIN + ["--set", "train.sched=plateau", "--set",
+                                                        "train.patience_epochs=-1"], "patience_epochs", outputs=RUNS),
     ],
     "outputs over inputs": [
         Variant("pack over a folder holding a stray manifest.json", ["pack", "runs/base", "--out", "p", "--timing-images", "0"],
