@@ -45,6 +45,23 @@ Overrides = Annotated[
 ]
 
 
+def _user_metric(value: Optional[str]) -> Optional[str]:
+    """A metric file on the command line is one the user chose to run (a run folder's never runs on its own)."""
+    from kagglecv.core.metric_file import name_metric_file
+    from kagglecv.core.metrics import is_metric_file
+
+    if is_metric_file(value):
+        name_metric_file(value)
+    return value
+
+
+MetricFile = Annotated[
+    Optional[str],
+    typer.Option(callback=_user_metric, help="The competition's metric file (Kaggle's score signature) to run for "
+                 "runs whose config names one: kagglecv runs a metric file only when you name it, matched by content."),
+]
+
+
 @app.command()
 def folds(
     config_path: ConfigPath,
@@ -96,6 +113,7 @@ RunPath = Annotated[Path, typer.Argument(help="A run folder, runs/<experiment>."
 def predict(
     run: RunPath,
     tta: Annotated[Optional[str], typer.Option(help="Comma-separated views (none,hflip,vflip,transpose,rot90,scale:1.15,rotate:5,shift:1:0) or auto.")] = None,
+    metric_file: MetricFile = None,
 ) -> None:
     """Predict held-out rows and the test set with each fold's best weights and TTA; rewrite the run's oof.csv and test.csv."""
     from kagglecv.stages.predict import predict_run
@@ -109,7 +127,7 @@ def predict(
 @app.command()
 def score(
     run: Annotated[Optional[Path], typer.Argument(help="A run or ensemble folder with oof.csv.")] = None,
-    metric: Annotated[Optional[str], typer.Option(help="Metric name; the config's metric or the task's default when omitted.")] = None,
+    metric: Annotated[Optional[str], typer.Option(callback=_user_metric, help="Metric name or metric file; the config's metric or the task's default when omitted.")] = None,
     oof: Annotated[Optional[Path], typer.Option(help="Score this OOF file instead of a run's.")] = None,
     truth: Annotated[Optional[Path], typer.Option(help="With --oof: the training table holding the targets.")] = None,
     target: Annotated[Optional[str], typer.Option(help="With --oof: the target column; 'label', or the OOF file's class columns, when omitted.")] = None,
@@ -146,6 +164,7 @@ def report(
     inspect: Annotated[bool, typer.Option(help="First run kagglecv inspect on each run whose error analysis is "
                                           "missing or older than its OOF predictions (it writes into those runs).")] = False,
     submissions: Annotated[Path, typer.Option(help="Folder of the submissions and their log.csv (CV vs leaderboard).")] = Path("submissions"),
+    metric_file: MetricFile = None,
 ) -> None:
     """Leaderboard of every run and ensemble, the experiment journal, pictures and error analysis, in
     RUNS_DIR/report.md, the self-contained RUNS_DIR/report.html and RUNS_DIR/report.pictures/; it reads the runs and
@@ -169,6 +188,7 @@ def inspect(
     top: Annotated[int, typer.Option(min=1, help="Images in the error gallery.")] = 24,
     pairs: Annotated[int, typer.Option(min=0, help="Confused class pairs to show.")] = 6,
     pictures: Annotated[bool, typer.Option(help="Draw the gallery PNGs.")] = True,
+    metric_file: MetricFile = None,
 ) -> None:
     """What the OOF predictions get wrong: error gallery, confused pairs, likely label errors (cleanlab), duplicates
     with different labels; writes label_issues.csv and inspect.json in the run folder."""
@@ -187,7 +207,7 @@ def ensemble(
     runs: Annotated[list[Path], typer.Argument(help="Run or ensemble folders sharing one folds file.")],
     method: Annotated[str, typer.Option(help="mean, weighted, rank, geometric, power, logit, hill, optimize or stack.")] = "hill",
     name: Annotated[Optional[str], typer.Option(help="Writes runs/ens-<name>/; <method>-<n> when omitted.")] = None,
-    metric: Annotated[Optional[str], typer.Option(help="Metric to fit and score; the config's when omitted.")] = None,
+    metric: Annotated[Optional[str], typer.Option(callback=_user_metric, help="Metric name or metric file to fit and score; the config's when omitted.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="With --method weighted: comma-separated weights, one per run.")] = None,
     power: Annotated[float, typer.Option(help="With --method power: the exponent k of mean(p^k).")] = 2.0,
     init_top: Annotated[int, typer.Option(min=1, help="With --method hill: start from the best N runs.")] = 1,
@@ -213,6 +233,7 @@ def submit(
     threshold: Annotated[str, typer.Option(help="Multi-label labels format: a number, or 'oof' for per-class thresholds tuned for F1 (F-beta when the metric is fbeta).")] = "0.5",
     gz: Annotated[bool, typer.Option(help="Write .csv.gz.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Folder of the submissions.")] = Path("submissions"),
+    metric_file: MetricFile = None,
 ) -> None:
     """Write a submission in the sample's exact shape from a run's or ensemble's test.csv, checked before writing."""
     from kagglecv.stages.submit import write_submission
@@ -247,6 +268,7 @@ def infer(
     threshold: Annotated[Optional[float], typer.Option(help="Multi-label labels format: one threshold for every class; the bundle's packed thresholds, else 0.5, when omitted.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per batch; the run's predict batch size when omitted.")] = None,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Image-loading workers; the run's when omitted.")] = None,
+    metric_file: MetricFile = None,
 ) -> None:
     """Replay a run's or ensemble's test predictions (folds, weights, TTA, blend) on a new test set, offline."""
     from kagglecv.core.console import Console as StageConsole
@@ -273,6 +295,7 @@ def pack(
     notebook: Annotated[bool, typer.Option(help="Also write OUT-notebook/: submission.ipynb and kernel-metadata.json for `kaggle kernels push`.")] = False,
     competition: Annotated[Optional[str], typer.Option(help="With --notebook: the competition's slug (its data folder under /kaggle/input).")] = None,
     format: Annotated[str, typer.Option(help="torch (safetensors) or onnx (one graph per fold, run by ONNX Runtime without torch; needs kagglecv[onnx]).")] = "torch",
+    metric_file: MetricFile = None,
 ) -> None:
     """A self-contained folder to upload as a Kaggle dataset: chosen weights, configs, recipe, manifest, README."""
     from kagglecv.core.console import Console as StageConsole
@@ -303,7 +326,7 @@ def run(
     config_path: Annotated[Path, typer.Argument(help="Experiment config (YAML), or a competition folder as Kaggle ships it (then `init` writes ./<folder>.yaml first).")],
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option(help="Accept a config that differs from the run folder's.")] = False,
-    metric: Annotated[Optional[str], typer.Option(help="With a competition folder: the competition's metric, for init.")] = None,
+    metric: Annotated[Optional[str], typer.Option(callback=_user_metric, help="With a competition folder: the competition's metric, for init.")] = None,
 ) -> None:
     """The whole pipeline: folds (if missing), train every fold (resuming), predict with TTA, score, submit."""
     from kagglecv.core.config import load_config
@@ -324,7 +347,7 @@ def run(
 @app.command()
 def init(
     folder: Annotated[Path, typer.Argument(help="The competition folder as Kaggle ships it (tables, image folders).")],
-    metric: Annotated[Optional[str], typer.Option(help="The competition's metric; needed when the sample's values fit several.")] = None,
+    metric: Annotated[Optional[str], typer.Option(callback=_user_metric, help="The competition's metric; needed when the sample's values fit several.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="The config to write; ./<folder name>.yaml when omitted.")] = None,
     train: Annotated[Optional[Path], typer.Option(help="The training table, when the folder holds several.")] = None,
     sample: Annotated[Optional[Path], typer.Option(help="The sample submission, when the folder holds several.")] = None,

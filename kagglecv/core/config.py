@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from kagglecv.core.errors import ConfigError
+from kagglecv.core.metric_file import name_metric_file
 from kagglecv.core.metrics import (
     ALIASES,
     METRICS,
@@ -561,13 +562,19 @@ MAX_CONFIG_DEPTH = 32
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply ``section.key=value`` overrides, and validate it.
 
+    This is the config the user passes: a metric file it names is one the user chose to run
+    (``name_metric_file``); a run folder's recorded config is read by ``RunDir.read_config`` and names none.
+
     Raises:
         ConfigError: naming the file and the key for a missing file, bad YAML, an unknown key or a wrong type.
     """
     raw = read_config_file(path)
     for override in overrides or []:
         apply_override(raw, override)
-    return validate_config(raw, source=str(path))
+    config = validate_config(raw, source=str(path))
+    if is_metric_file(config.metric):
+        name_metric_file(config.metric)
+    return config
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,11 @@ metric is used: best epoch, CV, TTA choice, ensembles and budgets. Each call tur
 like the training table's target columns and the predictions into a frame shaped like the sample submission (the
 submit stage's own shapes), both read back from CSV text as Kaggle's scorer reads the files, with the rows
 numbered as ids. The file is code the user chose to run: it is said on stderr each time it is loaded.
+
+Only a file the user names runs: ``--metric FILE`` on the command line, or ``metric:`` in the config they pass
+(``name_metric_file``). A run folder, an ensemble or a bundle that names a metric file is matched by the file's
+content: the code runs only when its sha256 is that of a file the user named in this process, else the command is
+refused with the fix. A run folder from someone else can name ``/tmp/evil.py``; it cannot make it run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hashlib
 import inspect
 import io
 import math
+import numbers
 import runpy
 import sys
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ from kagglecv.core.metrics import Metric, bind_metric
 from kagglecv.core.shapes import shaped_columns
 
 _LOADED: dict[str, Callable] = {}  # sha256 of a metric file -> its score function, run once per process
+_NAMED_BY_USER: dict[str, str] = {}  # sha256 of a metric file the user named in this process -> the path named
 SIGNATURE = "score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str) -> float"
 
 
@@ -76,12 +83,32 @@ def _as_kaggle_reads(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(frame.to_csv(index=False)))
 
 
-def load_score_function(path: Path):
-    """The file's ``score``, after checking it takes Kaggle's three arguments; every failure names the file."""
-    path = Path(path)
+def _digest(path: Path) -> str:
     if not path.is_file():
         raise ConfigError(f"metric: metric file not found: {path}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def name_metric_file(path: str | Path) -> None:
+    """The user named ``path`` as their metric (on the command line or in the config they passed): its content
+    may run in this process. A missing file is left to the load, which names it."""
+    if Path(path).is_file():
+        _NAMED_BY_USER[_digest(Path(path))] = str(path)
+
+
+def load_score_function(path: Path):
+    """The file's ``score``, after checking it takes Kaggle's three arguments; every failure names the file.
+
+    Raises:
+        ConfigError: when no file of this content was named by the user (``name_metric_file``): the path came
+            from a run folder, an ensemble or a bundle, whose code never runs on its own say-so.
+    """
+    path = Path(path)
+    digest = _digest(path)
+    if digest not in _NAMED_BY_USER:
+        raise ConfigError(f"metric: {path} (sha256 {digest[:16]}) is named by a run folder or bundle, not by you; "
+                          f"kagglecv runs metric code only from a file you name: pass --metric-file {path} "
+                          "(--metric on score and ensemble)")
     if digest in _LOADED:
         return _LOADED[digest]
     # Printed, not warned: no interpreter setting may hide that code is running.
@@ -109,12 +136,12 @@ def call_score(function: Callable, path: str, solution: pd.DataFrame, submission
     """The metric file's score of the two frames; its failure, or anything but a finite number, is an error."""
     try:
         value = function(solution, submission, id_col)
-    except Exception as exc:  # the user's metric failed on well-formed frames: their message, one line
+    except BaseException as exc:  # noqa: BLE001  sys.exit, Ctrl-C inside the user's metric: theirs, one line
         raise KagglecvError(f"metric {path}: score(...) failed: {type(exc).__name__}: {exc}") from None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise KagglecvError(f"metric {path}: score(...) returned {value!r}; expected a number") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise KagglecvError(f"metric {path}: score(...) returned {value!r}; expected a number (a real number, not "
+                            f"{type(value).__name__})")
+    value = float(value)
     if not math.isfinite(value):
         raise KagglecvError(f"metric {path}: score(...) returned {value}; expected a finite number")
     return value

@@ -416,7 +416,8 @@ METRICS = {m.name: m for m in [
     Metric("roc_auc_macro", roc_auc_macro, True, ("multilabel",)),
 ]}
 # Names competitions use for a metric of the registry or a parametrized one, per task.
-ALIASES = {("f2_samples", "multilabel"): "fbeta:2:samples", ("map_at_5", "multiclass"): "map@5",
+ALIASES = {("f2_samples", "multilabel"): "fbeta:2:samples", ("f1_samples", "multilabel"): "fbeta:1:samples",
+           ("map_at_5", "multiclass"): "map@5",
            ("roc_auc_macro", "multiclass"): "roc_auc_ovr"}
 FBETA_AVERAGES = ("samples", "micro", "macro")
 DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map"}
@@ -502,6 +503,22 @@ def resolve_metric(name: str | None, task: str, key: str = "metric") -> Metric:
         return get_metric(name or DEFAULT_METRIC[task], task)
     except ValueError as exc:
         raise ConfigError(f"{key}: {exc}") from None
+
+
+# Metrics of class labels, each computed from label indices as its probability form computes it from the argmax.
+LABEL_METRICS = {
+    "accuracy": lambda y, p, n: float(np.mean(y == p)),
+    "f1_macro": lambda y, p, n: float(skm.f1_score(y, p, labels=np.arange(n), average="macro", zero_division=0)),
+    "f1_micro": lambda y, p, n: float(skm.f1_score(y, p, labels=np.arange(n), average="micro", zero_division=0)),
+    "f1_weighted": lambda y, p, n: float(skm.f1_score(y, p, labels=np.arange(n), average="weighted", zero_division=0)),
+    "balanced_accuracy": lambda y, p, n: float(skm.balanced_accuracy_score(y, p)),
+    "qwk": lambda y, p, n: float(skm.cohen_kappa_score(y, p, labels=np.arange(n), weights="quadratic")),
+}
+
+
+def score_labels(name: str, y_true, y_pred, n_classes: int) -> float:
+    """A label metric (``LABEL_METRICS``) of predicted class indices: memory of the rows, whatever the classes."""
+    return LABEL_METRICS[name](np.asarray(y_true), np.asarray(y_pred), n_classes)
 
 
 def score(name: str, task: str, y_true, y_score) -> float:

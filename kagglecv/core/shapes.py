@@ -42,13 +42,37 @@ class SubmissionShape:
         the sample cannot take is an error."""
         fmt = detect_format(sample, classes, task, sample_path) if self.format == "auto" else self.format
         check_shape_fits(fmt, sample, classes, task, sample_path)
-        return fmt, self.top_k if self.format == "top_k" else sample_top_k(sample)
+        return fmt, self.top_k if self.format == "top_k" else sample_top_k(sample, classes)
 
 
-def sample_top_k(sample: pd.DataFrame) -> int:
-    """How many space-separated names the sample's value column holds per row (its most common count)."""
-    counts = sample.iloc[:, 1].astype(str).str.split().str.len()
+def sample_top_k(sample: pd.DataFrame, classes: list[str] | None = None) -> int:
+    """How many space-separated names the sample's value column holds per row (its most common count); 1 when
+    every cell is one of ``classes`` (Plant Seedlings' ``Sugar beet`` is one name)."""
+    cells = sample.iloc[:, 1].astype(str).str.strip()
+    if classes is not None and cells.isin(classes).all():
+        return 1
+    counts = cells.str.split().str.len()
     return int(counts.mode().iloc[0]) if len(counts) else 1
+
+
+def cells_are_tags(cells: pd.Series, sep: str = " ") -> bool:
+    """Whether a column's cells are lists of tags (Planet's ``clear primary``) rather than class names holding a
+    space (Plant Seedlings' ``Common Chickweed``), decided from every cell of the column: tags when a word of a
+    several-word cell is a whole cell elsewhere, when the column has more distinct cells than distinct words, or
+    when a word stands at different places in different cells."""
+    distinct = set(cells.astype(str).str.strip())
+    words_of = {cell: [word for word in cell.split(sep) if word] for cell in distinct}
+    several = [words for words in words_of.values() if len(words) > 1]
+    if not several:
+        return False
+    words = {word for split in words_of.values() for word in split}
+    if len(distinct) > len(words) or any(word in distinct for split in several for word in split):
+        return True
+    places: dict[str, set[int]] = {}
+    for split in several:
+        for place, word in enumerate(split):
+            places.setdefault(word, set()).add(place)
+    return any(len(seen) > 1 for seen in places.values())
 
 
 def check_shape_fits(fmt: str, sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> None:
@@ -68,7 +92,7 @@ def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_pa
     value_columns = list(sample.columns[1:])
     if set(value_columns) <= set(classes) and len(value_columns) == len(classes):
         return "probabilities"
-    if len(value_columns) == 1 and task == "multiclass" and len(sample) and sample_top_k(sample) > 1:
+    if len(value_columns) == 1 and task == "multiclass" and len(sample) and sample_top_k(sample, classes) > 1:
         return "top_k"
     unknown = [column for column in value_columns if column not in classes]
     if len(value_columns) == 1:

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.metrics import ALIASES, is_metric_file, resolve_metric
+from kagglecv.core.shapes import cells_are_tags, sample_top_k
 from kagglecv.data.pixels import pixel_columns
 from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_strings
 
@@ -167,8 +168,7 @@ def _target(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _
 
 def _one_column_target(survey: Survey, train: pd.DataFrame, column: str, tables: _Tables):
     cells = train[column].str.strip()
-    tags = cells.str.split().str.len().gt(1).any()
-    if tags:
+    if cells_are_tags(cells):
         classes = sorted({tag for cell in cells for tag in cell.split()})
         survey.add("data.target", column, "the sample's value column; its cells are space-separated tags")
         survey.add("data.task", "multilabel", f"{len(classes)} tags, several per row")
@@ -188,7 +188,7 @@ def _submission_format(survey: Survey, task: str, classes: list[str], sample: pd
     elif task == "multilabel":
         fmt, why = "labels", "one column of space-separated tags"
     elif task == "multiclass":
-        k = int(sample.iloc[:, 1].astype(str).str.split().str.len().mode().iloc[0]) if len(sample) else 1
+        k = sample_top_k(sample, classes)
         if k > 1:
             survey.add("submit.top_k", k, f"the sample lists {k} names per row")
             fmt, why = "top_k", f"the sample lists {k} names per row, most likely first"

@@ -9,6 +9,7 @@ an existing file is replaced only when ``init`` wrote it.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from kagglecv.core.config import apply_override, validate_config
+from kagglecv.core.errors import ConfigError
 from kagglecv.core.files import write_text
 from kagglecv.core.outputs import OutputRule
 from kagglecv.data.survey import Finding, Survey, survey_competition
@@ -56,20 +58,43 @@ def init_config(folder: Path, out: Path | None = None, metric: str | None = None
 
 def config_for_folder(folder: Path, metric: str | None = None) -> tuple[Path, InitResult | None]:
     """``kagglecv run FOLDER``: ``./<folder name>.yaml``, written by ``init`` now, or kept (with your edits) when
-    ``init`` wrote it before."""
+    ``init`` wrote it before for this same folder (resolved: ``A/data`` and ``B/data`` share the file name only).
+
+    Raises:
+        ConfigError: the file was written by ``init`` for another folder.
+    """
     path = Path(f"{experiment_name(folder)}.yaml")
     if path.is_file() and written_by_init(path):
+        made_for = folder_of_init(path)
+        if made_for != str(Path(folder).resolve()):
+            raise ConfigError(f"{path}: written by kagglecv init for {made_for or 'a folder it does not record'}, not "
+                              f"for {Path(folder).resolve()}; run it from another folder, or `kagglecv init {folder} "
+                              f"--out <name>.yaml` then `kagglecv run <name>.yaml`")
         return path, None
     result = init_config(folder, path, metric)
     return result.path, result
 
 
 def written_by_init(path: Path) -> bool:
+    return _first_line(path).startswith(MARKER)
+
+
+def folder_of_init(path: Path) -> str | None:
+    """The resolved competition folder ``init`` recorded in the first line of ``path`` (a JSON string), or None."""
+    recorded = _first_line(path).removeprefix(MARKER).strip().partition(" on ")[0]
+    try:
+        folder = json.loads(recorded)
+    except ValueError:
+        return None
+    return folder if isinstance(folder, str) else None
+
+
+def _first_line(path: Path) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.readline().startswith(MARKER)
+            return handle.readline(4096)
     except (OSError, UnicodeDecodeError):
-        return False
+        return ""
 
 
 def experiment_name(folder: Path) -> str:
@@ -125,7 +150,8 @@ def _get(raw: dict, key: str) -> Any:
 
 def render(entries: list[tuple[str, Any, str]], folder: Path) -> str:
     """The YAML text: sections in pipeline order, each key with its reason as a comment."""
-    lines = [f"{MARKER} {folder} on {date.today().isoformat()}; each key says why. Edit any of them, then",
+    recorded = json.dumps(str(Path(folder).resolve()))  # ASCII, every control and line-break character escaped
+    lines = [f"{MARKER} {recorded} on {date.today().isoformat()}; each key says why. Edit any of them, then",
              "# `kagglecv run <this file>`. Paths are relative to the folder you run kagglecv in."]
     by_section: dict[str, list[tuple[str, Any, str]]] = {}
     for key, value, why in entries:
@@ -134,12 +160,28 @@ def render(entries: list[tuple[str, Any, str]], folder: Path) -> str:
     for section in sorted(by_section, key=lambda name: SECTION_ORDER.index(name) if name in SECTION_ORDER else 99):
         items = by_section[section]
         if len(items) == 1 and items[0][0] == "":
-            lines.append(f"{section}: {_scalar(items[0][1])}  # {items[0][2]}")
+            lines.append(f"{section}: {_scalar(section, items[0][1])}  # {_comment(items[0][2])}")
             continue
         lines.append(f"{section}:")
-        lines += [f"  {key}: {_scalar(value)}  # {why}" for key, value, why in items]
+        lines += [f"  {key}: {_scalar(f'{section}.{key}', value)}  # {_comment(why)}" for key, value, why in items]
     return "\n".join(lines) + "\n"
 
 
-def _scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+# What YAML (PyYAML reads 1.1) takes for a line break, and the other control characters: never raw in the text.
+_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _comment(text: str) -> str:
+    """A reason as a one-line comment: names from the folder in it are shown with their control characters
+    escaped, so no file or folder name can end the comment and start a key."""
+    return _BREAKING.sub(lambda match: json.dumps(match.group())[1:-1], str(text))
+
+
+def _scalar(key: str, value: Any) -> str:
+    """``value`` as one line of flow YAML, through the emitter; a value holding a line break is refused."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and _BREAKING.search(item):
+            raise ConfigError(f"{key}: {item!r} holds a line break or control character; kagglecv init writes no "
+                              "such value (rename the file or folder, or write the config by hand)")
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return text.strip().removesuffix("\n...").strip()

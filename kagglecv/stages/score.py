@@ -18,13 +18,16 @@ from kagglecv.core.files import write_json
 from kagglecv.core.metric_file import call_score, load_score_function
 from kagglecv.core.metrics import (
     ALIASES,
+    LABEL_METRICS,
     METRICS,
     average_precision_per_class,
+    get_metric,
     is_metric_file,
     map_at_k_lists,
     recall_per_class,
     resolve_metric,
     score,
+    score_labels,
     skm,
 )
 from kagglecv.core.predictions import (
@@ -34,6 +37,7 @@ from kagglecv.core.predictions import (
     require_same_ids,
 )
 from kagglecv.core.runs import RunDir
+from kagglecv.core.shapes import cells_are_tags
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.load import load_train
 from kagglecv.data.table import CompetitionData, read_csv_strings
@@ -154,9 +158,10 @@ def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray) -
 def score_submission(submission_path: Path, solution_path: Path, metric: str, label_sep: str = " ") -> float:
     """Score a submission against a solution file, as Kaggle would: rows matched by id, every id exactly once.
 
-    The solution holds the truth as a class-name column, a separated-labels column, or 0/1 class columns. The
-    submission holds class names / separated labels (scored with accuracy, f1_* or balanced_accuracy, qwk; for
-    multi-label: f1_micro, f1_macro, f1_samples) or probability columns named by class (any metric of the task).
+    The solution holds the truth as a class-name column, a separated-labels column, or 0/1 class columns (one-hot
+    classes when every row holds exactly one 1 and the metric is a multiclass one). The submission holds class
+    names / separated labels (scored with accuracy, f1_* or balanced_accuracy, qwk from the label indices; for
+    multi-label: f1_micro, f1_macro, f1_samples) or probability columns named by class, each in [0, 1].
     """
     solution, submission = read_csv_strings(solution_path), read_csv_strings(submission_path)
     id_col = solution.columns[0]
@@ -173,46 +178,87 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     truth_columns = list(solution.columns[1:])
     if len(truth_columns) == 1 and len(submission.columns) == 1 and _binary_truth(solution[truth_columns[0]]):
         return _score_positive_column(submission.iloc[:, 0], solution[truth_columns[0]], metric, submission_path)
-    if len(truth_columns) == 1:
-        truth = solution[truth_columns[0]].str.strip()
-        multilabel = truth.str.contains(label_sep, regex=False).any() or metric in ("map", "map_voc07", "map_voc", "micro_map",
-                                                                                       "f1_samples")
-        if multilabel:
-            classes = sorted({label for cell in truth for label in cell.split(label_sep) if label}
-                             | set(submission.columns if len(submission.columns) > 1 else []))
-            targets = _indicator(truth, classes, label_sep)
-        else:
-            classes = sorted(set(truth) | (set(submission.columns) if len(submission.columns) > 1 else
-                                           set(submission.iloc[:, 0].str.strip())))
-            targets = truth.map({name: index for index, name in enumerate(classes)}).to_numpy()
-    else:
-        classes, multilabel = truth_columns, True
-        targets = _indicator_columns(solution, truth_columns, solution_path)
-    if len(submission.columns) == 1 and not multilabel and _is_top_k(submission.iloc[:, 0], metric):
-        return _score_label_lists(submission.iloc[:, 0], truth, metric, submission_path)
-    if len(submission.columns) > 1 or not multilabel:
-        resolve_metric(metric, "multilabel" if multilabel else "multiclass", "--metric")
+    truth = _Truth.of(solution, truth_columns, submission, metric, label_sep, solution_path)
+    if len(submission.columns) == 1 and not truth.multilabel and _is_top_k(submission.iloc[:, 0], metric, set(truth.cells)):
+        return _score_label_lists(submission.iloc[:, 0], truth.cells, metric, submission_path)
+    if len(submission.columns) > 1 or not truth.multilabel:
+        resolve_metric(metric, truth.task, "--metric")
     if len(submission.columns) == 1:  # names, not probabilities
-        predicted = submission.iloc[:, 0].astype(str).str.strip()
-        if multilabel:
-            beta, average = _label_f_score(metric)
-            # A label the solution never uses is a false positive, not an error: score over the union.
-            extra = sorted({label for cell in predicted for label in cell.split(label_sep) if label and label not in classes})
-            classes = list(classes) + extra
-            targets = np.hstack([targets, np.zeros((len(targets), len(extra)), dtype=targets.dtype)])
-            return float(skm.fbeta_score(targets, _indicator(predicted, classes, label_sep), beta=beta, average=average,
-                                     zero_division=0))
-        index = {name: position for position, name in enumerate(classes)}
-        scores = np.eye(len(classes))[predicted.map(index).to_numpy()]
-        # Labels already cut at the tuned cut-offs: the leaderboard's QWK (tuning again on the truth would cheat).
-        return score("qwk" if metric == "qwk_thresholds" else metric, "multiclass", targets, scores)
-    missing = [name for name in classes if name not in submission.columns]
+        return _score_names(submission.iloc[:, 0].astype(str).str.strip(), truth, metric, label_sep, submission_path)
+    missing = [name for name in truth.classes if name not in submission.columns]
     if missing:
         raise DataError(f"{submission_path}: no column for classes {summarize(missing, quote=True)}")
+    return score(metric, truth.task, truth.targets, _probability_columns(submission, truth.classes, submission_path))
+
+
+@dataclass
+class _Truth:
+    """A solution's targets: class indices (multiclass) or a 0/1 matrix (multi-label), over ``classes``."""
+
+    classes: list[str]
+    multilabel: bool
+    targets: np.ndarray
+    cells: pd.Series | None = None  # one truth column: its stripped cells
+
+    @property
+    def task(self) -> str:
+        return "multilabel" if self.multilabel else "multiclass"
+
+    @classmethod
+    def of(cls, solution: pd.DataFrame, columns: list[str], submission: pd.DataFrame, metric: str, label_sep: str,
+           path: Path) -> "_Truth":
+        named = set(submission.columns) if len(submission.columns) > 1 else set()
+        if len(columns) > 1:
+            indicator = _indicator_columns(solution, columns, path)
+            if (indicator.sum(axis=1) == 1).all() and _multiclass_metric(metric):  # one-hot classes (Dog Breed)
+                return cls(columns, False, indicator.argmax(axis=1))
+            return cls(columns, True, indicator)
+        cells = solution[columns[0]].str.strip()
+        if cells_are_tags(cells, label_sep) or metric in ("map", "map_voc07", "map_voc", "micro_map", "f1_samples"):
+            classes = sorted({label for cell in cells for label in cell.split(label_sep) if label} | named)
+            return cls(classes, True, _indicator(cells, classes, label_sep), cells)
+        classes = sorted(set(cells) | (named or set(submission.iloc[:, 0].str.strip())))
+        return cls(classes, False, cells.map({name: index for index, name in enumerate(classes)}).to_numpy(), cells)
+
+
+def _multiclass_metric(metric: str) -> bool:
+    try:
+        get_metric(metric, "multiclass")
+    except ValueError:
+        return False
+    return True
+
+
+def _probability_columns(submission: pd.DataFrame, classes: list[str], path: Path) -> np.ndarray:
+    """The class columns as numbers, each a probability in [0, 1]; the first cell that is not is named."""
     scores = submission[classes].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    if not np.isfinite(scores).all():
-        raise DataError(f"{submission_path}: NaN, inf or non-numbers among the probabilities")
-    return score(metric, "multilabel" if multilabel else "multiclass", targets, scores)
+    bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise DataError(f"{path}: id {submission.index[row]!r} column {classes[column]!r} = "
+                        f"{submission[classes[column]].iloc[row]!r}; expected a probability in [0, 1] "
+                        f"({int(bad.sum())} such cells)")
+    return scores
+
+
+def _score_names(predicted: pd.Series, truth: _Truth, metric: str, label_sep: str, path: Path) -> float:
+    """Class names (or label lists) against the truth, scored from label indices: no rows x classes matrix."""
+    if truth.multilabel:
+        beta, average = _label_f_score(metric)
+        # A label the solution never uses is a false positive, not an error: score over the union.
+        extra = sorted({label for cell in predicted for label in cell.split(label_sep)
+                        if label and label not in truth.classes})
+        classes = list(truth.classes) + extra
+        targets = np.hstack([truth.targets, np.zeros((len(truth.targets), len(extra)), dtype=truth.targets.dtype)])
+        return float(skm.fbeta_score(targets, _indicator(predicted, classes, label_sep), beta=beta, average=average,
+                                     zero_division=0))
+    index = {name: position for position, name in enumerate(truth.classes)}
+    # Labels already cut at the tuned cut-offs: the leaderboard's QWK (tuning again on the truth would cheat).
+    name = "qwk" if metric == "qwk_thresholds" else metric
+    if name not in LABEL_METRICS:
+        raise KagglecvError(f"--metric {metric!r}: {path} holds class names, not probabilities; names are scored with "
+                            f"{', '.join(LABEL_METRICS)}")
+    return score_labels(name, truth.targets, predicted.map(index).to_numpy(), len(truth.classes))
 
 
 def _score_with_metric_file(metric: str, solution_path: Path, submission_path: Path, solution: pd.DataFrame,
@@ -239,10 +285,14 @@ def _label_f_score(metric: str) -> tuple[float, str]:
                         "fbeta:<beta>:<average> (f2_samples)")
 
 
-def _is_top_k(cells: pd.Series, metric: str) -> bool:
-    """A column of label lists (several names per row), or a metric of ranked lists (``map@k``)."""
+def _is_top_k(cells: pd.Series, metric: str, true_names: set[str]) -> bool:
+    """A column of label lists (a cell of several names that is no true class name: Plant Seedlings' ``Sugar
+    beet`` is one name), or a metric of ranked lists (``map@k``)."""
     canonical = ALIASES.get((metric, "multiclass"), metric)
-    return canonical.startswith("map@") or bool(cells.astype(str).str.split().str.len().gt(1).any())
+    if canonical.startswith("map@"):
+        return True
+    cells = cells.astype(str).str.strip()
+    return bool((~cells.isin(true_names) & cells.str.split().str.len().gt(1)).any())
 
 
 def _score_label_lists(cells: pd.Series, truth: pd.Series, metric: str, submission_path: Path) -> float:

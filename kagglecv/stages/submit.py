@@ -182,7 +182,8 @@ def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Pa
     else:
         known = set(classes)
         cells = out.iloc[:, 1].astype(str)
-        unknown = sorted({label for cell in cells for label in cell.split(label_sep) if label and label not in known})
+        labels_of = (lambda cell: [cell]) if fmt == "label" else (lambda cell: cell.split(label_sep))
+        unknown = sorted({label for cell in cells for label in labels_of(cell) if label and label not in known})
         if unknown:
             raise DataError(f"submission has labels that are not classes: {summarize(unknown, quote=True)}")
 

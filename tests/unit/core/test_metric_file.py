@@ -1,6 +1,8 @@
 """A competition's metric file in Kaggle's signature: the frames it is handed, its direction, and every way the file
 can be wrong as one line naming it."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,8 @@ from sklearn.metrics import fbeta_score, roc_auc_score
 
 from kagglecv.core.config import validate_config
 from kagglecv.core.errors import ConfigError, KagglecvError
-from kagglecv.core.metric_file import FrameLayout, bind_metric_file
+from kagglecv.core import metric_file
+from kagglecv.core.metric_file import FrameLayout, name_metric_file
 from kagglecv.core.metrics import get_metric, score
 
 SEEN = '''
@@ -18,6 +21,12 @@ import pandas as pd
 def score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str) -> float:
     return {value}
 '''
+
+
+def bind_metric_file(path: str, direction: str, frame_layout: FrameLayout):
+    """The file bound as one the user named (``--metric FILE``, or ``metric:`` in their own config)."""
+    name_metric_file(path)
+    return metric_file.bind_metric_file(path, direction, frame_layout)
 
 
 def layout(**changes) -> FrameLayout:
@@ -125,3 +134,41 @@ def test_running_the_file_is_said_and_the_config_needs_its_direction_and_sample(
     with pytest.raises(ConfigError, match="metric_direction"):
         validate_config({"experiment": "x", "metric": "accuracy", "metric_direction": "minimize",
                          "data": {"train_csv": "t.csv"}})
+
+
+def test_a_metric_file_nobody_named_never_runs_and_naming_it_is_what_lets_it_run(tmp_path, monkeypatch):
+    ran = tmp_path / "ran"
+    path = tmp_path / "planted.py"
+    path.write_text(f"open({str(ran)!r}, 'w').write('code ran')\n" + SEEN.format(value="1.0"))
+    with pytest.raises(ConfigError, match=r"planted\.py .* is named by a run folder or bundle, not by you; .*"
+                                          r"--metric-file"):
+        metric_file.bind_metric_file(str(path), "maximize", layout())
+    assert not ran.exists()
+    monkeypatch.setattr(metric_file, "_NAMED_BY_USER", {metric_file._digest(path): "switched off"})
+    metric_file.bind_metric_file(str(path), "maximize", layout())
+    assert ran.read_text() == "code ran", "without the rule a run folder's metric file runs"
+
+
+def test_a_named_file_is_matched_by_content_not_by_path(tmp_path):
+    named, planted = tmp_path / "mine.py", tmp_path / "theirs.py"
+    named.write_text(SEEN.format(value="0.5"))
+    planted.write_text(SEEN.format(value="0.5"))
+    name_metric_file(named)
+    metric = metric_file.bind_metric_file(str(planted), "maximize", layout())  # the same bytes: the same code
+    assert metric.fn(np.array([[1, 0, 0]]), np.array([[0.9, 0.1, 0.2]])) == 0.5
+    planted.write_text(SEEN.format(value="0.5") + "# changed\n")
+    with pytest.raises(ConfigError, match="not by you"):
+        metric_file.bind_metric_file(str(planted), "maximize", layout())
+
+
+@pytest.mark.parametrize("value, message", [("True", "returned True; expected a number"),
+                                            ("'0.75'", "returned '0.75'; expected a number"),
+                                            ("__import__('sys').exit(0)", "score(...) failed: SystemExit"),
+                                            ("(_ for _ in ()).throw(KeyboardInterrupt())",
+                                             "score(...) failed: KeyboardInterrupt")])
+def test_a_metric_that_exits_or_returns_a_non_number_is_one_error(tmp_path, value, message):
+    path = tmp_path / "odd.py"
+    path.write_text(SEEN.format(value=value))
+    metric = bind_metric_file(str(path), "maximize", layout())
+    with pytest.raises(KagglecvError, match=re.escape(message)):
+        metric.fn(np.array([[1, 0, 0]]), np.array([[0.9, 0.1, 0.2]]))
