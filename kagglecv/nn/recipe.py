@@ -55,10 +55,23 @@ class RunRecipe:
         if self.format == "onnx":
             config = _with_loader_settings(self.config, batch_size, workers)
             with progress or contextlib.nullcontext() as bar:
-                return OnnxFold(self.run.fold(fold).path / ONNX_FILE).predict(
+                probabilities = OnnxFold(self.run.fold(fold).path / ONNX_FILE).predict(
                     images, rows, config.model.img_size, config.model.in_chans, config.inference_batch_size, bar)
+            return self._checked(fold, probabilities, (len(rows), len(self.classes)), "ONNX model's output")
         logits = self.view_logits(fold, images, rows, self.views, progress, batch_size, workers)
-        return combine_views([logits[name] for name in self.views], self.task, self.space)
+        return self._checked(fold, combine_views([logits[name] for name in self.views], self.task, self.space),
+                             (len(rows), len(self.classes)), "predictions")
+
+    def _checked(self, fold: int, values: np.ndarray, expected: tuple[int, int], what: str) -> np.ndarray:
+        """A fold's predictions of the run's shape, every value finite; else one error naming the run and fold."""
+        if values.shape != expected and expected[0]:
+            raise KagglecvError(f"{self.run.path}: fold {fold}'s {what} has shape {values.shape}; the run predicts "
+                                f"{expected[1]} values a row for {expected[0]} rows")
+        bad = int(np.size(values) - np.isfinite(values).sum())
+        if bad:
+            raise KagglecvError(f"{self.run.path}: fold {fold}'s {what} holds {bad} NaN or infinite values of "
+                                f"{np.size(values)}; its weights are damaged or its training diverged")
+        return values
 
     def view_logits(self, fold: int, images, rows: np.ndarray, views: list[str], progress=None,
                     batch_size: int | None = None, workers: int | None = None) -> dict[str, np.ndarray]:
@@ -71,7 +84,10 @@ class RunRecipe:
         predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
                                   self.classes)
         model = predictor.load(fold, self.sources[fold])
-        return predictor.views(model, images, rows, views, progress=progress)
+        logits = predictor.views(model, images, rows, views, progress=progress)
+        for name, values in logits.items():
+            self._checked(fold, values, (len(rows), num_outputs(self.task, self.classes)), f"logits under view {name}")
+        return logits
 
     def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
         """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``) for ``test_ids``, in that
