@@ -18,6 +18,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from kagglecv.core.errors import KagglecvError
+
 NOTEBOOK = "submission.ipynb"
 KERNEL_METADATA = "kernel-metadata.json"
 DATASET_METADATA = "dataset-metadata.json"
@@ -133,13 +135,24 @@ def is_own_notebook_folder(folder: Path) -> bool:
 
 
 def kept_or_default(path: Path, default: dict) -> str:
-    """The user's metadata file as they left it (a JSON object), else ``default``; as the text to write."""
+    """The user's metadata file as they left it (a JSON object), else ``default``; as the text to write. Read before
+    anything is replaced.
+
+    Raises:
+        KagglecvError: the file is a link (its target, outside the bundle, is never copied in) or nests deeper than
+            JSON's reader can follow.
+    """
+    if path.is_symlink():
+        raise KagglecvError(f"{path}: is a link; pack keeps only a plain metadata file of its own folder (replace the "
+                            "link with a copy, or remove it)")
     try:
         if path.stat().st_size > 1 << 20:  # not a metadata file of the user's
             return json.dumps(default, indent=2) + "\n"
         kept = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(kept, dict):
             return json.dumps(kept, indent=2) + "\n"
+    except RecursionError:
+        raise KagglecvError(f"{path}: JSON nested too deep to keep; a metadata file is a flat object") from None
     except (OSError, ValueError):
         pass
     return json.dumps(default, indent=2) + "\n"

@@ -15,6 +15,7 @@ is handed frames made by them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +135,30 @@ def _label_strings(values: np.ndarray, classes: list[str], thresholds: dict[str,
     chosen = values >= cut
     names = np.array(classes)
     return [sep.join(names[row]) for row in chosen]
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def checked_thresholds(recorded, classes: list[str], path: Path) -> dict[str, float]:
+    """A bundle's per-class thresholds (``thresholds.json``): one finite number in [0, 1] per class of the run."""
+    if not isinstance(recorded, dict) or sorted(recorded) != sorted(classes):
+        raise DataError(f"{path}: expected one threshold per class of the run")
+    for name in classes:
+        if not _real(recorded[name]) or not 0 <= recorded[name] <= 1:
+            raise DataError(f"{path}: threshold of {name!r} is {recorded[name]!r}; expected a number in [0, 1]")
+    return {name: float(recorded[name]) for name in classes}
+
+
+def checked_cutoffs(recorded, classes: list[str], path: Path) -> list[float]:
+    """A bundle's grade cut-offs (``cutoffs.json``): one finite number between each two grades, in ascending order,
+    inside the grades' range."""
+    if not isinstance(recorded, list) or len(recorded) != len(classes) - 1:
+        raise DataError(f"{path}: expected {len(classes) - 1} numbers (grade cut-offs)")
+    bad = next((value for value in recorded if not _real(value) or not 0 <= value <= len(classes) - 1), None)
+    if bad is not None or any(later < earlier for earlier, later in zip(recorded, recorded[1:])):
+        shown = repr(bad) if bad is not None else "a descending pair"
+        raise DataError(f"{path}: cut-off {shown}; expected {len(classes) - 1} ascending numbers from 0 to "
+                        f"{len(classes) - 1}")
+    return [float(value) for value in recorded]

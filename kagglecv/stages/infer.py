@@ -21,6 +21,7 @@ from kagglecv.core.files import remove_stale_temporaries
 from kagglecv.core.outputs import OutputRule, csv_header
 from kagglecv.core.predictions import prediction_frame, write_predictions
 from kagglecv.core.runs import read_json
+from kagglecv.core.shapes import checked_thresholds
 from kagglecv.data.table import CompetitionData
 from kagglecv.nn.recipe import Recipe, leaf_runs, load_recipe, read_new_test
 from kagglecv.stages.pack import verify_bundle
@@ -65,9 +66,7 @@ def resolve_infer_thresholds(recipe: Recipe, threshold: float | None) -> dict[st
         return dict.fromkeys(recipe.classes, parse_threshold(threshold))
     if recipe.run.thresholds_path.is_file():
         recorded = read_json(recipe.run.thresholds_path, "the bundle's per-class thresholds")
-        if not isinstance(recorded, dict) or sorted(recorded) != sorted(recipe.classes):
-            raise KagglecvError(f"{recipe.run.thresholds_path}: expected one threshold per class of the run")
-        return {name: float(recorded[name]) for name in recipe.classes}
+        return checked_thresholds(recorded, recipe.classes, recipe.run.thresholds_path)
     if not recipe.run.info_path.is_file() or "bundle" in recipe.run.read_info():  # a bundle: packed ones only
         return dict.fromkeys(recipe.classes, 0.5)
     # A run or ensemble on this machine: the thresholds its config gives submit (tuned on its OOF for 'oof').

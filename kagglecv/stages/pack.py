@@ -113,11 +113,18 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     if format == "onnx":
         for module in ("onnxscript", "onnxruntime"):
             require_extra(module, "onnx", "pack --format onnx")
+    if notebook and not wheels and "kagglecv" not in (provided or ()):
+        raise KagglecvError("--notebook: the notebook installs kagglecv from the bundle's wheelhouse when the Kaggle "
+                            "image lacks it; add --wheels (or --provided kagglecv,... when your kernel has it)")
     console = console or Console()
     source, out = Path(source), Path(out)
     recipe = load_recipe(source)
     notebook_dir = out.parent / f"{out.name}-notebook" if notebook else None
     _check_destination(recipe, source, out, notebook_dir)
+    dataset_text = kept_or_default(out / DATASET_METADATA, dataset_metadata(out.name))
+    plan = notebook_plan(recipe, out.name, competition) if notebook_dir is not None else None
+    kernel_text = None if plan is None else kept_or_default(notebook_dir / KERNEL_METADATA, kernel_metadata(
+        plan, f"{plan.bundle}-submission"))
     remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
     wheel_names: list[str] = []
     with atomic_folder(out, replace=True) as building:
@@ -137,11 +144,11 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
                                            wheel_python or KAGGLE_PYTHON)
         timing = measure_timing(load_recipe(building), timing_images, building) if timing_images > 0 else None
         write_text(building / "README.md", bundle_readme(packed, out.name, bool(wheel_names), timing))
-        write_text(building / DATASET_METADATA, kept_or_default(out / DATASET_METADATA, dataset_metadata(out.name)))
+        write_text(building / DATASET_METADATA, dataset_text)
         extra = {"format": format, "onnx_parity": parity, "fit": None if fitted is None else fitted.record}
         files, size = _write_manifest(building, packed, timing, extra)
-    if notebook_dir is not None:
-        write_notebook(notebook_plan(recipe, out.name, competition), notebook_dir)
+    if plan is not None:
+        write_notebook(plan, notebook_dir, kernel_text)
     return PackResult(out, len(files), size, timing, wheel_names, notebook_dir, fitted)
 
 
@@ -179,12 +186,12 @@ def notebook_plan(recipe: Recipe, bundle: str, competition: str | None) -> Noteb
     return NotebookPlan(bundle, competition, sample, test_table, images.name if images is not None else None)
 
 
-def write_notebook(plan: NotebookPlan, folder: Path) -> None:
-    """``submission.ipynb`` and ``kernel-metadata.json`` (kept as the user edited it) in ``folder``, atomically."""
-    kept = kept_or_default(folder / KERNEL_METADATA, kernel_metadata(plan, f"{plan.bundle}-submission"))
+def write_notebook(plan: NotebookPlan, folder: Path, kernel_text: str) -> None:
+    """``submission.ipynb`` and ``kernel-metadata.json`` (``kernel_text``: kept as the user edited it, read before
+    the bundle was replaced) in ``folder``, atomically."""
     with atomic_folder(folder, replace=True) as building:
         write_text(building / NOTEBOOK, nbformat.writes(build_notebook(plan)))
-        write_text(building / KERNEL_METADATA, kept)
+        write_text(building / KERNEL_METADATA, kernel_text)
 
 
 def _check_destination(recipe: Recipe, source: Path, out: Path, notebook_dir: Path | None = None) -> None:

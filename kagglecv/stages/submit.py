@@ -43,6 +43,7 @@ from kagglecv.core.predictions import (
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.core.shapes import (
     SubmissionShape,
+    checked_cutoffs,
     shaped_columns,
 )
 from kagglecv.data.inputs import load_run_table
@@ -97,11 +98,7 @@ def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | Non
     if not uses_grade_cutoffs(metric, task):
         return None
     if run.cutoffs_path.is_file():
-        recorded = read_json(run.cutoffs_path, "the bundle's grade cut-offs")
-        if not (isinstance(recorded, list) and len(recorded) == len(classes) - 1
-                and all(isinstance(value, (int, float)) for value in recorded)):
-            raise KagglecvError(f"{run.cutoffs_path}: expected {len(classes) - 1} numbers (grade cut-offs)")
-        return [float(value) for value in recorded]
+        return checked_cutoffs(read_json(run.cutoffs_path, "the bundle's grade cut-offs"), classes, run.cutoffs_path)
     if "bundle" in run.read_info():
         raise KagglecvError(f"{run.path}: a qwk_thresholds bundle without {run.cutoffs_path.name}; pack the run again")
     _, data, oof = aligned_oof(run, classes)

@@ -459,12 +459,12 @@ def test_the_notebook_runs_offline_in_a_fresh_kernel_and_writes_the_submission(c
 
 def test_a_repack_keeps_the_users_kaggle_metadata_and_never_replaces_a_folder_it_did_not_write(competition, tmp_path):
     run, out = competition["runs"][0], tmp_path / "bundle"
-    packed = pack_run(run, out, timing_images=0, notebook=True)
+    packed = pack_run(run, out, timing_images=0, notebook=True, provided=("kagglecv",))
     dataset, kernel = out / "dataset-metadata.json", packed.notebook / "kernel-metadata.json"
     assert json.loads(dataset.read_text())["id"].endswith("/bundle")
     dataset.write_text(json.dumps({"title": "digits", "id": "someone/digits-bundle", "licenses": []}))
     kernel.write_text(json.dumps({"id": "someone/digits-submission", "code_file": "submission.ipynb"}))
-    pack_run(run, out, timing_images=0, notebook=True)
+    pack_run(run, out, timing_images=0, notebook=True, provided=("kagglecv",))
     assert json.loads(dataset.read_text())["id"] == "someone/digits-bundle"
     assert json.loads(kernel.read_text())["id"] == "someone/digits-submission"
     table, images, sample = _hidden_test(tmp_path / "hidden", competition["test"], competition["root"] / "public_test")
@@ -473,7 +473,7 @@ def test_a_repack_keeps_the_users_kaggle_metadata_and_never_replaces_a_folder_it
     mine.mkdir()
     (mine / "notes.md").write_text("mine")
     with pytest.raises(KagglecvError, match=r"--notebook .*other-notebook: exists and is not a kagglecv notebook folder"):
-        pack_run(run, tmp_path / "other", timing_images=0, notebook=True)
+        pack_run(run, tmp_path / "other", timing_images=0, notebook=True, provided=("kagglecv",))
     assert (mine / "notes.md").read_text() == "mine" and not (tmp_path / "other").exists()
 
 
