@@ -9,6 +9,12 @@ cache instead of training on stale pixels. The cached images are what ``decode_i
 :class:`~kagglecv.data.pixels.PixelImages`, the path pixel tables already take; the transforms run on them as on a
 decoded file. Images of several sizes are refused for now: resizing them in the cache would change what the
 augmentation pipeline sees.
+
+The cache is kagglecv's own file, yet it is read back as untrusted input: the folder must be a real folder inside
+``runs_dir`` (never a link, so nothing is written into an input), and an entry must carry the header of what it
+stands for (uint8, one row per image, the first image's shape), its sha256 must be the one written beside it
+(``.sha256``) when it was made, and its first and last rows must be those images decoded now. Anything else is one
+error naming the file: delete it and kagglecv makes it again.
 """
 
 from __future__ import annotations
@@ -79,10 +85,54 @@ def with_cached_images(data: CompetitionData, mode: str, folder: Path) -> Compet
     paths = [Path(path) for path in data.images]
     if mode == "memory":
         return replace(data, images=PixelImages(_decode_all(paths, data.source), data.source))
-    path = Path(folder) / f"images-{cache_key(paths, data.source)[:24]}.npy"
+    path = checked_cache_folder(Path(folder)) / f"images-{cache_key(paths, data.source)[:24]}.npy"
     if not path.is_file():
         _write_cache(path, paths, data.source)
-    return replace(data, images=PixelImages(np.load(path, mmap_mode="r"), data.source))
+    return replace(data, images=PixelImages(_read_cache(path, paths), data.source))
+
+
+def checked_cache_folder(folder: Path) -> Path:
+    """``<runs_dir>/.cache``: a real folder inside ``runs_dir`` (created when missing), never a link out of it."""
+    runs_dir = folder.parent
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()) or \
+            (folder.exists() and folder.resolve().parent != runs_dir.resolve()):
+        raise DataError(f"{folder}: the image cache must be a folder of {runs_dir} itself, not a link or a file; "
+                        "remove it and kagglecv makes it again")
+    return folder
+
+
+def _read_cache(path: Path, paths: list[Path]) -> np.ndarray:
+    """The cache entry memory-mapped, after checking it against its header, its recorded sha256 and two images."""
+    first = decode_image(paths[0])
+    expected = (len(paths), *first.shape)
+    fix = "; delete it and kagglecv makes it again"
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f".npy version {version}")
+            shape, fortran, dtype = read_header(handle)
+            offset = handle.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a kagglecv image cache ({' '.join(str(exc).split())[:120]}){fix}") from None
+    if dtype != np.uint8 or fortran or tuple(shape) != expected:
+        raise DataError(f"{path}: holds {dtype} {tuple(shape)}, expected uint8 {expected} for these images{fix}")
+    if path.stat().st_size != offset + int(np.prod(expected)):
+        raise DataError(f"{path}: {path.stat().st_size} bytes, not the {offset + int(np.prod(expected))} of its "
+                        f"header (truncated?){fix}")
+    recorded = _digest_path(path)
+    if not recorded.is_file() or recorded.read_text(encoding="utf-8", errors="replace").strip() != sha256_file(path):
+        raise DataError(f"{path}: its content is not the one kagglecv wrote ({recorded.name} differs or is missing){fix}")
+    pixels = np.load(path, mmap_mode="r", allow_pickle=False)
+    if not (np.array_equal(pixels[0], first) and np.array_equal(pixels[-1], decode_image(paths[-1]))):
+        raise DataError(f"{path}: its first or last image differs from {paths[0].name} or {paths[-1].name}{fix}")
+    return pixels
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
 
 
 def _decode_all(paths: list[Path], source: Path) -> np.ndarray:
@@ -118,6 +168,7 @@ def _write_cache(path: Path, paths: list[Path], source: Path) -> None:
         _fill(pixels, paths, source, start=1)
         pixels.flush()
         del pixels
+        write_text(_digest_path(path), sha256_file(partial) + "\n")
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
