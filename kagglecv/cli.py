@@ -330,18 +330,22 @@ def run(
 ) -> None:
     """The whole pipeline: folds (if missing), train every fold (resuming), predict with TTA, score, submit."""
     from kagglecv.core.config import load_config
-    from kagglecv.stages.init import config_for_folder
+    from kagglecv.stages.init import check_outputs_outside, config_for_folder
     from kagglecv.workflows.run import run_pipeline
 
-    if config_path.is_dir():
-        config_path, written = config_for_folder(config_path, metric)
+    folder = config_path if config_path.is_dir() else None
+    if folder is not None:
+        config_path, written = config_for_folder(folder, metric)
         if written is not None:
             _print_findings(written, then=False)
         else:
             console.print(f"using {config_path} (init wrote it earlier; delete it to start over)")
     elif metric is not None:
         raise KagglecvError("--metric: only with a competition folder; a config names its metric (metric: ...)")
-    _print_summary(run_pipeline(load_config(config_path, overrides), force=force))
+    config = load_config(config_path, overrides)
+    if folder is not None:
+        check_outputs_outside(folder, config)
+    _print_summary(run_pipeline(config, force=force))
 
 
 @app.command()

@@ -90,7 +90,8 @@ class OwnModelName:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are never a setting: lr: inf trains until the loss is NaN and then says something else.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PixelsConfig(_Section):
@@ -278,8 +279,8 @@ class AugmentConfig(_Section):
 class TrainConfig(_Section):
     """The per-fold training loop. Keys are named after the timm arguments they feed."""
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=1, le=1 << 20)
     opt: str = Field("adamw", description="timm.optim.create_optimizer_v2 name: sgd, adam, adamw, lamb, ...")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -357,6 +358,13 @@ class TrainConfig(_Section):
             raise ValueError(f"sched wsd: decay_epochs ({self.decay_epochs:g}) must fit in the epochs after warmup "
                              f"(epochs {self.epochs} - warmup_epochs {self.warmup_epochs}); below 1 it is a fraction "
                              "of them")
+        if self.sched == "wsd" and self.decay_epochs < 1 and self.decay_epochs * after_warmup < 1:
+            raise ValueError(f"sched wsd: decay_epochs {self.decay_epochs:g} of the {after_warmup} epochs after warmup "
+                             f"is {self.decay_epochs * after_warmup:.3g} epochs; the decay lasts at least one epoch "
+                             "(timm rounds a shorter one to none)")
+        if self.sched in ("step", "multistep", "plateau") and self.decay_rate >= 1:
+            raise ValueError(f"train.decay_rate: {self.decay_rate:g} multiplies the rate at each {self.sched} decay; "
+                             "expected a factor below 1")
         return self
 
     def size_at(self, epoch: int, final_size: int) -> int:
@@ -506,6 +514,10 @@ class Config(_Section):
         if self.train.lookahead_every and not self.train.ema:
             raise ValueError(f"train.lookahead_every: {self.train.lookahead_every} restarts the model from its EMA; "
                              "set train.ema: true")
+        smallest = min([self.model.img_size, *(self.train.size_schedule or {}).values()])
+        if self.augment.batch == "flip_translate" and self.augment.translate >= smallest:
+            raise ValueError(f"augment.translate: {self.augment.translate} px shifts an image of {smallest} px "
+                             "(model.img_size or train.size_schedule) out of itself; expected fewer pixels than its side")
         if self.augment.alternate_flip and (self.augment.batch == "none" or not self.augment.hflip):
             raise ValueError("augment.alternate_flip: flips whole batches; set augment.batch (flip or flip_translate) "
                              f"and augment.hflip: true (got batch {self.augment.batch!r}, hflip {self.augment.hflip})")

@@ -11,6 +11,7 @@ missing or added file makes ``infer`` refuse the bundle (an own-model file is co
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -358,8 +359,9 @@ def fit_budget(images: int | None, max_minutes: float | None, device_speed: floa
         raise KagglecvError(f"--fit needs {', '.join(missing)}: the hidden test's number of images, the notebook's "
                             "time limit in minutes, and how many times as fast as this machine the target device "
                             "runs these models (time `kagglecv infer` on both; kagglecv does not guess it)")
-    if device_speed <= 0 or max_minutes <= 0:
-        raise KagglecvError(f"--fit: --max-minutes {max_minutes:g} and --device-speed {device_speed:g} must be positive")
+    if not (0 < device_speed < math.inf and 0 < max_minutes < math.inf):
+        raise KagglecvError(f"--fit: --max-minutes {max_minutes:g} and --device-speed {device_speed:g} must be positive "
+                            "finite numbers")
     return Budget(images, max_minutes, device_speed)
 
 
