@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.metrics import ALIASES, is_metric_file, resolve_metric
 from kagglecv.core.shapes import cells_are_tags, sample_top_k
+from kagglecv.data.decoding import open_image
 from kagglecv.data.pixels import pixel_columns
-from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_strings
+from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_head, read_csv_strings
 
 # The usual metrics of each (task, submission format); --metric picks one when there are several.
 USUAL_METRICS = {
@@ -34,6 +34,7 @@ USUAL_METRICS = {
 LABEL_METRICS_OF_BINARY = {"binary_accuracy", "binary_f1", "accuracy", "f1_macro", "qwk", "balanced_accuracy"}
 TABLE_SUFFIXES = (".csv", ".csv.gz")
 SMALL_IMAGE = 64  # px: at or below, native size, no flips unasked, a CIFAR-style stem
+SAMPLE_ROWS = 10_000  # of the sample submission: its header and values say its shape; its ids are read by `run`
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
     survey = Survey(folder)
     tables = _find_tables(folder, train, sample)
     survey.add("data.train_csv", tables.train, "the table that is neither the sample nor the test table")
-    train, sample = read_csv_strings(tables.train), read_csv_strings(tables.sample)
+    train, sample = read_csv_strings(tables.train), read_csv_head(tables.sample, SAMPLE_ROWS)
     if sample.shape[1] < 2:
         raise DataError(f"{tables.sample}: expected an id column and at least one value column, got "
                         f"{list(sample.columns)}")
@@ -262,9 +263,31 @@ def _image_folders(survey: Survey, folder: Path, train: pd.DataFrame, sample: pd
     id_col = survey.value("data.id_col")
     _id_to_file(survey, train[id_col].tolist(), train_dir, id_col)
     test_dirs = tests or [train_dir]
+    if not tests:
+        _test_ids_in(train_dir, _test_ids(tables, sample, id_col), survey.value("data.image_col") is not None)
     survey.add("data.test_image_dir", test_dirs[0] if len(test_dirs) == 1 else test_dirs,
                "the folder(s) of test images" if tests else "one folder holds the training and the test images")
     _image_look(survey, train_dir)
+
+
+def _test_ids(tables: _Tables, sample: pd.DataFrame, id_col: str) -> list[str]:
+    """A few test ids: the test table's (its first rows), else the sample's."""
+    if tables.test is not None:
+        test = read_csv_head(tables.test, 50)
+        if id_col in test.columns:
+            return test[id_col].tolist()
+    return sample.iloc[:50, 0].tolist()
+
+
+def _test_ids_in(image_dir: Path, ids: list[str], with_extension: bool) -> None:
+    """No test image folder beside the training one: the test ids must name images of the training folder, or init
+    says what it could not match (ISIC 2024 ships its test images only in ``test-image.hdf5``)."""
+    names = {entry.name if with_extension else entry.stem for entry in _first_entries(image_dir, 100_000)}
+    if ids and not any(image_id in names for image_id in ids):
+        raise DataError(f"{image_dir.parent}: no test image folder, and the test ids ({summarize(ids, 3, quote=True)}) "
+                        f"name no image of {image_dir}; set data.test_image_dir (--set data.test_image_dir=FOLDER) "
+                        "to the folder of the test images (images packed in another file, such as an HDF5, are not "
+                        "read yet)")
 
 
 def _holds_images(path: Path) -> bool:
@@ -286,25 +309,26 @@ def _id_to_file(survey: Survey, ids: list[str], image_dir: Path, id_col: str) ->
     if probe and all(Path(name).suffix.lower() in IMAGE_EXTENSIONS for name in probe):
         survey.add("data.image_col", id_col, f"ids carry the extension ({probe[0]!r}): each is its file's name")
         return
-    stems = {entry.stem for entry in _first_entries(image_dir, 100_000) if entry.suffix.lower() in IMAGE_EXTENSIONS}
-    found = [name for name in probe if name in stems]
+    suffix_of = {entry.stem: entry.suffix for entry in _first_entries(image_dir, 100_000)
+                 if entry.suffix.lower() in IMAGE_EXTENSIONS}
+    found = [name for name in probe if name in suffix_of]
     if not found:
-        present = sorted(stems)[:3]
+        present = sorted(suffix_of)[:3]
         raise DataError(f"{image_dir}: no file is named after the ids ({summarize(probe, 3, quote=True)}); it holds "
                         f"{summarize(present, 3, quote=True)}; set data.image_col to a column of file names")
-    extension = next(entry.suffix for entry in _first_entries(image_dir) if entry.stem == found[0])
-    survey.add("data.image_col", None, f"files are <id>{extension} (any image extension is found)")
+    survey.add("data.image_col", None, f"files are <id>{suffix_of[found[0]]} (any image extension is found)")
 
 
 def _image_look(survey: Survey, image_dir: Path) -> None:
     """Size and colour of a few training images: the model's input size and channels, and whether flips suit."""
     sizes, grey = [], []
-    for entry in [e for e in _first_entries(image_dir) if e.suffix.lower() in IMAGE_EXTENSIONS][:16]:
+    regular = [e for e in _first_entries(image_dir) if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()]
+    for entry in regular[:16]:  # a FIFO or a device named like an image would block the read: never opened
         try:
-            with Image.open(entry) as image:
+            with open_image(entry) as image:  # the policy training decodes under: a bomb's header is refused
                 sizes.append(min(image.size))
                 grey.append(image.mode in ("L", "1", "I;16", "I"))
-        except (OSError, UnidentifiedImageError):
+        except DataError:
             continue
     if not sizes:
         raise DataError(f"{image_dir}: none of its first images could be read")

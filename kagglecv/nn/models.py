@@ -35,6 +35,19 @@ class MLPHeadModel(nn.Module):
         return self.head(self.backbone(x))
 
 
+def _timm_model(name: str, pretrained: bool, outputs: int, kwargs: dict) -> nn.Module:
+    """``timm.create_model``; weights that cannot be fetched (offline, a Kaggle notebook without internet) are one
+    line saying what kagglecv offers instead, not the hub's own message."""
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=outputs, **kwargs)
+    except Exception as exc:  # huggingface_hub, requests and urllib raise their own kinds when offline
+        if not pretrained or isinstance(exc, (ValueError, TypeError, RuntimeError)) and "hub" not in str(exc).lower():
+            raise
+        raise ConfigError(f"model.pretrained: true: {name}'s pretrained weights could not be fetched "
+                          f"({type(exc).__name__}); offline, train from scratch (--set model.pretrained=false) or "
+                          "load a weights file (model.pretrained: path/to/weights.safetensors)") from None
+
+
 def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None = None) -> nn.Module:
     """The configured model with ``num_outputs`` logits: a timm model, or one from the user's own file.
 
@@ -56,7 +69,7 @@ def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None =
         raise ConfigError(f"model.name: unknown timm model {config.name!r} (see timm.list_models()), and not an "
                           "own-model file (write it as path/to/nets.py:name)")
     else:
-        model = timm.create_model(config.name, pretrained=config.pretrained is True, num_classes=outputs, **kwargs)
+        model = _timm_model(config.name, config.pretrained is True, outputs, kwargs)
     smallest = getattr(model, "min_input_size", None)
     if smallest is not None and config.img_size < smallest:
         raise ConfigError(f"model.img_size: {config.name} takes images of at least {smallest} px, got {config.img_size}")
