@@ -175,3 +175,57 @@ def test_qwk_thresholds_cuts_the_expected_grade_where_oof_qwk_is_best(tmp_path):
     solution = write(pd.DataFrame({"id_code": IDS, "diagnosis": TRUTH}), tmp_path / "solution.csv")
     assert score_submission(path, solution, "qwk_thresholds") == pytest.approx(tuned, abs=1e-9), \
         "labels already cut: scored by the leaderboard's QWK, not tuned again"
+
+
+def test_a_one_hot_wide_solution_is_multiclass_for_a_multiclass_metric(tmp_path):
+    """Dog Breed's solution as Kaggle keeps it: one 0/1 column per breed, one 1 a row; log loss as sklearn's."""
+    breeds = ["beagle", "boxer", "pug", "whippet"]
+    ids = [f"d{i}" for i in range(ROWS)]
+    truth = RNG.integers(0, len(breeds), ROWS)
+    probabilities = softmax_rows(RNG.normal(size=(ROWS, len(breeds))))
+    wide = pd.DataFrame({"id": ids} | {b: (truth == k).astype(int) for k, b in enumerate(breeds)})
+    narrow = pd.DataFrame({"id": ids, "breed": np.array(breeds)[truth]})
+    submission = write(pd.DataFrame({"id": ids} | {b: probabilities[:, k] for k, b in enumerate(breeds)}),
+                       tmp_path / "sub.csv")
+    expected = skm.log_loss(truth, probabilities, labels=range(len(breeds)))
+    assert score_submission(submission, write(wide, tmp_path / "wide.csv"), "log_loss") == pytest.approx(expected, abs=1e-9)
+    assert score_submission(submission, write(narrow, tmp_path / "narrow.csv"), "log_loss") == pytest.approx(expected, abs=1e-9)
+    several = wide.assign(pug=1)  # rows with two 1s: multi-label, and log_loss is no metric of that
+    with pytest.raises(KagglecvError, match="log_loss"):
+        score_submission(submission, write(several, tmp_path / "several.csv"), "log_loss")
+
+
+@pytest.mark.parametrize("cell", ["5", "-3", "1.0000001", "nan"])
+def test_probabilities_outside_zero_one_are_refused_never_scored(tmp_path, cell):
+    ids = [f"r{i}" for i in range(4)]
+    solution = write(pd.DataFrame({"id": ids, "label": ["a", "b", "a", "b"]}), tmp_path / "solution.csv")
+    frame = pd.DataFrame({"id": ids, "a": ["0.2", cell, "0.5", "0.9"], "b": ["0.8", "0.1", "0.5", "0.1"]})
+    with pytest.raises(DataError, match=f"id 'r1' column 'a' = '{cell}'; expected a probability in"):
+        score_submission(write(frame, tmp_path / "sub.csv"), solution, "log_loss")
+
+
+def test_class_names_with_spaces_are_names_and_tags_are_decided_from_the_whole_column(tmp_path):
+    species = np.array(["Common Chickweed", "Common wheat", "Sugar beet", "Maize"])
+    ids = [f"p{i}.png" for i in range(ROWS)]
+    truth, predicted = RNG.integers(0, 4, ROWS), RNG.integers(0, 4, ROWS)
+    solution = write(pd.DataFrame({"file": ids, "species": species[truth]}), tmp_path / "solution.csv")
+    submission = write(pd.DataFrame({"file": ids, "species": species[predicted]}), tmp_path / "sub.csv")
+    for metric in ("accuracy", "f1_micro", "f1_macro"):
+        expected = skm.f1_score(truth, predicted, average=metric[3:]) if metric != "accuracy" else np.mean(truth == predicted)
+        assert score_submission(submission, solution, metric) == pytest.approx(expected, abs=1e-9)
+    from kagglecv.core.shapes import cells_are_tags
+
+    assert not cells_are_tags(pd.Series(species[truth]))
+    assert cells_are_tags(pd.Series(["clear primary", "primary", "haze primary water"]))  # a tag stands alone
+    assert cells_are_tags(pd.Series(["a b", "c d", "b c"]))                               # a word moves place
+
+
+def test_f1_samples_is_the_samples_f1_of_label_lists(tmp_path):
+    tags = ["clear", "road", "water"]
+    ids = [f"t{i}" for i in range(ROWS)]
+    truth, predicted = (RNG.random((ROWS, 3)) < 0.5), (RNG.random((ROWS, 3)) < 0.5)
+    cells = lambda matrix: [" ".join(np.array(tags)[row]) for row in matrix]  # noqa: E731
+    solution = write(pd.DataFrame({"id": ids, "tags": cells(truth)}), tmp_path / "solution.csv")
+    submission = write(pd.DataFrame({"id": ids, "tags": cells(predicted)}), tmp_path / "sub.csv")
+    expected = skm.f1_score(truth, predicted, average="samples", zero_division=0)
+    assert score_submission(submission, solution, "f1_samples") == pytest.approx(expected, abs=1e-9)

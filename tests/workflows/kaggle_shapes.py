@@ -206,6 +206,22 @@ def cifar10(root: Path) -> Competition:
     return Competition("cifar-10", folder, "accuracy", solution, "label", names)
 
 
+def plant_seedlings(root: Path) -> Competition:
+    """train.csv (file,species) whose species hold spaces (``Common Chickweed``, ``Sugar beet``), PNG folders, a
+    sample of one species name per row, scored by micro F1 (Kaggle's MeanFScore): names, never word lists."""
+    folder, (train, test) = root / "plant-seedlings-classification", _splits(12)
+    species = ["Black-grass", "Charlock", "Cleavers", "Common Chickweed", "Common wheat", "Fat Hen",
+               "Loose Silky-bent", "Maize", "Scentless Mayweed", "Sugar beet"]
+    train_ids = [f"{i}.png" for i in _hex_ids(TRAIN_ROWS, 13)]
+    test_ids = [f"{i}.png" for i in _hex_ids(TEST_ROWS, 14)]
+    _csv(pd.DataFrame({"file": train_ids, "species": np.array(species)[train.digits]}), folder / "train.csv")
+    _save(folder / "train", train_ids, train.images)
+    _save(folder / "test", test_ids, test.images)
+    _csv(pd.DataFrame({"file": test_ids, "species": "Sugar beet"}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"file": test_ids, "species": np.array(species)[test.digits]})
+    return Competition("plant-seedlings", folder, "f1_micro", solution, "label", species)
+
+
 KAGGLE_LOG_LOSS = '''"""Multi-class log loss as Kaggle scores it: each row rescaled to sum to one, clipped at 1e-15."""
 import numpy as np
 import pandas as pd
@@ -251,4 +267,5 @@ BUILDERS: dict[str, Callable[[Path], Competition]] = {
     "dog-breed": dog_breed, "aerial-cactus": aerial_cactus, "planet": planet, "plant-pathology": plant_pathology,
     "cassava": cassava, "digit-recognizer": digit_recognizer, "histopathologic": histopathologic, "aptos": aptos,
     "humpback": humpback, "cifar-10": cifar10, "leaf-metric-file": leaf_classification,
+    "plant-seedlings": plant_seedlings,
 }

@@ -60,6 +60,8 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
         return skm.cohen_kappa_score(solution[value_cols[0]], submitted[value_cols[0]], weights="quadratic")
     if competition.metric is None:  # MAP@5 of top-5 lists, as ml_metrics' mapk
         return map_at_k_lists(solution[value_cols[0]].tolist(), submitted[value_cols[0]].str.split().tolist(), 5)
+    if competition.metric == "f1_micro":
+        return skm.f1_score(solution[value_cols[0]], submitted[value_cols[0]], average="micro")
     return skm.accuracy_score(solution[value_cols[0]], submitted[value_cols[0]])
 
 
