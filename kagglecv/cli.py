@@ -567,9 +567,12 @@ def main() -> None:
     An operating-system error that escaped the stages' own checks (a permission, a vanished file) is still one
     line naming the file, never a traceback.
     """
+    from kagglecv.core.metric_file import forget_named_metric_files
+
     share_cores()
     skip_collection_at_exit()
     warnings.showwarning = _show_warning
+    forget_named_metric_files()  # what the user names counts for this command only
     try:
         app()
     except KagglecvError as exc:

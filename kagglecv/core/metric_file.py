@@ -96,6 +96,11 @@ def name_metric_file(path: str | Path) -> None:
         _NAMED_BY_USER[_digest(Path(path))] = str(path)
 
 
+def forget_named_metric_files() -> None:
+    """A new command starts with no metric file named (``main`` calls it: in-process callers, tests, run several)."""
+    _NAMED_BY_USER.clear()
+
+
 def load_score_function(path: Path):
     """The file's ``score``, after checking it takes Kaggle's three arguments; every failure names the file.
 

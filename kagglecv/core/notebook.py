@@ -134,6 +134,13 @@ def is_own_notebook_folder(folder: Path) -> bool:
         return False
 
 
+def refuse_link(path: Path) -> None:
+    """A metadata file that is a link: its target (an API key, say) is never read into a bundle to upload."""
+    if path.is_symlink():
+        raise KagglecvError(f"{path}: is a link; pack keeps only a plain metadata file of its own folder (replace the "
+                            "link with a copy, or remove it)")
+
+
 def kept_or_default(path: Path, default: dict) -> str:
     """The user's metadata file as they left it (a JSON object), else ``default``; as the text to write. Read before
     anything is replaced.
@@ -142,9 +149,7 @@ def kept_or_default(path: Path, default: dict) -> str:
         KagglecvError: the file is a link (its target, outside the bundle, is never copied in) or nests deeper than
             JSON's reader can follow.
     """
-    if path.is_symlink():
-        raise KagglecvError(f"{path}: is a link; pack keeps only a plain metadata file of its own folder (replace the "
-                            "link with a copy, or remove it)")
+    refuse_link(path)
     try:
         if path.stat().st_size > 1 << 20:  # not a metadata file of the user's
             return json.dumps(default, indent=2) + "\n"

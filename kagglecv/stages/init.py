@@ -105,6 +105,12 @@ def folder_of_init(path: Path) -> str | None:
     return folder if isinstance(folder, str) else None
 
 
+def recorded_folder(folder: Path) -> str:
+    """The resolved folder as the config's first line records it: a JSON string, ASCII, every control and
+    line-break character escaped, so no folder name can end the comment and start a key."""
+    return json.dumps(str(Path(folder).resolve()))
+
+
 def _first_line(path: Path) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -166,8 +172,8 @@ def _get(raw: dict, key: str) -> Any:
 
 def render(entries: list[tuple[str, Any, str]], folder: Path) -> str:
     """The YAML text: sections in pipeline order, each key with its reason as a comment."""
-    recorded = json.dumps(str(Path(folder).resolve()))  # ASCII, every control and line-break character escaped
-    lines = [f"{MARKER} {recorded} on {date.today().isoformat()}; each key says why. Edit any of them, then",
+    lines = [f"{MARKER} {recorded_folder(folder)} on {date.today().isoformat()}; each key says why. Edit any of "
+             "them, then",
              "# `kagglecv run <this file>`. Paths are relative to the folder you run kagglecv in."]
     by_section: dict[str, list[tuple[str, Any, str]]] = {}
     for key, value, why in entries:

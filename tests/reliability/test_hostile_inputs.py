@@ -197,7 +197,11 @@ def tampered_weights(change: str) -> Callable[[Path], None]:
         path = world / "runs/base/fold0/best.safetensors"
         state = load_file(str(path))
         key = next(name for name, tensor in state.items() if tensor.is_floating_point() and tensor.ndim == 4)
-        state[key] = torch.zeros(3, 3) if change == "shape" else state[key].to(torch.int64)
+        if change == "nan":
+            state = {name: torch.full_like(tensor, float("nan")) if tensor.is_floating_point() else tensor
+                     for name, tensor in state.items()}
+        else:
+            state[key] = torch.zeros(3, 3) if change == "shape" else state[key].to(torch.int64)
         save_file(state, str(path))
     return apply
 
@@ -540,6 +544,340 @@ def packed(world: Path) -> None:
     from kagglecv.stages.pack import pack_run
 
     pack_run(world / "runs" / "base", world / "bundle", timing_images=0)
+
+
+# ----- round four: what a run folder, a folder name, or kagglecv's own files can make kagglecv do ---------------------
+PLANTED = "import pathlib\npathlib.Path(__file__).with_name('pwned').open('a').write('ran\\n')\n" + (
+    "def score(solution, submission, row_id_column_name):\n    return 0.5\n")
+
+
+def planted_metric(run: str = "runs/base", absolute: bool = False) -> Callable[[Path], None]:
+    """A run folder whose config names a metric file that, run, appends to ``pwned`` beside it."""
+    def apply(world: Path) -> None:
+        (world / "evil.py").write_text(PLANTED)
+        name = str(world / "evil.py") if absolute else "evil.py"
+        edit_config(f"{run}/config.yaml", metric=name, metric_direction="maximize",
+                    submit__sample="data/sample.csv")(world)
+    return apply
+
+
+def recorded_metric(world: Path) -> None:
+    """An ensemble blended by a metric file the user named then: its config records it for every later command."""
+    planted_metric("runs/base")(world)
+    planted_metric("runs/other")(world)
+    code, output = _run(["ensemble", "runs/base", "runs/other", "--name", "m", "--method", "mean", "--metric",
+                         "evil.py"], world)
+    assert code == 0, output
+
+
+def competition_copy(folder: str = "comp", rename: dict[str, str] | None = None) -> Callable[[Path], None]:
+    """``data/`` copied to ``folder`` as a competition folder (its sample beside), files renamed as given."""
+    def apply(world: Path) -> None:
+        shutil.copytree(world / "data", world / folder)
+        (world / folder / "sample.csv").rename(world / folder / "sample_submission.csv")
+        for old, new in (rename or {}).items():
+            (world / folder / old).rename(world / folder / new)
+    return apply
+
+
+def initialised(folder: str, out: str) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        code, output = _run(["init", folder, "--metric", "accuracy", "--out", out], world)
+        assert code == 0, output
+    return apply
+
+
+def cache_entry(world: Path) -> Path:
+    """The disk cache of the training images, made as `train` makes it; its path."""
+    import os
+
+    from kagglecv.core.config import load_config
+    from kagglecv.data.inputs import load_stage_inputs
+
+    previous = Path.cwd()
+    try:
+        os.chdir(world)
+        load_stage_inputs(load_config("base.yaml", ["data.cache=disk"]))
+    finally:
+        os.chdir(previous)
+    return next((world / "runs/.cache").glob("images-*.npy"))
+
+
+def planted_cache(kind: str) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        from kagglecv.core.files import sha256_file
+
+        path = cache_entry(world)
+        pixels = np.load(path)
+        if kind == "zeros":
+            np.save(path, np.zeros_like(pixels))
+        elif kind == "zeros with its digest":
+            np.save(path, np.zeros_like(pixels))
+            path.with_name(path.name + ".sha256").write_text(sha256_file(path) + "\n")
+        elif kind == "float64":
+            np.save(path, np.full(pixels.shape, 1e9))
+        elif kind == "another size":
+            np.save(path, pixels[:, :4, :4])
+            path.with_name(path.name + ".sha256").write_text(sha256_file(path) + "\n")
+        elif kind == "objects":
+            np.save(path, np.array([{"a": 1}] * len(pixels), dtype=object), allow_pickle=True)
+        elif kind == "truncated":
+            path.write_bytes(path.read_bytes()[:200])
+        else:
+            path.write_text("not an array\n")
+    return apply
+
+
+def linked_cache(world: Path) -> None:
+    (world / "runs/.cache").mkdir(exist_ok=True)
+    shutil.rmtree(world / "runs/.cache")
+    (world / "runs/.cache").symlink_to(world / "data/train", target_is_directory=True)
+
+
+def rehash(bundle: Path) -> None:
+    """The bundle's manifest rewritten over its files as they are now: what someone who hands over a bundle can do."""
+    import json
+
+    from kagglecv.core.files import sha256_file
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = {p.relative_to(bundle).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                         for p in sorted(bundle.rglob("*"))
+                         if p.is_file() and p.name not in ("manifest.json", "dataset-metadata.json")}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def bundle_thresholds(first: str) -> Callable[[Path], None]:
+    """thresholds.json in a bundle: ``first`` (JSON text) for its first class, 0.5 for the others."""
+    def apply(world: Path) -> None:
+        packed(world)
+        classes = (world / "bundle" / "classes.txt").read_text().split()
+        (world / "bundle" / "thresholds.json").write_text(
+            "{" + ", ".join(f'"{name}": {first if index == 0 else 0.5}' for index, name in enumerate(classes)) + "}")
+        rehash(world / "bundle")
+    return apply
+
+
+def qwk_cutoffs(content: str) -> Callable[[Path], None]:
+    return both(edit_config("runs/base/config.yaml", metric="qwk_thresholds"), write("runs/base/cutoffs.json", content))
+
+
+_ONNX_BUNDLE: dict[str, Path] = {}
+
+
+def onnx_bundle(world: Path) -> Path:
+    """``pack runs/base --format onnx`` of the world, made once (every copy of the world holds the same run)."""
+    import tempfile
+
+    if "made" not in _ONNX_BUNDLE:
+        out = Path(tempfile.mkdtemp(prefix="kagglecv-onnx-")) / "obundle"
+        code, output = _run(["pack", "runs/base", "--out", str(out), "--timing-images", "0", "--format", "onnx"], world)
+        assert code == 0, output
+        _ONNX_BUNDLE["made"] = out
+    return _ONNX_BUNDLE["made"]
+
+
+def foreign_onnx(kind: str) -> Callable[[Path], None]:
+    """An ONNX bundle whose fold0 graph is replaced by one written by hand, its manifest rewritten to match."""
+    def apply(world: Path) -> None:
+        import onnx
+        from onnx import TensorProto, helper
+
+        shutil.copytree(onnx_bundle(world), world / "obundle")
+        images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, 16, 16])
+        probs = helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)
+        if kind == "wrong classes":
+            nodes, inits = [helper.make_node("ReduceMean", ["images", "axes"], ["probs"], keepdims=0)], [
+                helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])]
+        elif kind == "allocation":
+            nodes, inits = [helper.make_node("ConstantOfShape", ["shape"], ["probs"])], [
+                helper.make_tensor("shape", TensorProto.INT64, [2], [100_000, 100_000])]
+        else:
+            weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])
+            weight.data_location = TensorProto.EXTERNAL
+            weight.ClearField("float_data")
+            for key, value in (("location", "../../base.yaml"), ("offset", "0"), ("length", "4")):
+                weight.external_data.add(key=key, value=value)
+            nodes, inits = [helper.make_node("Add", ["images", "w"], ["probs"])], [weight]
+        graph = helper.make_graph(nodes, "foreign", [images], [probs], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        (world / "obundle/fold0/model.onnx").write_bytes(model.SerializeToString())
+        rehash(world / "obundle")
+    return apply
+
+
+def linked_metadata(world: Path) -> None:
+    packed(world)
+    (world / "secret.txt").write_text("api-key-123")
+    (world / "bundle" / "dataset-metadata.json").unlink(missing_ok=True)
+    (world / "bundle" / "dataset-metadata.json").symlink_to(world / "secret.txt")
+
+
+def nested_metadata(where: str) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        from kagglecv.stages.pack import pack_run
+
+        pack_run(world / "runs" / "base", world / "bundle", timing_images=0, notebook=True, provided=("kagglecv",))
+        (world / where).write_text("[" * 100_000 + "]" * 100_000)
+    return apply
+
+
+def bomb_images(world: Path) -> None:
+    """Every training image a PNG whose header declares 60,000 x 60,000 pixels (a few bytes on disk)."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    for image in (world / "comp" / "train").iterdir():
+        image.write_bytes(png)
+
+
+def fifo_images(world: Path) -> None:
+    import os
+
+    for image in (world / "comp" / "train").iterdir():
+        image.unlink()
+        os.mkfifo(image)
+
+
+def isic_shaped(world: Path) -> None:
+    """ISIC 2024 as it ships: train-metadata.csv, train images nested in train-image/image/, the test images only in
+    test-image.hdf5 (here a stand-in file), a sample of isic_id,target."""
+    folder = world / "isic"
+    (folder / "train-image").mkdir(parents=True)
+    shutil.copytree(world / "data" / "train", folder / "train-image" / "image")
+    train = pd.read_csv(world / "data/train.csv", dtype=str)
+    pd.DataFrame({"isic_id": train["id"], "target": (train.index % 2).astype(str)}).to_csv(
+        folder / "train-metadata.csv", index=False)
+    pd.DataFrame({"isic_id": ["ISIC_0015657", "ISIC_0015729", "ISIC_0015740"]}).to_csv(
+        folder / "test-metadata.csv", index=False)
+    pd.DataFrame({"isic_id": ["ISIC_0015657", "ISIC_0015729", "ISIC_0015740"], "target": 0.3}).to_csv(
+        folder / "sample_submission.csv", index=False)
+    (folder / "test-image.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+
+
+def metric_file(body: str) -> Callable[[Path], None]:
+    return write("m.py", "import sys\n\ndef score(solution, submission, row_id_column_name):\n    " + body + "\n")
+
+
+SCORE_FILE = ["score", "--submission", "data/sample.csv", "--solution", "data/sample.csv", "--metric", "m.py"]
+OINFER = ["infer", "obundle", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"]
+BINFER = ["infer", "bundle", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"]
+CACHED = TRAIN + ["--set", "data.cache=disk"]
+ROUND_FOUR = {
+    "code a run folder names": [
+        Variant("score on a run naming a metric file", ["score", "runs/base"], "not by you", setup=planted_metric(), outputs=RUNS),
+        Variant("report on a run naming a metric file by absolute path", ["report"], "not by you",
+                setup=planted_metric(absolute=True), outputs=RUNS),
+        Variant("inspect on a run naming a metric file", ["inspect", "runs/base"], "--metric-file", setup=planted_metric(),
+                outputs=RUNS),
+        Variant("ensemble of a run naming a metric file", ["ensemble", "runs/base", "runs/other"], "evil.py",
+                setup=planted_metric(), outputs=RUNS),
+        Variant("predict on a run naming a metric file", ["predict", "runs/base"], "not by you", setup=planted_metric(),
+                outputs=RUNS),
+        Variant("report on an ensemble that recorded a metric file", ["report"], "not by you", setup=recorded_metric,
+                outputs=RUNS),
+        Variant("score an ensemble that recorded a metric file", ["score", "runs/ens-m"], "not by you",
+                setup=recorded_metric, outputs=RUNS),
+    ],
+    "names that become config": [
+        Variant("a training table whose name holds a line break", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "line break", setup=competition_copy(rename={"train.csv": "train\nruns_dir: kagglecv-esc.csv"})),
+        Variant("an image folder whose name holds a line break", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "line break", setup=competition_copy(rename={"train": "train\ntracking: mlflow"})),
+        Variant("a sample whose name holds a carriage return", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "line break", setup=competition_copy(rename={"sample_submission.csv": "sample_submission\r.csv"})),
+        Variant("run DIR over a config init wrote for another folder of that name", ["run", "comp", "--metric", "accuracy"],
+                "written by kagglecv init for", setup=both(competition_copy("other/comp"), competition_copy("comp"),
+                                                            initialised("other/comp", "comp.yaml"))),
+        Variant("run DIR writing its folds into the competition folder", ["run", "comp", "--set", "folds.file=comp/f.csv"],
+                "never writes into the competition folder", setup=both(competition_copy(), initialised("comp", "comp.yaml"))),
+        Variant("run DIR writing its runs into the competition folder", ["run", "comp", "--set", "runs_dir=comp/runs"],
+                "runs_dir", setup=both(competition_copy(), initialised("comp", "comp.yaml"))),
+    ],
+    "files kagglecv wrote itself": [
+        Variant("a cache folder that links into the training images", CACHED, "not a link", setup=linked_cache, outputs=RUNS),
+        Variant("a cache of zeros", CACHED, "images-", setup=planted_cache("zeros"), outputs=RUNS),
+        Variant("a cache of zeros with a digest to match", CACHED, "first or last image differs",
+                setup=planted_cache("zeros with its digest"), outputs=RUNS),
+        Variant("a cache of float64 1e9", CACHED, "float64", setup=planted_cache("float64"), outputs=RUNS),
+        Variant("a cache of another image size", CACHED, "expected uint8", setup=planted_cache("another size"), outputs=RUNS),
+        Variant("a cache of pickled objects", CACHED, "object", setup=planted_cache("objects"), outputs=RUNS),
+        Variant("a truncated cache", CACHED, "images-", setup=planted_cache("truncated"), outputs=RUNS),
+        Variant("a cache that is text", CACHED, "not a kagglecv image cache", setup=planted_cache("text"), outputs=RUNS),
+        Variant("cut-offs with NaN", ["submit", "runs/base", "--sample", "data/sample.csv"], "cutoffs.json",
+                setup=qwk_cutoffs("[NaN, 1, 2, 3, 4, 5, 6, 7, 8]"), outputs=("submissions",)),
+        Variant("cut-offs descending", ["submit", "runs/base", "--sample", "data/sample.csv"], "descending",
+                setup=qwk_cutoffs("[8, 7, 6, 5, 4, 3, 2, 1, 0]"), outputs=("submissions",)),
+        Variant("cut-offs of true", ["submit", "runs/base", "--sample", "data/sample.csv"], "cut-off True",
+                setup=qwk_cutoffs("[true, 1, 2, 3, 4, 5, 6, 7, 8]"), outputs=("submissions",)),
+        Variant("cut-offs of Infinity", ["submit", "runs/base", "--sample", "data/sample.csv"], "cut-off inf",
+                setup=qwk_cutoffs("[0, 1, 2, 3, 4, 5, 6, 7, Infinity]"), outputs=("submissions",)),
+        Variant("thresholds with NaN in a bundle", BINFER, "thresholds.json",
+                setup=bundle_thresholds("NaN")),
+        Variant("thresholds of strings in a bundle", BINFER, "'high'",
+                setup=bundle_thresholds('"high"')),
+        Variant("NaN weights, infer", INFER + ["--out", "x.csv"], "NaN or infinite", setup=tampered_weights("nan")),
+        Variant("NaN weights, predict", ["predict", "runs/base"], "fold 0", setup=tampered_weights("nan"), outputs=RUNS),
+        Variant("NaN weights in a bundle", BINFER, "NaN or infinite", setup=both(tampered_weights("nan"), packed)),
+        Variant("an ONNX graph of the wrong class count", OINFER, "has shape", setup=foreign_onnx("wrong classes")),
+        Variant("an ONNX graph allocating 10^10 values", OINFER, "ConstantOfShape", setup=foreign_onnx("allocation")),
+        Variant("an ONNX weight read from outside the bundle", OINFER, "../../base.yaml", setup=foreign_onnx("external")),
+        Variant("dataset metadata that links to a secret", ["pack", "runs/base", "--out", "bundle", "--timing-images", "0"],
+                "is a link", setup=linked_metadata),
+        Variant("kernel metadata nested 100,000 deep", ["pack", "runs/base", "--out", "bundle", "--timing-images", "0",
+                                                        "--notebook", "--provided", "kagglecv"], "nested too deep",
+                setup=nested_metadata("bundle-notebook/kernel-metadata.json")),
+        Variant("dataset metadata nested 100,000 deep", ["pack", "runs/base", "--out", "bundle", "--timing-images", "0"],
+                "nested too deep", setup=nested_metadata("bundle/dataset-metadata.json")),
+        Variant("a notebook with no wheelhouse to install from", ["pack", "runs/base", "--out", "p", "--timing-images",
+                                                                  "0", "--notebook"], "--wheels"),
+    ],
+    "a user's metric that exits or lies": [
+        Variant("sys.exit(0) in score", SCORE_FILE, "SystemExit", setup=metric_file("sys.exit(0)")),
+        Variant("KeyboardInterrupt in score", SCORE_FILE, "KeyboardInterrupt", setup=metric_file("raise KeyboardInterrupt")),
+        Variant("a score of '0.75'", SCORE_FILE, "returned '0.75'", setup=metric_file("return '0.75'")),
+        Variant("a score of True", SCORE_FILE, "returned True", setup=metric_file("return True")),
+    ],
+    "memory and hangs": [
+        Variant("init on decompression-bomb headers", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "could be read", setup=both(competition_copy(), bomb_images), bounded=True),
+        Variant("init on FIFOs named like images", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "could be read", setup=both(competition_copy(), fifo_images), bounded=True),
+        Variant("a 20,000-label submission scored by log_loss", ["score", "--submission", "data/big.csv", "--solution",
+                                                                 "data/big.csv", "--metric", "log_loss"],
+                "holds class names", setup=write("data/big.csv", "id,label\n" + "".join(f"{i},c{i}\n" for i in range(20_000))),
+                bounded=True),
+    ],
+    "a folder the survey cannot match": [
+        Variant("ISIC 2024: test images only in an HDF5", ["init", "isic", "--metric", "roc_auc", "--out", "i.yaml"],
+                "data.test_image_dir", setup=isic_shaped),
+        Variant("a test table whose ids name no image", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "data.test_image_dir", setup=both(competition_copy(), lambda w: shutil.rmtree(w / "comp" / "test"),
+                                                  write("comp/test.csv", "id\nnope1\nnope2\n"))),
+        Variant("a folder with its images only in an archive", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "no folder of images", setup=both(competition_copy(), lambda w: shutil.rmtree(w / "comp" / "train"),
+                                                  lambda w: shutil.rmtree(w / "comp" / "test"),
+                                                  write("comp/train.zip", b"PK\x05\x06" + bytes(18)))),
+    ],
+    "keys that failed mid-training": [
+        Variant("a translation past the image", TRAIN + ["--set", "augment.batch=flip_translate", "--set",
+                                                         "augment.translate=16", "--set", "augment.train=none"],
+                "augment.translate", outputs=RUNS),
+        Variant("a wsd decay under one epoch", TRAIN + ["--set", "train.sched=wsd", "--set", "train.decay_epochs=0.5"],
+                "at least one epoch", outputs=RUNS),
+        Variant("a plateau factor of 1.5", TRAIN + ["--set", "train.sched=plateau", "--set", "train.decay_rate=1.5"],
+                "train.decay_rate", outputs=RUNS),
+        Variant("lr inf", TRAIN + ["--set", "train.lr=inf"], "train.lr", outputs=RUNS),
+        Variant("norm_lr_scale inf", TRAIN + ["--set", "train.norm_lr_scale=inf"], "norm_lr_scale", outputs=RUNS),
+        Variant("1e14 epochs", TRAIN + ["--set", "train.epochs=99999999999999999"], "train.epochs", outputs=RUNS),
+        Variant("pack --fit at an infinite speed", ["pack", "runs/base", "--out", "p", "--fit", "--images", "100",
+                                                    "--max-minutes", "5", "--device-speed", "inf"], "finite"),
+    ],
+}
+CATALOGUE.update(ROUND_FOUR)
 
 
 VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()
