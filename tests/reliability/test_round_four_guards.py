@@ -38,19 +38,20 @@ def competition(here: Path, name: str) -> Path:
     return folder
 
 
-def test_a_folder_name_never_becomes_config_and_the_escaping_is_what_stops_it(here, tmp_path, monkeypatch):
-    escaped = tmp_path / "ESCAPED"
+def test_a_folder_name_never_becomes_config_and_the_escaping_is_what_stops_it(here, monkeypatch):
+    escaped = "ESCAPED"  # a folder name holds no slash; a relative runs_dir is as much an escape from runs/
     folder = competition(here, f'comp\nruns_dir: "{escaped}"\ntracking: mlflow\n#')
     code, output = _run(["init", folder.name, "--metric", "accuracy", "--out", "c.yaml"], here)
-    assert code == 0, output
-    config = load_config(here / "c.yaml")
-    assert str(config.runs_dir) == "runs" and config.tracking.backend == "off"
-    assert init.folder_of_init(here / "c.yaml") == str(folder.resolve()), "the folder is recorded whole, escaped"
+    assert code == 2 and "holds a line break" in output and output.count("error:") == 1, output
+    assert not (here / "c.yaml").exists() and not (here / escaped).exists()
+    entries = [("experiment", "comp", "the competition folder's name"), ("data.train_csv", "train.csv", "found")]
+    written = yaml.safe_load(init.render(entries, folder))  # the first line records the folder, escaped
+    assert "runs_dir" not in written and "tracking" not in written
+    assert json.loads(init.recorded_folder(folder)) == str(folder.resolve())
     monkeypatch.setattr(init, "recorded_folder", lambda folder: str(Path(folder).resolve()))
-    code, output = _run(["init", folder.name, "--metric", "accuracy", "--out", "raw.yaml"], here)
-    assert code == 0, output
-    assert str(yaml.safe_load((here / "raw.yaml").read_text())["runs_dir"]) == str(escaped), \
-        "without the escaping the folder's name sets runs_dir"
+    injected = yaml.safe_load(init.render(entries, folder))
+    assert injected["runs_dir"] == escaped and injected["tracking"] == "mlflow", \
+        "without the escaping the folder's name sets runs_dir and tracking"
 
 
 def test_a_linked_cache_folder_is_refused_and_the_check_is_what_keeps_the_inputs(here, monkeypatch):
@@ -135,3 +136,30 @@ def test_twenty_thousand_labels_are_scored_from_indices_under_the_memory_limit(t
                                  "accuracy"], tmp_path)
     assert code == 0, output
     assert float(output.split()[-1]) == pytest.approx(float(np.mean(truth == guess)), abs=1e-6)
+
+
+def test_init_reads_only_the_head_of_a_300_mb_sample(here):
+    """Kaggle samples run to hundreds of MB (one row per hidden test id): init needs the header and a few rows.
+    Its peak resident memory (``VmHWM`` at exit): about 0.2 GB here, where reading the whole sample took 2.5 GB."""
+    import subprocess
+    import sys
+
+    folder = competition(here, "comp")
+    row = "".join(f"{index:032x},0\n" for index in range(100_000)).encode()
+    with open(folder / "sample_submission.csv", "wb") as handle:
+        handle.write(b"id,label\n")
+        for _ in range(80):  # 80 x 3.5 MB
+            handle.write(row)
+    assert (folder / "sample_submission.csv").stat().st_size > 280e6
+    code = ("import atexit, sys\n"
+            "def peak():\n"
+            "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+            "    print('peak', int(line.split()[1]) * 1024, file=sys.stderr)\n"
+            "atexit.register(peak)\n"
+            "sys.argv = ['kagglecv', 'init', 'comp', '--metric', 'accuracy', '--out', 'c.yaml']\n"
+            "from kagglecv.cli import main\nmain()\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    peak = int(result.stderr.split("peak")[-1].split()[0])  # VmHWM: this process's own, not the forking parent's
+    assert peak < 1 << 30, f"init held {peak / 1e9:.2f} GB"
+    assert load_config(here / "c.yaml").submit.sample == Path("comp/sample_submission.csv")
