@@ -10,11 +10,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Config": "core.config", "load_config": "core.config", "validate_config": "core.config",
-    "CompetitionData": "data.table", "load_train": "data.table", "load_test": "data.table",
+    "CompetitionData": "data.table", "load_train": "data.load", "load_test": "data.load",
     "KagglecvError": "core.errors", "ConfigError": "core.errors", "DataError": "core.errors",
     "make_folds": "stages.folds", "assign_folds": "stages.folds", "FoldsResult": "stages.folds",
     "create_splitter": "data.splitters",
-    "build_augment": "nn.images", "decode_image": "nn.images",
+    "build_augment": "nn.images", "decode_image": "data.decoding",
     "create_model": "nn.models",
     "train_run": "stages.train",
     "predict_run": "stages.predict",

@@ -230,7 +230,7 @@ def submit(
     run: RunPath,
     sample: Annotated[Path, typer.Option(help="The competition's sample_submission.csv.")],
     name: Annotated[Optional[str], typer.Option(help="Writes submissions/<name>.csv; the run's name when omitted.")] = None,
-    threshold: Annotated[str, typer.Option(help="Multi-label labels format: a number, or 'oof' for per-class thresholds tuned for F1 (F-beta when the metric is fbeta).")] = "0.5",
+    threshold: Annotated[Optional[str], typer.Option(help="Multi-label labels format: a number, or 'oof' for per-class thresholds tuned for F1 (F-beta when the metric is fbeta); the run's submit.threshold when omitted.")] = None,
     gz: Annotated[bool, typer.Option(help="Write .csv.gz.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Folder of the submissions.")] = Path("submissions"),
     metric_file: MetricFile = None,

@@ -61,14 +61,17 @@ class Submission:
     thresholds: dict[str, float] | None = None
 
 
-def write_submission(run_path: Path, sample_path: Path, name: str | None = None, *, threshold: str | float = "0.5",
-                     out_dir: Path = Path("submissions"), compress: bool = False, label_sep: str = " ") -> Submission:
+def write_submission(run_path: Path, sample_path: Path, name: str | None = None, *,
+                     threshold: str | float | None = None, out_dir: Path = Path("submissions"), compress: bool = False,
+                     label_sep: str = " ") -> Submission:
     """Write ``out_dir/<name>.csv[.gz]`` from the run's ``test.csv`` in the shape of ``sample_path``.
 
-    The name is checked first: a plain name, whose file lies inside ``out_dir`` and is none of the inputs.
+    ``threshold``: the multi-label cut, a number or ``oof``; None takes the run's own ``submit.threshold`` (as
+    ``run`` and ``infer`` do). The name is checked first: a plain name, whose file lies inside ``out_dir`` and is
+    none of the inputs.
     """
     run, sample_path = RunDir(run_path), Path(sample_path)
-    threshold = parse_threshold(threshold)
+    threshold = parse_threshold(_configured_threshold(run) if threshold is None else threshold)
     name = check_output_name(name or run.name, "--name")
     path = contained_output(out_dir, f"{name}.csv{'.gz' if compress else ''}", "--name",
                             inputs=_inputs(run, sample_path))
@@ -103,6 +106,14 @@ def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | Non
         raise KagglecvError(f"{run.path}: a qwk_thresholds bundle without {run.cutoffs_path.name}; pack the run again")
     _, data, oof = aligned_oof(run, classes)
     return cutoffs_from_oof(data.targets, oof, classes)
+
+
+def _configured_threshold(run: RunDir) -> float | str:
+    """The run's ``submit.threshold`` (0.5 for a run folder whose config cannot be read here)."""
+    try:
+        return run.read_config().submit.threshold
+    except KagglecvError:
+        return 0.5
 
 
 def _configured_shape(run: RunDir) -> "SubmissionShape":

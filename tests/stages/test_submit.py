@@ -193,3 +193,29 @@ def test_oof_thresholds_follow_the_runs_fbeta_metric(trained_runs, tmp_path):
     assert resolve_thresholds("oof", RunDir(run), classes) == pytest.approx(expected, abs=1e-12)
     f1 = dict(zip(classes, tune_thresholds(data.targets, oof)))
     assert any(abs(expected[name] - f1[name]) > 1e-9 for name in classes), "F2 and F1 thresholds must differ here"
+
+
+def test_submit_takes_the_runs_own_threshold_as_run_and_infer_do(trained_runs, tmp_path):
+    """A multi-label run whose config says ``submit.threshold: oof``: ``kagglecv submit`` without --threshold writes
+    the labels ``run`` writes (it passes the config's threshold) and ``infer`` writes (it reads the config too)."""
+    import yaml
+
+    from kagglecv.core.console import Console
+    from kagglecv.stages.infer import infer_test
+
+    config = trained_runs[("multilabel", 1)]
+    run = tmp_path / "runs" / "ml-oof"
+    shutil.copytree(config.run_dir, run)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    recorded["submit"] = recorded.get("submit", {}) | {"threshold": "oof"}
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    sample, _ = sample_for(run, tmp_path, ["labels"], "one two", shuffle=False)
+    submitted = write_submission(run, sample, "plain", out_dir=tmp_path / "subs")
+    as_run = write_submission(run, sample, "as-run", threshold="oof", out_dir=tmp_path / "subs")
+    at_half = write_submission(run, sample, "half", threshold="0.5", out_dir=tmp_path / "subs")
+    inferred = tmp_path / "inferred.csv"
+    infer_test(run, config.data.test_csv, config.data.test_image_dir, inferred, sample, console=Console(quiet=True))
+    labels = [pd.read_csv(path, dtype=str, keep_default_na=False)["labels"].tolist()
+              for path in (submitted.path, as_run.path, inferred, at_half.path)]
+    assert labels[0] == labels[1] == labels[2]
+    assert labels[0] != labels[3], "the tuned thresholds must change some labels here, or the test shows nothing"
