@@ -21,7 +21,8 @@ from infer_bundle import make_run
 
 from kagglecv.core.console import Console
 from kagglecv.stages.infer import infer_test
-from kagglecv.stages.pack import MANIFEST, pack_run
+from kagglecv.core.bundle import MANIFEST
+from kagglecv.stages.pack import pack_run
 
 
 def run(quick: bool = False, rounds: int = 3) -> dict:

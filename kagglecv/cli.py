@@ -250,7 +250,8 @@ def lb(
     out_dir: Annotated[Path, typer.Option(help="Folder of the submissions and their log.csv.")] = Path("submissions"),
 ) -> None:
     """Record the leaderboard score of a submission (read on Kaggle; nothing goes online) beside its CV."""
-    from kagglecv.stages.lb import log_path, record_leaderboard
+    from kagglecv.data.submission_log import log_path
+    from kagglecv.stages.lb import record_leaderboard
 
     row = record_leaderboard(out_dir, name, public, private)
     gap = f", public - CV {float(row['public']) - float(row['cv']):+.4f}" if row["public"] and row["cv"] else ""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,17 @@ from kagglecv.core.outputs import BUNDLE_MANIFEST, OutputRule
 from kagglecv.core.predictions import average_predictions, write_predictions
 from kagglecv.core.records import DoneRecord, PredictRecord, RunInfo, validate_record
 
-if TYPE_CHECKING:  # the table a run records is the data layer's; this module only reads its attributes
-    from kagglecv.data.table import CompetitionData
+
+
+class RecordedTable(Protocol):
+    """What a run records of the training table it was made from (the data layer's ``CompetitionData`` is one)."""
+
+    task: str
+    classes: list[str]
+    dropped_ids: frozenset[str]
+    unfixed_hash: str | None
+
+    def content_hash(self) -> str: ...
 
 # Keys that change where or how fast a run goes, never its results: they may differ on resume.
 RESULT_NEUTRAL_KEYS = {"data.cache", "train.num_workers", "train.device", "model.max_params", "tracking.backend", "tracking.uri",
@@ -260,7 +269,7 @@ class RunDir:
             raise KagglecvError(f"{self.path} was started with another config: {summarize(changes, 8)}; use a new "
                                 "experiment name, or --force to continue with the new config")
 
-    def write_identity(self, config: Config, data: CompetitionData, params: dict[str, int] | None = None,
+    def write_identity(self, config: Config, data: RecordedTable, params: dict[str, int] | None = None,
                        n_folds: int | None = None, extra: dict | None = None) -> None:
         """``config.yaml``, ``run.json`` and the copy of an own-model file; written once training can start, so a
         failed start leaves none of them. ``params``: the model's total and trainable parameter counts;
@@ -291,7 +300,7 @@ class RunDir:
             return datetime.now().isoformat(timespec="microseconds")
 
 
-def _label_fixes_record(config: Config, data: CompetitionData) -> dict | None:
+def _label_fixes_record(config: Config, data: RecordedTable) -> dict | None:
     """Which file changed the training table, and how, so the run says what it was trained on."""
     fixes = config.data.label_fixes
     if fixes is None:

@@ -37,8 +37,8 @@ from kagglecv.core.predictions import (
 )
 from kagglecv.core.runs import ENSEMBLE_PREFIX, RunDir, member_reference
 from kagglecv.data.inputs import load_run_table
+from kagglecv.data.scoring import score_predictions_frame
 from kagglecv.data.table import CompetitionData
-from kagglecv.stages.score import score_predictions_frame
 
 
 @dataclass

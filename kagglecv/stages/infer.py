@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kagglecv.core.bundle import verify_bundle
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries
@@ -22,16 +23,15 @@ from kagglecv.core.outputs import OutputRule, csv_header
 from kagglecv.core.predictions import prediction_frame, write_predictions
 from kagglecv.core.runs import read_json
 from kagglecv.core.shapes import checked_thresholds
-from kagglecv.data.table import CompetitionData
-from kagglecv.nn.recipe import Recipe, leaf_runs, load_recipe, read_new_test
-from kagglecv.stages.pack import verify_bundle
-from kagglecv.stages.submit import (
+from kagglecv.data.submission import (
     SubmissionShape,
     parse_threshold,
     resolve_thresholds,
     run_cutoffs,
     submission_from_predictions,
 )
+from kagglecv.data.table import CompetitionData
+from kagglecv.nn.recipe import Recipe, leaf_runs, load_recipe, read_new_test
 
 
 def check_infer_output(out: Path, recipe: Recipe, inputs: list, sample: Path | None) -> Path:

@@ -10,7 +10,6 @@ missing or added file makes ``infer`` refuse the bundle (an own-model file is co
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 
+from kagglecv.core.bundle import MANIFEST, bundle_files, is_own_bundle
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, require_extra, summarize
 from kagglecv.core.files import (
@@ -52,6 +52,13 @@ from kagglecv.core.wheelhouse import (
     build_wheelhouse,
 )
 from kagglecv.data.inputs import load_run_table
+from kagglecv.data.submission import (
+    cutoffs_from_oof,
+    parse_threshold,
+    resolve_thresholds,
+    run_cutoffs,
+    thresholds_from_oof,
+)
 from kagglecv.nn.budget import (
     FIT_METHOD,
     Budget,
@@ -67,17 +74,9 @@ from kagglecv.nn.recipe import (
     leaf_runs,
     load_recipe,
 )
-from kagglecv.stages.submit import (
-    cutoffs_from_oof,
-    parse_threshold,
-    resolve_thresholds,
-    run_cutoffs,
-    thresholds_from_oof,
-)
 
 FORMATS = ("torch", "onnx")
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities, PyTorch vs ONNX Runtime
-MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1
 RUN_KEYS = ("experiment", "created", "task", "classes", "n_folds", "params", "model_file", "versions", "python")
 DONE_KEYS = ("fold", "best_epoch", "best_score", "metric", "source")
@@ -212,22 +211,6 @@ def _check_destination(recipe: Recipe, source: Path, out: Path, notebook_dir: Pa
                     earlier=f"a kagglecv notebook folder (exactly {NOTEBOOK} and {KERNEL_METADATA})")
 
 
-def is_own_bundle(folder: Path) -> bool:
-    """A bundle ``pack`` wrote: its manifest names kagglecv and lists exactly the folder's files."""
-    try:
-        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
-        listed = set(manifest["files"]) if "kagglecv_bundle" in manifest else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return listed == _bundle_files(Path(folder)) and all(p.is_dir() or p.is_file() for p in Path(folder).rglob("*"))
-
-
-def _bundle_files(folder: Path) -> set[str]:
-    """Every file of a bundle folder but its manifest and the user's ``dataset-metadata.json``, as the manifest names
-    them."""
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {MANIFEST, DATASET_METADATA}
-
-
 def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict | None = None) -> None:
     """The recipe's files into ``dest``: as recorded, or for a fitted recipe its views and ``blend`` (weights.json)."""
     run = RunDir(dest)
@@ -301,7 +284,7 @@ def _held_out_rows(run: RunDir, ids: np.ndarray) -> dict[int, np.ndarray]:
 def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None, extra: dict) -> tuple[dict, int]:
     """``manifest.json`` listing every other file; returns the listing and the bundle's size in bytes."""
     files = {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
-             for name in sorted(_bundle_files(folder))}
+             for name in sorted(bundle_files(folder))}
     size = sum(entry["bytes"] for entry in files.values())
     write_json(folder / MANIFEST, {
         "kagglecv_bundle": BUNDLE_FORMAT, "kind": "ensemble" if isinstance(recipe, EnsembleRecipe) else "run",
@@ -313,42 +296,6 @@ def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None, extra: 
         **extra, "files": files,
     })
     return files, size
-
-
-def verify_bundle(path: Path) -> None:
-    """A folder with a manifest must hold exactly the files it lists, each with its sha256; else an error naming
-    them. A plain run folder (no manifest) is left alone."""
-    manifest_path = Path(path) / MANIFEST
-    if not manifest_path.is_file():
-        if _is_bundle_copy(Path(path)):
-            raise KagglecvError(f"{path}: a kagglecv bundle without its {MANIFEST}; refused to run it unchecked "
-                                "(pack the run again)")
-        return
-    try:
-        listed = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise KagglecvError(f"{manifest_path}: corrupt bundle manifest ({exc}); pack the run again") from None
-    if not isinstance(listed, dict) or not all(isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
-                                               for entry in listed.values()):
-        raise KagglecvError(f"{manifest_path}: corrupt bundle manifest (files: expected name -> {{sha256, bytes}}); "
-                            "pack the run again")
-    present = _bundle_files(Path(path))
-    missing = sorted(set(listed) - present)
-    added = sorted(present - set(listed))
-    altered = sorted(name for name in set(listed) & present if sha256_file(Path(path) / name) != listed[name]["sha256"])
-    problems = [f"{label}: {summarize(names, quote=True)}" for label, names in
-                (("altered (sha256 differs)", altered), ("missing", missing), ("not in the manifest", added)) if names]
-    if problems:
-        raise KagglecvError(f"{path}: the bundle does not match its manifest, refused to run it; " + "; ".join(problems))
-
-
-def _is_bundle_copy(folder: Path) -> bool:
-    """A folder ``pack`` wrote (its run.json says so), whatever is left of its manifest."""
-    try:
-        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and ("bundle" in info or "bundle_members" in info)
 
 
 def fit_budget(images: int | None, max_minutes: float | None, device_speed: float | None) -> Budget:

@@ -36,20 +36,20 @@ from kagglecv.core.runs import (
 )
 from kagglecv.core.tables import format_params
 from kagglecv.data.inputs import load_run_table
-from kagglecv.data.table import as_outputs, output_columns
-from kagglecv.nn.recipe import load_recipe
-from kagglecv.stages.lb import (
+from kagglecv.data.scoring import (
+    ScoreResult,
+    finished_folds_oof,
+    score_predictions_frame,
+)
+from kagglecv.data.submission_log import (
     LeaderboardPoint,
     cv_vs_leaderboard,
     latest_public_by_run,
     log_path,
     read_log,
 )
-from kagglecv.stages.score import (
-    ScoreResult,
-    finished_folds_oof,
-    score_predictions_frame,
-)
+from kagglecv.data.table import as_outputs, output_columns
+from kagglecv.nn.recipe import load_recipe
 
 LB_PNG = "cv_vs_leaderboard.png"
 PICTURES = "report.pictures"  # the report's own pictures, one folder per run: it writes nothing into a run

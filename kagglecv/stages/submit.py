@@ -17,40 +17,28 @@ Ids keep the sample's spelling and order. A failing check writes nothing.
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from kagglecv.core.errors import DataError, KagglecvError, summarize
+from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import check_output_name, contained_output, write_bytes
-from kagglecv.core.metrics import (
-    expected_grade,
-    threshold_beta,
-    tune_grade_cutoffs,
-    uses_grade_cutoffs,
-)
 from kagglecv.core.outputs import OutputRule, csv_header, same_header
 from kagglecv.core.predictions import (
-    FLOAT_FORMAT,
-    compare_ids,
-    prediction_frame,
     read_predictions,
-    require_same_ids,
 )
 from kagglecv.core.runs import RunDir, read_json
-from kagglecv.core.shapes import (
-    SubmissionShape,
-    checked_cutoffs,
-    shaped_columns,
+from kagglecv.data.scoring import run_score
+from kagglecv.data.submission import (
+    build_submission,
+    configured_shape,
+    configured_threshold,
+    encode_submission,
+    parse_threshold,
+    resolve_thresholds,
+    run_cutoffs,
 )
-from kagglecv.data.inputs import load_run_table
-from kagglecv.data.table import CompetitionData, read_csv_strings
-from kagglecv.stages.lb import COLUMNS as LOG_COLUMNS
-from kagglecv.stages.lb import LOG_NAME, append_submission, log_path
-from kagglecv.stages.score import score_run
+from kagglecv.data.submission_log import COLUMNS as LOG_COLUMNS
+from kagglecv.data.submission_log import LOG_NAME, append_submission, log_path
 
 
 @dataclass
@@ -71,7 +59,7 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     none of the inputs.
     """
     run, sample_path = RunDir(run_path), Path(sample_path)
-    threshold = parse_threshold(_configured_threshold(run) if threshold is None else threshold)
+    threshold = parse_threshold(configured_threshold(run) if threshold is None else threshold)
     name = check_output_name(name or run.name, "--name")
     path = contained_output(out_dir, f"{name}.csv{'.gz' if compress else ''}", "--name",
                             inputs=_inputs(run, sample_path))
@@ -85,130 +73,23 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     predictions = read_predictions(run.test_path, classes)
     out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task,
                                             lambda: resolve_thresholds(threshold, run, classes), label_sep,
-                                            _configured_shape(run), run_cutoffs(run, classes, task))
+                                            configured_shape(run), run_cutoffs(run, classes, task))
     write_bytes(path, encode_submission(out, compress))
     append_submission(path, run.name, *_recorded_cv(run))
     return Submission(path, fmt, len(out), thresholds)
 
 
-def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | None:
-    """For a run scored by ``qwk_thresholds``: the grade cut-offs tuned on its OOF predictions (a bundle's recorded
-    ones); None for any other metric (labels are the argmax)."""
-    try:
-        metric = run.read_config().metric
-    except KagglecvError:
-        return None
-    if not uses_grade_cutoffs(metric, task):
-        return None
-    if run.cutoffs_path.is_file():
-        return checked_cutoffs(read_json(run.cutoffs_path, "the bundle's grade cut-offs"), classes, run.cutoffs_path)
-    if "bundle" in run.read_info():
-        raise KagglecvError(f"{run.path}: a qwk_thresholds bundle without {run.cutoffs_path.name}; pack the run again")
-    _, data, oof = aligned_oof(run, classes)
-    return cutoffs_from_oof(data.targets, oof, classes)
-
-
-def _configured_threshold(run: RunDir) -> float | str:
-    """The run's ``submit.threshold`` (0.5 for a run folder whose config cannot be read here)."""
-    try:
-        return run.read_config().submit.threshold
-    except KagglecvError:
-        return 0.5
-
-
-def _configured_shape(run: RunDir) -> "SubmissionShape":
-    """The run's ``submit.format`` and ``top_k`` (auto for a run folder whose config cannot be read here)."""
-    try:
-        submit = run.read_config().submit
-    except KagglecvError:
-        return SubmissionShape()
-    return SubmissionShape.of(submit)
-
-
 def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:
-    """The metric and OOF score of the run's ``score.json``, scored now when the run has none yet; unknown (None)
-    when the training table it was scored on cannot be read here."""
+    """The metric and OOF score of the run's ``score.json``, scored now in memory when the run has none (submit
+    writes nothing into a run); unknown (None) when the training table it was scored on cannot be read here."""
     if not run.score_path.is_file():
         try:
-            score_run(run.path)
+            result = run_score(run)
         except KagglecvError:
             return None, None
+        return result.metric, result.overall
     score = read_json(run.score_path, "a run's score")
     return score.get("metric"), score.get("overall")
-
-
-def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,
-                                sample_path: Path, out: Path, thresholds: dict[str, float], label_sep: str = " ",
-                                shape: SubmissionShape = SubmissionShape(), cutoffs: list[float] | None = None) -> str:
-    """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory,
-    checked as ``submit`` checks; returns the format."""
-    predictions = prediction_frame(ids, probabilities, classes)
-    frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task,
-                                     lambda: thresholds, label_sep, shape, cutoffs)
-    write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
-    return fmt
-
-
-def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_path: Path, classes: list[str],
-                     task: str, thresholds_for, label_sep: str = " ",
-                     shape: SubmissionShape = SubmissionShape(),
-                     cutoffs: list[float] | None = None) -> tuple[pd.DataFrame, str, dict | None]:
-    """The submission frame in the sample's shape (or the configured ``shape``), validated; ``thresholds_for()`` is
-    asked only for label lists."""
-    sample = read_csv_strings(sample_path)
-    if sample.shape[1] < 2:
-        raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
-    id_col = sample.columns[0]
-    aligned = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
-    fmt, k = shape.resolve(sample, classes, task, sample_path)
-    thresholds = thresholds_for() if fmt == "labels" else None
-    columns = shaped_columns(aligned, classes, fmt, list(sample.columns[1:]), k, thresholds, cutoffs, label_sep)
-    out = pd.DataFrame({id_col: sample[id_col]} | columns)
-    validate_submission(out, sample, sample_path, fmt, classes, label_sep)
-    return out, fmt, thresholds
-
-
-def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:
-    text = out.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT).encode()
-    return gzip.compress(text, mtime=0) if compress else text
-
-
-def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Path, fmt: str, classes: list[str],
-                        label_sep: str = " ") -> None:
-    """Kaggle's contract: the sample's header, every id once in the sample's order, finite values in range."""
-    if list(out.columns) != list(sample.columns):
-        raise DataError(f"submission columns {list(out.columns)} differ from {sample_path}'s {list(sample.columns)}")
-    if len(out) != len(sample) or not (out.iloc[:, 0].to_numpy() == sample.iloc[:, 0].to_numpy()).all():
-        raise DataError(f"submission ids differ from {sample_path} (count or order)")
-    if fmt in ("probabilities", "positive"):
-        values = out.iloc[:, 1:].to_numpy(np.float64)
-        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
-        if bad.any():
-            rows = np.flatnonzero(bad.any(axis=1))
-            raise DataError(f"submission has {len(rows)} rows with values outside [0, 1], NaN or inf: "
-                            f"{summarize([str(out.iat[r, 0]) for r in rows])}")
-    else:
-        known = set(classes)
-        cells = out.iloc[:, 1].astype(str)
-        labels_of = (lambda cell: [cell]) if fmt == "label" else (lambda cell: cell.split(label_sep))
-        unknown = sorted({label for cell in cells for label in labels_of(cell) if label and label not in known})
-        if unknown:
-            raise DataError(f"submission has labels that are not classes: {summarize(unknown, quote=True)}")
-
-
-def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictions_path: Path, sample_path: Path) -> np.ndarray:
-    duplicated = compare_ids(sample_ids, []).doubled
-    if duplicated:
-        raise DataError(f"{sample_path}: {len(duplicated)} ids appear more than once: {summarize(duplicated, quote=True)}")
-    differences = compare_ids(predictions["id"], list(sample_ids))
-    if differences.missing:
-        raise DataError(f"{predictions_path}: no prediction for {len(differences.missing)} ids of {sample_path}: "
-                        f"{summarize(differences.missing, quote=True)}")
-    if differences.extra:
-        raise DataError(f"{predictions_path}: {len(differences.extra)} ids are not in {sample_path}: "
-                        f"{summarize(differences.extra, quote=True)}")
-    values = predictions.set_index("id")
-    return values.loc[list(sample_ids)].to_numpy(np.float64)
 
 
 def check_submission_outputs(run: RunDir, sample_path: Path, path: Path) -> None:
@@ -233,74 +114,5 @@ def _inputs(run: RunDir, sample_path: Path) -> list[Path]:
     except KagglecvError:
         pass
     return inputs
-
-
-def parse_threshold(threshold: str | float) -> float | str:
-    """``oof``, or a number strictly between 0 and 1."""
-    if threshold == "oof":
-        return "oof"
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise KagglecvError(f"--threshold: expected a number in (0, 1) or 'oof', got {threshold!r}") from None
-    if not 0 < value < 1:
-        raise KagglecvError(f"--threshold: expected a number in (0, 1), got {value}")
-    return value
-
-
-def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) -> dict[str, float]:
-    """One threshold for every class (a number), or per class tuned on the run's OOF (``oof``) for F1, or for the
-    F-beta of the run's metric when it is one (``fbeta:<beta>:<average>``, ``f2_samples``)."""
-    if threshold == "oof":
-        source, data, oof = aligned_oof(run, classes)
-        return thresholds_from_oof(data.targets, oof, classes, source.read_config().metric, data.task)
-    return dict.fromkeys(classes, parse_threshold(threshold))
-
-
-def aligned_oof(run: RunDir, classes: list[str]) -> tuple[RunDir, CompetitionData, np.ndarray]:
-    """The run whose OOF predictions stand for ``run`` (a full refit's CV run), its training table, and those
-    predictions in the table's row order."""
-    source = run.oof_source()
-    data = load_run_table(source)
-    oof = read_predictions(source.oof_path, classes)
-    require_same_ids(oof["id"], data.ids, source.oof_path, data.source)
-    return source, data, oof.set_index("id").loc[list(data.ids), classes].to_numpy(np.float64)
-
-
-def thresholds_from_oof(targets: np.ndarray, oof: np.ndarray, classes: list[str], metric: str | None,
-                        task: str) -> dict[str, float]:
-    """Per-class thresholds tuned on OOF predictions for the F-beta of ``metric`` (F1 for any other metric)."""
-    return dict(zip(classes, map(float, tune_thresholds(targets, oof, threshold_beta(metric, task)))))
-
-
-def cutoffs_from_oof(targets: np.ndarray, oof: np.ndarray, classes: list[str]) -> list[float]:
-    """The grade cut-offs ``qwk_thresholds`` labels are cut at, tuned on OOF predictions."""
-    return [float(value) for value in tune_grade_cutoffs(targets, expected_grade(oof), len(classes))]
-
-
-def tune_thresholds(targets: np.ndarray, scores: np.ndarray, beta: float = 1.0) -> np.ndarray:
-    """Per class, the threshold that maximizes that class's F-beta (F1 by default) on OOF (difficult rows ignored);
-    0.5 without positives.
-
-    Candidates are the midpoints between consecutive distinct scores, so the chosen threshold separates the same
-    OOF rows whatever the spacing of the scores.
-    """
-    thresholds = np.full(scores.shape[1], 0.5)
-    for column in range(scores.shape[1]):
-        known = targets[:, column] != -1
-        truth, score = targets[known, column] == 1, scores[known, column]
-        if not truth.any():
-            continue
-        order = np.argsort(-score, kind="stable")
-        sorted_scores, sorted_truth = score[order], truth[order]
-        true_positives = np.cumsum(sorted_truth)
-        # F-beta with the top k rows predicted positive: (1 + b^2) tp / (b^2 positives + k)
-        fscore = (1 + beta**2) * true_positives / (beta**2 * truth.sum() + np.arange(1, len(order) + 1))
-        last_of_block = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-        fscore = np.where(last_of_block, fscore, -1)
-        best = int(np.argmax(fscore))
-        below = sorted_scores[best + 1] if best + 1 < len(sorted_scores) else 0.0
-        thresholds[column] = (sorted_scores[best] + below) / 2
-    return thresholds
 
 

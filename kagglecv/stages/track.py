@@ -28,7 +28,7 @@ from kagglecv.core.errors import KagglecvError, require_extra
 from kagglecv.core.files import output_lock, sha256_file
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.runs import RunDir, read_json
-from kagglecv.stages.score import score_run
+from kagglecv.data.scoring import run_score
 
 RUN_TAG = "kagglecv.run"
 FINGERPRINT_TAG = "kagglecv.fingerprint"
@@ -156,9 +156,9 @@ def _sync_run(client, record: _RunRecord, runs_dir: Path, uri: str) -> bool:
 
 
 def _score(run: RunDir) -> dict:
-    """``score.json``, written now when the run has not been scored yet."""
+    """``score.json``, or the score computed now (in memory: track writes nothing into a run) when it has none."""
     if not run.score_path.is_file():
-        score_run(run.path)
+        return run_score(run).to_dict()
     return read_json(run.score_path, "a run's score")
 
 

@@ -33,8 +33,8 @@ from kagglecv.core.metrics import resolve_metric
 from kagglecv.core.runs import FoldDir, RunDir, history_metric
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.load import load_train
+from kagglecv.data.scoring import finished_folds_oof, score_predictions_frame
 from kagglecv.stages.folds import make_folds
-from kagglecv.stages.score import finished_folds_oof, score_predictions_frame
 from kagglecv.workflows.jobs import (
     Job,
     init_ray,

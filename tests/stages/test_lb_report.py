@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kagglecv.cli import app
 from kagglecv.core.files import sha256_file
-from kagglecv.stages.lb import cv_vs_leaderboard, read_log
+from kagglecv.data.submission_log import cv_vs_leaderboard, read_log
 from kagglecv.stages.report import build_report
 
 runner = CliRunner()

@@ -25,7 +25,8 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.stages.ensemble import make_ensemble
 from kagglecv.stages.folds import make_folds
 from kagglecv.stages.infer import infer_test
-from kagglecv.stages.pack import MANIFEST, pack_run, timing_warning
+from kagglecv.core.bundle import MANIFEST
+from kagglecv.stages.pack import pack_run, timing_warning
 from kagglecv.stages.predict import predict_run
 from kagglecv.stages.submit import write_submission
 from kagglecv.stages.train import train_run
@@ -245,7 +246,7 @@ def test_the_commands_print_one_line_results_and_one_line_errors(competition, tm
 
 def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(trained_runs, tmp_path):
     from kagglecv.core.runs import RunDir
-    from kagglecv.stages.submit import resolve_thresholds
+    from kagglecv.data.submission import resolve_thresholds
 
     config = trained_runs[("multilabel", 1)]
     run = tmp_path / "run"

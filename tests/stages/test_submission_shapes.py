@@ -20,7 +20,7 @@ from kagglecv.core.metrics import (
 )
 from kagglecv.core.predictions import prediction_frame
 from kagglecv.stages.score import score_submission
-from kagglecv.stages.submit import SubmissionShape, build_submission
+from kagglecv.data.submission import SubmissionShape, build_submission
 
 RNG = np.random.default_rng(7)
 ROWS = 80

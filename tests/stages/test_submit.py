@@ -8,8 +8,9 @@ import pytest
 from sklearn.metrics import f1_score
 
 from kagglecv.core.errors import DataError, KagglecvError
+from kagglecv.data.submission import tune_thresholds
 from kagglecv.stages.score import score_submission
-from kagglecv.stages.submit import tune_thresholds, write_submission
+from kagglecv.stages.submit import write_submission
 
 
 def sample_for(run_dir, tmp_path, columns, value, shuffle=True):
@@ -179,7 +180,7 @@ def test_oof_thresholds_follow_the_runs_fbeta_metric(trained_runs, tmp_path):
     from kagglecv.core.predictions import read_predictions
     from kagglecv.core.runs import RunDir
     from kagglecv.data.inputs import load_run_table
-    from kagglecv.stages.submit import resolve_thresholds
+    from kagglecv.data.submission import resolve_thresholds
 
     run = tmp_path / "run"
     shutil.copytree(trained_runs[("multilabel", 1)].run_dir, run)

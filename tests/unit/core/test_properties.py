@@ -13,7 +13,7 @@ from kagglecv.core.config import apply_override
 from kagglecv.core.metrics import accuracy
 from kagglecv.core.predictions import compare_ids
 from kagglecv.data.splitters import create_splitter
-from kagglecv.stages.submit import tune_thresholds
+from kagglecv.data.submission import tune_thresholds
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

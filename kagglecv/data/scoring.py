@@ -1,0 +1,111 @@
+"""The OOF score exactly as the competition computes it, overall, per fold and per class, in memory: the library
+of the score stage (which writes ``score.json``), of ``ensemble``, ``report``, ``submit`` and ``track``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kagglecv.core.errors import KagglecvError
+from kagglecv.core.metrics import (
+    METRICS,
+    average_precision_per_class,
+    recall_per_class,
+    resolve_metric,
+    score,
+)
+from kagglecv.core.predictions import read_predictions, require_same_ids
+from kagglecv.core.runs import RunDir
+from kagglecv.data.inputs import load_run_table
+from kagglecv.data.table import CompetitionData
+
+
+@dataclass
+class ScoreResult:
+    metric: str
+    higher_is_better: bool
+    overall: float
+    per_fold: dict[int, float]
+    fold_mean: float
+    fold_std: float
+    per_class_kind: str
+    per_class: dict[str, float]
+    classes_without_positives: list[str]
+    other_metrics: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_score(run: RunDir, metric: str | None = None, data: CompetitionData | None = None) -> ScoreResult:
+    """The OOF score of ``run/oof.csv`` against the run's training table (``data``, when the caller has read it),
+    in memory: the score stage writes it as ``score.json``; submit, track and report write nothing into a run."""
+    if run.is_full_fit():
+        raise KagglecvError(f"{run.path}: a full-data refit has no OOF predictions and no CV score of its own; "
+                            f"score its CV run {run.read_info()['cv_run']}")
+    config = run.read_config()
+    data = data if data is not None else load_run_table(run, config)
+    return score_predictions_frame(read_predictions(run.oof_path, data.classes), data, metric or config.metric,
+                                   source=run.oof_path)
+
+
+def finished_folds_oof(run: RunDir, data: CompetitionData, folds: list[int] | None = None
+                       ) -> tuple[pd.DataFrame, CompetitionData]:
+    """The OOF predictions of the finished ``folds`` of a run (all finished folds when None), from their
+    ``fold<K>/oof.csv``, and the training table restricted to their rows: what a run whose other folds have not
+    finished (a tune trial on fold 0, a run still training) is scored on."""
+    chosen = [fold for fold in run.fold_dirs() if fold.is_done() and (folds is None or fold.index in folds)]
+    if not chosen:
+        raise KagglecvError(f"{run.path}: no finished fold{'' if folds is None else f' among {folds}'}")
+    oof = pd.concat([read_predictions(fold.oof_path, data.classes) for fold in chosen], ignore_index=True)
+    return oof, data.subset(np.isin(data.ids, oof["id"].to_numpy(dtype=object)))
+
+
+def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: str | None, source: Path) -> ScoreResult:
+    """Align OOF rows to the table by id (every id exactly once), then score overall, per fold and per class."""
+    definition = resolve_metric(metric, data.task, "--metric")
+    metric = definition.name
+    targets, scores, folds = _align(oof, data, source)
+    overall = score(metric, data.task, targets, scores)
+    per_fold = {}
+    if folds is not None:
+        for fold in np.unique(folds):
+            mask = folds == fold
+            try:
+                per_fold[int(fold)] = score(metric, data.task, targets[mask], scores[mask])
+            except ValueError:
+                per_fold[int(fold)] = float("nan")
+    fold_values = np.array(list(per_fold.values()), dtype=float)
+    kind, per_class = _per_class(data, targets, scores)
+    others = {}  # top-5 accuracy is always 1 with five classes or fewer (and sklearn warns so): left out
+    for name, other in METRICS.items():
+        if data.task in other.tasks and name != metric and not (name == "top5_accuracy" and len(data.classes) <= 5):
+            try:
+                others[name] = score(name, data.task, targets, scores)
+            except ValueError:
+                continue
+    return ScoreResult(
+        metric=metric, higher_is_better=definition.higher_is_better, overall=overall, per_fold=per_fold,
+        fold_mean=float(np.nanmean(fold_values)) if len(fold_values) else float("nan"),
+        fold_std=float(np.nanstd(fold_values)) if len(fold_values) else float("nan"),
+        per_class_kind=kind, per_class={name: value for name, value in zip(data.classes, per_class)},
+        classes_without_positives=[name for name, value in zip(data.classes, per_class) if np.isnan(value)],
+        other_metrics=others, rows=len(targets))
+
+
+def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
+    require_same_ids(oof["id"], data.ids, source, data.source, "unknown")
+    rows = pd.Series(np.arange(len(data)), index=data.ids).loc[oof["id"]].to_numpy()
+    scores = oof[data.classes].to_numpy(np.float64)
+    folds = oof["fold"].to_numpy() if "fold" in oof.columns else None
+    return data.targets[rows], scores, folds
+
+
+def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray) -> tuple[str, np.ndarray]:
+    if data.task == "multilabel":
+        return "AP", average_precision_per_class(targets, scores)
+    return "recall", recall_per_class(targets, scores)
