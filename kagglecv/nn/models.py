@@ -35,13 +35,17 @@ class MLPHeadModel(nn.Module):
         return self.head(self.backbone(x))
 
 
+FETCHERS = ("huggingface_hub", "httpx", "httpcore", "requests", "urllib3", "urllib")
+
+
 def _timm_model(name: str, pretrained: bool, outputs: int, kwargs: dict) -> nn.Module:
     """``timm.create_model``; weights that cannot be fetched (offline, a Kaggle notebook without internet) are one
     line saying what kagglecv offers instead, not the hub's own message."""
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=outputs, **kwargs)
-    except Exception as exc:  # huggingface_hub, requests and urllib raise their own kinds when offline
-        if not pretrained or isinstance(exc, (ValueError, TypeError, RuntimeError)) and "hub" not in str(exc).lower():
+    except Exception as exc:  # huggingface_hub, httpx, requests and urllib raise their own kinds when offline
+        fetching = isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in FETCHERS
+        if not pretrained or isinstance(exc, KagglecvError) or not fetching:
             raise
         raise ConfigError(f"model.pretrained: true: {name}'s pretrained weights could not be fetched "
                           f"({type(exc).__name__}); offline, train from scratch (--set model.pretrained=false) or "

@@ -149,6 +149,8 @@ def _sync_run(client, record: _RunRecord, runs_dir: Path, uri: str) -> bool:
     for name in ARTIFACTS:
         if (run.path / name).is_file():
             client.log_artifact(run_id, str(run.path / name))
+    if not run.score_path.is_file():  # scored in memory: the record carries it, the run folder stays as it was
+        client.log_dict(run_id, score, run.score_path.name)
     client.set_terminated(run_id, "FINISHED")
     for found in earlier:  # replaced by the run just logged
         client.delete_run(found.info.run_id)
