@@ -70,7 +70,7 @@ class Blender:
         self.method, self.task, self.metric = method, task, metric
         self.user_weights, self.power, self.init_top, self.max_rounds = user_weights, power, init_top, max_rounds
         self.per_class, self.seed = per_class, seed
-        self.direction = 1.0 if get_metric(metric, task).higher_is_better else -1.0
+        self.definition = get_metric(metric, task)
 
     def fit(self, predictions: np.ndarray, targets: np.ndarray):
         n_runs = len(predictions)
@@ -92,7 +92,7 @@ class Blender:
 
     def _score(self, targets, blend) -> float:
         try:
-            return self.direction * score(self.metric, self.task, targets, blend)
+            return self.definition.objective(score(self.metric, self.task, targets, blend))
         except ValueError:
             return -np.inf
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.metrics import objective
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,12 @@ def select_within_budget(candidates: list[list[str]], costs: UnitCosts, images: 
                          max_rounds: int = 100) -> Selection:
     """The selection of (run, view) units that ``blend_score`` rates best, within ``budget_seconds`` for ``images``
     images (greedy, see the module's docstring); an error when not even the cheapest single unit fits."""
-    direction = 1.0 if higher_is_better else -1.0
     current, current_score = Selection.empty(len(candidates)), None
     for _ in range(max_rounds):
         feasible = [step for step in current.steps(candidates) if costs.seconds(step, images) <= budget_seconds]
         if not feasible:
             break
-        rated = [(direction * blend_score(step), -costs.seconds(step, images), index)
+        rated = [(objective(blend_score(step), higher_is_better), -costs.seconds(step, images), index)
                  for index, step in enumerate(feasible)]
         best_score, _, best_index = max(rated)
         if current_score is not None and best_score <= current_score:

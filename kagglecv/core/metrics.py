@@ -382,6 +382,13 @@ def _harmonic(a: float, b: float) -> float:
 
 
 # ----- the registry the stages use -----------------------------------------------------------------------------------
+def objective(value: float, higher_is_better: bool) -> float:
+    """``value`` made higher-is-better: itself, or its negative where lower is better (log loss, RMSE). The one
+    place a metric's direction is applied; its own inverse. NaN (a score that could not be computed) stays NaN and
+    is never better than anything: every comparison with it is False."""
+    return value if higher_is_better else -value
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named metric: the function, its direction, and the tasks it applies to."""
@@ -390,6 +397,10 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray], float]
     higher_is_better: bool
     tasks: tuple[str, ...]
+
+    def objective(self, value: float) -> float:
+        """``value`` made higher-is-better (:func:`objective`); applied twice, the value again."""
+        return objective(value, self.higher_is_better)
 
 
 METRICS = {m.name: m for m in [
@@ -421,6 +432,8 @@ ALIASES = {("f2_samples", "multilabel"): "fbeta:2:samples", ("f1_samples", "mult
            ("roc_auc_macro", "multiclass"): "roc_auc_ovr"}
 FBETA_AVERAGES = ("samples", "micro", "macro")
 DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map"}
+# The validation loss as the epoch-selection metric (``train.metric: loss``): lower is better; scored by the trainer.
+LOSS = Metric("loss", lambda y, s: math.nan, False, ("multiclass", "binary", "multilabel"))
 
 
 # Metrics of this process bound to the data they score: a competition's metric file (``core.metric_file``).

@@ -114,6 +114,34 @@ def require_same_ids(ids, expected, path: Path, expected_path: Path, extra_word:
                         f"({summarize(differences.extra, quote=True)})")
 
 
+def aligned(frame: pd.DataFrame, ids, classes: list[str], path: Path, expected_path: Path, *, exact: bool = True,
+            extra_word: str = "extra", dtype=np.float64) -> np.ndarray:
+    """The ``classes`` columns of a prediction frame in the order of ``ids``: the one way kagglecv aligns predictions
+    to ids. Every id of ``ids`` must be in the frame exactly once; with ``exact``, the frame holds nothing else.
+
+    Raises:
+        DataError: naming ``path`` and the doubled, missing (and, with ``exact``, extra) ids.
+    """
+    ids = list(ids)
+    if exact:
+        require_same_ids(frame["id"], ids, path, expected_path, extra_word)
+    else:
+        differences = compare_ids(frame["id"], ids)
+        doubled = set(differences.doubled) & set(ids)
+        if doubled or differences.missing:
+            raise DataError(f"{path}: {len(differences.missing)} ids of {expected_path} missing "
+                            f"({summarize(differences.missing, quote=True)}), {len(doubled)} more than once "
+                            f"({summarize(sorted(doubled), quote=True)})")
+    return frame.drop_duplicates("id").set_index("id").loc[ids, classes].to_numpy(dtype)
+
+
+def read_aligned(path: Path, ids, classes: list[str], expected_path: Path, *, oof: bool = False, exact: bool = True,
+                 extra_word: str = "extra", dtype=np.float64) -> np.ndarray:
+    """:func:`read_predictions` of ``path``, then :func:`aligned` to ``ids``."""
+    frame = read_predictions(path, classes, oof=oof)
+    return aligned(frame, ids, classes, path, expected_path, exact=exact, extra_word=extra_word, dtype=dtype)
+
+
 def merge_oof(fold_files: list[Path], ids: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """Concatenate per-fold OOF files into table order; every id exactly once or an error naming the ids."""
     merged = pd.concat([read_predictions(path, classes) for path in fold_files], ignore_index=True)

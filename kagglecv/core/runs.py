@@ -42,7 +42,6 @@ from kagglecv.core.predictions import average_predictions, write_predictions
 from kagglecv.core.records import DoneRecord, PredictRecord, RunInfo, validate_record
 
 
-
 class RecordedTable(Protocol):
     """What a run records of the training table it was made from (the data layer's ``CompetitionData`` is one)."""
 

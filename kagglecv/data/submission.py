@@ -24,8 +24,7 @@ from kagglecv.core.predictions import (
     FLOAT_FORMAT,
     compare_ids,
     prediction_frame,
-    read_predictions,
-    require_same_ids,
+    read_aligned,
 )
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.core.shapes import SubmissionShape, checked_cutoffs, shaped_columns
@@ -46,7 +45,7 @@ def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | Non
         return checked_cutoffs(read_json(run.cutoffs_path, "the bundle's grade cut-offs"), classes, run.cutoffs_path)
     if "bundle" in run.read_info():
         raise KagglecvError(f"{run.path}: a qwk_thresholds bundle without {run.cutoffs_path.name}; pack the run again")
-    _, data, oof = aligned_oof(run, classes)
+    _, data, oof = oof_of_run(run, classes)
     return cutoffs_from_oof(data.targets, oof, classes)
 
 
@@ -158,19 +157,17 @@ def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) 
     """One threshold for every class (a number), or per class tuned on the run's OOF (``oof``) for F1, or for the
     F-beta of the run's metric when it is one (``fbeta:<beta>:<average>``, ``f2_samples``)."""
     if threshold == "oof":
-        source, data, oof = aligned_oof(run, classes)
+        source, data, oof = oof_of_run(run, classes)
         return thresholds_from_oof(data.targets, oof, classes, source.read_config().metric, data.task)
     return dict.fromkeys(classes, parse_threshold(threshold))
 
 
-def aligned_oof(run: RunDir, classes: list[str]) -> tuple[RunDir, CompetitionData, np.ndarray]:
+def oof_of_run(run: RunDir, classes: list[str]) -> tuple[RunDir, CompetitionData, np.ndarray]:
     """The run whose OOF predictions stand for ``run`` (a full refit's CV run), its training table, and those
     predictions in the table's row order."""
     source = run.oof_source()
     data = load_run_table(source)
-    oof = read_predictions(source.oof_path, classes)
-    require_same_ids(oof["id"], data.ids, source.oof_path, data.source)
-    return source, data, oof.set_index("id").loc[list(data.ids), classes].to_numpy(np.float64)
+    return source, data, read_aligned(source.oof_path, data.ids, classes, data.source)
 
 
 def thresholds_from_oof(targets: np.ndarray, oof: np.ndarray, classes: list[str], metric: str | None,

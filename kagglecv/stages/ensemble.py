@@ -30,6 +30,7 @@ from kagglecv.core.files import (
 )
 from kagglecv.core.metrics import get_metric, resolve_metric, score
 from kagglecv.core.predictions import (
+    aligned,
     compare_ids,
     prediction_frame,
     read_predictions,
@@ -136,7 +137,7 @@ def _read_test(run: RunDir, classes, test_ids, first: RunDir):
     if test_ids is None:
         return frame[classes].to_numpy(np.float32), frame["id"].to_numpy()
     _check_same_ids(frame["id"].to_numpy(), test_ids, run.test_path, first.test_path)
-    return frame.set_index("id").loc[list(test_ids), classes].to_numpy(np.float32), test_ids
+    return aligned(frame, test_ids, classes, run.test_path, first.test_path, dtype=np.float32), test_ids
 
 
 def _check_same_ids(ids: np.ndarray, reference: np.ndarray, path: Path, reference_path: Path) -> None:
@@ -212,8 +213,8 @@ def _blend_and_write(members: Members, method: str, metric: str, out: Path, opti
         return score(metric, members.task, members.data.targets, blend)
 
     singles = {name_: metric_of(run) for name_, run in zip(run_names, members.oof)}
-    direction = 1 if get_metric(metric, members.task).higher_is_better else -1
-    best_single = max(singles.items(), key=lambda item: direction * item[1])
+    definition = get_metric(metric, members.task)
+    best_single = max(singles.items(), key=lambda item: definition.objective(item[1]))
     final_weights = blender.fit(members.oof, targets)
     in_sample = metric_of(blender.apply(final_weights, members.oof))
     nested_oof = np.clip(nested_blend(blender, members, targets), 0, 1)

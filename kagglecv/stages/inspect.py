@@ -28,7 +28,7 @@ from PIL import Image
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_csv, write_json
 from kagglecv.core.plots import plot_gallery
-from kagglecv.core.predictions import read_predictions, require_same_ids
+from kagglecv.core.predictions import read_aligned
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.data.decoding import load_image
 from kagglecv.data.duplicates import near_duplicate_pairs, perceptual_hashes
@@ -67,7 +67,7 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
     config, info = run.read_config(), run.read_info()
     run.for_writing("inspect")
     data = load_run_table(run, config, info, with_images=True)
-    probabilities = aligned_oof(run, data)
+    probabilities = read_aligned(run.oof_path, data.ids, data.classes, data.source, oof=True, extra_word="unknown")
     if data.task == "multilabel":
         worst = multilabel_errors(data, probabilities, per_class=3, classes=max(1, top // 6))
         confused = []
@@ -94,13 +94,6 @@ def inspect_stale_runs(runs_dir: Path) -> list[Path]:
     for path in stale:
         inspect_run(path)
     return stale
-
-
-def aligned_oof(run: RunDir, data: CompetitionData) -> np.ndarray:
-    """The OOF probabilities in the training table's row order (every id exactly once, checked)."""
-    oof = read_predictions(run.oof_path, data.classes, oof=True)
-    require_same_ids(oof["id"], data.ids, run.oof_path, data.source, "unknown")
-    return oof.set_index("id").loc[list(data.ids), data.classes].to_numpy(np.float64)
 
 
 def _label(data: CompetitionData, row: int, sep: str = " ") -> str:

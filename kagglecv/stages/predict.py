@@ -18,7 +18,11 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_json
 from kagglecv.core.metrics import get_metric, resolve_metric, score
-from kagglecv.core.predictions import combine_views, read_predictions, write_predictions
+from kagglecv.core.predictions import (
+    combine_views,
+    read_aligned,
+    write_predictions,
+)
 from kagglecv.core.runs import RunDir
 from kagglecv.data.inputs import StageInputs, load_stage_inputs
 from kagglecv.nn.inference import tta_view
@@ -86,9 +90,9 @@ def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Con
     :func:`trained_predictions_suffice`): its oof.csv and test.csv are scored and kept, not recomputed."""
     run = RunDir(run_path)
     config, data = run.read_config(), inputs.data
-    oof = read_predictions(run.oof_path, data.classes).set_index("id").reindex(data.ids)
+    oof = read_aligned(run.oof_path, data.ids, data.classes, data.source)  # a missing id is an error, never NaN
     metric = resolve_metric(config.metric, data.task).name
-    oof_score = score(metric, data.task, data.targets, oof[data.classes].to_numpy())
+    oof_score = score(metric, data.task, data.targets, oof)
     return _record(run, config, data.task, metric, oof_score, ["none"], {"none": oof_score}, False,
                    console or Console())
 
@@ -103,7 +107,7 @@ def _record(run: RunDir, config: Config, task: str, metric: str, oof_score: floa
 
 def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[str], dict[str, float]]:
     """All views when not auto; otherwise greedy: start from ``none``, keep each candidate that raises the score."""
-    direction = 1 if get_metric(metric, data.task).higher_is_better else -1
+    definition = get_metric(metric, data.task)
 
     def oof_score(names):
         return score(metric, data.task, data.targets, combine_views([oof_logits[n] for n in names], data.task, space))
@@ -114,6 +118,6 @@ def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[st
     chosen, best = ["none"], candidate_scores["none"]
     for name in views[1:]:
         trial = oof_score([*chosen, name])
-        if direction * (trial - best) > 0:
+        if definition.objective(trial) > definition.objective(best):
             chosen, best = [*chosen, name], trial
     return chosen, candidate_scores

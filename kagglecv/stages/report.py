@@ -16,7 +16,7 @@ import numpy as np
 from kagglecv.core.errors import DataError, KagglecvError
 from kagglecv.core.files import write_text
 from kagglecv.core.html import render_html
-from kagglecv.core.metrics import confusion_matrix
+from kagglecv.core.metrics import confusion_matrix, objective
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.plots import (
     plot_confusion_matrix,
@@ -25,7 +25,12 @@ from kagglecv.core.plots import (
     plot_fold_scores,
     plot_per_class,
 )
-from kagglecv.core.predictions import read_predictions, read_pseudo_labels
+from kagglecv.core.predictions import (
+    aligned,
+    read_aligned,
+    read_predictions,
+    read_pseudo_labels,
+)
 from kagglecv.core.records import InspectRecord, validate_record
 from kagglecv.core.runs import (
     FoldDir,
@@ -112,8 +117,8 @@ def _entry(run: RunDir, partial: bool = False) -> Entry:
     ensemble = info.get("kind") == "ensemble"
     confusion = None
     if data.task != "multilabel":
-        aligned = oof.set_index("id").loc[list(data.ids), data.classes].to_numpy()
-        confusion = confusion_matrix(data.targets, aligned)
+        confusion = confusion_matrix(data.targets, aligned(oof, data.ids, data.classes, run.oof_path, data.source,
+                                                           exact=not partial))
     seconds = sum(fold.read_done().get("seconds", 0.0) for fold in done_folds)
     return Entry(
         name=run.name, path=run.path, kind=kind, created=info.get("created", ""),
@@ -231,8 +236,8 @@ def group_by_competition(entries: list[Entry]) -> dict[str, list[Entry]]:
 
 
 def _rank_key(entry: Entry) -> float:
-    value = entry.score.overall
-    return -value if entry.score.higher_is_better else value
+    """Best first: the score's objective, descending."""
+    return -objective(entry.score.overall, entry.score.higher_is_better)
 
 
 def _fill_changes(entries: list[Entry]) -> None:
@@ -361,9 +366,9 @@ def _agreement_elsewhere(folder: FoldDir, teacher: Path, classes: list[str], tas
 
 def pseudo_agreement(folder: FoldDir, classes: list[str], task: str) -> float:
     """Share of a fold's pseudo-labels its own test predictions repeat (top class; per label for multi-label)."""
-    labels = read_pseudo_labels(folder.pseudo_path, output_columns(classes, task)).set_index("id")
-    student = read_predictions(folder.test_path, classes).set_index("id").loc[labels.index, classes].to_numpy()
-    return _share_agreeing(as_outputs(student, task), labels.to_numpy(np.float32), task)
+    labels = read_pseudo_labels(folder.pseudo_path, output_columns(classes, task))
+    student = read_aligned(folder.test_path, labels["id"], classes, folder.pseudo_path, exact=False)
+    return _share_agreeing(as_outputs(student, task), labels.set_index("id").to_numpy(np.float32), task)
 
 
 def _share_agreeing(mine: np.ndarray, theirs: np.ndarray, task: str) -> float:

@@ -17,7 +17,7 @@ from torch import nn
 
 from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.metrics import DEFAULT_METRIC, get_metric, score
+from kagglecv.core.metrics import DEFAULT_METRIC, LOSS, Metric, get_metric, score
 from kagglecv.core.predictions import probabilities_from_logits, write_predictions
 from kagglecv.nn.inference import run_inference
 from kagglecv.nn.runtime import all_gather
@@ -38,21 +38,25 @@ def main_metric(config: Config, task: str) -> str:
     return name
 
 
+def selection_metric(metric: str, task: str) -> Metric:
+    """The metric that picks the best epoch: a registered one, or the validation loss (``LOSS``)."""
+    return LOSS if metric == "loss" else get_metric(metric, task)
+
+
 def score_predictions(metric: str, task: str, targets: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
-    """The epoch-selection score, higher is better (loss and log losses are negated)."""
+    """The epoch-selection score, higher is better (the metric's objective; the loss negated)."""
     if metric == "loss":
-        return -loss
+        return LOSS.objective(loss)
     try:
         value = score(metric, task, targets, probabilities)
     except ValueError:  # e.g. ROC AUC of a fold holding one class: no score, never a best epoch
         return float("nan")
-    return value if get_metric(metric, task).higher_is_better else -value
+    return selection_metric(metric, task).objective(value)
 
 
 def reported_score(metric: str, task: str, selection: float) -> float:
-    """The metric's own value from the selection score (which is negated for lower-is-better metrics)."""
-    lower_is_better = metric == "loss" or not get_metric(metric, task).higher_is_better
-    return -selection if lower_is_better else selection
+    """The metric's own value from the selection score (its objective)."""
+    return selection_metric(metric, task).objective(selection)
 
 
 class BestTracker:

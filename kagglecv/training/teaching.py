@@ -28,8 +28,7 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import sha256_file
 from kagglecv.core.predictions import (
-    read_predictions,
-    require_same_ids,
+    read_aligned,
     write_predictions,
     write_pseudo_labels,
 )
@@ -120,10 +119,8 @@ def _whole_run_predictions(path: Path, data: CompetitionData, ids: np.ndarray, k
     """A teacher run's (or ensemble's) fold-averaged ``test.csv`` or its ``oof.csv``, in ``ids`` order."""
     run = RunDir(path)
     file = run.test_path if kind == "test" else run.oof_path
-    frame = read_predictions(file, data.classes)
-    if kind == "test":
-        require_same_ids(frame["id"], ids, file, Path("the test table"))
-    return frame.set_index("id").loc[list(ids), data.classes].to_numpy(np.float32)
+    return read_aligned(file, ids, data.classes, Path("the test table") if kind == "test" else data.source,
+                        exact=kind == "test", dtype=np.float32)
 
 
 def hard_targets(data: CompetitionData, smoothing: float = 0.0) -> np.ndarray:
@@ -192,9 +189,7 @@ def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.
     """The teacher's fold-k probabilities on fold k's training rows; computed once and kept in ``teacher.csv``."""
     ids = data.ids[train_rows]
     if folder.teacher_path.is_file():
-        frame = read_predictions(folder.teacher_path, data.classes)
-        require_same_ids(frame["id"], ids, folder.teacher_path, data.source)
-        probabilities = frame.set_index("id").loc[list(ids), data.classes].to_numpy(np.float64)
+        probabilities = read_aligned(folder.teacher_path, ids, data.classes, data.source)
     else:
         recipe = open_teacher(config.distill.teacher, config, data, "distill")
         probabilities = recipe.predict_fold(folder.index, data.images, train_rows, console)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from kagglecv.core.config import Config, dump_config, load_config, parse_yaml
 from kagglecv.core.errors import ConfigError, KagglecvError, require_extra
 from kagglecv.core.files import check_output_name, output_lock, write_csv, write_text
-from kagglecv.core.metrics import resolve_metric
+from kagglecv.core.metrics import objective, resolve_metric
 from kagglecv.core.runs import FoldDir, RunDir, history_metric
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.load import load_train
@@ -262,7 +262,7 @@ def epoch_values(folder: FoldDir, higher_is_better: bool) -> list[tuple[int, flo
     metric = history_metric(history.columns)
     higher = higher_is_better and metric != "loss"
     values = history[[column for column in (f"val_{metric}", f"ema_val_{metric}", f"avg_val_{metric}") if column in history.columns]]
-    best = values.max(axis=1) if higher else values.min(axis=1)
+    best = objective(objective(values, higher).max(axis=1), higher)
     return [(int(epoch), float(value)) for epoch, value in zip(history["epoch"], best)]
 
 
