@@ -177,7 +177,9 @@ def kagglecv(session: Session, args: list[str], launcher: list[str] | None = Non
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command, cwd=session.work, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"kagglecv {' '.join(args[:2])} exited {done.returncode}: {done.stderr[-1500:]}")
+        said = [line for line in done.stderr.splitlines() if "error:" in line or "Error" in line]
+        raise RuntimeError(f"kagglecv {' '.join(args[:2])} exited {done.returncode}: "
+                           f"{' | '.join(said[-3:]) or done.stderr[-1500:]}")
     peaks = [int(value) for value in re.findall(rf"{PEAK_MARK} (\d+)", done.stderr)]
     return {"peak_gpu_bytes": max(peaks) if peaks else None, "stdout": done.stdout}
 

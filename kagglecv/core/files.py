@@ -16,7 +16,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,9 +24,7 @@ from typing import IO, Any, Iterator
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from kagglecv.core.errors import KagglecvError, OutputError
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from kagglecv.core.errors import OutputError
 
 
 def _current_umask() -> int:
@@ -103,42 +100,6 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-
-
-def check_output_name(name: str, option: str) -> str:
-    """A name that becomes a file or folder name: letters, digits, ``.``, ``_``, ``-``; no path, no leading dot."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise KagglecvError(f"{option} {name!r}: expected a plain name of letters, digits, '.', '_' and '-' "
-                            "(at most 128, starting with a letter or digit), not a path")
-    return name
-
-
-def contained_output(folder: str | os.PathLike, filename: str, option: str, *, inputs: list = ()) -> Path:
-    """``folder/filename``, after checking that it resolves inside ``folder`` and is none of ``inputs``.
-
-    The check resolves symbolic links and compares path components (not string prefixes), so neither ``..`` nor a
-    link inside ``folder`` can point the output elsewhere.
-    """
-    folder = Path(folder)
-    path = folder / filename
-    try:
-        resolved, root = path.resolve(), folder.resolve()
-    except (OSError, RuntimeError) as exc:
-        raise KagglecvError(f"{option}: cannot resolve {path}: {exc}") from None
-    if not resolved.is_relative_to(root) or resolved == root:
-        raise KagglecvError(f"{option}: {path} resolves to {resolved}, outside {folder}; refused")
-    for source in inputs:
-        if source is not None and _same_path(resolved, Path(source)):
-            raise KagglecvError(f"{option}: {path} is an input of this command ({source}); refused to overwrite it")
-    return path
-
-
-def _same_path(resolved: Path, other: Path) -> bool:
-    try:
-        other_resolved = other.resolve()
-    except (OSError, RuntimeError):
-        return False
-    return resolved == other_resolved or other_resolved.is_relative_to(resolved)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -31,6 +32,7 @@ from kagglecv.core.config import OwnModelName
 from kagglecv.core.errors import OutputError
 
 RUN_MARKER = "run.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BUNDLE_MANIFEST = "manifest.json"
 
 
@@ -127,6 +129,30 @@ class OutputRule:
                               "folders it made (copy the run instead of linking it)")
         self.owned.append(_resolved(folder, str(folder)))
 
+    def named(self, folder: Path, name: str, option: str, *, prefix: str = "", suffix: str = "") -> Path:
+        """``folder/<prefix><name><suffix>`` for a name the user gave (``--name``): a plain name (:func:`plain_name`)
+        whose path resolves inside ``folder`` (no link out of it) and holds no input, then :meth:`check`'s rule."""
+        folder = Path(folder)
+        path = folder / f"{prefix}{plain_name(name, option)}{suffix}"
+        resolved, root = _resolved(path, option), _resolved(folder, option)
+        if not resolved.is_relative_to(root) or resolved == root:
+            raise OutputError(f"{option}: {path} resolves to {resolved}, outside {folder}; refused")
+        self.check(path, option)
+        for protected, what in self.protected.items():
+            if protected.is_relative_to(resolved):
+                raise OutputError(f"{option} {path}: holds {what} ({protected}); refused to replace it")
+        return path
+
+    def into_run(self, folder: Path, stage: str) -> None:
+        """A run or ensemble folder ``stage`` writes its own files into: a real folder (a link to a folder elsewhere
+        is refused), a run or ensemble (it has a run.json), and not a bundle (``pack`` owns those)."""
+        folder = Path(folder)
+        self.own(folder)
+        if not (folder / RUN_MARKER).is_file():
+            raise OutputError(f"{folder}: not a run or ensemble folder (no {RUN_MARKER}); {stage} writes only into runs")
+        if (folder / BUNDLE_MANIFEST).is_file():
+            raise OutputError(f"{folder}: a bundle made by kagglecv pack; {stage} does not write into bundles")
+
     def file(self, path: Path, option: str, *, replace_if: Callable[[Path], bool] | None = None) -> Path:
         """``path`` as an output file, after the checks; an existing file is replaced only when ``replace_if``
         says it is this command's own earlier output (no ``replace_if``: any file that passes the checks)."""
@@ -173,6 +199,14 @@ class OutputRule:
                     raise OutputError(f"{option} {path}: inside the run folder {parent}, which this command does not "
                                       "write; write it elsewhere")
         return resolved
+
+
+def plain_name(name: str, option: str) -> str:
+    """A name that becomes a file or folder name: letters, digits, ``.``, ``_``, ``-``; no path, no leading dot."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise OutputError(f"{option} {name!r}: expected a plain name of letters, digits, '.', '_' and '-' "
+                          "(at most 128, starting with a letter or digit), not a path")
+    return name
 
 
 def same_header(header: str) -> Callable[[Path], bool]:

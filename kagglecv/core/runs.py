@@ -37,7 +37,7 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
-from kagglecv.core.outputs import BUNDLE_MANIFEST, OutputRule
+from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import average_predictions, write_predictions
 from kagglecv.core.records import DoneRecord, PredictRecord, RunInfo, validate_record
 
@@ -108,6 +108,10 @@ class FoldDir:
     def read_done(self) -> dict:
         return validate_record(DoneRecord, read_json(self.done_path, "a finished fold's record"), self.done_path)
 
+    def write_done(self, record: dict) -> None:
+        """``done.json``, the one writer: checked against its schema first, as every reader checks it."""
+        write_json(self.done_path, validate_record(DoneRecord, record, self.done_path))
+
     def read_history(self) -> pd.DataFrame | None:
         """``history.csv``, a row per finished epoch; None before the first epoch ends."""
         try:
@@ -174,20 +178,21 @@ class RunDir:
         return sorted(found, key=lambda fold: fold.index)
 
     def for_writing(self, stage: str) -> "RunDir":
-        """This folder, checked before ``stage`` writes its own files into it: a real folder (a link to a folder
-        elsewhere is refused), a run or ensemble (it has a run.json), and not a bundle (``pack`` owns those)."""
-
-        OutputRule().own(self.path)
-        if not self.info_path.is_file():
-            raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name}); {stage} "
-                                "writes only into runs")
-        if (self.path / BUNDLE_MANIFEST).is_file():
-            raise KagglecvError(f"{self.path}: a bundle made by kagglecv pack; {stage} does not write into bundles")
+        """This folder, checked by the output rule before ``stage`` writes its own files into it."""
+        OutputRule().into_run(self.path, stage)
         return self
 
     def analysis_is_current(self) -> bool:
         """``inspect.json`` exists and is not older than the OOF predictions it analysed."""
         return self.inspect_path.is_file() and self.inspect_path.stat().st_mtime >= self.oof_path.stat().st_mtime
+
+    def write_predict_record(self, record: dict) -> None:
+        """``predict.json``, the one writer: checked against its schema first, as every reader checks it."""
+        write_json(self.predict_path, validate_record(PredictRecord, record, self.predict_path))
+
+    def write_info(self, record: dict) -> None:
+        """``run.json``, the one writer: checked against its schema first, as every reader checks it."""
+        write_json(self.info_path, validate_record(RunInfo, record, self.info_path))
 
     def read_predict_record(self) -> dict | None:
         """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
@@ -282,7 +287,7 @@ class RunDir:
             model_file = {"path": str(own.file), "name": own.name, "sha256": sha256_file(self.model_code_path),
                           "copy": self.model_code_path.name}
         write_text(self.config_path, dump_config(config))
-        write_json(self.info_path, {
+        self.write_info({
             "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
             "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file), "n_folds": n_folds,
             "table_sha256": data.content_hash(), "params": params, "model_file": model_file,

@@ -21,7 +21,12 @@ from kagglecv.core.blending import apply_blend, stack_model_from_state
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import DataError, KagglecvError, summarize
-from kagglecv.core.predictions import FLOAT_FORMAT, combine_views, read_predictions
+from kagglecv.core.predictions import (
+    FLOAT_FORMAT,
+    aligned,
+    combine_views,
+    read_predictions,
+)
 from kagglecv.core.records import BlendRecipe, validate_record
 from kagglecv.core.runs import RunDir, read_json, resolve_member
 from kagglecv.data.load import load_test
@@ -96,12 +101,9 @@ class RunRecipe:
         if not path.is_file():
             raise KagglecvError(f"{self.run.path}: fold {fold} has no test predictions ({path}); run `kagglecv "
                                 f"predict {self.run.path}` first")
-        frame = read_predictions(path, self.classes).drop_duplicates("id").set_index("id")
-        missing = [image_id for image_id in test_ids if image_id not in frame.index]
-        if missing:
-            raise KagglecvError(f"{path}: no predictions for {len(missing)} test ids ({summarize(missing, quote=True)}); "
-                                "was it made on another test table?")
-        return frame.loc[list(test_ids), self.classes].to_numpy(np.float64)
+        frame = read_predictions(path, self.classes).drop_duplicates("id")
+        return aligned(frame, test_ids, self.classes, path, Path("the test table (was the fold predicted on another?)"),
+                       exact=False)
 
 
 def held_out_view_logits(recipe: RunRecipe, images, fold_of: np.ndarray, views: list[str],

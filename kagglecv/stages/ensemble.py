@@ -22,13 +22,12 @@ from kagglecv.core.config import dump_config, validate_config
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.files import (
     atomic_folder,
-    check_output_name,
-    contained_output,
     output_lock,
     write_json,
     write_text,
 )
 from kagglecv.core.metrics import get_metric, resolve_metric, score
+from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import (
     aligned,
     compare_ids,
@@ -168,9 +167,9 @@ def make_ensemble(paths: list[Path], method: str = "hill", name: str | None = No
     if method not in METHODS:
         raise KagglecvError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     _check_options(options)
-    name = check_output_name(name or f"{method}-{len(paths)}", "--name")
+    name = name or f"{method}-{len(paths)}"
     runs_dir = Path(runs_dir or Path(paths[0]).parent)
-    out = contained_output(runs_dir, ENSEMBLE_PREFIX + name, "--name", inputs=list(paths))
+    out = OutputRule.of(paths).named(runs_dir, name, "--name", prefix=ENSEMBLE_PREFIX)
     if RunDir(out).info_path.is_file() and not RunDir(out).is_ensemble():
         raise KagglecvError(f"--name {name!r}: {out} is a training run, not an ensemble; refused to replace it")
     members = load_members(paths)
@@ -285,7 +284,7 @@ def _write_run_files(run: RunDir, members: Members, name: str, method: str, out_
     config = dict(members.config, experiment=name,
                   notes=f"{method} ensemble of " + ", ".join(p.name for p in members.paths))
     write_text(run.config_path, dump_config(validate_config(config)))
-    write_json(run.info_path, {
+    run.write_info({
         "experiment": name, "kind": "ensemble",
         "members": [member_reference(p, out_path) for p in members.paths],
         "task": members.task, "classes": members.classes, "folds_sha256": members.folds_sha256,

@@ -221,7 +221,7 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
         if len(set(names)) != len(names):
             raise KagglecvError(f"{recipe.run.path}: two members share a folder name ({summarize(names, quote=True)}); "
                                 "a bundle keeps them under members/<name>/")
-        write_json(run.info_path, {**{key: info[key] for key in ("experiment", "kind", "task", "classes", "backbone",
+        run.write_info({**{key: info[key] for key in ("experiment", "kind", "task", "classes", "backbone",
                                                                   "created") if key in info},
                                    "bundle": BUNDLE_FORMAT, "bundle_members": [f"members/{name}" for name in names]})
         if blend is None:
@@ -231,19 +231,19 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
         for name, member in zip(names, recipe.members):
             _copy_recipe(member, dest / "members" / name, format)
         return
-    write_json(run.info_path, {key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources),
+    run.write_info({key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources),
                                                                         "bundle": BUNDLE_FORMAT, "format": format})
     if recipe.run.predict_path.is_file():
         recorded = recipe.run.read_predict_record()
         kept = ("tta", "tta_space", "metric", "oof_score", "auto") if recorded["tta"] == recipe.views else ("metric",)
-        write_json(run.predict_path, {key: recorded[key] for key in kept if key in recorded}
+        run.write_predict_record({key: recorded[key] for key in kept if key in recorded}
                    | {"tta": recipe.views, "tta_space": recipe.space})
     if recipe.run.model_code() is not None:
         write_bytes(run.model_code_path, recipe.run.model_code_path.read_bytes())
     for index, source in sorted(recipe.sources.items()):
         fold, copy = recipe.run.fold(index), run.fold(index)
         done = fold.read_done()
-        write_json(copy.done_path, {key: done[key] for key in DONE_KEYS if key in done} | {"source": source})
+        copy.write_done({key: done[key] for key in DONE_KEYS if key in done} | {"source": source})
         if format == "onnx":
             from kagglecv.nn.export import export_fold  # torch: only to export
 

@@ -16,7 +16,6 @@ import numpy as np
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.files import write_json
 from kagglecv.core.metrics import get_metric, resolve_metric, score
 from kagglecv.core.predictions import (
     combine_views,
@@ -99,7 +98,7 @@ def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Con
 
 def _record(run: RunDir, config: Config, task: str, metric: str, oof_score: float, chosen: list[str],
             candidate_scores: dict[str, float], auto: bool, console: Console) -> PredictResult:
-    write_json(run.predict_path, {"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
+    run.write_predict_record({"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
                                   "oof_score": oof_score, "candidate_scores": candidate_scores, "auto": auto})
     console.line(f"{run.name}: OOF {metric} {oof_score:.4f} with TTA {chosen}")
     return PredictResult(chosen, oof_score, metric, candidate_scores)

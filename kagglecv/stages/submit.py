@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.files import check_output_name, contained_output, write_bytes
+from kagglecv.core.files import write_bytes
 from kagglecv.core.outputs import OutputRule, csv_header, same_header
 from kagglecv.core.predictions import (
     read_predictions,
@@ -60,9 +60,9 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     """
     run, sample_path = RunDir(run_path), Path(sample_path)
     threshold = parse_threshold(configured_threshold(run) if threshold is None else threshold)
-    name = check_output_name(name or run.name, "--name")
-    path = contained_output(out_dir, f"{name}.csv{'.gz' if compress else ''}", "--name",
-                            inputs=_inputs(run, sample_path))
+    name = name or run.name
+    path = OutputRule.of(_inputs(run, sample_path)).named(out_dir, name, "--name",
+                                                          suffix=f".csv{'.gz' if compress else ''}")
     if path.name == LOG_NAME:
         raise KagglecvError(f"--name {name!r}: {path} is the submissions log; choose another name")
     check_submission_outputs(run, sample_path, path)

@@ -29,7 +29,7 @@ import numpy as np
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.files import write_csv, write_json
+from kagglecv.core.files import write_csv
 from kagglecv.core.predictions import merge_oof
 from kagglecv.core.runs import RunDir, prepare_run_dir
 from kagglecv.data.cache import CACHE_FOLDER, check_images_once, remember_checked
@@ -141,7 +141,7 @@ def predict_fold_test(run: RunDir, job: FoldJob, source: str) -> None:
 def _write_done(run: RunDir, job: FoldJob, outcome: FoldOutcome, parts: FoldComponents,
                 teaching: FoldTeaching | None, selection: BestEpoch | LastEpoch, console: Console) -> None:
     full = selection.full_fit
-    write_json(run.fold(job.fold).done_path, {
+    run.fold(job.fold).write_done({
         "fold": job.fold, "best_epoch": outcome.best_epoch, "best_score": None if full else outcome.best_score,
         "full_fit": full, "metric": selection.metric, "source": outcome.source, "epochs_run": outcome.epochs_run,
         "train_rows": int(np.sum(parts.train_rows < len(job.data))), "valid_rows": len(parts.valid_rows),
@@ -215,7 +215,7 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
 def _finish_full_fit(run: RunDir, cv_run: RunDir, recorded: dict, job: FoldJob, console: Console) -> None:
     """The refit's ``predict.json`` (the CV run's TTA) and ``test.csv``; a fold finished before its test pass
     (killed in between) is predicted now."""
-    write_json(run.predict_path, {"tta": job.views, "tta_space": job.space, "metric": recorded.get("metric"),
+    run.write_predict_record({"tta": job.views, "tta_space": job.space, "metric": recorded.get("metric"),
                                   "oof_score": None, "full_fit": True, "cv_run": cv_run.name})
     if not run.fold(0).test_path.is_file():
         predict_fold_test(run, job, run.fold(0).read_done()["source"])

@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from kagglecv.core.config import Config, dump_config, load_config, parse_yaml
 from kagglecv.core.errors import ConfigError, KagglecvError, require_extra
-from kagglecv.core.files import check_output_name, output_lock, write_csv, write_text
+from kagglecv.core.files import output_lock, write_csv, write_text
 from kagglecv.core.metrics import objective, resolve_metric
+from kagglecv.core.outputs import plain_name
 from kagglecv.core.runs import FoldDir, RunDir, history_metric
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.load import load_train
@@ -141,7 +142,7 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
     settings = TuneSettings(Path(config_path), list(overrides or []),
                             read_space(space_path, config_path, list(overrides or [])),
                             parse_folds(folds, base.folds.n_splits), base,
-                            Path(base.runs_dir) / f"tune-{check_output_name(name or base.experiment, '--name')}",
+                            Path(base.runs_dir) / f"tune-{plain_name(name or base.experiment, '--name')}",
                             higher, backend)
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     make_folds(base, data=data)
