@@ -70,7 +70,7 @@ def folds(
 ) -> None:
     """Split the training table into folds; write folds.file (id,fold) and a JSON report beside it."""
     from kagglecv.core.config import load_config
-    from kagglecv.core.tables import folds_table
+    from kagglecv.presentation.tables import folds_table
     from kagglecv.stages.folds import make_folds
 
     config = load_config(config_path, overrides)
@@ -138,7 +138,7 @@ def score(
 
     With --submission FILE --solution FILE --metric M: score a submission as Kaggle would.
     """
-    from kagglecv.core.tables import score_table
+    from kagglecv.presentation.tables import score_table
     from kagglecv.stages.score import score_oof_file, score_run, score_submission
 
     if submission is not None:
@@ -169,7 +169,7 @@ def report(
     """Leaderboard of every run and ensemble, the experiment journal, pictures and error analysis, in
     RUNS_DIR/report.md, the self-contained RUNS_DIR/report.html and RUNS_DIR/report.pictures/; it reads the runs and
     writes nothing else."""
-    from kagglecv.core.tables import leaderboard_table
+    from kagglecv.presentation.tables import leaderboard_table
     from kagglecv.stages.report import build_report
 
     if inspect:
@@ -192,7 +192,7 @@ def inspect(
 ) -> None:
     """What the OOF predictions get wrong: error gallery, confused pairs, likely label errors (cleanlab), duplicates
     with different labels; writes label_issues.csv and inspect.json in the run folder."""
-    from kagglecv.core.tables import inspect_tables
+    from kagglecv.presentation.tables import inspect_tables
     from kagglecv.stages.inspect import inspect_run
 
     analysis = inspect_run(run, top=top, pairs=pairs, pictures=pictures)
@@ -215,7 +215,7 @@ def ensemble(
     per_class: Annotated[bool, typer.Option(help="Multi-label hill/optimize: separate weights per class.")] = False,
 ) -> None:
     """Blend runs on their OOF predictions; report best single, in-sample and nested (honest) scores."""
-    from kagglecv.core.tables import correlation_table, ensemble_table
+    from kagglecv.presentation.tables import correlation_table, ensemble_table
     from kagglecv.stages.ensemble import make_ensemble, parse_weights
 
     result = make_ensemble(runs, method, name, metric=metric, user_weights=parse_weights(weights), power=power,
@@ -519,7 +519,7 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 6,
 ) -> None:
     """Build two real competitions from scikit-learn's digits (multiclass, multi-label) and run the pipeline on them."""
-    from kagglecv.core.tables import leaderboard_table
+    from kagglecv.presentation.tables import leaderboard_table
     from kagglecv.workflows.demo import run_demo
 
     console.print(leaderboard_table(run_demo(root, epochs)))

@@ -3,7 +3,7 @@
 ``measure_timing`` times a whole recipe on synthetic images; ``fit_to_budget`` times each (run, TTA view) unit of a
 run or ensemble the same way, predicts every training row with every view by the fold model that held it out (as
 the predict stage does), and keeps the units that score best on those OOF predictions within the budget
-(``kagglecv.core.budget``). The result is an exact recipe (a run with fewer views, or a weighted mean of runs), its
+(``kagglecv.core.budget_selection``). The result is an exact recipe (a run with fewer views, or a weighted mean of runs), its
 OOF score and its predicted time. Reading recipes needs no torch; predicting loads it.
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from kagglecv.core.blending import apply_blend
-from kagglecv.core.budget import Selection, UnitCosts, select_within_budget
+from kagglecv.core.budget_selection import Selection, UnitCosts, select_within_budget
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.metrics import get_metric, resolve_metric, score

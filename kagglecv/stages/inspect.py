@@ -27,13 +27,13 @@ from PIL import Image
 
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_csv, write_json
-from kagglecv.core.plots import plot_gallery
 from kagglecv.core.predictions import read_aligned
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.data.decoding import load_image
 from kagglecv.data.duplicates import near_duplicate_pairs, perceptual_hashes
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.table import ABSENT, CompetitionData, DataWarning
+from kagglecv.presentation.plots import plot_gallery
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] for the log loss of a row
 THUMBNAIL = 128

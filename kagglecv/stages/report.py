@@ -15,16 +15,8 @@ import numpy as np
 
 from kagglecv.core.errors import DataError, KagglecvError
 from kagglecv.core.files import write_text
-from kagglecv.core.html import render_html
 from kagglecv.core.metrics import confusion_matrix, objective
 from kagglecv.core.outputs import OutputRule
-from kagglecv.core.plots import (
-    plot_confusion_matrix,
-    plot_cv_vs_leaderboard,
-    plot_fold_curves,
-    plot_fold_scores,
-    plot_per_class,
-)
 from kagglecv.core.predictions import (
     aligned,
     read_aligned,
@@ -39,7 +31,6 @@ from kagglecv.core.runs import (
     history_metric,
     read_json,
 )
-from kagglecv.core.tables import format_params
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.scoring import (
     ScoreResult,
@@ -55,6 +46,15 @@ from kagglecv.data.submission_log import (
 )
 from kagglecv.data.table import as_outputs, output_columns
 from kagglecv.nn.recipe import load_recipe
+from kagglecv.presentation.html import render_html
+from kagglecv.presentation.plots import (
+    plot_confusion_matrix,
+    plot_cv_vs_leaderboard,
+    plot_fold_curves,
+    plot_fold_scores,
+    plot_per_class,
+)
+from kagglecv.presentation.tables import format_params
 
 LB_PNG = "cv_vs_leaderboard.png"
 PICTURES = "report.pictures"  # the report's own pictures, one folder per run: it writes nothing into a run

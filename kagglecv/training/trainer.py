@@ -25,11 +25,11 @@ from kagglecv.core.config import Config
 from kagglecv.core.console import Console, EpochProgress
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries, write_csv
-from kagglecv.core.plots import plot_curves
 from kagglecv.core.runs import FoldDir
 from kagglecv.data.table import CompetitionData
 from kagglecv.nn.models import freeze_for_epoch, set_frozen_batchnorm_eval
 from kagglecv.nn.runtime import Runtime, all_gather, barrier
+from kagglecv.presentation.plots import plot_curves
 from kagglecv.training.averaging import WeightAverager
 from kagglecv.training.checkpoint import Checkpoints, PlateauCounters
 from kagglecv.training.components import FoldComponents

@@ -680,7 +680,6 @@ def onnx_bundle(world: Path) -> Path:
 def foreign_onnx(kind: str) -> Callable[[Path], None]:
     """An ONNX bundle whose fold0 graph is replaced by one written by hand, its manifest rewritten to match."""
     def apply(world: Path) -> None:
-        import onnx
         from onnx import TensorProto, helper
 
         shutil.copytree(onnx_bundle(world), world / "obundle")

@@ -19,13 +19,13 @@ import yaml
 from PIL import Image
 
 from kagglecv.core.blending import StackModel, stack_model_from_state
+from kagglecv.core.bundle import MANIFEST
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.stages.ensemble import make_ensemble
 from kagglecv.stages.folds import make_folds
 from kagglecv.stages.infer import infer_test
-from kagglecv.core.bundle import MANIFEST
 from kagglecv.stages.pack import pack_run, timing_warning
 from kagglecv.stages.predict import predict_run
 from kagglecv.stages.submit import write_submission

@@ -19,8 +19,8 @@ from kagglecv.core.metrics import (
     tune_grade_cutoffs,
 )
 from kagglecv.core.predictions import prediction_frame
-from kagglecv.stages.score import score_submission
 from kagglecv.data.submission import SubmissionShape, build_submission
+from kagglecv.stages.score import score_submission
 
 RNG = np.random.default_rng(7)
 ROWS = 80

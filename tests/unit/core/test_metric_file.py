@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import fbeta_score, roc_auc_score
 
+from kagglecv.core import metric_file
 from kagglecv.core.config import validate_config
 from kagglecv.core.errors import ConfigError, KagglecvError
-from kagglecv.core import metric_file
 from kagglecv.core.metric_file import FrameLayout, name_metric_file
 from kagglecv.core.metrics import get_metric, score
 

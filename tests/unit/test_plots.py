@@ -10,7 +10,7 @@ DRAW_CURVES_UNDER_SVG = """
 import sys
 from pathlib import Path
 import matplotlib
-from kagglecv.core.plots import plot_curves
+from kagglecv.presentation.plots import plot_curves
 history = [{"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_accuracy": 0.5 + e / 10}
            for e in range(3)]
 plot_curves(history, "accuracy", Path(sys.argv[1]), title="x fold 0")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kagglecv.core.budget import Selection, UnitCosts, select_within_budget
+from kagglecv.core.budget_selection import Selection, UnitCosts, select_within_budget
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.metrics import score
 

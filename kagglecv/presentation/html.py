@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from kagglecv import __version__
-from kagglecv.core.tables import format_params
+from kagglecv.presentation.tables import format_params
 
 LABEL_ISSUES_SHOWN = 10
 
