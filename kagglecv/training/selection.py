@@ -1,30 +1,21 @@
-"""Which weights a fold keeps: the best epoch on its validation rows (cross-validation), or the last epoch (a full
-refit, which has no validation rows). The train stage decides which and hands the trainer one of the two.
+"""Which weights a fold keeps: a policy the train stage hands the trainer, knowing nothing of the trainer.
 
-``BestEpoch`` scores every weight source (raw, EMA, the average of kept epochs) each epoch, keeps each source's best
-weights and, for the best overall, the fold's OOF predictions. ``LastEpoch`` keeps the last epoch's weights of the
-source the CV folds chose. Both keep their state in the trainer's :class:`BestTracker` (saved in ``last.pt``).
+``BestEpoch`` keeps each weight source's (raw, EMA, the average of kept epochs) best epoch on the fold's validation
+rows: ``keep(best, source, epoch, value)`` answers for each score the trainer measured. ``LastEpoch`` is a full refit's:
+nothing is validated, and the last epoch's weights of the source the CV folds chose are kept. The state is a
+:class:`BestTracker` the trainer holds (saved in ``last.pt``). The validation pass itself is
+:mod:`kagglecv.training.validation`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.metrics import DEFAULT_METRIC, LOSS, Metric, get_metric, score
-from kagglecv.core.predictions import probabilities_from_logits, write_predictions
-from kagglecv.nn.inference import run_inference
-from kagglecv.nn.runtime import all_gather
-from kagglecv.nn.weights import save_weights
-
-if TYPE_CHECKING:  # the trainer hands itself in; this module never builds one
-    from kagglecv.training.trainer import FoldTrainer
 
 
 def main_metric(config: Config, task: str) -> str:
@@ -97,47 +88,25 @@ class BestTracker:
 
 
 class BestEpoch:
-    """Cross-validation: keep each source's best epoch on the fold's validation rows (``metric``), and the fold's
-    OOF predictions of the best overall."""
+    """Cross-validation: keep each source's best epoch on the fold's validation rows (``metric``); the trainer writes
+    the fold's OOF predictions of the best overall."""
 
     full_fit = False
+    validates = True
 
     def __init__(self, metric: str):
         self.metric = metric
 
-    def evaluate(self, trainer: FoldTrainer) -> dict:
-        """This epoch's validation loss and metric of every source; each source's best weights kept."""
-        row = {}
-        for source in ("raw", "ema", "avg"):  # avg after raw: raw's score decides whether the epoch joins the average
-            model = trainer.averaged_model() if source == "avg" else trainer.source_model(source)
-            if model is None:
-                continue
-            rows, logits, loss = validation_logits(trainer, model)
-            probabilities = probabilities_from_logits(logits, trainer.data.task)
-            selection = score_predictions(self.metric, trainer.data.task, trainer.data.targets[rows], probabilities, loss)
-            prefix = "val" if source == "raw" else f"{source}_val"
-            row |= {f"{prefix}_loss": loss,
-                    f"{prefix}_{self.metric}": reported_score(self.metric, trainer.data.task, selection)}
-            self.keep_if_best(trainer, source, model, selection, rows, probabilities)
-            if source == "raw":
-                trainer.raw_score_of_epoch(selection)
-        return row
-
     @staticmethod
-    def keep_if_best(trainer: FoldTrainer, source: str, model: nn.Module, selection: float, rows: np.ndarray,
-                     probabilities: np.ndarray) -> None:
-        if not trainer.best.update(source, selection, trainer.epoch):
-            return
-        if trainer.runtime.is_main:
-            save_weights(trainer.folder.weights(source), model.state_dict())
-            if trainer.best.is_overall_best(source, trainer.epoch):
-                write_predictions(trainer.folder.oof_path, trainer.data.ids[rows], probabilities, trainer.data.classes,
-                                  folds=np.full(len(rows), trainer.folder.index))
+    def keep(best: BestTracker, source: str, epoch: int, value: float) -> bool:
+        """Whether ``source``'s weights of ``epoch`` (selection score ``value``) are kept: the best of that source so
+        far; NaN never is."""
+        return best.update(source, value, epoch)
 
-    def finish(self, trainer: FoldTrainer) -> None:
-        if trainer.best.epoch < 0:
-            raise KagglecvError(f"fold {trainer.folder.index}: {self.metric} could not be computed on any epoch (NaN); "
-                                "is every class present in this fold's validation rows?")
+    def finish(self, best: BestTracker, fold: int) -> None:
+        if best.epoch < 0:
+            raise KagglecvError(f"fold {fold}: {self.metric} could not be computed on any epoch (NaN); is every class "
+                                "present in this fold's validation rows?")
 
 
 class LastEpoch:
@@ -145,39 +114,22 @@ class LastEpoch:
     kept; for ``avg``, the average of the last ``avg_count`` epochs, since without validation there is no best."""
 
     full_fit = True
+    validates = False
 
     def __init__(self, source: str, metric: str):
         self.source, self.metric = source, metric
 
-    def evaluate(self, trainer: FoldTrainer) -> dict:
-        if trainer.averager is not None:
-            trainer.averager.add(trainer.epoch, math.nan, trainer.parts.model.state_dict())
-        return {}
+    @staticmethod
+    def keep(best: BestTracker, source: str, epoch: int, value: float) -> bool:
+        return False
 
-    def finish(self, trainer: FoldTrainer) -> None:
-        source = self.source
-        if (source == "ema" and trainer.parts.ema is None) or (source == "avg" and trainer.averager is None):
-            source = "raw"
-        state = trainer.averager.averaged_state() if source == "avg" else trainer.source_model(source).state_dict()
-        if trainer.runtime.is_main:
-            save_weights(trainer.folder.weights(source), state)
-        trainer.best.score, trainer.best.epoch, trainer.best.source = math.nan, trainer.epoch - 1, source
+    def final_source(self, has_ema: bool, has_average: bool) -> str:
+        """The source whose last weights are kept: the chosen one, or raw when this run has no such weights."""
+        if (self.source == "ema" and not has_ema) or (self.source == "avg" and not has_average):
+            return "raw"
+        return self.source
+
+    def finish(self, best: BestTracker, fold: int) -> None:
+        """No best epoch: the record says the last one."""
 
 
-def validation_logits(trainer: FoldTrainer, model: nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(rows, logits, loss)`` of the fold's validation rows (gathered from every rank, in row order); the loss is
-    CE per row, or BCE per label (whatever the training loss), so epochs and runs compare."""
-    parts, task = trainer.parts, trainer.data.task
-    rows, by_view = run_inference(model, parts.valid_loader, trainer.device, parts.amp_dtype,
-                                  trainer.config.train.channels_last)
-    logits = by_view["none"]
-    targets = torch.as_tensor(parts.loss_targets[rows])
-    multiclass = task == "multiclass"
-    loss_fn = nn.CrossEntropyLoss(reduction="sum") if multiclass else nn.BCEWithLogitsLoss(reduction="sum")
-    loss_sum = float(loss_fn(torch.as_tensor(logits), targets)) if len(rows) else 0.0
-    gathered = all_gather((rows, logits, loss_sum), trainer.runtime)
-    rows = np.concatenate([g[0] for g in gathered])
-    logits = np.concatenate([g[1] for g in gathered])
-    order = np.argsort(rows)
-    per_row = 1 if multiclass else logits.shape[1]
-    return rows[order], logits[order], sum(g[2] for g in gathered) / max(len(rows) * per_row, 1)

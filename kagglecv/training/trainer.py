@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import signal
 import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -25,10 +27,12 @@ from kagglecv.core.config import Config
 from kagglecv.core.console import Console, EpochProgress
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries, write_csv
+from kagglecv.core.predictions import probabilities_from_logits, write_predictions
 from kagglecv.core.runs import FoldDir
 from kagglecv.data.table import CompetitionData
 from kagglecv.nn.models import freeze_for_epoch, set_frozen_batchnorm_eval
 from kagglecv.nn.runtime import Runtime, all_gather, barrier
+from kagglecv.nn.weights import save_weights
 from kagglecv.presentation.plots import plot_curves
 from kagglecv.training.averaging import WeightAverager
 from kagglecv.training.checkpoint import Checkpoints, PlateauCounters
@@ -38,7 +42,9 @@ from kagglecv.training.selection import (
     BestTracker,
     LastEpoch,
     reported_score,
+    score_predictions,
 )
+from kagglecv.training.validation import validation_logits
 
 
 class TrainingDiverged(KagglecvError):
@@ -118,7 +124,7 @@ class FoldTrainer:
                                                  enabled=self.runtime.is_main) as progress:
             while self.epoch < self.cfg.epochs and not self._patience_exhausted():
                 row = self._train_epoch(progress)
-                row |= self.selection.evaluate(self)
+                row |= self._evaluate()
                 self.history.append(row)
                 if self.parts.scheduler is not None and self.cfg.sched == "plateau":
                     self.parts.scheduler.step(self.epoch + 1, self.last_selection)
@@ -126,7 +132,7 @@ class FoldTrainer:
                 self._save_last()
                 progress.epoch_done(row, self.selection.metric)
         self._draw_curves(final=True)
-        self.selection.finish(self)
+        self._finish_selection()
         return FoldOutcome(self.fold, self.best.epoch, reported_score(self.selection.metric, self.data.task, self.best.score),
                            self.best.source, time.time() - started, epochs_run=self.epoch)
 
@@ -241,6 +247,49 @@ class FoldTrainer:
                     else "no epoch finished, nothing was saved")
             raise TrainingDiverged(f"fold {self.fold}: loss is {loss.item()} at epoch {self.epoch + 1} step {step} "
                                    f"(lr {lr:.3g}); training stopped, {kept}")
+
+    # ----- what the selection keeps -------------------------------------------------------------------------------
+    def _evaluate(self) -> dict:
+        """This epoch's validation loss and metric of every weight source; what the selection keeps is saved (a full
+        refit validates nothing: the epoch only joins the weight average)."""
+        if not self.selection.validates:
+            if self.averager is not None:
+                self.averager.add(self.epoch, math.nan, self.parts.model.state_dict())
+            return {}
+        metric, task, row = self.selection.metric, self.data.task, {}
+        for source in ("raw", "ema", "avg"):  # avg after raw: raw's score decides whether the epoch joins the average
+            model = self.averaged_model() if source == "avg" else self.source_model(source)
+            if model is None:
+                continue
+            rows, logits, loss = validation_logits(model, self.parts, task, self.runtime, self.cfg.channels_last)
+            probabilities = probabilities_from_logits(logits, task)
+            value = score_predictions(metric, task, self.data.targets[rows], probabilities, loss)
+            prefix = "val" if source == "raw" else f"{source}_val"
+            row |= {f"{prefix}_loss": loss, f"{prefix}_{metric}": reported_score(metric, task, value)}
+            if self.selection.keep(self.best, source, self.epoch, value):
+                self._keep(source, model, rows, probabilities)
+            if source == "raw":
+                self.raw_score_of_epoch(value)
+        return row
+
+    def _keep(self, source: str, model: nn.Module, rows: np.ndarray, probabilities: np.ndarray) -> None:
+        """A source's best weights so far; for the best overall, the fold's OOF predictions too."""
+        if not self.runtime.is_main:
+            return
+        save_weights(self.folder.weights(source), model.state_dict())
+        if self.best.is_overall_best(source, self.epoch):
+            write_predictions(self.folder.oof_path, self.data.ids[rows], probabilities, self.data.classes,
+                              folds=np.full(len(rows), self.folder.index))
+
+    def _finish_selection(self) -> None:
+        """A full refit keeps its last weights of the chosen source; the selection then checks what was kept."""
+        if self.selection.full_fit:
+            source = self.selection.final_source(self.parts.ema is not None, self.averager is not None)
+            state = self.averager.averaged_state() if source == "avg" else self.source_model(source).state_dict()
+            if self.runtime.is_main:
+                save_weights(self.folder.weights(source), state)
+            self.best.score, self.best.epoch, self.best.source = math.nan, self.epoch - 1, source
+        self.selection.finish(self.best, self.fold)
 
     # ----- the models the selection scores ----------------------------------------------------------------------
     def source_model(self, source: str) -> nn.Module | None:

@@ -107,9 +107,6 @@ def test_scoring_ensembling_submitting_reporting_and_reading_a_recipe_do_not_imp
 
 
 LAYERS = ["cli", "workflows", "stages", "training", "presentation", "nn", "data", "core"]
-# The one back-edge left under TYPE_CHECKING: the trainer hands itself to its selection policy; the trainer's
-# refactor (a policy object it is given, issue 39) removes it.
-KNOWN_TYPE_CHECKING_EDGES = {("kagglecv/training/selection.py", "kagglecv.training.trainer")}
 
 
 def type_checking_imports(path: Path) -> list[str]:
@@ -142,7 +139,7 @@ def back_edges(package: Path) -> set[tuple[str, str]]:
 
 
 def test_no_back_edge_hides_under_type_checking(tmp_path):
-    assert back_edges(PACKAGE) == KNOWN_TYPE_CHECKING_EDGES
+    assert back_edges(PACKAGE) == set()
     planted = tmp_path / "kagglecv" / "core"
     planted.mkdir(parents=True)
     (planted / "runs.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
