@@ -5,7 +5,13 @@ import math
 import pytest
 
 from kagglecv.core.errors import KagglecvError
-from kagglecv.training.selection import BestEpoch, BestTracker, LastEpoch, reported_score, score_predictions
+from kagglecv.training.selection import (
+    BestEpoch,
+    BestTracker,
+    LastEpoch,
+    reported_score,
+    score_predictions,
+)
 
 
 def test_each_source_keeps_its_own_best_and_the_overall_best_follows_the_highest():
