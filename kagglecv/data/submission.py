@@ -22,6 +22,7 @@ from kagglecv.core.metrics import (
 )
 from kagglecv.core.predictions import (
     FLOAT_FORMAT,
+    aligned,
     compare_ids,
     prediction_frame,
     read_aligned,
@@ -136,8 +137,8 @@ def _align_to_sample(predictions: pd.DataFrame, sample_ids: pd.Series, predictio
     if differences.extra:
         raise DataError(f"{predictions_path}: {len(differences.extra)} ids are not in {sample_path}: "
                         f"{summarize(differences.extra, quote=True)}")
-    values = predictions.set_index("id")
-    return values.loc[list(sample_ids)].to_numpy(np.float64)
+    return aligned(predictions, sample_ids, [column for column in predictions.columns if column != "id"],
+                   predictions_path, sample_path)
 
 
 def parse_threshold(threshold: str | float) -> float | str:

@@ -352,15 +352,16 @@ def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
 def _agreement_elsewhere(folder: FoldDir, teacher: Path, classes: list[str], task: str) -> tuple[float, int] | None:
     """Student and teacher fold-k models on the test images that were not pseudo-labelled (None when there are
     none, or the teacher's files are gone)."""
-    student = read_predictions(folder.test_path, classes).set_index("id")
-    rest = student.index.difference(read_pseudo_labels(folder.pseudo_path, output_columns(classes, task))["id"], sort=False)
-    if not len(rest):
+    student = read_predictions(folder.test_path, classes)
+    labelled = set(read_pseudo_labels(folder.pseudo_path, output_columns(classes, task))["id"])
+    rest = [image_id for image_id in student["id"] if image_id not in labelled]
+    if not rest:
         return None
     try:
-        theirs = load_recipe(teacher).fold_test_predictions(folder.index, rest.to_numpy())
+        theirs = load_recipe(teacher).fold_test_predictions(folder.index, np.array(rest, dtype=object))
     except (KagglecvError, DataError):
         return None
-    mine = student.loc[rest, classes].to_numpy()
+    mine = aligned(student, rest, classes, folder.test_path, folder.pseudo_path, exact=False)
     return _share_agreeing(as_outputs(mine, task), as_outputs(theirs, task), task), len(rest)
 
 

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,6 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries, write_csv
 from kagglecv.core.predictions import probabilities_from_logits, write_predictions
 from kagglecv.core.runs import FoldDir
-from kagglecv.data.table import CompetitionData
 from kagglecv.nn.models import freeze_for_epoch, set_frozen_batchnorm_eval
 from kagglecv.nn.runtime import Runtime, all_gather, barrier
 from kagglecv.nn.weights import save_weights
@@ -91,6 +91,16 @@ class FoldOutcome:
     epochs_run: int = 0
 
 
+class HeldOutTable(Protocol):
+    """What the trainer validates against and writes the OOF file of (the data layer's ``CompetitionData`` is one):
+    every row's id and target, the classes and the task."""
+
+    task: str
+    classes: list[str]
+    ids: np.ndarray
+    targets: np.ndarray
+
+
 class FoldTrainer:
     """Trains one fold with the built ``parts``; construct, then call :meth:`fit`.
 
@@ -99,7 +109,7 @@ class FoldTrainer:
     ``last.pt``.
     """
 
-    def __init__(self, config: Config, data: CompetitionData, parts: FoldComponents, folder: FoldDir,
+    def __init__(self, config: Config, data: HeldOutTable, parts: FoldComponents, folder: FoldDir,
                  runtime: Runtime, console: Console, selection: BestEpoch | LastEpoch):
         self.config, self.cfg, self.data, self.parts, self.selection = config, config.train, data, parts, selection
         self.fold, self.runtime, self.console, self.folder = folder.index, runtime, console, folder
