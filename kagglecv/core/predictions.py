@@ -114,6 +114,11 @@ def require_same_ids(ids, expected, path: Path, expected_path: Path, extra_word:
                         f"({summarize(differences.extra, quote=True)})")
 
 
+def not_probabilities(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` hold no probability: NaN, infinite, below 0 or above 1."""
+    return ~np.isfinite(values) | (values < 0) | (values > 1)
+
+
 def aligned(frame: pd.DataFrame, ids, classes: list[str], path: Path, expected_path: Path, *, exact: bool = True,
             extra_word: str = "extra", dtype=np.float64) -> np.ndarray:
     """The ``classes`` columns of a prediction frame in the order of ``ids``: the one way kagglecv aligns predictions

@@ -86,9 +86,12 @@ def with_cached_images(data: CompetitionData, mode: str, folder: Path) -> Compet
     if mode == "memory":
         return replace(data, images=PixelImages(_decode_all(paths, data.source), data.source))
     path = checked_cache_folder(Path(folder)) / f"images-{cache_key(paths, data.source)[:24]}.npy"
-    if not path.is_file():
+    if path.is_file():
+        pixels = _read_cache(path, paths)
+    else:  # decoded just now from the files: nothing to check again
         _write_cache(path, paths, data.source)
-    return replace(data, images=PixelImages(_read_cache(path, paths), data.source))
+        pixels = np.load(path, mmap_mode="r", allow_pickle=False)
+    return replace(data, images=PixelImages(pixels, data.source))
 
 
 def checked_cache_folder(folder: Path) -> Path:
@@ -124,7 +127,8 @@ def _read_cache(path: Path, paths: list[Path]) -> np.ndarray:
                         f"header (truncated?){fix}")
     recorded = _digest_path(path)
     if not recorded.is_file() or recorded.read_text(encoding="utf-8", errors="replace").strip() != sha256_file(path):
-        raise DataError(f"{path}: its content is not the one kagglecv wrote ({recorded.name} differs or is missing){fix}")
+        raise DataError(f"{path}: its content is not the one kagglecv wrote ({recorded.name} differs or is "
+                        f"missing){fix}")
     pixels = np.load(path, mmap_mode="r", allow_pickle=False)
     if not (np.array_equal(pixels[0], first) and np.array_equal(pixels[-1], decode_image(paths[-1]))):
         raise DataError(f"{path}: its first or last image differs from {paths[0].name} or {paths[-1].name}{fix}")

@@ -24,6 +24,7 @@ from kagglecv.core.predictions import (
     FLOAT_FORMAT,
     aligned,
     compare_ids,
+    not_probabilities,
     prediction_frame,
     read_aligned,
 )
@@ -89,10 +90,10 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
     id_col = sample.columns[0]
-    aligned = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
+    values = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
     fmt, k = shape.resolve(sample, classes, task, sample_path)
     thresholds = thresholds_for() if fmt == "labels" else None
-    columns = shaped_columns(aligned, classes, fmt, list(sample.columns[1:]), k, thresholds, cutoffs, label_sep)
+    columns = shaped_columns(values, classes, fmt, list(sample.columns[1:]), k, thresholds, cutoffs, label_sep)
     out = pd.DataFrame({id_col: sample[id_col]} | columns)
     validate_submission(out, sample, sample_path, fmt, classes, label_sep)
     return out, fmt, thresholds
@@ -112,7 +113,7 @@ def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Pa
         raise DataError(f"submission ids differ from {sample_path} (count or order)")
     if fmt in ("probabilities", "positive"):
         values = out.iloc[:, 1:].to_numpy(np.float64)
-        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+        bad = not_probabilities(values)
         if bad.any():
             rows = np.flatnonzero(bad.any(axis=1))
             raise DataError(f"submission has {len(rows)} rows with values outside [0, 1], NaN or inf: "

@@ -9,9 +9,11 @@ when two fit. Nothing here writes a file.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -261,10 +263,13 @@ def _image_folders(survey: Survey, folder: Path, train: pd.DataFrame, sample: pd
     train_dir = trains[0]
     survey.add("data.image_dir", train_dir, "the folder of training images")
     id_col = survey.value("data.id_col")
-    _id_to_file(survey, train[id_col].tolist(), train_dir, id_col)
+    # Listed at most once, and only when needed: a Kaggle training folder can hold 400,000 files.
+    listing = functools.cache(lambda: _first_entries(train_dir, 100_000))
+    _id_to_file(survey, train[id_col].tolist(), train_dir, id_col, listing)
     test_dirs = tests or [train_dir]
     if not tests:
-        _test_ids_in(train_dir, _test_ids(tables, sample, id_col), survey.value("data.image_col") is not None)
+        with_extension = survey.value("data.image_col") is not None
+        _test_ids_in(train_dir, listing(), _test_ids(tables, sample, id_col), with_extension)
     survey.add("data.test_image_dir", test_dirs[0] if len(test_dirs) == 1 else test_dirs,
                "the folder(s) of test images" if tests else "one folder holds the training and the test images")
     _image_look(survey, train_dir)
@@ -279,10 +284,10 @@ def _test_ids(tables: _Tables, sample: pd.DataFrame, id_col: str) -> list[str]:
     return sample.iloc[:50, 0].tolist()
 
 
-def _test_ids_in(image_dir: Path, ids: list[str], with_extension: bool) -> None:
+def _test_ids_in(image_dir: Path, entries: list[Path], ids: list[str], with_extension: bool) -> None:
     """No test image folder beside the training one: the test ids must name images of the training folder, or init
     says what it could not match (ISIC 2024 ships its test images only in ``test-image.hdf5``)."""
-    names = {entry.name if with_extension else entry.stem for entry in _first_entries(image_dir, 100_000)}
+    names = {entry.name if with_extension else entry.stem for entry in entries}
     if ids and not any(image_id in names for image_id in ids):
         raise DataError(f"{image_dir.parent}: no test image folder, and the test ids ({summarize(ids, 3, quote=True)}) "
                         f"name no image of {image_dir}; set data.test_image_dir (--set data.test_image_dir=FOLDER) "
@@ -303,14 +308,14 @@ def _first_entries(path: Path, count: int = 200) -> list[Path]:
     return entries
 
 
-def _id_to_file(survey: Survey, ids: list[str], image_dir: Path, id_col: str) -> None:
+def _id_to_file(survey: Survey, ids: list[str], image_dir: Path, id_col: str,
+                listing: Callable[[], list[Path]]) -> None:
     """Ids that are file names (``0004be2c.jpg``) read through ``image_col``; else ``<id>.<ext>`` is looked up."""
     probe = ids[:50]
     if probe and all(Path(name).suffix.lower() in IMAGE_EXTENSIONS for name in probe):
         survey.add("data.image_col", id_col, f"ids carry the extension ({probe[0]!r}): each is its file's name")
         return
-    suffix_of = {entry.stem: entry.suffix for entry in _first_entries(image_dir, 100_000)
-                 if entry.suffix.lower() in IMAGE_EXTENSIONS}
+    suffix_of = {entry.stem: entry.suffix for entry in listing() if entry.suffix.lower() in IMAGE_EXTENSIONS}
     found = [name for name in probe if name in suffix_of]
     if not found:
         present = sorted(suffix_of)[:3]

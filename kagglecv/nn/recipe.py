@@ -64,8 +64,7 @@ class RunRecipe:
                     images, rows, config.model.img_size, config.model.in_chans, config.inference_batch_size, bar)
             return self._checked(fold, probabilities, (len(rows), len(self.classes)), "ONNX model's output")
         logits = self.view_logits(fold, images, rows, self.views, progress, batch_size, workers)
-        return self._checked(fold, combine_views([logits[name] for name in self.views], self.task, self.space),
-                             (len(rows), len(self.classes)), "predictions")
+        return combine_views([logits[name] for name in self.views], self.task, self.space)
 
     def _checked(self, fold: int, values: np.ndarray, expected: tuple[int, int], what: str) -> np.ndarray:
         """A fold's predictions of the run's shape, every value finite; else one error naming the run and fold."""

@@ -78,17 +78,15 @@ def config_for_folder(folder: Path, metric: str | None = None) -> tuple[Path, In
 def check_outputs_outside(folder: Path, config: Config) -> None:
     """``run DIR`` never writes into the competition folder (``/kaggle/input`` is read-only): the folds file, the
     runs folder, the submissions folder and a file tracking store are checked against it before anything runs."""
-    rule = OutputRule.of([folder])
+    competition = Path(folder).resolve()
     outputs = {"folds.file": config.folds.file, "runs_dir": config.runs_dir, "submit.dir": config.submit.dir}
     uri = config.tracking.uri or ""
     if uri.startswith("sqlite:///") or uri.startswith("file:"):
         outputs["tracking.uri"] = uri.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:")
     for key, path in outputs.items():
-        resolved = Path(path).resolve()
-        for protected, what in rule.protected.items():
-            if resolved == protected or resolved.is_relative_to(protected):
-                raise ConfigError(f"{key}: {path} is inside {what} {folder}; kagglecv run DIR never writes into the "
-                                  "competition folder: choose a path outside it")
+        if Path(path).resolve().is_relative_to(competition):
+            raise ConfigError(f"{key}: {path} is inside the input folder {folder}; kagglecv run DIR never writes "
+                              "into the competition folder: choose a path outside it")
 
 
 def written_by_init(path: Path) -> bool:

@@ -30,6 +30,7 @@ from kagglecv.core.metrics import (
 from kagglecv.core.predictions import (
     check_class_columns,
     compare_ids,
+    not_probabilities,
     read_predictions,
     require_same_ids,
 )
@@ -147,7 +148,7 @@ def _multiclass_metric(metric: str) -> bool:
 def _probability_columns(submission: pd.DataFrame, classes: list[str], path: Path) -> np.ndarray:
     """The class columns as numbers, each a probability in [0, 1]; the first cell that is not is named."""
     scores = submission[classes].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
+    bad = not_probabilities(scores)
     if bad.any():
         row, column = np.argwhere(bad)[0]
         raise DataError(f"{path}: id {submission.index[row]!r} column {classes[column]!r} = "
@@ -238,7 +239,7 @@ def _score_positive_column(values: pd.Series, truth: pd.Series, metric: str, sub
     binary metric, exactly as sklearn does; a metric of class labels on probabilities (whose cut-off the
     competition would choose) is refused rather than given a number."""
     numbers = pd.to_numeric(values.str.strip(), errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(numbers) | (numbers < 0) | (numbers > 1)
+    bad = not_probabilities(numbers)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{submission_path}: {values.index[row]!r} = {values.iloc[row]!r}; a 0/1 solution is scored "
