@@ -55,9 +55,17 @@ def _user_metric(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def _named_metric_file(value: Optional[str]) -> Optional[str]:
+    """``--metric-file``: an existing ``.py`` file, named for this command (a typo is an error, never ignored)."""
+    if value is not None and (not value.endswith(".py") or not Path(value).is_file()):
+        raise KagglecvError(f"--metric-file {value}: expected an existing metric file ending in .py (Kaggle's score "
+                            "signature)")
+    return _user_metric(value)
+
+
 MetricFile = Annotated[
     Optional[str],
-    typer.Option(callback=_user_metric, help="The competition's metric file (Kaggle's score signature) to run for "
+    typer.Option(callback=_named_metric_file, help="The competition's metric file (Kaggle's score signature) to run for "
                  "runs whose config names one: kagglecv runs a metric file only when you name it, matched by content."),
 ]
 

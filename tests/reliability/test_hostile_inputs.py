@@ -780,6 +780,13 @@ ROUND_FOUR = {
                 outputs=RUNS),
         Variant("score an ensemble that recorded a metric file", ["score", "runs/ens-m"], "not by you",
                 setup=recorded_metric, outputs=RUNS),
+        Variant("a metric file named that is not there", ["report", "--metric-file", "nope.py"], "--metric-file nope.py",
+                outputs=RUNS),
+        Variant("a metric file named that is a config", ["inspect", "runs/base", "--metric-file", "base.yaml"],
+                "--metric-file base.yaml", outputs=RUNS),
+        Variant("a metric file of other content than the run's", ["score", "runs/base", "--metric", "mine.py"],
+                "not by you", setup=both(planted_metric(), write("mine.py", "def score(s, p, r):\n    return 1.0\n")),
+                outputs=RUNS),
     ],
     "names that become config": [
         Variant("a training table whose name holds a line break", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],

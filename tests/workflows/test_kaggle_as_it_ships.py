@@ -21,7 +21,7 @@ from kagglecv.core.metrics import (
     tune_grade_cutoffs,
 )
 from kagglecv.stages.score import score_submission
-from tests.workflows.kaggle_shapes import BUILDERS, Competition
+from tests.workflows.kaggle_shapes import BUILDERS, VARIANTS, Competition
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -84,9 +84,9 @@ def check_shape(competition: Competition, submission: pd.DataFrame, sample: pd.D
         assert set(values.iloc[:, 0]) <= set(competition.classes)
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize("name", [*BUILDERS, *VARIANTS])
 def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(name, tmp_path, monkeypatch):
-    competition = BUILDERS[name](tmp_path / "input")
+    competition = (BUILDERS | VARIANTS)[name](tmp_path / "input")
     before = tree_checksums(competition.folder)
     monkeypatch.chdir(tmp_path)
     init = ["init", str(competition.folder)] + (["--metric", competition.metric] if competition.metric else [])
