@@ -17,7 +17,7 @@ from scipy.special import expit, logit, softmax
 
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.lazy import imported_on_first_use
-from kagglecv.core.metrics import get_metric, score
+from kagglecv.core.metrics import Metric
 
 scipy_optimize = imported_on_first_use("scipy.optimize")
 scipy_stats = imported_on_first_use("scipy.stats")
@@ -63,14 +63,13 @@ def apply_blend(method: str, weights, predictions: np.ndarray, task: str, power:
 class Blender:
     """Fits blend weights on some OOF rows and applies them; ``fit`` returns the weights (runs, or runs x classes)."""
 
-    def __init__(self, method: str, task: str, metric: str, *, user_weights=None, power: float = 2.0,
+    def __init__(self, method: str, task: str, metric: Metric, *, user_weights=None, power: float = 2.0,
                  init_top: int = 1, max_rounds: int = 100, per_class: bool = False, seed: int = 0):
         if per_class and task != "multilabel":
             raise KagglecvError("--per-class applies to multi-label tasks only")
         self.method, self.task, self.metric = method, task, metric
         self.user_weights, self.power, self.init_top, self.max_rounds = user_weights, power, init_top, max_rounds
         self.per_class, self.seed = per_class, seed
-        self.definition = get_metric(metric, task)
 
     def fit(self, predictions: np.ndarray, targets: np.ndarray):
         n_runs = len(predictions)
@@ -91,10 +90,8 @@ class Blender:
         return apply_blend(self.method, weights, predictions, self.task, self.power)
 
     def _score(self, targets, blend) -> float:
-        try:
-            return self.definition.objective(score(self.metric, self.task, targets, blend))
-        except ValueError:
-            return -np.inf
+        value = self.metric.objective_of(targets, blend)
+        return value if value == value else -np.inf  # an argmax needs a total order: no score ranks last
 
     def _fit_one(self, predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
         if self.method == "hill":

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import ConfigError, KagglecvError
-from kagglecv.core.metrics import Metric, bind_metric
+from kagglecv.core.metrics import Metric
 from kagglecv.core.shapes import shaped_columns
 
 _LOADED: dict[str, Callable] = {}  # sha256 of a metric file -> its score function, run once per process
@@ -101,6 +101,23 @@ def forget_named_metric_files() -> None:
     _NAMED_BY_USER.clear()
 
 
+def require_named(path: Path) -> str:
+    """The sha256 of ``path``, a file of content the user named in this process; else the one error that says so."""
+    digest = _digest(Path(path))
+    if digest not in _NAMED_BY_USER:
+        raise ConfigError(f"metric: {path} (sha256 {digest[:16]}) is named by a run folder or bundle, not by you; "
+                          f"kagglecv runs metric code only from a file you name: pass --metric-file {path} "
+                          "(--metric on score and ensemble)")
+    return digest
+
+
+def same_metric_file(one: str | Path, other: str | Path) -> bool:
+    """Whether two metric file names are one file: the same name, or the same content."""
+    if str(one) == str(other):
+        return True
+    return Path(one).is_file() and Path(other).is_file() and _digest(Path(one)) == _digest(Path(other))
+
+
 def load_score_function(path: Path):
     """The file's ``score``, after checking it takes Kaggle's three arguments; every failure names the file.
 
@@ -109,11 +126,7 @@ def load_score_function(path: Path):
             from a run folder, an ensemble or a bundle, whose code never runs on its own say-so.
     """
     path = Path(path)
-    digest = _digest(path)
-    if digest not in _NAMED_BY_USER:
-        raise ConfigError(f"metric: {path} (sha256 {digest[:16]}) is named by a run folder or bundle, not by you; "
-                          f"kagglecv runs metric code only from a file you name: pass --metric-file {path} "
-                          "(--metric on score and ensemble)")
+    digest = require_named(path)
     if digest in _LOADED:
         return _LOADED[digest]
     # Printed, not warned: no interpreter setting may hide that code is running.
@@ -152,14 +165,13 @@ def call_score(function: Callable, path: str, solution: pd.DataFrame, submission
     return value
 
 
-def bind_metric_file(path: str, direction: str, layout: FrameLayout) -> Metric:
-    """Register the metric file ``path`` for this process: a metric of ``layout.task`` that calls the file."""
+def metric_file_metric(path: str, direction: str, layout: FrameLayout) -> Metric:
+    """The metric file ``path`` as a metric of ``layout.task``: each score calls the file on frames shaped by
+    ``layout``."""
     function = load_score_function(Path(path))
 
     def score_frames(y_true, y_score) -> float:
         solution, submission = _as_kaggle_reads(layout.solution(y_true)), _as_kaggle_reads(layout.submission(y_score))
         return call_score(function, path, solution, submission, layout.id_col)
 
-    metric = Metric(path, score_frames, direction == "maximize", (layout.task,))
-    bind_metric(metric)
-    return metric
+    return Metric(path, score_frames, direction == "maximize", (layout.task,))

@@ -402,6 +402,22 @@ class Metric:
         """``value`` made higher-is-better (:func:`objective`); applied twice, the value again."""
         return objective(value, self.higher_is_better)
 
+    def score(self, y_true, y_score) -> float:
+        """The metric of predictions (one probability column per class); a binary metric takes the positive
+        class's column."""
+        if self.tasks == ("binary",):
+            y_score = _positive_score(y_score)
+        return self.fn(y_true, y_score)
+
+    def objective_of(self, y_true, y_score) -> float:
+        """The objective of the predictions' score; NaN where the metric cannot be computed on these rows (ROC AUC
+        of rows holding one class, ...). The one NaN policy: NaN is never better than anything, never kept."""
+        try:
+            value = self.score(y_true, y_score)
+        except ValueError:
+            return math.nan
+        return self.objective(value)
+
 
 METRICS = {m.name: m for m in [
     Metric("accuracy", accuracy, True, ("multiclass",)),
@@ -436,17 +452,9 @@ DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "
 LOSS = Metric("loss", lambda y, s: math.nan, False, ("multiclass", "binary", "multilabel"))
 
 
-# Metrics of this process bound to the data they score: a competition's metric file (``core.metric_file``).
-BOUND: dict[str, Metric] = {}
-
-
 def is_metric_file(name: str | None) -> bool:
     """A metric named by a Python file in Kaggle's signature (``metric: path/to/metric.py``)."""
     return bool(name) and name.endswith(".py")
-
-
-def bind_metric(metric: Metric) -> None:
-    BOUND[metric.name] = metric
 
 
 def parametrized_metric(name: str) -> Metric | None:
@@ -494,11 +502,9 @@ def known_metric(name: str) -> bool:
 
 def get_metric(name: str, task: str) -> Metric:
     """The metric called ``name`` for ``task`` (an alias keeps its name), or a clear error listing the ones that fit."""
-    if name in BOUND and task in BOUND[name].tasks:
-        return BOUND[name]
     if is_metric_file(name):
-        raise ValueError(f"metric file {name!r} is not loaded for a {task} task here (it is loaded with the run's "
-                         "training table and sample submission)")
+        raise ValueError(f"metric file {name!r} scores through the table and sample submission of the runs whose "
+                         "config names it (metric: in the config); it is not a metric of its own here")
     if (name, task) in ALIASES:
         return replace(get_metric(ALIASES[name, task], task), name=name)
     metric = METRICS.get(name) or parametrized_metric(name)
@@ -535,8 +541,5 @@ def score_labels(name: str, y_true, y_pred, n_classes: int) -> float:
 
 
 def score(name: str, task: str, y_true, y_score) -> float:
-    """Score predictions with a named metric; binary metrics take the positive-class column."""
-    metric = get_metric(name, task)
-    if task == "binary":
-        y_score = _positive_score(y_score)
-    return metric.fn(y_true, y_score)
+    """Score predictions with a named metric of the registry (:meth:`Metric.score`)."""
+    return get_metric(name, task).score(y_true, y_score)

@@ -10,7 +10,7 @@ refit's CV run and a student's teacher are the names of folders beside it, a bun
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
 from pydantic import (
     BaseModel,
@@ -145,7 +145,7 @@ class PredictRecord(_Record):
     """``predict.json``: the TTA views and space the predict stage chose."""
 
     tta: list[Annotated[str, StringConstraints(max_length=64)]] = Field(min_length=1, max_length=64)
-    tta_space: Literal["prob", "logit"] = "prob"
+    tta_space: Optional[Literal["prob", "logit"]] = None  # None: the config's predict.tta_space
     metric: Optional[Text] = None
     oof_score: Number = None
     candidate_scores: Optional[dict[Text, Number]] = None
@@ -182,14 +182,23 @@ class BlendRecipe(_Record):
     stack_model: Optional[list[Any]] = Field(None, max_length=MAX_CLASSES)
 
 
-def validate_record(schema: type[BaseModel], raw: Any, path: Path) -> dict:
-    """``raw`` (a parsed JSON file) checked against ``schema``, as a dict of the keys it has; else one error naming
-    the file, the key and what was wrong."""
+R = TypeVar("R", bound=BaseModel)
+
+
+def read_record(schema: type[R], raw: Any, path: Path) -> R:
+    """``raw`` (a parsed JSON file) as a ``schema`` record; else one error naming the file, the key and what was
+    wrong."""
     try:
-        record = schema.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "(the whole file)"
         raise KagglecvError(f"{path}: corrupt or not kagglecv's: {where}: {error['msg']}; re-create it with the "
                             "command that wrote it") from None
-    return record.model_dump(exclude_unset=True, by_alias=True)
+
+
+def record_json(schema: type[BaseModel], record: BaseModel | dict, path: Path) -> dict:
+    """What a writer puts in a record's file: ``record`` (a record, or a dict checked against ``schema`` first: the
+    writer checks what every reader checks) as the keys it sets."""
+    checked = record if isinstance(record, schema) else read_record(schema, record, path)
+    return checked.model_dump(exclude_unset=True, by_alias=True)

@@ -39,7 +39,14 @@ from kagglecv.core.files import (
 )
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import average_predictions, write_predictions
-from kagglecv.core.records import DoneRecord, PredictRecord, RunInfo, validate_record
+from kagglecv.core.records import (
+    DoneRecord,
+    MemberReference,
+    PredictRecord,
+    RunInfo,
+    read_record,
+    record_json,
+)
 
 
 class RecordedTable(Protocol):
@@ -105,12 +112,12 @@ class FoldDir:
     def has_checkpoint(self) -> bool:
         return self.last_checkpoint.is_file() or self.previous_checkpoint.is_file()
 
-    def read_done(self) -> dict:
-        return validate_record(DoneRecord, read_json(self.done_path, "a finished fold's record"), self.done_path)
+    def read_done(self) -> DoneRecord:
+        return read_record(DoneRecord, read_json(self.done_path, "a finished fold's record"), self.done_path)
 
-    def write_done(self, record: dict) -> None:
+    def write_done(self, record: DoneRecord | dict) -> None:
         """``done.json``, the one writer: checked against its schema first, as every reader checks it."""
-        write_json(self.done_path, validate_record(DoneRecord, record, self.done_path))
+        write_json(self.done_path, record_json(DoneRecord, record, self.done_path))
 
     def read_history(self) -> pd.DataFrame | None:
         """``history.csv``, a row per finished epoch; None before the first epoch ends."""
@@ -186,20 +193,20 @@ class RunDir:
         """``inspect.json`` exists and is not older than the OOF predictions it analysed."""
         return self.inspect_path.is_file() and self.inspect_path.stat().st_mtime >= self.oof_path.stat().st_mtime
 
-    def write_predict_record(self, record: dict) -> None:
+    def write_predict_record(self, record: PredictRecord | dict) -> None:
         """``predict.json``, the one writer: checked against its schema first, as every reader checks it."""
-        write_json(self.predict_path, validate_record(PredictRecord, record, self.predict_path))
+        write_json(self.predict_path, record_json(PredictRecord, record, self.predict_path))
 
-    def write_info(self, record: dict) -> None:
+    def write_info(self, record: RunInfo | dict) -> None:
         """``run.json``, the one writer: checked against its schema first, as every reader checks it."""
-        write_json(self.info_path, validate_record(RunInfo, record, self.info_path))
+        write_json(self.info_path, record_json(RunInfo, record, self.info_path))
 
-    def read_predict_record(self) -> dict | None:
+    def read_predict_record(self) -> PredictRecord | None:
         """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
 
         if not self.predict_path.is_file():
             return None
-        return validate_record(PredictRecord, read_json(self.predict_path, "the predict stage's record"),
+        return read_record(PredictRecord, read_json(self.predict_path, "the predict stage's record"),
                                self.predict_path)
 
     def is_run(self) -> bool:
@@ -215,26 +222,26 @@ class RunDir:
             raise ConfigError(f"{self.config_path}: expected a mapping of sections, got {type(raw).__name__}")
         return validate_config(raw, source=str(self.config_path))
 
-    def read_info(self) -> dict:
+    def read_info(self) -> RunInfo:
         """``run.json``: task, classes, folds file and its sha256, provenance (and members for an ensemble)."""
         if not self.info_path.is_file():
             raise KagglecvError(f"{self.path}: not a run or ensemble folder (no {self.info_path.name})")
 
-        return validate_record(RunInfo, read_json(self.info_path, "a run's identity"), self.info_path)
+        return read_record(RunInfo, read_json(self.info_path, "a run's identity"), self.info_path)
 
     def recorded_kind(self) -> str | None:
         """``run.json``'s kind (``run``, ``full``, ``ensemble``; a run.json from before kinds were recorded is a CV
         run), or None when the folder has no run.json yet."""
         if not self.info_path.is_file():
             return None
-        return str(self.read_info().get("kind", "run"))
+        return self.read_info().kind
 
     def is_ensemble(self) -> bool:
-        return self.read_info().get("kind") == "ensemble"
+        return self.read_info().kind == "ensemble"
 
     def is_full_fit(self) -> bool:
         """A refit on all training rows (``train --full``): test predictions, no OOF of its own."""
-        return self.info_path.is_file() and self.read_info().get("kind") == "full"
+        return self.info_path.is_file() and self.read_info().kind == "full"
 
     def oof_source(self) -> "RunDir":
         """The run whose ``oof.csv`` stands for this one: itself, or for a full refit the CV run it was made from
@@ -248,7 +255,7 @@ class RunDir:
 
     def cv_run(self) -> "RunDir":
         """A full refit's CV run: the sibling folder ``run.json`` names (its schema makes it a plain name)."""
-        name = self.read_info().get("cv_run")
+        name = self.read_info().cv_run
         if name is None:
             raise KagglecvError(f"{self.info_path}: a full refit without its cv_run; train it again with --full")
         return RunDir(self.path.parent / name)
@@ -355,15 +362,15 @@ def member_reference(member: Path, ensemble: Path) -> dict:
             "fingerprint": replay_fingerprint(RunDir(member))}
 
 
-def resolve_member(ensemble: RunDir, reference: dict) -> RunDir:
+def resolve_member(ensemble: RunDir, reference: MemberReference) -> RunDir:
     """The member run a recorded reference names (``run.json``'s schema makes it a relative path and a fingerprint),
     relative to the ensemble's own folder wherever kagglecv runs from, after checking it is still the run the
     ensemble was made of."""
-    member = RunDir(ensemble.path / reference["path"])
+    member = RunDir(ensemble.path / reference.path)
     if not member.info_path.is_file():
         raise KagglecvError(f"{ensemble.info_path}: member {member.path} is missing (expected beside the ensemble, "
                             "as when it was made)")
-    if replay_fingerprint(member) != reference["fingerprint"]:
+    if replay_fingerprint(member) != reference.fingerprint:
         raise KagglecvError(f"{member.path}: changed since the ensemble {ensemble.path} was made (its weights, TTA or "
                             "test predictions differ); re-run `kagglecv ensemble` on the runs as they are now")
     return member

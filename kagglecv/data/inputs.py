@@ -12,10 +12,16 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.config import Config
-from kagglecv.core.errors import DataError, summarize
-from kagglecv.core.metric_file import FrameLayout, bind_metric_file
-from kagglecv.core.metrics import is_metric_file
+from kagglecv.core.errors import ConfigError, DataError, summarize
+from kagglecv.core.metric_file import (
+    FrameLayout,
+    metric_file_metric,
+    require_named,
+    same_metric_file,
+)
+from kagglecv.core.metrics import Metric, is_metric_file, resolve_metric
 from kagglecv.core.predictions import compare_ids
+from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import RunDir
 from kagglecv.core.shapes import SubmissionShape
 from kagglecv.data.cache import CACHE_FOLDER, with_cached_images
@@ -28,6 +34,7 @@ class StageInputs:
     data: CompetitionData
     fold_of: np.ndarray
     test: CompetitionData | None
+    metric: Metric  # the competition's (config.metric), resolved once
 
     @property
     def n_folds(self) -> int:
@@ -61,16 +68,16 @@ def read_folds(path: Path, data: CompetitionData) -> np.ndarray:
 def load_stage_inputs(config: Config, data: CompetitionData | None = None) -> StageInputs:
     """The config's tables and folds file, each checked; ``data`` when the caller has read the training table."""
     data = data if data is not None else load_train(config.data)
-    bind_config_metric(config, data)
+    metric = competition_metric(config, data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
     cache = Path(config.runs_dir) / CACHE_FOLDER
     data = with_cached_images(data, config.data.cache, cache)
     test = None if test is None else with_cached_images(test, config.data.cache, cache)
-    return StageInputs(data, fold_of, test)
+    return StageInputs(data, fold_of, test, metric)
 
 
-def load_run_table(run: RunDir, config: Config | None = None, info: dict | None = None, *,
+def load_run_table(run: RunDir, config: Config | None = None, info: RunInfo | None = None, *,
                    with_images: bool = False) -> CompetitionData:
     """The run's training table (ids, targets, classes; images when asked), checked against the recorded classes.
 
@@ -82,23 +89,31 @@ def load_run_table(run: RunDir, config: Config | None = None, info: dict | None 
     except DataError as exc:
         raise DataError(f"{run.path}: cannot read the training table it was made from: {exc}") from None
     info = info or run.read_info()
-    if info["classes"] != data.classes or info["task"] != data.task:
+    if info.classes != data.classes or info.task != data.task:
         raise DataError(f"{run.path}: {config.data.train_csv} changed since the run: now {data.task} with classes "
-                        f"{summarize(data.classes, quote=True)}, the run has {info['task']} with "
-                        f"{summarize(info['classes'], quote=True)}")
-    bind_config_metric(config, data)
+                        f"{summarize(data.classes, quote=True)}, the run has {info.task} with "
+                        f"{summarize(info.classes, quote=True)}")
     return data
 
 
-def bind_config_metric(config: Config, data: CompetitionData) -> None:
-    """A config whose metric is a file (Kaggle's signature): bound for this process to the shapes of the training
-    table's targets and of the sample submission."""
-    if not is_metric_file(config.metric):
-        return
+def competition_metric(config: Config, data: CompetitionData, name: str | None = None, key: str = "metric") -> Metric:
+    """The metric called ``name`` (the config's ``metric`` when None; the task's default when neither) for ``data``.
+
+    A metric file scores through frames shaped like the training table's targets and the sample submission, so
+    it is made here, with the run's table, and only for the config that names it (its direction is the config's).
+    """
+    name = name or config.metric
+    if not is_metric_file(name):
+        return resolve_metric(name, data.task, key)
+    if is_metric_file(config.metric):
+        require_named(Path(config.metric))
+    if not (is_metric_file(config.metric) and same_metric_file(name, config.metric)):
+        raise ConfigError(f"{key} {name}: a metric file scores the runs whose config names it (this run's metric is "
+                          f"{config.metric or 'the task default'}); pass --metric {config.metric or 'NAME'}")
     submit = config.submit
     sample = read_csv_strings(submit.sample)
     fmt, top_k = SubmissionShape.of(submit).resolve(sample, data.classes, data.task, submit.sample)
     layout = FrameLayout(data.task, data.classes, sample.columns[0], config.data.target, config.data.label_sep,
                          list(sample.columns[1:]), fmt, top_k,
                          submit.threshold if isinstance(submit.threshold, float) else 0.5)
-    bind_metric_file(config.metric, config.metric_direction, layout)
+    return metric_file_metric(config.metric, config.metric_direction, layout)

@@ -12,14 +12,13 @@ import pandas as pd
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.metrics import (
     METRICS,
+    Metric,
     average_precision_per_class,
     recall_per_class,
-    resolve_metric,
-    score,
 )
 from kagglecv.core.predictions import read_predictions, require_same_ids
 from kagglecv.core.runs import RunDir
-from kagglecv.data.inputs import load_run_table
+from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.table import CompetitionData
 
 
@@ -46,11 +45,11 @@ def run_score(run: RunDir, metric: str | None = None, data: CompetitionData | No
     in memory: the score stage writes it as ``score.json``; submit, track and report write nothing into a run."""
     if run.is_full_fit():
         raise KagglecvError(f"{run.path}: a full-data refit has no OOF predictions and no CV score of its own; "
-                            f"score its CV run {run.read_info()['cv_run']}")
+                            f"score its CV run {run.read_info().cv_run}")
     config = run.read_config()
     data = data if data is not None else load_run_table(run, config)
-    return score_predictions_frame(read_predictions(run.oof_path, data.classes), data, metric or config.metric,
-                                   source=run.oof_path)
+    return score_predictions_frame(read_predictions(run.oof_path, data.classes), data,
+                                   competition_metric(config, data, metric, "--metric"), source=run.oof_path)
 
 
 def finished_folds_oof(run: RunDir, data: CompetitionData, folds: list[int] | None = None
@@ -65,31 +64,29 @@ def finished_folds_oof(run: RunDir, data: CompetitionData, folds: list[int] | No
     return oof, data.subset(np.isin(data.ids, oof["id"].to_numpy(dtype=object)))
 
 
-def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: str | None, source: Path) -> ScoreResult:
+def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: Metric, source: Path) -> ScoreResult:
     """Align OOF rows to the table by id (every id exactly once), then score overall, per fold and per class."""
-    definition = resolve_metric(metric, data.task, "--metric")
-    metric = definition.name
     targets, scores, folds = _align(oof, data, source)
-    overall = score(metric, data.task, targets, scores)
+    overall = metric.score(targets, scores)
     per_fold = {}
     if folds is not None:
         for fold in np.unique(folds):
             mask = folds == fold
             try:
-                per_fold[int(fold)] = score(metric, data.task, targets[mask], scores[mask])
+                per_fold[int(fold)] = metric.score(targets[mask], scores[mask])
             except ValueError:
                 per_fold[int(fold)] = float("nan")
     fold_values = np.array(list(per_fold.values()), dtype=float)
     kind, per_class = _per_class(data, targets, scores)
     others = {}  # top-5 accuracy is always 1 with five classes or fewer (and sklearn warns so): left out
     for name, other in METRICS.items():
-        if data.task in other.tasks and name != metric and not (name == "top5_accuracy" and len(data.classes) <= 5):
+        if data.task in other.tasks and name != metric.name and not (name == "top5_accuracy" and len(data.classes) <= 5):
             try:
-                others[name] = score(name, data.task, targets, scores)
+                others[name] = other.score(targets, scores)
             except ValueError:
                 continue
     return ScoreResult(
-        metric=metric, higher_is_better=definition.higher_is_better, overall=overall, per_fold=per_fold,
+        metric=metric.name, higher_is_better=metric.higher_is_better, overall=overall, per_fold=per_fold,
         fold_mean=float(np.nanmean(fold_values)) if len(fold_values) else float("nan"),
         fold_std=float(np.nanstd(fold_values)) if len(fold_values) else float("nan"),
         per_class_kind=kind, per_class={name: value for name, value in zip(data.classes, per_class)},

@@ -6,8 +6,11 @@ written (the sample's header, every id once in its order, values in range, only 
 
 from __future__ import annotations
 
+import functools
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,12 +32,50 @@ from kagglecv.core.predictions import (
     read_aligned,
 )
 from kagglecv.core.runs import RunDir, read_json
-from kagglecv.core.shapes import SubmissionShape, checked_cutoffs, shaped_columns
+from kagglecv.core.shapes import (
+    SubmissionShape,
+    checked_cutoffs,
+    checked_thresholds,
+    shaped_columns,
+)
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.table import CompetitionData, read_csv_strings
 
 
-def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | None:
+@dataclass(frozen=True)
+class SubmissionDecisions:
+    """Every choice that turns probabilities into a submission, resolved once by :func:`decide_submission` for a run,
+    an ensemble or a bundle with the user's overrides: ``submit``, ``infer`` (so the offline notebook) and ``pack``
+    (which records a bundle's) read these and decide nothing themselves."""
+
+    shape: SubmissionShape                            # submit.format and top_k (auto: the sample's shape)
+    thresholds_for: Callable[[], dict[str, float]]   # per-class multi-label cuts; asked only for label lists
+    cutoffs: list[float] | None = None                # qwk_thresholds grade cut-offs; None: labels are the argmax
+    label_sep: str = " "
+
+
+def decide_submission(run: RunDir, classes: list[str], task: str, *, threshold: str | float | None = None,
+                      label_sep: str = " ") -> SubmissionDecisions:
+    """The submission decisions of ``run``: ``threshold`` (a number, or ``oof``) overrides; else a bundle's packed
+    thresholds (0.5 without them); else the run's ``submit.threshold`` (``oof``: tuned on its OOF predictions, for
+    the F-beta of its metric). Tuning reads the training table, so it happens only when label lists ask for it."""
+    chosen = None if threshold is None else parse_threshold(threshold)
+
+    @functools.cache
+    def thresholds_for() -> dict[str, float]:
+        if chosen is not None:
+            return _resolve_thresholds(chosen, run, classes)
+        if run.thresholds_path.is_file():
+            recorded = read_json(run.thresholds_path, "the bundle's per-class thresholds")
+            return checked_thresholds(recorded, classes, run.thresholds_path)
+        if run.info_path.is_file() and run.read_info().bundle is not None:  # a bundle: packed thresholds only
+            return dict.fromkeys(classes, 0.5)
+        return _resolve_thresholds(parse_threshold(_configured_threshold(run)), run, classes)
+
+    return SubmissionDecisions(_configured_shape(run), thresholds_for, _run_cutoffs(run, classes, task), label_sep)
+
+
+def _run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | None:
     """For a run scored by ``qwk_thresholds``: the grade cut-offs tuned on its OOF predictions (a bundle's recorded
     ones); None for any other metric (labels are the argmax)."""
     try:
@@ -45,13 +86,13 @@ def run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | Non
         return None
     if run.cutoffs_path.is_file():
         return checked_cutoffs(read_json(run.cutoffs_path, "the bundle's grade cut-offs"), classes, run.cutoffs_path)
-    if "bundle" in run.read_info():
+    if run.read_info().bundle is not None:
         raise KagglecvError(f"{run.path}: a qwk_thresholds bundle without {run.cutoffs_path.name}; pack the run again")
-    _, data, oof = oof_of_run(run, classes)
+    _, data, oof = _oof_of_run(run, classes)
     return cutoffs_from_oof(data.targets, oof, classes)
 
 
-def configured_threshold(run: RunDir) -> float | str:
+def _configured_threshold(run: RunDir) -> float | str:
     """The run's ``submit.threshold`` (0.5 for a run folder whose config cannot be read here)."""
     try:
         return run.read_config().submit.threshold
@@ -59,7 +100,7 @@ def configured_threshold(run: RunDir) -> float | str:
         return 0.5
 
 
-def configured_shape(run: RunDir) -> "SubmissionShape":
+def _configured_shape(run: RunDir) -> "SubmissionShape":
     """The run's ``submit.format`` and ``top_k`` (auto for a run folder whose config cannot be read here)."""
     try:
         submit = run.read_config().submit
@@ -69,33 +110,30 @@ def configured_shape(run: RunDir) -> "SubmissionShape":
 
 
 def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,
-                                sample_path: Path, out: Path, thresholds: dict[str, float], label_sep: str = " ",
-                                shape: SubmissionShape = SubmissionShape(), cutoffs: list[float] | None = None) -> str:
+                                sample_path: Path, out: Path, decisions: SubmissionDecisions) -> str:
     """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory,
     checked as ``submit`` checks; returns the format."""
     predictions = prediction_frame(ids, probabilities, classes)
-    frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task,
-                                     lambda: thresholds, label_sep, shape, cutoffs)
+    frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task, decisions)
     write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
     return fmt
 
 
 def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_path: Path, classes: list[str],
-                     task: str, thresholds_for, label_sep: str = " ",
-                     shape: SubmissionShape = SubmissionShape(),
-                     cutoffs: list[float] | None = None) -> tuple[pd.DataFrame, str, dict | None]:
-    """The submission frame in the sample's shape (or the configured ``shape``), validated; ``thresholds_for()`` is
-    asked only for label lists."""
+                     task: str, decisions: SubmissionDecisions) -> tuple[pd.DataFrame, str, dict | None]:
+    """The submission frame in the sample's shape (or the decided shape), validated; thresholds are asked for only
+    for label lists."""
     sample = read_csv_strings(sample_path)
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
     id_col = sample.columns[0]
     values = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
-    fmt, k = shape.resolve(sample, classes, task, sample_path)
-    thresholds = thresholds_for() if fmt == "labels" else None
-    columns = shaped_columns(values, classes, fmt, list(sample.columns[1:]), k, thresholds, cutoffs, label_sep)
+    fmt, k = decisions.shape.resolve(sample, classes, task, sample_path)
+    thresholds = decisions.thresholds_for() if fmt == "labels" else None
+    columns = shaped_columns(values, classes, fmt, list(sample.columns[1:]), k, thresholds, decisions.cutoffs,
+                             decisions.label_sep)
     out = pd.DataFrame({id_col: sample[id_col]} | columns)
-    validate_submission(out, sample, sample_path, fmt, classes, label_sep)
+    validate_submission(out, sample, sample_path, fmt, classes, decisions.label_sep)
     return out, fmt, thresholds
 
 
@@ -155,16 +193,16 @@ def parse_threshold(threshold: str | float) -> float | str:
     return value
 
 
-def resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) -> dict[str, float]:
+def _resolve_thresholds(threshold: float | str, run: RunDir, classes: list[str]) -> dict[str, float]:
     """One threshold for every class (a number), or per class tuned on the run's OOF (``oof``) for F1, or for the
     F-beta of the run's metric when it is one (``fbeta:<beta>:<average>``, ``f2_samples``)."""
     if threshold == "oof":
-        source, data, oof = oof_of_run(run, classes)
+        source, data, oof = _oof_of_run(run, classes)
         return thresholds_from_oof(data.targets, oof, classes, source.read_config().metric, data.task)
     return dict.fromkeys(classes, parse_threshold(threshold))
 
 
-def oof_of_run(run: RunDir, classes: list[str]) -> tuple[RunDir, CompetitionData, np.ndarray]:
+def _oof_of_run(run: RunDir, classes: list[str]) -> tuple[RunDir, CompetitionData, np.ndarray]:
     """The run whose OOF predictions stand for ``run`` (a full refit's CV run), its training table, and those
     predictions in the table's row order."""
     source = run.oof_source()

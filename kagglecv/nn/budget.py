@@ -23,11 +23,11 @@ from kagglecv.core.blending import apply_blend
 from kagglecv.core.budget_selection import Selection, UnitCosts, select_within_budget
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, summarize
-from kagglecv.core.metrics import get_metric, resolve_metric, score
 from kagglecv.core.predictions import combine_views, read_predictions
-from kagglecv.core.records import BlendRecipe, validate_record
+from kagglecv.core.records import BlendRecipe, read_record
 from kagglecv.core.runs import read_json
-from kagglecv.data.inputs import load_run_table
+from kagglecv.data.inputs import competition_metric, load_run_table
+from kagglecv.data.table import CompetitionData
 from kagglecv.nn.recipe import (
     EnsembleRecipe,
     Recipe,
@@ -114,6 +114,7 @@ class _OofViews:
     logits: list[dict[str, np.ndarray]]
     targets: np.ndarray
     task: str
+    table: CompetitionData  # the first run's training table, which a metric file scores through
 
     def run_probabilities(self, run: int, views: tuple[str, ...]) -> np.ndarray:
         leaf = self.leaves[run]
@@ -141,27 +142,26 @@ def fit_to_budget(recipe: Recipe, budget: Budget, timing_images: int, scratch: P
     """The part of ``recipe`` that scores best on OOF within ``budget`` (see the module's docstring)."""
     console = console or Console(quiet=True)
     leaves = leaf_runs(recipe)
-    metric = resolve_metric(_recipe_metric(recipe), recipe.task, "the recipe's metric").name
     oof = _oof_views(leaves, console)
+    metric = competition_metric(leaves[0].config, oof.table, _recipe_metric(recipe), "the recipe's metric")
     costs = _unit_costs(leaves, timing_images, scratch, console)
-    higher = get_metric(metric, recipe.task).higher_is_better
     selection = select_within_budget([list(leaf.views) for leaf in leaves], costs, budget.images, budget.local_seconds,
-                                     lambda chosen: score(metric, recipe.task, oof.targets, oof.blend(chosen)), higher)
+                                     lambda chosen: metric.score(oof.targets, oof.blend(chosen)), metric.higher_is_better)
     blend = oof.blend(selection)
-    fitted_score = score(metric, recipe.task, oof.targets, blend)
-    full_score = score(metric, recipe.task, oof.targets, oof.full(recipe))
+    fitted_score = metric.score(oof.targets, blend)
+    full_score = metric.score(oof.targets, oof.full(recipe))
     modelled = costs.seconds(selection, budget.images) / budget.device_speed / 60
-    record = _fit_record(leaves, selection, costs, budget, metric, fitted_score, full_score, modelled)
-    return FitResult(_fitted_recipe(recipe, leaves, selection), metric, fitted_score, full_score, blend, oof.targets,
+    record = _fit_record(leaves, selection, costs, budget, metric.name, fitted_score, full_score, modelled)
+    return FitResult(_fitted_recipe(recipe, leaves, selection), metric.name, fitted_score, full_score, blend, oof.targets,
                      modelled, record)
 
 
 def _recipe_metric(recipe: Recipe) -> str | None:
     if isinstance(recipe, EnsembleRecipe):
-        blend = validate_record(BlendRecipe, read_json(recipe.run.weights_path, "the ensemble's weights"),
-                                recipe.run.weights_path)
-        if blend.get("metric"):
-            return blend["metric"]
+        blend = read_record(BlendRecipe, read_json(recipe.run.weights_path, "the ensemble's weights"),
+                            recipe.run.weights_path)
+        if blend.metric:
+            return blend.metric
     return leaf_runs(recipe)[0].config.metric
 
 
@@ -186,7 +186,7 @@ def _oof_views(leaves: list[RunRecipe], console: Console) -> _OofViews:
         view_logits = held_out_view_logits(leaf, data.images, fold_of, list(leaf.views), console)
         order = pd.Series(np.arange(len(data)), index=data.ids).loc[list(reference.ids)].to_numpy()
         logits.append({view: values[order] for view, values in view_logits.items()})
-    return _OofViews(leaves, logits, reference.targets, reference.task)
+    return _OofViews(leaves, logits, reference.targets, reference.task, reference)
 
 
 def _unit_costs(leaves: list[RunRecipe], timing_images: int, scratch: Path, console: Console) -> UnitCosts:

@@ -123,7 +123,7 @@ class FoldPredictor:
         folder = self.run.fold(fold)
         source = source or self.config.predict.weights
         if source == "auto":
-            source = folder.read_done().get("source", "raw")
+            source = folder.read_done().source
         weights = folder.weights(source)
         model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs,
                              code_file=self.run.model_code())

@@ -27,7 +27,7 @@ from kagglecv.core.predictions import (
     combine_views,
     read_predictions,
 )
-from kagglecv.core.records import BlendRecipe, validate_record
+from kagglecv.core.records import BlendRecipe, RunInfo, read_record
 from kagglecv.core.runs import RunDir, read_json, resolve_member
 from kagglecv.data.load import load_test
 from kagglecv.data.table import CompetitionData, num_outputs
@@ -169,22 +169,21 @@ def load_recipe(path: Path) -> Recipe:
     """The recipe of a run or ensemble folder (or bundle); an incomplete one is an error naming what is missing."""
     run = RunDir(path)
     info = run.read_info()
-    if info.get("kind") == "ensemble":
+    if info.kind == "ensemble":
         return _ensemble_recipe(run, info)
     return _run_recipe(run, info)
 
 
-def _run_recipe(run: RunDir, info: dict) -> RunRecipe:
+def _run_recipe(run: RunDir, info: RunInfo) -> RunRecipe:
     config = run.read_config()
     n_folds = recorded_fold_count(run, info)
     recorded = run.read_predict_record()
-    views = recorded["tta"] if recorded else ["none"]
-    space = recorded.get("tta_space", config.predict.tta_space) if recorded else config.predict.tta_space
-    if info.get("format") == "onnx":
-        return RunRecipe(run, config, info["task"], info["classes"], list(views), space, _onnx_folds(run, n_folds),
-                         "onnx")
+    views = recorded.tta if recorded else ["none"]
+    space = (recorded.tta_space if recorded else None) or config.predict.tta_space
+    if info.format == "onnx":
+        return RunRecipe(run, config, info.task, info.classes, list(views), space, _onnx_folds(run, n_folds), "onnx")
     sources = fold_weights(run, config, n_folds, predicted=recorded is not None)
-    return RunRecipe(run, config, info["task"], info["classes"], list(views), space, sources)
+    return RunRecipe(run, config, info.task, info.classes, list(views), space, sources)
 
 
 def _onnx_folds(run: RunDir, n_folds: int) -> dict[int, str]:
@@ -194,7 +193,7 @@ def _onnx_folds(run: RunDir, n_folds: int) -> dict[int, str]:
         fold = run.fold(index)
         if not (fold.path / ONNX_FILE).is_file():
             raise KagglecvError(f"{run.path}: fold {index}'s {ONNX_FILE} is missing; pack the run again")
-        sources[index] = fold.read_done().get("source", "raw") if fold.is_done() else "raw"
+        sources[index] = fold.read_done().source if fold.is_done() else "raw"
     return sources
 
 
@@ -207,7 +206,7 @@ def fold_weights(run: RunDir, config: Config, n_folds: int, *, predicted: bool) 
         if not fold.is_done():
             raise KagglecvError(f"{run.path}: fold {index} of {n_folds} is not trained ({fold.done_path} missing); "
                                 "every fold's weights are needed")
-        chosen = fold.read_done().get("source", "raw")
+        chosen = fold.read_done().source
         source = chosen if not predicted or config.predict.weights == "auto" else config.predict.weights
         if not fold.weights(source).is_file():
             raise KagglecvError(f"{run.path}: fold {index}'s {source} weights are missing ({fold.weights(source)})")
@@ -215,43 +214,43 @@ def fold_weights(run: RunDir, config: Config, n_folds: int, *, predicted: bool) 
     return sources
 
 
-def recorded_fold_count(run: RunDir, info: dict) -> int:
+def recorded_fold_count(run: RunDir, info: RunInfo) -> int:
     """The number of folds the run was trained with: ``run.json``'s ``n_folds``, or (runs made before it was
     recorded) the fold folders present."""
-    if isinstance(info.get("n_folds"), int):
-        return info["n_folds"]
+    if info.n_folds is not None:
+        return info.n_folds
     folds = run.fold_dirs()
     if not folds:
         raise KagglecvError(f"{run.path}: no fold<K>/ folders; not a trained run")
     return folds[-1].index + 1
 
 
-def _ensemble_recipe(run: RunDir, info: dict) -> EnsembleRecipe:
+def _ensemble_recipe(run: RunDir, info: RunInfo) -> EnsembleRecipe:
     if not run.weights_path.is_file():
         raise KagglecvError(f"{run.path}: an ensemble without {run.weights_path.name}; re-run `kagglecv ensemble`")
-    recipe = validate_record(BlendRecipe, read_json(run.weights_path, "the ensemble's weights"), run.weights_path)
-    member_paths = [run.path / member for member in info["bundle_members"]] if "bundle_members" in info \
-        else [resolve_member(run, member).path for member in info.get("members", [])]
+    recipe = read_record(BlendRecipe, read_json(run.weights_path, "the ensemble's weights"), run.weights_path)
+    member_paths = [run.path / member for member in info.bundle_members] if info.bundle_members is not None \
+        else [resolve_member(run, member).path for member in info.members or []]
     if len(member_paths) < 2:
         raise KagglecvError(f"{run.info_path}: an ensemble of {len(member_paths)} members; expected at least two")
     names = [path.name for path in member_paths]
-    method = recipe["method"]
+    method = recipe.method
     if method == "stack":
-        if "stack_model" not in recipe:
+        if recipe.stack_model is None:
             raise KagglecvError(f"{run.weights_path}: a stacking ensemble made before kagglecv recorded its model; "
                                 "re-run `kagglecv ensemble` to replay it")
-        weights = stack_model_from_state(info["task"], recipe["stack_model"], len(member_paths), len(info["classes"]),
+        weights = stack_model_from_state(info.task, recipe.stack_model, len(member_paths), len(info.classes),
                                          run.weights_path)
     else:
-        weights = _member_weights(recipe["weights"], names, info["classes"], run.weights_path)
-    if method == "power" and "power" not in recipe:
+        weights = _member_weights(recipe.weights, names, info.classes, run.weights_path)
+    if method == "power" and "power" not in recipe.model_fields_set:
         raise KagglecvError(f"{run.weights_path}: a power blend made before kagglecv recorded its exponent; re-run "
                             "`kagglecv ensemble` to replay it")
     members = [load_recipe(path) for path in member_paths]
     for path, member in zip(member_paths, members):
-        if member.classes != info["classes"] or member.task != info["task"]:
+        if member.classes != info.classes or member.task != info.task:
             raise KagglecvError(f"{path}: classes or task differ from the ensemble {run.path}'s")
-    return EnsembleRecipe(run, info["task"], info["classes"], method, weights, float(recipe.get("power", 2.0)), members)
+    return EnsembleRecipe(run, info.task, info.classes, method, weights, float(recipe.power), members)
 
 
 def _member_weights(weights: dict, names: list[str], classes: list[str], source: Path) -> np.ndarray:

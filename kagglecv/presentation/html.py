@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from kagglecv import __version__
+from kagglecv.data.outcomes import Entry
 from kagglecv.presentation.tables import format_params
 
 LABEL_ISSUES_SHOWN = 10
@@ -58,7 +59,8 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 
-def render_html(ranked: dict, competitions: dict, points: list, correlation: float | None,
+def render_html(ranked: dict[str, list[Entry]], competitions: dict[str, list[Entry]], points: list,
+                correlation: float | None,
                 lb_picture: Path | None, full_fits: list[dict] = ()) -> str:
     """The whole page: one section per competition, then CV against the leaderboard."""
     body = [f"<h1>kagglecv report</h1><p class='muted'>{escape(datetime.now().isoformat(timespec='seconds'))}, "
@@ -82,7 +84,7 @@ def _cell(text, sort=None, numeric: bool = False) -> str:
     return f"<td{kind} data-sort='{escape(str(sort_value), quote=True)}'>{escape(str(text))}</td>"
 
 
-def _leaderboard(leaderboard: list) -> str:
+def _leaderboard(leaderboard: list[Entry]) -> str:
 
     headers = ["#", "experiment", "kind", "backbone", "parameters", "size", "epochs", "CV", "folds mean", "folds std",
                "public LB", "train minutes"]
@@ -105,7 +107,7 @@ def _leaderboard(leaderboard: list) -> str:
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def _journal(entries: list) -> str:
+def _journal(entries: list[Entry]) -> str:
     rows = []
     for entry in sorted(entries, key=lambda entry: entry.created):
         change = "<br>".join(escape(line) for line in entry.change)
@@ -118,7 +120,7 @@ def _journal(entries: list) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def _run_section(entry) -> str:
+def _run_section(entry: Entry) -> str:
     score = entry.score
     others = ", ".join(f"{escape(name)} {value:.4f}" for name, value in list(score.other_metrics.items())[:8])
     parts = [f"<h3 id='run-{escape(entry.name, quote=True)}'>{escape(entry.name)}</h3>",
@@ -141,7 +143,7 @@ def _full_fits(fits: list[dict]) -> str:
             f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>")
 
 
-def _analysis(entry) -> str:
+def _analysis(entry: Entry) -> str:
     if entry.analysis_error:
         return f"<p class='muted'>Error analysis unavailable: {escape(entry.analysis_error)}</p>"
     found = entry.analysis
@@ -156,7 +158,7 @@ def _analysis(entry) -> str:
     return "".join(parts)
 
 
-def _label_issue_rows(entry) -> str:
+def _label_issue_rows(entry: Entry) -> str:
 
     path = entry.path / entry.analysis["label_issues_file"]
     if not path.is_file():

@@ -1,8 +1,13 @@
-"""A rich table of fold balance from a folds report (the JSON written beside the folds CSV)."""
+"""The rich tables the commands print: fold balance (from the folds report beside the folds CSV), a score, the
+leaderboard, an ensemble, an error analysis; each from the typed record its stage returns."""
 
 from __future__ import annotations
 
+import pandas as pd
 from rich.table import Table
+
+from kagglecv.data.outcomes import Analysis, EnsembleResult, Entry
+from kagglecv.data.scoring import ScoreResult
 
 MAX_CLASS_COLUMNS = 12
 
@@ -34,7 +39,7 @@ def folds_table(report: dict) -> Table:
     return table
 
 
-def score_table(result, title: str) -> Table:
+def score_table(result: ScoreResult, title: str) -> Table:
     """Overall OOF score, per fold, mean +- std, then per class (at most MAX_CLASS_ROWS, worst first)."""
     table = Table(title=title)
     table.add_column("")
@@ -69,7 +74,7 @@ def format_params(count: int | None) -> str:
     return str(count)
 
 
-def leaderboard_table(entries) -> Table:
+def leaderboard_table(entries: list[Entry]) -> Table:
     """The report's leaderboard, one block per competition, best first, with CV and fold spread (the changes
     between experiments are in report.md's journal)."""
     table = Table(title="leaderboard (OOF)")
@@ -93,7 +98,7 @@ def leaderboard_table(entries) -> Table:
     return table
 
 
-def correlation_table(correlation) -> Table:
+def correlation_table(correlation: pd.DataFrame) -> Table:
     """The runs' OOF correlation matrix."""
     table = Table(title="OOF correlation")
     table.add_column("")
@@ -104,7 +109,7 @@ def correlation_table(correlation) -> Table:
     return table
 
 
-def ensemble_table(result) -> Table:
+def ensemble_table(result: EnsembleResult) -> Table:
     """Best single run, in-sample blend, nested (honest) blend; each run's weight and marginal gain."""
     table = Table(title=f"{result.name}: {result.method} on {result.metric}")
     table.add_column("")
@@ -120,7 +125,7 @@ def ensemble_table(result) -> Table:
     return table
 
 
-def inspect_tables(analysis) -> list[Table]:
+def inspect_tables(analysis: Analysis) -> list[Table]:
     """The worst OOF predictions, the most confused pairs and the duplicate conflicts of ``kagglecv inspect``."""
     tables = []
     worst = Table(title=f"{analysis.run}: worst out-of-fold predictions")

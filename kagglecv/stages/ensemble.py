@@ -11,7 +11,7 @@ The blending maths (mean, rank, power, hill climbing, stacking, ...) are :mod:`k
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
-from kagglecv.core.metrics import get_metric, resolve_metric, score
+from kagglecv.core.metrics import Metric
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import (
     aligned,
@@ -35,8 +35,10 @@ from kagglecv.core.predictions import (
     read_predictions,
     write_predictions,
 )
+from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import ENSEMBLE_PREFIX, RunDir, member_reference
-from kagglecv.data.inputs import load_run_table
+from kagglecv.data.inputs import competition_metric, load_run_table
+from kagglecv.data.outcomes import EnsembleResult
 from kagglecv.data.scoring import score_predictions_frame
 from kagglecv.data.table import CompetitionData
 
@@ -57,22 +59,6 @@ class Members:
     folds_sha256: str
 
 
-@dataclass
-class EnsembleResult:
-    name: str
-    method: str
-    metric: str
-    weights: dict[str, float]
-    best_single: tuple[str, float]
-    in_sample: float
-    nested: float
-    nested_per_fold: dict[int, float]
-    correlation: pd.DataFrame
-    marginal_gain: dict[str, float]
-    path: Path
-    details: dict = field(default_factory=dict)
-
-
 def load_members(paths: list[Path]) -> Members:
     """Read and align the runs; different folds, classes or ids are an error naming the run and the first mismatch."""
     if len(paths) < 2:
@@ -85,7 +71,7 @@ def load_members(paths: list[Path]) -> Members:
     first, info = runs[0], runs[0].read_info()
     config = first.read_config()
     data = load_run_table(first, config, info)
-    classes = info["classes"]
+    classes = info.classes
     reference = read_predictions(first.oof_source().oof_path, classes, oof=True)
     ids = reference["id"].to_numpy()
     folds = reference["fold"].to_numpy()
@@ -113,20 +99,20 @@ def load_members(paths: list[Path]) -> Members:
                                    None, data.source)
     return Members([run.path for run in runs], aligned_data, classes, data.task, folds, np.stack(oof),
                    np.stack(test) if has_test else None, test_ids if has_test else None,
-                   config.model_dump(mode="json"), info.get("folds_sha256", ""))
+                   config.model_dump(mode="json"), info.folds_sha256 or "")
 
 
-def _check_compatible(run: RunDir, info: dict, first: RunDir, first_info: dict) -> None:
+def _check_compatible(run: RunDir, info: RunInfo, first: RunDir, first_info: RunInfo) -> None:
     """Same class order and same folds file as the first run."""
-    classes, theirs = first_info["classes"], info["classes"]
+    classes, theirs = first_info.classes, info.classes
     if theirs != classes:
         mismatch = next((i for i, (a, b) in enumerate(zip(theirs, classes)) if a != b), min(len(classes), len(theirs)))
         raise KagglecvError(f"{run.path}: class order differs from {first.path} at position {mismatch}: "
                             f"{theirs[mismatch] if mismatch < len(theirs) else '(none)'!r} vs "
                             f"{classes[mismatch] if mismatch < len(classes) else '(none)'!r}")
-    if info.get("folds_sha256") != first_info.get("folds_sha256"):
-        raise KagglecvError(f"{run.path}: made with other folds ({info.get('folds_file')}) than {first.path} "
-                            f"({first_info.get('folds_file')}); OOF blending needs the same folds file")
+    if info.folds_sha256 != first_info.folds_sha256:
+        raise KagglecvError(f"{run.path}: made with other folds ({info.folds_file}) than {first.path} "
+                            f"({first_info.folds_file}); OOF blending needs the same folds file")
 
 
 def _read_test(run: RunDir, classes, test_ids, first: RunDir):
@@ -173,9 +159,9 @@ def make_ensemble(paths: list[Path], method: str = "hill", name: str | None = No
     if RunDir(out).info_path.is_file() and not RunDir(out).is_ensemble():
         raise KagglecvError(f"--name {name!r}: {out} is a training run, not an ensemble; refused to replace it")
     members = load_members(paths)
-    definition = resolve_metric(metric or members.config.get("metric"), members.task, "--metric")
+    chosen = competition_metric(RunDir(paths[0]).read_config(), members.data, metric, "--metric")
     with output_lock(runs_dir / f".{out.name}.lock", str(out)):
-        return _blend_and_write(members, method, definition.name, out, options)
+        return _blend_and_write(members, method, chosen, out, options)
 
 
 def _check_options(options: dict) -> None:
@@ -203,23 +189,22 @@ def parse_weights(text: str | None) -> list[float] | None:
     return weights
 
 
-def _blend_and_write(members: Members, method: str, metric: str, out: Path, options: dict) -> EnsembleResult:
+def _blend_and_write(members: Members, method: str, metric: Metric, out: Path, options: dict) -> EnsembleResult:
     targets = _stack_targets(members) if method == "stack" and members.task == "binary" else members.data.targets
     blender = Blender(method, members.task, metric, **options)
     run_names = [path.name for path in members.paths]
 
     def metric_of(blend):
-        return score(metric, members.task, members.data.targets, blend)
+        return metric.score(members.data.targets, blend)
 
     singles = {name_: metric_of(run) for name_, run in zip(run_names, members.oof)}
-    definition = get_metric(metric, members.task)
-    best_single = max(singles.items(), key=lambda item: definition.objective(item[1]))
+    best_single = max(singles.items(), key=lambda item: metric.objective(item[1]))
     final_weights = blender.fit(members.oof, targets)
     in_sample = metric_of(blender.apply(final_weights, members.oof))
     nested_oof = np.clip(nested_blend(blender, members, targets), 0, 1)
     nested_frame = prediction_frame(members.data.ids, nested_oof, members.classes, folds=members.folds)
     nested = score_predictions_frame(nested_frame, members.data, metric, source=out)
-    result = EnsembleResult(name=out.name, method=method, metric=metric,
+    result = EnsembleResult(name=out.name, method=method, metric=metric.name,
                             weights=_weights_report(final_weights, run_names, members.classes),
                             best_single=best_single, in_sample=in_sample, nested=nested.overall,
                             nested_per_fold=nested.per_fold, correlation=oof_correlation(members.oof, run_names),

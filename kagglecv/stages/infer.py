@@ -21,13 +21,9 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries
 from kagglecv.core.outputs import OutputRule, csv_header
 from kagglecv.core.predictions import prediction_frame, write_predictions
-from kagglecv.core.runs import read_json
-from kagglecv.core.shapes import checked_thresholds
 from kagglecv.data.submission import (
-    SubmissionShape,
-    parse_threshold,
-    resolve_thresholds,
-    run_cutoffs,
+    SubmissionDecisions,
+    decide_submission,
     submission_from_predictions,
 )
 from kagglecv.data.table import CompetitionData
@@ -58,31 +54,14 @@ class InferResult:
     submission_format: str | None
 
 
-def resolve_infer_thresholds(recipe: Recipe, threshold: float | None) -> dict[str, float]:
-    """``--threshold`` for every class when given; else the thresholds packed into a bundle (0.5 without them); else,
-    for a run or ensemble, the thresholds ``submit`` uses: its config's ``submit.threshold`` (``oof``: tuned on
-    its OOF predictions)."""
-    if threshold is not None:
-        return dict.fromkeys(recipe.classes, parse_threshold(threshold))
-    if recipe.run.thresholds_path.is_file():
-        recorded = read_json(recipe.run.thresholds_path, "the bundle's per-class thresholds")
-        return checked_thresholds(recorded, recipe.classes, recipe.run.thresholds_path)
-    if not recipe.run.info_path.is_file() or "bundle" in recipe.run.read_info():  # a bundle: packed ones only
-        return dict.fromkeys(recipe.classes, 0.5)
-    # A run or ensemble on this machine: the thresholds its config gives submit (tuned on its OOF for 'oof').
-    return resolve_thresholds(recipe.run.read_config().submit.threshold, recipe.run, recipe.classes)
-
-
 def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndarray, out: Path,
-                   sample: Path | None, thresholds: dict[str, float]) -> str | None:
+                   sample: Path | None, decisions: SubmissionDecisions) -> str | None:
     """A submission in the sample's shape (checked as ``submit`` checks it), or the run's prediction-file shape."""
     if sample is None:
         write_predictions(out, test.ids, probabilities, recipe.classes)
         return None
-    shape = SubmissionShape.of(leaf_runs(recipe)[0].config.submit)
     return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
-                                       out, thresholds=thresholds, shape=shape,
-                                       cutoffs=run_cutoffs(recipe.run, recipe.classes, recipe.task))
+                                       out, decisions)
 
 
 def infer_test(source: Path, table: Path | None, images: Path | None, out: Path, sample: Path | None = None, *,
@@ -101,11 +80,12 @@ def infer_test(source: Path, table: Path | None, images: Path | None, out: Path,
     recipe = load_recipe(Path(source))
     out = check_infer_output(Path(out), recipe, [source, table, images, sample], sample)
     remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
-    thresholds = resolve_infer_thresholds(recipe, threshold)
+    decisions = decide_submission(recipe.run, recipe.classes, recipe.task, threshold=threshold)
+    decisions.thresholds_for()  # tuned or read now: a bad threshold file fails before the test set is predicted
     test = read_new_test(recipe, table, images)
     started = time.perf_counter()
     probabilities = recipe.predict(test, console, batch_size, workers)
     seconds = time.perf_counter() - started
-    fmt = write_inferred(recipe, test, probabilities, Path(out), sample, thresholds)
+    fmt = write_inferred(recipe, test, probabilities, Path(out), sample, decisions)
     console.line(f"{len(test)} images in {seconds:.1f} s ({len(test) / max(seconds, 1e-9):.0f} images/s): wrote {out}")
     return InferResult(Path(out), len(test), seconds, fmt)

@@ -18,7 +18,6 @@ Outputs go to the run folder: ``inspect.json``, ``label_issues.csv`` and the pic
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,33 +31,12 @@ from kagglecv.core.runs import RunDir, read_json
 from kagglecv.data.decoding import load_image
 from kagglecv.data.duplicates import near_duplicate_pairs, perceptual_hashes
 from kagglecv.data.inputs import load_run_table
+from kagglecv.data.outcomes import Analysis
 from kagglecv.data.table import ABSENT, CompetitionData, DataWarning
 from kagglecv.presentation.plots import plot_gallery
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] for the log loss of a row
 THUMBNAIL = 128
-
-
-@dataclass
-class Analysis:
-    """What ``inspect_run`` found; ``to_dict`` is ``inspect.json``."""
-
-    run: str
-    task: str
-    rows: int
-    worst: list[dict]
-    confused_pairs: list[dict]
-    label_issues: int
-    label_issues_path: Path
-    duplicate_conflicts: list[dict]
-    duplicates_checked: str
-    pictures: list[Path] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"run": self.run, "task": self.task, "rows": self.rows, "worst": self.worst,
-                "confused_pairs": self.confused_pairs, "label_issues": self.label_issues,
-                "label_issues_file": self.label_issues_path.name, "duplicate_conflicts": self.duplicate_conflicts,
-                "duplicates_checked": self.duplicates_checked, "pictures": [path.name for path in self.pictures]}
 
 
 def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool = True) -> Analysis:

@@ -44,6 +44,7 @@ from kagglecv.core.notebook import (
 )
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import read_predictions
+from kagglecv.core.records import DoneRecord, PredictRecord, RunInfo
 from kagglecv.core.runs import RunDir, package_versions
 from kagglecv.core.wheelhouse import (
     KAGGLE_PLATFORM,
@@ -54,9 +55,8 @@ from kagglecv.core.wheelhouse import (
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.submission import (
     cutoffs_from_oof,
+    decide_submission,
     parse_threshold,
-    resolve_thresholds,
-    run_cutoffs,
     thresholds_from_oof,
 )
 from kagglecv.nn.budget import (
@@ -78,7 +78,8 @@ from kagglecv.nn.recipe import (
 FORMATS = ("torch", "onnx")
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities, PyTorch vs ONNX Runtime
 BUNDLE_FORMAT = 1
-RUN_KEYS = ("experiment", "created", "task", "classes", "n_folds", "params", "model_file", "versions", "python")
+ENSEMBLE_KEYS = ("experiment", "kind", "task", "classes", "backbone", "created")
+RUN_KEYS = ("experiment", "created", "task", "classes", "params", "model_file", "versions", "python")
 DONE_KEYS = ("fold", "best_epoch", "best_score", "metric", "source")
 
 
@@ -133,9 +134,9 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
         _copy_recipe(packed, building, format, _blend_record(fitted))
         parity = onnx_parity(packed, load_recipe(building)) if format == "onnx" else None
         write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
-        if threshold is not None:
-            write_json(RunDir(building).thresholds_path, _thresholds(threshold, source, recipe, fitted))
-        cutoffs = _cutoffs(source, recipe, fitted)
+        thresholds, cutoffs = _packed_decisions(threshold, source, recipe, fitted)
+        if thresholds is not None:
+            write_json(RunDir(building).thresholds_path, thresholds)
         if cutoffs is not None:
             write_json(RunDir(building).cutoffs_path, cutoffs)
         if wheels:
@@ -152,19 +153,19 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     return PackResult(out, len(files), size, timing, wheel_names, notebook_dir, fitted)
 
 
-def _thresholds(threshold: str, source: Path, recipe: Recipe, fitted: FitResult | None) -> dict[str, float]:
-    """The multi-label thresholds ``infer`` applies; ``oof`` with ``--fit``: tuned on the fitted recipe's OOF."""
-    if fitted is None or parse_threshold(threshold) != "oof":
-        return resolve_thresholds(parse_threshold(threshold), RunDir(source), recipe.classes)
-    return thresholds_from_oof(fitted.targets, fitted.oof, recipe.classes, fitted.metric, recipe.task)
-
-
-def _cutoffs(source: Path, recipe: Recipe, fitted: FitResult | None) -> list[float] | None:
-    """A ``qwk_thresholds`` run's grade cut-offs for ``infer``: tuned on its OOF (with ``--fit``: the fitted
-    recipe's)."""
-    if fitted is None or not uses_grade_cutoffs(fitted.metric, recipe.task):
-        return run_cutoffs(RunDir(source), recipe.classes, recipe.task)
-    return cutoffs_from_oof(fitted.targets, fitted.oof, recipe.classes)
+def _packed_decisions(threshold: str | None, source: Path, recipe: Recipe, fitted: FitResult | None
+                      ) -> tuple[dict[str, float] | None, list[float] | None]:
+    """The submission decisions a bundle records for ``infer``: the multi-label thresholds (only with
+    ``--threshold``) and a ``qwk_thresholds`` run's grade cut-offs, as ``submit`` decides them for the source; with
+    ``--fit``, tuned on the fitted recipe's OOF instead."""
+    decisions = decide_submission(RunDir(source), recipe.classes, recipe.task, threshold=threshold)
+    if fitted is not None and threshold is not None and parse_threshold(threshold) == "oof":
+        thresholds = thresholds_from_oof(fitted.targets, fitted.oof, recipe.classes, fitted.metric, recipe.task)
+    else:
+        thresholds = None if threshold is None else decisions.thresholds_for()
+    if fitted is not None and uses_grade_cutoffs(fitted.metric, recipe.task):
+        return thresholds, cutoffs_from_oof(fitted.targets, fitted.oof, recipe.classes)
+    return thresholds, decisions.cutoffs
 
 
 def _blend_record(fitted: FitResult | None) -> dict | None:
@@ -221,9 +222,8 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
         if len(set(names)) != len(names):
             raise KagglecvError(f"{recipe.run.path}: two members share a folder name ({summarize(names, quote=True)}); "
                                 "a bundle keeps them under members/<name>/")
-        run.write_info({**{key: info[key] for key in ("experiment", "kind", "task", "classes", "backbone",
-                                                                  "created") if key in info},
-                                   "bundle": BUNDLE_FORMAT, "bundle_members": [f"members/{name}" for name in names]})
+        kept = info.model_dump(include=set(ENSEMBLE_KEYS), exclude_unset=True)
+        run.write_info(RunInfo(**kept, bundle=BUNDLE_FORMAT, bundle_members=[f"members/{name}" for name in names]))
         if blend is None:
             write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
         else:
@@ -231,19 +231,20 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
         for name, member in zip(names, recipe.members):
             _copy_recipe(member, dest / "members" / name, format)
         return
-    run.write_info({key: info.get(key) for key in RUN_KEYS} | {"n_folds": len(recipe.sources),
-                                                                        "bundle": BUNDLE_FORMAT, "format": format})
+    run.write_info(RunInfo(**info.model_dump(include=set(RUN_KEYS), by_alias=True), n_folds=len(recipe.sources),
+                           bundle=BUNDLE_FORMAT, format=format))
     if recipe.run.predict_path.is_file():
         recorded = recipe.run.read_predict_record()
-        kept = ("tta", "tta_space", "metric", "oof_score", "auto") if recorded["tta"] == recipe.views else ("metric",)
-        run.write_predict_record({key: recorded[key] for key in kept if key in recorded}
-                   | {"tta": recipe.views, "tta_space": recipe.space})
+        kept = {"metric", "oof_score", "auto"} if recorded.tta == recipe.views else {"metric"}
+        run.write_predict_record(PredictRecord(**recorded.model_dump(include=kept, exclude_unset=True),
+                                               tta=recipe.views, tta_space=recipe.space))
     if recipe.run.model_code() is not None:
         write_bytes(run.model_code_path, recipe.run.model_code_path.read_bytes())
     for index, source in sorted(recipe.sources.items()):
         fold, copy = recipe.run.fold(index), run.fold(index)
         done = fold.read_done()
-        copy.write_done({key: done[key] for key in DONE_KEYS if key in done} | {"source": source})
+        copy.write_done(DoneRecord(**done.model_dump(include=set(DONE_KEYS) - {"source"}, exclude_unset=True),
+                                   source=source))
         if format == "onnx":
             from kagglecv.nn.export import export_fold  # torch: only to export
 

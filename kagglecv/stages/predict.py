@@ -16,7 +16,6 @@ import numpy as np
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.metrics import get_metric, resolve_metric, score
 from kagglecv.core.predictions import (
     combine_views,
     read_aligned,
@@ -63,7 +62,7 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     recipe = RunRecipe(run, config, data.task, data.classes, views, config.predict.tta_space,
                        fold_weights(run, config, n_folds, predicted=True))
     oof_logits = held_out_view_logits(recipe, data.images, fold_of, views, console)
-    metric = resolve_metric(config.metric, data.task).name
+    metric = inputs.metric
     chosen, candidate_scores = _choose_views(views, oof_logits, data, metric, config.predict.tta_space, tta == "auto")
     oof = combine_views([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
     run.predict_path.unlink(missing_ok=True)  # written last: its presence says oof.csv and test.csv are whole
@@ -75,8 +74,8 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
             run.fold(fold).write_test_predictions(test.ids, probabilities, data.classes)
             console.line(f"fold {fold}: predicted {len(test)} test rows with TTA {chosen}")
         run.write_fold_mean_test(data.classes, n_folds)
-    return _record(run, config, data.task, metric, score(metric, data.task, data.targets, oof), chosen,
-                   candidate_scores, tta == "auto", console)
+    return _record(run, config, metric.name, metric.score(data.targets, oof), chosen, candidate_scores,
+                   tta == "auto", console)
 
 
 def trained_predictions_suffice(config: Config) -> bool:
@@ -90,13 +89,12 @@ def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Con
     run = RunDir(run_path)
     config, data = run.read_config(), inputs.data
     oof = read_aligned(run.oof_path, data.ids, data.classes, data.source)  # a missing id is an error, never NaN
-    metric = resolve_metric(config.metric, data.task).name
-    oof_score = score(metric, data.task, data.targets, oof)
-    return _record(run, config, data.task, metric, oof_score, ["none"], {"none": oof_score}, False,
+    oof_score = inputs.metric.score(data.targets, oof)
+    return _record(run, config, inputs.metric.name, oof_score, ["none"], {"none": oof_score}, False,
                    console or Console())
 
 
-def _record(run: RunDir, config: Config, task: str, metric: str, oof_score: float, chosen: list[str],
+def _record(run: RunDir, config: Config, metric: str, oof_score: float, chosen: list[str],
             candidate_scores: dict[str, float], auto: bool, console: Console) -> PredictResult:
     run.write_predict_record({"tta": chosen, "tta_space": config.predict.tta_space, "metric": metric,
                                   "oof_score": oof_score, "candidate_scores": candidate_scores, "auto": auto})
@@ -106,10 +104,8 @@ def _record(run: RunDir, config: Config, task: str, metric: str, oof_score: floa
 
 def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[str], dict[str, float]]:
     """All views when not auto; otherwise greedy: start from ``none``, keep each candidate that raises the score."""
-    definition = get_metric(metric, data.task)
-
     def oof_score(names):
-        return score(metric, data.task, data.targets, combine_views([oof_logits[n] for n in names], data.task, space))
+        return metric.score(data.targets, combine_views([oof_logits[n] for n in names], data.task, space))
 
     candidate_scores = {name: oof_score([name]) for name in views}
     if not auto:
@@ -117,6 +113,6 @@ def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[st
     chosen, best = ["none"], candidate_scores["none"]
     for name in views[1:]:
         trial = oof_score([*chosen, name])
-        if definition.objective(trial) > definition.objective(best):
+        if metric.objective(trial) > metric.objective(best):
             chosen, best = [*chosen, name], trial
     return chosen, candidate_scores

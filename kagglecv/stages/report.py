@@ -8,7 +8,7 @@ per-class AP (multi-label).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from kagglecv.core.predictions import (
     read_predictions,
     read_pseudo_labels,
 )
-from kagglecv.core.records import InspectRecord, validate_record
+from kagglecv.core.records import InspectRecord, read_record
 from kagglecv.core.runs import (
     FoldDir,
     RunDir,
@@ -31,9 +31,9 @@ from kagglecv.core.runs import (
     history_metric,
     read_json,
 )
-from kagglecv.data.inputs import load_run_table
+from kagglecv.data.inputs import competition_metric, load_run_table
+from kagglecv.data.outcomes import Entry
 from kagglecv.data.scoring import (
-    ScoreResult,
     finished_folds_oof,
     score_predictions_frame,
 )
@@ -60,32 +60,6 @@ LB_PNG = "cv_vs_leaderboard.png"
 PICTURES = "report.pictures"  # the report's own pictures, one folder per run: it writes nothing into a run
 
 
-@dataclass
-class Entry:
-    """One row of the leaderboard."""
-
-    name: str
-    path: Path
-    kind: str
-    created: str
-    backbone: str
-    img_size: int | None
-    epochs: int | None
-    params: int | None
-    score: ScoreResult
-    train_seconds: float
-    notes: str | None
-    config: dict
-    classes: list[str] = field(default_factory=list)
-    confusion: np.ndarray | None = None      # multiclass and binary
-    change: list[str] = field(default_factory=list)
-    pictures: list[Path] = field(default_factory=list)
-    public: str = ""                          # the latest public leaderboard score of its submissions
-    analysis: dict | None = None              # inspect.json
-    analysis_error: str | None = None
-    teaching: list[str] = field(default_factory=list)  # pseudo-labels per fold, and the student's agreement
-
-
 def collect_entries(runs_dir: Path) -> list[Entry]:
     """Every run or ensemble folder under ``runs_dir``, each read once and scored (score.json refreshed), and every
     run with only some folds finished (a tune trial on fold 0, a run still training), scored on those folds."""
@@ -105,25 +79,26 @@ def collect_entries(runs_dir: Path) -> list[Entry]:
 def _entry(run: RunDir, partial: bool = False) -> Entry:
     config, info = run.read_config(), run.read_info()
     data = load_run_table(run, config, info)
+    metric = competition_metric(config, data)
     done_folds = [fold for fold in run.fold_dirs() if fold.is_done()]
-    kind = info.get("kind", "run")
+    kind = info.kind
     if partial:
         oof, data = finished_folds_oof(run, data)
-        kind = f"partial: {len(done_folds)} of {info.get('n_folds') or len(run.fold_dirs())} folds"
-        result = score_predictions_frame(oof, data, config.metric, source=run.path)
+        kind = f"partial: {len(done_folds)} of {info.n_folds or len(run.fold_dirs())} folds"
+        result = score_predictions_frame(oof, data, metric, source=run.path)
     else:
         oof = read_predictions(run.oof_path, data.classes, oof=True)
-        result = score_predictions_frame(oof, data, config.metric, source=run.oof_path)
-    ensemble = info.get("kind") == "ensemble"
+        result = score_predictions_frame(oof, data, metric, source=run.oof_path)
+    ensemble = info.kind == "ensemble"
     confusion = None
     if data.task != "multilabel":
         confusion = confusion_matrix(data.targets, aligned(oof, data.ids, data.classes, run.oof_path, data.source,
                                                            exact=not partial))
-    seconds = sum(fold.read_done().get("seconds", 0.0) for fold in done_folds)
+    seconds = sum(fold.read_done().seconds or 0.0 for fold in done_folds)
     return Entry(
-        name=run.name, path=run.path, kind=kind, created=info.get("created", ""),
-        backbone=info.get("backbone", config.model.name), img_size=None if ensemble else config.model.img_size,
-        epochs=None if ensemble else config.train.epochs, params=(info.get("params") or {}).get("total"),
+        name=run.name, path=run.path, kind=kind, created=info.created or "",
+        backbone=info.backbone or config.model.name, img_size=None if ensemble else config.model.img_size,
+        epochs=None if ensemble else config.train.epochs, params=(info.params or {}).get("total"),
         score=result, train_seconds=seconds, notes=config.notes, config=config.model_dump(mode="json"),
         classes=data.classes, confusion=confusion, teaching=teaching_summary(run, data.classes, data.task))
 
@@ -136,13 +111,13 @@ def collect_full_fits(runs_dir: Path) -> list[dict]:
         if path.name.startswith(".") or not run.test_path.is_file() or not run.info_path.is_file():
             continue
         info = run.read_info()
-        if info.get("kind") != "full":
+        if info.kind != "full":
             continue
         cv_score = run.cv_run().score_path
         score = read_json(cv_score, "a run's score") if cv_score.is_file() else None
-        seconds = sum(fold.read_done().get("seconds", 0.0) for fold in run.fold_dirs() if fold.is_done())
-        fits.append({"name": run.name, "cv_run": Path(info["cv_run"]).name, "epochs": info.get("epochs"),
-                     "source": info.get("source"), "seconds": seconds, "public": "",
+        seconds = sum(fold.read_done().seconds or 0.0 for fold in run.fold_dirs() if fold.is_done())
+        fits.append({"name": run.name, "cv_run": Path(info.cv_run or "").name, "epochs": info.epochs,
+                     "source": info.source, "seconds": seconds, "public": "",
                      "cv": f"{score['metric']} {score['overall']:.4f}" if score else ""})
     return fits
 
@@ -220,8 +195,8 @@ def _attach_analysis(entry: Entry) -> None:
         if not run.analysis_is_current():
             entry.analysis_error = f"{run.inspect_path} is older than the OOF predictions: run kagglecv inspect {run.path}"
             return
-        entry.analysis = validate_record(InspectRecord, read_json(run.inspect_path, "a run's error analysis"),
-                                         run.inspect_path)
+        entry.analysis = read_record(InspectRecord, read_json(run.inspect_path, "a run's error analysis"),
+                                     run.inspect_path).model_dump()
     except KagglecvError as exc:  # a corrupt record: the rest of the report stands
         entry.analysis_error = str(exc).splitlines()[0]
 
@@ -335,14 +310,13 @@ def teaching_summary(run: RunDir, classes: list[str], task: str) -> list[str]:
     not given (the share of labels, where multi-label; unsure labels left out)."""
     lines = []
     for folder in run.fold_dirs():
-        record = folder.read_done() if folder.is_done() else {}
-        if "pseudo" not in record:
+        stats = folder.read_done().pseudo if folder.is_done() else None
+        if stats is None:
             continue
-        stats = record["pseudo"]
-        line = f"fold {folder.index}: {stats['labels']} of {stats['test_rows']} test images pseudo-labelled"
+        line = f"fold {folder.index}: {stats.labels} of {stats.test_rows} test images pseudo-labelled"
         if folder.pseudo_path.is_file() and folder.test_path.is_file():
             line += f"; the student agrees with {pseudo_agreement(folder, classes, task):.1%} of them"
-            elsewhere = _agreement_elsewhere(folder, run.path.parent / stats["teacher"], classes, task)
+            elsewhere = _agreement_elsewhere(folder, run.path.parent / stats.teacher, classes, task)
             if elsewhere is not None:
                 line += f" and with its teacher on {elsewhere[0]:.1%} of the {elsewhere[1]} others"
         lines.append(line)

@@ -68,7 +68,7 @@ def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] | N
                         classes=None if isinstance(target, list) else classes)
     data = load_train(config)
     check_class_columns(oof, data.classes, oof_path)
-    return score_predictions_frame(oof, data, metric, source=oof_path)
+    return score_predictions_frame(oof, data, resolve_metric(metric, data.task, "--metric"), source=oof_path)
 
 
 def score_submission(submission_path: Path, solution_path: Path, metric: str, label_sep: str = " ") -> float:

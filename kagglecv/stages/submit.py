@@ -30,12 +30,9 @@ from kagglecv.core.runs import RunDir, read_json
 from kagglecv.data.scoring import run_score
 from kagglecv.data.submission import (
     build_submission,
-    configured_shape,
-    configured_threshold,
+    decide_submission,
     encode_submission,
     parse_threshold,
-    resolve_thresholds,
-    run_cutoffs,
 )
 from kagglecv.data.submission_log import COLUMNS as LOG_COLUMNS
 from kagglecv.data.submission_log import LOG_NAME, append_submission, log_path
@@ -59,7 +56,8 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     none of the inputs.
     """
     run, sample_path = RunDir(run_path), Path(sample_path)
-    threshold = parse_threshold(configured_threshold(run) if threshold is None else threshold)
+    if threshold is not None:
+        parse_threshold(threshold)  # a bad --threshold is refused before anything is read
     name = name or run.name
     path = OutputRule.of(_inputs(run, sample_path)).named(out_dir, name, "--name",
                                                           suffix=f".csv{'.gz' if compress else ''}")
@@ -69,11 +67,10 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     info = run.read_info()
     if not run.test_path.is_file():
         raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
-    classes, task = info["classes"], info["task"]
+    classes, task = info.classes, info.task
     predictions = read_predictions(run.test_path, classes)
-    out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task,
-                                            lambda: resolve_thresholds(threshold, run, classes), label_sep,
-                                            configured_shape(run), run_cutoffs(run, classes, task))
+    decisions = decide_submission(run, classes, task, threshold=threshold, label_sep=label_sep)
+    out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task, decisions)
     write_bytes(path, encode_submission(out, compress))
     append_submission(path, run.name, *_recorded_cv(run))
     return Submission(path, fmt, len(out), thresholds)

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from kagglecv.core.errors import KagglecvError, require_extra
 from kagglecv.core.files import output_lock, sha256_file
 from kagglecv.core.outputs import OutputRule
+from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.data.scoring import run_score
 
@@ -121,7 +122,7 @@ def _mlflow_errors(uri: str):
 class _RunRecord:
     run: RunDir
     config: dict
-    info: dict
+    info: RunInfo
     score: dict
 
     @classmethod
@@ -139,9 +140,9 @@ def _sync_run(client, record: _RunRecord, runs_dir: Path, uri: str) -> bool:
                if found.data.tags.get(RUN_TAG) == run.name]
     if any(found.data.tags.get(FINGERPRINT_TAG) == fingerprint for found in earlier):
         return False
-    created = _milliseconds(info.get("created"))
+    created = _milliseconds(info.created)
     mlflow_run = client.create_run(experiment_id, start_time=created, run_name=run.name, tags={
-        RUN_TAG: run.name, FINGERPRINT_TAG: fingerprint, "kagglecv.kind": info.get("kind", "run"),
+        RUN_TAG: run.name, FINGERPRINT_TAG: fingerprint, "kagglecv.kind": info.kind,
         "kagglecv.path": str(run.path.resolve()), "mlflow.note.content": config.get("notes") or ""})
     run_id = mlflow_run.info.run_id
     _log_params(client, run_id, flatten(config))

@@ -31,9 +31,10 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_csv
 from kagglecv.core.predictions import merge_oof
+from kagglecv.core.records import PredictRecord
 from kagglecv.core.runs import RunDir, prepare_run_dir
 from kagglecv.data.cache import CACHE_FOLDER, check_images_once, remember_checked
-from kagglecv.data.inputs import StageInputs, load_stage_inputs
+from kagglecv.data.inputs import StageInputs, competition_metric, load_stage_inputs
 from kagglecv.data.load import load_test, load_train
 from kagglecv.data.table import CompetitionData
 from kagglecv.nn.models import parameter_counts
@@ -45,8 +46,12 @@ from kagglecv.nn.runtime import (
     barrier,
     setup_runtime,
 )
-from kagglecv.training.components import FoldComponents, build_fold_components
-from kagglecv.training.selection import BestEpoch, LastEpoch, main_metric
+from kagglecv.training.components import (
+    FoldComponents,
+    build_fold_components,
+    loop_settings,
+)
+from kagglecv.training.selection import BestEpoch, LastEpoch, epoch_metric
 from kagglecv.training.teaching import FoldTeaching, fold_teaching, uses_teacher
 from kagglecv.training.trainer import FoldOutcome, FoldTrainer
 
@@ -94,7 +99,7 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     write_identity = functools.cache(
         lambda params: run.write_identity(config, inputs.data, dict(params), inputs.n_folds, extra={"amp": amp})
         if runtime.is_main else None)
-    selection = BestEpoch(main_metric(config, inputs.data.task))
+    selection = BestEpoch(epoch_metric(config.train.metric, inputs.metric, inputs.data.task))
     outcomes = []
     for fold in chosen:
         job = FoldJob(config, inputs.data, inputs.fold_of, fold, inputs.test if predict_test else None, inputs.test,
@@ -112,17 +117,17 @@ def _train_fold(job: FoldJob, run: RunDir, runtime: Runtime, console: Console, s
     folder = run.fold(job.fold)
     with folder.lock() if runtime.is_main else contextlib.nullcontext():
         if folder.is_done():
-            info = folder.read_done()
-            best = "" if info["best_score"] is None else f" (best {info['metric']} {info['best_score']:.4f})"
+            done = folder.read_done()
+            best = "" if done.best_score is None else f" (best {done.metric} {done.best_score:.4f})"
             console.line(f"fold {job.fold}: done already{best}, skipped")
-            return FoldOutcome(job.fold, info["best_epoch"], info["best_score"], info["source"], 0.0, True)
+            return FoldOutcome(job.fold, done.best_epoch, done.best_score, done.source, 0.0, True)
         teaching = None
         if uses_teacher(job.config):
             teaching = fold_teaching(job.config, job.data, job.unlabeled, np.flatnonzero(job.fold_of != job.fold),
                                      folder, console, full_fit=selection.full_fit)
         parts = build_fold_components(job.config, job.data, job.fold_of, job.fold, runtime, teaching)
         write_identity(tuple(parameter_counts(parts.model, job.config.model).items()))
-        outcome = FoldTrainer(job.config, job.data, parts, folder, runtime, console, selection).fit(resume=resume)
+        outcome = FoldTrainer(loop_settings(job.config), job.data, parts, folder, runtime, console, selection).fit(resume=resume)
         if runtime.is_main:
             if job.test is not None:
                 predict_fold_test(run, job, outcome.source)
@@ -143,13 +148,13 @@ def _write_done(run: RunDir, job: FoldJob, outcome: FoldOutcome, parts: FoldComp
     full = selection.full_fit
     run.fold(job.fold).write_done({
         "fold": job.fold, "best_epoch": outcome.best_epoch, "best_score": None if full else outcome.best_score,
-        "full_fit": full, "metric": selection.metric, "source": outcome.source, "epochs_run": outcome.epochs_run,
+        "full_fit": full, "metric": selection.metric.name, "source": outcome.source, "epochs_run": outcome.epochs_run,
         "train_rows": int(np.sum(parts.train_rows < len(job.data))), "valid_rows": len(parts.valid_rows),
         "seconds": outcome.seconds, **(teaching.stats if teaching else {}),
     })
     console.line(f"full refit: {outcome.epochs_run} epochs on {len(parts.train_rows)} rows ({outcome.source} "
                  f"weights), {outcome.seconds:.0f} s" if full else
-                 f"fold {job.fold}: best {selection.metric} {outcome.best_score:.4f} at epoch "
+                 f"fold {job.fold}: best {selection.metric.name} {outcome.best_score:.4f} at epoch "
                  f"{outcome.best_epoch + 1} ({outcome.source} weights), {outcome.seconds:.0f} s")
 
 
@@ -178,8 +183,8 @@ def full_fit_plan(cv_run: RunDir) -> dict:
         raise KagglecvError(f"--full: {cv_run.path} has unfinished folds {missing}; the number of epochs comes from "
                             "every fold's best epoch: train them first")
     done = [cv_run.fold(index).read_done() for index in range(n_folds)]
-    best_epochs = [int(record["best_epoch"]) for record in done]
-    source = Counter(record.get("source", "raw") for record in done).most_common(1)[0][0]
+    best_epochs = [record.best_epoch for record in done]
+    source = Counter(record.source for record in done).most_common(1)[0][0]
     return {"epochs": int(math.ceil(float(np.median(best_epochs)))) + 1, "cv_best_epochs": best_epochs,
             "source": source, "cv_run": cv_run.name}
 
@@ -199,25 +204,28 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
     test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
     run = prepare_run_dir(refit, force=force, kind="full")
     runtime = setup_runtime(refit.train.device)
-    predicted = cv_run.read_predict_record() or {}  # the CV run's TTA, which the refit's test predictions repeat
-    views, space = predicted.get("tta", ["none"]), predicted.get("tta_space", refit.predict.tta_space)
+    predicted = cv_run.read_predict_record()  # the CV run's TTA, which the refit's test predictions repeat
+    views = predicted.tta if predicted else ["none"]
+    space = (predicted.tta_space if predicted else None) or refit.predict.tta_space
     console.line(f"{refit.experiment}: {plan['epochs']} epochs on all {len(data)} rows (the folds' best epochs "
                  f"{plan['cv_best_epochs']}), {plan['source']} weights")
     extra = {"kind": "full", **plan, "amp": amp_name(autocast_dtype(refit.train.amp, runtime.device))}
     job = FoldJob(refit, data, np.full(len(data), -1), 0, test, test, list(views), space)
-    _train_fold(job, run, runtime, console, LastEpoch(plan["source"], main_metric(refit, data.task)), resume,
+    selection = LastEpoch(plan["source"], epoch_metric(refit.train.metric, competition_metric(refit, data), data.task))
+    _train_fold(job, run, runtime, console, selection, resume,
                 lambda params: run.write_identity(refit, data, dict(params), 1, extra=extra))
     if test is not None:
         _finish_full_fit(run, cv_run, predicted, job, console)
     return run.path
 
 
-def _finish_full_fit(run: RunDir, cv_run: RunDir, recorded: dict, job: FoldJob, console: Console) -> None:
+def _finish_full_fit(run: RunDir, cv_run: RunDir, recorded: PredictRecord | None, job: FoldJob,
+                     console: Console) -> None:
     """The refit's ``predict.json`` (the CV run's TTA) and ``test.csv``; a fold finished before its test pass
     (killed in between) is predicted now."""
-    run.write_predict_record({"tta": job.views, "tta_space": job.space, "metric": recorded.get("metric"),
+    run.write_predict_record({"tta": job.views, "tta_space": job.space, "metric": recorded.metric if recorded else None,
                                   "oof_score": None, "full_fit": True, "cv_run": cv_run.name})
     if not run.fold(0).test_path.is_file():
-        predict_fold_test(run, job, run.fold(0).read_done()["source"])
+        predict_fold_test(run, job, run.fold(0).read_done().source)
     run.write_fold_mean_test(job.data.classes, 1)
     console.line(f"{run.name}: wrote {run.test_path} (TTA {job.views}); no OOF: its CV score is {cv_run.name}'s")

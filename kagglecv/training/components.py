@@ -30,7 +30,12 @@ from kagglecv.nn.array_batches import ArrayBatches, DeviceNormalize, array_batch
 from kagglecv.nn.batch_augment import BatchAugment
 from kagglecv.nn.images import ImageDataset, build_augment
 from kagglecv.nn.losses import TeacherLoss
-from kagglecv.nn.models import check_parameter_budget, create_model, input_normalization
+from kagglecv.nn.models import (
+    check_parameter_budget,
+    create_model,
+    freeze_for_epoch,
+    input_normalization,
+)
 from kagglecv.nn.runtime import Runtime, autocast_dtype, check_compile, seed_everything
 from kagglecv.nn.sampling import (
     EpochSampler,
@@ -43,6 +48,38 @@ from kagglecv.training.averaging import Lookahead
 from kagglecv.training.teaching import FoldTeaching
 
 WHITENING_IMAGES = 5000  # airbench94 whitens from the first 5,000 training images
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the epoch loop decides with, taken once from the config by :func:`loop_settings`: the trainer reads no
+    config key itself."""
+
+    epochs: int
+    batch_size: int
+    accum_steps: int = 1
+    channels_last: bool = False
+    clip_grad: float | None = None
+    plateau_scheduler: bool = False  # stepped once an epoch on the selection score, not every optimizer step
+    patience: int | None = None
+    avg_weights: str | None = None
+    avg_count: int = 3
+    size_at: Callable[[int], int] = lambda epoch: 224           # the training image size of an epoch
+    freeze: Callable[[nn.Module, int], list[str]] = lambda model, epoch: []  # freezes for an epoch, names the frozen
+    title: str = ""                                             # the curves' title
+    recorded_config: str = "{}"                                 # the config as JSON, kept in last.pt for a reader
+
+
+def loop_settings(config: Config) -> LoopSettings:
+    """The loop's settings from ``config.train`` and ``config.model``."""
+    cfg, model = config.train, config.model
+    return LoopSettings(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, accum_steps=cfg.accum_steps, channels_last=cfg.channels_last,
+        clip_grad=cfg.clip_grad, plateau_scheduler=cfg.sched == "plateau", patience=cfg.patience,
+        avg_weights=cfg.avg_weights, avg_count=cfg.avg_count,
+        size_at=lambda epoch: cfg.size_at(epoch, model.img_size),
+        freeze=lambda network, epoch: freeze_for_epoch(network, model, epoch),
+        title=config.experiment, recorded_config=config.model_dump_json())
 
 
 @dataclass

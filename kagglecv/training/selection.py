@@ -13,41 +13,26 @@ import math
 
 import numpy as np
 
-from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.metrics import DEFAULT_METRIC, LOSS, Metric, get_metric, score
+from kagglecv.core.metrics import LOSS, Metric, get_metric
 
 
-def main_metric(config: Config, task: str) -> str:
-    """The metric that picks the best epoch: train.metric, else the competition metric, else the task's default."""
-    name = config.train.metric if config.train.metric != "auto" else (config.metric or DEFAULT_METRIC[task])
-    if name != "loss":
-        try:
-            get_metric(name, task)
-        except ValueError as exc:
-            raise KagglecvError(f"train.metric / metric: {exc}") from None
-    return name
-
-
-def selection_metric(metric: str, task: str) -> Metric:
-    """The metric that picks the best epoch: a registered one, or the validation loss (``LOSS``)."""
-    return LOSS if metric == "loss" else get_metric(metric, task)
-
-
-def score_predictions(metric: str, task: str, targets: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
-    """The epoch-selection score, higher is better (the metric's objective; the loss negated)."""
-    if metric == "loss":
-        return LOSS.objective(loss)
+def epoch_metric(train_metric: str, competition: Metric, task: str) -> Metric:
+    """The metric that picks the best epoch: ``train.metric`` (``auto``: the competition's; ``loss``: the validation
+    loss, :data:`~kagglecv.core.metrics.LOSS`)."""
+    if train_metric == "auto":
+        return competition
+    if train_metric == "loss":
+        return LOSS
     try:
-        value = score(metric, task, targets, probabilities)
-    except ValueError:  # e.g. ROC AUC of a fold holding one class: no score, never a best epoch
-        return float("nan")
-    return selection_metric(metric, task).objective(value)
+        return get_metric(train_metric, task)
+    except ValueError as exc:
+        raise KagglecvError(f"train.metric: {exc}") from None
 
 
-def reported_score(metric: str, task: str, selection: float) -> float:
-    """The metric's own value from the selection score (its objective)."""
-    return selection_metric(metric, task).objective(selection)
+def score_predictions(metric: Metric, targets: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
+    """The epoch-selection score, higher is better (the metric's objective; the loss negated)."""
+    return LOSS.objective(loss) if metric is LOSS else metric.objective_of(targets, probabilities)
 
 
 class BestTracker:
@@ -94,7 +79,7 @@ class BestEpoch:
     full_fit = False
     validates = True
 
-    def __init__(self, metric: str):
+    def __init__(self, metric: Metric):
         self.metric = metric
 
     @staticmethod
@@ -105,7 +90,7 @@ class BestEpoch:
 
     def finish(self, best: BestTracker, fold: int) -> None:
         if best.epoch < 0:
-            raise KagglecvError(f"fold {fold}: {self.metric} could not be computed on any epoch (NaN); is every class "
+            raise KagglecvError(f"fold {fold}: {self.metric.name} could not be computed on any epoch (NaN); is every class "
                                 "present in this fold's validation rows?")
 
 
@@ -116,7 +101,7 @@ class LastEpoch:
     full_fit = True
     validates = False
 
-    def __init__(self, source: str, metric: str):
+    def __init__(self, source: str, metric: Metric):
         self.source, self.metric = source, metric
 
     @staticmethod

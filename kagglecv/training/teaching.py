@@ -63,14 +63,14 @@ def open_teacher(path: Path, config: Config, data: CompetitionData, what: str):
     """The teacher's recipe (run or ensemble), after checking it was trained on the student's folds and classes."""
     teacher = RunDir(path)
     info = teacher.read_info()
-    if info.get("kind") == "full":
+    if info.kind == "full":
         raise KagglecvError(f"{what}.teacher {path}: a full-data refit has no per-fold models; name the CV run "
-                            f"{info.get('cv_run')} instead")
-    if info["classes"] != data.classes or info["task"] != data.task:
+                            f"{info.cv_run} instead")
+    if info.classes != data.classes or info.task != data.task:
         raise KagglecvError(f"{what}.teacher {path}: classes or task differ from the student's table")
     folds_file = Path(config.folds.file)
-    if info.get("folds_sha256") != sha256_file(folds_file):
-        raise KagglecvError(f"{what}.teacher {path}: trained on other folds ({info.get('folds_file')}) than "
+    if info.folds_sha256 != sha256_file(folds_file):
+        raise KagglecvError(f"{what}.teacher {path}: trained on other folds ({info.folds_file}) than "
                             f"{folds_file}; its fold-k model would have seen fold k's validation rows")
     return load_recipe(teacher.path)
 

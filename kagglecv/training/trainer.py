@@ -24,24 +24,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kagglecv.core.config import Config
 from kagglecv.core.console import Console, EpochProgress
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries, write_csv
 from kagglecv.core.predictions import probabilities_from_logits, write_predictions
 from kagglecv.core.runs import FoldDir
-from kagglecv.nn.models import freeze_for_epoch, set_frozen_batchnorm_eval
+from kagglecv.nn.models import set_frozen_batchnorm_eval
 from kagglecv.nn.runtime import Runtime, all_gather, barrier
 from kagglecv.nn.weights import save_weights
 from kagglecv.presentation.plots import plot_curves
 from kagglecv.training.averaging import WeightAverager
 from kagglecv.training.checkpoint import Checkpoints, PlateauCounters
-from kagglecv.training.components import FoldComponents
+from kagglecv.training.components import FoldComponents, LoopSettings
 from kagglecv.training.selection import (
     BestEpoch,
     BestTracker,
     LastEpoch,
-    reported_score,
     score_predictions,
 )
 from kagglecv.training.validation import validation_logits
@@ -109,52 +107,54 @@ class FoldTrainer:
     ``last.pt``.
     """
 
-    def __init__(self, config: Config, data: HeldOutTable, parts: FoldComponents, folder: FoldDir,
+    def __init__(self, settings: LoopSettings, data: HeldOutTable, parts: FoldComponents, folder: FoldDir,
                  runtime: Runtime, console: Console, selection: BestEpoch | LastEpoch):
-        self.config, self.cfg, self.data, self.parts, self.selection = config, config.train, data, parts, selection
+        self.settings, self.data, self.parts, self.selection = settings, data, parts, selection
         self.fold, self.runtime, self.console, self.folder = folder.index, runtime, console, folder
         self.device = runtime.device
         self.epoch, self.global_step, self.history = 0, 0, []
         self._curves_drawn_at, self._curves_drawn_for = time.monotonic(), 0
         self.resume_step, self.partial_epoch, self.stop_signal, self.last_selection = 0, None, None, float("nan")
         self.best = BestTracker()
-        self.averager = WeightAverager(self.cfg.avg_weights, self.cfg.avg_count, folder, runtime.is_main) \
-            if self.cfg.avg_weights else None
+        self.averager = WeightAverager(self.settings.avg_weights, self.settings.avg_count, folder, runtime.is_main) \
+            if self.settings.avg_weights else None
         self._averaged_model, self._average_changed = None, False
         self.checkpoints = Checkpoints(folder, {
             "model": parts.model, "optimizer": parts.optimizer, "scheduler": parts.scheduler,
             "scaler": parts.scaler, "ema": parts.ema, "best": self.best, "averager": self.averager,
-            "plateau": PlateauCounters(parts.scheduler) if self.cfg.sched == "plateau" else None}, console.line)
+            "plateau": PlateauCounters(parts.scheduler) if self.settings.plateau_scheduler else None}, console.line)
 
     # ----- the loop ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> FoldOutcome:
         started = time.time()
         self._restore_or_start(resume)
-        with _stop_requests(self), EpochProgress(self.console, self.fold, self.cfg.epochs, self.parts.batches_per_epoch,
-                                                 enabled=self.runtime.is_main) as progress:
-            while self.epoch < self.cfg.epochs and not self._patience_exhausted():
+        progress = EpochProgress(self.console, self.fold, self.settings.epochs, self.parts.batches_per_epoch,
+                                 enabled=self.runtime.is_main)
+        with _stop_requests(self), progress:
+            while self.epoch < self.settings.epochs and not self._patience_exhausted():
                 row = self._train_epoch(progress)
                 row |= self._evaluate()
                 self.history.append(row)
-                if self.parts.scheduler is not None and self.cfg.sched == "plateau":
+                if self.parts.scheduler is not None and self.settings.plateau_scheduler:
                     self.parts.scheduler.step(self.epoch + 1, self.last_selection)
                 self.epoch += 1
                 self._save_last()
-                progress.epoch_done(row, self.selection.metric)
+                progress.epoch_done(row, self.selection.metric.name)
         self._draw_curves(final=True)
         self._finish_selection()
-        return FoldOutcome(self.fold, self.best.epoch, reported_score(self.selection.metric, self.data.task, self.best.score),
-                           self.best.source, time.time() - started, epochs_run=self.epoch)
+        best_score = self.selection.metric.objective(self.best.score)
+        return FoldOutcome(self.fold, self.best.epoch, best_score, self.best.source, time.time() - started,
+                           epochs_run=self.epoch)
 
     def _train_epoch(self, progress: EpochProgress) -> dict:
         parts = self.parts
         self._set_training_size()
-        frozen = freeze_for_epoch(parts.model, self.config.model, self.epoch)
+        frozen = self.settings.freeze(parts.model, self.epoch)
         parts.train_model.train()
         set_frozen_batchnorm_eval(parts.model, frozen)
         parts.train_sampler.set_epoch(self.epoch)
         first_step, partial = self.resume_step, self.partial_epoch
-        parts.train_sampler.set_start(first_step * self.cfg.batch_size)
+        parts.train_sampler.set_start(first_step * self.settings.batch_size)
         self.resume_step, self.partial_epoch = 0, None
         progress.start_epoch(self.epoch, first_step)
         loss_sum, seen, skipped, data_time, step_time = partial or (0.0, 0, 0, 0.0, 0.0)
@@ -180,7 +180,7 @@ class FoldTrainer:
 
     def _set_training_size(self) -> None:
         """``train.size_schedule``: the training loader of this epoch's image size (rebuilt when it changes)."""
-        size = self.cfg.size_at(self.epoch, self.config.model.img_size)
+        size = self.settings.size_at(self.epoch)
         if size != self.parts.train_size:
             self.parts.train_loader = self.parts.make_train_loader(size)
             self.parts.train_size = size
@@ -210,7 +210,7 @@ class FoldTrainer:
     def _is_update_step(self, step: int) -> bool:
         """The optimizer steps after every ``accum_steps`` batches and after the epoch's last batch (timm's
         ``need_update``), so no accumulated gradient is dropped."""
-        return (step + 1) % self.cfg.accum_steps == 0 or step + 1 == self.parts.batches_per_epoch
+        return (step + 1) % self.settings.accum_steps == 0 or step + 1 == self.parts.batches_per_epoch
 
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, step: int,
                     need_update: bool) -> torch.Tensor:
@@ -219,7 +219,7 @@ class FoldTrainer:
         targets = targets.to(self.device, non_blocking=True)
         if parts.batch_augment is not None:
             images = parts.batch_augment(images, self.epoch, step, rows)
-        if self.cfg.channels_last:
+        if self.settings.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if parts.mixup is not None and len(images) % 2 == 0:
             images, targets = parts.mixup(images, targets)
@@ -229,16 +229,16 @@ class FoldTrainer:
         # Under DDP the micro-steps of an accumulation group skip the gradient all-reduce (nanoGPT, timm).
         skip_sync = parts.ddp_model is not None and not need_update
         with parts.ddp_model.no_sync() if skip_sync else contextlib.nullcontext():
-            parts.scaler.scale(loss / self.cfg.accum_steps).backward()
+            parts.scaler.scale(loss / self.settings.accum_steps).backward()
         if need_update:
             self._optimizer_step()
         return loss
 
     def _optimizer_step(self) -> None:
         parts = self.parts
-        if self.cfg.clip_grad is not None:
+        if self.settings.clip_grad is not None:
             parts.scaler.unscale_(parts.optimizer)
-            nn.utils.clip_grad_norm_(parts.model.parameters(), self.cfg.clip_grad)
+            nn.utils.clip_grad_norm_(parts.model.parameters(), self.settings.clip_grad)
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
         parts.optimizer.zero_grad(set_to_none=True)
@@ -247,7 +247,7 @@ class FoldTrainer:
             parts.lookahead.update(parts.model, self.global_step)
         elif parts.ema is not None:
             parts.ema.update(parts.model, step=self.global_step)
-        if parts.scheduler is not None and self.cfg.sched != "plateau":
+        if parts.scheduler is not None and not self.settings.plateau_scheduler:
             parts.scheduler.step_update(self.global_step)
 
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
@@ -271,11 +271,11 @@ class FoldTrainer:
             model = self.averaged_model() if source == "avg" else self.source_model(source)
             if model is None:
                 continue
-            rows, logits, loss = validation_logits(model, self.parts, task, self.runtime, self.cfg.channels_last)
+            rows, logits, loss = validation_logits(model, self.parts, task, self.runtime, self.settings.channels_last)
             probabilities = probabilities_from_logits(logits, task)
-            value = score_predictions(metric, task, self.data.targets[rows], probabilities, loss)
+            value = score_predictions(metric, self.data.targets[rows], probabilities, loss)
             prefix = "val" if source == "raw" else f"{source}_val"
-            row |= {f"{prefix}_loss": loss, f"{prefix}_{metric}": reported_score(metric, task, value)}
+            row |= {f"{prefix}_loss": loss, f"{prefix}_{metric.name}": metric.objective(value)}
             if self.selection.keep(self.best, source, self.epoch, value):
                 self._keep(source, model, rows, probabilities)
             if source == "raw":
@@ -326,12 +326,12 @@ class FoldTrainer:
             self._average_changed = self.averager.add(self.epoch, selection, self.parts.model.state_dict())
 
     def _patience_exhausted(self) -> bool:
-        return self.cfg.patience is not None and self.best.epochs_since_best >= self.cfg.patience
+        return self.settings.patience is not None and self.best.epochs_since_best >= self.settings.patience
 
     # ----- checkpoints ------------------------------------------------------------------------------------------
     def _progress(self, step_in_epoch: int = 0, partial: tuple | None = None) -> dict:
         return {"epoch": self.epoch, "step_in_epoch": step_in_epoch, "partial_epoch": list(partial or ()),
-                "global_step": self.global_step, "history": self.history, "config": self.config.model_dump_json()}
+                "global_step": self.global_step, "history": self.history, "config": self.settings.recorded_config}
 
     def _save_last(self) -> None:
         self.best.end_epoch()
@@ -350,8 +350,8 @@ class FoldTrainer:
         due = final or now - self._curves_drawn_at >= CURVES_EVERY_S
         if not due or not self.runtime.is_main or self.selection.full_fit or len(self.history) == self._curves_drawn_for:
             return
-        plot_curves(self.history, self.selection.metric, self.folder.curves_path,
-                    title=f"{self.config.experiment} fold {self.fold}")
+        plot_curves(self.history, self.selection.metric.name, self.folder.curves_path,
+                    title=f"{self.settings.title} fold {self.fold}")
         self._curves_drawn_at, self._curves_drawn_for = now, len(self.history)
 
     def _save_mid_epoch(self, step_in_epoch: int, partial: tuple) -> None:

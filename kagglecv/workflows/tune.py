@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from kagglecv.core.config import Config, dump_config, load_config, parse_yaml
 from kagglecv.core.errors import ConfigError, KagglecvError, require_extra
 from kagglecv.core.files import output_lock, write_csv, write_text
-from kagglecv.core.metrics import objective, resolve_metric
+from kagglecv.core.metrics import objective
 from kagglecv.core.outputs import plain_name
 from kagglecv.core.runs import FoldDir, RunDir, history_metric
-from kagglecv.data.inputs import load_run_table
+from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.load import load_train
 from kagglecv.data.scoring import finished_folds_oof, score_predictions_frame
 from kagglecv.stages.folds import make_folds
@@ -138,7 +138,7 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
 
     base = load_config(config_path, overrides)
     data = load_train(base.data, with_images=False)
-    higher = resolve_metric(base.metric, data.task).higher_is_better
+    higher = competition_metric(base, data).higher_is_better
     settings = TuneSettings(Path(config_path), list(overrides or []),
                             read_space(space_path, config_path, list(overrides or [])),
                             parse_folds(folds, base.folds.n_splits), base,
@@ -271,8 +271,9 @@ def oof_score(config: Config, folds: list[int]) -> float:
     """The metric over the OOF rows of ``folds``, scored against the training table as the report scores them."""
 
     run = RunDir(config.run_dir)
-    oof, rows = finished_folds_oof(run, load_run_table(run, config), folds)
-    return score_predictions_frame(oof, rows, config.metric, source=run.path).overall
+    data = load_run_table(run, config)
+    oof, rows = finished_folds_oof(run, data, folds)
+    return score_predictions_frame(oof, rows, competition_metric(config, data), source=run.path).overall
 
 
 @dataclass

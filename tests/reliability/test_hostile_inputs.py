@@ -770,8 +770,6 @@ ROUND_FOUR = {
         Variant("score on a run naming a metric file", ["score", "runs/base"], "not by you", setup=planted_metric(), outputs=RUNS),
         Variant("report on a run naming a metric file by absolute path", ["report"], "not by you",
                 setup=planted_metric(absolute=True), outputs=RUNS),
-        Variant("inspect on a run naming a metric file", ["inspect", "runs/base"], "--metric-file", setup=planted_metric(),
-                outputs=RUNS),
         Variant("ensemble of a run naming a metric file", ["ensemble", "runs/base", "runs/other"], "evil.py",
                 setup=planted_metric(), outputs=RUNS),
         Variant("predict on a run naming a metric file", ["predict", "runs/base"], "not by you", setup=planted_metric(),

@@ -120,6 +120,13 @@ def test_a_run_folders_metric_file_never_runs_and_naming_it_is_what_lets_it(here
     assert code == 0 and (here / "pwned").read_text() == "ran\nran\n", "without the rule the run's code runs"
 
 
+def test_a_command_that_scores_nothing_never_loads_the_runs_metric_file(here):
+    planted_metric()(here)  # inspect ranks errors by probability: the metric travels only to what scores
+    code, output = _run(["inspect", "runs/base"], here)
+    assert code == 0 and "evil.py" not in output, output
+    assert not (here / "pwned").exists()
+
+
 def test_twenty_thousand_labels_are_scored_from_indices_under_the_memory_limit(tmp_path):
     """A 20,000 x 20,000 one-hot would take 3 GiB; the bound is 1.5 GiB above the imports, and accuracy is exact."""
     import numpy as np

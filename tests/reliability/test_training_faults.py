@@ -18,6 +18,7 @@ from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries
+from kagglecv.core.metrics import get_metric
 from kagglecv.nn.images import ImageDataset
 from kagglecv.nn.weights import load_torch
 from kagglecv.stages.folds import make_folds
@@ -28,6 +29,7 @@ from kagglecv.training.selection import BestEpoch
 from ..conftest import tiny_config
 
 QUIET = Console(quiet=True)
+ACCURACY = get_metric("accuracy", "multiclass")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -168,7 +170,7 @@ def test_nan_never_counts_as_the_best_epoch():
 
     best = BestTracker()
     best.load_state_dict({"raw": 0.5, "ema": -np.inf, "overall": 0.5, "epoch": 0, "source": "raw", "stale": 0})
-    kept = BestEpoch("accuracy").keep(best, "raw", 3, float("nan"))  # the trainer saves only what is kept
+    kept = BestEpoch(get_metric("accuracy", "multiclass")).keep(best, "raw", 3, float("nan"))  # the trainer saves only what is kept
     assert not kept and best.score == 0.5 and best.epoch == 0
 
 

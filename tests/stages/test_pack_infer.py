@@ -246,7 +246,7 @@ def test_the_commands_print_one_line_results_and_one_line_errors(competition, tm
 
 def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(trained_runs, tmp_path):
     from kagglecv.core.runs import RunDir
-    from kagglecv.data.submission import resolve_thresholds
+    from kagglecv.data.submission import decide_submission
 
     config = trained_runs[("multilabel", 1)]
     run = tmp_path / "run"
@@ -254,7 +254,8 @@ def test_thresholds_tuned_on_oof_at_pack_time_make_the_label_lists_submit_makes(
     bundle = pack_run(run, tmp_path / "bundle", timing_images=0, threshold="oof").path
     classes = json.loads((bundle / "run.json").read_text())["classes"]
     packed = json.loads((bundle / "thresholds.json").read_text())
-    assert packed == pytest.approx(resolve_thresholds("oof", RunDir(run), classes))
+    decided = decide_submission(RunDir(run), classes, "multilabel", threshold="oof")
+    assert packed == pytest.approx(decided.thresholds_for())
     sample = tmp_path / "sample.csv"
     pd.DataFrame({"id": pd.read_csv(config.data.test_csv, dtype=str)["id"], "labels": ""}).to_csv(sample, index=False)
     expected = write_submission(run, sample, "expected", threshold="oof", out_dir=tmp_path / "submissions")

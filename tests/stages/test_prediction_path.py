@@ -47,7 +47,7 @@ def test_every_test_prediction_is_the_recipes_and_one_function_writes_test_csv(t
     classes = None
 
     train_run(config, console=QUIET)
-    classes = run.read_info()["classes"]
+    classes = run.read_info().classes
     assert calls == [(run.name, 0, ("none",)), (run.name, 1, ("none",))]
     predict_run(run.path, console=QUIET)
     assert calls[2:] == [(run.name, 0, ("none", "hflip")), (run.name, 1, ("none", "hflip"))]

@@ -19,7 +19,11 @@ from kagglecv.core.metrics import (
     tune_grade_cutoffs,
 )
 from kagglecv.core.predictions import prediction_frame
-from kagglecv.data.submission import SubmissionShape, build_submission
+from kagglecv.data.submission import (
+    SubmissionDecisions,
+    SubmissionShape,
+    build_submission,
+)
 from kagglecv.stages.score import score_submission
 
 RNG = np.random.default_rng(7)
@@ -41,8 +45,8 @@ def submit(tmp_path, ids, probabilities, classes, task, sample, shape=Submission
     """The submission ``build_submission`` makes from these predictions in the sample's shape, as a file."""
     predictions = prediction_frame(ids, probabilities, classes)
     sample_path = write(sample, tmp_path / "sample.csv")
-    frame, fmt, _ = build_submission(predictions, tmp_path / "p.csv", sample_path, classes, task,
-                                     lambda: thresholds or dict.fromkeys(classes, 0.5), " ", shape, cutoffs)
+    decisions = SubmissionDecisions(shape, lambda: thresholds or dict.fromkeys(classes, 0.5), cutoffs)
+    frame, fmt, _ = build_submission(predictions, tmp_path / "p.csv", sample_path, classes, task, decisions)
     return write(frame, tmp_path / f"sub-{fmt}.csv"), fmt, frame
 
 

@@ -174,24 +174,25 @@ def test_a_binary_probability_submission_is_scored_exactly_or_refused(tmp_path):
 
 
 def test_oof_thresholds_follow_the_runs_fbeta_metric(trained_runs, tmp_path):
-    """submit, pack and infer share resolve_thresholds: with metric fbeta:2:samples they are F2's, not F1's."""
+    """submit, pack and infer share decide_submission: with metric fbeta:2:samples they are F2's, not F1's."""
     import yaml
 
     from kagglecv.core.predictions import read_predictions
     from kagglecv.core.runs import RunDir
     from kagglecv.data.inputs import load_run_table
-    from kagglecv.data.submission import resolve_thresholds
+    from kagglecv.data.submission import decide_submission
 
     run = tmp_path / "run"
     shutil.copytree(trained_runs[("multilabel", 1)].run_dir, run)
     recorded = yaml.safe_load((run / "config.yaml").read_text())
     recorded["metric"] = "fbeta:2:samples"
     (run / "config.yaml").write_text(yaml.safe_dump(recorded))
-    classes = RunDir(run).read_info()["classes"]
+    classes = RunDir(run).read_info().classes
     data = load_run_table(RunDir(run))
     oof = read_predictions(RunDir(run).oof_path, classes).set_index("id").loc[list(data.ids), classes].to_numpy()
     expected = dict(zip(classes, tune_thresholds(data.targets, oof, beta=2.0)))
-    assert resolve_thresholds("oof", RunDir(run), classes) == pytest.approx(expected, abs=1e-12)
+    tuned = decide_submission(RunDir(run), classes, "multilabel", threshold="oof").thresholds_for()
+    assert tuned == pytest.approx(expected, abs=1e-12)
     f1 = dict(zip(classes, tune_thresholds(data.targets, oof)))
     assert any(abs(expected[name] - f1[name]) > 1e-9 for name in classes), "F2 and F1 thresholds must differ here"
 

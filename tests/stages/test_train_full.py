@@ -31,17 +31,17 @@ def test_full_refit_trains_every_row_for_the_median_best_epoch(tmp_path, digits_
     make_folds(config)
     run_pipeline(config, console=QUIET)
     cv_run = RunDir(config.run_dir)
-    best = sorted(cv_run.fold(k).read_done()["best_epoch"] for k in range(2))
+    best = sorted(cv_run.fold(k).read_done().best_epoch for k in range(2))
     [full_path] = train_experiment(config, full=True, console=QUIET)
     full = RunDir(full_path)
     info = full.read_info()
-    assert info["kind"] == "full" and info["cv_best_epochs"] == [cv_run.fold(k).read_done()["best_epoch"] for k in range(2)]
-    assert info["epochs"] == int(np.ceil(np.median(best))) + 1
+    assert info.kind == "full" and info.cv_best_epochs == [cv_run.fold(k).read_done().best_epoch for k in range(2)]
+    assert info.epochs == int(np.ceil(np.median(best))) + 1
     done = full.fold(0).read_done()
-    assert done["epochs_run"] == info["epochs"] and done["train_rows"] == 64 and done["valid_rows"] == 0
+    assert done.epochs_run == info.epochs and done.train_rows == 64 and done.valid_rows == 0
     assert not full.oof_path.exists()
-    test = read_predictions(full.test_path, info["classes"])
-    assert len(test) == 16 and np.allclose(test[info["classes"]].sum(axis=1), 1, atol=1e-5)
+    test = read_predictions(full.test_path, info.classes)
+    assert len(test) == 16 and np.allclose(test[info.classes].sum(axis=1), 1, atol=1e-5)
     with pytest.raises(KagglecvError, match="no OOF"):
         score_run(full.path)
     # submit, an ensemble (weighed by the CV run's OOF) and the report's refit table all take it.
@@ -66,7 +66,7 @@ def test_seeds_train_one_run_per_seed_and_average_them(tmp_path, digits_root):
     assert summary.experiment == average.name
     blend = pd.read_json(average.blend_score_path, typ="series")
     assert set(blend["single_scores"]) == {seed0.name, seed1.name}
-    classes = seed0.read_info()["classes"]
+    classes = seed0.read_info().classes
     mean = (read_predictions(seed0.test_path, classes)[classes].to_numpy()
             + read_predictions(seed1.test_path, classes)[classes].to_numpy()) / 2
     np.testing.assert_allclose(read_predictions(average.test_path, classes)[classes].to_numpy(), mean, atol=2e-6)
@@ -106,10 +106,10 @@ def test_averaged_weights_are_scored_like_ema(tmp_path, digits_root):
         assert sorted(path.name for path in folder.epoch_weights_dir.iterdir()) == [
             "epoch1.safetensors", "epoch2.safetensors"]
         done = folder.read_done()
-        assert folder.weights(done["source"]).is_file()
+        assert folder.weights(done.source).is_file()
         best_by_source = {source: history[f"{prefix}val_accuracy"].max() for source, prefix in
                           (("raw", ""), ("avg", "avg_"))}
-        assert done["best_score"] == pytest.approx(max(best_by_source.values()))
+        assert done.best_score == pytest.approx(max(best_by_source.values()))
 
 
 def test_size_schedule_trains_small_first_and_validates_at_the_final_size(tmp_path, digits_root):
@@ -131,7 +131,7 @@ def test_full_refit_predicts_the_test_set_with_the_cv_runs_tta(tmp_path, digits_
     from kagglecv.data.load import load_test
     from kagglecv.nn.recipe import load_recipe
 
-    classes = full.read_info()["classes"]
+    classes = full.read_info().classes
     test = load_test(config.data, classes, "multiclass")
     replayed = load_recipe(full.path).predict(test, QUIET)
     np.testing.assert_allclose(read_predictions(full.test_path, classes)[classes].to_numpy(), replayed, atol=1e-6)

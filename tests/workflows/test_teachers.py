@@ -106,7 +106,7 @@ def test_planted_leak_moves_the_fold_averaged_student_but_not_the_leak_free_one(
         used = pd.read_csv(fold.pseudo_path, dtype={"id": str}).set_index("id")
         own = read_predictions(teacher.fold(fold.index).test_path).set_index("id").loc[used.index]
         assert (used.to_numpy().argmax(axis=1) == own.to_numpy().argmax(axis=1)).all()
-        assert fold.read_done()["pseudo"]["labels"] == 48  # top_frac 1.0: every test image
+        assert fold.read_done().pseudo.labels == 48  # top_frac 1.0: every test image
 
 
 def test_distillation_uses_the_teacher_fold_model_on_the_fold_training_rows(tmp_path, digits_root):
@@ -206,7 +206,7 @@ def test_pseudo_command_makes_the_experiment_and_the_report_counts_its_labels(tm
     assert recorded.pseudo.teacher == teacher.run_dir and recorded.pseudo.top_frac == 0.5
     assert recorded.train.seed == 3 and recorded.model == teacher.model
     for fold in student.fold_dirs():
-        assert fold.read_done()["pseudo"]["labels"] == 8  # half of the 16 test images
+        assert fold.read_done().pseudo.labels == 8  # half of the 16 test images
     markdown = build_report(tmp_path / "runs", pictures=False,
                             submissions_dir=tmp_path / "subs").markdown.read_text()
     assert "Pseudo-labels: fold 0: 8 of 16 test images pseudo-labelled; the student agrees with" in markdown
@@ -227,7 +227,7 @@ def test_multilabel_soft_pseudo_labels_and_distillation_with_mixup_train(tmp_pat
     raw["experiment"] = "student"
     summary = run_pipeline(validate_config(raw), console=Console(quiet=True))
     assert np.isfinite(summary.score.overall)
-    classes = RunDir(teacher.run_dir).read_info()["classes"]
+    classes = RunDir(teacher.run_dir).read_info().classes
     for fold in RunDir(tmp_path / "runs" / "student").fold_dirs():
         used = pd.read_csv(fold.pseudo_path, dtype={"id": str})
         own = read_predictions(RunDir(teacher.run_dir).fold(fold.index).test_path).set_index("id").loc[used["id"]]
@@ -236,7 +236,7 @@ def test_multilabel_soft_pseudo_labels_and_distillation_with_mixup_train(tmp_pat
         assert np.array_equal(~np.isnan(values), sure)  # unsure labels are NaN, left out of the loss
         np.testing.assert_allclose(values[sure], probabilities[sure], atol=1e-6)  # soft: the probabilities
         assert fold.teacher_path.is_file()
-        assert fold.read_done()["pseudo"]["labels"] == len(used)  # a fold may find no image it is sure of
+        assert fold.read_done().pseudo.labels == len(used)  # a fold may find no image it is sure of
 
 
 def test_an_ensemble_teacher_predicts_each_fold_as_the_blend_of_its_members_folds(trained_runs, tmp_path):
@@ -247,7 +247,7 @@ def test_an_ensemble_teacher_predicts_each_fold_as_the_blend_of_its_members_fold
     # Written to its own folder: the shared runs folder is what the report tests list.
     blend = make_ensemble(members, method="mean", name="teacher-mean", runs_dir=tmp_path)
     recipe = load_recipe(blend.path)
-    classes = RunDir(members[0]).read_info()["classes"]
+    classes = RunDir(members[0]).read_info().classes
     for fold in range(2):
         frames = [read_predictions(RunDir(run).fold(fold).test_path, classes) for run in members]
         ids = frames[0]["id"].to_numpy()

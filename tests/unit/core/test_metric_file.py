@@ -12,7 +12,7 @@ from kagglecv.core import metric_file
 from kagglecv.core.config import validate_config
 from kagglecv.core.errors import ConfigError, KagglecvError
 from kagglecv.core.metric_file import FrameLayout, name_metric_file
-from kagglecv.core.metrics import get_metric, score
+from kagglecv.core.metrics import score
 
 SEEN = '''
 import pandas as pd
@@ -23,10 +23,10 @@ def score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: 
 '''
 
 
-def bind_metric_file(path: str, direction: str, frame_layout: FrameLayout):
+def named_metric_file(path: str, direction: str, frame_layout: FrameLayout):
     """The file bound as one the user named (``--metric FILE``, or ``metric:`` in their own config)."""
     name_metric_file(path)
-    return metric_file.bind_metric_file(path, direction, frame_layout)
+    return metric_file.metric_file_metric(path, direction, frame_layout)
 
 
 def layout(**changes) -> FrameLayout:
@@ -51,10 +51,12 @@ def score(solution, submission, row_id_column_name):
     rng = np.random.default_rng(0)
     truth = (rng.random((40, 3)) < 0.5).astype(int)
     scores = np.clip(truth * 0.4 + rng.random((40, 3)) * 0.7, 0, 1)
-    metric = bind_metric_file(str(path), "maximize", layout())
-    assert get_metric(str(path), "multilabel") is metric and metric.higher_is_better
+    metric = named_metric_file(str(path), "maximize", layout())
+    assert metric.higher_is_better and metric.tasks == ("multilabel",)
     expected = fbeta_score(truth, (scores >= 0.5).astype(int), beta=2, average="samples", zero_division=0)
-    assert score(str(path), "multilabel", truth, scores) == pytest.approx(expected, abs=1e-12)
+    assert metric.score(truth, scores) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="scores through the table and sample submission"):
+        score(str(path), "multilabel", truth, scores)  # the metric travels as an object: no process-wide registry
 
 
 def test_the_file_gets_frames_read_back_from_csv_and_its_direction(tmp_path):
@@ -71,7 +73,7 @@ def score(solution, submission, row_id_column_name):
     one_hot = layout(task="multiclass", classes=["healthy", "rust", "scab"], id_col="image_id",
                      target=["healthy", "rust", "scab"], value_columns=["scab", "healthy", "rust"],
                      format="probabilities")
-    metric = bind_metric_file(str(path), "minimize", one_hot)
+    metric = named_metric_file(str(path), "minimize", one_hot)
     assert metric.fn(np.array([0, 2]), np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])) == 0.25
     assert not metric.higher_is_better
     solution, submission = pd.read_pickle(tmp_path / "solution.pkl"), pd.read_pickle(tmp_path / "submission.pkl")
@@ -108,7 +110,7 @@ def test_a_bad_metric_file_is_one_line_naming_it(tmp_path, content, message):
     if content is not None:
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
-        bind_metric_file(str(path), "maximize", layout())
+        named_metric_file(str(path), "maximize", layout())
 
 
 @pytest.mark.parametrize("value, message", [("float('nan')", "returned nan; expected a finite number"),
@@ -116,7 +118,7 @@ def test_a_bad_metric_file_is_one_line_naming_it(tmp_path, content, message):
 def test_a_metric_that_returns_no_number_is_refused_never_used(tmp_path, value, message):
     path = tmp_path / "odd.py"
     path.write_text(SEEN.format(value=value))
-    metric = bind_metric_file(str(path), "maximize", layout())
+    metric = named_metric_file(str(path), "maximize", layout())
     with pytest.raises(KagglecvError, match=message):
         metric.fn(np.array([[1, 0, 0]]), np.array([[0.9, 0.1, 0.2]]))
 
@@ -124,7 +126,7 @@ def test_a_metric_that_returns_no_number_is_refused_never_used(tmp_path, value, 
 def test_running_the_file_is_said_and_the_config_needs_its_direction_and_sample(tmp_path, capsys):
     path = tmp_path / "said.py"
     path.write_text(SEEN.format(value="1.0"))
-    bind_metric_file(str(path), "maximize", layout())
+    named_metric_file(str(path), "maximize", layout())
     assert f"notice: running metric code {path} (sha256 " in capsys.readouterr().err
     raw = {"experiment": "x", "metric": str(path), "data": {"train_csv": "t.csv"}}
     with pytest.raises(ConfigError, match="metric_direction: maximize or minimize goes with a metric file"):
@@ -142,10 +144,10 @@ def test_a_metric_file_nobody_named_never_runs_and_naming_it_is_what_lets_it_run
     path.write_text(f"open({str(ran)!r}, 'w').write('code ran')\n" + SEEN.format(value="1.0"))
     with pytest.raises(ConfigError, match=r"planted\.py .* is named by a run folder or bundle, not by you; .*"
                                           r"--metric-file"):
-        metric_file.bind_metric_file(str(path), "maximize", layout())
+        metric_file.metric_file_metric(str(path), "maximize", layout())
     assert not ran.exists()
     monkeypatch.setattr(metric_file, "_NAMED_BY_USER", {metric_file._digest(path): "switched off"})
-    metric_file.bind_metric_file(str(path), "maximize", layout())
+    metric_file.metric_file_metric(str(path), "maximize", layout())
     assert ran.read_text() == "code ran", "without the rule a run folder's metric file runs"
 
 
@@ -154,11 +156,11 @@ def test_a_named_file_is_matched_by_content_not_by_path(tmp_path):
     named.write_text(SEEN.format(value="0.5"))
     planted.write_text(SEEN.format(value="0.5"))
     name_metric_file(named)
-    metric = metric_file.bind_metric_file(str(planted), "maximize", layout())  # the same bytes: the same code
+    metric = metric_file.metric_file_metric(str(planted), "maximize", layout())  # the same bytes: the same code
     assert metric.fn(np.array([[1, 0, 0]]), np.array([[0.9, 0.1, 0.2]])) == 0.5
     planted.write_text(SEEN.format(value="0.5") + "# changed\n")
     with pytest.raises(ConfigError, match="not by you"):
-        metric_file.bind_metric_file(str(planted), "maximize", layout())
+        metric_file.metric_file_metric(str(planted), "maximize", layout())
 
 
 @pytest.mark.parametrize("value, message", [("True", "returned True; expected a number"),
@@ -169,6 +171,6 @@ def test_a_named_file_is_matched_by_content_not_by_path(tmp_path):
 def test_a_metric_that_exits_or_returns_a_non_number_is_one_error(tmp_path, value, message):
     path = tmp_path / "odd.py"
     path.write_text(SEEN.format(value=value))
-    metric = bind_metric_file(str(path), "maximize", layout())
+    metric = named_metric_file(str(path), "maximize", layout())
     with pytest.raises(KagglecvError, match=re.escape(message)):
         metric.fn(np.array([[1, 0, 0]]), np.array([[0.9, 0.1, 0.2]]))

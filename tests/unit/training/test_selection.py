@@ -5,17 +5,20 @@ import math
 import pytest
 
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.metrics import LOSS, get_metric
 from kagglecv.training.selection import (
     BestEpoch,
     BestTracker,
     LastEpoch,
-    reported_score,
+    epoch_metric,
     score_predictions,
 )
 
+ACCURACY = get_metric("accuracy", "multiclass")
+
 
 def test_each_source_keeps_its_own_best_and_the_overall_best_follows_the_highest():
-    best, policy = BestTracker(), BestEpoch("accuracy")
+    best, policy = BestTracker(), BestEpoch(ACCURACY)
     assert policy.keep(best, "raw", 0, 0.6)
     assert policy.keep(best, "ema", 0, 0.55)           # ema's first score: its best, not the overall
     assert best.is_overall_best("raw", 0) and not best.is_overall_best("ema", 0)
@@ -25,7 +28,7 @@ def test_each_source_keeps_its_own_best_and_the_overall_best_follows_the_highest
 
 
 def test_nan_is_never_kept_and_patience_counts_the_epochs_since_the_best():
-    best, policy = BestTracker(), BestEpoch("roc_auc")
+    best, policy = BestTracker(), BestEpoch(get_metric("roc_auc", "binary"))
     assert not policy.keep(best, "raw", 0, math.nan)
     best.end_epoch()
     assert policy.keep(best, "raw", 1, 0.5)
@@ -38,31 +41,40 @@ def test_nan_is_never_kept_and_patience_counts_the_epochs_since_the_best():
 
 def test_the_tracker_resumes_exactly_from_its_state():
     best = BestTracker()
-    BestEpoch("accuracy").keep(best, "raw", 2, 0.8)
+    BestEpoch(ACCURACY).keep(best, "raw", 2, 0.8)
     best.end_epoch()
     again = BestTracker()
     again.load_state_dict(best.state_dict())
     assert again.state_dict() == best.state_dict()
-    assert not BestEpoch("accuracy").keep(again, "raw", 3, 0.79)
+    assert not BestEpoch(ACCURACY).keep(again, "raw", 3, 0.79)
 
 
 def test_no_computable_epoch_is_one_error_naming_the_fold():
     with pytest.raises(KagglecvError, match="fold 2: roc_auc could not be computed on any epoch"):
-        BestEpoch("roc_auc").finish(BestTracker(), 2)
+        BestEpoch(get_metric("roc_auc", "binary")).finish(BestTracker(), 2)
 
 
 def test_a_lower_is_better_metric_is_selected_by_its_objective_and_reported_as_itself():
-    assert score_predictions("loss", "multiclass", None, None, 0.3) == -0.3
-    assert reported_score("loss", "multiclass", -0.3) == 0.3
-    best, policy = BestTracker(), BestEpoch("log_loss")
+    assert score_predictions(LOSS, None, None, 0.3) == -0.3
+    assert LOSS.objective(-0.3) == 0.3
+    best, policy = BestTracker(), BestEpoch(get_metric("log_loss", "multiclass"))
     policy.keep(best, "raw", 0, -0.9)
     assert policy.keep(best, "raw", 1, -0.4)            # log loss 0.4 beats 0.9
-    assert reported_score("log_loss", "multiclass", best.score) == 0.4
+    assert get_metric("log_loss", "multiclass").objective(best.score) == 0.4
 
 
 def test_a_full_refit_keeps_nothing_on_the_way_and_falls_back_to_raw_weights():
-    policy = LastEpoch("ema", "accuracy")
+    policy = LastEpoch("ema", ACCURACY)
     assert not policy.validates and not policy.keep(BestTracker(), "raw", 0, 0.9)
     assert policy.final_source(has_ema=True, has_average=False) == "ema"
     assert policy.final_source(has_ema=False, has_average=False) == "raw"
-    assert LastEpoch("avg", "accuracy").final_source(has_ema=True, has_average=False) == "raw"
+    assert LastEpoch("avg", ACCURACY).final_source(has_ema=True, has_average=False) == "raw"
+
+
+def test_the_epoch_metric_is_the_competitions_unless_train_metric_names_another():
+    competition = get_metric("f1_macro", "multiclass")
+    assert epoch_metric("auto", competition, "multiclass") is competition
+    assert epoch_metric("loss", competition, "multiclass") is LOSS
+    assert epoch_metric("log_loss", competition, "multiclass").name == "log_loss"
+    with pytest.raises(KagglecvError, match="train.metric: metric 'roc_auc' does not apply to a multiclass task"):
+        epoch_metric("roc_auc", competition, "multiclass")

@@ -13,17 +13,19 @@ from safetensors.torch import load_file
 
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
+from kagglecv.core.metrics import get_metric
 from kagglecv.core.runs import RunDir
 from kagglecv.data.load import load_train
 from kagglecv.nn.runtime import Runtime
 from kagglecv.stages.folds import assign_folds
 from kagglecv.training import trainer as trainer_module
-from kagglecv.training.components import build_fold_components
+from kagglecv.training.components import build_fold_components, loop_settings
 from kagglecv.training.selection import BestEpoch, LastEpoch
 from kagglecv.training.trainer import FoldTrainer
 from tests.conftest import tiny_config
 
 QUIET = Console(quiet=True)
+ACCURACY = get_metric("accuracy", "multiclass")
 
 
 class Stop(Exception):
@@ -45,7 +47,7 @@ def trainer_for(fold_inputs, name: str, selection=None, **train) -> FoldTrainer:
     runtime = Runtime(torch.device("cpu"))
     parts = build_fold_components(config, data, fold_of, 0, runtime)
     folder = RunDir(root / name).fold(0)
-    return FoldTrainer(config, data, parts, folder, runtime, QUIET, selection or BestEpoch("accuracy"))
+    return FoldTrainer(loop_settings(config), data, parts, folder, runtime, QUIET, selection or BestEpoch(ACCURACY))
 
 
 def test_a_fold_stopped_after_a_checkpoint_and_resumed_ends_with_the_uninterrupted_weights(fold_inputs, monkeypatch):
@@ -90,7 +92,7 @@ def test_patience_stops_the_fold_and_nan_is_never_the_best_epoch(fold_inputs, mo
 
 
 def test_a_full_refit_keeps_the_last_weights_of_its_source_and_writes_no_oof(fold_inputs):
-    trainer = trainer_for(fold_inputs, "refit", selection=LastEpoch("ema", "accuracy"), epochs=2)
+    trainer = trainer_for(fold_inputs, "refit", selection=LastEpoch("ema", ACCURACY), epochs=2)
     outcome = trainer.fit()
     assert outcome.source == "raw" and outcome.best_epoch == 1 and math.isnan(outcome.best_score)  # no EMA: raw
     assert not trainer.folder.oof_path.exists()
