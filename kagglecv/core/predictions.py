@@ -164,12 +164,9 @@ def merge_oof(fold_files: list[Path], ids: np.ndarray, classes: list[str]) -> pd
 def average_predictions(files: list[Path], classes: list[str]) -> pd.DataFrame:
     """Mean of several prediction files over the same ids (aligned by id, in the first file's order)."""
     frames = [read_predictions(path, classes) for path in files]
-    ids = frames[0]["id"]
-    for path, frame in zip(files[1:], frames[1:]):
-        if set(frame["id"]) != set(ids) or len(frame) != len(ids):
-            raise DataError(f"{path}: ids differ from {files[0]}")
-    stacked = np.stack([frame.set_index("id").loc[ids, classes].to_numpy(np.float64) for frame in frames])
-    return prediction_frame(ids.to_numpy(), stacked.mean(axis=0), classes)
+    ids = frames[0]["id"].to_numpy()
+    stacked = np.stack([aligned(frame, ids, classes, path, files[0]) for path, frame in zip(files, frames)])
+    return prediction_frame(ids, stacked.mean(axis=0), classes)
 
 
 def write_pseudo_labels(path: Path, ids: np.ndarray, targets: np.ndarray, columns: list[str]) -> None:

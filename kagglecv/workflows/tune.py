@@ -29,13 +29,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from kagglecv.core.config import Config, dump_config, load_config, parse_yaml
 from kagglecv.core.errors import ConfigError, KagglecvError, require_extra
 from kagglecv.core.files import output_lock, write_csv, write_text
-from kagglecv.core.metrics import objective
+from kagglecv.core.metrics import Metric
 from kagglecv.core.outputs import plain_name
-from kagglecv.core.runs import FoldDir, RunDir, history_metric
+from kagglecv.core.runs import FoldDir, RunDir
 from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.load import load_train
 from kagglecv.data.scoring import finished_folds_oof, score_predictions_frame
 from kagglecv.stages.folds import make_folds
+from kagglecv.training.selection import epoch_metric
 from kagglecv.workflows.jobs import (
     Job,
     init_ray,
@@ -119,7 +120,8 @@ class TuneSettings:
     folds: list[int]
     base: Config
     study_dir: Path
-    higher_is_better: bool
+    metric: Metric        # the study's objective: the competition metric of the OOF rows
+    epoch_metric: Metric  # what each epoch's history records (train.metric), reported to the pruner
     backend: str = "local"
 
 
@@ -138,15 +140,15 @@ def tune(config_path: Path, space_path: Path, trials: int, *, overrides: list[st
 
     base = load_config(config_path, overrides)
     data = load_train(base.data, with_images=False)
-    higher = competition_metric(base, data).higher_is_better
+    metric = competition_metric(base, data)
     settings = TuneSettings(Path(config_path), list(overrides or []),
                             read_space(space_path, config_path, list(overrides or [])),
                             parse_folds(folds, base.folds.n_splits), base,
                             Path(base.runs_dir) / f"tune-{plain_name(name or base.experiment, '--name')}",
-                            higher, backend)
+                            metric, epoch_metric(base.train.metric, metric, data.task), backend)
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     make_folds(base, data=data)
-    direction = "maximize" if higher else "minimize"
+    direction = "maximize" if metric.higher_is_better else "minimize"
     if backend == "ray":
         require_ray()
         init_ray(address)
@@ -237,7 +239,7 @@ def _train_job(job: Job, trial, config: Config, settings: TuneSettings) -> int:
     while worker.is_alive():
         worker.join(POLL_SECONDS)
         if trial is not None:
-            for epoch, value in epoch_values(job.folder, settings.higher_is_better)[reported:]:
+            for epoch, value in epoch_values(job.folder, settings.epoch_metric, settings.metric)[reported:]:
                 trial.report(value, epoch)
                 reported += 1
                 if trial.should_prune():
@@ -255,16 +257,19 @@ def _run(job: Job, settings: TuneSettings, stop: threading.Event) -> int:
     return run_job_process(job.command(), str(Path.cwd()), str(job.log_path), None, stop)
 
 
-def epoch_values(folder: FoldDir, higher_is_better: bool) -> list[tuple[int, float]]:
-    """Each finished epoch's validation metric of a fold (the better of raw and EMA weights)."""
+def epoch_values(folder: FoldDir, epoch_metric: Metric, study: Metric) -> list[tuple[int, float]]:
+    """Each finished epoch's validation metric of a fold (the best of its weight sources) in the study's direction, so
+    the pruner ranks trials as the study does: the metric itself when it is the study's; a validation loss reported
+    to a maximizing study is negated."""
     history = folder.read_history()
     if history is None:
         return []
-    metric = history_metric(history.columns)
-    higher = higher_is_better and metric != "loss"
-    values = history[[column for column in (f"val_{metric}", f"ema_val_{metric}", f"avg_val_{metric}") if column in history.columns]]
-    best = objective(objective(values, higher).max(axis=1), higher)
-    return [(int(epoch), float(value)) for epoch, value in zip(history["epoch"], best)]
+    name = epoch_metric.name
+    values = history[[column for column in (f"val_{name}", f"ema_val_{name}", f"avg_val_{name}") if column in history.columns]]
+    if values.columns.empty:  # a history of another metric (a trial's own train.metric): nothing to compare
+        return []
+    best = epoch_metric.objective(values).max(axis=1)  # the best source, higher is better
+    return [(int(epoch), float(value)) for epoch, value in zip(history["epoch"], study.objective(best))]
 
 
 def oof_score(config: Config, folds: list[int]) -> float:
