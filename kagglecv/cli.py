@@ -447,6 +447,21 @@ def import_voc(
                   f"config: data.image_dir={root / 'JPEGImages'}, data.target=[class columns]")
 
 
+@import_app.command("coco")
+def import_coco(
+    label_file: Annotated[Path, typer.Argument(help="A COCO label file: images, annotations, categories (metadata.json).", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="The train.csv to write.")] = Path("train.csv"),
+    label: Annotated[str, typer.Option(help="category_id (what Herbarium, iNaturalist and iWildCam submit) or name.")] = "category_id",
+) -> None:
+    """Write a train.csv (id, image, label) from a COCO label file; run and init also read the file as it is."""
+    from kagglecv.data.importers import import_coco as run_import
+
+    frame = run_import(label_file, out, label)
+    labels = frame["label"].nunique() if "label" in frame.columns else 0
+    console.print(f"wrote {out}: {len(frame)} images, {labels} labels; config: data.image_dir={label_file.parent}, "
+                  "data.image_col=image")
+
+
 @app.command()
 def launch(
     configs: Annotated[list[Path], typer.Argument(help="Experiment configs (YAML); each needs its own experiment name.")],

@@ -135,6 +135,9 @@ class DataConfig(_Section):
     classes: Optional[list[str]] = Field(None, description="Class order; sorted names when omitted.")
     classes_file: Optional[Path] = Field(None, description="A text file with one class name per line, in order.")
     label_sep: str = Field(" ", description="Separator of labels in a multi-label string column.")
+    coco_label: Literal["category_id", "name"] = Field(
+        "category_id", description="A COCO label file as train_csv/test_csv (metadata.json, annotations.json: Herbarium, "
+        "iNaturalist, iWildCam): label rows by the category's id (what those submissions want) or its name.")
     group_col: Optional[str] = Field(None, description="A patient, video or track id that folds keep whole.")
     pixels: Optional[PixelsConfig] = Field(None, description="Pixel tables: the image shape, when not a square "
                                            "grey image.")

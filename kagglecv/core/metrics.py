@@ -63,9 +63,10 @@ def log_loss(y_true, y_prob, eps: float = 1e-15) -> float:
 
 
 def f1(y_true, y_score, average: str = "macro") -> float:
+    """F1 of the argmax class, as scikit-learn's ``f1_score`` computes it by default (and Kaggle's graders call it):
+    a macro average over the classes present in the truth or the predictions; a class in neither is no zero."""
     y_true, y_score = _check_pair(y_true, y_score, ndim=2)
-    labels = np.arange(y_score.shape[1])
-    return float(skm.f1_score(y_true, y_score.argmax(axis=1), labels=labels, average=average, zero_division=0))
+    return float(skm.f1_score(y_true, y_score.argmax(axis=1), average=average, zero_division=0))
 
 
 def balanced_accuracy(y_true, y_score) -> float:
@@ -527,9 +528,9 @@ def resolve_metric(name: str | None, task: str, key: str = "metric") -> Metric:
 # Metrics of class labels, each computed from label indices as its probability form computes it from the argmax.
 LABEL_METRICS = {
     "accuracy": lambda y, p, n: float(np.mean(y == p)),
-    "f1_macro": lambda y, p, n: float(skm.f1_score(y, p, labels=np.arange(n), average="macro", zero_division=0)),
-    "f1_micro": lambda y, p, n: float(skm.f1_score(y, p, labels=np.arange(n), average="micro", zero_division=0)),
-    "f1_weighted": lambda y, p, n: float(skm.f1_score(y, p, labels=np.arange(n), average="weighted", zero_division=0)),
+    "f1_macro": lambda y, p, n: float(skm.f1_score(y, p, average="macro", zero_division=0)),
+    "f1_micro": lambda y, p, n: float(skm.f1_score(y, p, average="micro", zero_division=0)),
+    "f1_weighted": lambda y, p, n: float(skm.f1_score(y, p, average="weighted", zero_division=0)),
     "balanced_accuracy": lambda y, p, n: float(skm.balanced_accuracy_score(y, p)),
     "qwk": lambda y, p, n: float(skm.cohen_kappa_score(y, p, labels=np.arange(n), weights="quadratic")),
 }

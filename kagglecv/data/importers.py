@@ -1,4 +1,5 @@
-"""``kagglecv data import``: turn an image-folder layout or PASCAL VOC annotations into a train.csv."""
+"""``kagglecv data import``: turn an image-folder layout, PASCAL VOC annotations or a COCO label file into a
+train.csv."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from defusedxml import DefusedXmlException, ElementTree
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.files import write_csv
 from kagglecv.core.outputs import OutputRule, same_header
+from kagglecv.data.coco import read_coco_table
 from kagglecv.data.load import sort_class_names
 from kagglecv.data.table import IMAGE_EXTENSIONS
 
@@ -85,6 +87,15 @@ def _image_labels(xml_path: Path) -> dict[str, int]:
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         labels[name] = max(labels.get(name, 0), 0 if difficult else 1)
     return labels
+
+
+def import_coco(label_file: Path, out: Path, label: str = "category_id") -> pd.DataFrame:
+    """Rows ``id, image, label`` of a COCO label file (``metadata.json``, ``annotations.json``); ``run`` and ``init``
+    read the file itself (``data.train_csv: .../metadata.json``), this writes it as a CSV to edit or join."""
+    _check_out(out)
+    frame = read_coco_table(label_file, label)
+    _write_import(out, frame, Path(label_file).parent)
+    return frame
 
 
 def _check_out(out: Path) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.lazy import imported_on_first_use
+from kagglecv.data.coco import is_coco_table, read_coco_table
 from kagglecv.data.label_fixes import apply_label_fixes
 from kagglecv.data.pixels import PixelImages, pixel_columns, pixel_shape, read_pixels
 from kagglecv.data.table import (
@@ -50,10 +51,14 @@ class Table:
     is_pixel_table: bool
 
 
-def read_competition_table(path: Path, pixels: object | None, with_images: bool = True) -> Table:
+def read_competition_table(path: Path, pixels: object | None, with_images: bool = True,
+                           coco_label: str = "category_id") -> Table:
     """A training or test table; a pixel table's ``pixel<i>`` columns become a :class:`PixelImages` (or are
-    skipped when ``with_images`` is False) and only its other columns are read as strings."""
+    skipped when ``with_images`` is False) and only its other columns are read as strings; a COCO label file
+    (``.json``) gives ``id, image[, label]`` (:mod:`kagglecv.data.coco`)."""
     path = Path(path)
+    if is_coco_table(path):
+        return Table(read_coco_table(path, coco_label), None, False)
     raw = read_table_bytes(path)
     sep = _separator(raw)
     header = [column.strip() for column in _string_frame(raw.split(b"\n", 1)[0] + b"\n", sep, path).columns]
@@ -81,7 +86,7 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
             kind, each naming the file, the lines and the values, with the count when there are many.
     """
     source = config.train_csv
-    table = read_competition_table(source, config.pixels, with_images)
+    table = read_competition_table(source, config.pixels, with_images, config.coco_label)
     frame = table.frame
     _require_rows(frame, source, "training")
     problems: list[str] = []
@@ -114,7 +119,7 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
         if config.test_image_dir is None:
             raise DataError("no test set: set data.test_csv, submit.sample or data.test_image_dir")
         return _folder_test(config.test_image_dirs(), classes, task)
-    table = read_competition_table(config.test_csv, config.pixels)
+    table = read_competition_table(config.test_csv, config.pixels, coco_label=config.coco_label)
     frame = table.frame
     _require_rows(frame, config.test_csv, "test")
     problems: list[str] = []

@@ -20,6 +20,7 @@ import pandas as pd
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.metrics import ALIASES, is_metric_file, resolve_metric
 from kagglecv.core.shapes import cells_are_tags, sample_top_k
+from kagglecv.data.coco import COCO_NAMES, COCO_SUFFIX, is_coco_table, read_coco_table
 from kagglecv.data.decoding import open_image
 from kagglecv.data.pixels import pixel_columns
 from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_head, read_csv_strings
@@ -74,11 +75,16 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
         raise KagglecvError(f"{folder}: not a folder; expected a competition folder as Kaggle ships it")
     survey = Survey(folder)
     tables = _find_tables(folder, train, sample)
-    survey.add("data.train_csv", tables.train, "the table that is neither the sample nor the test table")
-    train, sample = read_csv_strings(tables.train), read_csv_head(tables.sample, SAMPLE_ROWS)
+    coco = is_coco_table(tables.train)
+    survey.add("data.train_csv", tables.train, "the COCO label file of the training images (images, annotations, "
+               "categories)" if coco else "the table that is neither the sample nor the test table")
+    sample = read_csv_head(tables.sample, SAMPLE_ROWS)
     if sample.shape[1] < 2:
         raise DataError(f"{tables.sample}: expected an id column and at least one value column, got "
                         f"{list(sample.columns)}")
+    if coco:
+        return _coco_competition(survey, tables, sample, metric)
+    train = read_csv_strings(tables.train)
     pixel_table = bool(pixel_columns(list(train.columns), tables.train))
     _ids(survey, train, sample, tables, pixel_table)
     task, target, classes = _target(survey, train, sample, tables)
@@ -115,6 +121,9 @@ def _find_tables(folder: Path, train: Path | None, sample: Path | None) -> _Tabl
         raise KagglecvError(f"{folder}: several test tables ({summarize([p.name for p in tests], quote=True)}); keep "
                             "the one whose rows are the test images")
     candidates = [Path(train)] if train is not None else [path for path in rest if path not in tests]
+    coco_train, coco_test = _coco_files(folder)
+    if not candidates and coco_train is not None:  # Herbarium, iNaturalist, iWildCam: the labels are COCO JSON
+        return _Tables(coco_train, samples[0], coco_test)
     if len(candidates) > 1:
         named = [path for path in candidates if "train" in path.name.lower() or "label" in path.name.lower()]
         candidates = named if named else candidates
@@ -123,6 +132,48 @@ def _find_tables(folder: Path, train: Path | None, sample: Path | None) -> _Tabl
         raise KagglecvError(f"{folder}: {'no training table' if not candidates else 'several training tables'} "
                             f"({names}); give --train FILE")
     return _Tables(candidates[0], samples[0], tests[0] if tests else None)
+
+
+def _coco_files(folder: Path) -> tuple[Path | None, Path | None]:
+    """The COCO label files of the training and the test images: ``train/metadata.json`` (or ``annotations.json``)
+    and its ``test/`` twin, as Herbarium ships them, or ``train*.json`` / ``test*.json`` beside the sample
+    (iNaturalist 2019)."""
+    def first(split: str) -> Path | None:
+        nested = [folder / split / name for name in COCO_NAMES]
+        beside = sorted(folder.glob(f"{split}*{COCO_SUFFIX}"))
+        return next((path for path in [*nested, *beside] if path.is_file()), None)
+    return first("train"), first("test")
+
+
+def _coco_competition(survey: Survey, tables: _Tables, sample: pd.DataFrame, metric: str | None) -> Survey:
+    """A competition whose labels are a COCO label file: rows ``id, image, label`` read from it
+    (:mod:`kagglecv.data.coco`), the images under its folder, the test images under the test file's."""
+    numeric = bool(sample.iloc[:, 1].str.strip().str.fullmatch(r"\d+").all())
+    label = "category_id" if numeric else "name"
+    train = read_coco_table(tables.train, label)
+    survey.add("data.coco_label", label, "the sample's labels are numbers: category ids" if numeric else
+               "the sample's labels are not numbers: category names")
+    survey.add("data.id_col", "id", f"images[].id of {tables.train.name} (the sample's {sample.columns[0]!r})")
+    classes = sorted({label for cell in train["label"] for label in cell.split()})
+    several = bool(train["label"].str.contains(" ").any())
+    task = "multilabel" if several else "binary" if len(classes) == 2 else "multiclass"
+    survey.add("data.target", "label", "the categories of each image's annotations")
+    survey.add("data.task", task, "images with several categories" if several else
+               f"{len(classes)} categories, one per image: " + summarize(classes, 6))
+    fmt = _submission_format(survey, task, classes, sample, tables.sample, metric)
+    _metric(survey, task, fmt, metric, sample)
+    if tables.test is None:
+        raise DataError(f"{tables.train.parent.parent}: no COCO label file of the test images (test/metadata.json); "
+                        "give --set data.test_csv=FILE")
+    survey.add("data.test_csv", tables.test, "the COCO label file of the test images")
+    survey.add("submit.sample", tables.sample, "the sample submission: its header, ids and order are the submission's")
+    survey.add("data.image_dir", tables.train.parent, "file_name in the label file is relative to its folder")
+    survey.add("data.image_col", "image", "images[].file_name")
+    survey.add("data.test_image_dir", tables.test.parent, "the test label file's folder")
+    inside = [tables.train.parent / name for name in train["image"][:16]
+              if (tables.train.parent / name).resolve().is_relative_to(tables.train.parent.resolve())]
+    _image_look(survey, tables.train.parent, inside)
+    return survey
 
 
 def _column(frame: pd.DataFrame, name: str) -> str | None:
@@ -272,7 +323,7 @@ def _image_folders(survey: Survey, folder: Path, train: pd.DataFrame, sample: pd
         _test_ids_in(train_dir, listing(), _test_ids(tables, sample, id_col), with_extension)
     survey.add("data.test_image_dir", test_dirs[0] if len(test_dirs) == 1 else test_dirs,
                "the folder(s) of test images" if tests else "one folder holds the training and the test images")
-    _image_look(survey, train_dir)
+    _image_look(survey, train_dir, [e for e in _first_entries(train_dir) if e.suffix.lower() in IMAGE_EXTENSIONS])
 
 
 def _test_ids(tables: _Tables, sample: pd.DataFrame, id_col: str) -> list[str]:
@@ -324,10 +375,10 @@ def _id_to_file(survey: Survey, ids: list[str], image_dir: Path, id_col: str,
     survey.add("data.image_col", None, f"files are <id>{suffix_of[found[0]]} (any image extension is found)")
 
 
-def _image_look(survey: Survey, image_dir: Path) -> None:
+def _image_look(survey: Survey, image_dir: Path, candidates: list[Path]) -> None:
     """Size and colour of a few training images: the model's input size and channels, and whether flips suit."""
     sizes, grey = [], []
-    regular = [e for e in _first_entries(image_dir) if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()]
+    regular = [entry for entry in candidates if entry.is_file()]
     for entry in regular[:16]:  # a FIFO or a device named like an image would block the read: never opened
         try:
             with open_image(entry) as image:  # the policy training decodes under: a bomb's header is refused

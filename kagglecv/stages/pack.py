@@ -182,9 +182,14 @@ def notebook_plan(recipe: Recipe, bundle: str, competition: str | None) -> Noteb
     config = leaf_runs(recipe)[0].config
     data, submit = config.data, config.submit
     sample = submit.sample.name if submit.sample is not None else "sample_submission.csv"
-    test_table = data.test_csv.name if data.test_csv is not None and data.test_csv.name != sample else None
+    root = submit.sample.parent if submit.sample is not None else None  # the competition folder
+
+    def in_competition(path: Path) -> str:  # test/metadata.json stays nested (Herbarium); else the name
+        inside = root is not None and path.resolve().is_relative_to(root.resolve())
+        return path.resolve().relative_to(root.resolve()).as_posix() if inside else path.name
+    test_table = in_competition(data.test_csv) if data.test_csv is not None and data.test_csv.name != sample else None
     images = (data.test_image_dirs() or [data.image_dir])[0]  # the notebook reads one test folder
-    return NotebookPlan(bundle, competition, sample, test_table, images.name if images is not None else None)
+    return NotebookPlan(bundle, competition, sample, test_table, in_competition(images) if images is not None else None)
 
 
 def write_notebook(plan: NotebookPlan, folder: Path, kernel_text: str) -> None:

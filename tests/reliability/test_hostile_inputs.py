@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -882,6 +883,69 @@ ROUND_FOUR = {
     ],
 }
 CATALOGUE.update(ROUND_FOUR)
+
+
+# ----- readers: a COCO label file is someone else's input too -----------------------------------------------------------
+def coco_labels(change: Callable[[dict], object] = lambda document: None) -> Callable[[Path], None]:
+    """data/coco.json: the world's training table as a COCO label file (file names relative to data/train), changed."""
+    def apply(world: Path) -> None:
+        table = pd.read_csv(world / "data" / "train.csv", dtype=str)
+        number = {name: index for index, name in enumerate(sorted(set(table["label"])))}
+        document = {"images": [{"id": image_id, "file_name": f"{image_id}.png"} for image_id in table["id"]],
+                    "annotations": [{"image_id": image_id, "category_id": number[label]}
+                                    for image_id, label in zip(table["id"], table["label"])],
+                    "categories": [{"id": index, "name": name} for name, index in number.items()]}
+        change(document)
+        (world / "data" / "coco.json").write_text(json.dumps(document))
+    return apply
+
+
+def sparse_file(relative: str, size: int) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        with (world / relative).open("wb") as stream:  # costs no disk; reading it would cost the whole size
+            stream.truncate(size)
+    return apply
+
+
+COCO = ["folds", "base.yaml", "--set", "data.train_csv=data/coco.json", "--set", "data.image_col=image",
+        "--set", "data.target=label", "--set", "folds.file=folds/coco.csv"]
+READERS = {
+    "COCO label files": [
+        Variant("an annotation of an image id that does not exist", COCO, "annotations[3].image_id 'nope' is no image",
+                setup=coco_labels(lambda d: d["annotations"][3].update(image_id="nope")), outputs=("folds",)),
+        Variant("a file name leaving the image folder", COCO, "outside", outputs=("folds",),
+                setup=coco_labels(lambda d: d["images"][2].update(file_name="../../base.yaml"))),
+        Variant("a category id that is no category, read by name", COCO + ["--set", "data.coco_label=name"],
+                "category_id '99' is no category", outputs=("folds",),
+                setup=coco_labels(lambda d: d["annotations"][0].update(category_id=99))),
+        Variant("an image id of a float", COCO, "images[5].id is 1.5", outputs=("folds",),
+                setup=coco_labels(lambda d: d["images"][5].update(id=1.5))),
+        Variant("a label file of 1 GiB in one line", COCO, "a label file may have", outputs=("folds",),
+                setup=sparse_file("data/coco.json", (1 << 30) + 1), bounded=True),
+        Variant("a label file nested 100,000 deep", COCO, "not a JSON label file", outputs=("folds",),
+                setup=write("data/coco.json", "[" * 100_000 + "]" * 100_000), bounded=True),
+        Variant("a Herbarium folder without its test label file", ["init", "herb", "--metric", "f1_macro", "--out",
+                                                                    "h.yaml"], "test/metadata.json",
+                setup=lambda w: herbarium_shaped(w, with_test=False)),
+    ],
+}
+
+
+def herbarium_shaped(world: Path, with_test: bool = True) -> None:
+    """herb/: train/metadata.json over train/images/, a sample Id,Predicted of category ids (Herbarium 2021)."""
+    coco_labels()(world)
+    shutil.copytree(world / "data" / "train", world / "herb" / "train" / "images")
+    document = json.loads((world / "data" / "coco.json").read_text())
+    for image in document["images"]:
+        image["file_name"] = f"images/{image['file_name']}"
+    (world / "herb" / "train" / "metadata.json").write_text(json.dumps(document))
+    (world / "herb" / "sample_submission.csv").write_text("Id,Predicted\n0,0\n1,0\n")
+    if with_test:
+        (world / "herb" / "test").mkdir()
+        (world / "herb" / "test" / "metadata.json").write_text(json.dumps({"images": document["images"][:2]}))
+
+
+CATALOGUE.update(READERS)
 
 
 VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()

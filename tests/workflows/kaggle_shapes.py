@@ -5,6 +5,7 @@ planted solution of the test rows in the shape Kaggle's scorer reads."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -265,10 +266,41 @@ def leaf_classification(root: Path) -> Competition:
     return Competition("leaf", folder, str(metric), solution, "probabilities", species)
 
 
+def herbarium(root: Path) -> Competition:
+    """No training table: train/metadata.json (COCO: images, annotations, categories) with images filed under
+    images/{category // 100:03d}/{category % 100:02d}/, test/metadata.json (images only) with
+    images/{index // 1000:03d}/{index}.jpg, a sample Id,Predicted of zeros: the category ids (MLE-bench's
+    herbarium-2021-fgvc8 prepare.py, scored by macro F1)."""
+    folder, (train, test) = root / "herbarium-2021-fgvc8", _splits(12)
+    categories = [15504 + 17 * digit for digit in range(10)]
+    images, annotations = [], []
+    for index, (pixels, digit) in enumerate(zip(train.images, train.digits)):
+        category = categories[digit]
+        name = f"images/{category // 100:03d}/{category % 100:02d}/{100_000 + index}.jpg"
+        _save(folder / "train" / Path(name).parent, [Path(name).name], [pixels])
+        images.append({"file_name": name, "height": 32, "id": 100_000 + index, "license": 0, "width": 32})
+        annotations.append({"category_id": category, "id": 100_000 + index, "image_id": 100_000 + index,
+                            "institution_id": 0})
+    listed = [{"family": "Melastomataceae", "id": category, "name": f"Miconia {category}", "order": "Myrtales"}
+              for category in categories]
+    (folder / "train" / "metadata.json").write_text(json.dumps(
+        {"annotations": annotations, "categories": listed, "images": images, "info": {}, "licenses": []}))
+    test_images = [{"file_name": f"images/{index // 1000:03d}/{index}.jpg", "id": str(index)}
+                   for index in range(TEST_ROWS)]
+    for record, pixels in zip(test_images, test.images):
+        _save(folder / "test" / Path(record["file_name"]).parent, [Path(record["file_name"]).name], [pixels])
+    (folder / "test" / "metadata.json").write_text(json.dumps({"images": test_images, "info": {}, "licenses": []}))
+    _csv(pd.DataFrame({"Id": [str(index) for index in range(TEST_ROWS)], "Predicted": 0}),
+         folder / "sample_submission.csv")
+    solution = pd.DataFrame({"Id": [str(index) for index in range(TEST_ROWS)],
+                             "Predicted": np.array(categories)[test.digits]})
+    return Competition("herbarium", folder, "f1_macro", solution, "label", [str(c) for c in categories])
+
+
 BUILDERS: dict[str, Callable[[Path], Competition]] = {
     "dog-breed": dog_breed, "aerial-cactus": aerial_cactus, "planet": planet, "plant-pathology": plant_pathology,
     "cassava": cassava, "digit-recognizer": digit_recognizer, "histopathologic": histopathologic, "aptos": aptos,
-    "humpback": humpback, "cifar-10": cifar10, "leaf-metric-file": leaf_classification,
+    "humpback": humpback, "cifar-10": cifar10, "leaf-metric-file": leaf_classification, "herbarium": herbarium,
 }
 # Folders in no shape Kaggle ships, for one property each, run through the same init-then-run test.
 VARIANTS: dict[str, Callable[[Path], Competition]] = {"spaced-class-names": spaced_class_names}

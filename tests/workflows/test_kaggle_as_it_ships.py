@@ -62,6 +62,8 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
         return map_at_k_lists(solution[value_cols[0]].tolist(), submitted[value_cols[0]].str.split().tolist(), 5)
     if competition.metric == "f1_micro":
         return skm.f1_score(solution[value_cols[0]], submitted[value_cols[0]], average="micro")
+    if competition.metric == "f1_macro":  # Herbarium's grade.py: integer category ids, sklearn's macro F1
+        return skm.f1_score(solution[value_cols[0]].astype(int), submitted[value_cols[0]].astype(int), average="macro")
     return skm.accuracy_score(solution[value_cols[0]], submitted[value_cols[0]])
 
 

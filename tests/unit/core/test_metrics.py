@@ -97,6 +97,17 @@ def test_multiclass_metrics_equal_sklearn(multiclass):
     np.testing.assert_array_equal(km.confusion_matrix(y, p), skm.confusion_matrix(y, predicted))
 
 
+def test_macro_f1_leaves_out_a_class_in_neither_the_truth_nor_the_predictions_as_kaggles_graders_do():
+    """Herbarium 2021's grade.py calls f1_score(y_true, y_pred, average="macro"): a class no test row has and no
+    row is predicted as is no zero in the mean. A small test set or a fold often lacks some of many classes."""
+    y, predicted = np.array([0, 0, 1, 1, 3]), np.array([0, 1, 1, 1, 3])
+    probabilities = np.eye(5)[predicted] * 0.9 + 0.02
+    expected = skm.f1_score(y, predicted, average="macro")  # over classes 0, 1 and 3
+    assert km.f1(y, probabilities, "macro") == pytest.approx(expected, abs=1e-12)
+    assert km.score_labels("f1_macro", y, predicted, 5) == pytest.approx(expected, abs=1e-12)
+    assert expected > skm.f1_score(y, predicted, labels=np.arange(5), average="macro", zero_division=0)
+
+
 def test_binary_metrics_equal_sklearn():
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 300)
