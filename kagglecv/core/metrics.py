@@ -410,14 +410,17 @@ class Metric:
             y_score = _positive_score(y_score)
         return self.fn(y_true, y_score)
 
-    def objective_of(self, y_true, y_score) -> float:
-        """The objective of the predictions' score; NaN where the metric cannot be computed on these rows (ROC AUC
-        of rows holding one class, ...). The one NaN policy: NaN is never better than anything, never kept."""
+    def score_or_nan(self, y_true, y_score) -> float:
+        """:meth:`score`, or NaN where the metric cannot be computed on these rows (ROC AUC of rows holding one
+        class, ...): the one NaN policy. NaN is never better than anything, never kept, and shown as NaN."""
         try:
-            value = self.score(y_true, y_score)
+            return self.score(y_true, y_score)
         except ValueError:
             return math.nan
-        return self.objective(value)
+
+    def objective_of(self, y_true, y_score) -> float:
+        """The objective of :meth:`score_or_nan` (NaN stays NaN)."""
+        return self.objective(self.score_or_nan(y_true, y_score))
 
 
 METRICS = {m.name: m for m in [

@@ -40,6 +40,7 @@ from kagglecv.core.files import (
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import average_predictions, write_predictions
 from kagglecv.core.records import (
+    BlendRecipe,
     DoneRecord,
     MemberReference,
     PredictRecord,
@@ -196,6 +197,16 @@ class RunDir:
     def write_predict_record(self, record: PredictRecord | dict) -> None:
         """``predict.json``, the one writer: checked against its schema first, as every reader checks it."""
         write_json(self.predict_path, record_json(PredictRecord, record, self.predict_path))
+
+    def write_blend_recipe(self, record: BlendRecipe | dict) -> None:
+        """``weights.json`` (an ensemble's blend, which ``infer`` replays), the one writer: checked first."""
+        write_json(self.weights_path, record_json(BlendRecipe, record, self.weights_path))
+
+    def read_blend_recipe(self) -> BlendRecipe:
+        """``weights.json`` as a typed record; a missing one is an error naming the ensemble."""
+        if not self.weights_path.is_file():
+            raise KagglecvError(f"{self.path}: an ensemble without {self.weights_path.name}; re-run `kagglecv ensemble`")
+        return read_record(BlendRecipe, read_json(self.weights_path, "the ensemble's weights"), self.weights_path)
 
     def write_info(self, record: RunInfo | dict) -> None:
         """``run.json``, the one writer: checked against its schema first, as every reader checks it."""

@@ -72,10 +72,7 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: Me
     if folds is not None:
         for fold in np.unique(folds):
             mask = folds == fold
-            try:
-                per_fold[int(fold)] = metric.score(targets[mask], scores[mask])
-            except ValueError:
-                per_fold[int(fold)] = float("nan")
+            per_fold[int(fold)] = metric.score_or_nan(targets[mask], scores[mask])
     fold_values = np.array(list(per_fold.values()), dtype=float)
     kind, per_class = _per_class(data, targets, scores)
     others = {}  # top-5 accuracy is always 1 with five classes or fewer (and sklearn warns so): left out

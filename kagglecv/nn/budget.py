@@ -24,8 +24,6 @@ from kagglecv.core.budget_selection import Selection, UnitCosts, select_within_b
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.predictions import combine_views, read_predictions
-from kagglecv.core.records import BlendRecipe, read_record
-from kagglecv.core.runs import read_json
 from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.table import CompetitionData
 from kagglecv.nn.recipe import (
@@ -158,8 +156,7 @@ def fit_to_budget(recipe: Recipe, budget: Budget, timing_images: int, scratch: P
 
 def _recipe_metric(recipe: Recipe) -> str | None:
     if isinstance(recipe, EnsembleRecipe):
-        blend = read_record(BlendRecipe, read_json(recipe.run.weights_path, "the ensemble's weights"),
-                            recipe.run.weights_path)
+        blend = recipe.run.read_blend_recipe()
         if blend.metric:
             return blend.metric
     return leaf_runs(recipe)[0].config.metric

@@ -27,8 +27,8 @@ from kagglecv.core.predictions import (
     combine_views,
     read_predictions,
 )
-from kagglecv.core.records import BlendRecipe, RunInfo, read_record
-from kagglecv.core.runs import RunDir, read_json, resolve_member
+from kagglecv.core.records import RunInfo
+from kagglecv.core.runs import RunDir, resolve_member
 from kagglecv.data.load import load_test
 from kagglecv.data.table import CompetitionData, num_outputs
 from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
@@ -226,9 +226,7 @@ def recorded_fold_count(run: RunDir, info: RunInfo) -> int:
 
 
 def _ensemble_recipe(run: RunDir, info: RunInfo) -> EnsembleRecipe:
-    if not run.weights_path.is_file():
-        raise KagglecvError(f"{run.path}: an ensemble without {run.weights_path.name}; re-run `kagglecv ensemble`")
-    recipe = read_record(BlendRecipe, read_json(run.weights_path, "the ensemble's weights"), run.weights_path)
+    recipe = run.read_blend_recipe()
     member_paths = [run.path / member for member in info.bundle_members] if info.bundle_members is not None \
         else [resolve_member(run, member).path for member in info.members or []]
     if len(member_paths) < 2:

@@ -283,7 +283,7 @@ def _write_blend_report(run: RunDir, result: EnsembleResult, singles: dict, fitt
     recipe = {"method": result.method, "metric": result.metric, "weights": result.weights, "power": power}
     if isinstance(fitted, StackModel):
         recipe["stack_model"] = fitted.state()
-    write_json(run.weights_path, recipe)
+    run.write_blend_recipe(recipe)
     write_json(run.blend_score_path, {
         "metric": result.metric, "best_single": {"run": result.best_single[0], "score": result.best_single[1]},
         "single_scores": singles, "in_sample": result.in_sample, "nested": result.nested,

@@ -229,10 +229,7 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
                                 "a bundle keeps them under members/<name>/")
         kept = info.model_dump(include=set(ENSEMBLE_KEYS), exclude_unset=True)
         run.write_info(RunInfo(**kept, bundle=BUNDLE_FORMAT, bundle_members=[f"members/{name}" for name in names]))
-        if blend is None:
-            write_text(run.weights_path, recipe.run.weights_path.read_text(encoding="utf-8"))
-        else:
-            write_json(run.weights_path, blend)
+        run.write_blend_recipe(recipe.run.read_blend_recipe() if blend is None else blend)
         for name, member in zip(names, recipe.members):
             _copy_recipe(member, dest / "members" / name, format)
         return
