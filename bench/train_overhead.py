@@ -30,7 +30,9 @@ from kagglecv.nn.images import build_augment, worker_init
 from kagglecv.core.runs import RunDir
 from kagglecv.nn.runtime import Runtime, available_cores
 from kagglecv.training.components import build_fold_components
-from kagglecv.training.selection import BestEpoch, main_metric
+from kagglecv.core.metrics import resolve_metric
+from kagglecv.training.components import loop_settings
+from kagglecv.training.selection import BestEpoch, epoch_metric
 from kagglecv.training.trainer import FoldTrainer
 
 
@@ -55,7 +57,7 @@ def kagglecv_epoch(trainer: FoldTrainer) -> float:
     with EpochProgress(trainer.console, 0, 1, len(trainer.parts.train_loader), enabled=False) as progress:
         LAST_ROWS.append(trainer._train_epoch(progress))
     trainer.epoch += 1
-    return len(trainer.parts.train_loader) * trainer.cfg.batch_size / (time.perf_counter() - start)
+    return len(trainer.parts.train_loader) * trainer.settings.batch_size / (time.perf_counter() - start)
 
 
 def bare_epoch(model, loader, optimizer, criterion) -> float:
@@ -85,8 +87,9 @@ def run(quick: bool = False, rounds: int = 5, model_name: str = "resnet10t", bat
     fold_of, _ = assign_folds(data, config.folds)
     runtime = Runtime(torch.device("cpu"))
     parts = build_fold_components(config, data, fold_of, 0, runtime)
-    trainer = FoldTrainer(config, data, parts, RunDir(Path("/tmp/kagglecv-bench/bench")).fold(0), runtime,
-                          Console(quiet=True), BestEpoch(main_metric(config, data.task)))
+    metric = epoch_metric(config.train.metric, resolve_metric(config.metric, data.task), data.task)
+    trainer = FoldTrainer(loop_settings(config), data, parts, RunDir(Path("/tmp/kagglecv-bench/bench")).fold(0),
+                          runtime, Console(quiet=True), BestEpoch(metric))
     model = timm.create_model(model_name, num_classes=len(data.classes))
     transform = build_augment("light", 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), train=True)
     train_rows = np.flatnonzero(fold_of != 0).tolist()
