@@ -108,7 +108,7 @@ def _find_tables(folder: Path, train: Path | None, sample: Path | None) -> _Tabl
             raise KagglecvError(f"{flag} {chosen}: file not found")
     if not tables:
         archives = sorted(path.name for path in folder.iterdir() if path.suffix.lower() in (".zip", ".7z", ".tar"))
-        hint = f"; unpack {summarize(archives, quote=True)} first (kagglecv extracts no archives)" if archives else ""
+        hint = f"; unpack {summarize(archives, quote=True)} first" if archives else ""
         raise DataError(f"{folder}: no CSV tables (train.csv, sample_submission.csv){hint}")
     samples = [Path(sample)] if sample is not None else [path for path in tables if "sample" in path.name.lower()]
     if len(samples) != 1:

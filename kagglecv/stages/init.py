@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Any
 import yaml
 
 from kagglecv.core.config import Config, apply_override, validate_config
-from kagglecv.core.errors import ConfigError
+from kagglecv.core.errors import ConfigError, KagglecvError
 from kagglecv.core.files import write_text
 from kagglecv.core.outputs import OutputRule
+from kagglecv.data.archives import unpacked_view
 from kagglecv.data.survey import Finding, Survey, survey_competition
 
 MARKER = "# kagglecv init:"
@@ -42,8 +44,8 @@ def init_config(folder: Path, out: Path | None = None, metric: str | None = None
     folder = Path(folder)
     out = Path(out) if out is not None else Path(f"{experiment_name(folder)}.yaml")
     OutputRule.of([folder]).file(out, "--out", replace_if=written_by_init)  # before reading anything
-    survey = survey_competition(folder, metric, train, sample)
-    entries = _entries(survey)
+    survey = _survey_unpacked(folder, metric, train, sample)
+    entries = _entries(survey, folder)
     raw: dict[str, Any] = {}
     for key, value, _ in entries:
         _set(raw, key, value)
@@ -70,9 +72,33 @@ def config_for_folder(folder: Path, metric: str | None = None) -> tuple[Path, In
             raise ConfigError(f"{path}: written by kagglecv init for {made_for or 'a folder it does not record'}, not "
                               f"for {Path(folder).resolve()}; run it from another folder, or `kagglecv init {folder} "
                               f"--out <name>.yaml` then `kagglecv run <name>.yaml`")
+        unpacked(folder)  # the view its keys name, made again when an archive changed or the view was removed
         return path, None
     result = init_config(folder, path, metric)
     return result.path, result
+
+
+def unpacked(folder: Path) -> Path:
+    """The competition folder as the survey and the config see it: itself, or with its archives unpacked into
+    ``./<folder name>.unpacked/`` (:mod:`kagglecv.data.archives`), never into the input."""
+    return unpacked_view(folder, _view_path(folder))
+
+
+def _view_path(folder: Path) -> Path:
+    return Path(f"{experiment_name(folder)}.unpacked")
+
+
+def _survey_unpacked(folder: Path, metric: str | None, train: Path | None, sample: Path | None) -> Survey:
+    """The survey of the unpacked folder; a view this call made is removed again when the survey fails, so a
+    refused folder leaves nothing behind."""
+    existed = _view_path(folder).exists()
+    seen = unpacked(folder)
+    try:
+        return survey_competition(seen, metric, train, sample)
+    except KagglecvError:
+        if seen != folder and not existed:
+            shutil.rmtree(seen, ignore_errors=True)
+        raise
 
 
 def check_outputs_outside(folder: Path, config: Config) -> None:
@@ -122,7 +148,7 @@ def experiment_name(folder: Path) -> str:
     return name if name[0].isalnum() else f"c{name}"
 
 
-def _entries(survey: Survey) -> list[tuple[str, Any, str]]:
+def _entries(survey: Survey, folder: Path) -> list[tuple[str, Any, str]]:
     """(key, value, reason) for every key the config gets, data keys from the survey and the defaults after them."""
     found = [(f.key, _plain(f.value), f.why) for f in survey.findings if not f.key.startswith("image.")]
     keys = {key for key, _, _ in found}
@@ -143,7 +169,7 @@ def _entries(survey: Survey) -> list[tuple[str, Any, str]]:
         defaults.append(("model.small_input", True, f"{size} px: a stride-1 stem without max-pool keeps the detail"))
     if survey.value("data.task") == "multilabel" and survey.value("submit.format") == "labels":
         defaults.append(("submit.threshold", "oof", "per-tag thresholds tuned on the OOF predictions for the metric"))
-    return [("experiment", experiment_name(survey.folder), "the competition folder's name"), *found,
+    return [("experiment", experiment_name(folder), "the competition folder's name"), *found,
             *(entry for entry in defaults if entry[0] not in keys)]
 
 

@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -907,10 +908,20 @@ def sparse_file(relative: str, size: int) -> Callable[[Path], None]:
     return apply
 
 
+def zipped(relative: str, member: str, mode: int | None = None) -> Callable[[Path], None]:
+    def apply(world: Path) -> None:
+        with zipfile.ZipFile(world / relative, "w") as archive:
+            info = zipfile.ZipInfo(member)
+            if mode is not None:
+                info.external_attr = mode << 16
+            archive.writestr(info, b"planted")
+    return apply
+
+
 COCO = ["folds", "base.yaml", "--set", "data.train_csv=data/coco.json", "--set", "data.image_col=image",
         "--set", "data.target=label", "--set", "folds.file=folds/coco.csv"]
 READERS = {
-    "COCO label files": [
+    "COCO label files and archives": [
         Variant("an annotation of an image id that does not exist", COCO, "annotations[3].image_id 'nope' is no image",
                 setup=coco_labels(lambda d: d["annotations"][3].update(image_id="nope")), outputs=("folds",)),
         Variant("a file name leaving the image folder", COCO, "outside", outputs=("folds",),
@@ -924,6 +935,14 @@ READERS = {
                 setup=sparse_file("data/coco.json", (1 << 30) + 1), bounded=True),
         Variant("a label file nested 100,000 deep", COCO, "not a JSON label file", outputs=("folds",),
                 setup=write("data/coco.json", "[" * 100_000 + "]" * 100_000), bounded=True),
+        Variant("init on an archive whose member leaves the folder", ["init", "comp", "--metric", "accuracy", "--out",
+                                                                     "c.yaml"], "leaves the folder",
+                setup=both(competition_copy(), lambda w: shutil.rmtree(w / "comp" / "train"),
+                           zipped("comp/train.zip", "../../escaped.txt"))),
+        Variant("init on an archive holding a link", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
+                "is a link or a device", setup=both(competition_copy(), zipped("comp/train.zip", "train/x", 0o120777))),
+        Variant("init on a .7z", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"], "does not unpack",
+                setup=both(competition_copy(), write("comp/train.json.7z", b"7z\xbc\xaf\x27\x1c"))),
         Variant("a Herbarium folder without its test label file", ["init", "herb", "--metric", "f1_macro", "--out",
                                                                     "h.yaml"], "test/metadata.json",
                 setup=lambda w: herbarium_shaped(w, with_test=False)),

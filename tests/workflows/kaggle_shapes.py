@@ -6,6 +6,8 @@ planted solution of the test rows in the shape Kaggle's scorer reads."""
 from __future__ import annotations
 
 import json
+import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -75,13 +77,22 @@ def dog_breed(root: Path) -> Competition:
 
 
 def aerial_cactus(root: Path) -> Competition:
-    """train.csv (id,has_cactus) whose ids are file names, train/ and test/, a sample of 0.5."""
+    """train.csv (id,has_cactus) whose ids are file names, the images only in train.zip (members train/<id>) and
+    test.zip (members <id> at its root), a sample of 0.5: as MLE-bench's prepare.py ships it."""
     folder, (train, test) = root / "aerial-cactus-identification", _splits(2)
     train_ids = [f"{i}.jpg" for i in _hex_ids(TRAIN_ROWS, 3)]
     test_ids = [f"{i}.jpg" for i in _hex_ids(TEST_ROWS, 4)]
     _csv(pd.DataFrame({"id": train_ids, "has_cactus": (train.digits >= 5).astype(int)}), folder / "train.csv")
-    _save(folder / "train", train_ids, train.images)
-    _save(folder / "test", test_ids, test.images)
+    staging = root / ".aerial-cactus-staging"
+    _save(staging / "train", train_ids, train.images)
+    _save(staging / "test", test_ids, test.images)
+    with zipfile.ZipFile(folder / "train.zip", "w") as archive:
+        for name in train_ids:
+            archive.write(staging / "train" / name, f"train/{name}")
+    with zipfile.ZipFile(folder / "test.zip", "w") as archive:
+        for name in test_ids:
+            archive.write(staging / "test" / name, name)
+    shutil.rmtree(staging)
     _csv(pd.DataFrame({"id": test_ids, "has_cactus": 0.5}), folder / "sample_submission.csv")
     solution = pd.DataFrame({"id": test_ids, "has_cactus": (test.digits >= 5).astype(int)})
     return Competition("aerial-cactus", folder, "roc_auc", solution, "positive", ["0", "1"])
