@@ -17,6 +17,7 @@ from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError
 from kagglecv.data.coco import read_coco_table
 from kagglecv.data.load import load_test, load_train
+from kagglecv.data.survey import survey_competition
 from tests.conftest import shared_dataset
 
 CATEGORIES = {"airplane": 1500, "automobile": 1501, "bird": 1502, "cat": 1503, "deer": 1504, "dog": 1505,
@@ -139,3 +140,26 @@ def test_data_import_coco_writes_the_table_run_reads_and_never_into_the_images_f
     pd.testing.assert_frame_equal(written, read_coco_table(metadata))
     inside = CliRunner().invoke(app, ["data", "import", "coco", str(metadata), "--out", str(metadata.parent / "t.csv")])
     assert "inside the input folder" in str(inside.exception) and not (metadata.parent / "t.csv").exists()
+
+
+def test_init_reads_label_files_beside_the_sample_and_names_from_a_sample_of_names(tmp_path):
+    """iNaturalist 2019's shape: train2019.json and test2019.json beside the sample, file names under train_val2019/;
+    a sample holding names (not numbers) makes the rows' labels the category names."""
+    metadata, table = herbarium(tmp_path / "build", rows=20)
+    folder = tmp_path / "inat"
+    shutil.copytree(tmp_path / "build" / "train" / "images", folder / "train_val2019")
+    document = json.loads(metadata.read_text())
+    for image in document["images"]:
+        image["file_name"] = image["file_name"].replace("images/", "train_val2019/")
+    (folder / "train2019.json").write_text(json.dumps(document))
+    (folder / "test2019.json").write_text(json.dumps({"images": document["images"][:4]}))
+    pd.DataFrame({"id": ["0", "7"], "predicted": ["cat", "dog"]}).to_csv(folder / "kaggle_sample_submission.csv",
+                                                                         index=False)
+    survey = survey_competition(folder, metric="accuracy")
+    found = {finding.key: finding.value for finding in survey.findings}
+    assert found["data.train_csv"] == folder / "train2019.json" and found["data.test_csv"] == folder / "test2019.json"
+    assert found["data.coco_label"] == "name" and found["data.task"] == "multiclass"
+    assert found["data.image_dir"] == folder and found["data.image_col"] == "image"
+    config = DataConfig(train_csv=found["data.train_csv"], image_dir=found["data.image_dir"], image_col="image",
+                        target="label", coco_label=found["data.coco_label"])
+    assert sorted(set(load_train(config).classes)) == sorted(set(table["label"]))
