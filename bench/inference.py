@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from torch.utils.data import DataLoader
 
-from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from kagglecv.core.config import validate_config
+from kagglecv.core.records import NormalizationRecord
+from kagglecv.core.runs import RunDir
 from kagglecv.data.load import load_test, load_train
 from kagglecv.nn.images import ImageDataset, build_augment, worker_init
 from kagglecv.nn.inference import FoldPredictor
-from kagglecv.core.runs import RunDir
 from kagglecv.nn.runtime import available_cores
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -36,7 +37,7 @@ def run(quick: bool = False, rounds: int = 3) -> dict:
     test = load_test(config.data, data.classes, data.task)
     predictor = FoldPredictor(config, RunDir(Path("/tmp")), data.task, data.classes)
     model = timm.create_model("resnet10t", num_classes=10).eval()
-    predictor.mean, predictor.std = MEAN, STD
+    predictor.normalization = NormalizationRecord(mean=list(MEAN), std=list(STD), max_pixel_value=255.0)
     rows = np.arange(len(test))
     dataset = ImageDataset(test.images, None, build_augment("none", 32, MEAN, STD, train=False), seed=None)
 

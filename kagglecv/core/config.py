@@ -275,8 +275,23 @@ class AugmentConfig(_Section):
                           "to this many degrees (one bilinear warp with the shift, borders repeated); 0: exact shifts.")
     cutout: int = Field(0, ge=0, le=1024, description="A square of this side set to 0 in each training image, on "
                         "the batch (DeVries & Taylor 2017); 0 is off.")
-    mean: Optional[tuple[float, float, float]] = Field(None, description="Normalization; the backbone's when omitted.")
-    std: Optional[tuple[float, float, float]] = None
+    normalize: Literal["auto", "backbone", "dataset", "sample"] = Field(
+        "auto", description="backbone: the pretrained statistics (or mean/std) on 0-255 values; dataset: each channel's "
+        "mean and std over the fold's training images, in the images' own units (recorded per fold, reused by predict, "
+        "infer, pack and ONNX); sample: each image's own channel statistics (SETI). auto: backbone for eight-bit "
+        "images, dataset for 16-bit, float and N-channel arrays.")
+    mean: Optional[list[float]] = Field(None, description="Normalization, one value per input channel: 0-1 units "
+                                        "for eight-bit images, the images' own units otherwise; replaces the "
+                                        "backbone's or the dataset's statistics.")
+    std: Optional[list[float]] = None
+
+    @model_validator(mode="after")
+    def _mean_with_std(self) -> "AugmentConfig":
+        if (self.mean is None) != (self.std is None) or (self.mean is not None and len(self.mean) != len(self.std)):
+            raise ValueError("augment.mean and augment.std go together, one value each per input channel")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"augment.std must be positive, got {self.std}")
+        return self
 
 
 class TrainConfig(_Section):

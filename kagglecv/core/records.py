@@ -141,6 +141,24 @@ class DoneRecord(_Record):
     distill: Optional[dict[Name, Union[Text, int, float, None]]] = None
 
 
+class NormalizationRecord(_Record):
+    """``fold<K>/normalization.json``: how the fold's inputs were normalised, ``(x - mean * max_pixel_value) /
+    (std * max_pixel_value)`` per channel, or by each image's own statistics (``per_sample``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mean: list[float] = Field(min_length=1, max_length=1024)
+    std: list[float] = Field(min_length=1, max_length=1024)
+    max_pixel_value: float = Field(gt=0)
+    per_sample: bool = False
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if min(value) <= 0:
+            raise ValueError("every std must be positive")
+        return value
+
+
 class PredictRecord(_Record):
     """``predict.json``: the TTA views and space the predict stage chose."""
 

@@ -43,6 +43,7 @@ from kagglecv.core.records import (
     BlendRecipe,
     DoneRecord,
     MemberReference,
+    NormalizationRecord,
     PredictRecord,
     RunInfo,
     read_record,
@@ -92,6 +93,7 @@ class FoldDir:
     last_checkpoint = _file("last.pt")            # train
     previous_checkpoint = _file("last.prev.pt")   # train
     history_path = _file("history.csv")           # train
+    normalization_path = _file("normalization.json")  # train: how the fold's inputs are normalised (pack copies it)
     curves_path = _file("curves.png")             # train
     lock_path = _file(".train.lock")              # train, while the fold trains
     launch_log_path = _file("launch.log")         # launch, tune: the fold's job output
@@ -119,6 +121,16 @@ class FoldDir:
     def write_done(self, record: DoneRecord | dict) -> None:
         """``done.json``, the one writer: checked against its schema first, as every reader checks it."""
         write_json(self.done_path, record_json(DoneRecord, record, self.done_path))
+
+    def write_normalization(self, record: NormalizationRecord) -> None:
+        write_json(self.normalization_path, record_json(NormalizationRecord, record, self.normalization_path))
+
+    def read_normalization(self) -> NormalizationRecord | None:
+        """The fold's recorded normalisation; None for a fold trained before it was recorded."""
+        if not self.normalization_path.is_file():
+            return None
+        return read_record(NormalizationRecord, read_json(self.normalization_path, "a fold's normalisation"),
+                           self.normalization_path)
 
     def read_history(self) -> pd.DataFrame | None:
         """``history.csv``, a row per finished epoch; None before the first epoch ends."""

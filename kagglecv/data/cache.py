@@ -1,18 +1,19 @@
-"""``data.cache``: every image decoded once, into one uint8 array shared by the folds of a run and by the data-loader
+"""``data.cache``: every image decoded once, into one array (uint8, or float32 for a reader's raw values) shared by the folds of a run and by the data-loader
 workers, instead of a JPEG decode per image per epoch per fold.
 
 ``memory`` stacks the decoded images in RAM (workers started by fork share the pages); ``disk`` writes them once as
 a ``.npy`` file under ``<runs_dir>/.cache/`` (a name no experiment can take) and memory-maps it (every process maps the same pages; a second run on
 the same table reads it back). The disk cache is named by a key over the table's sha256 and each image file's
 path, size and modification time, so a changed table or a file changed under an unchanged table makes a new
-cache instead of training on stale pixels. The cached images are what ``decode_image`` returns (RGB uint8), as a
+cache instead of training on stale pixels. The cached images are what ``decode_image`` returns (RGB uint8), or
+what a reader's source reads (its files named as image files are: ``.npy``, DICOM, one HDF5), as a
 :class:`~kagglecv.data.pixels.PixelImages`, the path pixel tables already take; the transforms run on them as on a
 decoded file. Images of several sizes are refused for now: resizing them in the cache would change what the
 augmentation pipeline sees.
 
 The cache is kagglecv's own file, yet it is read back as untrusted input: the folder must be a real folder inside
 ``runs_dir`` (never a link, so nothing is written into an input), and an entry must carry the header of what it
-stands for (uint8, one row per image, the first image's shape), its sha256 must be the one written beside it
+stands for (the first image's type, one row per image, the first image's shape), its sha256 must be the one written beside it
 (``.sha256``) when it was made, and its first and last rows must be those images decoded now. Anything else is one
 error naming the file: delete it and kagglecv makes it again.
 """
@@ -30,6 +31,7 @@ from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import sha256_file, write_text
 from kagglecv.data.decoding import check_images, decode_image
 from kagglecv.data.pixels import PixelImages
+from kagglecv.data.sources import ImageSource
 from kagglecv.data.table import CompetitionData
 
 CACHE_FOLDER = ".cache"  # under runs_dir; experiment names start with a letter or digit
@@ -51,7 +53,10 @@ def check_images_once(data: CompetitionData | None, folder: Path) -> Path | None
     check. A file replaced or changed since is checked again. Decoded and pixel images need no check: reading them
     was the check. Returns the marker to remember once the command has passed its output checks (None when there is
     nothing to remember): a check must not write into a folder the command then refuses to write."""
-    if data is None or data.images is None or isinstance(data.images, PixelImages):
+    if data is None or data.images is None:
+        return None
+    if isinstance(data.images, ImageSource):
+        check_images(data.images)
         return None
     paths = [Path(path) for path in data.images]
     try:
@@ -78,20 +83,46 @@ def remember_checked(markers: list[Path | None]) -> None:
 
 
 def with_cached_images(data: CompetitionData, mode: str, folder: Path) -> CompetitionData:
-    """``data`` with its image files replaced by their decoded pixels (``mode`` memory or disk); pixel tables and
-    ``off`` unchanged."""
-    if mode == "off" or data.images is None or isinstance(data.images, PixelImages):
+    """``data`` with its images replaced by their decoded arrays (``mode`` memory or disk): image files, or a
+    reader's rows read from files (``.npy``, DICOM, HDF5); arrays in memory already and ``off`` unchanged."""
+    images = data.images
+    if mode == "off" or images is None or isinstance(images, PixelImages):
         return data
-    paths = [Path(path) for path in data.images]
+    rows, eight_bit = _RowReader(images), not isinstance(images, ImageSource) or images.eight_bit
     if mode == "memory":
-        return replace(data, images=PixelImages(_decode_all(paths, data.source), data.source))
-    path = checked_cache_folder(Path(folder)) / f"images-{cache_key(paths, data.source)[:24]}.npy"
+        return replace(data, images=PixelImages(_decode_all(rows, data.source), data.source, eight_bit))
+    path = checked_cache_folder(Path(folder)) / f"images-{cache_key(rows.files, data.source)[:24]}.npy"
     if path.is_file():
-        pixels = _read_cache(path, paths)
+        pixels = _read_cache(path, rows)
     else:  # decoded just now from the files: nothing to check again
-        _write_cache(path, paths, data.source)
+        _write_cache(path, rows, data.source)
         pixels = np.load(path, mmap_mode="r", allow_pickle=False)
-    return replace(data, images=PixelImages(pixels, data.source))
+    return replace(data, images=PixelImages(pixels, data.source, eight_bit))
+
+
+class _RowReader:
+    """Row by row, what the cache holds: an image file decoded, or a reader's row; and the files whose path, size
+    and modification time identify them all."""
+
+    def __init__(self, images):
+        self.images = images
+        if isinstance(images, ImageSource):
+            self.files = [Path(path) for path in images.identity_files()]
+        else:
+            self.files = [Path(path) for path in images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, row: int) -> np.ndarray:
+        if isinstance(self.images, ImageSource):
+            return self.images.read(row)
+        return decode_image(self.images[row])
+
+    def name(self, row: int) -> str:
+        if isinstance(self.images, ImageSource):
+            return self.images.location(row)
+        return Path(self.images[row]).name
 
 
 def checked_cache_folder(folder: Path) -> Path:
@@ -104,10 +135,10 @@ def checked_cache_folder(folder: Path) -> Path:
     return folder
 
 
-def _read_cache(path: Path, paths: list[Path]) -> np.ndarray:
+def _read_cache(path: Path, rows: _RowReader) -> np.ndarray:
     """The cache entry memory-mapped, after checking it against its header, its recorded sha256 and two images."""
-    first = decode_image(paths[0])
-    expected = (len(paths), *first.shape)
+    first = rows.read(0)
+    expected = (len(rows), *first.shape)
     fix = "; delete it and kagglecv makes it again"
     try:
         with open(path, "rb") as handle:
@@ -120,18 +151,20 @@ def _read_cache(path: Path, paths: list[Path]) -> np.ndarray:
             offset = handle.tell()
     except (ValueError, OSError, SyntaxError) as exc:
         raise DataError(f"{path}: not a kagglecv image cache ({' '.join(str(exc).split())[:120]}){fix}") from None
-    if dtype != np.uint8 or fortran or tuple(shape) != expected:
-        raise DataError(f"{path}: holds {dtype} {tuple(shape)}, expected uint8 {expected} for these images{fix}")
-    if path.stat().st_size != offset + int(np.prod(expected)):
-        raise DataError(f"{path}: {path.stat().st_size} bytes, not the {offset + int(np.prod(expected))} of its "
+    if dtype != first.dtype or fortran or tuple(shape) != expected:
+        raise DataError(f"{path}: holds {dtype} {tuple(shape)}, expected {first.dtype} {expected} for these images{fix}")
+    size = offset + int(np.prod(expected)) * first.dtype.itemsize
+    if path.stat().st_size != size:
+        raise DataError(f"{path}: {path.stat().st_size} bytes, not the {size} of its "
                         f"header (truncated?){fix}")
     recorded = _digest_path(path)
     if not recorded.is_file() or recorded.read_text(encoding="utf-8", errors="replace").strip() != sha256_file(path):
         raise DataError(f"{path}: its content is not the one kagglecv wrote ({recorded.name} differs or is "
                         f"missing){fix}")
     pixels = np.load(path, mmap_mode="r", allow_pickle=False)
-    if not (np.array_equal(pixels[0], first) and np.array_equal(pixels[-1], decode_image(paths[-1]))):
-        raise DataError(f"{path}: its first or last image differs from {paths[0].name} or {paths[-1].name}{fix}")
+    if not (np.array_equal(pixels[0], first) and np.array_equal(pixels[-1], rows.read(len(rows) - 1))):
+        raise DataError(f"{path}: its first or last image differs from {rows.name(0)} or {rows.name(len(rows) - 1)}"
+                        f"{fix}")
     return pixels
 
 
@@ -139,21 +172,21 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.sha256")
 
 
-def _decode_all(paths: list[Path], source: Path) -> np.ndarray:
-    first = decode_image(paths[0])
-    pixels = np.empty((len(paths), *first.shape), dtype=np.uint8)
+def _decode_all(rows: _RowReader, source: Path) -> np.ndarray:
+    first = rows.read(0)
+    pixels = np.empty((len(rows), *first.shape), dtype=first.dtype)
     pixels[0] = first
-    _fill(pixels, paths, source, start=1)
+    _fill(pixels, rows, source, start=1)
     return pixels
 
 
-def _fill(pixels: np.ndarray, paths: list[Path], source: Path, start: int = 0) -> None:
-    """Decode ``paths[start:]`` into ``pixels``; images of another size are all named in one error."""
+def _fill(pixels: np.ndarray, rows: _RowReader, source: Path, start: int = 0) -> None:
+    """Decode rows ``start:`` into ``pixels``; images of another size are all named in one error."""
     other = []
-    for row in range(start, len(paths)):
-        image = decode_image(paths[row])
+    for row in range(start, len(rows)):
+        image = rows.read(row)
         if image.shape != pixels.shape[1:]:
-            other.append(f"{paths[row].name} {image.shape[1]}x{image.shape[0]}")
+            other.append(f"{rows.name(row)} {image.shape[1]}x{image.shape[0]}")
             continue
         pixels[row] = image
     if other:
@@ -161,15 +194,15 @@ def _fill(pixels: np.ndarray, paths: list[Path], source: Path, start: int = 0) -
                         f"first); {len(other)} differ: {summarize(other)}; set data.cache: off")
 
 
-def _write_cache(path: Path, paths: list[Path], source: Path) -> None:
+def _write_cache(path: Path, rows: _RowReader, source: Path) -> None:
     """The cache file, decoded straight into a memory-mapped .npy under a temporary name, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    first = decode_image(paths[0])
+    first = rows.read(0)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *first.shape))
+        pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=first.dtype, shape=(len(rows), *first.shape))
         pixels[0] = first
-        _fill(pixels, paths, source, start=1)
+        _fill(pixels, rows, source, start=1)
         pixels.flush()
         del pixels
         write_text(_digest_path(path), sha256_file(partial) + "\n")

@@ -17,11 +17,11 @@ import numpy as np
 from PIL import Image
 
 from kagglecv.core.errors import DataError, summarize
-from kagglecv.data.decoding import image_bytes_digest, load_image
-from kagglecv.data.pixels import PixelImages
+from kagglecv.data.decoding import image_bytes_digest, preview_image
+from kagglecv.data.sources import ImageSource
 
 
-def exact_duplicate_clusters(images: list[Path] | PixelImages) -> list[list[int]]:
+def exact_duplicate_clusters(images: list[Path] | ImageSource) -> list[list[int]]:
     """Row indices of byte-identical images (files, or pixel rows), one list per set of two or more, in row order."""
     by_digest: dict[str, list[int]] = defaultdict(list)
     for row in range(len(images)):
@@ -29,7 +29,7 @@ def exact_duplicate_clusters(images: list[Path] | PixelImages) -> list[list[int]
     return [rows for rows in by_digest.values() if len(rows) > 1]
 
 
-def perceptual_hashes(images: list[Path] | PixelImages) -> np.ndarray:
+def perceptual_hashes(images: list[Path] | ImageSource) -> np.ndarray:
     """The 64-bit pHash of each image as an unsigned integer; images open under the one policy of
     :func:`kagglecv.data.decoding.decode_image`, and every image that cannot be used is named in one error."""
     hashes = np.empty(len(images), dtype=np.uint64)
@@ -37,11 +37,12 @@ def perceptual_hashes(images: list[Path] | PixelImages) -> np.ndarray:
     problems = []
     for row in range(len(images)):
         try:
-            pixels = load_image(images, row)
+            pixels = preview_image(images, row)
         except DataError as exc:
             problems.append(str(exc))
             continue
-        bits = imagehash.phash(Image.fromarray(pixels)).hash.reshape(-1).astype(np.uint64)
+        picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+        bits = imagehash.phash(picture).hash.reshape(-1).astype(np.uint64)
         hashes[row] = np.bitwise_or.reduce(bits * weights[::-1])
     if problems:
         raise DataError(f"{len(problems)} training images cannot be used: {summarize(problems, 5)}")

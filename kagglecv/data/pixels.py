@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.data.sources import ImageSource, in_units, positions
 
 PIXEL_COLUMN = re.compile(r"pixel(\d+)")
 CHUNK_ROWS = 4096
@@ -31,23 +31,28 @@ class PixelShape:
     layout: str = "hwc"  # 3 channels: pixel index runs over (row, column, channel), or (channel, row, column)
 
 
-class PixelImages:
-    """The images of a pixel table as an (N, H, W, C) uint8 array, indexed by row like a list of image files."""
+class PixelImages(ImageSource):
+    """Images held as one (N, H, W, C) array, indexed by row like a list of image files: a pixel table's rows
+    (uint8), a parquet or JSON reader's, or a cache of decoded files or a reader's rows. Any number of channels;
+    any type other than ``uint8`` is read as ``float32``; ``eight_bit`` (by default: uint8) says whether the values
+    are on the 0-255 scale."""
 
-    def __init__(self, pixels: np.ndarray, source: Path):
+    def __init__(self, pixels: np.ndarray, source: Path, eight_bit: bool | None = None):
         self.pixels, self.source = pixels, source
+        self._eight_bit = pixels.dtype == np.uint8 if eight_bit is None else eight_bit
 
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def image(self, row: int, channels: int = 3) -> np.ndarray:
-        """Row ``row`` as H x W x ``channels`` uint8 (grey repeated to RGB, or RGB to ITU-R 601 luma)."""
-        pixels = self.pixels[row]
-        if pixels.shape[2] == channels:
-            return pixels
-        if channels == 3:
-            return np.repeat(pixels, 3, axis=2)
-        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[:, :, None]
+    @property
+    def eight_bit(self) -> bool:
+        return self._eight_bit
+
+    def read(self, row: int) -> np.ndarray:
+        return in_units(self.pixels[row])
+
+    def take(self, rows: np.ndarray) -> "PixelImages":
+        return PixelImages(self.pixels[positions(rows)], self.source, self._eight_bit)
 
     def raw_bytes(self, row: int) -> bytes:
         return self.pixels[row].tobytes()

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import DataError, summarize
-from kagglecv.data.pixels import PixelImages
+from kagglecv.data.sources import ImageSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 MISSING_TOKENS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"})
@@ -46,7 +46,7 @@ class CompetitionData:
 
     Attributes:
         ids: image ids, strings exactly as written in the CSV.
-        images: image file per row, or the pixel rows of a pixel table (:class:`~kagglecv.data.pixels.PixelImages`),
+        images: image file per row, or a reader's :class:`~kagglecv.data.sources.ImageSource` (pixel rows, arrays),
             or None when no image folder is configured (folds need no images).
         task: ``multiclass``, ``multilabel`` or ``binary``.
         classes: class names in their fixed order (prediction columns follow it).
@@ -58,7 +58,7 @@ class CompetitionData:
     """
 
     ids: np.ndarray
-    images: list[Path] | PixelImages | None
+    images: list[Path] | ImageSource | None
     task: str
     classes: list[str]
     targets: np.ndarray | None
@@ -73,8 +73,8 @@ class CompetitionData:
     def subset(self, keep: np.ndarray) -> "CompetitionData":
         """The rows where ``keep`` (a boolean mask) is true, images (files or pixel rows) and groups with them."""
         images = self.images
-        if isinstance(images, PixelImages):
-            images = PixelImages(images.pixels[keep], images.source)
+        if isinstance(images, ImageSource):
+            images = images.take(keep)
         elif images is not None:
             images = [image for image, kept in zip(images, keep) if kept]
         return replace(self, ids=self.ids[keep], images=images,

@@ -20,10 +20,12 @@ from kagglecv.data.pixels import PixelImages
 from kagglecv.nn.sampling import EpochSampler
 
 
-def array_batches_apply(images, augment_train, size: int, channels: int) -> bool:
-    """Whether the training images can be sliced from their array: an array of ``size`` x ``size`` images with
-    ``channels`` channels, and no per-image augmentation."""
-    if not isinstance(images, PixelImages) or augment_train != "none":
+def array_batches_apply(images, augment_train, size: int, channels: int, normalization=None) -> bool:
+    """Whether the training images can be sliced from their array: a uint8 array of ``size`` x ``size`` images
+    with ``channels`` channels, no per-image augmentation, and no per-image normalisation."""
+    if not isinstance(images, PixelImages) or images.pixels.dtype != np.uint8 or augment_train != "none":
+        return False
+    if normalization is not None and normalization.per_sample:
         return False
     _, height, width, image_channels = images.pixels.shape
     return height == width == size and image_channels == channels
@@ -68,10 +70,11 @@ class DeviceNormalize:
     only moves to the device.
     """
 
-    def __init__(self, mean, std, device: torch.device):
+    def __init__(self, mean, std, device: torch.device, max_pixel_value: float = 255.0):
         channels = len(mean)
         ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], channels, axis=2)  # 1 x 256 x C
-        table = A.Normalize(mean=mean, std=std, max_pixel_value=255.0)(image=ramp)["image"].reshape(256, channels)
+        normalize = A.Normalize(mean=mean, std=std, max_pixel_value=max_pixel_value)
+        table = normalize(image=ramp)["image"].reshape(256, channels)
         self.table = torch.from_numpy(np.ascontiguousarray(table.T, dtype=np.float32)).to(device).flatten()
         self.offsets = (torch.arange(channels, device=device) * 256)[None, :, None, None]
 

@@ -1,7 +1,8 @@
 """A fold's chosen weights as an ONNX model for CPU time limits: normalization, every TTA view and the softmax or
 sigmoid inside the graph, so ONNX Runtime alone (no torch) predicts as the run's recipe does.
 
-The graph takes a batch of resized images as float32 0-255 NCHW and returns probabilities (``[1 - p, p]`` for a
+The graph takes a batch of resized images as float32 NCHW in the images' units (0-255 for eight-bit ones) and
+normalises them as the fold's recorded normalisation says; it returns probabilities (``[1 - p, p]`` for a
 binary task, as prediction files hold them). Exported by torch's ONNX exporter (``dynamo=True``, with onnxscript)
 with a dynamic batch; ``pack --format onnx`` checks each exported model against PyTorch on the run's own images.
 """
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.records import NormalizationRecord
 from kagglecv.nn.inference import FoldPredictor, tta_view
 from kagglecv.nn.recipe import RunRecipe
 
@@ -23,11 +25,13 @@ OPSET = 18
 class ProbabilitiesOfViews(nn.Module):
     """The recipe of one fold as a module: normalize, each view's logits, combined as ``predict.tta_space`` says."""
 
-    def __init__(self, model: nn.Module, views: list[str], task: str, space: str, mean, std):
+    def __init__(self, model: nn.Module, views: list[str], task: str, space: str,
+                 normalization: NormalizationRecord):
         super().__init__()
         self.model, self.views, self.task, self.space = model, [tta_view(name) for name in views], task, space
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
+        self.per_sample, scale = normalization.per_sample, normalization.max_pixel_value
+        self.register_buffer("mean", torch.tensor(normalization.mean, dtype=torch.float32).view(1, -1, 1, 1) * scale)
+        self.register_buffer("std", torch.tensor(normalization.std, dtype=torch.float32).view(1, -1, 1, 1) * scale)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         if self.task == "multiclass":
@@ -35,8 +39,20 @@ class ProbabilitiesOfViews(nn.Module):
         positive = logits.sigmoid()
         return torch.cat([1.0 - positive[:, :1], positive[:, :1]], dim=1) if self.task == "binary" else positive
 
+    def normalized(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.per_sample:
+            return (images - self.mean) / self.std
+        # albumentations' Normalize(normalization="image_per_channel"), OpenCV path: one channel is normalised by
+        # its mean and std + 1e-4; several by each channel's (population) std, a zero std giving 0; clipped to +-20.
+        mean = images.mean(dim=(2, 3), keepdim=True)
+        std = images.std(dim=(2, 3), keepdim=True, unbiased=False)
+        if images.shape[1] == 1:
+            return ((images - mean) / (std + 1e-4)).clamp(-20.0, 20.0)
+        safe = torch.where(std > 0, std, torch.ones_like(std))
+        return torch.where(std > 0, (images - mean) / safe, torch.zeros_like(images)).clamp(-20.0, 20.0)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        normalized = (images - self.mean) / self.std
+        normalized = self.normalized(images)
         logits = [self.model(view(normalized)) for view in self.views]
         if self.space == "logit":
             return self.probabilities(torch.stack(logits).mean(dim=0))
@@ -64,5 +80,5 @@ def export_fold(recipe: RunRecipe, fold: int, path: Path) -> None:
     predictor = FoldPredictor(recipe.config.model_copy(update={"train": recipe.config.train.model_copy(
         update={"device": "cpu"})}), recipe.run, recipe.task, recipe.classes)
     model = predictor.load(fold, recipe.sources[fold]).cpu()
-    module = ProbabilitiesOfViews(model, recipe.views, recipe.task, recipe.space, predictor.mean, predictor.std).eval()
+    module = ProbabilitiesOfViews(model, recipe.views, recipe.task, recipe.space, predictor.normalization).eval()
     export_onnx(module, recipe.config.model.img_size, recipe.config.model.in_chans, path)

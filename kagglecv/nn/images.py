@@ -20,10 +20,19 @@ from albumentations.pytorch import ToTensorV2
 
 from kagglecv.core.errors import DataError
 from kagglecv.data.decoding import load_image
-from kagglecv.data.pixels import PixelImages
+from kagglecv.data.sources import ImageSource
 
 PRESETS = ("none", "light", "medium", "heavy")
 SMALL_IMAGE = 64  # at or below this size, crops pad-and-crop (CIFAR style) rather than rescale
+
+
+# Transforms that read values as eight-bit colour (or clip floats to 0-1): refused for other images.
+EIGHT_BIT_ONLY = frozenset({
+    "ColorJitter", "HueSaturationValue", "RGBShift", "ToGray", "ToSepia", "FancyPCA", "CLAHE", "Equalize",
+    "Posterize", "Solarize", "RandomBrightnessContrast", "RandomGamma", "RandomToneCurve", "GaussNoise", "ISONoise",
+    "ChannelDropout", "PlanckianJitter", "PhotoMetricDistort", "Illumination", "PlasmaBrightnessContrast",
+    "AutoContrast", "Emboss", "Sharpen", "Superpixels", "ImageCompression", "Downscale",
+})
 
 
 def build_augment(
@@ -34,6 +43,9 @@ def build_augment(
     *,
     train: bool,
     hflip: bool = True,
+    max_pixel_value: float = 255.0,
+    per_sample: bool = False,
+    eight_bit_colour: bool = True,
 ) -> A.Compose:
     """An albumentations pipeline that ends in a normalized CHW float tensor.
 
@@ -41,14 +53,18 @@ def build_augment(
         spec: a preset (``none``, ``light``, ``medium``, ``heavy``) or a list of transforms in albumentations'
             serialized form (the ``transforms`` list of ``A.to_dict(pipeline)["transform"]``).
         img_size: output side in pixels; every pipeline resizes to it first unless the list does so itself.
-        mean, std: normalization of 0-1 pixel values.
+        mean, std: per channel, ``(x - mean * max_pixel_value) / (std * max_pixel_value)``.
         train: presets add their random transforms only for training.
         hflip: presets flip images horizontally at random; off for digits, text or traffic signs.
+        max_pixel_value: 255 for eight-bit images (mean and std in 0-1 units), 1 for values in their own units.
+        per_sample: normalise each image by its own channel means and stds instead (``mean``/``std`` unused).
+        eight_bit_colour: the images are eight-bit grey or RGB; otherwise (N channels, 16-bit, float) the presets
+            leave out their colour and value transforms, and a list holding one (:data:`EIGHT_BIT_ONLY`) is refused.
     """
     if isinstance(spec, str):
         if spec not in PRESETS:
             raise DataError(f"augment: unknown preset {spec!r}; expected one of {', '.join(PRESETS)} or a list")
-        transforms = _preset(spec, img_size, hflip) if train else [A.Resize(img_size, img_size)]
+        transforms = _preset(spec, img_size, hflip, eight_bit_colour) if train else [A.Resize(img_size, img_size)]
     else:
         serialized = {"__version__": A.__version__,
                       "transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": list(spec)}}
@@ -56,10 +72,22 @@ def build_augment(
             transforms = [A.Resize(img_size, img_size), *A.from_dict(serialized).transforms]
         except Exception as exc:  # albumentations raises many kinds here; all mean a bad list
             raise DataError(f"augment: cannot build the transform list: {exc}") from None
-    return A.Compose([*transforms, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
+        if not eight_bit_colour:
+            _refuse_colour_transforms(transforms)
+    normalize = A.Normalize(normalization="image_per_channel") if per_sample else \
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=max_pixel_value)
+    return A.Compose([*transforms, normalize, ToTensorV2()])
 
 
-def _preset(name: str, size: int, hflip: bool = True) -> list:
+def _refuse_colour_transforms(transforms: list) -> None:
+    names = sorted({type(part).__name__ for transform in transforms for part in _with_randomness(transform)}
+                   & EIGHT_BIT_ONLY)
+    if names:
+        raise DataError(f"augment: {', '.join(names)} work on eight-bit grey or RGB images; these images are not "
+                        "(N channels, 16-bit or float): remove them from the list")
+
+
+def _preset(name: str, size: int, hflip: bool = True, colour: bool = True) -> list:
     if name == "none":
         return [A.Resize(size, size)]
     small = size <= SMALL_IMAGE
@@ -71,14 +99,17 @@ def _preset(name: str, size: int, hflip: bool = True) -> list:
     light = [*crop, A.HorizontalFlip(p=0.5)] if hflip else crop
     if name == "light":
         return light
+    jitter = [A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5)] if colour else []
     medium = [
         *light,
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-15, 15), p=0.5),
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
+        *jitter,
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3), p=0.3),
     ]
     if name == "medium":
         return medium
+    if not colour:
+        return [*medium, A.GaussianBlur(blur_limit=(3, 5), p=0.3)]
     return [
         *medium,
         A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
@@ -93,19 +124,20 @@ class ImageDataset(torch.utils.data.Dataset):
     Indexed by ``row`` or by ``(row, epoch)``; with an epoch the pipeline is seeded from (seed, epoch, row).
 
     Args:
-        images: image file per row, or a pixel table's rows.
+        images: image file per row, or an image source's rows (a pixel table, a reader's arrays).
         targets: class index per row (int64), or a rows x classes matrix (multilabel), or None (test).
         transform: an albumentations pipeline from :func:`build_augment`.
         seed: base seed of the augmentations; None for a pipeline without randomness (evaluation).
         skip_unreadable: a file that does not decode yields None (with a warning naming it) instead of an error;
             for training only, with :func:`kagglecv.nn.sampling.collate_skipping_unreadable`. A validation or test
             row is never skipped: an OOF or test prediction must not go missing.
-        channels: 3 for RGB, 1 for grayscale (ITU-R 601 luma of the decoded RGB image).
+        channels: the model's input channels: 3 for RGB, 1 for grayscale (ITU-R 601 luma of the decoded RGB
+            image), or an image source's own count.
     """
 
-    def __init__(self, images: Sequence[Path] | PixelImages, targets: np.ndarray | None, transform: A.Compose,
+    def __init__(self, images: Sequence[Path] | ImageSource, targets: np.ndarray | None, transform: A.Compose,
                  seed: int | None = 0, skip_unreadable: bool = False, channels: int = 3):
-        self.images = images if isinstance(images, PixelImages) else [str(path) for path in images]
+        self.images = images if isinstance(images, ImageSource) else [str(path) for path in images]
         self.targets = targets
         self.transform = transform
         self.seed = seed

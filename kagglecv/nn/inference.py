@@ -14,11 +14,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kagglecv.core.config import Config, check_tta_view
-from kagglecv.core.errors import ConfigError
+from kagglecv.core.errors import ConfigError, KagglecvError
+from kagglecv.core.records import NormalizationRecord
 from kagglecv.core.runs import RunDir
 from kagglecv.data.table import num_outputs
-from kagglecv.nn.images import ImageDataset, build_augment
-from kagglecv.nn.models import create_model, input_normalization
+from kagglecv.nn.images import ImageDataset
+from kagglecv.nn.models import create_model
+from kagglecv.nn.normalization import choose_normalization, pipeline
 from kagglecv.nn.runtime import autocast_dtype, setup_runtime
 from kagglecv.nn.sampling import EpochSampler, build_loader
 from kagglecv.nn.weights import load_checked
@@ -128,13 +130,23 @@ class FoldPredictor:
         model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs,
                              code_file=self.run.model_code())
         load_checked(model, weights)
-        self.mean, self.std = input_normalization(model, self.config.augment.mean, self.config.augment.std,
-                                                  self.config.model.in_chans)
+        self.normalization = folder.read_normalization() or self._unrecorded_normalization(model, folder)
         return model.to(self.runtime.device).eval()
+
+    def _unrecorded_normalization(self, model: torch.nn.Module, folder) -> NormalizationRecord:
+        """A fold trained before its normalisation was recorded normalised as the backbone does; any other choice
+        needs the record, since its statistics came from training images this command may not have."""
+        augment = self.config.augment
+        if augment.normalize not in ("auto", "backbone"):
+            raise KagglecvError(f"{folder.normalization_path}: missing; augment.normalize {augment.normalize!r} "
+                                "needs the statistics training recorded there (train the fold again)")
+        return choose_normalization("backbone", model, augment.mean, augment.std, self.config.model.in_chans,
+                                    None, np.zeros(0, dtype=np.int64))
 
     def views(self, model, paths, rows: np.ndarray, views: list[str], progress=None) -> dict[str, np.ndarray]:
         """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
-        transform = build_augment(self.config.augment.eval, self.config.model.img_size, self.mean, self.std, train=False)
+        transform = pipeline(self.config.augment.eval, self.config.model.img_size, self.normalization, paths,
+                             train=False)
         dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
         loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
                               self.batch_size, self.config.train.num_workers, self.runtime.device)

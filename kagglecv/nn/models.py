@@ -126,11 +126,11 @@ def _needs_img_size(name: str) -> bool:
 
 def input_normalization(model: nn.Module, mean=None, std=None, in_chans: int = 3) -> tuple[tuple, tuple]:
     """``augment.mean`` / ``augment.std`` when set, else the backbone's pretrained normalization (timm's data config);
-    for one input channel, the mean of the three channels' values."""
+    for another number of input channels than three, the mean of the three channels' values for each."""
     resolved = timm.data.resolve_data_config({}, model=getattr(model, "backbone", model))
     mean, std = tuple(mean or resolved["mean"]), tuple(std or resolved["std"])
-    if in_chans == 1 and len(mean) == 3:
-        return (sum(mean) / 3,), (sum(std) / 3,)
+    if in_chans != 3 and len(mean) == 3:
+        return (sum(mean) / 3,) * in_chans, (sum(std) / 3,) * in_chans
     return mean, std
 
 

@@ -24,13 +24,16 @@ SHAPE_MAKERS = ("ConstantOfShape", "Expand", "Tile")  # ops whose constant input
 
 
 def resized_batch(images, rows: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """``rows`` of an image source as float32 0-255 N x C x size x size, as the evaluation transform resizes them."""
+    """``rows`` of an image source as float32 N x C x size x size in the images' units (0-255 for eight-bit
+    ones), as the evaluation transform resizes them."""
     batch = np.empty((len(rows), channels, size, size), dtype=np.float32)
     for position, row in enumerate(rows):
         pixels = load_image(images, int(row), channels)
         if pixels.shape[:2] != (size, size):
             pixels = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
-        batch[position] = (pixels[:, :, None] if pixels.ndim == 2 else pixels).transpose(2, 0, 1)
+        if pixels.ndim == 2:  # OpenCV drops a single channel when it resizes
+            pixels = pixels[:, :, None]
+        batch[position] = pixels.transpose(2, 0, 1)
     return batch
 
 

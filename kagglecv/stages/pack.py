@@ -253,6 +253,9 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
             export_fold(recipe, index, copy.path / ONNX_FILE)
         else:
             write_bytes(copy.weights(source), fold.weights(source).read_bytes())
+        recorded = fold.read_normalization()
+        if recorded is not None:
+            copy.write_normalization(recorded)
 
 
 def onnx_parity(source: Recipe, bundle: Recipe, images: int = 16) -> dict:

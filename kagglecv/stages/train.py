@@ -126,6 +126,9 @@ def _train_fold(job: FoldJob, run: RunDir, runtime: Runtime, console: Console, s
             teaching = fold_teaching(job.config, job.data, job.unlabeled, np.flatnonzero(job.fold_of != job.fold),
                                      folder, console, full_fit=selection.full_fit)
         parts = build_fold_components(job.config, job.data, job.fold_of, job.fold, runtime, teaching)
+        if runtime.is_main:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            folder.write_normalization(parts.normalization)
         write_identity(tuple(parameter_counts(parts.model, job.config.model).items()))
         outcome = FoldTrainer(loop_settings(job.config), job.data, parts, folder, runtime, console, selection).fit(resume=resume)
         if runtime.is_main:

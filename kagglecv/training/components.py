@@ -25,17 +25,18 @@ from torch.utils.data import DataLoader
 
 from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.records import NormalizationRecord
 from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
 from kagglecv.nn.array_batches import ArrayBatches, DeviceNormalize, array_batches_apply
 from kagglecv.nn.batch_augment import BatchAugment
-from kagglecv.nn.images import ImageDataset, build_augment
+from kagglecv.nn.images import ImageDataset
 from kagglecv.nn.losses import TeacherLoss
 from kagglecv.nn.models import (
     check_parameter_budget,
     create_model,
     freeze_for_epoch,
-    input_normalization,
 )
+from kagglecv.nn.normalization import choose_normalization, pipeline
 from kagglecv.nn.runtime import Runtime, autocast_dtype, check_compile, seed_everything
 from kagglecv.nn.sampling import (
     EpochSampler,
@@ -106,6 +107,7 @@ class FoldComponents:
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
     normalize: DeviceNormalize
+    normalization: NormalizationRecord
     batch_augment: BatchAugment | None = None
     lookahead: Lookahead | None = None
 
@@ -133,13 +135,15 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     loss_targets = targets_for_loss(data)
     training = teaching or FoldTeaching(data.images, loss_targets, own_rows)
-    mean, std = input_normalization(model, config.augment.mean, config.augment.std, config.model.in_chans)
+    augment = config.augment
+    normalization = choose_normalization(augment.normalize, model, augment.mean, augment.std, config.model.in_chans,
+                                         training.images, training.train_rows)
     if hasattr(model, "init_whitening") and not isinstance(config.model.pretrained, Path):
-        model.init_whitening(_whitening_images(config, training, mean, std, cfg.seed + fold).to(device))
-    sampler, make_train_loader = _training_loader(config, data, model, training, fold, runtime)
+        model.init_whitening(_whitening_images(config, training, normalization, cfg.seed + fold).to(device))
+    sampler, make_train_loader = _training_loader(config, data, normalization, training, fold, runtime)
     train_size = cfg.size_at(0, config.model.img_size)
     train_loader = make_train_loader(train_size)
-    valid_loader = _valid_loader(config, data, model, loss_targets, valid_rows, runtime)
+    valid_loader = _valid_loader(config, data, normalization, loss_targets, valid_rows, runtime)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(_timm_args(config)),
                                     param_group_fn=_norm_scaled_groups(cfg.weight_decay, cfg.norm_lr_scale))
     updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum_steps))
@@ -157,17 +161,22 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     train_model, ddp_model = _wrap(model, config, runtime)
     return FoldComponents(model, train_model, ddp_model, training.train_rows, valid_rows, loss_targets, sampler,
                           train_loader, valid_loader, make_train_loader, train_size, optimizer, scheduler, criterion,
-                          mixup, ema, scaler, amp_dtype, DeviceNormalize(mean, std, device),
+                          mixup, ema, scaler, amp_dtype, _device_normalize(normalization, device), normalization,
                           _batch_augment(config, fold), lookahead)
 
 
-def _whitening_images(config: Config, training: FoldTeaching, mean, std, seed: int) -> torch.Tensor:
+def _device_normalize(normalization: NormalizationRecord, device: torch.device) -> DeviceNormalize:
+    return DeviceNormalize(normalization.mean, normalization.std, device, normalization.max_pixel_value)
+
+
+def _whitening_images(config: Config, training: FoldTeaching, normalization: NormalizationRecord,
+                      seed: int) -> torch.Tensor:
     """Up to :data:`WHITENING_IMAGES` training images of the fold, as the network sees them without augmentation:
     what a whitening first layer (``init_whitening``, e.g. airbench_cifar's) is computed from."""
     rows = np.random.default_rng(seed).permutation(training.train_rows)[:WHITENING_IMAGES]
     size, channels = config.model.img_size, config.model.in_chans
-    dataset = ImageDataset(training.images, None, build_augment("none", size, mean, std, train=False), None,
-                           channels=channels)
+    dataset = ImageDataset(training.images, None, pipeline("none", size, normalization, training.images, train=False),
+                           None, channels=channels)
     return torch.stack([dataset[int(row)][0] for row in rows])
 
 
@@ -184,12 +193,12 @@ def _timm_args(config: Config) -> SimpleNamespace:
                            sched_on_updates=config.train.sched != "plateau")
 
 
-def _training_loader(config: Config, data: CompetitionData, model: nn.Module, training: FoldTeaching, fold: int,
+def _training_loader(config: Config, data: CompetitionData, normalization: NormalizationRecord,
+                     training: FoldTeaching, fold: int,
                      runtime: Runtime) -> tuple[EpochSampler, Callable[[int], DataLoader | ArrayBatches]]:
     """The training sampler, and the training loader at a given image size (a new one per size: workers keep a
     copy of the dataset)."""
     cfg, in_chans = config.train, config.model.in_chans
-    mean, std = input_normalization(model, config.augment.mean, config.augment.std, in_chans)
     seed = cfg.seed + fold
     weights = balanced_weights(_class_of_rows(training, data)) if cfg.sampler == "balanced" else None
     sampler = EpochSampler(training.train_rows, shuffle=True, seed=seed, weights=weights, rank=runtime.rank,
@@ -197,10 +206,11 @@ def _training_loader(config: Config, data: CompetitionData, model: nn.Module, tr
 
     def loader_at(size: int) -> DataLoader | ArrayBatches:
         drop_last = len(sampler) > cfg.batch_size
-        if array_batches_apply(training.images, config.augment.train, size, in_chans):
+        if array_batches_apply(training.images, config.augment.train, size, in_chans, normalization):
             return ArrayBatches(training.images, training.targets, sampler, cfg.batch_size, drop_last,
                                 pin_memory=runtime.device.type == "cuda")
-        augment = build_augment(config.augment.train, size, mean, std, train=True, hflip=config.augment.hflip)
+        augment = pipeline(config.augment.train, size, normalization, training.images, train=True,
+                           hflip=config.augment.hflip)
         dataset = ImageDataset(training.images, training.targets, augment, seed, skip_unreadable=True,
                                channels=in_chans)
         return build_loader(dataset, sampler, cfg.batch_size, cfg.num_workers, runtime.device,
@@ -217,12 +227,11 @@ def _class_of_rows(training: FoldTeaching, data: CompetitionData) -> np.ndarray:
     return targets.argmax(axis=1) if data.task == "multiclass" else (targets[:, 0] >= 0.5).astype(np.int64)
 
 
-def _valid_loader(config: Config, data: CompetitionData, model: nn.Module, loss_targets: np.ndarray,
-                  valid_rows: np.ndarray, runtime: Runtime) -> DataLoader:
-    mean, std = input_normalization(model, config.augment.mean, config.augment.std, config.model.in_chans)
+def _valid_loader(config: Config, data: CompetitionData, normalization: NormalizationRecord,
+                  loss_targets: np.ndarray, valid_rows: np.ndarray, runtime: Runtime) -> DataLoader:
     valid_set = ImageDataset(data.images, loss_targets,  # an OOF row is never dropped: errors raise
-                             build_augment(config.augment.eval, config.model.img_size, mean, std, train=False), None,
-                             channels=config.model.in_chans)
+                             pipeline(config.augment.eval, config.model.img_size, normalization, data.images,
+                                      train=False), None, channels=config.model.in_chans)
     valid_sampler = EpochSampler(valid_rows, shuffle=False, rank=runtime.rank, world_size=runtime.world_size)
     return build_loader(valid_set, valid_sampler, config.train.batch_size, config.train.num_workers, runtime.device)
 

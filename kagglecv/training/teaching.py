@@ -34,6 +34,7 @@ from kagglecv.core.predictions import (
 )
 from kagglecv.core.runs import FoldDir, RunDir
 from kagglecv.data.pixels import PixelImages
+from kagglecv.data.sources import ImageSource, JoinedImages
 from kagglecv.data.table import (
     CompetitionData,
     as_outputs,
@@ -201,21 +202,23 @@ def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.
 
 
 def subset_images(images, rows: np.ndarray):
-    """``rows`` of an image source: a list of files or a pixel table."""
-    if isinstance(images, PixelImages):
-        return PixelImages(images.pixels[rows], images.source)
+    """``rows`` of an image source: a list of files or a reader's source."""
+    if isinstance(images, ImageSource):
+        return images.take(rows)
     return [images[row] for row in rows]
 
 
 def join_images(first, second):
-    """Two image sources as one, rows of ``first`` then of ``second`` (both files, or both pixel tables)."""
-    if isinstance(first, PixelImages) != isinstance(second, PixelImages):
-        raise KagglecvError("pseudo: the training and test images must both be files or both pixel tables")
-    if isinstance(first, PixelImages):
+    """Two image sources as one, rows of ``first`` then of ``second`` (both files, or both a reader's)."""
+    if isinstance(first, ImageSource) != isinstance(second, ImageSource):
+        raise KagglecvError("pseudo: the training and test images must both be files or both come from a reader")
+    if isinstance(first, PixelImages) and isinstance(second, PixelImages) and first.eight_bit == second.eight_bit:
         if first.pixels.shape[1:] != second.pixels.shape[1:]:
             raise KagglecvError(f"pseudo: test images {second.pixels.shape[1:]} differ in shape from the training "
                                 f"images {first.pixels.shape[1:]}")
-        return PixelImages(np.concatenate([first.pixels, second.pixels]), first.source)
+        return PixelImages(np.concatenate([first.pixels, second.pixels]), first.source, first.eight_bit)
+    if isinstance(first, ImageSource):
+        return JoinedImages(first, second)
     return [*first, *second]
 
 
