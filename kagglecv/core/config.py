@@ -104,6 +104,55 @@ class PixelsConfig(_Section):
                                           "(channel, row, column).")
 
 
+ReaderKind = Literal["npy", "dicom", "hdf5", "parquet", "json_bands"]
+WindowName = Literal["file", "brain", "subdural", "bone", "soft_tissue", "lung"]
+READER_PATHS = {"npy": "{id}.npy", "dicom": "{id}.dcm"}
+ID_FIELD = re.compile(r"\{id(?:\[(\d{1,3})\])?\}")  # {id} or {id[N]}: the only fields a reader's path may name
+
+
+class ReaderConfig(_Section):
+    """How the images are read when they are not image files (``init`` writes it): ``.npy`` arrays, DICOM, HDF5,
+    parquet pixel rows or JSON bands."""
+
+    kind: ReaderKind = Field(description="npy | dicom | hdf5 | parquet | json_bands.")
+    path: Optional[str] = Field(None, description="npy, dicom: a row's file under data.image_dir, from its id "
+                                "('{id[0]}/{id}.npy'; {id}.npy / {id}.dcm by default); hdf5: the file under image_dir; "
+                                "parquet: its files under image_dir (a glob, 'train_image_data_*.parquet').")
+    test_path: Optional[str] = Field(None, description="The same under data.test_image_dir; path when omitted.")
+    layout: Literal["chw", "hwc"] = Field("chw", description="npy, hdf5 arrays: a 3-D array is C x H x W or H x W x C.")
+    windows: list[Union[WindowName, tuple[float, float]]] = Field(
+        ["file"], min_length=1, max_length=16, description="dicom: one channel per window, in Hounsfield units: "
+        "brain (40/80), subdural (80/200), bone (600/2800), soft_tissue, lung, [center, width], or file (the file's "
+        "own VOI LUT or window).")
+    bands: list[str] = Field([], max_length=64, description="json_bands: the record keys holding the bands, one "
+                             "channel each (Statoil: [band_1, band_2]).")
+    dataset: Optional[str] = Field(None, description="hdf5: one array dataset whose rows are the table's rows, "
+                                   "instead of a dataset per id holding encoded bytes.")
+    id_column: Optional[str] = Field(None, description="parquet: the files' id column; data.id_col when omitted.")
+    height: Optional[int] = Field(None, ge=1, description="parquet, json_bands: the image height when not square.")
+    width: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ReaderConfig":
+        if self.kind in ("hdf5", "parquet") and not self.path:
+            raise ValueError(f"data.reader.path: the {self.kind} file{'s' if self.kind == 'parquet' else ''} under "
+                             "data.image_dir must be named")
+        if self.kind == "json_bands" and not self.bands:
+            raise ValueError("data.reader.bands: name the record keys holding the bands")
+        for pattern in (self.path, self.test_path):
+            if pattern is not None and ("{" in ID_FIELD.sub("", pattern) or "}" in ID_FIELD.sub("", pattern)):
+                raise ValueError(f"data.reader: {pattern!r} may name only {{id}} and {{id[N]}} (the id's N-th "
+                                 "character)")
+        for center, width in (window for window in self.windows if isinstance(window, tuple)):
+            if not width > 0:
+                raise ValueError(f"data.reader.windows: width must be positive, got [{center}, {width}]")
+        return self
+
+    def pattern(self, test: bool) -> str | None:
+        """Where a row's image is, for the training or the test side."""
+        return (self.test_path if test else None) or self.path or READER_PATHS.get(self.kind)
+
+
 class LabelFixesConfig(_Section):
     """Training rows to drop or relabel, listed by id in a file, e.g. the ``label_issues.csv`` of ``kagglecv inspect``
     after review. Loading the table says how many rows it changed, every time."""
@@ -141,6 +190,8 @@ class DataConfig(_Section):
     group_col: Optional[str] = Field(None, description="A patient, video or track id that folds keep whole.")
     pixels: Optional[PixelsConfig] = Field(None, description="Pixel tables: the image shape, when not a square "
                                            "grey image.")
+    reader: Optional[ReaderConfig] = Field(None, description="Images that are not image files: .npy, DICOM, HDF5, "
+                                           "parquet pixel rows, JSON bands.")
     cache: Literal["off", "memory", "disk"] = Field(
         "off", description="Decode every image once: memory (one uint8 array in RAM) or disk (a memory-mapped .npy "
         "under <runs_dir>/.cache/, keyed by the table's sha256 and each file's size and mtime); images of one size.")

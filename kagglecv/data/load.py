@@ -18,12 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kagglecv.core.config import DataConfig
+from kagglecv.core.config import DataConfig, ReaderConfig
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.lazy import imported_on_first_use
 from kagglecv.data.coco import is_coco_table, read_coco_table
 from kagglecv.data.label_fixes import apply_label_fixes
 from kagglecv.data.pixels import PixelImages, pixel_columns, pixel_shape, read_pixels
+from kagglecv.data.readers import (
+    CONTAINER_KINDS,
+    PER_ID_KINDS,
+    container_source,
+    per_id_source,
+)
+from kagglecv.data.readers.json_bands import read_json_bands
+from kagglecv.data.sources import id_path
 from kagglecv.data.table import (
     ABSENT,
     DIFFICULT,
@@ -52,11 +60,15 @@ class Table:
 
 
 def read_competition_table(path: Path, pixels: object | None, with_images: bool = True,
-                           coco_label: str = "category_id") -> Table:
+                           coco_label: str = "category_id", reader: ReaderConfig | None = None) -> Table:
     """A training or test table; a pixel table's ``pixel<i>`` columns become a :class:`PixelImages` (or are
     skipped when ``with_images`` is False) and only its other columns are read as strings; a COCO label file
-    (``.json``) gives ``id, image[, label]`` (:mod:`kagglecv.data.coco`)."""
+    (``.json``) gives ``id, image[, label]`` (:mod:`kagglecv.data.coco`); JSON bands (``data.reader.kind:
+    json_bands``) their scalar fields as the table and their bands as the images."""
     path = Path(path)
+    if reader is not None and reader.kind == "json_bands":
+        frame, images = read_json_bands(path, reader.bands, reader.height, reader.width)
+        return Table(frame, images, True)
     if is_coco_table(path):
         return Table(read_coco_table(path, coco_label), None, False)
     raw = read_table_bytes(path)
@@ -86,7 +98,7 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
             kind, each naming the file, the lines and the values, with the count when there are many.
     """
     source = config.train_csv
-    table = read_competition_table(source, config.pixels, with_images, config.coco_label)
+    table = read_competition_table(source, config.pixels, with_images, config.coco_label, config.reader)
     frame = table.frame
     _require_rows(frame, source, "training")
     problems: list[str] = []
@@ -96,7 +108,7 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
     task, classes, targets = encode_targets(frame, config, problems)
     groups = _read_groups(frame, config.group_col, source, problems)
     image_dir = config.image_dir if with_images else None
-    images = _table_images(table, frame, ids, image_dir, config.image_col, source, problems, config.id_col)
+    images = _table_images(table, frame, ids, image_dir, config, source, problems)
     unwritable = [name for name in classes if len(name) > MAX_CLASS_CHARS or "\n" in name or "\r" in name]
     if unwritable:
         problems.append(f"{source}: class names {summarize([name[:40] for name in unwritable], quote=True)} are longer "
@@ -119,14 +131,14 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
         if config.test_image_dir is None:
             raise DataError("no test set: set data.test_csv, submit.sample or data.test_image_dir")
         return _folder_test(config.test_image_dirs(), classes, task)
-    table = read_competition_table(config.test_csv, config.pixels, coco_label=config.coco_label)
+    table = read_competition_table(config.test_csv, config.pixels, coco_label=config.coco_label, reader=config.reader)
     frame = table.frame
     _require_rows(frame, config.test_csv, "test")
     problems: list[str] = []
     ids = _table_ids(frame, config, config.test_csv, table.is_pixel_table, problems)
     _require_columns(frame, config.test_csv, _optional(config.image_col))
-    images = _table_images(table, frame, ids, config.test_image_dirs() or config.image_dir, config.image_col,
-                           config.test_csv, problems, config.id_col)
+    images = _table_images(table, frame, ids, config.test_image_dirs() or config.image_dir, config, config.test_csv,
+                           problems, test=True)
     if problems:
         raise DataError("\n".join(problems))
     return CompetitionData(ids, images, task, list(classes), None, None, config.test_csv)
@@ -161,14 +173,22 @@ def _folder_test(folders: list[Path], classes: list[str], task: str) -> Competit
 
 
 def _table_images(table: Table, frame: pd.DataFrame, ids: np.ndarray, image_dir: Path | list[Path] | None,
-                  image_col: str | None,
-                  source: Path, problems: list[str], id_col: str | None = None):
+                  config: DataConfig, source: Path, problems: list[str], test: bool = False):
+    """The rows' images: the table's own (pixel columns, JSON bands), a reader's, or image files."""
+    reader = config.reader
     if table.is_pixel_table:
-        if image_dir:
+        if image_dir and reader is None:
             problems.append(f"{source}: holds its images as pixel columns, but an image folder is set ({image_dir}); "
                             "remove data.image_dir / data.test_image_dir")
         return table.pixels
-    return resolve_image_paths(frame, ids, image_dir, image_col, source, problems, id_col)
+    if reader is not None and reader.kind in PER_ID_KINDS:
+        paths = resolve_image_paths(frame, ids, image_dir, None, source, problems, config.id_col,
+                                    pattern=reader.pattern(test))
+        return None if paths is None or problems else per_id_source(reader, paths, source)
+    if reader is not None and reader.kind in CONTAINER_KINDS and image_dir and not problems:
+        roots = [Path(folder) for folder in (image_dir if isinstance(image_dir, list) else [image_dir])]
+        return container_source(reader, roots, ids, config.id_col, source, test)
+    return resolve_image_paths(frame, ids, image_dir, config.image_col, source, problems, config.id_col)
 
 
 def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str]) -> tuple[str, list[str], np.ndarray]:
@@ -236,8 +256,10 @@ def resolve_image_paths(
     source: Path,
     problems: list[str],
     id_col: str | None = None,
+    pattern: str | None = None,
 ) -> list[Path] | None:
-    """Find each row's image: ``<image_dir>/<image_col value>``, or ``<image_dir>/<id>.<any image extension>``.
+    """Find each row's image: ``<image_dir>/<image_col value>``, ``<image_dir>/<id>.<any image extension>``, or
+    a reader's file named from the id by ``pattern`` (``{id[0]}/{id}.npy``).
 
     A name that leads outside ``image_dir`` (``..``, an absolute path) is refused, as is a missing file; symbolic
     links in the folder are followed for reading (Kaggle's ``/kaggle/input`` is made of them). When files are
@@ -251,8 +273,8 @@ def resolve_image_paths(
         problems.append(f"{source}: image folder not found: {', '.join(map(str, absent))}")
         return None
     root = roots[0]
-    if image_col:
-        names = frame[image_col].tolist()
+    if image_col or pattern:
+        names = frame[image_col].tolist() if image_col else [id_path(pattern, str(image_id)) for image_id in ids]
         candidates = [next((folder / name for folder in roots if (folder / name).is_file()), root / name)
                       for name in names]
     else:
@@ -264,7 +286,7 @@ def resolve_image_paths(
                         f"{summarize(escaping)}")
     if missing:
         problems.append(f"{source}: {len(missing)} image files not found: {summarize(missing)}"
-                        + _missing_images_hint(root, ids, image_col, id_col))
+                        + ("" if pattern else _missing_images_hint(root, ids, image_col, id_col)))
     return candidates
 
 

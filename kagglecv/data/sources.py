@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kagglecv.core.config import ID_FIELD
 from kagglecv.core.errors import DataError
 
 MAX_IMAGE_VALUES = 1 << 28   # one image (all channels, frames) holding more values than this is refused unread
-ID_FIELD = re.compile(r"\{id(?:\[(\d{1,3})\])?\}")
 
 
 class ImageSource(abc.ABC):
@@ -117,13 +117,6 @@ def check_value_count(shape: tuple[int, ...], where: str) -> None:
     if count > MAX_IMAGE_VALUES or any(int(side) < 0 for side in shape):
         raise DataError(f"{where}: declares shape {tuple(int(side) for side in shape)} ({count:,} values); at most "
                         f"{MAX_IMAGE_VALUES:,} values an image are read")
-
-
-def check_id_pattern(pattern: str, key: str) -> None:
-    """A path pattern may name the row's id only as ``{id}`` or ``{id[N]}`` (its N-th character), nothing else."""
-    rest = ID_FIELD.sub("", pattern)
-    if "{" in rest or "}" in rest:
-        raise DataError(f"{key}: {pattern!r} may use only {{id}} and {{id[N]}} (the id's N-th character)")
 
 
 def id_path(pattern: str, image_id: str) -> str:

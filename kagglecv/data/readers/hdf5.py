@@ -1,0 +1,140 @@
+"""HDF5 files (ISIC 2024: ``train-image.hdf5`` and ``test-image.hdf5``, a dataset per ``isic_id`` holding the JPEG's
+bytes), read with h5py (``pip install 'kagglecv[hdf5]'``). Two layouts: a dataset per id holding an encoded image
+(decoded as an image file is, under the same pixel limit), or one array dataset (``reader.dataset``) whose rows are
+the table's rows in order.
+
+The file is opened lazily, once per process, and never pickled: a data-loader worker started by fork opens its own
+handle. An HDF5 file is untrusted input: a link that is not a hard link (an external link to another file, a soft
+link), a virtual dataset or one stored in external raw files is refused, as is a dataset declaring more bytes than an
+encoded image or an image may hold, before it is read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kagglecv.core.errors import DataError, require_extra, summarize
+from kagglecv.core.lazy import imported_on_first_use
+from kagglecv.data.decoding import decode_image
+from kagglecv.data.sources import (
+    ImageSource,
+    RowsOf,
+    as_channels_last,
+    check_value_count,
+    in_units,
+    positions,
+)
+
+h5py = imported_on_first_use("h5py")
+
+MAX_ENCODED_BYTES = 256 << 20  # one encoded image
+
+
+class Hdf5Images(ImageSource):
+    """Rows read from one HDF5 file: ``keys[row]`` datasets of encoded bytes, or rows of the array ``dataset``."""
+
+    def __init__(self, path: Path, keys: list[str], dataset: str | None, layout: str, source: Path):
+        require_extra("h5py", "hdf5", "HDF5 images")
+        self.path, self.keys, self.dataset, self.layout, self.source = Path(path), list(keys), dataset, layout, source
+        self._handle, self._pid = None, None
+        self._eight_bit = True
+        try:
+            self._check_layout()
+        finally:  # no handle crosses a fork into a loader worker
+            self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle, self._pid = None, None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None, "_pid": None}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def eight_bit(self) -> bool:
+        return self._eight_bit
+
+    def location(self, row: int) -> str:
+        return f"{self.path} dataset {self.keys[row]!r}" if self.dataset is None else \
+            f"{self.path} {self.dataset}[{row}]"
+
+    def take(self, rows: np.ndarray) -> RowsOf:
+        return RowsOf(self, positions(rows))
+
+    def identity_files(self) -> list[Path]:
+        return [self.path]
+
+    def file(self):
+        """This process's handle on the file (opened on first use, again in a forked worker)."""
+        if self._handle is None or self._pid != os.getpid():
+            try:
+                self._handle = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise DataError(f"{self.path}: not an HDF5 file h5py can open ({' '.join(str(exc).split())[:160]})") \
+                    from None
+            self._pid = os.getpid()
+        return self._handle
+
+    def read(self, row: int) -> np.ndarray:
+        if self.dataset is not None:
+            array = self.file()[self.dataset][row]
+            return in_units(as_channels_last(np.asarray(array), self.layout, self.location(row)))
+        node = _checked_dataset(self.file(), self.keys[row], self.path)
+        return decode_image(io.BytesIO(_encoded_bytes(node, self.location(row))), self.location(row))
+
+    def _check_layout(self) -> None:
+        """Every key present as a plain dataset (or the array dataset of the right length), checked now."""
+        handle = self.file()
+        if self.dataset is not None:
+            node = _checked_dataset(handle, self.dataset, self.path)
+            if node.ndim not in (3, 4) or node.shape[0] != len(self.keys):
+                raise DataError(f"{self.path}: dataset {self.dataset!r} has shape {node.shape}; expected one image a "
+                                f"row for the table's {len(self.keys)} rows")
+            check_value_count(node.shape[1:], f"{self.path} dataset {self.dataset!r}")
+            self._eight_bit = node.dtype == np.uint8
+            return
+        missing = [key for key in self.keys if key not in handle]
+        if missing:
+            raise DataError(f"{self.path}: {len(missing)} ids have no dataset: {summarize(missing, quote=True)}")
+
+
+def _checked_dataset(handle, key: str, path: Path):
+    """``handle[key]`` when it is a hard-linked dataset stored in this file; one error naming it otherwise."""
+    link = handle.get(key, getlink=True)
+    if link is None:
+        raise DataError(f"{path}: no dataset {key!r}")
+    if not isinstance(link, h5py.HardLink):
+        raise DataError(f"{path}: {key!r} is a {type(link).__name__}, not a dataset in this file; links out of it "
+                        "are refused")
+    node = handle[key]
+    if not isinstance(node, h5py.Dataset):
+        raise DataError(f"{path}: {key!r} is a group, not a dataset")
+    if node.is_virtual or node.external:
+        raise DataError(f"{path}: dataset {key!r} is {'virtual' if node.is_virtual else 'stored in external files'}; "
+                        "only data inside the file is read")
+    return node
+
+
+def _encoded_bytes(node, where: str) -> bytes:
+    """An encoded image's bytes: a scalar fixed-length byte string or opaque value, or a 1-D uint8 array."""
+    kind, declared = node.dtype.kind, node.size * node.dtype.itemsize
+    if kind in "SV" and node.shape == () or (kind == "u" and node.dtype.itemsize == 1 and node.ndim == 1):
+        if declared > MAX_ENCODED_BYTES:
+            raise DataError(f"{where}: {declared:,} bytes; an encoded image over {MAX_ENCODED_BYTES:,} is refused")
+        value = node[()]
+        return value.tobytes() if isinstance(value, np.ndarray | np.void) else bytes(value)
+    if kind == "O" and node.shape == () and h5py.check_string_dtype(node.dtype) is not None:
+        value = node[()]
+        if len(value) > MAX_ENCODED_BYTES:
+            raise DataError(f"{where}: {len(value):,} bytes; an encoded image over {MAX_ENCODED_BYTES:,} is refused")
+        return value if isinstance(value, bytes) else value.encode("latin-1")
+    raise DataError(f"{where}: holds {node.dtype} of shape {node.shape}; expected an encoded image's bytes (or set "
+                    "data.reader.dataset for one array of images)")
