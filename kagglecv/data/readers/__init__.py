@@ -49,16 +49,17 @@ def container_source(reader: ReaderConfig, roots: list[Path], ids: np.ndarray, i
 
 
 def contained_files(roots: list[Path], pattern: str, glob: bool) -> list[Path]:
-    """The files ``pattern`` names (a glob when ``glob``) under each root, in name order; one leading out of its
-    root (``..``, an absolute path, a link out) is refused."""
-    if os.path.isabs(pattern):
-        raise DataError(f"data.reader.path: {pattern!r} is absolute; name the files relative to the image folder")
+    """The files ``pattern`` names (a glob when ``glob``) under each root, in name order; a name leading out of its
+    root (``..``, an absolute path) is refused. Links in the folder are followed, as for image files: Kaggle's
+    ``/kaggle/input`` and an unpacked archive's view are made of them."""
+    if os.path.isabs(pattern) or ".." in Path(pattern).parts:
+        raise DataError(f"data.reader.path: {pattern!r} leads outside the image folder; name the files inside it")
     found = []
     for root in roots:
-        inside = os.path.join(os.path.realpath(root), "")
+        inside = os.path.join(os.path.normpath(os.path.abspath(root)), "")
         candidates = sorted(root.glob(pattern)) if glob else [root / pattern]
         for path in candidates:
-            if not os.path.realpath(path).startswith(inside):
+            if not os.path.normpath(os.path.abspath(path)).startswith(inside):
                 raise DataError(f"data.reader.path: {path} leads outside {root}")
             if path.is_file():
                 found.append(path)
