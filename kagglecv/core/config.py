@@ -281,7 +281,8 @@ class ModelConfig(_Section):
         ".pth/.pt file: timm weights or a kagglecv checkpoint, loaded with the classifier re-sized to the task.",
     )
     img_size: int = Field(224, ge=8, description="Square input size in pixels.")
-    in_chans: int = Field(3, ge=1)
+    in_chans: int = Field(3, ge=1, le=1024, description="Input channels: 3 RGB, 1 grey, or an array reader's count "
+                          "(six SETI panels, two radar bands, one channel per DICOM window).")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier (timm drop_rate).")
     drop_path_rate: Optional[float] = Field(None, ge=0.0, lt=1.0, description="Stochastic depth (timm drop_path_rate).")
     head: Optional[HeadConfig] = None
@@ -293,13 +294,6 @@ class ModelConfig(_Section):
     small_input: bool = Field(False, description="Stride-1 stem without max-pool (CIFAR style) for 28-64 px images; "
                               "timm ResNet family only.")
     max_params: Optional[int] = Field(None, ge=1, description="Refuse a model with more parameters before training.")
-
-    @field_validator("in_chans")
-    @classmethod
-    def _gray_or_rgb(cls, value: int) -> int:
-        if value not in (1, 3):
-            raise ValueError(f"expected 1 (grayscale) or 3 (RGB), got {value}")
-        return value
 
     @model_validator(mode="after")
     def _layer_decay_without_head(self) -> "ModelConfig":

@@ -26,8 +26,17 @@ LABELS = ("category_id", "name")
 
 
 def is_coco_table(path: Path) -> bool:
-    """Whether ``path`` names a COCO label file rather than a CSV (by its suffix)."""
-    return Path(path).suffix.lower() == COCO_SUFFIX
+    """Whether ``path`` names a COCO label file rather than a CSV: a ``.json`` file that is not a list of records
+    (those are JSON bands, :mod:`kagglecv.data.readers.json_bands`)."""
+    path = Path(path)
+    if path.suffix.lower() != COCO_SUFFIX:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return True  # reading it names the problem
+    return start[:1] != b"["
 
 
 def read_coco_table(path: Path, label: str = "category_id") -> pd.DataFrame:

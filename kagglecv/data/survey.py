@@ -23,6 +23,13 @@ from kagglecv.core.shapes import cells_are_tags, sample_top_k
 from kagglecv.data.coco import COCO_NAMES, COCO_SUFFIX, is_coco_table, read_coco_table
 from kagglecv.data.decoding import open_image
 from kagglecv.data.pixels import pixel_columns
+from kagglecv.data.reader_survey import (
+    HDF5_SUFFIXES,
+    json_bands_table,
+    survey_json_bands,
+    survey_reader,
+)
+from kagglecv.data.readers.json_bands import is_json_records, read_json_bands
 from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_head, read_csv_strings
 
 # The usual metrics of each (task, submission format); --metric picks one when there are several.
@@ -84,7 +91,11 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
                         f"{list(sample.columns)}")
     if coco:
         return _coco_competition(survey, tables, sample, metric)
-    train = read_csv_strings(tables.train)
+    bands = is_json_records(tables.train)
+    if bands:  # Statoil: the training table is train.json, its bands the images
+        train = read_json_bands(tables.train, survey_json_bands(survey.add, tables.train)[0])[0]
+    else:
+        train = read_csv_strings(tables.train)
     pixel_table = bool(pixel_columns(list(train.columns), tables.train))
     _ids(survey, train, sample, tables, pixel_table)
     task, target, classes = _target(survey, train, sample, tables)
@@ -96,9 +107,21 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
                + ("; its rows are the test ids (no test table)" if tables.test is None else ""))
     if pixel_table:
         _pixel_images(survey, train, tables.train)
-    else:
-        _image_folders(survey, folder, train, sample, tables)
+    elif not bands:
+        _images(survey, folder, train, sample, tables)
     return survey
+
+
+def _images(survey: Survey, folder: Path, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables) -> None:
+    """Image files in folders, or a reader's files (:mod:`kagglecv.data.reader_survey`) when there are none or
+    the test images exist only in an HDF5 file (ISIC 2024 ships JPEGs of the training images only)."""
+    id_col = survey.value("data.id_col")
+    train_ids, test_ids = train[id_col].astype(str).tolist()[:50], _test_ids(tables, sample, id_col)
+    hdf5_test = any(path.suffix.lower() in HDF5_SUFFIXES and "test" in path.name.lower() for path in folder.iterdir())
+    has_folders = any(path.is_dir() and _holds_images(path) for path in folder.iterdir())
+    if (hdf5_test or not has_folders) and survey_reader(survey.add, folder, train_ids, test_ids):
+        return
+    _image_folders(survey, folder, train, sample, tables)
 
 
 def _find_tables(folder: Path, train: Path | None, sample: Path | None) -> _Tables:
@@ -124,6 +147,8 @@ def _find_tables(folder: Path, train: Path | None, sample: Path | None) -> _Tabl
     coco_train, coco_test = _coco_files(folder)
     if not candidates and coco_train is not None:  # Herbarium, iNaturalist, iWildCam: the labels are COCO JSON
         return _Tables(coco_train, samples[0], coco_test)
+    if not candidates and json_bands_table(folder, "train") is not None:  # Statoil: train.json and test.json
+        return _Tables(json_bands_table(folder, "train"), samples[0], json_bands_table(folder, "test"))
     if len(candidates) > 1:
         named = [path for path in candidates if "train" in path.name.lower() or "label" in path.name.lower()]
         candidates = named if named else candidates
@@ -140,7 +165,7 @@ def _coco_files(folder: Path) -> tuple[Path | None, Path | None]:
     (iNaturalist 2019)."""
     def first(split: str) -> Path | None:
         nested = [folder / split / name for name in COCO_NAMES]
-        beside = sorted(folder.glob(f"{split}*{COCO_SUFFIX}"))
+        beside = [path for path in sorted(folder.glob(f"{split}*{COCO_SUFFIX}")) if is_coco_table(path)]
         return next((path for path in [*nested, *beside] if path.is_file()), None)
     return first("train"), first("test")
 
@@ -342,8 +367,7 @@ def _test_ids_in(image_dir: Path, entries: list[Path], ids: list[str], with_exte
     if ids and not any(image_id in names for image_id in ids):
         raise DataError(f"{image_dir.parent}: no test image folder, and the test ids ({summarize(ids, 3, quote=True)}) "
                         f"name no image of {image_dir}; set data.test_image_dir (--set data.test_image_dir=FOLDER) "
-                        "to the folder of the test images (images packed in another file, such as an HDF5, are not "
-                        "read yet)")
+                        "to the folder of the test images")
 
 
 def _holds_images(path: Path) -> bool:

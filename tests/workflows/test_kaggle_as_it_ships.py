@@ -1,4 +1,5 @@
-"""Ten Kaggle image competitions in the shapes Kaggle ships them: ``kagglecv init`` then ``kagglecv run`` on each with
+"""Kaggle image competitions in the shapes Kaggle ships them (image files, pixel tables, COCO label files, archives,
+and the readers' shapes: .npy, DICOM, HDF5, parquet pixel rows, JSON bands): ``kagglecv init`` then ``kagglecv run`` on each with
 no hand edit, a submission that matches the sample exactly, and a planted solution scored by ``score
 --submission`` equal to an independent computation."""
 
@@ -21,7 +22,10 @@ from kagglecv.core.metrics import (
     tune_grade_cutoffs,
 )
 from kagglecv.stages.score import score_submission
+from tests.workflows.kaggle_reader_shapes import READER_BUILDERS
 from tests.workflows.kaggle_shapes import BUILDERS, VARIANTS, Competition
+
+BUILDERS = BUILDERS | READER_BUILDERS
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -45,6 +49,9 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
         probabilities = np.clip(submitted[competition.classes].astype(float).to_numpy(), 1e-15, 1 - 1e-15)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         return skm.log_loss(solution[value_cols[0]], probabilities, labels=competition.classes)
+    if competition.metric == "binary_log_loss":  # Kaggle's log loss of the positive class, clipped at 1e-15
+        positive = np.clip(submitted[value_cols[0]].astype(float).to_numpy(), 1e-15, 1 - 1e-15)
+        return skm.log_loss(solution[value_cols[0]].astype(int), positive, labels=[0, 1])
     if competition.metric == "roc_auc":
         return skm.roc_auc_score(solution[value_cols[0]].astype(int), submitted[value_cols[0]].astype(float))
     if competition.metric == "roc_auc_macro":

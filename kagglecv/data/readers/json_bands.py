@@ -63,6 +63,14 @@ def is_json_records(path: Path) -> bool:
     return path.suffix.lower() == ".json" and start[:1] == b"["
 
 
+def json_records_head(path: Path) -> dict:
+    """The first record of ``path`` (read as far as it ends, not the whole file)."""
+    first = next(iter(_records(path)), None)
+    if not isinstance(first, dict):
+        raise DataError(f"{path}: its first element is not a record (an object)")
+    return first
+
+
 def _band(record: dict, name: str, index: int, path: Path) -> np.ndarray:
     if name not in record:
         raise DataError(f"{path}: record {index} has no band {name!r}; its keys are "
