@@ -858,8 +858,9 @@ ROUND_FOUR = {
                 bounded=True),
     ],
     "a folder the survey cannot match": [
-        Variant("ISIC 2024: test images only in an HDF5", ["init", "isic", "--metric", "roc_auc", "--out", "i.yaml"],
-                "data.test_image_dir", setup=isic_shaped),
+        Variant("ISIC 2024 without train-image.hdf5: training JPEGs, test images only in an HDF5",
+                ["init", "isic", "--metric", "roc_auc", "--out", "i.yaml"], "no HDF5 files named train",
+                setup=isic_shaped),
         Variant("a test table whose ids name no image", ["init", "comp", "--metric", "accuracy", "--out", "c.yaml"],
                 "data.test_image_dir", setup=both(competition_copy(), lambda w: shutil.rmtree(w / "comp" / "test"),
                                                   write("comp/test.csv", "id\nnope1\nnope2\n"))),
@@ -948,6 +949,76 @@ READERS = {
                 setup=lambda w: herbarium_shaped(w, with_test=False)),
     ],
 }
+
+
+def arrays(spoil: Callable[[Path], None]) -> Callable[[Path], None]:
+    """data/arrays/<id>.npy (C x H x W float32) for every training row, from the world's images, then one spoiled."""
+    def apply(world: Path) -> None:
+        folder = world / "data" / "arrays"
+        folder.mkdir()
+        table = pd.read_csv(world / "data" / "train.csv", dtype=str)
+        for image_id in table["id"]:
+            pixels = np.asarray(Image.open(world / "data" / "train" / f"{image_id}.png")).astype(np.float32)
+            np.save(folder / f"{image_id}.npy", pixels.reshape(*pixels.shape[:2], -1).transpose(2, 0, 1))
+        spoil(folder / f"{table['id'][4]}.npy")
+    return apply
+
+
+def pickled_array(path: Path) -> None:
+    np.save(path, np.array([{"planted": 1}], dtype=object), allow_pickle=True)
+
+
+def huge_header(path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (3, 1_000_000, 1_000_000)})
+
+
+def hdf5_linking_out(world: Path) -> None:
+    import h5py
+
+    table = pd.read_csv(world / "data" / "train.csv", dtype=str)
+    with h5py.File(world / "secret.h5", "w") as handle:
+        handle["secret"] = np.bytes_(b"planted")
+    with h5py.File(world / "data" / "train-image.h5", "w") as handle:
+        for index, image_id in enumerate(table["id"]):
+            if index == 4:
+                handle[image_id] = h5py.ExternalLink(str(world / "secret.h5"), "secret")
+            else:
+                handle[image_id] = np.bytes_((world / "data" / "train" / f"{image_id}.png").read_bytes())
+
+
+def json_of_one_long_line(world: Path) -> None:
+    """data/big.json: a record that opens and never closes, 1 GiB long (sparse: costs no disk)."""
+    path = world / "data" / "big.json"
+    path.write_bytes(b'[{"id": "a", "band_1": [1.5, ')
+    with path.open("r+b") as stream:
+        stream.truncate((1 << 30) + 1)
+
+
+NPY = ["folds", "base.yaml", "--set", "data.image_dir=data/arrays", "--set", "data.reader={kind: npy}",
+       "--set", "folds.file=folds/npy.csv"]
+HDF5 = ["folds", "base.yaml", "--set", "data.image_dir=data", "--set", "data.reader={kind: hdf5, path: train-image.h5}",
+        "--set", "folds.file=folds/h5.csv"]
+BANDS = ["folds", "base.yaml", "--set", "data.train_csv=data/big.json", "--set", "data.image_dir=null",
+         "--set", "data.reader={kind: json_bands, bands: [band_1]}", "--set", "folds.file=folds/bands.csv"]
+READERS["array, medical and column readers"] = [
+    Variant("an .npy holding a pickled object", NPY, "holds object values", outputs=("folds",),
+            setup=arrays(pickled_array)),
+    Variant("an .npy declaring 3 x 10^12 values", NPY, "declares shape (3, 1000000, 1000000)", outputs=("folds",),
+            setup=arrays(huge_header), bounded=True),
+    Variant("an HDF5 whose dataset is an external link out of the file", HDF5, "is a ExternalLink, not a dataset",
+            outputs=("folds",), setup=hdf5_linking_out),
+    Variant("a parquet path leaving the image folder", ["folds", "base.yaml", "--set", "data.image_dir=data",
+                                                        "--set", "data.reader={kind: parquet, path: '../*.parquet'}",
+                                                        "--set", "folds.file=folds/p.csv"],
+            "leads outside the image folder", outputs=("folds",)),
+    Variant("a JSON bands file of 1 GiB in one record", BANDS, "is over 67,108,864 characters", outputs=("folds",),
+            setup=json_of_one_long_line, bounded=True),
+    Variant("a reader path naming an attribute of the id",
+            NPY[:4] + ["--set", "data.reader={kind: npy, path: '{id.__class__}'}"],
+            "may name only {id} and {id[N]}", setup=arrays(lambda path: None)),
+]
 
 
 def herbarium_shaped(world: Path, with_test: bool = True) -> None:
