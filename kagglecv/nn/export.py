@@ -42,14 +42,10 @@ class ProbabilitiesOfViews(nn.Module):
     def normalized(self, images: torch.Tensor) -> torch.Tensor:
         if not self.per_sample:
             return (images - self.mean) / self.std
-        # albumentations' Normalize(normalization="image_per_channel"), OpenCV path: one channel is normalised by
-        # its mean and std + 1e-4; several by each channel's (population) std, a zero std giving 0; clipped to +-20.
+        # kagglecv.nn.images.PerImageNormalize: each channel by its own mean and population std, a constant one 0
         mean = images.mean(dim=(2, 3), keepdim=True)
         std = images.std(dim=(2, 3), keepdim=True, unbiased=False)
-        if images.shape[1] == 1:
-            return ((images - mean) / (std + 1e-4)).clamp(-20.0, 20.0)
-        safe = torch.where(std > 0, std, torch.ones_like(std))
-        return torch.where(std > 0, (images - mean) / safe, torch.zeros_like(images)).clamp(-20.0, 20.0)
+        return (images - mean) / torch.where(std > 0, std, torch.ones_like(std))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         normalized = self.normalized(images)

@@ -74,9 +74,25 @@ def build_augment(
             raise DataError(f"augment: cannot build the transform list: {exc}") from None
         if not eight_bit_colour:
             _refuse_colour_transforms(transforms)
-    normalize = A.Normalize(normalization="image_per_channel") if per_sample else \
+    normalize = PerImageNormalize() if per_sample else \
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=max_pixel_value)
     return A.Compose([*transforms, normalize, ToTensorV2()])
+
+
+class PerImageNormalize(A.ImageOnlyTransform):
+    """Each channel minus its mean over the image, over its (population) std; a constant channel becomes 0.
+
+    Not albumentations' ``Normalize(normalization="image_per_channel")``: above four channels it turns a constant
+    channel into NaN (0 / 0), and it clips at +-20; the exported ONNX graph computes exactly this formula."""
+
+    def __init__(self):
+        super().__init__(p=1.0)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        values = img.astype(np.float32)
+        mean = values.mean(axis=(0, 1), dtype=np.float64)
+        std = values.std(axis=(0, 1), dtype=np.float64)
+        return ((values - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 def _refuse_colour_transforms(transforms: list) -> None:
