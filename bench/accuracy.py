@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from common import peak_rss_mib, require_shared
+
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
 from kagglecv.stages.folds import make_folds

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import require_shared
 
 ENTRY = {"kagglecv": "from kagglecv.cli import main as entry", "before": "from kagglecv.cli import app as entry"}

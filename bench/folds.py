@@ -14,8 +14,11 @@ import time
 
 import numpy as np
 
+from kagglecv.data.splitters import (
+    MultilabelStratifiedGroupKFold,
+    MultilabelStratifiedKFold,
+)
 from kagglecv.stages.folds import label_rate_deviation
-from kagglecv.data.splitters import MultilabelStratifiedGroupKFold, MultilabelStratifiedKFold
 
 
 def long_tailed_labels(rows: int, labels: int, seed: int = 0) -> np.ndarray:

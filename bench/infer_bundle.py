@@ -19,19 +19,19 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
-from kagglecv.stages.pack import pack_run
 from kagglecv.core.config import dump_config, validate_config
 from kagglecv.core.console import Console
-from kagglecv.data.load import load_test, load_train
 from kagglecv.core.files import write_json, write_text
-from kagglecv.nn.images import ImageDataset, build_augment, worker_init
-from kagglecv.stages.infer import infer_test
 from kagglecv.core.runs import RunDir
+from kagglecv.data.load import load_test, load_train
+from kagglecv.nn.images import ImageDataset, build_augment, worker_init
 from kagglecv.nn.runtime import available_cores
+from kagglecv.stages.infer import infer_test
+from kagglecv.stages.pack import pack_run
 
 FOLDS, BATCH = 5, 128
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

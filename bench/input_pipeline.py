@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 
 import torch
+from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from PIL import Image
 from torchvision.transforms import v2
 
-from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from kagglecv.nn.images import ImageDataset, build_augment
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from common import peak_rss_mib
+
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
-from kagglecv.workflows.demo import build_multiclass
 from kagglecv.stages.folds import make_folds
 from kagglecv.stages.train import train_run
+from kagglecv.workflows.demo import build_multiclass
 
 
 def run(quick: bool = False, rows: int = 50_000) -> dict:

@@ -11,9 +11,9 @@ import argparse
 import json
 
 import numpy as np
+from common import alternate, peak_rss_mib, ratio, timed
 from sklearn.metrics import average_precision_score
 
-from common import alternate, peak_rss_mib, ratio, timed
 from kagglecv.core.metrics import average_precision_per_class
 
 

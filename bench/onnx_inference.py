@@ -19,9 +19,9 @@ from pathlib import Path
 from common import alternate, peak_rss_mib, quick_cli, ratio, require_shared
 from infer_bundle import make_run
 
+from kagglecv.core.bundle import MANIFEST
 from kagglecv.core.console import Console
 from kagglecv.stages.infer import infer_test
-from kagglecv.core.bundle import MANIFEST
 from kagglecv.stages.pack import pack_run
 
 

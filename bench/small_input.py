@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from common import require_shared
+
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console
 from kagglecv.stages.folds import make_folds

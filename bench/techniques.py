@@ -26,11 +26,13 @@ from common import SHARED_DATA  # noqa: E402
 from kagglecv.core.config import validate_config  # noqa: E402
 from kagglecv.core.console import Console  # noqa: E402
 from kagglecv.stages.folds import make_folds  # noqa: E402
-from kagglecv.workflows.run import run_pipeline  # noqa: E402
-from kagglecv.workflows.run import train_experiment  # noqa: E402
 from kagglecv.stages.score import score_submission  # noqa: E402
 from kagglecv.stages.submit import write_submission  # noqa: E402
-from kagglecv.workflows.run import pseudo_config  # noqa: E402
+from kagglecv.workflows.run import (
+    pseudo_config,  # noqa: E402
+    run_pipeline,  # noqa: E402
+    train_experiment,  # noqa: E402
+)
 
 OUT = HERE / "out" / "techniques"
 REPO = HERE.parent

@@ -17,21 +17,20 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from common import alternate, peak_rss_mib, ratio, require_shared
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common import alternate, peak_rss_mib, ratio, require_shared
 from kagglecv.core.config import validate_config
 from kagglecv.core.console import Console, EpochProgress
-from kagglecv.data.load import load_train
-from kagglecv.stages.folds import assign_folds
-from kagglecv.data.decoding import decode_image
-from kagglecv.nn.images import build_augment, worker_init
-from kagglecv.core.runs import RunDir
-from kagglecv.nn.runtime import Runtime, available_cores
-from kagglecv.training.components import build_fold_components
 from kagglecv.core.metrics import resolve_metric
-from kagglecv.training.components import loop_settings
+from kagglecv.core.runs import RunDir
+from kagglecv.data.decoding import decode_image
+from kagglecv.data.load import load_train
+from kagglecv.nn.images import build_augment, worker_init
+from kagglecv.nn.runtime import Runtime, available_cores
+from kagglecv.stages.folds import assign_folds
+from kagglecv.training.components import build_fold_components, loop_settings
 from kagglecv.training.selection import BestEpoch, epoch_metric
 from kagglecv.training.trainer import FoldTrainer
 

@@ -25,6 +25,7 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.predictions import combine_views, read_predictions
 from kagglecv.data.inputs import competition_metric, load_run_table
+from kagglecv.data.pixels import PixelImages
 from kagglecv.data.table import CompetitionData
 from kagglecv.nn.recipe import (
     EnsembleRecipe,
@@ -53,12 +54,24 @@ class Timing:
 
 def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
     """Inference time of the whole recipe (every fold, view and member) on synthetic JPEGs at the model's size, at
-    two test sizes, so the model loading (fixed) and the per-image cost are told apart."""
+    two test sizes, so the model loading (fixed) and the per-image cost are told apart. A run whose images come
+    from a reader (arrays, DICOM, HDF5, ...) is timed on arrays in memory of its input's shape: its reader's own
+    decoding is not counted."""
     leaf = leaf_runs(recipe)[0]
     size = leaf.config.model.img_size
     small = max(1, images // 4)
     rng = np.random.default_rng(0)
     seconds = {}
+    if leaf.config.data.reader is not None:
+        channels = leaf.config.model.in_chans
+        for count in (small, images):
+            pixels = PixelImages(rng.normal(0, 1, (count, size, size, channels)).astype(np.float32), Path(scratch))
+            test = CompetitionData(np.array([f"t{index}" for index in range(count)], dtype=object), pixels,
+                                   recipe.task, list(recipe.classes), None)
+            started = time.perf_counter()
+            recipe.predict(test, Console(quiet=True))
+            seconds[count] = time.perf_counter() - started
+        return _timing(images, small, seconds)
     with tempfile.TemporaryDirectory(prefix=".timing-", dir=scratch) as folder:
         for index in range(images):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
@@ -74,6 +87,10 @@ def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
             started = time.perf_counter()
             recipe.predict(test, Console(quiet=True))
             seconds[count] = time.perf_counter() - started
+    return _timing(images, small, seconds)
+
+
+def _timing(images: int, small: int, seconds: dict[int, float]) -> Timing:
     slope = (seconds[images] - seconds[small]) / (images - small) if images > small else 0.0
     per_image = slope if slope > 0 else seconds[images] / images  # too few images to tell: the cautious estimate
     return Timing(images, max(seconds[small] - per_image * small, 0.0), per_image)

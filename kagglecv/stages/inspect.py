@@ -28,7 +28,7 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_csv, write_json
 from kagglecv.core.predictions import read_aligned
 from kagglecv.core.runs import RunDir, read_json
-from kagglecv.data.decoding import load_image
+from kagglecv.data.decoding import preview_image
 from kagglecv.data.duplicates import near_duplicate_pairs, perceptual_hashes
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.outcomes import Analysis
@@ -245,11 +245,11 @@ def _error_tile(data: CompetitionData, item: dict) -> tuple:
 
 def _tile(data: CompetitionData, row: int, caption: str, colour: str) -> tuple:
 
-    image = load_image(data.images, row)
+    image = preview_image(data.images, row)  # eight-bit grey or RGB, whatever the source
     if max(image.shape[:2]) > THUMBNAIL:
-        thumbnail = Image.fromarray(image)
+        thumbnail = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
         thumbnail.thumbnail((THUMBNAIL, THUMBNAIL))
-        image = np.asarray(thumbnail)
+        image = np.asarray(thumbnail).reshape(*thumbnail.size[::-1], -1)
     return image, caption, colour
 
 

@@ -92,3 +92,32 @@ def test_isic_2024s_notebook_predicts_a_hidden_hdf5_test_offline(tmp_path, monke
                console=Console(quiet=True))
     pd.testing.assert_frame_equal(submission, pd.read_csv(expected, dtype=str))
     assert tree_checksums(inputs) == before, "nothing written under the input"
+
+
+def test_a_six_channel_float_run_is_inspected_and_packed_as_onnx_predicting_what_the_run_does(tmp_path, monkeypatch):
+    """SETI's shape: the fold's channel statistics are recorded, ``inspect`` draws the arrays, and an ONNX bundle
+    (normalisation inside the graph, timed on arrays of the input's shape) infers the run's own submission."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra")
+    from tests.workflows.kaggle_reader_shapes import seti
+
+    competition = seti(tmp_path / "input")
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["init", str(competition.folder), "--metric", "roc_auc"]).exit_code == 0
+    ran = CliRunner().invoke(app, ["run", str(next(tmp_path.glob("*.yaml"))), *TINY])
+    assert ran.exit_code == 0, ran.output
+    run = tmp_path / "runs" / competition.folder.name
+    recorded = json.loads((run / "fold0" / "normalization.json").read_text())
+    assert len(recorded["mean"]) == 6 and recorded["max_pixel_value"] == 1.0 and not recorded.get("per_sample")
+    inspected = CliRunner().invoke(app, ["inspect", str(run)])
+    assert inspected.exit_code == 0 and (run / "errors.png").is_file(), inspected.output
+    packed = CliRunner().invoke(app, ["pack", str(run), "--out", str(tmp_path / "onnx"), "--format", "onnx"])
+    assert packed.exit_code == 0, packed.output
+    assert json.loads((tmp_path / "onnx" / "fold0" / "normalization.json").read_text()) == recorded
+    sample = competition.folder / "sample_submission.csv"
+    inferred = CliRunner().invoke(app, ["infer", str(tmp_path / "onnx"), "--images", str(competition.folder / "test"),
+                                        "--sample", str(sample), "--out", str(tmp_path / "onnx.csv")])
+    assert inferred.exit_code == 0, inferred.output
+    mine = pd.read_csv(tmp_path / "submissions" / f"{competition.folder.name}.csv")
+    theirs = pd.read_csv(tmp_path / "onnx.csv")
+    assert theirs["id"].tolist() == mine["id"].tolist()
+    np.testing.assert_allclose(theirs["target"], mine["target"], atol=1e-4)
