@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.data.readers.json_bands import is_json_records
 from kagglecv.data.table import MAX_CELL_CHARS, MAX_TABLE_BYTES
 
 COCO_SUFFIX = ".json"
@@ -27,16 +28,8 @@ LABELS = ("category_id", "name")
 
 def is_coco_table(path: Path) -> bool:
     """Whether ``path`` names a COCO label file rather than a CSV: a ``.json`` file that is not a list of records
-    (those are JSON bands, :mod:`kagglecv.data.readers.json_bands`)."""
-    path = Path(path)
-    if path.suffix.lower() != COCO_SUFFIX:
-        return False
-    try:
-        with open(path, "rb") as handle:
-            start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    except OSError:
-        return True  # reading it names the problem
-    return start[:1] != b"["
+    (those are JSON bands, :mod:`kagglecv.data.readers.json_bands`); reading it names any other problem."""
+    return Path(path).suffix.lower() == COCO_SUFFIX and not is_json_records(Path(path))
 
 
 def read_coco_table(path: Path, label: str = "category_id") -> pd.DataFrame:

@@ -19,7 +19,11 @@ from typing import Callable
 import numpy as np
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
+from kagglecv.data.readers.dicom import read_dicom
+from kagglecv.data.readers.hdf5 import Hdf5Images
 from kagglecv.data.readers.json_bands import is_json_records, json_records_head
+from kagglecv.data.readers.npy import npy_header
+from kagglecv.data.readers.parquet import parquet_columns
 from kagglecv.data.sources import id_path
 
 Add = Callable[[str, object, str], None]
@@ -66,8 +70,6 @@ def _hdf5(add: Add, folder: Path, train_ids: list[str], test_ids: list[str]) -> 
     train = _one_named(files, "train", folder, "HDF5")
     test = next((path for path in files if "test" in path.name.lower()), None)
     reader = {"kind": "hdf5", "path": train.name, **({"test_path": test.name} if test else {})}
-    from kagglecv.data.readers.hdf5 import Hdf5Images
-
     images = Hdf5Images(train, train_ids[:16], None, "chw", folder)
     add("data.reader", reader, f"{train.name} holds a dataset per id (encoded images)"
         + (f"; {test.name} the test images" if test else ""))
@@ -82,14 +84,12 @@ def _parquet(add: Add, folder: Path, train_ids: list[str], test_ids: list[str]) 
     files = sorted(path for path in folder.iterdir() if path.suffix.lower() == ".parquet" and path.is_file())
     if not files:
         return False
-    import pyarrow.parquet as parquet  # pyarrow: a dependency of the parquet extra
-
     trains = [path for path in files if "train" in path.name.lower()]
     if not trains:
         raise KagglecvError(f"{folder}: parquet files {summarize([p.name for p in files], quote=True)}, none named "
                             "train; set data.reader by hand")
     tests = [path for path in files if "test" in path.name.lower()]
-    names = parquet.ParquetFile(trains[0]).schema_arrow.names
+    names = parquet_columns(trains[0])
     id_column = names[0]
     pixels = len(names) - 1
     side = int(round(pixels ** 0.5))
@@ -143,8 +143,6 @@ def _nesting(folder: Path, ids: list[str], suffix: str) -> str | None:
 
 
 def _npy_keys(add: Add, first: Path, pattern: str) -> None:
-    from kagglecv.data.readers.npy import npy_header
-
     shape, dtype, _, _ = npy_header(first)
     channels, layout = (1, "chw") if len(shape) == 2 else ((shape[0], "chw") if shape[0] <= shape[-1] else
                                                            (shape[-1], "hwc"))
@@ -155,8 +153,6 @@ def _npy_keys(add: Add, first: Path, pattern: str) -> None:
 
 
 def _dicom_keys(add: Add, first: Path, pattern: str) -> None:
-    from kagglecv.data.readers.dicom import read_dicom
-
     dataset = read_dicom(first, header_only=True)
     computed_tomography = str(dataset.get("Modality", "")) == "CT"
     windows = CT_WINDOWS if computed_tomography else ["file"]

@@ -14,6 +14,10 @@ import numpy as np
 
 from kagglecv.core.config import ReaderConfig
 from kagglecv.core.errors import DataError
+from kagglecv.data.readers.dicom import DicomImages
+from kagglecv.data.readers.hdf5 import Hdf5Images
+from kagglecv.data.readers.npy import NpyImages
+from kagglecv.data.readers.parquet import read_parquet_pixels
 from kagglecv.data.sources import ImageSource
 
 PER_ID_KINDS = ("npy", "dicom")   # one file per row, found from its id by reader.path
@@ -23,11 +27,7 @@ CONTAINER_KINDS = ("hdf5", "parquet")  # files holding many rows, named by reade
 def per_id_source(reader: ReaderConfig, paths: list[Path], source: Path) -> ImageSource:
     """The source of one file per row (``paths`` resolved and checked by the table's loader)."""
     if reader.kind == "npy":
-        from kagglecv.data.readers.npy import NpyImages
-
         return NpyImages(paths, reader.layout, source)
-    from kagglecv.data.readers.dicom import DicomImages
-
     return DicomImages(paths, reader.windows, source)
 
 
@@ -36,14 +36,10 @@ def container_source(reader: ReaderConfig, roots: list[Path], ids: np.ndarray, i
     """The rows of ``ids`` from the HDF5 file or the parquet files that ``reader.path`` names under ``roots``."""
     pattern = reader.pattern(test)
     if reader.kind == "hdf5":
-        from kagglecv.data.readers.hdf5 import Hdf5Images
-
         files = contained_files(roots, pattern, glob=False)
         if len(files) != 1:
             raise DataError(f"data.reader.path: {pattern!r} is not a file under {', '.join(map(str, roots))}")
         return Hdf5Images(files[0], [str(image_id) for image_id in ids], reader.dataset, reader.layout, source)
-    from kagglecv.data.readers.parquet import read_parquet_pixels
-
     files = contained_files(roots, pattern, glob=True)
     return read_parquet_pixels(files, reader.id_column or id_col, ids, reader.height, reader.width, source)
 

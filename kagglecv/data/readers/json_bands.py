@@ -54,13 +54,16 @@ def read_json_bands(path: Path, bands: list[str], height: int | None = None,
 
 
 def is_json_records(path: Path) -> bool:
-    """Whether ``path`` is a JSON file whose first non-blank character opens a list."""
+    """Whether ``path`` is a ``.json`` file that opens a list of objects (``[{``, or an empty list): JSON bands, not a
+    COCO label file (an object) nor anything else."""
+    if Path(path).suffix.lower() != ".json":
+        return False
     try:
         with open(path, "rb") as handle:
             start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     except OSError:
         return False
-    return path.suffix.lower() == ".json" and start[:1] == b"["
+    return start[:1] == b"[" and start[1:].lstrip(b" \t\r\n")[:1] in (b"{", b"]")
 
 
 def json_records_head(path: Path) -> dict:

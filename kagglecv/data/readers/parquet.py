@@ -48,6 +48,12 @@ def read_parquet_pixels(files: list[Path], id_column: str, ids: np.ndarray, heig
     return PixelImages(pixels, source)
 
 
+def parquet_columns(path: Path) -> list[str]:
+    """The column names of a parquet file, read from its footer (bounded as for reading)."""
+    require_extra("pyarrow", "parquet", "parquet pixel rows")
+    return list(_open(path).schema_arrow.names)
+
+
 def _open(path: Path):
     try:
         handle = parquet.ParquetFile(path)

@@ -347,3 +347,28 @@ def test_a_hostile_json_bands_file_is_refused_naming_the_record(photos, tmp_path
     with pytest.raises(DataError, match=message) as caught:
         json_bands.read_json_bands(tmp_path / "train.json", ["band_1", "band_2"])
     assert "train.json" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_data_cache_holds_a_readers_rows_exactly_and_a_changed_array_makes_a_new_cache(photos, tmp_path):
+    from kagglecv.data.cache import with_cached_images
+
+    files, ids, pixels, labels = photos
+    (tmp_path / "train").mkdir()
+    for image_id, image in zip(ids, pixels):
+        np.save(tmp_path / "train" / f"{image_id}.npy", _six_panels(image))
+    config = DataConfig(train_csv=_table(tmp_path, ids, labels), image_dir=tmp_path / "train", reader={"kind": "npy"})
+    data = load_train(config)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    cached = with_cached_images(data, "disk", runs / ".cache")
+    assert cached.images.pixels.dtype == np.float32 and not cached.images.eight_bit
+    for row in range(ROWS):
+        np.testing.assert_array_equal(cached.images.read(row), data.images.read(row))
+    assert len(list((runs / ".cache").glob("images-*.npy"))) == 1
+    with_cached_images(load_train(config), "disk", runs / ".cache")  # unchanged: read back, not written again
+    assert len(list((runs / ".cache").glob("images-*.npy"))) == 1
+    changed = _six_panels(pixels[3]) + np.float16(1)
+    np.save(tmp_path / "train" / f"{ids[3]}.npy", changed)
+    again = with_cached_images(load_train(config), "disk", runs / ".cache")
+    assert len(list((runs / ".cache").glob("images-*.npy"))) == 2
+    np.testing.assert_array_equal(again.images.read(3), changed.astype(np.float32).transpose(1, 2, 0))
