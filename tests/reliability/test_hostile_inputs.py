@@ -1007,7 +1007,7 @@ READERS["array, medical and column readers"] = [
             setup=arrays(pickled_array)),
     Variant("an .npy declaring 3 x 10^12 values", NPY, "declares shape (3, 1000000, 1000000)", outputs=("folds",),
             setup=arrays(huge_header), bounded=True),
-    Variant("an HDF5 whose dataset is an external link out of the file", HDF5, "is a ExternalLink, not a dataset",
+    Variant("an HDF5 whose dataset is an external link out of the file", HDF5, "is an external link, not a dataset",
             outputs=("folds",), setup=hdf5_linking_out),
     Variant("a parquet path leaving the image folder", ["folds", "base.yaml", "--set", "data.image_dir=data",
                                                         "--set", "data.reader={kind: parquet, path: '../*.parquet'}",

@@ -236,7 +236,7 @@ def test_an_hdf5_pointing_outside_itself_or_lacking_an_id_is_refused_in_one_line
             handle.create_virtual_dataset("a", layout)
         elif hostile == "array":
             handle["a"] = np.zeros((4, 4), dtype=np.float32)
-    expected = {"external": "'a' is a ExternalLink, not a dataset in this file", "soft": "'a' is a SoftLink",
+    expected = {"external": "'a' is an external link, not a dataset in this file", "soft": "'a' is a soft link",
                 "virtual": "dataset 'a' is virtual", "missing": r"1 ids have no dataset: 'a'",
                 "array": "holds float32 of shape \\(4, 4\\); expected an encoded image's bytes"}[hostile]
     with pytest.raises(DataError, match=expected) as caught:
