@@ -119,6 +119,12 @@ class _RowReader:
             return self.images.read(row)
         return decode_image(self.images[row])
 
+    def order(self) -> np.ndarray:
+        """The rows in the order their source reads fastest."""
+        if isinstance(self.images, ImageSource):
+            return self.images.read_order()
+        return np.arange(len(self.images))
+
     def name(self, row: int) -> str:
         if isinstance(self.images, ImageSource):
             return self.images.location(row)
@@ -183,7 +189,7 @@ def _decode_all(rows: _RowReader, source: Path) -> np.ndarray:
 def _fill(pixels: np.ndarray, rows: _RowReader, source: Path, start: int = 0) -> None:
     """Decode rows ``start:`` into ``pixels``; images of another size are all named in one error."""
     other = []
-    for row in range(start, len(rows)):
+    for row in (int(row) for row in rows.order() if row >= start):
         image = rows.read(row)
         if image.shape != pixels.shape[1:]:
             other.append(f"{rows.name(row)} {image.shape[1]}x{image.shape[0]}")

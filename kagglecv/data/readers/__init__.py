@@ -17,7 +17,7 @@ from kagglecv.core.errors import DataError
 from kagglecv.data.readers.dicom import DicomImages
 from kagglecv.data.readers.hdf5 import Hdf5Images
 from kagglecv.data.readers.npy import NpyImages
-from kagglecv.data.readers.parquet import read_parquet_pixels
+from kagglecv.data.readers.parquet import ParquetImages
 from kagglecv.data.sources import ImageSource
 
 PER_ID_KINDS = ("npy", "dicom")   # one file per row, found from its id by reader.path
@@ -41,7 +41,7 @@ def container_source(reader: ReaderConfig, roots: list[Path], ids: np.ndarray, i
             raise DataError(f"data.reader.path: {pattern!r} is not a file under {', '.join(map(str, roots))}")
         return Hdf5Images(files[0], [str(image_id) for image_id in ids], reader.dataset, reader.layout, source)
     files = contained_files(roots, pattern, glob=True)
-    return read_parquet_pixels(files, reader.id_column or id_col, ids, reader.height, reader.width, source)
+    return ParquetImages(files, reader.id_column or id_col, ids, reader.height, reader.width, source)
 
 
 def contained_files(roots: list[Path], pattern: str, glob: bool) -> list[Path]:

@@ -1,51 +1,84 @@
 """Parquet pixel rows (Bengali.AI: ``train_image_data_{0..3}.parquet``, each row an ``image_id`` and 137 x 236
-uint8 columns ``0..32331``), read with pyarrow row group by row group, only the id column and the pixel columns, into
-one uint8 array of the table's rows (the rows of the files that the table does not name are skipped).
+uint8 columns ``0..32331``, about 50,000 rows a file), read with pyarrow (``pip install 'kagglecv[parquet]'``).
 
-Bounded before allocating: the schema's column count, each file's declared row count, and the array the table's
-rows need (``MAX_PARQUET_PIXEL_BYTES``).
+Streamed, never loaded whole: opening reads only the id column of every row group, to know where each of the
+table's ids is; a row is then read with its row group's pixel columns, the last row groups kept per process
+(:data:`GROUPS_KEPT`), so memory is bounded by row groups, not by the files. Reading the rows in
+:meth:`ParquetImages.read_order` (file, row group, position) reads each row group once: what ``data.cache: disk``
+does to hold a shuffled training's images as one memory-mapped array. Bounded before allocating: the schema's
+column count and a row group's pixel bytes.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from kagglecv.core.errors import DataError, require_extra, summarize
 from kagglecv.core.lazy import imported_on_first_use
-from kagglecv.data.pixels import PixelImages
+from kagglecv.data.sources import ImageSource, RowsOf, positions
 
 parquet = imported_on_first_use("pyarrow.parquet")
 
 MAX_PARQUET_COLUMNS = 1 << 20
-MAX_PARQUET_PIXEL_BYTES = 16 << 30
+MAX_GROUP_PIXEL_BYTES = 4 << 30
+GROUPS_KEPT = 2
 
 
-def read_parquet_pixels(files: list[Path], id_column: str, ids: np.ndarray, height: int | None, width: int | None,
-                        source: Path) -> PixelImages:
-    """The images of ``ids`` (in that order) from the pixel rows of ``files``."""
-    require_extra("pyarrow", "parquet", "parquet pixel rows")
-    if not files:
-        raise DataError(f"{source}: no parquet files hold the images (data.reader.path matched none)")
-    wanted = {str(image_id): row for row, image_id in enumerate(ids)}
-    pixels, found = None, np.zeros(len(ids), dtype=bool)
-    for path in files:
-        handle = _open(path)
-        columns = _pixel_columns(handle.schema_arrow.names, id_column, path)
-        height, width = _shape(len(columns), height, width, path)
-        if pixels is None:
-            _check_allocation(len(ids), height * width, source)
-            pixels = np.zeros((len(ids), height, width, 1), dtype=np.uint8)
-        elif pixels.shape[1:3] != (height, width):
-            raise DataError(f"{path}: {len(columns)} pixel columns, not the {pixels.shape[1] * pixels.shape[2]} of "
-                            f"{files[0].name}")
-        _fill_rows(handle, [id_column, *columns], wanted, pixels, found, path)
-    if not found.all():
-        missing = [str(image_id) for image_id in ids[~found]]
-        raise DataError(f"{source}: {len(missing)} ids are in no parquet file: {summarize(missing, quote=True)}")
-    return PixelImages(pixels, source)
+class ParquetImages(ImageSource):
+    """The rows of ``ids`` in the pixel rows of ``files`` (grey, uint8), read row group by row group."""
+
+    def __init__(self, files: list[Path], id_column: str, ids: np.ndarray, height: int | None, width: int | None,
+                 source: Path):
+        require_extra("pyarrow", "parquet", "parquet pixel rows")
+        if not files:
+            raise DataError(f"{source}: no parquet files hold the images (data.reader.path matched none)")
+        self.files, self.id_column, self.source = [Path(path) for path in files], id_column, source
+        self.columns, self.shape = _layout(self.files, id_column, height, width)
+        self.file_of, self.group_of, self.offset_of = _locate(self.files, id_column, ids, source)
+        self._groups: OrderedDict = OrderedDict()
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_groups": OrderedDict()}
+
+    def __len__(self) -> int:
+        return len(self.file_of)
+
+    @property
+    def eight_bit(self) -> bool:
+        return True
+
+    def location(self, row: int) -> str:
+        return f"{self.files[self.file_of[row]]} row group {self.group_of[row]} row {self.offset_of[row]}"
+
+    def take(self, rows: np.ndarray) -> RowsOf:
+        return RowsOf(self, positions(rows))
+
+    def identity_files(self) -> list[Path]:
+        return self.files
+
+    def read_order(self) -> np.ndarray:
+        """The rows in file order: each row group read once."""
+        return np.lexsort((self.offset_of, self.group_of, self.file_of))
+
+    def read(self, row: int) -> np.ndarray:
+        return self._group(int(self.file_of[row]), int(self.group_of[row]))[self.offset_of[row]]
+
+    def _group(self, file: int, group: int) -> np.ndarray:
+        if self._pid != os.getpid():  # a forked loader worker keeps none of its parent's row groups
+            self._groups, self._pid = OrderedDict(), os.getpid()
+        key = (file, group)
+        if key not in self._groups:
+            self._groups[key] = _read_group(self.files[file], group, self.columns, self.shape)
+            while len(self._groups) > GROUPS_KEPT:
+                self._groups.popitem(last=False)
+        self._groups.move_to_end(key)
+        return self._groups[key]
 
 
 def parquet_columns(path: Path) -> list[str]:
@@ -63,6 +96,68 @@ def _open(path: Path):
     if count > MAX_PARQUET_COLUMNS:
         raise DataError(f"{path}: {count:,} columns; at most {MAX_PARQUET_COLUMNS:,} are read")
     return handle
+
+
+def _layout(files: list[Path], id_column: str, height: int | None, width: int | None) -> tuple[list[str], tuple]:
+    """The pixel columns and the image shape, the same in every file."""
+    columns = None
+    for path in files:
+        found = _pixel_columns(_open(path).schema_arrow.names, id_column, path)
+        if columns is not None and found != columns:
+            raise DataError(f"{path}: {len(found)} pixel columns, not the {len(columns)} of {files[0].name}")
+        columns = found
+    return columns, (*_shape(len(columns), height, width, files[0]), 1)
+
+
+def _locate(files: list[Path], id_column: str, ids: np.ndarray, source: Path) -> tuple[np.ndarray, ...]:
+    """For each of ``ids``: its file, row group and position there, from the id columns alone."""
+    wanted = {str(image_id): row for row, image_id in enumerate(ids)}
+    where = np.full((3, len(ids)), -1, dtype=np.int64)
+    twice = []
+    for file, path in enumerate(files):
+        handle = _open(path)
+        for group in range(handle.num_row_groups):
+            keys = handle.read_row_group(group, columns=[id_column]).column(0).to_pylist()
+            for offset, key in enumerate(keys):
+                row = wanted.get(str(key))
+                if row is None:
+                    continue
+                if where[0, row] >= 0:
+                    twice.append(str(key))
+                where[:, row] = (file, group, offset)
+    if twice:
+        raise DataError(f"{source}: ids appear twice among the parquet files: {summarize(twice, quote=True)}")
+    missing = [str(image_id) for image_id in ids[where[0] < 0]]
+    if missing:
+        raise DataError(f"{source}: {len(missing)} ids are in no parquet file: {summarize(missing, quote=True)}")
+    return where[0], where[1], where[2]
+
+
+def _read_group(path: Path, group: int, columns: list[str], shape: tuple) -> np.ndarray:
+    """One row group's images as (rows, H, W, 1) uint8; a value outside 0-255, fractional or missing is an error."""
+    handle = _open(path)
+    rows = handle.metadata.row_group(group).num_rows
+    if rows * len(columns) > MAX_GROUP_PIXEL_BYTES:
+        raise DataError(f"{path}: row group {group} holds {rows:,} x {len(columns):,} pixels; at most "
+                        f"{MAX_GROUP_PIXEL_BYTES:,} are read at once")
+    table = handle.read_row_group(group, columns=columns)
+    values = np.empty((rows, len(columns)), dtype=np.uint8)
+    for index in range(len(columns)):
+        column = table.column(index)
+        if column.null_count:
+            raise DataError(f"{path}: row group {group} column {columns[index]!r} has empty pixels")
+        numbers = column.to_numpy()
+        if numbers.dtype != np.uint8 and not _exact_uint8(numbers):
+            raise DataError(f"{path}: row group {group} column {columns[index]!r}: pixel values not integers in 0-255")
+        values[:, index] = numbers
+    return values.reshape(rows, *shape)
+
+
+def _exact_uint8(numbers: np.ndarray) -> bool:
+    if numbers.dtype.kind not in "iuf":
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(np.array_equal(numbers.astype(np.uint8), numbers))
 
 
 def _pixel_columns(names: list[str], id_column: str, path: Path) -> list[str]:
@@ -88,33 +183,3 @@ def _shape(count: int, height: int | None, width: int | None, path: Path) -> tup
         raise DataError(f"{path}: {count} pixel columns is not a square image; set data.reader.height and width "
                         "(Bengali.AI: 137 and 236)")
     return side, side
-
-
-def _check_allocation(rows: int, values: int, source: Path) -> None:
-    if rows * values > MAX_PARQUET_PIXEL_BYTES:
-        raise DataError(f"{source}: {rows:,} images of {values:,} pixels would take {rows * values:,} bytes; at most "
-                        f"{MAX_PARQUET_PIXEL_BYTES:,} are held in memory")
-
-
-def _fill_rows(handle, columns: list[str], wanted: dict[str, int], pixels: np.ndarray, found: np.ndarray,
-               path: Path) -> None:
-    """Copy the wanted rows of each row group into ``pixels``; a value outside 0-255 or missing is an error."""
-    for group in range(handle.num_row_groups):
-        table = handle.read_row_group(group, columns=columns)
-        keys = [str(value) for value in table.column(0).to_pylist()]
-        rows = [(position, wanted[key]) for position, key in enumerate(keys) if key in wanted]
-        if not rows:
-            continue
-        source_rows = np.array([position for position, _ in rows])
-        values = np.column_stack([table.column(index).to_numpy(zero_copy_only=False)[source_rows]
-                                  for index in range(1, table.num_columns)])
-        if values.dtype != np.uint8:
-            if np.isnan(values.astype(np.float64)).any() or values.min() < 0 or values.max() > 255 or \
-                    (values.astype(np.float64) % 1 != 0).any():
-                raise DataError(f"{path}: row group {group}: pixel values not integers in 0-255")
-        targets = np.array([target for _, target in rows])
-        if found[targets].any():
-            twice = [keys[position] for position, target in rows if found[target]]
-            raise DataError(f"{path}: ids appear twice among the parquet files: {summarize(twice, quote=True)}")
-        pixels[targets] = values.astype(np.uint8).reshape(len(rows), *pixels.shape[1:])
-        found[targets] = True

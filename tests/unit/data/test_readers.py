@@ -266,9 +266,20 @@ def test_parquet_pixel_rows_across_files_and_row_groups_are_the_tables_rows(phot
     config = DataConfig(train_csv=tmp_path / "train.csv", id_col="image_id", image_dir=tmp_path,
                         reader={"kind": "parquet", "path": "train_image_data_*.parquet"})
     images = load_train(config).images
-    assert images.eight_bit and images.pixels.shape == (ROWS, 32, 32, 1)
+    assert images.eight_bit and len(images) == ROWS and images.read(0).shape == (32, 32, 1)
     for row, index in enumerate(order):
         np.testing.assert_array_equal(images.read(row)[:, :, 0], pixels[index][:, :, 1])
+    # read in file order, each row group (of two rows) is read once: never more than two kept
+    read_groups = []
+    original = parquet._read_group
+    parquet._read_group = lambda *args: read_groups.append(args[:2]) or original(*args)
+    try:
+        fresh = load_train(config).images
+        for row in fresh.read_order():
+            fresh.read(int(row))
+    finally:
+        parquet._read_group = original
+    assert len(read_groups) == len(set(read_groups)) == 6 and len(fresh._groups) <= parquet.GROUPS_KEPT
 
 
 def test_parquet_refuses_an_id_in_no_file_too_many_columns_and_a_path_out_of_the_folder(photos, tmp_path, monkeypatch):
