@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -208,7 +209,8 @@ def _blend_and_write(members: Members, method: str, metric: Metric, out: Path, o
                             weights=_weights_report(final_weights, run_names, members.classes),
                             best_single=best_single, in_sample=in_sample, nested=nested.overall,
                             nested_per_fold=nested.per_fold, correlation=oof_correlation(members.oof, run_names),
-                            marginal_gain=marginal_gains(members, blender, targets, metric_of, in_sample), path=out)
+                            marginal_gain=marginal_gains(members, blender, targets, metric_of, in_sample,
+                                                         metric.objective), path=out)
     with atomic_folder(out, replace=True) as building:
         run = RunDir(building)
         write_predictions(run.oof_path, members.data.ids, nested_oof, members.classes, folds=members.folds)
@@ -237,12 +239,15 @@ def oof_correlation(oof: np.ndarray, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(np.corrcoef(flat), index=names, columns=names)
 
 
-def marginal_gains(members: Members, blender: Blender, targets, metric_of, full_score: float) -> dict[str, float]:
-    """For each run: the in-sample blend score minus the score of the same method fit without that run."""
+def marginal_gains(members: Members, blender: Blender, targets, metric_of, full_score: float,
+                   objective: Callable[[float], float]) -> dict[str, float]:
+    """For each run: how much better the in-sample blend scores with it than the same method fit without it, in
+    the metric's units and made higher-is-better by ``objective`` (a positive gain helps, for log loss too)."""
     gains = {}
     if len(members.oof) < 3:
         singles = [metric_of(run) for run in members.oof]
-        return {path.name: full_score - singles[1 - index] for index, path in enumerate(members.paths)}
+        return {path.name: objective(full_score) - objective(singles[1 - index])
+                for index, path in enumerate(members.paths)}
     for index, path in enumerate(members.paths):
         keep = [i for i in range(len(members.oof)) if i != index]
         subset = members.oof[keep]
@@ -251,7 +256,7 @@ def marginal_gains(members: Members, blender: Blender, targets, metric_of, full_
             blended = combine(subset, weights / weights.sum(), "mean", members.task)
         else:
             blended = blender.apply(blender.fit(subset, targets), subset)
-        gains[path.name] = full_score - metric_of(blended)
+        gains[path.name] = objective(full_score) - objective(metric_of(blended))
     return gains
 
 

@@ -128,3 +128,23 @@ def test_a_doubled_oof_id_is_refused_by_name(trained_runs, tmp_path):
     frame.to_csv(doubled / "oof.csv", index=False)
     with pytest.raises(KagglecvError, match=rf"doubled/oof.csv: ids differ .*1 doubled: '{frame.iloc[0, 0]}'"):
         make_ensemble([trained_runs[("multiclass", 1)].run_dir, doubled], "mean", runs_dir=tmp_path)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
+def test_a_run_that_hurts_the_blend_has_a_negative_marginal_gain_whatever_the_metrics_direction(trained_runs,
+                                                                                                 tmp_path, metric):
+    """Two real runs and one confidently wrong (each row's likeliest class moved to the next): leaving the wrong
+    one out scores better, so its gain is negative, for accuracy (higher is better) and log loss (lower) alike."""
+    good = [trained_runs[("multiclass", seed)].run_dir for seed in (1, 2)]
+    wrong = tmp_path / "wrong"
+    shutil.copytree(good[0], wrong)
+    for name in ("oof.csv", "test.csv"):
+        frame = pd.read_csv(wrong / name, dtype={"id": str})
+        columns = [column for column in frame.columns if column not in ("id", "fold")]
+        likeliest = frame[columns].to_numpy().argmax(axis=1)
+        confident = np.full((len(frame), len(columns)), 0.02 / (len(columns) - 1))
+        confident[np.arange(len(frame)), (likeliest + 1) % len(columns)] = 0.98
+        frame[columns] = confident
+        frame.to_csv(wrong / name, index=False)
+    result = make_ensemble([*good, wrong], "mean", name=f"gain-{metric}", runs_dir=tmp_path, metric=metric)
+    assert result.marginal_gain["wrong"] < 0, result.marginal_gain

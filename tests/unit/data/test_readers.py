@@ -383,3 +383,23 @@ def test_data_cache_holds_a_readers_rows_exactly_and_a_changed_array_makes_a_new
     again = with_cached_images(load_train(config), "disk", runs / ".cache")
     assert len(list((runs / ".cache").glob("images-*.npy"))) == 2
     np.testing.assert_array_equal(again.images.read(3), changed.astype(np.float32).transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("module, extra, kind", [("h5py", "hdf5", "hdf5"), ("pydicom", "dicom", "dicom"),
+                                                 ("pyarrow", "parquet", "parquet")])
+def test_a_reader_whose_library_is_missing_names_the_extra_to_install(photos, tmp_path, monkeypatch, module, extra,
+                                                                      kind):
+    from kagglecv.core.errors import KagglecvError
+
+    files, ids, pixels, labels = photos
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # as if it were not installed
+    (tmp_path / "train").mkdir()
+    for image_id in ids:
+        (tmp_path / "train" / f"{image_id}.dcm").write_bytes(b"")
+    (tmp_path / "train" / "x.h5").write_bytes(b"")
+    (tmp_path / "train" / "x.parquet").write_bytes(b"")
+    reader = {"hdf5": {"kind": "hdf5", "path": "x.h5"}, "dicom": {"kind": "dicom"},
+              "parquet": {"kind": "parquet", "path": "*.parquet"}}[kind]
+    config = DataConfig(train_csv=_table(tmp_path, ids, labels), image_dir=tmp_path / "train", reader=reader)
+    with pytest.raises(KagglecvError, match=rf"needs {module}: pip install 'kagglecv\[{extra}\]'"):
+        load_train(config)
