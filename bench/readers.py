@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,12 +33,15 @@ READ_ROWS = 3000
 INFER_ROWS, BIG_ROWS = 50_000, 400_000
 
 
+def _files_by_id(folder: Path) -> dict[str, Path]:
+    return {Path(name).stem: folder / name for name in os.listdir(folder)}
+
+
 def _photos(count: int) -> tuple[list[Path], list[str]]:
     shared = require_shared("cifar10-full")
-    table = pd.read_csv(shared / "train.csv", dtype=str)
-    ids = table["id"].tolist()[:count]
-    return [shared / "train" / f"{image_id}.png" if (shared / "train" / f"{image_id}.png").is_file()
-            else next((shared / "train").glob(f"{image_id}.*")) for image_id in ids], ids
+    ids = pd.read_csv(shared / "train.csv", dtype=str)["id"].tolist()[:count]
+    by_id = _files_by_id(shared / "train")
+    return [by_id[image_id] for image_id in ids], ids
 
 
 def _rate(read, rows: int) -> float:
@@ -189,7 +193,8 @@ def infer_part(quick: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="kagglecv-bench-infer-hdf5-"))
     try:
         table[["id"]].to_csv(work / "test.csv", index=False)
-        files = {image_id: next((shared / "train").glob(f"{image_id}.*")) for image_id in table["id"]}
+        by_id = _files_by_id(shared / "train")
+        files = {image_id: by_id[image_id] for image_id in table["id"]}
         (work / "small").mkdir()
         (work / "big").mkdir()
         with h5py.File(work / "small" / "images.hdf5", "w") as small, \
