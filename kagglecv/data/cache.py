@@ -1,21 +1,21 @@
-"""``data.cache``: every image decoded once, into one array (uint8, or float32 for a reader's raw values) shared by the folds of a run and by the data-loader
-workers, instead of a JPEG decode per image per epoch per fold.
+"""``data.cache``: every image decoded once, into one array (uint8, or float32 for a reader's raw values) shared by
+the folds of a run and by the data-loader workers, instead of a decode per image per epoch per fold.
 
 ``memory`` stacks the decoded images in RAM (workers started by fork share the pages); ``disk`` writes them once as
-a ``.npy`` file under ``<runs_dir>/.cache/`` (a name no experiment can take) and memory-maps it (every process maps the same pages; a second run on
-the same table reads it back). The disk cache is named by a key over the table's sha256 and each image file's
-path, size and modification time, so a changed table or a file changed under an unchanged table makes a new
-cache instead of training on stale pixels. The cached images are what ``decode_image`` returns (RGB uint8), or
-what a reader's source reads (its files named as image files are: ``.npy``, DICOM, one HDF5), as a
-:class:`~kagglecv.data.pixels.PixelImages`, the path pixel tables already take; the transforms run on them as on a
-decoded file. Images of several sizes are refused for now: resizing them in the cache would change what the
-augmentation pipeline sees.
+a ``.npy`` file under ``<runs_dir>/.cache/`` (a name no experiment can take) and memory-maps it (every process maps
+the same pages; a second run on the same table reads it back). The disk cache is named by a key over the table's
+sha256 and each image file's path, size and modification time, so a changed table or a file changed under an
+unchanged table makes a new cache instead of training on stale pixels. The cached images are what ``decode_image``
+returns (RGB uint8), or what a reader's source reads (its files named as image files are: ``.npy``, DICOM, one
+HDF5, parquet files), as a :class:`~kagglecv.data.pixels.PixelImages`, the path pixel tables already take; the
+transforms run on them as on a decoded file. Images of several sizes are refused for now: resizing them in the cache
+would change what the augmentation pipeline sees.
 
 The cache is kagglecv's own file, yet it is read back as untrusted input: the folder must be a real folder inside
 ``runs_dir`` (never a link, so nothing is written into an input), and an entry must carry the header of what it
-stands for (the first image's type, one row per image, the first image's shape), its sha256 must be the one written beside it
-(``.sha256``) when it was made, and its first and last rows must be those images decoded now. Anything else is one
-error naming the file: delete it and kagglecv makes it again.
+stands for (the first image's type, one row per image, the first image's shape), its sha256 must be the one written
+beside it (``.sha256``) when it was made, and its first and last rows must be those images decoded now. Anything
+else is one error naming the file: delete it and kagglecv makes it again.
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def _read_cache(path: Path, rows: _RowReader) -> np.ndarray:
     except (ValueError, OSError, SyntaxError) as exc:
         raise DataError(f"{path}: not a kagglecv image cache ({' '.join(str(exc).split())[:120]}){fix}") from None
     if dtype != first.dtype or fortran or tuple(shape) != expected:
-        raise DataError(f"{path}: holds {dtype} {tuple(shape)}, expected {first.dtype} {expected} for these images{fix}")
+        raise DataError(f"{path}: holds {dtype} {tuple(shape)}, expected {first.dtype} {expected} for these "
+                        f"images{fix}")
     size = offset + int(np.prod(expected)) * first.dtype.itemsize
     if path.stat().st_size != size:
         raise DataError(f"{path}: {path.stat().st_size} bytes, not the {size} of its "

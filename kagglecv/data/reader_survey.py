@@ -177,4 +177,5 @@ def _look(add: Add, side: int, channels: int, why: str, grey: bool = False) -> N
                                        "multiple of 32"))
     if channels != 3:
         add("model.in_chans", channels, f"{channels} channel(s) a row")
-    add("image.small_grey", grey and side <= 64, "small grey images" if grey and side <= 64 else "not small grey images")
+    small_grey = grey and side <= 64
+    add("image.small_grey", small_grey, "small grey images" if small_grey else "not small grey images")
