@@ -149,8 +149,9 @@ def _check_storage(plist, key: str, path: Path) -> None:
 
 def _read_encoded(group_id, descriptor: int, key: str, path: Path, where: str) -> bytes:
     """An encoded image's bytes, checked and bounded before they are read: a scalar fixed-length byte string or
-    opaque value, or a 1-D uint8 array. Through h5py's low-level API, and for the usual layout (contiguous, no
-    filter: ISIC 2024's) one ``pread`` of the file at the dataset's offset: a sixth of the high-level cost a row."""
+    opaque value, or a 1-D uint8 array. Through h5py's low-level API: a dataset with a raw-data address in this
+    file (contiguous, unfiltered, not virtual, not external: HDF5 gives no address otherwise; ISIC 2024's layout)
+    is one ``pread`` at it; any other has its storage checked, then is read by HDF5."""
     _check_link(group_id, key, path)
     try:
         dataset = h5py.h5o.open(group_id, key.encode())
@@ -158,11 +159,11 @@ def _read_encoded(group_id, descriptor: int, key: str, path: Path, where: str) -
         raise DataError(f"{path}: no dataset {key!r}") from None
     if not isinstance(dataset, h5py.h5d.DatasetID):
         raise DataError(f"{path}: {key!r} is a group, not a dataset")
-    plist = dataset.get_create_plist()
-    _check_storage(plist, key, path)
+    offset = dataset.get_offset()
+    if offset is None:
+        _check_storage(dataset.get_create_plist(), key, path)
     dtype, shape = dataset.dtype, dataset.shape
-    scalar_bytes = dtype.kind in "SV" and shape == ()
-    if not (scalar_bytes or (dtype == np.uint8 and len(shape) == 1)):
+    if not ((dtype.kind in "SV" and shape == ()) or (dtype == np.uint8 and len(shape) == 1)):
         if dtype.kind == "O" and shape == () and h5py.check_string_dtype(dtype) is not None:
             return _variable_length(h5py.Dataset(dataset)[()], where)
         raise DataError(f"{where}: holds {dtype} of shape {shape}; expected an encoded image's bytes (or set "
@@ -170,7 +171,6 @@ def _read_encoded(group_id, descriptor: int, key: str, path: Path, where: str) -
     declared = dtype.itemsize * (shape[0] if shape else 1)
     if declared > MAX_ENCODED_BYTES:
         raise DataError(f"{where}: {declared:,} bytes; an encoded image over {MAX_ENCODED_BYTES:,} is refused")
-    offset = dataset.get_offset() if plist.get_layout() == h5py.h5d.CONTIGUOUS and not plist.get_nfilters() else None
     if offset is not None:
         encoded = os.pread(descriptor, declared, offset)  # raw bytes: S, V and u1 need no conversion
         if len(encoded) != declared:

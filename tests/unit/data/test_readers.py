@@ -216,7 +216,7 @@ def test_one_hdf5_array_dataset_gives_the_tables_rows_in_order(photos, tmp_path)
         np.testing.assert_array_equal(images.read(row), stack[row].astype(np.float32))
 
 
-@pytest.mark.parametrize("hostile", ["external", "soft", "virtual", "missing", "array"])
+@pytest.mark.parametrize("hostile", ["external", "soft", "virtual", "stored outside", "missing", "array"])
 def test_an_hdf5_pointing_outside_itself_or_lacking_an_id_is_refused_in_one_line(photos, tmp_path, hostile):
     h5py = pytest.importorskip("h5py")
     from kagglecv.data.readers.hdf5 import Hdf5Images
@@ -234,10 +234,15 @@ def test_an_hdf5_pointing_outside_itself_or_lacking_an_id_is_refused_in_one_line
             layout = h5py.VirtualLayout(shape=(4,), dtype="u1")
             layout[:] = h5py.VirtualSource(str(tmp_path / "outside.h5"), "secret", shape=(4,))
             handle.create_virtual_dataset("a", layout)
+        elif hostile == "stored outside":
+            (tmp_path / "raw.bin").write_bytes(files[0].read_bytes())
+            handle.create_dataset("a", shape=(files[0].stat().st_size,), dtype="u1",
+                                  external=[(str(tmp_path / "raw.bin"), 0, files[0].stat().st_size)])
         elif hostile == "array":
             handle["a"] = np.zeros((4, 4), dtype=np.float32)
     expected = {"external": "'a' is an external link, not a dataset in this file", "soft": "'a' is a soft link",
                 "virtual": "dataset 'a' is virtual", "missing": r"1 ids have no dataset: 'a'",
+                "stored outside": "dataset 'a' is stored in external files",
                 "array": "holds float32 of shape \\(4, 4\\); expected an encoded image's bytes"}[hostile]
     with pytest.raises(DataError, match=expected) as caught:
         Hdf5Images(tmp_path / "x.h5", ["a"], None, "chw", tmp_path).read(0)
