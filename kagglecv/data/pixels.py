@@ -48,6 +48,10 @@ class PixelImages(ImageSource):
     def eight_bit(self) -> bool:
         return self._eight_bit
 
+    @property
+    def uint8(self) -> bool:
+        return self.pixels.dtype == np.uint8
+
     def read(self, row: int) -> np.ndarray:
         return in_units(self.pixels[row])
 

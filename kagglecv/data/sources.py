@@ -44,6 +44,12 @@ class ImageSource(abc.ABC):
     def eight_bit(self) -> bool:
         """Whether the values are on the 0-255 scale of a decoded image file (normalised as one)."""
 
+    @property
+    def uint8(self) -> bool:
+        """Whether rows are read as ``uint8``: albumentations' colour and value transforms take floats as 0-1 and
+        clip them, so they run only on these (a DICOM window is eight-bit in scale but float)."""
+        return self.eight_bit
+
     def location(self, row: int) -> str:
         """Where row ``row`` is read from, for messages."""
         return f"{self.source} row {row}"
@@ -147,6 +153,10 @@ class RowsOf(ImageSource):
     def eight_bit(self) -> bool:
         return self.base.eight_bit
 
+    @property
+    def uint8(self) -> bool:
+        return self.base.uint8
+
     def read(self, row: int) -> np.ndarray:
         return self.base.read(int(self.rows[row]))
 
@@ -177,6 +187,10 @@ class JoinedImages(ImageSource):
     @property
     def eight_bit(self) -> bool:
         return self.first.eight_bit
+
+    @property
+    def uint8(self) -> bool:
+        return self.first.uint8 and self.second.uint8
 
     def _part(self, row: int) -> tuple[ImageSource, int]:
         return (self.first, row) if row < len(self.first) else (self.second, row - len(self.first))

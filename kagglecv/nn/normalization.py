@@ -78,7 +78,7 @@ def _checked(record: NormalizationRecord, in_chans: int) -> NormalizationRecord:
 def pipeline(spec, img_size: int, normalization: NormalizationRecord, images, *, train: bool,
              hflip: bool = True):
     """:func:`~kagglecv.nn.images.build_augment` normalising as ``normalization`` says, for ``images``."""
-    colour = is_eight_bit(images) and len(normalization.mean) in (1, 3)
+    colour = (not isinstance(images, ImageSource) or images.uint8) and len(normalization.mean) in (1, 3)
     return build_augment(spec, img_size, normalization.mean, normalization.std, train=train, hflip=hflip,
                          max_pixel_value=normalization.max_pixel_value, per_sample=normalization.per_sample,
                          eight_bit_colour=colour)

@@ -158,7 +158,8 @@ def _entries(survey: Survey, folder: Path) -> list[tuple[str, Any, str]]:
         ("model.name", "resnet18", "a small timm backbone for a first baseline; any timm name or file.py:name"),
         ("model.pretrained", True, "ImageNet weights from the Hugging Face hub on first use; false offline"),
         ("augment.train", "none" if small_grey else "light",
-         "no preset for small grey images (digits, text)" if small_grey else "flips, small shifts, scale and colour"),
+         "no preset for small grey images (digits, text)" if small_grey else "random flips and crops (shifts for "
+         "small images, rescaled crops for larger); medium and heavy add more, colour only for eight-bit photographs"),
         ("augment.hflip", not small_grey, "flips change digits, text and signs: off for small grey images"
          if small_grey else "photos survive a flip; set false for digits, text or signs"),
         ("folds.n_splits", 5, "5 folds: 80 % of the rows train each fold model"),

@@ -44,6 +44,10 @@ class DicomImages(ImageSource):
     def eight_bit(self) -> bool:
         return True  # every window maps onto 0-255
 
+    @property
+    def uint8(self) -> bool:
+        return False  # in float: the windows are not squeezed to 8 bits
+
     def location(self, row: int) -> str:
         return str(self.paths[row])
 
