@@ -45,6 +45,7 @@ from kagglecv.core.records import (
     MemberReference,
     NormalizationRecord,
     PredictRecord,
+    R,
     RunInfo,
     read_record,
     record_json,
@@ -127,10 +128,7 @@ class FoldDir:
 
     def read_normalization(self) -> NormalizationRecord | None:
         """The fold's recorded normalisation; None for a fold trained before it was recorded."""
-        if not self.normalization_path.is_file():
-            return None
-        return read_record(NormalizationRecord, read_json(self.normalization_path, "a fold's normalisation"),
-                           self.normalization_path)
+        return _read_optional(NormalizationRecord, self.normalization_path, "a fold's normalisation")
 
     def read_history(self) -> pd.DataFrame | None:
         """``history.csv``, a row per finished epoch; None before the first epoch ends."""
@@ -226,11 +224,7 @@ class RunDir:
 
     def read_predict_record(self) -> PredictRecord | None:
         """``predict.json`` (the TTA the predict stage chose), or None before it ran."""
-
-        if not self.predict_path.is_file():
-            return None
-        return read_record(PredictRecord, read_json(self.predict_path, "the predict stage's record"),
-                               self.predict_path)
+        return _read_optional(PredictRecord, self.predict_path, "the predict stage's record")
 
     def is_run(self) -> bool:
         """A folder holding a recorded config and merged OOF predictions (a finished run or an ensemble)."""
@@ -402,6 +396,13 @@ def resolve_member(ensemble: RunDir, reference: MemberReference) -> RunDir:
 def history_metric(columns) -> str:
     """The validation metric a fold's ``history.csv`` records as ``val_<metric>`` (``loss`` when it has none)."""
     return next((column[4:] for column in columns if column.startswith("val_") and column != "val_loss"), "loss")
+
+
+def _read_optional(schema: type[R], path: Path, what: str) -> R | None:
+    """The record at ``path`` read through ``schema``; None when the file is not there (yet)."""
+    if not path.is_file():
+        return None
+    return read_record(schema, read_json(path, what), path)
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.errors import DataError
 from kagglecv.core.files import sha256_file
-from kagglecv.data.sources import ImageSource
+from kagglecv.data.sources import ImageSource, check_each
 
 
 @contextlib.contextmanager
@@ -85,16 +85,13 @@ def check_images(paths: Sequence[str | Path] | ImageSource) -> None:
     if isinstance(paths, ImageSource):
         paths.check()
         return
-    problems = []
-    for path in paths:
-        try:
-            with open_image(path) as image:
-                if image.width < 1 or image.height < 1:
-                    raise DataError(f"{path}: image of size {image.width}x{image.height}")
-        except DataError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise DataError(f"{len(problems)} images cannot be used: {summarize(problems, 5)}")
+    check_each(paths, _check_header, "images")
+
+
+def _check_header(path: str | Path) -> None:
+    with open_image(path) as image:
+        if image.width < 1 or image.height < 1:
+            raise DataError(f"{path}: image of size {image.width}x{image.height}")
 
 
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:

@@ -30,6 +30,7 @@ Add = Callable[[str, object, str], None]
 HDF5_SUFFIXES = (".hdf5", ".h5")
 NESTINGS = ("{id}", "{id[0]}/{id}", "{id[0]}/{id[1]}/{id}", "{id[0]}/{id[1]}/{id[2]}/{id}")  # SETI, G2Net
 CT_WINDOWS = ["brain", "subdural", "bone"]
+SMALL_IMAGE = 64  # px: at or below, native size, no flips unasked, a CIFAR-style stem
 MAX_SIDE = 224
 
 
@@ -171,11 +172,17 @@ def _one_named(files: list[Path], word: str, folder: Path, what: str) -> Path:
     return named[0]
 
 
+def input_size(side: int) -> int:
+    """``model.img_size`` for images of ``side`` px (the shorter side's median): native when small, else a
+    multiple of 32 between 32 and :data:`MAX_SIDE`."""
+    return side if side <= SMALL_IMAGE else min(MAX_SIDE, max(32, side // 32 * 32))
+
+
 def _look(add: Add, side: int, channels: int, why: str, grey: bool = False) -> None:
-    size = side if side <= 64 else min(MAX_SIDE, max(32, side // 32 * 32))
+    size = input_size(side)
     add("model.img_size", size, why + ("" if size == side else f"; {side} px capped at {MAX_SIDE} and rounded to a "
                                        "multiple of 32"))
     if channels != 3:
         add("model.in_chans", channels, f"{channels} channel(s) a row")
-    small_grey = grey and side <= 64
+    small_grey = grey and side <= SMALL_IMAGE
     add("image.small_grey", small_grey, "small grey images" if small_grey else "not small grey images")

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from kagglecv.core.config import ID_FIELD
-from kagglecv.core.errors import DataError
+from kagglecv.core.errors import DataError, summarize
 
 MAX_IMAGE_VALUES = 1 << 28   # one image (all channels, frames) holding more values than this is refused unread
 
@@ -35,9 +35,9 @@ class ImageSource(abc.ABC):
     def read(self, row: int) -> np.ndarray:
         """Row ``row`` as H x W x C, ``uint8`` (eight-bit) or ``float32``."""
 
-    @abc.abstractmethod
     def take(self, rows: np.ndarray) -> "ImageSource":
-        """The source of ``rows`` only (integer positions), in that order."""
+        """The source of ``rows`` only (positions or a mask), in that order: a view that reads them lazily."""
+        return RowsOf(self, positions(rows))
 
     @property
     @abc.abstractmethod
@@ -94,6 +94,43 @@ class ImageSource(abc.ABC):
     def check(self) -> None:
         """Every row's image is there and bounded, checked before anything trains; a reader that checked at
         construction has nothing left to do."""
+
+
+class FilePerRow(ImageSource):
+    """A source of one file per row (``.npy``, DICOM): its paths name the rows, the cache and the messages."""
+
+    what = "files"  # their name in messages
+
+    def __init__(self, paths: list[Path], source: Path):
+        self.paths, self.source = [Path(path) for path in paths], source
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def location(self, row: int) -> str:
+        return str(self.paths[row])
+
+    def identity_files(self) -> list[Path]:
+        return self.paths
+
+    def check(self) -> None:
+        check_each(self.paths, self.check_file, self.what)
+
+    @abc.abstractmethod
+    def check_file(self, path: Path) -> None:
+        """Read ``path``'s header: a ``DataError`` naming it when the file cannot be used."""
+
+
+def check_each(paths, check_file, what: str) -> None:
+    """``check_file`` on every path, and every failure named in one error (the first five, and the count)."""
+    problems = []
+    for path in paths:
+        try:
+            check_file(path)
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DataError(f"{len(problems)} {what} cannot be used: {summarize(problems, 5)}")
 
 
 def positions(keep: np.ndarray) -> np.ndarray:
@@ -202,6 +239,3 @@ class JoinedImages(ImageSource):
     def location(self, row: int) -> str:
         part, index = self._part(row)
         return part.location(index)
-
-    def take(self, rows: np.ndarray) -> RowsOf:
-        return RowsOf(self, rows)

@@ -25,6 +25,9 @@ from kagglecv.data.decoding import open_image
 from kagglecv.data.pixels import pixel_columns
 from kagglecv.data.reader_survey import (
     HDF5_SUFFIXES,
+    MAX_SIDE,
+    SMALL_IMAGE,
+    input_size,
     json_bands_table,
     survey_json_bands,
     survey_reader,
@@ -43,7 +46,6 @@ USUAL_METRICS = {
 }
 LABEL_METRICS_OF_BINARY = {"binary_accuracy", "binary_f1", "accuracy", "f1_macro", "qwk", "balanced_accuracy"}
 TABLE_SUFFIXES = (".csv", ".csv.gz")
-SMALL_IMAGE = 64  # px: at or below, native size, no flips unasked, a CIFAR-style stem
 SAMPLE_ROWS = 10_000  # of the sample submission: its header and values say its shape; its ids are read by `run`
 
 
@@ -413,9 +415,9 @@ def _image_look(survey: Survey, image_dir: Path, candidates: list[Path]) -> None
     if not sizes:
         raise DataError(f"{image_dir}: none of its first images could be read")
     side = int(statistics.median(sizes))
-    size = side if side <= SMALL_IMAGE else min(224, max(32, side // 32 * 32))
+    size = input_size(side)
     survey.add("model.img_size", size, f"the median shorter side of {len(sizes)} images is {side} px"
-               + ("" if size == side else ", capped at 224 and rounded to a multiple of 32"))
+               + ("" if size == side else f", capped at {MAX_SIDE} and rounded to a multiple of 32"))
     all_grey = all(grey)
     if all_grey:
         survey.add("model.in_chans", 1, "the images are grey")

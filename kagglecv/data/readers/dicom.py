@@ -20,7 +20,7 @@ import numpy as np
 
 from kagglecv.core.errors import DataError, require_extra
 from kagglecv.core.lazy import imported_on_first_use
-from kagglecv.data.sources import ImageSource, RowsOf, check_value_count, positions
+from kagglecv.data.sources import FilePerRow, check_value_count
 
 pydicom = imported_on_first_use("pydicom")
 pixels_module = imported_on_first_use("pydicom.pixels")
@@ -30,15 +30,15 @@ WINDOWS = {"brain": (40.0, 80.0), "subdural": (80.0, 200.0), "bone": (600.0, 280
            "lung": (-600.0, 1500.0)}
 
 
-class DicomImages(ImageSource):
+class DicomImages(FilePerRow):
     """One DICOM file per row, read through ``windows`` (names, ``file``, or ``(center, width)`` pairs)."""
+
+    what = "DICOM files"
 
     def __init__(self, paths: list[Path], windows: list, source: Path):
         require_extra("pydicom", "dicom", "DICOM images")
-        self.paths, self.windows, self.source = [Path(path) for path in paths], list(windows), source
-
-    def __len__(self) -> int:
-        return len(self.paths)
+        super().__init__(paths, source)
+        self.windows = list(windows)
 
     @property
     def eight_bit(self) -> bool:
@@ -47,15 +47,6 @@ class DicomImages(ImageSource):
     @property
     def uint8(self) -> bool:
         return False  # in float: the windows are not squeezed to 8 bits
-
-    def location(self, row: int) -> str:
-        return str(self.paths[row])
-
-    def take(self, rows: np.ndarray) -> RowsOf:
-        return RowsOf(self, positions(rows))
-
-    def identity_files(self) -> list[Path]:
-        return self.paths
 
     def read(self, row: int) -> np.ndarray:
         path = self.paths[row]
@@ -79,15 +70,8 @@ class DicomImages(ImageSource):
         center, width = WINDOWS[window] if isinstance(window, str) else window
         return np.clip((values - (center - width / 2.0)) / width, 0.0, 1.0) * 255.0
 
-    def check(self) -> None:
-        problems = []
-        for path in self.paths:
-            try:
-                read_dicom(path, header_only=True)
-            except DataError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise DataError(f"{len(problems)} DICOM files cannot be used: {'; '.join(problems[:5])}")
+    def check_file(self, path: Path) -> None:
+        read_dicom(path, header_only=True)
 
 
 def read_dicom(path: Path, header_only: bool = False):

@@ -22,11 +22,9 @@ from kagglecv.core.lazy import imported_on_first_use
 from kagglecv.data.decoding import decode_image
 from kagglecv.data.sources import (
     ImageSource,
-    RowsOf,
     as_channels_last,
     check_value_count,
     in_units,
-    positions,
 )
 
 h5py = imported_on_first_use("h5py")
@@ -66,9 +64,6 @@ class Hdf5Images(ImageSource):
     def location(self, row: int) -> str:
         return f"{self.path} dataset {self.keys[row]!r}" if self.dataset is None else \
             f"{self.path} {self.dataset}[{row}]"
-
-    def take(self, rows: np.ndarray) -> RowsOf:
-        return RowsOf(self, positions(rows))
 
     def identity_files(self) -> list[Path]:
         return [self.path]

@@ -9,12 +9,10 @@ import numpy as np
 
 from kagglecv.core.errors import DataError
 from kagglecv.data.sources import (
-    ImageSource,
-    RowsOf,
+    FilePerRow,
     as_channels_last,
     check_value_count,
     in_units,
-    positions,
 )
 
 MAX_HEADER_BYTES = 1 << 16
@@ -48,22 +46,22 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     return tuple(int(side) for side in shape), dtype, bool(fortran), offset
 
 
-class NpyImages(ImageSource):
+class NpyImages(FilePerRow):
     """One ``.npy`` file per row; a 3-D array is C x H x W (``layout: chw``, SETI's cadence panels) or H x W x C."""
 
-    def __init__(self, paths: list[Path], layout: str, source: Path):
-        self.paths, self.layout, self.source = [Path(path) for path in paths], layout, source
-        self._eight_bit = npy_header(self.paths[0])[1] == np.uint8 if self.paths else True
+    what = "arrays"
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def __init__(self, paths: list[Path], layout: str, source: Path):
+        super().__init__(paths, source)
+        self.layout = layout
+        self._eight_bit = npy_header(self.paths[0])[1] == np.uint8 if self.paths else True
 
     @property
     def eight_bit(self) -> bool:
         return self._eight_bit
 
-    def location(self, row: int) -> str:
-        return str(self.paths[row])
+    def check_file(self, path: Path) -> None:
+        npy_header(path)
 
     def read(self, row: int) -> np.ndarray:
         path = self.paths[row]
@@ -73,19 +71,3 @@ class NpyImages(ImageSource):
         if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
             raise DataError(f"{path}: holds NaN or infinite values")
         return in_units(pixels)
-
-    def take(self, rows: np.ndarray) -> RowsOf:
-        return RowsOf(self, positions(rows))
-
-    def identity_files(self) -> list[Path]:
-        return self.paths
-
-    def check(self) -> None:
-        problems = []
-        for path in self.paths:
-            try:
-                npy_header(path)
-            except DataError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise DataError(f"{len(problems)} arrays cannot be used: {'; '.join(problems[:5])}")

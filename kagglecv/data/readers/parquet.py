@@ -20,7 +20,7 @@ import numpy as np
 
 from kagglecv.core.errors import DataError, require_extra, summarize
 from kagglecv.core.lazy import imported_on_first_use
-from kagglecv.data.sources import ImageSource, RowsOf, positions
+from kagglecv.data.sources import ImageSource
 
 parquet = imported_on_first_use("pyarrow.parquet")
 
@@ -55,9 +55,6 @@ class ParquetImages(ImageSource):
 
     def location(self, row: int) -> str:
         return f"{self.files[self.file_of[row]]} row group {self.group_of[row]} row {self.offset_of[row]}"
-
-    def take(self, rows: np.ndarray) -> RowsOf:
-        return RowsOf(self, positions(rows))
 
     def identity_files(self) -> list[Path]:
         return self.files
