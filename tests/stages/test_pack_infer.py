@@ -332,6 +332,33 @@ def kaggle_image(tmp_path: Path) -> Path:
     return fresh
 
 
+def execute_offline(path: Path, inputs: Path, working: Path, tmp_path: Path, monkeypatch) -> tuple[Path, object]:
+    """The notebook at ``path`` executed for real (nbclient) in a fresh kernel of the Kaggle-image stand-in, with
+    ``inputs`` and ``working`` as /kaggle/input and /kaggle/working and no network (pip and proxies unreachable);
+    returns the stand-in's environment and the executed notebook. Skips when no kernel can start here."""
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is a dev dependency")
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is a dev dependency")
+    fresh = kaggle_image(tmp_path)
+    spec = tmp_path / "jupyter" / "kernels" / "kaggle-image"
+    spec.mkdir(parents=True)
+    unreachable = "http://127.0.0.1:9"
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(fresh / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Kaggle image stand-in", "language": "python",
+        "env": {"KAGGLE_INPUT": str(inputs), "KAGGLE_WORKING": str(working), "PYTHONPATH": "", "PIP_NO_INDEX": "1",
+                "PIP_INDEX_URL": unreachable, "http_proxy": unreachable, "https_proxy": unreachable}}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    notebook = nbformat.read(path, as_version=4)
+    try:
+        nbclient.NotebookClient(notebook, kernel_name="kaggle-image", timeout=600,
+                                resources={"metadata": {"path": str(working)}}).execute()
+    except RuntimeError as exc:
+        if "Kernel died" in str(exc) or "kernel" in str(exc).lower() and "start" in str(exc).lower():
+            pytest.skip(f"a Jupyter kernel could not start here: {exc}")
+        raise
+    return fresh, notebook
+
+
 @pytest.mark.slow
 def test_kagglecv_installs_offline_from_the_wheelhouse_and_infers(competition, tmp_path):
     """A fresh virtual environment whose site sees this one's packages except kagglecv (the stand-in for a Kaggle
@@ -408,8 +435,6 @@ def test_the_notebook_runs_offline_in_a_fresh_kernel_and_writes_the_submission(c
     """pack --notebook, then the notebook executed for real (nbclient, an ipykernel in a Kaggle-image stand-in
     without kagglecv, no network) over a Kaggle-like tree with a renamed hidden test: it installs kagglecv from the
     wheelhouse and writes the submission ``kagglecv infer`` writes, changing nothing under the read-only input."""
-    nbclient = pytest.importorskip("nbclient", reason="nbclient is a dev dependency")
-    nbformat = pytest.importorskip("nbformat", reason="nbformat is a dev dependency")
     from kagglecv.core.wheelhouse import requirement_closure
 
     everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
@@ -427,24 +452,7 @@ def test_the_notebook_runs_offline_in_a_fresh_kernel_and_writes_the_submission(c
     before = tree_checksums(inputs)
     for path in inputs.rglob("*"):
         path.chmod(path.stat().st_mode & ~0o222)
-    fresh = kaggle_image(tmp_path)
-    spec = tmp_path / "jupyter" / "kernels" / "kaggle-image"
-    spec.mkdir(parents=True)
-    unreachable = "http://127.0.0.1:9"
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [str(fresh / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Kaggle image stand-in", "language": "python",
-        "env": {"KAGGLE_INPUT": str(inputs), "KAGGLE_WORKING": str(working), "PYTHONPATH": "", "PIP_NO_INDEX": "1",
-                "PIP_INDEX_URL": unreachable, "http_proxy": unreachable, "https_proxy": unreachable}}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    notebook = nbformat.read(packed.notebook / "submission.ipynb", as_version=4)
-    try:
-        nbclient.NotebookClient(notebook, kernel_name="kaggle-image", timeout=600,
-                                resources={"metadata": {"path": str(working)}}).execute()
-    except RuntimeError as exc:
-        if "Kernel died" in str(exc) or "kernel" in str(exc).lower() and "start" in str(exc).lower():
-            pytest.skip(f"a Jupyter kernel could not start here: {exc}")
-        raise
+    fresh, notebook = execute_offline(packed.notebook / "submission.ipynb", inputs, working, tmp_path, monkeypatch)
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
     assert "kagglecv 0." in printed and "device cpu" in printed and "wrote" in printed, printed
     expected = tmp_path / "expected.csv"

@@ -20,7 +20,7 @@ from kagglecv.cli import app
 from kagglecv.core.console import Console
 from kagglecv.stages.infer import infer_test
 from kagglecv.stages.pack import pack_run
-from tests.stages.test_pack_infer import kaggle_image, tree_checksums
+from tests.stages.test_pack_infer import execute_offline, tree_checksums
 from tests.workflows.kaggle_reader_shapes import isic_2024
 from tests.workflows.test_kaggle_as_it_ships import TINY
 
@@ -43,8 +43,6 @@ def _hidden_hdf5_test(folder, digits) -> list[str]:
 
 
 def test_isic_2024s_notebook_predicts_a_hidden_hdf5_test_offline(tmp_path, monkeypatch):
-    nbclient = pytest.importorskip("nbclient", reason="nbclient is a dev dependency")
-    nbformat = pytest.importorskip("nbformat", reason="nbformat is a dev dependency")
     from kagglecv.core.wheelhouse import requirement_closure
     from kagglecv.workflows.demo import digit_images
 
@@ -65,24 +63,7 @@ def test_isic_2024s_notebook_predicts_a_hidden_hdf5_test_offline(tmp_path, monke
     before = tree_checksums(inputs)
     for path in inputs.rglob("*"):
         path.chmod(path.stat().st_mode & ~0o222)
-    fresh = kaggle_image(tmp_path)
-    spec = tmp_path / "jupyter" / "kernels" / "kaggle-image"
-    spec.mkdir(parents=True)
-    unreachable = "http://127.0.0.1:9"
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [str(fresh / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Kaggle image stand-in", "language": "python",
-        "env": {"KAGGLE_INPUT": str(inputs), "KAGGLE_WORKING": str(working), "PYTHONPATH": "", "PIP_NO_INDEX": "1",
-                "PIP_INDEX_URL": unreachable, "http_proxy": unreachable, "https_proxy": unreachable}}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    notebook = nbformat.read(packed.notebook / "submission.ipynb", as_version=4)
-    try:
-        nbclient.NotebookClient(notebook, kernel_name="kaggle-image", timeout=600,
-                                resources={"metadata": {"path": str(working)}}).execute()
-    except RuntimeError as exc:
-        if "Kernel died" in str(exc) or "kernel" in str(exc).lower() and "start" in str(exc).lower():
-            pytest.skip(f"a Jupyter kernel could not start here: {exc}")
-        raise
+    execute_offline(packed.notebook / "submission.ipynb", inputs, working, tmp_path, monkeypatch)
     submission = pd.read_csv(working / "submission.csv", dtype=str)
     assert submission["isic_id"].tolist() == ids
     for path in inputs.rglob("*"):
