@@ -1021,6 +1021,17 @@ READERS["array, medical and column readers"] = [
 ]
 
 
+NORMALIZATION = "runs/base/fold0/normalization.json"
+READERS["untrusted run folders: a fold's normalisation"] = [
+    Variant("a negative std", INFER + ["--out", "x.csv"], "fold0/normalization.json",
+            setup=edit_json(NORMALIZATION, std=[-1.0, 1.0, 1.0])),
+    Variant("a million channel means", INFER + ["--out", "x.csv"], "fold0/normalization.json",
+            setup=edit_json(NORMALIZATION, mean=[0.0] * 1_000_000)),
+    Variant("an unknown key", INFER + ["--out", "x.csv"], "fold0/normalization.json",
+            setup=edit_json(NORMALIZATION, fetch="http://example.invalid")),
+]
+
+
 def herbarium_shaped(world: Path, with_test: bool = True) -> None:
     """herb/: train/metadata.json over train/images/, a sample Id,Predicted of category ids (Herbarium 2021)."""
     coco_labels()(world)
