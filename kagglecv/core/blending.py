@@ -1,7 +1,7 @@
 """Blending maths on ``runs x rows x classes`` probability arrays: the methods the ensemble stage fits and the
 recipes of finished ensembles replay (numpy, scipy and scikit-learn; no files).
 
-Methods: mean, weighted, rank, geometric, power, logit, hill (Caruana et al., "Ensemble Selection from Libraries of
+Methods (a regression's values: the weighted means, mean, weighted, hill and optimize): mean, weighted, rank, geometric, power, logit, hill (Caruana et al., "Ensemble Selection from Libraries of
 Models", ICML 2004: greedy forward selection with replacement, optional initial top-n, cut at the best round),
 optimize (simplex weights by scipy on a smooth surrogate or the metric), and stack (a logistic-regression
 meta-model).
@@ -24,6 +24,7 @@ scipy_stats = imported_on_first_use("scipy.stats")
 linear_model = imported_on_first_use("sklearn.linear_model")
 
 METHODS = ("mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack")
+VALUE_METHODS = ("mean", "weighted", "hill", "optimize")  # the methods that blend values, not only probabilities
 EPS = 1e-7
 
 
@@ -67,6 +68,9 @@ class Blender:
                  init_top: int = 1, max_rounds: int = 100, per_class: bool = False, seed: int = 0):
         if per_class and task != "multilabel":
             raise KagglecvError("--per-class applies to multi-label tasks only")
+        if task == "regression" and method not in VALUE_METHODS:
+            raise KagglecvError(f"--method {method}: blends probabilities; a regression run's values blend by "
+                                f"{', '.join(VALUE_METHODS)} (weighted means)")
         self.method, self.task, self.metric = method, task, metric
         self.user_weights, self.power, self.init_top, self.max_rounds = user_weights, power, init_top, max_rounds
         self.per_class, self.seed = per_class, seed
@@ -130,13 +134,16 @@ def hill_climb(predictions: np.ndarray, targets: np.ndarray, objective: Callable
 def optimize_weights(predictions: np.ndarray, targets: np.ndarray, task: str,
                      objective: Callable[[np.ndarray], float]) -> np.ndarray:
     """Simplex weights (a softmax of free parameters) minimizing a smooth surrogate with L-BFGS: log loss for
-    multiclass, binary cross-entropy for multi-label and binary; the metric then decides against equal weights."""
+    multiclass, binary cross-entropy for multi-label and binary, squared error for regression; the metric then
+    decides against equal weights."""
     n_runs = len(predictions)
     data = predictions.astype(np.float64)
     known = targets != -1
 
     def surrogate(params):
         weights = softmax(params)
+        if task == "regression":  # values, not probabilities: the squared error
+            return np.mean(np.square(np.tensordot(weights, data, axes=1) - targets.reshape(len(targets), -1)))
         blend = np.clip(np.tensordot(weights, data, axes=1), EPS, 1 - EPS)
         if task == "multiclass":
             return -np.mean(np.log(blend[np.arange(len(targets)), targets]))

@@ -6,6 +6,7 @@ read relative to the working directory, the folder the user runs kagglecv from (
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from kagglecv.core.metrics import (
     known_metric,
 )
 
-Task = Literal["multiclass", "multilabel", "binary"]
+Task = Literal["multiclass", "multilabel", "binary", "regression"]
 FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
 
 
@@ -180,7 +181,8 @@ class DataConfig(_Section):
         "label",
         description="A column of class names, a column of space-separated labels, or a list of 0/1 columns.",
     )
-    task: Optional[Task] = Field(None, description="multiclass | multilabel | binary; inferred when omitted.")
+    task: Optional[Task] = Field(None, description="multiclass | multilabel | binary | regression; inferred when "
+                                 "omitted (regression: a target of numbers, some not whole).")
     classes: Optional[list[str]] = Field(None, description="Class order; sorted names when omitted.")
     classes_file: Optional[Path] = Field(None, description="A text file with one class name per line, in order.")
     label_sep: str = Field(" ", description="Separator of labels in a multi-label string column.")
@@ -197,6 +199,12 @@ class DataConfig(_Section):
         "under <runs_dir>/.cache/, keyed by the table's sha256 and each file's size and mtime); images of one size.")
     label_fixes: Optional[LabelFixesConfig] = Field(None, description="Drop or relabel reviewed label issues; folds "
                                                     "stay those of the whole table.")
+    y_range: Optional[tuple[float, float]] = Field(
+        None, description="Regression: the range of the target, [low, high]: what bce_scaled scales to [0, 1] and "
+        "submissions are clipped to; the training rows' range when omitted.")
+    missing_targets: Literal["refuse", "drop"] = Field(
+        "refuse", description="Regression: rows whose target is empty or NaN are an error naming them (refuse), or "
+        "are left out of training and scoring (drop), as the loading says.")
 
     def test_image_dirs(self) -> list[Path]:
         """The test image folders (none, one, or several)."""
@@ -212,6 +220,11 @@ class DataConfig(_Section):
     def _one_class_source(self) -> "DataConfig":
         if self.classes and self.classes_file:
             raise ValueError("set data.classes or data.classes_file, not both")
+        if self.y_range is not None and not (math.isfinite(self.y_range[0]) and math.isfinite(self.y_range[1])
+                                             and self.y_range[0] < self.y_range[1]):
+            raise ValueError(f"data.y_range: expected [low, high] with low < high, got {list(self.y_range)}")
+        if self.task == "regression" and (self.classes or self.classes_file):
+            raise ValueError("data.classes: a regression target has no classes; its columns are data.target")
         return self
 
     def class_names(self) -> list[str] | None:
@@ -339,6 +352,9 @@ class AugmentConfig(_Section):
         return self
 
 
+REGRESSION_LOSSES = ("mse", "l1", "huber", "bce_scaled")
+
+
 class TrainConfig(_Section):
     """The per-fold training loop. Keys are named after the timm arguments they feed."""
 
@@ -369,8 +385,10 @@ class TrainConfig(_Section):
                               "power.")
     patience_epochs: int = Field(10, ge=0, description="plateau: epochs without improvement of the selection score "
                                  "before the rate is multiplied by decay_rate (timm's patience_epochs).")
-    loss: Literal["auto", "ce", "bce", "focal", "asl"] = Field(
-        "auto", description="auto: cross-entropy (multiclass), BCE-with-logits (multilabel, binary)."
+    loss: Literal["auto", "ce", "bce", "focal", "asl", "mse", "l1", "huber", "bce_scaled"] = Field(
+        "auto", description="auto: cross-entropy (multiclass), BCE-with-logits (multilabel, binary), mse "
+        "(regression). Regression: mse, l1 and huber on the target standardised by the fold's training rows; "
+        "bce_scaled: the target scaled to [0, 1] by data.y_range (else the training range), a sigmoid and BCE."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup: float = Field(0.0, ge=0, description="Mixup alpha (timm Mixup); 0 is off.")
@@ -468,10 +486,11 @@ class SubmitConfig(_Section):
         0.5, description="Multi-label labels format: a number in (0, 1), or oof (per-class, tuned for F1, or F-beta when the metric is fbeta).")
     gz: bool = Field(False, description="Write .csv.gz.")
     dir: Path = Field(Path("submissions"), description="Folder of the submission files.")
-    format: Literal["auto", "label", "labels", "positive", "probabilities", "top_k"] = Field(
+    format: Literal["auto", "label", "labels", "positive", "probabilities", "top_k", "values"] = Field(
         "auto", description="The values written: a class name or integer class (label), separated labels (labels), "
         "the positive class's probability (positive), one probability column per class (probabilities), the k "
-        "likeliest classes, most likely first (top_k); auto: read from the sample's header and values.")
+        "likeliest classes, most likely first (top_k), a regression target's values clipped to its range (values); "
+        "auto: read from the sample's header and values.")
     top_k: int = Field(5, ge=1, le=100, description="format top_k: how many classes per row (auto: the sample's).")
 
     @field_validator("threshold")
@@ -584,11 +603,34 @@ class Config(_Section):
         if self.augment.alternate_flip and (self.augment.batch == "none" or not self.augment.hflip):
             raise ValueError("augment.alternate_flip: flips whole batches; set augment.batch (flip or flip_translate) "
                              f"and augment.hflip: true (got batch {self.augment.batch!r}, hflip {self.augment.hflip})")
+        self._loss_fits_the_target()
         teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
+        if teacher and self.data.task == "regression":
+            raise ValueError(f"{teacher}: teachers give class probabilities; a regression run learns from its targets "
+                             "only (remove the section)")
         if teacher and self.train.loss not in ("auto", "ce", "bce"):
             raise ValueError(f"train.loss: a student of a teacher ({teacher}:) trains with cross-entropy (BCE for "
                              f"multi-label), got {self.train.loss!r}")
         return self
+
+    def _loss_fits_the_target(self) -> None:
+        """Regression losses for a numeric target, class losses and class tools for the others."""
+        regression, loss = self.data.task == "regression", self.train.loss
+        if loss in REGRESSION_LOSSES and not regression:
+            raise ValueError(f"train.loss: {loss} is a regression loss; set data.task: regression, or use ce, bce, "
+                             "focal or asl")
+        if not regression:
+            return
+        if loss not in ("auto", *REGRESSION_LOSSES):
+            raise ValueError(f"train.loss: {loss} is a classification loss; a regression target takes "
+                             f"{', '.join(REGRESSION_LOSSES)}")
+        tools = {"train.mixup": self.train.mixup, "train.cutmix": self.train.cutmix,
+                 "train.label_smoothing": self.train.label_smoothing, "train.class_weights": self.train.class_weights,
+                 "train.sampler: balanced": self.train.sampler == "balanced"}
+        used = [key for key, value in tools.items() if value]
+        if used:
+            raise ValueError(f"{', '.join(used)}: mix or weigh classes; a regression target has none (turn "
+                             f"{'them' if len(used) > 1 else 'it'} off)")
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "Config":

@@ -60,6 +60,10 @@ class FrameLayout:
         ids = {self.id_col: np.arange(len(y_true)).astype(str)}
         names = np.array(self.classes)
         y_true = np.asarray(y_true)
+        if self.task == "regression":  # one value column per target, named as the training table names them
+            targets = [self.target] if isinstance(self.target, str) else list(self.target)
+            return pd.DataFrame(ids | {name: y_true.reshape(len(y_true), -1)[:, index]
+                                       for index, name in enumerate(targets)})
         if self.task == "multilabel":
             present = y_true == 1
             if isinstance(self.target, list):

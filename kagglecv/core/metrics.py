@@ -378,6 +378,35 @@ def roc_auc_macro(y_true, y_score) -> float:
     return float(np.mean(values))
 
 
+# ----- regression (y_true, y_score: rows x targets values) -----------------------------------------------------------
+def _regression_pair(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_score = np.asarray(y_true, dtype=np.float64), np.asarray(y_score, dtype=np.float64)
+    y_true, y_score = (values.reshape(len(values), -1) for values in (y_true, y_score))
+    _check_pair(y_true, y_score)
+    if not np.isfinite(y_true).all():
+        raise ValueError("y_true contains NaN or inf")
+    return y_true, y_score
+
+
+def rmse(y_true, y_score) -> float:
+    """Root mean squared error (scikit-learn's ``root_mean_squared_error``: several targets, the mean of their
+    RMSEs)."""
+    return float(skm.root_mean_squared_error(*_regression_pair(y_true, y_score)))
+
+
+def mae(y_true, y_score) -> float:
+    return float(skm.mean_absolute_error(*_regression_pair(y_true, y_score)))
+
+
+def r2(y_true, y_score) -> float:
+    return float(skm.r2_score(*_regression_pair(y_true, y_score)))
+
+
+def rmsle(y_true, y_score) -> float:
+    """Root mean squared logarithmic error; values at or below -1 have no logarithm (ValueError)."""
+    return float(skm.root_mean_squared_log_error(*_regression_pair(y_true, y_score)))
+
+
 def _harmonic(a: float, b: float) -> float:
     return float(2 * a * b / (a + b)) if a + b > 0 else 0.0
 
@@ -445,15 +474,20 @@ METRICS = {m.name: m for m in [
     Metric("of1", lambda y, s: multilabel_prf(y, s)["OF1"], True, ("multilabel",)),
     Metric("cf1", lambda y, s: multilabel_prf(y, s)["CF1"], True, ("multilabel",)),
     Metric("roc_auc_macro", roc_auc_macro, True, ("multilabel",)),
+    Metric("rmse", rmse, False, ("regression",)),
+    Metric("mae", mae, False, ("regression",)),
+    Metric("r2", r2, True, ("regression",)),
+    Metric("rmsle", rmsle, False, ("regression",)),
 ]}
 # Names competitions use for a metric of the registry or a parametrized one, per task.
 ALIASES = {("f2_samples", "multilabel"): "fbeta:2:samples", ("f1_samples", "multilabel"): "fbeta:1:samples",
            ("map_at_5", "multiclass"): "map@5",
-           ("roc_auc_macro", "multiclass"): "roc_auc_ovr"}
+           ("roc_auc_macro", "multiclass"): "roc_auc_ovr", ("root_mean_squared_error", "regression"): "rmse",
+           ("mean_absolute_error", "regression"): "mae"}
 FBETA_AVERAGES = ("samples", "micro", "macro")
-DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map"}
+DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map", "regression": "rmse"}
 # The validation loss as the epoch-selection metric (``train.metric: loss``): lower is better; scored by the trainer.
-LOSS = Metric("loss", lambda y, s: math.nan, False, ("multiclass", "binary", "multilabel"))
+LOSS = Metric("loss", lambda y, s: math.nan, False, ("multiclass", "binary", "multilabel", "regression"))
 
 
 def is_metric_file(name: str | None) -> bool:

@@ -1,4 +1,5 @@
-"""Prediction files: ``id``, (``fold`` in OOF files), then one probability column per class in the run's order.
+"""Prediction files: ``id``, (``fold`` in OOF files), then one probability column per class in the run's order (one
+value column per target for a regression task).
 
 Every run and ensemble writes this one shape, so scoring, ensembling and submission work on any of them.
 """
@@ -14,19 +15,30 @@ from scipy.special import expit, softmax
 
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.files import write_csv
+from kagglecv.core.records import OutputScale
 
 FLOAT_FORMAT = "%.7g"
 
 
 def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
-    """Softmax (multiclass), sigmoid (multilabel), or ``[1 - p, p]`` from one sigmoid logit (binary)."""
+    """Softmax (multiclass), sigmoid (multilabel), or ``[1 - p, p]`` from one sigmoid logit (binary); a regression
+    model's outputs are values already (:func:`values_from_outputs`), kept as they are."""
     logits = np.asarray(logits, dtype=np.float64)
+    if task == "regression":
+        return logits
     if task == "multiclass":
         return softmax(logits, axis=1)
     positive = expit(logits)
     if task == "binary":
         return np.hstack([1.0 - positive[:, :1], positive[:, :1]])
     return positive
+
+
+def values_from_outputs(outputs: np.ndarray, scale: OutputScale) -> np.ndarray:
+    """A regression model's raw outputs in the target's units, as the fold's recorded :class:`OutputScale` says."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    unit = expit(outputs) if scale.kind == "range" else outputs
+    return np.asarray(scale.center) + np.asarray(scale.scale) * unit
 
 
 def combine_views(logit_list: list[np.ndarray], task: str, space: str) -> np.ndarray:

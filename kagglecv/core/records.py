@@ -29,8 +29,9 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"
 ClassName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Sha = Annotated[str, StringConstraints(max_length=128)]
 Number = Union[float, int, None]
-Task = Literal["multiclass", "multilabel", "binary"]
+Task = Literal["multiclass", "multilabel", "binary", "regression"]
 Source = Literal["raw", "ema", "avg"]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Record(BaseModel):
@@ -97,6 +98,15 @@ class RunInfo(_Record):
     bundle: Optional[int] = None                              # a bundle's copy
     format: Optional[Literal["torch", "onnx"]] = None         # a bundle's models: safetensors, or ONNX graphs
     bundle_members: Optional[list[Text]] = Field(None, max_length=1000)
+    target_range: Optional[dict[ClassName, tuple[Finite, Finite]]] = Field(None, max_length=MAX_CLASSES)  # regression
+
+    @field_validator("target_range")
+    @classmethod
+    def _ordered_range(cls, value: dict | None) -> dict | None:
+        for name, (low, high) in (value or {}).items():
+            if not low <= high:
+                raise ValueError(f"the range of {name!r} is [{low}, {high}]; expected low <= high")
+        return value
 
     @field_validator("cv_run")
     @classmethod
@@ -141,15 +151,35 @@ class DoneRecord(_Record):
     distill: Optional[dict[Name, Union[Text, int, float, None]]] = None
 
 
+class OutputScale(_Record):
+    """How a regression model's outputs ``z`` become values in the target's units, per target: ``center + scale * z``
+    (``standard``: the training rows' mean and std) or ``center + scale * sigmoid(z)`` (``range``: the low end and
+    the width of the range, ``bce_scaled``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["standard", "range"]
+    center: list[Finite] = Field(min_length=1, max_length=MAX_CLASSES)
+    scale: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1, max_length=MAX_CLASSES)
+
+    @field_validator("scale")
+    @classmethod
+    def _one_per_center(cls, value: list[float], info) -> list[float]:
+        if len(value) != len(info.data.get("center", value)):
+            raise ValueError("expected one scale per center")
+        return value
+
+
 class NormalizationRecord(_Record):
     """``fold<K>/normalization.json``: how the fold's inputs were normalised, ``(x - mean * max_pixel_value) /
-    (std * max_pixel_value)`` per channel, or by each image's own statistics (``per_sample``)."""
+    (std * max_pixel_value)`` per channel, or by each image's own statistics (``per_sample``); for a regression
+    target, how its outputs become values (``output``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     mean: list[float] = Field(min_length=1, max_length=1024)
     std: list[float] = Field(min_length=1, max_length=1024)
     max_pixel_value: float = Field(gt=0)
     per_sample: bool = False
+    output: Optional[OutputScale] = None
 
     @field_validator("std")
     @classmethod

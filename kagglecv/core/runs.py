@@ -59,6 +59,7 @@ class RecordedTable(Protocol):
     classes: list[str]
     dropped_ids: frozenset[str]
     unfixed_hash: str | None
+    targets: Any
 
     def content_hash(self) -> str: ...
 
@@ -315,7 +316,7 @@ class RunDir:
             "experiment": config.experiment, "created": created, "task": data.task, "classes": data.classes,
             "folds_file": str(folds_file), "folds_sha256": sha256_file(folds_file), "n_folds": n_folds,
             "table_sha256": data.content_hash(), "params": params, "model_file": model_file,
-            "label_fixes": _label_fixes_record(config, data),
+            "label_fixes": _label_fixes_record(config, data), "target_range": target_range(config, data),
             "versions": package_versions(), "git_commit": git_commit(), "python": platform.python_version(),
             "kind": "run", **(extra or {}),
         })
@@ -326,6 +327,16 @@ class RunDir:
             return json.loads(self.info_path.read_text())["created"]
         except (OSError, ValueError, KeyError, TypeError):
             return datetime.now().isoformat(timespec="microseconds")
+
+
+def target_range(config: Config, data: RecordedTable) -> dict[str, list[float]] | None:
+    """A regression target's range, per target: ``data.y_range``, else the training rows' lowest and highest value;
+    what submissions are clipped to."""
+    if data.task != "regression":
+        return None
+    if config.data.y_range is not None:
+        return {name: list(config.data.y_range) for name in data.classes}
+    return {name: [float(column.min()), float(column.max())] for name, column in zip(data.classes, data.targets.T)}
 
 
 def _label_fixes_record(config: Config, data: RecordedTable) -> dict | None:

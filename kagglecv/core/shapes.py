@@ -7,7 +7,9 @@ The sample decides the shape (``detect_format``) unless the run's ``submit.forma
 * ``labels``: one column of separated labels over per-class thresholds (multi-label);
 * ``positive``: one numeric column, the positive class's probability (binary);
 * ``probabilities``: one probability column per class, in the sample's column order;
-* ``top_k``: one column of the k likeliest classes, most likely first (MAP@k competitions).
+* ``top_k``: one column of the k likeliest classes, most likely first (MAP@k competitions);
+* ``values``: a regression target's values, one column per target (by name; any name for one target), clipped to
+  the run's target range.
 
 Pure functions of frames and arrays: the submit stage writes files with them, a metric file in Kaggle's signature
 is handed frames made by them.
@@ -79,7 +81,12 @@ def cells_are_tags(cells: pd.Series, sep: str = " ") -> bool:
 def check_shape_fits(fmt: str, sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> None:
     """A configured format the sample's header or the task cannot take is an error, never a malformed file."""
     one_column = sample.shape[1] == 2
-    wrong = {"probabilities": set(sample.columns[1:]) != set(classes) or sample.shape[1] - 1 != len(classes),
+    regression = task == "regression"
+    if (fmt == "values") != regression:
+        wanted = "values (or auto)" if regression else "a class format (values are a regression target's)"
+        raise DataError(f"submit.format {fmt}: the run's task is {task}; expected {wanted}")
+    wrong = {"values": not (one_column and len(classes) == 1) and set(sample.columns[1:]) != set(classes),
+             "probabilities": set(sample.columns[1:]) != set(classes) or sample.shape[1] - 1 != len(classes),
              "positive": not (one_column and task == "binary"),
              "top_k": not (one_column and task == "multiclass"), "labels": not (one_column and task == "multilabel"),
              "label": not (one_column and task != "multilabel")}[fmt]
@@ -89,8 +96,10 @@ def check_shape_fits(fmt: str, sample: pd.DataFrame, classes: list[str], task: s
 
 
 def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_path: Path) -> str:
-    """label, labels, positive, probabilities or top_k, from the sample's columns and values."""
+    """label, labels, positive, probabilities, top_k or values, from the sample's columns and values."""
     value_columns = list(sample.columns[1:])
+    if task == "regression":
+        return "values"
     if set(value_columns) <= set(classes) and len(value_columns) == len(classes):
         return "probabilities"
     if len(value_columns) == 1 and task == "multiclass" and len(sample) and sample_top_k(sample, classes) > 1:
@@ -113,9 +122,16 @@ def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_pa
 
 
 def shaped_columns(aligned: np.ndarray, classes: list[str], fmt: str, value_columns: list[str], k: int,
-                   thresholds: dict[str, float] | None, cutoffs, label_sep: str = " ") -> dict[str, object]:
-    """The value columns of a submission of format ``fmt`` from rows x classes probabilities."""
+                   thresholds: dict[str, float] | None, cutoffs, label_sep: str = " ",
+                   value_range: dict[str, tuple[float, float]] | None = None) -> dict[str, object]:
+    """The value columns of a submission of format ``fmt`` from rows x classes probabilities (or values)."""
     names = np.array(classes)
+    if fmt == "values":
+        low, high = (np.array([value_range[name][end] for name in classes]) if value_range else None for end in (0, 1))
+        clipped = aligned if value_range is None else np.clip(aligned, low, high)
+        if len(classes) == 1:
+            return {value_columns[0]: clipped[:, 0]}
+        return {column: clipped[:, classes.index(column)] for column in value_columns}
     if fmt == "top_k":
         order = np.argsort(-aligned, axis=1, kind="stable")[:, :k]
         return {value_columns[0]: [" ".join(names[row]) for row in order]}

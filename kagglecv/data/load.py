@@ -120,6 +120,8 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
     if problems:
         raise DataError("\n".join(problems))
     data = CompetitionData(ids, images, task, classes, targets, groups, source)
+    if task == "regression":
+        data = _without_missing_targets(data, config)
     if config.label_fixes is not None:
         data = apply_label_fixes(data, config.label_fixes, config.label_sep)
     return data
@@ -195,6 +197,9 @@ def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str])
     """Infer the task when it is not given, fix the class order and encode the targets."""
     source = config.train_csv
     configured_classes = config.class_names()
+    target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
+    if config.task == "regression" or (config.task is None and _fractional_numbers(frame, target_columns)):
+        return "regression", target_columns, _encode_values(frame, target_columns, config, problems)
     if isinstance(config.target, list):
         if configured_classes and configured_classes != list(config.target):
             raise DataError(f"{source}: data.classes must equal the data.target columns when targets are 0/1 columns")
@@ -223,6 +228,53 @@ def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str])
     _report(problems, source, unknown, column, f"label not in data.classes ({summarize(classes)})")
     targets = column.map(index).fillna(-1).astype(np.int64).to_numpy()
     return task, classes, targets
+
+
+def _fractional_numbers(frame: pd.DataFrame, columns: list[str]) -> bool:
+    """Every cell of the target columns a number (or empty), some not whole: a numeric target, not classes."""
+    cells = frame[columns].apply(lambda column: column.str.strip())
+    present = cells[~cells.isin(MISSING_TOKENS)].stack()
+    numbers = pd.to_numeric(present, errors="coerce")
+    return bool(len(numbers)) and bool(numbers.notna().all()) and bool((numbers % 1 != 0).any())
+
+
+def _encode_values(frame: pd.DataFrame, columns: list[str], config: DataConfig, problems: list[str]) -> np.ndarray:
+    """A regression target's columns as a float64 matrix: text and infinities are problems naming the cells; an
+    empty or NaN cell is one too unless ``data.missing_targets: drop`` (the row stays NaN and is dropped)."""
+    source = config.train_csv
+    cells = frame[columns].apply(lambda column: column.str.strip())
+    missing = cells.isin(MISSING_TOKENS).to_numpy()
+    values = cells.apply(lambda column: pd.to_numeric(column, errors="coerce")).to_numpy(np.float64, copy=True)
+    for what, bad in (("not a number", np.isnan(values) & ~missing), ("infinite", np.isinf(values))):
+        rows, cols = np.nonzero(bad)
+        if len(rows):
+            cells_named = [f"line {row + 2} column {columns[col]!r} = {cells.iat[row, col]!r}" for row, col in zip(rows, cols)]
+            problems.append(f"{source}: {len(rows)} regression target cells {what}: {summarize(cells_named)}")
+    if missing.any() and config.missing_targets == "refuse":
+        rows = np.flatnonzero(missing.any(axis=1))
+        problems.append(f"{source}: {len(rows)} rows with an empty or NaN target: "
+                        f"{summarize([f'line {row + 2}' for row in rows])}; fill them, or set data.missing_targets: "
+                        "drop to leave them out")
+    values[missing] = np.nan
+    return values
+
+
+def _without_missing_targets(data: CompetitionData, config: DataConfig) -> CompetitionData:
+    """A regression table without its rows of missing targets (``data.missing_targets: drop``, said in a warning);
+    a target column of one value left is an error (nothing to learn)."""
+    missing = np.isnan(data.targets).any(axis=1)
+    if missing.any():
+        warnings.warn(f"{data.source}: left out {int(missing.sum())} rows with an empty or NaN target "
+                      f"(data.missing_targets: drop): {summarize(data.ids[missing].tolist(), quote=True)}",
+                      DataWarning, stacklevel=3)
+        data = data.subset(~missing)
+    if not len(data):
+        raise DataError(f"{data.source}: every row's target is empty or NaN")
+    constant = [name for name, column in zip(data.classes, data.targets.T) if np.ptp(column) == 0]
+    if constant:
+        raise DataError(f"{data.source}: regression target {summarize(constant, quote=True)} holds one value "
+                        f"({data.targets[0, data.classes.index(constant[0])]:g}) in every row; nothing to learn")
+    return data
 
 
 def normalize_numeric_labels(column: pd.Series, source: Path, name: str) -> pd.Series:

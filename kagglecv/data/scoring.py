@@ -74,7 +74,7 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: Me
             mask = folds == fold
             per_fold[int(fold)] = metric.score_or_nan(targets[mask], scores[mask])
     fold_values = np.array(list(per_fold.values()), dtype=float)
-    kind, per_class = _per_class(data, targets, scores)
+    kind, per_class = _per_class(data, targets, scores, metric)
     others = {}  # top-5 accuracy is always 1 with five classes or fewer (and sklearn warns so): left out
     for name, other in METRICS.items():
         if data.task in other.tasks and name != metric.name and not (name == "top5_accuracy" and len(data.classes) <= 5):
@@ -99,7 +99,10 @@ def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
     return data.targets[rows], scores, folds
 
 
-def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray) -> tuple[str, np.ndarray]:
+def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray, metric: Metric) -> tuple[str, np.ndarray]:
+    if data.task == "regression":  # the metric of each target column
+        return metric.name, np.array([metric.score_or_nan(targets[:, [column]], scores[:, [column]])
+                                      for column in range(targets.shape[1])])
     if data.task == "multilabel":
         return "AP", average_precision_per_class(targets, scores)
     return "recall", recall_per_class(targets, scores)

@@ -52,6 +52,7 @@ class SubmissionDecisions:
     thresholds_for: Callable[[], dict[str, float]]   # per-class multi-label cuts; asked only for label lists
     cutoffs: list[float] | None = None                # qwk_thresholds grade cut-offs; None: labels are the argmax
     label_sep: str = " "
+    value_range: dict[str, tuple[float, float]] | None = None  # regression: each target's values clipped to it
 
 
 def decide_submission(run: RunDir, classes: list[str], task: str, *, threshold: str | float | None = None,
@@ -72,7 +73,19 @@ def decide_submission(run: RunDir, classes: list[str], task: str, *, threshold: 
             return dict.fromkeys(classes, 0.5)
         return _resolve_thresholds(parse_threshold(_configured_threshold(run)), run, classes)
 
-    return SubmissionDecisions(_configured_shape(run), thresholds_for, _run_cutoffs(run, classes, task), label_sep)
+    return SubmissionDecisions(_configured_shape(run), thresholds_for, _run_cutoffs(run, classes, task), label_sep,
+                               _run_range(run, task))
+
+
+def _run_range(run: RunDir, task: str) -> dict[str, tuple[float, float]] | None:
+    """A regression run's recorded target range (``run.json``), what its submissions are clipped to; a regression
+    run without one (made elsewhere) is refused rather than submitted unclipped."""
+    if task != "regression":
+        return None
+    recorded = run.read_info().target_range
+    if recorded is None:
+        raise KagglecvError(f"{run.info_path}: a regression run without target_range; train or pack it again")
+    return recorded
 
 
 def _run_cutoffs(run: RunDir, classes: list[str], task: str) -> list[float] | None:
@@ -131,7 +144,7 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
     fmt, k = decisions.shape.resolve(sample, classes, task, sample_path)
     thresholds = decisions.thresholds_for() if fmt == "labels" else None
     columns = shaped_columns(values, classes, fmt, list(sample.columns[1:]), k, thresholds, decisions.cutoffs,
-                             decisions.label_sep)
+                             decisions.label_sep, decisions.value_range)
     out = pd.DataFrame({id_col: sample[id_col]} | columns)
     validate_submission(out, sample, sample_path, fmt, classes, decisions.label_sep)
     return out, fmt, thresholds
@@ -149,12 +162,13 @@ def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Pa
         raise DataError(f"submission columns {list(out.columns)} differ from {sample_path}'s {list(sample.columns)}")
     if len(out) != len(sample) or not (out.iloc[:, 0].to_numpy() == sample.iloc[:, 0].to_numpy()).all():
         raise DataError(f"submission ids differ from {sample_path} (count or order)")
-    if fmt in ("probabilities", "positive"):
+    if fmt in ("probabilities", "positive", "values"):
         values = out.iloc[:, 1:].to_numpy(np.float64)
-        bad = not_probabilities(values)
+        bad = ~np.isfinite(values) if fmt == "values" else not_probabilities(values)
         if bad.any():
             rows = np.flatnonzero(bad.any(axis=1))
-            raise DataError(f"submission has {len(rows)} rows with values outside [0, 1], NaN or inf: "
+            allowed = "finite numbers" if fmt == "values" else "probabilities in [0, 1]"
+            raise DataError(f"submission has {len(rows)} rows whose values are not {allowed}: "
                             f"{summarize([str(out.iat[r, 0]) for r in rows])}")
     else:
         known = set(classes)

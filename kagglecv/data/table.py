@@ -7,6 +7,8 @@ Targets are encoded once (by :mod:`kagglecv.data.load`) for every later stage:
 * multilabel: ``targets`` is an int8 matrix (rows x classes) with ``1`` present, ``0`` absent and ``-1``
   "difficult" (present only as objects the PASCAL VOC protocol ignores when scoring).
 
+* regression: ``targets`` is a float64 matrix (rows x targets), ``classes`` the target columns' names.
+
 A multi-label target comes as one column of separated label names (``"cat dog"``) or as several 0/1 columns.
 Columns holding -1 are read in the VOC convention: -1 absent, 0 difficult, 1 present.
 """
@@ -48,8 +50,9 @@ class CompetitionData:
         ids: image ids, strings exactly as written in the CSV.
         images: image file per row, or a reader's :class:`~kagglecv.data.sources.ImageSource` (pixel rows, arrays),
             or None when no image folder is configured (folds need no images).
-        task: ``multiclass``, ``multilabel`` or ``binary``.
-        classes: class names in their fixed order (prediction columns follow it).
+        task: ``multiclass``, ``multilabel``, ``binary`` or ``regression``.
+        classes: class names in their fixed order (prediction columns follow it); a regression task's target
+            columns.
         targets: encoded targets (see the module docstring); None for a test table.
         groups: group id per row, or None.
         source: the CSV the table was read from.
@@ -82,12 +85,21 @@ class CompetitionData:
                        groups=None if self.groups is None else self.groups[keep])
 
     def positives(self) -> np.ndarray:
-        """Rows x classes 0/1 matrix of present labels (difficult counts as present), for stratifying and counts."""
+        """Rows x classes 0/1 matrix of present labels (difficult counts as present), for stratifying and counts; a
+        regression target's rows x bins (:meth:`strata`)."""
         if self.task == "multilabel":
             return (self.targets != ABSENT).astype(np.int8)
-        onehot = np.zeros((len(self), len(self.classes)), dtype=np.int8)
-        onehot[np.arange(len(self)), self.targets] = 1
+        names, labels = self.strata()
+        onehot = np.zeros((len(self), len(names)), dtype=np.int8)
+        onehot[np.arange(len(self)), labels] = 1
         return onehot
+
+    def strata(self) -> tuple[list[str], np.ndarray]:
+        """What folds stratify on and count, a name and a label per row: the classes, or for a regression target the
+        quantile bins of its first column (:func:`target_bins`)."""
+        if self.task != "regression":
+            return self.classes, self.targets
+        return target_bins(self.targets[:, 0])
 
     def content_hash(self) -> str:
         """sha256 of the ids, targets and groups: the identity of the table a folds file was made from."""
@@ -107,13 +119,28 @@ class CompetitionData:
         return digest.hexdigest()
 
 
+def target_bins(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Quantile bins of a numeric target, as Pawpularity's solutions stratified their folds: Sturges' count of bins
+    (``1 + log2(rows)``), bins that the same value would split merged; each named by its range."""
+    count = max(1, int(np.floor(1 + np.log2(max(len(values), 1)))))
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, count + 1)))
+    labels = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, max(len(edges) - 2, 0))
+    used = np.unique(labels)
+    names = [f"[{edges[label]:.6g}, {edges[label + 1]:.6g}{']' if label + 2 == len(edges) else ')'}"
+             if label + 1 < len(edges) else f"{edges[label]:.6g}" for label in used]
+    return names, np.searchsorted(used, labels)
+
+
 def num_outputs(task: str, classes: list[str]) -> int:
     """Logits of a model for ``task``: one for binary, one per class otherwise."""
     return 1 if task == "binary" else len(classes)
 
 
 def targets_for_loss(data: CompetitionData) -> np.ndarray:
-    """Class indices (multiclass), or float 0/1 per output (binary, multi-label; VOC's "difficult" counts as 0)."""
+    """Class indices (multiclass), float 0/1 per output (binary, multi-label; VOC's "difficult" counts as 0), or the
+    values (regression)."""
+    if data.task == "regression":
+        return data.targets.astype(np.float32)
     if data.task == "multilabel":
         return (data.targets != 0).astype(np.float32)
     if data.task == "binary":

@@ -53,8 +53,8 @@ class ArrayBatches:
 
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
         targets = self.targets[rows]
-        if targets.ndim == 2:  # as ImageDataset serves them: soft or multilabel rows clipped to 0-1
-            return torch.from_numpy(np.clip(targets, 0, 1).astype(np.float32))
+        if targets.ndim == 2:  # as ImageDataset serves them: soft, multi-label or regression rows as float32
+            return torch.from_numpy(targets.astype(np.float32))
         return torch.from_numpy(targets.astype(np.int64))
 
     def _pinned(self, tensor: torch.Tensor) -> torch.Tensor:

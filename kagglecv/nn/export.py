@@ -3,7 +3,7 @@ sigmoid inside the graph, so ONNX Runtime alone (no torch) predicts as the run's
 
 The graph takes a batch of resized images as float32 NCHW in the images' units (0-255 for eight-bit ones) and
 normalises them as the fold's recorded normalisation says; it returns probabilities (``[1 - p, p]`` for a
-binary task, as prediction files hold them). Exported by torch's ONNX exporter (``dynamo=True``, with onnxscript)
+binary task, as prediction files hold them), or a regression target's values. Exported by torch's ONNX exporter (``dynamo=True``, with onnxscript)
 with a dynamic batch; ``pack --format onnx`` checks each exported model against PyTorch on the run's own images.
 """
 
@@ -32,8 +32,14 @@ class ProbabilitiesOfViews(nn.Module):
         self.per_sample, scale = normalization.per_sample, normalization.max_pixel_value
         self.register_buffer("mean", torch.tensor(normalization.mean, dtype=torch.float32).view(1, -1, 1, 1) * scale)
         self.register_buffer("std", torch.tensor(normalization.std, dtype=torch.float32).view(1, -1, 1, 1) * scale)
+        output = normalization.output
+        self.bounded = output is not None and output.kind == "range"
+        self.register_buffer("center", torch.tensor(output.center if output else [0.0], dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(output.scale if output else [1.0], dtype=torch.float32))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.task == "regression":  # kagglecv.core.predictions.values_from_outputs
+            return self.center + self.scale * (logits.sigmoid() if self.bounded else logits)
         if self.task == "multiclass":
             return logits.softmax(dim=1)
         positive = logits.sigmoid()
@@ -50,7 +56,7 @@ class ProbabilitiesOfViews(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         normalized = self.normalized(images)
         logits = [self.model(view(normalized)) for view in self.views]
-        if self.space == "logit":
+        if self.space == "logit" and self.task != "regression":  # a regression's views average as values
             return self.probabilities(torch.stack(logits).mean(dim=0))
         return torch.stack([self.probabilities(each) for each in logits]).mean(dim=0)
 

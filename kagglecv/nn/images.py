@@ -183,7 +183,7 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.targets is None:
             return image, -1, row
         if self.targets.ndim == 2:
-            return image, np.clip(self.targets[row], 0, 1).astype(np.float32), row
+            return image, self.targets[row].astype(np.float32), row
         return image, int(self.targets[row]), row
 
     def _seed_transforms(self, row: int, epoch: int) -> None:

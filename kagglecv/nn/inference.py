@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from kagglecv.core.config import Config, check_tta_view
 from kagglecv.core.errors import ConfigError, KagglecvError
+from kagglecv.core.predictions import values_from_outputs
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.core.runs import RunDir
 from kagglecv.data.table import num_outputs
@@ -114,7 +115,7 @@ class FoldPredictor:
     """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
 
     def __init__(self, config: Config, run: RunDir, task: str, classes: list[str]):
-        self.config, self.run = config, run
+        self.config, self.run, self.task = config, run, task
         self.runtime = setup_runtime(config.train.device)
         self.num_outputs = num_outputs(task, classes)
         self.batch_size = config.inference_batch_size
@@ -131,6 +132,10 @@ class FoldPredictor:
                              code_file=self.run.model_code())
         load_checked(model, weights)
         self.normalization = folder.read_normalization() or self._unrecorded_normalization(model, folder)
+        output = self.normalization.output
+        if (self.task == "regression") != (output is not None) or (output and len(output.center) != self.num_outputs):
+            raise KagglecvError(f"{folder.normalization_path}: its output scale does not fit a {self.task} model of "
+                                f"{self.num_outputs} outputs (train the fold again)")
         return model.to(self.runtime.device).eval()
 
     def _unrecorded_normalization(self, model: torch.nn.Module, folder) -> NormalizationRecord:
@@ -153,4 +158,6 @@ class FoldPredictor:
         with progress or contextlib.nullcontext() as bar:
             _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype,
                                       self.config.train.channels_last, {name: tta_view(name) for name in views}, bar)
+        if self.normalization.output is not None:  # a regression model: its values, views averaged in output space
+            return {name: values_from_outputs(values, self.normalization.output) for name, values in logits.items()}
         return logits

@@ -1,4 +1,5 @@
-"""The loss of a fold that learns from a teacher (pseudo-labels, distillation): dense float targets.
+"""The losses kagglecv writes itself: a regression target's (:class:`RegressionLoss`), and that of a fold that learns
+from a teacher (pseudo-labels, distillation): dense float targets.
 
 Each target row is ``[hard | teacher]``: ``hard`` is one-hot or probabilities (multiclass), or 0/1 or probabilities
 per output (multi-label, binary) with NaN for a label that is left out (an unsure multi-label pseudo-label);
@@ -18,6 +19,29 @@ import torch.nn.functional as F
 from torch import nn
 
 EPSILON = 1e-6
+
+
+class RegressionLoss(nn.Module):
+    """A regression loss on the network's raw outputs, the targets normalised as the fold's
+    :class:`~kagglecv.core.records.OutputScale` says: ``(y - center) / scale`` for mse, l1 and huber (delta 1, in
+    standard deviations); ``(y - low) / width`` clipped to [0, 1] for BCE with logits (``bce_scaled``)."""
+
+    def __init__(self, kind: str, center: list[float], scale: list[float]):
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("center", torch.tensor(center, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        unit = (targets.float() - self.center) / self.scale
+        outputs = outputs.float()
+        if self.kind == "bce_scaled":
+            return F.binary_cross_entropy_with_logits(outputs, unit.clamp(0.0, 1.0))
+        if self.kind == "l1":
+            return F.l1_loss(outputs, unit)
+        if self.kind == "huber":
+            return F.huber_loss(outputs, unit, delta=1.0)
+        return F.mse_loss(outputs, unit)
 
 
 class TeacherLoss(nn.Module):

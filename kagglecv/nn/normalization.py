@@ -7,6 +7,11 @@ std are computed on the fold's training images (``dataset``), or each image is n
 statistics (``sample``). The fold's choice is recorded in ``fold<K>/normalization.json`` by training and read back
 by everything that predicts with the fold's weights (predict, infer, pack, ONNX, the notebook), so a prediction
 never normalises differently from the training that made the weights.
+
+A regression target is normalised too (:func:`choose_output_scale`): the network learns the target standardised by
+the fold's training rows (mse, l1, huber), or scaled to [0, 1] by ``data.y_range`` or their range (``bce_scaled``,
+as Pawpularity's winners trained on ``Pawpularity / 100``); the record's ``output`` turns the network's outputs back
+into values.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 from torch import nn
 
 from kagglecv.core.errors import ConfigError, KagglecvError
-from kagglecv.core.records import NormalizationRecord
+from kagglecv.core.records import NormalizationRecord, OutputScale
 from kagglecv.data.decoding import load_image
 from kagglecv.data.sources import ImageSource
 from kagglecv.nn.images import build_augment
@@ -46,6 +51,20 @@ def choose_normalization(mode: str, model: nn.Module, mean: Sequence[float] | No
     if mean is not None:
         return _checked(NormalizationRecord(mean=list(mean), std=list(std), max_pixel_value=1.0), in_chans)
     return channel_statistics(images, rows, in_chans)
+
+
+def choose_output_scale(loss: str, targets: np.ndarray, y_range: tuple[float, float] | None) -> OutputScale:
+    """How the fold's outputs become values, from its training rows' ``targets`` (rows x targets): their mean and std
+    (``standard``), or the range's low end and width (``range``: ``bce_scaled``)."""
+    if loss == "bce_scaled":
+        low = np.full(targets.shape[1], y_range[0]) if y_range else targets.min(axis=0)
+        high = np.full(targets.shape[1], y_range[1]) if y_range else targets.max(axis=0)
+        if (high <= low).any():
+            raise KagglecvError(f"train.loss bce_scaled: the fold's training targets hold one value ({low[0]:g}); "
+                                "set data.y_range")
+        return OutputScale(kind="range", center=low.tolist(), scale=(high - low).tolist())
+    std = targets.std(axis=0)
+    return OutputScale(kind="standard", center=targets.mean(axis=0).tolist(), scale=np.where(std > 0, std, 1.0).tolist())
 
 
 def channel_statistics(images, rows: np.ndarray, in_chans: int) -> NormalizationRecord:

@@ -279,8 +279,16 @@ def _write_run_files(run: RunDir, members: Members, name: str, method: str, out_
         "members": [member_reference(p, out_path) for p in members.paths],
         "task": members.task, "classes": members.classes, "folds_sha256": members.folds_sha256,
         "folds_file": config.get("folds", {}).get("file"), "backbone": f"{method} of {len(members.paths)}",
+        "target_range": _widest_range([RunDir(path).read_info().target_range for path in members.paths]),
         "created": pd.Timestamp.now().isoformat(timespec="microseconds"),
     })
+
+
+def _widest_range(ranges: list[dict | None]) -> dict | None:
+    """The members' regression target ranges joined (they hold the same table: the same range, or a y_range)."""
+    if any(value is None for value in ranges):
+        return None
+    return {name: [min(r[name][0] for r in ranges), max(r[name][1] for r in ranges)] for name in ranges[0]}
 
 
 def _write_blend_report(run: RunDir, result: EnsembleResult, singles: dict, fitted, power: float) -> None:

@@ -122,7 +122,7 @@ def assign_folds(data: CompetitionData, settings: FoldsConfig) -> tuple[np.ndarr
         "fold_sizes": np.bincount(folds, minlength=settings.n_splits).tolist(),
         "fold_groups": _groups_per_fold(groups, folds, settings.n_splits),
         "counts": {name: np.bincount(folds, weights=positives[:, c], minlength=settings.n_splits).astype(int).tolist()
-                   for c, name in enumerate(data.classes)},
+                   for c, name in enumerate(_stratum_names(data))},
         "max_rate_deviation": label_rate_deviation(positives, folds),
         "duplicates": _public_duplicates(data, duplicates, folds),
         "warnings": notes,
@@ -136,6 +136,11 @@ def resolve_method(method: str, data: CompetitionData) -> str:
         return method
     chosen = "multilabel" if data.task == "multilabel" else "stratified"
     return grouped_method(chosen) if data.groups is not None else chosen
+
+
+def _stratum_names(data: CompetitionData) -> list[str]:
+    """The names the folds count rows by: the classes, or a regression target's bins (named by their ranges)."""
+    return data.classes if data.task == "multilabel" else data.strata()[0]
 
 
 def label_rate_deviation(positives: np.ndarray, folds: np.ndarray) -> float:
@@ -233,7 +238,7 @@ def _check_rare_classes(data: CompetitionData, settings: FoldsConfig, groups: np
     else:
         support = np.array([len(np.unique(groups[positives[:, c]])) for c in range(positives.shape[1])])
         unit = "groups"
-    rare = [f"{name!r}: {count}" for name, count in zip(data.classes, support) if count < settings.n_splits]
+    rare = [f"{name!r}: {count}" for name, count in zip(_stratum_names(data), support) if count < settings.n_splits]
     if not rare:
         return
     message = (f"{len(rare)} classes have fewer {unit} than folds (n_splits={settings.n_splits}): {summarize(rare)}")
@@ -245,7 +250,7 @@ def _check_rare_classes(data: CompetitionData, settings: FoldsConfig, groups: np
 
 def _split(data: CompetitionData, method: str, settings: FoldsConfig, groups: np.ndarray | None) -> np.ndarray:
     splitter = create_splitter(method, settings.n_splits, seed=settings.seed)
-    y = data.positives() if method in MULTILABEL_METHODS else data.targets
+    y = data.positives() if method in MULTILABEL_METHODS else data.strata()[1]
     folds = np.full(len(data), -1, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)

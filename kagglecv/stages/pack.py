@@ -78,8 +78,8 @@ from kagglecv.nn.recipe import (
 FORMATS = ("torch", "onnx")
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities, PyTorch vs ONNX Runtime
 BUNDLE_FORMAT = 1
-ENSEMBLE_KEYS = ("experiment", "kind", "task", "classes", "backbone", "created")
-RUN_KEYS = ("experiment", "created", "task", "classes", "params", "model_file", "versions", "python")
+ENSEMBLE_KEYS = ("experiment", "kind", "task", "classes", "backbone", "created", "target_range")
+RUN_KEYS = ("experiment", "created", "task", "classes", "params", "model_file", "versions", "python", "target_range")
 DONE_KEYS = ("fold", "best_epoch", "best_score", "metric", "source")
 
 

@@ -92,6 +92,8 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
     submission = submission.set_index(id_col).loc[solution[id_col]]
     truth_columns = list(solution.columns[1:])
+    if _regression_metric(metric):
+        return _score_values(submission, solution.set_index(id_col), metric, submission_path, solution_path)
     if len(truth_columns) == 1 and len(submission.columns) == 1 and _binary_truth(solution[truth_columns[0]]):
         return _score_positive_column(submission.iloc[:, 0], solution[truth_columns[0]], metric, submission_path)
     truth = _Truth.of(solution, truth_columns, submission, metric, label_sep, solution_path)
@@ -135,6 +137,36 @@ class _Truth:
             return cls(classes, True, _indicator(cells, classes, label_sep), cells)
         classes = sorted(set(cells) | (named or set(submission.iloc[:, 0].str.strip())))
         return cls(classes, False, cells.map({name: index for index, name in enumerate(classes)}).to_numpy(), cells)
+
+
+def _regression_metric(metric: str) -> bool:
+    try:
+        get_metric(metric, "regression")
+    except ValueError:
+        return False
+    return True
+
+
+def _score_values(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, submission_path: Path,
+                  solution_path: Path) -> float:
+    """Numeric targets scored by a regression metric: the solution's value columns, each matched by name in the
+    submission, every cell a finite number (the first that is not is named)."""
+    columns = list(solution.columns)
+    missing = [column for column in columns if column not in submission.columns]
+    if missing:
+        raise DataError(f"{submission_path}: no column {summarize(missing, quote=True)} of {solution_path}; columns "
+                        f"are {summarize(list(submission.columns), quote=True)}")
+    frames = {submission_path: submission[columns], solution_path: solution[columns]}
+    values = {}
+    for path, frame in frames.items():
+        numbers = frame.apply(lambda column: pd.to_numeric(column.str.strip(), errors="coerce")).to_numpy(np.float64)
+        bad = ~np.isfinite(numbers)
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            raise DataError(f"{path}: id {frame.index[row]!r} column {columns[column]!r} = {frame.iat[row, column]!r}; "
+                            f"expected a finite number ({int(bad.sum())} such cells)")
+        values[path] = numbers
+    return score(metric, "regression", values[solution_path], values[submission_path])
 
 
 def _multiclass_metric(metric: str) -> bool:

@@ -30,13 +30,17 @@ from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
 from kagglecv.nn.array_batches import ArrayBatches, DeviceNormalize, array_batches_apply
 from kagglecv.nn.batch_augment import BatchAugment
 from kagglecv.nn.images import ImageDataset
-from kagglecv.nn.losses import TeacherLoss
+from kagglecv.nn.losses import RegressionLoss, TeacherLoss
 from kagglecv.nn.models import (
     check_parameter_budget,
     create_model,
     freeze_for_epoch,
 )
-from kagglecv.nn.normalization import choose_normalization, pipeline
+from kagglecv.nn.normalization import (
+    choose_normalization,
+    choose_output_scale,
+    pipeline,
+)
 from kagglecv.nn.runtime import Runtime, autocast_dtype, check_compile, seed_everything
 from kagglecv.nn.sampling import (
     EpochSampler,
@@ -138,6 +142,9 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     augment = config.augment
     normalization = choose_normalization(augment.normalize, model, augment.mean, augment.std, config.model.in_chans,
                                          training.images, training.train_rows)
+    if data.task == "regression":
+        output = choose_output_scale(regression_loss(config), data.targets[own_rows], config.data.y_range)
+        normalization = normalization.model_copy(update={"output": output})
     if hasattr(model, "init_whitening") and not isinstance(config.model.pretrained, Path):
         model.init_whitening(_whitening_images(config, training, normalization, cfg.seed + fold).to(device))
     sampler, make_train_loader = _training_loader(config, data, normalization, training, fold, runtime)
@@ -148,7 +155,7 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
                                     param_group_fn=_norm_scaled_groups(cfg.weight_decay, cfg.norm_lr_scale))
     updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum_steps))
     scheduler = _scheduler(config, optimizer, steps_per_epoch=updates_per_epoch)
-    criterion = _criterion(config, data, loss_targets[own_rows], teaching is not None).to(device)
+    criterion = _criterion(config, data, loss_targets[own_rows], teaching is not None, normalization).to(device)
     mixup = _mixup(config, data, training.targets.shape[1] if teaching is not None else None)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
     lookahead = Lookahead(ema, cfg.lookahead_every, cfg.ema_decay, updates_per_epoch * cfg.epochs) \
@@ -271,9 +278,18 @@ def _scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch
     return scheduler
 
 
-def _criterion(config: Config, data: CompetitionData, train_targets: np.ndarray, dense: bool = False) -> nn.Module:
+def regression_loss(config: Config) -> str:
+    """A regression target's loss: ``train.loss``, mse for auto."""
+    return "mse" if config.train.loss == "auto" else config.train.loss
+
+
+def _criterion(config: Config, data: CompetitionData, train_targets: np.ndarray, dense: bool = False,
+               normalization: NormalizationRecord | None = None) -> nn.Module:
     """The training loss; ``dense``: targets are ``[hard | teacher]`` float rows (pseudo-labels, distillation)."""
     cfg = config.train
+    if data.task == "regression":
+        output = normalization.output
+        return RegressionLoss(regression_loss(config), output.center, output.scale)
     multi_label = data.task != "multiclass"
     outputs = num_outputs(data.task, data.classes)
     weight = inverse_frequency_weights(train_targets, outputs, multi_label) if cfg.class_weights else None

@@ -48,12 +48,14 @@ def test_a_resumed_epoch_continues_with_the_batches_it_would_have_made(images):
     assert all(torch.equal(a, b) for a, b in zip(resumed, whole[2:])) and len(resumed) == 3
 
 
-def test_soft_and_multilabel_targets_are_served_as_the_dataset_serves_them(images):
-    soft = np.random.default_rng(1).uniform(-0.5, 1.5, (len(images), 4))
+def test_soft_multilabel_and_regression_targets_are_served_as_the_dataset_serves_them(images):
+    values = np.random.default_rng(1).uniform(-0.5, 1.5, (len(images), 4))  # regression values leave 0-1
     sampler = EpochSampler(np.arange(37), shuffle=False)
-    (_, labels, rows, _), = list(ArrayBatches(images, soft, sampler, 64, drop_last=False))
+    (_, labels, rows, _), = list(ArrayBatches(images, values, sampler, 64, drop_last=False))
     assert labels.dtype == torch.float32
-    assert torch.equal(labels, torch.from_numpy(np.clip(soft[rows.numpy()], 0, 1).astype(np.float32)))
+    assert torch.equal(labels, torch.from_numpy(values[rows.numpy()].astype(np.float32)))
+    dataset = ImageDataset(images, values, build_augment("none", 16, (0.5,) * 3, (0.5,) * 3, train=False), None)
+    assert all(np.array_equal(dataset[int(row)][1], labels[index].numpy()) for index, row in enumerate(rows))
 
 
 def test_a_float_batch_only_moves_and_grey_images_normalise_with_one_channel():
