@@ -214,7 +214,8 @@ class InspectRecord(_Record):
     label_issues_file: Literal["label_issues.csv"]
     duplicate_conflicts: list[dict[str, Any]] = Field(max_length=10_000)
     duplicates_checked: Text
-    pictures: list[Literal["errors.png", "confused_pairs.png", "duplicate_conflicts.png"]] = Field(max_length=3)
+    pictures: list[Literal["errors.png", "confused_pairs.png", "duplicate_conflicts.png", "residuals.png"]] = Field(
+        max_length=4)
 
 
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]

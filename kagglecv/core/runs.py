@@ -169,6 +169,7 @@ class RunDir:
     errors_png = _file("errors.png")              # inspect
     confused_pairs_png = _file("confused_pairs.png")# inspect
     duplicate_conflicts_png = _file("duplicate_conflicts.png")# inspect
+    residuals_png = _file("residuals.png")        # inspect: a regression's predicted against true, and residuals
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))

@@ -18,7 +18,7 @@ from typing import Callable
 import pandas as pd
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
-from kagglecv.core.metrics import ALIASES, is_metric_file, resolve_metric
+from kagglecv.core.metrics import ALIASES, get_metric, is_metric_file, resolve_metric
 from kagglecv.core.shapes import cells_are_tags, sample_top_k
 from kagglecv.data.coco import COCO_NAMES, COCO_SUFFIX, is_coco_table, read_coco_table
 from kagglecv.data.decoding import open_image
@@ -33,7 +33,7 @@ from kagglecv.data.reader_survey import (
     survey_reader,
 )
 from kagglecv.data.readers.json_bands import is_json_records, read_json_bands
-from kagglecv.data.table import IMAGE_EXTENSIONS, read_csv_head, read_csv_strings
+from kagglecv.data.table import IMAGE_EXTENSIONS, MISSING_TOKENS, read_csv_head, read_csv_strings
 
 # The usual metrics of each (task, submission format); --metric picks one when there are several.
 USUAL_METRICS = {
@@ -43,7 +43,9 @@ USUAL_METRICS = {
     ("binary", "label"): ["binary_accuracy", "binary_f1", "accuracy"],
     ("multilabel", "labels"): ["f2_samples", "fbeta:1:samples", "f1_samples"],
     ("multilabel", "probabilities"): ["roc_auc_macro", "map"],
+    ("regression", "values"): ["rmse", "mae", "r2", "rmsle"],
 }
+MANY_VALUES = 10  # a column of whole numbers with more distinct values than this may be a count or a score
 LABEL_METRICS_OF_BINARY = {"binary_accuracy", "binary_f1", "accuracy", "f1_macro", "qwk", "balanced_accuracy"}
 TABLE_SUFFIXES = (".csv", ".csv.gz")
 SAMPLE_ROWS = 10_000  # of the sample submission: its header and values say its shape; its ids are read by `run`
@@ -100,7 +102,7 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
         train = read_csv_strings(tables.train)
     pixel_table = bool(pixel_columns(list(train.columns), tables.train))
     _ids(survey, train, sample, tables, pixel_table)
-    task, target, classes = _target(survey, train, sample, tables)
+    task, target, classes = _target(survey, train, sample, tables, metric)
     fmt = _submission_format(survey, task, classes, sample, tables.sample, metric)
     _metric(survey, task, fmt, metric, sample)
     if tables.test is not None:
@@ -221,10 +223,15 @@ def _ids(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tab
                         f"{summarize(list(train.columns), quote=True)}")
 
 
-def _target(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables):
+def _target(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables, metric: str | None):
     """The target column(s), the task and the classes, from the sample's value columns and the training table."""
     values = list(sample.columns[1:])
     matched = [_column(train, name) for name in values]
+    if all(matched) and _numeric_target(train[matched], metric, tables):
+        survey.add("data.target", matched[0] if len(matched) == 1 else matched,
+                   f"the sample's value column{'s' if len(matched) > 1 else ''}, numbers in {tables.train.name}")
+        survey.add("data.task", "regression", "a numeric target: values, not classes")
+        return "regression", matched, matched
     if all(matched) and len(matched) > 1:
         indicator = train[matched].apply(lambda column: column.str.strip())
         if not indicator.isin(["0", "1", "0.0", "1.0"]).all().all():
@@ -247,6 +254,25 @@ def _target(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _
                     f"{tables.train} nor the values of one of its columns; set data.target by hand")
 
 
+def _numeric_target(columns: pd.DataFrame, metric: str | None, tables: _Tables) -> bool:
+    """Whether the target columns are numbers to predict: some not whole, or whole numbers of many values scored by
+    a regression metric; whole numbers of many values without a metric are a question for ``--metric``."""
+    cells = columns.apply(lambda column: column.str.strip())
+    numbers = cells[~cells.isin(MISSING_TOKENS)].stack()
+    values = pd.to_numeric(numbers, errors="coerce")
+    if not len(values) or values.isna().any() or set(values.unique()) <= {0, 1}:
+        return False
+    if (values % 1 != 0).any():
+        return True
+    if metric is not None and not is_metric_file(metric):
+        return _fits_task(metric, "regression")
+    if values.nunique() > MANY_VALUES and metric is None:
+        raise KagglecvError(f"--metric: {tables.train.name}'s column {summarize(list(columns.columns), quote=True)} "
+                            f"holds {values.nunique()} distinct whole numbers: a count or a score to predict (give --metric "
+                            f"rmse, mae, r2 or rmsle) or classes (give --metric accuracy, qwk, f1_macro or log_loss)")
+    return False
+
+
 def _one_column_target(survey: Survey, train: pd.DataFrame, column: str, tables: _Tables):
     cells = train[column].str.strip()
     if cells_are_tags(cells):
@@ -264,7 +290,9 @@ def _one_column_target(survey: Survey, train: pd.DataFrame, column: str, tables:
 def _submission_format(survey: Survey, task: str, classes: list[str], sample: pd.DataFrame, sample_path: Path,
                        metric: str | None) -> str:
     values = list(sample.columns[1:])
-    if len(values) > 1:
+    if task == "regression":
+        fmt, why = "values", "a numeric target: its values, clipped to the training range"
+    elif len(values) > 1:
         fmt, why = "probabilities", f"the sample has one column per class ({len(values)})"
     elif task == "multilabel":
         fmt, why = "labels", "one column of space-separated tags"
@@ -286,6 +314,14 @@ def _submission_format(survey: Survey, task: str, classes: list[str], sample: pd
     if fmt:
         survey.add("submit.format", fmt, why)
     return fmt
+
+
+def _fits_task(metric: str, task: str) -> bool:
+    try:
+        get_metric(metric, task)
+    except ValueError:
+        return False
+    return True
 
 
 def _canonical(metric: str, task: str) -> str:

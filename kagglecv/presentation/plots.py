@@ -43,6 +43,27 @@ def plot_curves(history: list[dict], metric: str, path: Path, title: str = "") -
     save_figure(figure, path)
 
 
+def plot_residuals(truth: np.ndarray, predicted: np.ndarray, names: list[str], path: Path, title: str) -> None:
+    """Per target, two panels: predicted against true (with the line of perfect predictions), and the residual
+    (predicted - true) against the prediction."""
+    figure = Figure(figsize=(10, 3.8 * len(names)))
+    axes = np.asarray(figure.subplots(len(names), 2)).reshape(len(names), 2)
+    for column, (scatter, residual) in enumerate(axes):
+        true, guess = truth[:, column], predicted[:, column]
+        low, high = float(min(true.min(), guess.min())), float(max(true.max(), guess.max()))
+        scatter.scatter(true, guess, s=10, alpha=0.6)
+        scatter.plot([low, high], [low, high], "--", color="C3", label="predicted = true")
+        scatter.set(xlabel=f"true {names[column]}", ylabel=f"predicted {names[column]}", title="predicted against true")
+        scatter.legend(fontsize=8)
+        residual.scatter(guess, guess - true, s=10, alpha=0.6, color="C1")
+        residual.axhline(0, linestyle="--", color="C3")
+        residual.set(xlabel=f"predicted {names[column]}", ylabel="predicted - true", title="residuals")
+        for axis in (scatter, residual):
+            axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
 def plot_fold_curves(histories: dict[int, list[dict]], metric: str, path: Path, title: str) -> None:
     """Every fold's validation metric and train/validation loss by epoch, one colour per fold."""
     figure = Figure(figsize=(11, 4))

@@ -134,6 +134,11 @@ def inspect_tables(analysis: Analysis) -> list[Table]:
             worst.add_column(column, justify="right" if column == "probability" else "left")
         for item in analysis.worst[:12]:
             worst.add_row(item["id"], item["class"], item["kind"], f"{item['probability']:.3f}", item["given"])
+    elif analysis.task == "regression":
+        for column in ("id", "true", "predicted", "error"):
+            worst.add_column(column, justify="left" if column == "id" else "right")
+        for item in analysis.worst[:12]:
+            worst.add_row(item["id"], item["given"], item["predicted"], f"{item['error']:.4g}")
     else:
         for column in ("id", "true", "p(true)", "predicted", "p(predicted)"):
             worst.add_column(column, justify="right" if column.startswith("p(") else "left")

@@ -3,7 +3,8 @@
 Every training image has an OOF prediction from a model that never saw it, which is what error analysis needs:
 
 * the highest-loss images (multi-label: the worst false positives and false negatives of the classes with the
-  most error), as a gallery;
+  most error; regression: the largest errors, with predicted against true and the residuals in a plot), as a
+  gallery;
 * the most confused class pairs, with examples of each direction;
 * likely label errors by confident learning (Northcutt, Jiang & Chuang, "Confident Learning", JAIR 2021) with
   ``cleanlab.filter.find_label_issues``, ranked by cleanlab's self-confidence label quality, in
@@ -33,7 +34,7 @@ from kagglecv.data.duplicates import near_duplicate_pairs, perceptual_hashes
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.outcomes import Analysis
 from kagglecv.data.table import ABSENT, CompetitionData, DataWarning
-from kagglecv.presentation.plots import plot_gallery
+from kagglecv.presentation.plots import plot_gallery, plot_residuals
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] for the log loss of a row
 THUMBNAIL = 128
@@ -49,6 +50,8 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
     if data.task == "multilabel":
         worst = multilabel_errors(data, probabilities, per_class=3, classes=max(1, top // 6))
         confused = []
+    elif data.task == "regression":
+        worst, confused = largest_errors(data, probabilities, top), []
     else:
         worst = worst_predictions(data, probabilities, top)
         confused = confused_pairs(data, probabilities, pairs, examples=3)
@@ -57,8 +60,11 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
     conflicts, checked = duplicate_conflicts(data, config)
     analysis = Analysis(run.name, data.task, len(data), worst, confused, len(issues), run.label_issues_path,
                         conflicts, checked)
+    if pictures and data.task == "regression":
+        plot_residuals(data.targets, probabilities, data.classes, run.residuals_png, f"{run.name}: out-of-fold")
+        analysis.pictures.append(run.residuals_png)
     if pictures and data.images is not None:
-        analysis.pictures = draw_analysis(run, data, analysis)
+        analysis.pictures += draw_analysis(run, data, analysis)
     write_json(run.inspect_path, analysis.to_dict())
     return analysis
 
@@ -75,6 +81,8 @@ def inspect_stale_runs(runs_dir: Path) -> list[Path]:
 
 
 def _label(data: CompetitionData, row: int, sep: str = " ") -> str:
+    if data.task == "regression":
+        return " ".join(f"{value:.6g}" for value in data.targets[row])
     if data.task == "multilabel":
         return sep.join(name for name, value in zip(data.classes, data.targets[row]) if value != ABSENT)
     return data.classes[data.targets[row]]
@@ -89,6 +97,16 @@ def worst_predictions(data: CompetitionData, probabilities: np.ndarray, top: int
     return [{"row": int(row), "id": str(data.ids[row]), "given": data.classes[data.targets[row]],
              "predicted": data.classes[predicted[row]], "p_predicted": float(probabilities[row, predicted[row]]),
              "p_given": float(probabilities[row, data.targets[row]]), "loss": float(-np.log(given[row]))}
+            for row in order]
+
+
+def largest_errors(data: CompetitionData, values: np.ndarray, top: int) -> list[dict]:
+    """The ``top`` rows of largest error (the root of the mean squared error over the targets): id, given and
+    predicted values, the error."""
+    error = np.sqrt(np.mean(np.square(values - data.targets), axis=1))
+    order = np.argsort(-error, kind="stable")[:top]
+    return [{"row": int(row), "id": str(data.ids[row]), "given": _label(data, int(row)),
+             "predicted": " ".join(f"{value:.6g}" for value in values[row]), "error": float(error[row])}
             for row in order]
 
 
@@ -140,6 +158,8 @@ def confused_pairs(data: CompetitionData, probabilities: np.ndarray, pairs: int,
 def label_issues(data: CompetitionData, probabilities: np.ndarray, label_sep: str = " ") -> pd.DataFrame:
     """cleanlab's likely label errors, most likely first: id, given_label, suggested_label, label_quality."""
     columns = ["id", "given_label", "suggested_label", "label_quality"]
+    if data.task == "regression":  # confident learning ranks class labels; a value's largest errors are the worst
+        return pd.DataFrame(columns=columns)
     if data.task == "multilabel":
         from cleanlab.multilabel_classification.filter import find_label_issues
         from cleanlab.multilabel_classification.rank import get_label_quality_scores
@@ -210,8 +230,8 @@ def draw_analysis(run: RunDir, data: CompetitionData, analysis: Analysis) -> lis
     pictures = []
     if analysis.worst:
         rows = _chunks([_error_tile(data, item) for item in analysis.worst], 6)
-        what = "worst false negatives and false positives per class" if data.task == "multilabel" else \
-            "highest-loss images"
+        what = {"multilabel": "worst false negatives and false positives per class",
+                "regression": "largest errors"}.get(data.task, "highest-loss images")
         plot_gallery(rows, run.errors_png, f"{run.name}: {what} (out-of-fold)")
         pictures.append(run.errors_png)
     if analysis.confused_pairs:
@@ -237,6 +257,8 @@ def draw_analysis(run: RunDir, data: CompetitionData, analysis: Analysis) -> lis
 def _error_tile(data: CompetitionData, item: dict) -> tuple:
     if "class" in item:
         caption = f"{item['id']}\n{item['kind']}\n{item['class'][:18]} p={item['probability']:.2f}"
+    elif "error" in item:
+        caption = f"{item['id']}\ntrue {item['given'][:14]}\npred {item['predicted'][:14]}"
     else:
         caption = (f"{item['id']}\ntrue {item['given'][:14]} ({item['p_given']:.2f})\n"
                    f"pred {item['predicted'][:14]} ({item['p_predicted']:.2f})")

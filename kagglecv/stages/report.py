@@ -91,7 +91,7 @@ def _entry(run: RunDir, partial: bool = False) -> Entry:
         result = score_predictions_frame(oof, data, metric, source=run.oof_path)
     ensemble = info.kind == "ensemble"
     confusion = None
-    if data.task != "multilabel":
+    if data.task in ("multiclass", "binary"):
         confusion = confusion_matrix(data.targets, aligned(oof, data.ids, data.classes, run.oof_path, data.source,
                                                            exact=not partial))
     seconds = sum(fold.read_done().seconds or 0.0 for fold in done_folds)
@@ -252,6 +252,8 @@ def draw_run_pictures(entry: Entry, folder: Path) -> list[Path]:
         pictures.append(drawn.fold_scores_png)
         plot_fold_scores(entry.score.per_fold, entry.score.metric, entry.score.overall, pictures[-1],
                          f"{entry.name}: OOF {entry.score.metric} per fold")
+    if entry.score.per_class_kind != "AP" and entry.confusion is None:  # a regression: no class to draw
+        return pictures
     if entry.confusion is None:
         pictures.append(drawn.per_class_ap_png)
         plot_per_class(entry.score.per_class, "average precision", pictures[-1], f"{entry.name}: OOF AP per class")
