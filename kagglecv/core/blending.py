@@ -53,6 +53,12 @@ def combine(predictions: np.ndarray, weights: np.ndarray, method: str, task: str
     return (weights * predictions).sum(axis=0)
 
 
+def as_predictions(blend: np.ndarray, task: str) -> np.ndarray:
+    """A blend as a prediction file holds it: probabilities clipped to [0, 1] (a rank or stacked blend may stray),
+    a regression's values as they are."""
+    return blend if task == "regression" else np.clip(blend, 0, 1)
+
+
 def apply_blend(method: str, weights, predictions: np.ndarray, task: str, power: float = 2.0) -> np.ndarray:
     """The blend of ``runs x rows x classes`` probabilities with fitted ``weights`` (or the stacking model)."""
     if method == "stack":

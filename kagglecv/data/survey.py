@@ -33,7 +33,12 @@ from kagglecv.data.reader_survey import (
     survey_reader,
 )
 from kagglecv.data.readers.json_bands import is_json_records, read_json_bands
-from kagglecv.data.table import IMAGE_EXTENSIONS, MISSING_TOKENS, read_csv_head, read_csv_strings
+from kagglecv.data.table import (
+    IMAGE_EXTENSIONS,
+    MISSING_TOKENS,
+    read_csv_head,
+    read_csv_strings,
+)
 
 # The usual metrics of each (task, submission format); --metric picks one when there are several.
 USUAL_METRICS = {

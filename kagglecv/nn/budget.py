@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from kagglecv.core.blending import apply_blend
+from kagglecv.core.blending import apply_blend, as_predictions
 from kagglecv.core.budget_selection import Selection, UnitCosts, select_within_budget
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, summarize
@@ -142,7 +142,7 @@ class _OofViews:
             return self.run_probabilities(used[0], selection.views[used[0]])
         stacked = np.stack([as_stored(self.run_probabilities(run, selection.views[run])) for run in used])
         weights = np.array([selection.votes[run] for run in used], dtype=np.float64)
-        return np.clip(apply_blend(FIT_METHOD, weights / weights.sum(), stacked, self.task), 0, 1)
+        return as_predictions(apply_blend(FIT_METHOD, weights / weights.sum(), stacked, self.task), self.task)
 
     def full(self, recipe: Recipe) -> np.ndarray:
         """The recipe as it was (every member and view), on the same rows."""

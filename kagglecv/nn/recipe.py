@@ -17,7 +17,7 @@ from typing import Union
 
 import numpy as np
 
-from kagglecv.core.blending import apply_blend, stack_model_from_state
+from kagglecv.core.blending import apply_blend, as_predictions, stack_model_from_state
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import DataError, KagglecvError, summarize
@@ -154,7 +154,7 @@ class EnsembleRecipe:
 
     def _blend(self, member_predictions: list[np.ndarray]) -> np.ndarray:
         stacked = np.stack([as_stored(prediction) for prediction in member_predictions])
-        return np.clip(apply_blend(self.method, self.weights, stacked, self.task, self.power), 0, 1)
+        return as_predictions(apply_blend(self.method, self.weights, stacked, self.task, self.power), self.task)
 
 
 Recipe = Union[RunRecipe, EnsembleRecipe]

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from kagglecv.core.blending import METHODS, Blender, StackModel, combine
+from kagglecv.core.blending import METHODS, Blender, StackModel, as_predictions, combine
 from kagglecv.core.config import dump_config, validate_config
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.files import (
@@ -202,7 +202,7 @@ def _blend_and_write(members: Members, method: str, metric: Metric, out: Path, o
     best_single = max(singles.items(), key=lambda item: metric.objective(item[1]))
     final_weights = blender.fit(members.oof, targets)
     in_sample = metric_of(blender.apply(final_weights, members.oof))
-    nested_oof = np.clip(nested_blend(blender, members, targets), 0, 1)
+    nested_oof = as_predictions(nested_blend(blender, members, targets), members.task)
     nested_frame = prediction_frame(members.data.ids, nested_oof, members.classes, folds=members.folds)
     nested = score_predictions_frame(nested_frame, members.data, metric, source=out)
     result = EnsembleResult(name=out.name, method=method, metric=metric.name,
@@ -215,7 +215,7 @@ def _blend_and_write(members: Members, method: str, metric: Metric, out: Path, o
         run = RunDir(building)
         write_predictions(run.oof_path, members.data.ids, nested_oof, members.classes, folds=members.folds)
         if members.test is not None:
-            run.write_test_predictions(members.test_ids, np.clip(blender.apply(final_weights, members.test), 0, 1),
+            run.write_test_predictions(members.test_ids, as_predictions(blender.apply(final_weights, members.test), members.task),
                                        members.classes)
         write_json(run.score_path, nested.to_dict())
         _write_blend_report(run, result, singles, final_weights, blender.power)

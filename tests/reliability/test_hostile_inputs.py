@@ -1049,6 +1049,37 @@ def herbarium_shaped(world: Path, with_test: bool = True) -> None:
 CATALOGUE.update(READERS)
 
 
+def numeric_labels(*cells: str) -> Callable[[Path], None]:
+    """The training table's label column as numbers (``cells`` repeated down the rows): a regression target."""
+    def apply(world: Path) -> None:
+        table = pd.read_csv(world / "data/train.csv", dtype=str)
+        table["label"] = [cells[row % len(cells)] for row in range(len(table))]
+        table.to_csv(world / "data/train.csv", index=False)
+    return apply
+
+
+REGRESSION = ["folds", "base.yaml", "--set", "data.task=regression", "--set", "folds.file=folds/x.csv"]
+CATALOGUE["numeric targets"] = [
+    Variant("text in a regression target", REGRESSION, "line 3 column 'label' = 'many'",
+            setup=numeric_labels("1.5", "many", "2.5"), outputs=("folds",)),
+    Variant("infinity in a regression target", REGRESSION, "'inf'", setup=numeric_labels("1.5", "2", "inf"),
+            outputs=("folds",)),
+    Variant("empty cells in a regression target", REGRESSION, "rows with an empty or NaN target: line 4",
+            setup=numeric_labels("1.5", "2", ""), outputs=("folds",)),
+    Variant("a regression target of one value", REGRESSION, "holds one value (3.5)", setup=numeric_labels("3.5"),
+            outputs=("folds",)),
+    Variant("a regression loss on classes", [*TRAIN, "--set", "train.loss=mse"], "mse is a regression loss",
+            outputs=RUNS),
+    Variant("mixup on a regression target", [*TRAIN, "--set", "data.task=regression", "--set", "train.mixup=0.2"],
+            "train.mixup", setup=numeric_labels("1.5", "2", "7"), outputs=RUNS),
+    Variant("a y_range that is no range", [*TRAIN, "--set", "data.task=regression", "--set", "data.y_range=[5,1]"],
+            "data.y_range", setup=numeric_labels("1.5", "2", "7"), outputs=RUNS),
+    Variant("a run.json whose target range runs backwards", ["submit", "runs/base", "--sample", "data/sample.csv"],
+            "target_range", setup=edit_json("runs/base/run.json", target_range={"label": [5.0, 1.0]}),
+            outputs=("submissions",)),
+]
+
+
 VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()
             for variant in variants]
 
