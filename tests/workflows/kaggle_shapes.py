@@ -308,10 +308,38 @@ def herbarium(root: Path) -> Competition:
     return Competition("herbarium", folder, "f1_macro", solution, "label", [str(c) for c in categories])
 
 
+PAWPULARITY_FLAGS = ["Subject Focus", "Eyes", "Face", "Near", "Action", "Accessory", "Group", "Collage", "Human",
+                     "Occlusion", "Info", "Blur"]
+
+
+def _pawpularity(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A score from 1 to 100 that the image decides (its digit) up to noise, as whole numbers."""
+    return np.clip(digits * 10 + 5 + rng.integers(-4, 5, len(digits)), 1, 100)
+
+
+def petfinder_pawpularity(root: Path) -> Competition:
+    """train.csv (Id, the 12 binary photo flags, Pawpularity 1-100), train/<Id>.jpg; test.csv of Id and the flags,
+    test/; a sample of Id,Pawpularity; scored by RMSE (a code competition)."""
+    folder, (train, test) = root / "petfinder-pawpularity-score", _splits(14)
+    rng = np.random.default_rng(14)
+    train_ids, test_ids = _hex_ids(TRAIN_ROWS, 140), _hex_ids(TEST_ROWS, 141)
+    flags = {name: rng.integers(0, 2, TRAIN_ROWS) for name in PAWPULARITY_FLAGS}
+    _csv(pd.DataFrame({"Id": train_ids} | flags | {"Pawpularity": _pawpularity(train.digits, rng)}),
+         folder / "train.csv")
+    _csv(pd.DataFrame({"Id": test_ids} | {name: rng.integers(0, 2, TEST_ROWS) for name in PAWPULARITY_FLAGS}),
+         folder / "test.csv")
+    _save(folder / "train", [f"{i}.jpg" for i in train_ids], train.images)
+    _save(folder / "test", [f"{i}.jpg" for i in test_ids], test.images)
+    _csv(pd.DataFrame({"Id": test_ids, "Pawpularity": 50}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"Id": test_ids, "Pawpularity": _pawpularity(test.digits, rng)})
+    return Competition("petfinder", folder, "rmse", solution, "values", [])
+
+
 BUILDERS: dict[str, Callable[[Path], Competition]] = {
     "dog-breed": dog_breed, "aerial-cactus": aerial_cactus, "planet": planet, "plant-pathology": plant_pathology,
     "cassava": cassava, "digit-recognizer": digit_recognizer, "histopathologic": histopathologic, "aptos": aptos,
     "humpback": humpback, "cifar-10": cifar10, "leaf-metric-file": leaf_classification, "herbarium": herbarium,
+    "petfinder-pawpularity": petfinder_pawpularity,
 }
 # Folders in no shape Kaggle ships, for one property each, run through the same init-then-run test.
 VARIANTS: dict[str, Callable[[Path], Competition]] = {"spaced-class-names": spaced_class_names}

@@ -52,6 +52,8 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
     if competition.metric == "binary_log_loss":  # Kaggle's log loss of the positive class, clipped at 1e-15
         positive = np.clip(submitted[value_cols[0]].astype(float).to_numpy(), 1e-15, 1 - 1e-15)
         return skm.log_loss(solution[value_cols[0]].astype(int), positive, labels=[0, 1])
+    if competition.metric == "rmse":
+        return skm.root_mean_squared_error(solution[value_cols[0]].astype(float), submitted[value_cols[0]].astype(float))
     if competition.metric == "roc_auc":
         return skm.roc_auc_score(solution[value_cols[0]].astype(int), submitted[value_cols[0]].astype(float))
     if competition.metric == "roc_auc_macro":
@@ -84,6 +86,8 @@ def check_shape(competition: Competition, submission: pd.DataFrame, sample: pd.D
         assert ((numbers >= 0) & (numbers <= 1)).all()
         if competition.fmt == "probabilities" and competition.name != "planet":
             np.testing.assert_allclose(numbers.sum(axis=1), 1.0, atol=1e-5)
+    elif competition.fmt == "values":
+        assert np.isfinite(values.astype(float).to_numpy()).all()
     elif competition.fmt == "top_k":
         lists = values.iloc[:, 0].str.split()
         assert all(len(names) == 5 == len(set(names)) and set(names) <= set(competition.classes) for names in lists)

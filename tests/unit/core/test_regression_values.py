@@ -1,0 +1,58 @@
+"""A regression target's numbers: the metrics against scikit-learn, the values a model's outputs become, the
+submission's clipping, and the blends that keep values."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from kagglecv.core.blending import Blender, as_predictions, optimize_weights
+from kagglecv.core.errors import DataError, KagglecvError
+from kagglecv.core.metrics import get_metric, resolve_metric
+from kagglecv.core.shapes import check_shape_fits, detect_format, shaped_columns
+
+RNG = np.random.default_rng(0)
+TRUTH = RNG.uniform(1, 60, (200, 2))
+GUESS = np.clip(TRUTH + RNG.normal(0, 5, (200, 2)), 0, None)
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("rmse", skm.root_mean_squared_error), ("mae", skm.mean_absolute_error), ("r2", skm.r2_score),
+    ("rmsle", skm.root_mean_squared_log_error), ("root_mean_squared_error", skm.root_mean_squared_error)])
+def test_regression_metrics_equal_scikit_learns_on_one_and_two_targets(name, reference):
+    metric = get_metric(name, "regression")
+    assert metric.score(TRUTH, GUESS) == pytest.approx(reference(TRUTH, GUESS), abs=1e-9)
+    assert metric.score(TRUTH[:, :1], GUESS[:, :1]) == pytest.approx(reference(TRUTH[:, 0], GUESS[:, 0]), abs=1e-9)
+    assert metric.higher_is_better == (name == "r2")
+
+
+def test_a_regression_metric_is_no_class_metric_and_rmsle_of_negatives_is_nan():
+    assert resolve_metric(None, "regression").name == "rmse"
+    with pytest.raises(ValueError, match="does not apply to a multiclass task"):
+        get_metric("rmse", "multiclass")
+    assert math.isnan(get_metric("rmsle", "regression").score_or_nan(TRUTH - 100, GUESS))
+
+
+def test_a_value_submission_is_clipped_to_the_range_and_refuses_a_class_format(tmp_path):
+    import pandas as pd
+
+    sample = pd.DataFrame({"Id": ["a", "b", "c"], "Pawpularity": ["50", "50", "50"]})
+    assert detect_format(sample, ["score"], "regression", tmp_path / "s.csv") == "values"
+    values = np.array([[-5.0], [40.0], [120.0]])
+    columns = shaped_columns(values, ["score"], "values", ["Pawpularity"], 1, None, None,
+                             value_range={"score": (1.0, 100.0)})
+    assert columns["Pawpularity"].tolist() == [1.0, 40.0, 100.0]
+    with pytest.raises(DataError, match="expected values"):
+        check_shape_fits("label", sample, ["score"], "regression", tmp_path / "s.csv")
+    with pytest.raises(DataError, match="a class format"):
+        check_shape_fits("values", sample, ["a", "b"], "multiclass", tmp_path / "s.csv")
+
+
+def test_blends_of_values_are_weighted_means_and_stay_unclipped():
+    runs = np.stack([GUESS, GUESS + 10, GUESS - 10])
+    with pytest.raises(KagglecvError, match="blend by mean, weighted, hill, optimize"):
+        Blender("rank", "regression", get_metric("rmse", "regression"))
+    weights = optimize_weights(runs, TRUTH, "regression", lambda blend: -skm.root_mean_squared_error(TRUTH, blend))
+    assert weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
+    assert as_predictions(runs[1], "regression").max() > 1 and as_predictions(runs[1] / 100, "binary").max() <= 1
