@@ -167,8 +167,8 @@ def validate_submission(out: pd.DataFrame, sample: pd.DataFrame, sample_path: Pa
         bad = ~np.isfinite(values) if fmt == "values" else not_probabilities(values)
         if bad.any():
             rows = np.flatnonzero(bad.any(axis=1))
-            allowed = "finite numbers" if fmt == "values" else "probabilities in [0, 1]"
-            raise DataError(f"submission has {len(rows)} rows whose values are not {allowed}: "
+            wrong = "NaN or inf values" if fmt == "values" else "values outside [0, 1], NaN or inf"
+            raise DataError(f"submission has {len(rows)} rows with {wrong}: "
                             f"{summarize([str(out.iat[r, 0]) for r in rows])}")
     else:
         known = set(classes)
