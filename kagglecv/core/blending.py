@@ -1,10 +1,10 @@
 """Blending maths on ``runs x rows x classes`` probability arrays: the methods the ensemble stage fits and the
 recipes of finished ensembles replay (numpy, scipy and scikit-learn; no files).
 
-Methods (a regression's values: the weighted means, mean, weighted, hill and optimize): mean, weighted, rank, geometric, power, logit, hill (Caruana et al., "Ensemble Selection from Libraries of
-Models", ICML 2004: greedy forward selection with replacement, optional initial top-n, cut at the best round),
-optimize (simplex weights by scipy on a smooth surrogate or the metric), and stack (a logistic-regression
-meta-model).
+Methods (a regression's values: the weighted means, mean, weighted, hill and optimize): mean, weighted, rank,
+geometric, power, logit, hill (Caruana et al., "Ensemble Selection from Libraries of Models", ICML 2004: greedy
+forward selection with replacement, optional initial top-n, cut at the best round), optimize (simplex weights by
+scipy on a smooth surrogate or the metric), and stack (a logistic-regression meta-model).
 """
 
 from __future__ import annotations

@@ -202,6 +202,12 @@ class DataConfig(_Section):
     y_range: Optional[tuple[float, float]] = Field(
         None, description="Regression: the range of the target, [low, high]: what bce_scaled scales to [0, 1] and "
         "submissions are clipped to; the training rows' range when omitted.")
+    answer_id: Optional[str] = Field(
+        None, description="Several images, one answer (RSNA Breast: '{patient_id}_{laterality}'): the submission's id "
+        "built from table columns; the rows of one answer are predicted together (answer_aggregate), scored at that "
+        "level and kept in one fold.")
+    answer_aggregate: Literal["mean", "max"] = Field("mean", description="How the image predictions of one answer "
+                                                     "become its prediction.")
     missing_targets: Literal["refuse", "drop"] = Field(
         "refuse", description="Regression: rows whose target is empty or NaN are an error naming them (refuse), or "
         "are left out of training and scoring (drop), as the loading says.")
@@ -223,6 +229,9 @@ class DataConfig(_Section):
         if self.y_range is not None and not (math.isfinite(self.y_range[0]) and math.isfinite(self.y_range[1])
                                              and self.y_range[0] < self.y_range[1]):
             raise ValueError(f"data.y_range: expected [low, high] with low < high, got {list(self.y_range)}")
+        if self.answer_id is not None and not re.fullmatch(r"([^{}]*\{[^{}]+\})+[^{}]*", self.answer_id):
+            raise ValueError(f"data.answer_id: expected table columns in braces, e.g. '{{patient_id}}_{{laterality}}', "
+                             f"got {self.answer_id!r}")
         if self.task == "regression" and (self.classes or self.classes_file):
             raise ValueError("data.classes: a regression target has no classes; its columns are data.target")
         return self

@@ -209,6 +209,21 @@ def binary_f1(y_true, y_score, threshold: float = 0.5) -> float:
     return float(skm.f1_score(y_true, (score >= threshold).astype(int), zero_division=0))
 
 
+def probabilistic_f1(y_true, y_score, beta: float = 1.0) -> float:
+    """The probabilistic F-beta of RSNA Breast Cancer Detection (Kaggle's ``pfbeta``): precision and recall with each
+    row counted by its probability (clipped to [0, 1]) rather than by a cut; 0 when either is 0."""
+    y_true, score = _check_pair(y_true, _positive_score(y_score), ndim=1)
+    score = np.clip(score, 0, 1)
+    truth = y_true == 1
+    true_positive, false_positive = score[truth].sum(), score[~truth].sum()
+    if not truth.any() or true_positive + false_positive == 0:
+        return 0.0
+    precision, recall = true_positive / (true_positive + false_positive), true_positive / truth.sum()
+    if precision <= 0 or recall <= 0:
+        return 0.0
+    return float((1 + beta**2) * precision * recall / (beta**2 * precision + recall))
+
+
 def binary_accuracy(y_true, y_score, threshold: float = 0.5) -> float:
     y_true, score = _check_pair(y_true, _positive_score(y_score), ndim=1)
     return float(np.mean((score >= threshold).astype(int) == y_true))
@@ -467,6 +482,7 @@ METRICS = {m.name: m for m in [
     Metric("binary_log_loss", binary_log_loss, False, ("binary",)),
     Metric("binary_f1", binary_f1, True, ("binary",)),
     Metric("binary_accuracy", binary_accuracy, True, ("binary",)),
+    Metric("pf1", probabilistic_f1, True, ("binary",)),
     Metric("map", mean_average_precision, True, ("multilabel",)),
     Metric("map_voc07", mean_average_precision_voc07, True, ("multilabel",)),
     Metric("map_voc", mean_average_precision_voc, True, ("multilabel",)),
@@ -483,7 +499,7 @@ METRICS = {m.name: m for m in [
 ALIASES = {("f2_samples", "multilabel"): "fbeta:2:samples", ("f1_samples", "multilabel"): "fbeta:1:samples",
            ("map_at_5", "multiclass"): "map@5",
            ("roc_auc_macro", "multiclass"): "roc_auc_ovr", ("root_mean_squared_error", "regression"): "rmse",
-           ("mean_absolute_error", "regression"): "mae"}
+           ("mean_absolute_error", "regression"): "mae", ("pfbeta", "binary"): "pf1"}
 FBETA_AVERAGES = ("samples", "micro", "macro")
 DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map", "regression": "rmse"}
 # The validation loss as the epoch-selection metric (``train.metric: loss``): lower is better; scored by the trainer.

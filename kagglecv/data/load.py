@@ -40,6 +40,7 @@ from kagglecv.data.table import (
     MISSING_TOKENS,
     PRESENT,
     RESERVED_COLUMNS,
+    Answers,
     CompetitionData,
     DataWarning,
     _separator,
@@ -119,7 +120,10 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
                         f"own columns ({', '.join(RESERVED_COLUMNS)}); rename those classes")
     if problems:
         raise DataError("\n".join(problems))
-    data = CompetitionData(ids, images, task, classes, targets, groups, source)
+    answers = _table_answers(frame, config, source, problems, targets)
+    if problems:
+        raise DataError("\n".join(problems))
+    data = CompetitionData(ids, images, task, classes, targets, groups, source, answers=answers)
     if task == "regression":
         data = _without_missing_targets(data, config)
     if config.label_fixes is not None:
@@ -141,9 +145,49 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
     _require_columns(frame, config.test_csv, _optional(config.image_col))
     images = _table_images(table, frame, ids, config.test_image_dirs() or config.image_dir, config, config.test_csv,
                            problems, test=True)
+    answers = _table_answers(frame, config, config.test_csv, problems)
     if problems:
         raise DataError("\n".join(problems))
-    return CompetitionData(ids, images, task, list(classes), None, None, config.test_csv)
+    return CompetitionData(ids, images, task, list(classes), None, None, config.test_csv, answers=answers)
+
+
+def test_answers(config: DataConfig) -> tuple[np.ndarray, Answers] | None:
+    """The test table's ids and their answers (``data.answer_id``), read without its images; None without one."""
+    if config.answer_id is None or config.test_csv is None:
+        return None
+    table = read_competition_table(config.test_csv, config.pixels, False, config.coco_label, config.reader)
+    problems: list[str] = []
+    ids = _table_ids(table.frame, config, config.test_csv, table.is_pixel_table, problems)
+    if problems:
+        raise DataError("\n".join(problems))
+    return ids, Answers(answer_keys(table.frame, config.answer_id, config.test_csv), config.answer_aggregate)
+
+
+def answer_keys(frame: pd.DataFrame, template: str, source: Path) -> np.ndarray:
+    """Each row's answer id, ``data.answer_id`` filled from its columns (``{patient_id}_{laterality}``)."""
+    columns = re.findall(r"\{([^{}]+)\}", template)
+    _require_columns(frame, source, columns)
+    pieces = re.split(r"\{[^{}]+\}", template)
+    keys = pd.Series(pieces[0], index=frame.index)
+    for column, after in zip(columns, pieces[1:]):
+        keys = keys + frame[column].str.strip() + after
+    return np.asarray(keys.tolist(), dtype=object)
+
+
+def _table_answers(frame: pd.DataFrame, config: DataConfig, source: Path, problems: list[str],
+                   targets: np.ndarray | None = None) -> Answers | None:
+    """The rows' answers (``data.answer_id``); an answer whose rows disagree on the target is a problem naming it."""
+    if config.answer_id is None:
+        return None
+    keys = answer_keys(frame, config.answer_id, source)
+    if targets is not None:
+        flat = pd.DataFrame(targets.reshape(len(keys), -1))
+        spread = flat.groupby(keys).nunique(dropna=False).max(axis=1)
+        split = spread.index[spread.to_numpy() > 1].tolist()
+        if split:
+            problems.append(f"{source}: {len(split)} answers ({config.answer_id}) whose images have different targets: "
+                            f"{summarize(split, quote=True)}; one answer has one target")
+    return Answers(keys, config.answer_aggregate)
 
 
 def _table_ids(frame: pd.DataFrame, config: DataConfig, source: Path, pixel_table: bool,
@@ -248,7 +292,8 @@ def _encode_values(frame: pd.DataFrame, columns: list[str], config: DataConfig, 
     for what, bad in (("not a number", np.isnan(values) & ~missing), ("infinite", np.isinf(values))):
         rows, cols = np.nonzero(bad)
         if len(rows):
-            cells_named = [f"line {row + 2} column {columns[col]!r} = {cells.iat[row, col]!r}" for row, col in zip(rows, cols)]
+            cells_named = [f"line {row + 2} column {columns[col]!r} = {cells.iat[row, col]!r}"
+                           for row, col in zip(rows, cols)]
             problems.append(f"{source}: {len(rows)} regression target cells {what}: {summarize(cells_named)}")
     if missing.any() and config.missing_targets == "refuse":
         rows = np.flatnonzero(missing.any(axis=1))

@@ -92,11 +92,16 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: Me
 
 
 def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
+    """Targets, scores and folds of the OOF rows; of their answers, when several images make one answer."""
     require_same_ids(oof["id"], data.ids, source, data.source, "unknown")
     rows = pd.Series(np.arange(len(data)), index=data.ids).loc[oof["id"]].to_numpy()
     scores = oof[data.classes].to_numpy(np.float64)
     folds = oof["fold"].to_numpy() if "fold" in oof.columns else None
-    return data.targets[rows], scores, folds
+    if data.answers is None:
+        return data.targets[rows], scores, folds
+    _, scores, first = data.answers.gather(scores, rows)
+    return data.targets[rows][first], scores, None if folds is None else folds[first]
+
 
 
 def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray, metric: Metric) -> tuple[str, np.ndarray]:

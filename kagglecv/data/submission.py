@@ -39,7 +39,7 @@ from kagglecv.core.shapes import (
     shaped_columns,
 )
 from kagglecv.data.inputs import load_run_table
-from kagglecv.data.table import CompetitionData, read_csv_strings
+from kagglecv.data.table import Answers, CompetitionData, read_csv_strings
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,13 @@ def _configured_shape(run: RunDir) -> "SubmissionShape":
 
 
 def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[str], task: str, source: Path,
-                                sample_path: Path, out: Path, decisions: SubmissionDecisions) -> str:
-    """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory,
-    checked as ``submit`` checks; returns the format."""
+                                sample_path: Path, out: Path, decisions: SubmissionDecisions,
+                                answers: Answers | None = None) -> str:
+    """Write ``out`` (gzip when it ends in ``.gz``) from predictions of the rows of ``source`` held in memory (of
+    their ``answers`` when several images make one), checked as ``submit`` checks; returns the format."""
     predictions = prediction_frame(ids, probabilities, classes)
+    if answers is not None:
+        predictions = answer_predictions(predictions, np.asarray(ids, dtype=object), answers, Path(source))
     frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task, decisions)
     write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
     return fmt
@@ -148,6 +151,18 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
     out = pd.DataFrame({id_col: sample[id_col]} | columns)
     validate_submission(out, sample, sample_path, fmt, classes, decisions.label_sep)
     return out, fmt, thresholds
+
+
+def answer_predictions(predictions: pd.DataFrame, ids: np.ndarray, answers: Answers, table: Path) -> pd.DataFrame:
+    """Image predictions as their answers' (``data.answer_id``): each answer's rows gathered by ``answers.how``, the
+    answer keys as ids. ``ids``/``answers`` are the test table's rows; a predicted id it lacks is an error."""
+    key_of = pd.Series(answers.keys, index=ids)
+    unknown = [image_id for image_id in predictions["id"] if image_id not in key_of.index]
+    if unknown:
+        raise DataError(f"{table}: no answer for {len(unknown)} predicted ids: {summarize(unknown, quote=True)}")
+    values = predictions.drop(columns=["id", "fold"], errors="ignore")
+    keys, gathered, _ = Answers(key_of.loc[predictions["id"]].to_numpy(), answers.how).gather(values.to_numpy())
+    return prediction_frame(keys, gathered, list(values.columns))
 
 
 def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:

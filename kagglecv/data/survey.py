@@ -223,9 +223,31 @@ def _ids(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tab
     elif pixel_table:
         survey.add("data.id_col", id_col, f"the sample's first column; {tables.train.name} has none, so rows are "
                    "numbered from 1, as Kaggle numbers them")
-    else:
+    elif not _answers_of_images(survey, train, id_col, tables):
         raise DataError(f"{tables.train}: no column {id_col!r} (the sample's id column); its columns are "
                         f"{summarize(list(train.columns), quote=True)}")
+
+
+def _answers_of_images(survey: Survey, train: pd.DataFrame, id_col: str, tables: _Tables) -> bool:
+    """Several images, one answer (RSNA Breast): the sample's id is a column of the test table made of two columns
+    of both tables (``{patient_id}_{laterality}``); the rows are images, named by a column unique in training."""
+    test = read_csv_strings(tables.test) if tables.test is not None else None
+    if test is None or id_col not in test.columns:
+        return False
+    shared = [column for column in test.columns if column in train.columns]
+    template = next((f"{{{first}}}{sep}{{{second}}}" for first in shared for second in shared if first != second
+                     for sep in ("_", "-") if (test[first] + sep + test[second]).equals(test[id_col])), None)
+    image_ids = [column for column in shared if train[column].is_unique and test[column].is_unique]
+    if template is None or not image_ids:
+        return False
+    image_id = next((column for column in image_ids if "image" in column.lower()), image_ids[0])
+    patient = template[1:].split("}")[0]
+    survey.add("data.id_col", image_id, f"one row per image: unique in {tables.train.name} and the test table")
+    survey.add("data.answer_id", template, f"the sample's {id_col} is {template} of the test table: several images, "
+               "one answer")
+    survey.add("data.answer_aggregate", "mean", "an answer's prediction is the mean of its images'")
+    survey.add("data.group_col", patient, "an answer's first column: its images stay in one fold")
+    return True
 
 
 def _target(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables, metric: str | None):
@@ -273,8 +295,9 @@ def _numeric_target(columns: pd.DataFrame, metric: str | None, tables: _Tables) 
         return _fits_task(metric, "regression")
     if values.nunique() > MANY_VALUES and metric is None:
         raise KagglecvError(f"--metric: {tables.train.name}'s column {summarize(list(columns.columns), quote=True)} "
-                            f"holds {values.nunique()} distinct whole numbers: a count or a score to predict (give --metric "
-                            f"rmse, mae, r2 or rmsle) or classes (give --metric accuracy, qwk, f1_macro or log_loss)")
+                            f"holds {values.nunique()} distinct whole numbers: a count or a score to predict (give "
+                            "--metric rmse, mae, r2 or rmsle) or classes (give --metric accuracy, qwk, f1_macro or "
+                            "log_loss)")
     return False
 
 

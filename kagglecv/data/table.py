@@ -42,6 +42,28 @@ class DataWarning(UserWarning):
     """Degenerate but valid data: kagglecv went on, and says what it did."""
 
 
+@dataclass(frozen=True)
+class Answers:
+    """Several images, one answer (``data.answer_id``): each row's answer key, and how an answer's rows' predictions
+    become its prediction (``mean`` or ``max``)."""
+
+    keys: np.ndarray
+    how: str = "mean"
+
+    def take(self, keep: np.ndarray) -> "Answers":
+        return Answers(self.keys[keep], self.how)
+
+    def gather(self, values: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``values`` of ``rows`` (all rows when None, in that order) per answer, in order of first appearance: the
+        answer keys, their aggregated values, and the first row of each (where its target and fold are read)."""
+        keys = self.keys if rows is None else self.keys[rows]
+        codes, unique = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+        frame = pd.DataFrame(np.asarray(values, dtype=np.float64).reshape(len(keys), -1))
+        gathered = frame.groupby(codes, sort=True).agg(self.how).to_numpy()
+        first = pd.Series(np.arange(len(keys))).groupby(codes, sort=True).first().to_numpy()
+        return np.asarray(unique, dtype=object), gathered, first
+
+
 @dataclass
 class CompetitionData:
     """The validated training (or test) table.
@@ -58,6 +80,7 @@ class CompetitionData:
         source: the CSV the table was read from.
         dropped_ids: ids the config's ``data.label_fixes`` dropped (the folds file still lists them).
         unfixed_hash: the content hash before ``data.label_fixes``, the identity the folds file was made from.
+        answers: the answer each row belongs to, when several images make one answer (``data.answer_id``).
     """
 
     ids: np.ndarray
@@ -69,6 +92,7 @@ class CompetitionData:
     source: Path = field(default_factory=Path)
     dropped_ids: frozenset[str] = frozenset()
     unfixed_hash: str | None = None
+    answers: Answers | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,7 +106,18 @@ class CompetitionData:
             images = [image for image, kept in zip(images, keep) if kept]
         return replace(self, ids=self.ids[keep], images=images,
                        targets=None if self.targets is None else self.targets[keep],
-                       groups=None if self.groups is None else self.groups[keep])
+                       groups=None if self.groups is None else self.groups[keep],
+                       answers=None if self.answers is None else self.answers.take(keep))
+
+    def score_of(self, metric, scores: np.ndarray, rows: np.ndarray | None = None) -> float:
+        """``metric`` (a :class:`~kagglecv.core.metrics.Metric`) of ``scores`` for ``rows`` (all rows, in table order,
+        when None), of their answers when several images make one answer; NaN where it cannot be computed."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        targets = self.targets[rows]
+        if self.answers is not None:
+            _, scores, first = self.answers.gather(scores, rows)
+            targets = targets[first]
+        return metric.score_or_nan(targets, scores)
 
     def positives(self) -> np.ndarray:
         """Rows x classes 0/1 matrix of present labels (difficult counts as present), for stratifying and counts; a

@@ -10,6 +10,7 @@ OOF score and its predicted time. Reading recipes needs no torch; predicting loa
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -77,11 +78,12 @@ def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
         id_col, image_col = leaf.config.data.id_col, leaf.config.data.image_col
         separate = image_col is not None and image_col != id_col  # image_col: id means ids are the file names
-        header = id_col + (f",{image_col}" if separate else "")
+        answer_columns = re.findall(r"\{([^{}]+)\}", leaf.config.data.answer_id or "")  # one answer per image
+        header = ",".join([id_col + (f",{image_col}" if separate else ""), *answer_columns])
         for count in (small, images):
             table = Path(folder) / f"test{count}.csv"
-            rows = [f"t{index}" + (f",t{index}.jpg" if separate else ".jpg" if image_col else "")
-                    for index in range(count)]
+            rows = [",".join([f"t{index}" + (f",t{index}.jpg" if separate else ".jpg" if image_col else ""),
+                              *[f"t{index}"] * len(answer_columns)]) for index in range(count)]
             table.write_text("\n".join([header, *rows]) + "\n")
             test = read_new_test(recipe, table, Path(folder))
             started = time.perf_counter()
@@ -161,10 +163,11 @@ def fit_to_budget(recipe: Recipe, budget: Budget, timing_images: int, scratch: P
     metric = competition_metric(leaves[0].config, oof.table, _recipe_metric(recipe), "the recipe's metric")
     costs = _unit_costs(leaves, timing_images, scratch, console)
     selection = select_within_budget([list(leaf.views) for leaf in leaves], costs, budget.images, budget.local_seconds,
-                                     lambda chosen: metric.score(oof.targets, oof.blend(chosen)), metric.higher_is_better)
+                                     lambda chosen: oof.table.score_of(metric, oof.blend(chosen)),
+                                     metric.higher_is_better)
     blend = oof.blend(selection)
-    fitted_score = metric.score(oof.targets, blend)
-    full_score = metric.score(oof.targets, oof.full(recipe))
+    fitted_score = oof.table.score_of(metric, blend)
+    full_score = oof.table.score_of(metric, oof.full(recipe))
     modelled = costs.seconds(selection, budget.images) / budget.device_speed / 60
     record = _fit_record(leaves, selection, costs, budget, metric.name, fitted_score, full_score, modelled)
     return FitResult(_fitted_recipe(recipe, leaves, selection), metric.name, fitted_score, full_score, blend, oof.targets,

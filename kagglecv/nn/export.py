@@ -2,9 +2,10 @@
 sigmoid inside the graph, so ONNX Runtime alone (no torch) predicts as the run's recipe does.
 
 The graph takes a batch of resized images as float32 NCHW in the images' units (0-255 for eight-bit ones) and
-normalises them as the fold's recorded normalisation says; it returns probabilities (``[1 - p, p]`` for a
-binary task, as prediction files hold them), or a regression target's values. Exported by torch's ONNX exporter (``dynamo=True``, with onnxscript)
-with a dynamic batch; ``pack --format onnx`` checks each exported model against PyTorch on the run's own images.
+normalises them as the fold's recorded normalisation says; it returns probabilities (``[1 - p, p]`` for a binary
+task, as prediction files hold them), or a regression target's values. Exported by torch's ONNX exporter
+(``dynamo=True``, with onnxscript) with a dynamic batch; ``pack --format onnx`` checks each exported model against
+PyTorch on the run's own images.
 """
 
 from __future__ import annotations

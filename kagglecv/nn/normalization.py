@@ -64,7 +64,8 @@ def choose_output_scale(loss: str, targets: np.ndarray, y_range: tuple[float, fl
                                 "set data.y_range")
         return OutputScale(kind="range", center=low.tolist(), scale=(high - low).tolist())
     std = targets.std(axis=0)
-    return OutputScale(kind="standard", center=targets.mean(axis=0).tolist(), scale=np.where(std > 0, std, 1.0).tolist())
+    return OutputScale(kind="standard", center=targets.mean(axis=0).tolist(),
+                       scale=np.where(std > 0, std, 1.0).tolist())
 
 
 def channel_statistics(images, rows: np.ndarray, in_chans: int) -> NormalizationRecord:

@@ -97,7 +97,8 @@ def load_members(paths: list[Path]) -> Members:
     has_test = all(matrix is not None for matrix in test)
     data_rows = pd.Series(np.arange(len(data)), index=data.ids).loc[ids].to_numpy()
     aligned_data = CompetitionData(data.ids[data_rows], None, data.task, data.classes, data.targets[data_rows],
-                                   None, data.source)
+                                   None, data.source,
+                                   answers=None if data.answers is None else data.answers.take(data_rows))
     return Members([run.path for run in runs], aligned_data, classes, data.task, folds, np.stack(oof),
                    np.stack(test) if has_test else None, test_ids if has_test else None,
                    config.model_dump(mode="json"), info.folds_sha256 or "")
@@ -196,7 +197,7 @@ def _blend_and_write(members: Members, method: str, metric: Metric, out: Path, o
     run_names = [path.name for path in members.paths]
 
     def metric_of(blend):
-        return metric.score(members.data.targets, blend)
+        return members.data.score_of(metric, blend)
 
     singles = {name_: metric_of(run) for name_, run in zip(run_names, members.oof)}
     best_single = max(singles.items(), key=lambda item: metric.objective(item[1]))
@@ -215,7 +216,8 @@ def _blend_and_write(members: Members, method: str, metric: Metric, out: Path, o
         run = RunDir(building)
         write_predictions(run.oof_path, members.data.ids, nested_oof, members.classes, folds=members.folds)
         if members.test is not None:
-            run.write_test_predictions(members.test_ids, as_predictions(blender.apply(final_weights, members.test), members.task),
+            run.write_test_predictions(members.test_ids,
+                                       as_predictions(blender.apply(final_weights, members.test), members.task),
                                        members.classes)
         write_json(run.score_path, nested.to_dict())
         _write_blend_report(run, result, singles, final_weights, blender.power)

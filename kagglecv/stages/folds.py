@@ -107,11 +107,13 @@ def assign_folds(data: CompetitionData, settings: FoldsConfig) -> tuple[np.ndarr
     leak_groups = duplicates["exact"] if settings.duplicates == "group" else []
     if settings.near_duplicates == "group":
         leak_groups = leak_groups + [[i, j] for i, j, _ in duplicates["near_pairs_rows"]]
-    groups = _merge_groups(data.groups if method in NEEDS_GROUPS else None, leak_groups, len(data))
+    answer_groups = _answer_clusters(data)
+    groups = _merge_groups(data.groups if method in NEEDS_GROUPS else None, leak_groups + answer_groups, len(data))
     effective = method
     if groups is not None and method not in NEEDS_GROUPS:
         effective = grouped_method(method)
-        notes.append(f"duplicate images were grouped, so folds were made with {effective!r} instead of {method!r}")
+        what = "the images of each answer (data.answer_id)" if answer_groups else "duplicate images"
+        notes.append(f"{what} were grouped, so folds were made with {effective!r} instead of {method!r}")
     _check_fold_count(data, settings, groups)
     _check_rare_classes(data, settings, groups, notes)
     folds = _split(data, effective, settings, groups)
@@ -128,6 +130,14 @@ def assign_folds(data: CompetitionData, settings: FoldsConfig) -> tuple[np.ndarr
         "warnings": notes,
     }
     return folds, report
+
+
+def _answer_clusters(data: CompetitionData) -> list[list[int]]:
+    """The rows of each answer of several images (``data.answer_id``): one answer is validated whole, in one fold."""
+    if data.answers is None:
+        return []
+    rows = pd.Series(np.arange(len(data))).groupby(pd.Series(data.answers.keys, dtype=object)).agg(list)
+    return [cluster for cluster in rows.tolist() if len(cluster) > 1]
 
 
 def resolve_method(method: str, data: CompetitionData) -> str:

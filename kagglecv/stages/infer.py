@@ -61,7 +61,7 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
         write_predictions(out, test.ids, probabilities, recipe.classes)
         return None
     return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
-                                       out, decisions)
+                                       out, decisions, test.answers)
 
 
 def infer_test(source: Path, table: Path | None, images: Path | None, out: Path, sample: Path | None = None, *,

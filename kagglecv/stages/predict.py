@@ -74,7 +74,7 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
             run.fold(fold).write_test_predictions(test.ids, probabilities, data.classes)
             console.line(f"fold {fold}: predicted {len(test)} test rows with TTA {chosen}")
         run.write_fold_mean_test(data.classes, n_folds)
-    return _record(run, config, metric.name, metric.score(data.targets, oof), chosen, candidate_scores,
+    return _record(run, config, metric.name, data.score_of(metric, oof), chosen, candidate_scores,
                    tta == "auto", console)
 
 
@@ -89,7 +89,7 @@ def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Con
     run = RunDir(run_path)
     config, data = run.read_config(), inputs.data
     oof = read_aligned(run.oof_path, data.ids, data.classes, data.source)  # a missing id is an error, never NaN
-    oof_score = inputs.metric.score(data.targets, oof)
+    oof_score = data.score_of(inputs.metric, oof)
     return _record(run, config, inputs.metric.name, oof_score, ["none"], {"none": oof_score}, False,
                    console or Console())
 
@@ -105,7 +105,7 @@ def _record(run: RunDir, config: Config, metric: str, oof_score: float, chosen: 
 def _choose_views(views, oof_logits, data, metric, space, auto) -> tuple[list[str], dict[str, float]]:
     """All views when not auto; otherwise greedy: start from ``none``, keep each candidate that raises the score."""
     def oof_score(names):
-        return metric.score(data.targets, combine_views([oof_logits[n] for n in names], data.task, space))
+        return data.score_of(metric, combine_views([oof_logits[n] for n in names], data.task, space))
 
     candidate_scores = {name: oof_score([name]) for name in views}
     if not auto:

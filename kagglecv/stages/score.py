@@ -281,10 +281,11 @@ def _score_positive_column(values: pd.Series, truth: pd.Series, metric: str, sub
     hard = set(np.unique(numbers)) <= {0.0, 1.0}
     if name in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "balanced_accuracy", "qwk") and hard:
         return score(name, "multiclass", targets, np.eye(2)[numbers.astype(int)])
-    if name not in ("roc_auc", "binary_log_loss", "binary_f1", "binary_accuracy"):
+    name = ALIASES.get((name, "binary"), name)
+    if name not in ("roc_auc", "binary_log_loss", "binary_f1", "binary_accuracy", "pf1"):
         kind = "0/1 labels" if hard else "probabilities"
         raise KagglecvError(f"--metric {metric!r}: cannot score {kind} of the positive class with it exactly; expected "
-                            "roc_auc (also roc_auc_ovr), binary_log_loss, binary_f1 or binary_accuracy (cut at 0.5)"
+                            "roc_auc (also roc_auc_ovr), binary_log_loss, binary_f1, binary_accuracy (cut at 0.5) or pf1"
                             + (", or accuracy and the other label metrics for 0/1 labels" if not hard else ""))
     return score(name, "binary", targets, numbers)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import write_bytes
 from kagglecv.core.outputs import OutputRule, csv_header, same_header
@@ -27,8 +29,10 @@ from kagglecv.core.predictions import (
     read_predictions,
 )
 from kagglecv.core.runs import RunDir, read_json
+from kagglecv.data.load import test_answers
 from kagglecv.data.scoring import run_score
 from kagglecv.data.submission import (
+    answer_predictions,
     build_submission,
     decide_submission,
     encode_submission,
@@ -68,12 +72,22 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     if not run.test_path.is_file():
         raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
     classes, task = info.classes, info.task
-    predictions = read_predictions(run.test_path, classes)
+    predictions = _of_answers(run, read_predictions(run.test_path, classes))
     decisions = decide_submission(run, classes, task, threshold=threshold, label_sep=label_sep)
     out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task, decisions)
     write_bytes(path, encode_submission(out, compress))
     append_submission(path, run.name, *_recorded_cv(run))
     return Submission(path, fmt, len(out), thresholds)
+
+
+def _of_answers(run: RunDir, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The run's test predictions, gathered to the answers of its test table when several images make one answer."""
+    try:
+        config = run.read_config()
+    except KagglecvError:
+        return predictions
+    answered = test_answers(config.data)
+    return predictions if answered is None else answer_predictions(predictions, *answered, config.data.test_csv)
 
 
 def _recorded_cv(run: RunDir) -> tuple[str | None, float | None]:

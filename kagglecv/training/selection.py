@@ -30,9 +30,10 @@ def epoch_metric(train_metric: str, competition: Metric, task: str) -> Metric:
         raise KagglecvError(f"train.metric: {exc}") from None
 
 
-def score_predictions(metric: Metric, targets: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
-    """The epoch-selection score, higher is better (the metric's objective; the loss negated)."""
-    return LOSS.objective(loss) if metric is LOSS else metric.objective_of(targets, probabilities)
+def score_predictions(metric: Metric, data, rows: np.ndarray, probabilities: np.ndarray, loss: float) -> float:
+    """The epoch-selection score of the table's ``rows`` (``data.score_of``: of their answers, when several images
+    make one), higher is better: the metric's objective, or the loss negated."""
+    return LOSS.objective(loss) if metric is LOSS else metric.objective(data.score_of(metric, probabilities, rows))
 
 
 class BestTracker:

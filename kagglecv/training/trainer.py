@@ -98,6 +98,8 @@ class HeldOutTable(Protocol):
     ids: np.ndarray
     targets: np.ndarray
 
+    def score_of(self, metric, scores: np.ndarray, rows: np.ndarray | None = None) -> float: ...
+
 
 class FoldTrainer:
     """Trains one fold with the built ``parts``; construct, then call :meth:`fit`.
@@ -273,7 +275,7 @@ class FoldTrainer:
                 continue
             rows, logits, loss = validation_logits(model, self.parts, task, self.runtime, self.settings.channels_last)
             probabilities = probabilities_from_logits(logits, task)
-            value = score_predictions(metric, self.data.targets[rows], probabilities, loss)
+            value = score_predictions(metric, self.data, rows, probabilities, loss)
             prefix = "val" if source == "raw" else f"{source}_val"
             row |= {f"{prefix}_loss": loss, f"{prefix}_{metric.name}": metric.objective(value)}
             if self.selection.keep(self.best, source, self.epoch, value):

@@ -1058,8 +1058,16 @@ def numeric_labels(*cells: str) -> Callable[[Path], None]:
     return apply
 
 
+def paired_rows(world: Path) -> None:
+    """A ``pair`` column joining rows two by two into answers, over labels that differ within a pair."""
+    table = pd.read_csv(world / "data/train.csv", dtype=str)
+    table["pair"] = [f"p{row // 2}" for row in range(len(table))]
+    table["label"] = [str(row % 2) for row in range(len(table))]
+    table.to_csv(world / "data/train.csv", index=False)
+
+
 REGRESSION = ["folds", "base.yaml", "--set", "data.task=regression", "--set", "folds.file=folds/x.csv"]
-CATALOGUE["numeric targets"] = [
+CATALOGUE["targets beyond one label"] = [
     Variant("text in a regression target", REGRESSION, "line 3 column 'label' = 'many'",
             setup=numeric_labels("1.5", "many", "2.5"), outputs=("folds",)),
     Variant("infinity in a regression target", REGRESSION, "'inf'", setup=numeric_labels("1.5", "2", "inf"),
@@ -1074,6 +1082,14 @@ CATALOGUE["numeric targets"] = [
             "train.mixup", setup=numeric_labels("1.5", "2", "7"), outputs=RUNS),
     Variant("a y_range that is no range", [*TRAIN, "--set", "data.task=regression", "--set", "data.y_range=[5,1]"],
             "data.y_range", setup=numeric_labels("1.5", "2", "7"), outputs=RUNS),
+    Variant("an answer whose images disagree on the target",
+            ["folds", "base.yaml", "--set", "data.answer_id='{pair}'", "--set", "folds.file=folds/x.csv"],
+            "answers ({pair}) whose images have different targets: 'p0'", setup=paired_rows, outputs=("folds",)),
+    Variant("an answer_id naming a column the table lacks",
+            ["folds", "base.yaml", "--set", "data.answer_id='{patient}_{side}'", "--set", "folds.file=folds/x.csv"],
+            "column(s) 'patient', 'side' not found", outputs=("folds",)),
+    Variant("an answer_id without a column", ["folds", "base.yaml", "--set", "data.answer_id=patient"],
+            "data.answer_id: expected table columns in braces", outputs=("folds",)),
     Variant("a run.json whose target range runs backwards", ["submit", "runs/base", "--sample", "data/sample.csv"],
             "target_range", setup=edit_json("runs/base/run.json", target_range={"label": [5.0, 1.0]}),
             outputs=("submissions",)),

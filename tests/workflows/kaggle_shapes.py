@@ -335,11 +335,54 @@ def petfinder_pawpularity(root: Path) -> Competition:
     return Competition("petfinder", folder, "rmse", solution, "values", [])
 
 
+def _breasts(count: int, seed: int, first_patient: int) -> pd.DataFrame:
+    """RSNA Breast's table of images: patients with one or two breasts, two to four views (CC, MLO) each."""
+    rng = np.random.default_rng(seed)
+    rows, patient = [], first_patient
+    while len(rows) < count:
+        for laterality in ("L", "R")[: rng.integers(1, 3)]:
+            for view in ("CC", "MLO", "CC", "MLO")[: rng.integers(2, 5)]:
+                rows.append({"site_id": 1 + patient % 2, "patient_id": str(patient), "laterality": laterality,
+                             "view": view, "age": str(40 + patient % 30)})
+        patient += 7
+    frame = pd.DataFrame(rows[:count])
+    frame.insert(2, "image_id", [str(1_000_000 + 37 * index + seed) for index in range(len(frame))])
+    return frame
+
+
+def rsna_breast(root: Path) -> Competition:
+    """train.csv (site_id, patient_id, image_id, laterality, view, age, cancer, ...): one row per image, 2-4 per
+    breast; test.csv with prediction_id = patient_id_laterality; a sample of prediction_id,cancer scored by the
+    probabilistic F1 over breasts. Images as train_images/<image_id>.png (the PNG re-uploads' layout; Kaggle ships
+    DICOM under <patient_id>/)."""
+    folder, (train, _) = root / "rsna-breast-cancer-detection", _splits(15)
+    table, test_table = _breasts(TRAIN_ROWS, 1, 10006), _breasts(TEST_ROWS, 2, 90001)
+    breast = table["patient_id"] + "_" + table["laterality"]
+    cancer = breast.map({key: int(index % 3 == 0) for index, key in enumerate(breast.unique())})
+    digits = np.where(cancer == 1, 1, 7)  # a cancerous breast's images are ones, the others sevens
+    ones, sevens = train.images[train.digits == 1], train.images[train.digits == 7]
+    pixels = np.stack([(ones if digit == 1 else sevens)[index % 3] for index, digit in enumerate(digits)])
+    _csv(table.assign(cancer=cancer, biopsy=cancer, invasive=0, BIRADS="", implant=0, density="B", machine_id=49,
+                      difficult_negative_case=False), folder / "train.csv")
+    test_breast = test_table["patient_id"] + "_" + test_table["laterality"]
+    test_cancer = test_breast.map({key: int(index % 2 == 0) for index, key in enumerate(test_breast.unique())})
+    _csv(test_table.assign(implant=0, machine_id=49, prediction_id=test_breast), folder / "test.csv")
+    pixels[:, 0, 0], test_pixels = np.arange(len(pixels)) % 256, None  # each file its own bytes: no duplicates
+    _save(folder / "train_images", [f"{i}.png" for i in table["image_id"]], pixels)
+    test_pixels = np.stack([(ones if flag else sevens)[index % 3] for index, flag in enumerate(test_cancer)])
+    test_pixels[:, 0, 0] = np.arange(len(test_pixels)) % 256
+    _save(folder / "test_images", [f"{i}.png" for i in test_table["image_id"]], test_pixels)
+    breasts = test_breast.drop_duplicates()
+    _csv(pd.DataFrame({"prediction_id": breasts, "cancer": 0}), folder / "sample_submission.csv")
+    solution = pd.DataFrame({"prediction_id": breasts, "cancer": test_cancer.loc[breasts.index]})
+    return Competition("rsna-breast", folder, "pf1", solution, "positive", ["0", "1"])
+
+
 BUILDERS: dict[str, Callable[[Path], Competition]] = {
     "dog-breed": dog_breed, "aerial-cactus": aerial_cactus, "planet": planet, "plant-pathology": plant_pathology,
     "cassava": cassava, "digit-recognizer": digit_recognizer, "histopathologic": histopathologic, "aptos": aptos,
     "humpback": humpback, "cifar-10": cifar10, "leaf-metric-file": leaf_classification, "herbarium": herbarium,
-    "petfinder-pawpularity": petfinder_pawpularity,
+    "petfinder-pawpularity": petfinder_pawpularity, "rsna-breast": rsna_breast,
 }
 # Folders in no shape Kaggle ships, for one property each, run through the same init-then-run test.
 VARIANTS: dict[str, Callable[[Path], Competition]] = {"spaced-class-names": spaced_class_names}

@@ -53,7 +53,10 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
         positive = np.clip(submitted[value_cols[0]].astype(float).to_numpy(), 1e-15, 1 - 1e-15)
         return skm.log_loss(solution[value_cols[0]].astype(int), positive, labels=[0, 1])
     if competition.metric == "rmse":
-        return skm.root_mean_squared_error(solution[value_cols[0]].astype(float), submitted[value_cols[0]].astype(float))
+        return skm.root_mean_squared_error(solution[value_cols[0]].astype(float),
+                                           submitted[value_cols[0]].astype(float))
+    if competition.metric == "pf1":  # Kaggle's pfbeta of RSNA Breast, as its notebook writes it, row by row
+        return kaggle_pfbeta(solution[value_cols[0]].astype(int).tolist(), submitted[value_cols[0]].astype(float).tolist())
     if competition.metric == "roc_auc":
         return skm.roc_auc_score(solution[value_cols[0]].astype(int), submitted[value_cols[0]].astype(float))
     if competition.metric == "roc_auc_macro":
@@ -74,6 +77,21 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
     if competition.metric == "f1_macro":  # Herbarium's grade.py: integer category ids, sklearn's macro F1
         return skm.f1_score(solution[value_cols[0]].astype(int), submitted[value_cols[0]].astype(int), average="macro")
     return skm.accuracy_score(solution[value_cols[0]], submitted[value_cols[0]])
+
+
+def kaggle_pfbeta(labels: list[int], predictions: list[float], beta: float = 1) -> float:
+    y_true_count = ctp = cfp = 0
+    for label, prediction in zip(labels, predictions):
+        prediction = min(max(prediction, 0), 1)
+        if label:
+            y_true_count += 1
+            ctp += prediction
+        else:
+            cfp += prediction
+    c_precision, c_recall = ctp / (ctp + cfp), ctp / y_true_count
+    if c_precision > 0 and c_recall > 0:
+        return (1 + beta * beta) * (c_precision * c_recall) / (beta * beta * c_precision + c_recall)
+    return 0
 
 
 def check_shape(competition: Competition, submission: pd.DataFrame, sample: pd.DataFrame) -> None:
@@ -130,6 +148,24 @@ def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(na
         assert_the_cv_is_the_metric_files_score_of_the_oof(tmp_path / "runs" / competition.folder.name, competition)
     if competition.metric == "qwk_thresholds":
         assert_labels_are_the_grade_cut_at_the_oof_cutoffs(tmp_path / "runs" / competition.folder.name, submission)
+    if competition.name == "rsna-breast":
+        assert_the_cv_is_scored_per_breast_with_patients_whole(tmp_path / "runs" / competition.folder.name, competition)
+
+
+def assert_the_cv_is_scored_per_breast_with_patients_whole(run_path: Path, competition: Competition) -> None:
+    """Every patient's images in one fold; the CV (score.json) is the pF1 of the breasts' mean predictions against
+    their labels, computed here from oof.csv and train.csv."""
+    import json
+
+    train = pd.read_csv(competition.folder / "train.csv", dtype=str).set_index("image_id")
+    oof = pd.read_csv(run_path / "oof.csv", dtype={"id": str}).set_index("id").loc[train.index]
+    assert (oof.groupby(train["patient_id"])["fold"].nunique() == 1).all()
+    breast = train["patient_id"] + "_" + train["laterality"]
+    predicted = oof["1"].groupby(breast, sort=False).mean()
+    truth = train["cancer"].astype(int).groupby(breast, sort=False).first().loc[predicted.index]
+    score = json.loads((run_path / "score.json").read_text())
+    assert score["rows"] == breast.nunique() < len(train)
+    assert score["overall"] == pytest.approx(kaggle_pfbeta(truth.tolist(), predicted.tolist()), rel=1e-6)
 
 
 def assert_the_cv_is_the_metric_files_score_of_the_oof(run_path: Path, competition: Competition) -> None:

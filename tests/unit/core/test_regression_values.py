@@ -56,3 +56,27 @@ def test_blends_of_values_are_weighted_means_and_stay_unclipped():
     weights = optimize_weights(runs, TRUTH, "regression", lambda blend: -skm.root_mean_squared_error(TRUTH, blend))
     assert weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
     assert as_predictions(runs[1], "regression").max() > 1 and as_predictions(runs[1] / 100, "binary").max() <= 1
+
+
+def kaggle_pfbeta(labels, predictions, beta=1):
+    """RSNA Breast Cancer Detection's metric as Kaggle's notebook writes it, row by row."""
+    y_true_count = ctp = cfp = 0
+    for label, prediction in zip(labels, predictions):
+        prediction = min(max(prediction, 0), 1)
+        if label:
+            y_true_count += 1
+            ctp += prediction
+        else:
+            cfp += prediction
+    precision, recall = ctp / (ctp + cfp), ctp / y_true_count
+    return (1 + beta**2) * precision * recall / (beta**2 * precision + recall) if precision > 0 and recall > 0 else 0
+
+
+def test_probabilistic_f1_equals_kaggles_pfbeta():
+    labels = (RNG.uniform(size=300) < 0.1).astype(int)
+    scores = np.clip(labels * 0.4 + RNG.uniform(0, 0.6, 300), 0, 1)
+    metric = get_metric("pfbeta", "binary")
+    assert metric.name == "pfbeta" and metric.higher_is_better
+    assert metric.score(labels, np.column_stack([1 - scores, scores])) == pytest.approx(
+        kaggle_pfbeta(labels.tolist(), scores.tolist()), abs=1e-12)
+    assert metric.score(labels, np.column_stack([scores, 0 * scores])) == 0.0

@@ -57,3 +57,18 @@ def test_target_bins_cover_every_row_once_in_quantiles_of_sturges_count(objects)
         inside = values[labels == label]
         assert inside.min() >= low and (inside.max() <= high if name.endswith("]") else inside.max() < high)
     assert np.bincount(labels).min() >= len(values) // (2 * len(names))  # quantiles: no bin of a few rows
+
+
+def test_answers_gather_each_answers_rows_by_mean_or_max_in_order_of_first_appearance():
+    from kagglecv.data.table import Answers
+
+    keys = np.array(["7_L", "7_R", "7_L", "9_L", "7_R", "7_L"], dtype=object)
+    values = np.array([[0.1], [0.8], [0.4], [0.3], [0.2], [0.7]])
+    for how, expected in (("mean", [0.4, 0.5, 0.3]), ("max", [0.7, 0.8, 0.3])):
+        ids, gathered, first = Answers(keys, how).gather(values)
+        assert ids.tolist() == ["7_L", "7_R", "9_L"] and first.tolist() == [0, 1, 3]
+        np.testing.assert_allclose(gathered[:, 0], expected)
+    rows = np.array([4, 3, 1])  # a fold's rows, in its order: positions of first rows are in that order
+    ids, gathered, first = Answers(keys, "mean").gather(values[rows], rows)
+    assert ids.tolist() == ["7_R", "9_L"] and first.tolist() == [0, 1]
+    np.testing.assert_allclose(gathered[:, 0], [0.5, 0.3])

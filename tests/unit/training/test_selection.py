@@ -55,7 +55,7 @@ def test_no_computable_epoch_is_one_error_naming_the_fold():
 
 
 def test_a_lower_is_better_metric_is_selected_by_its_objective_and_reported_as_itself():
-    assert score_predictions(LOSS, None, None, 0.3) == -0.3
+    assert score_predictions(LOSS, None, None, None, 0.3) == -0.3
     assert LOSS.objective(-0.3) == 0.3
     best, policy = BestTracker(), BestEpoch(get_metric("log_loss", "multiclass"))
     policy.keep(best, "raw", 0, -0.9)
