@@ -141,6 +141,9 @@ def score(
     target: Annotated[Optional[str], typer.Option(help="With --oof: the target column; 'label', or the OOF file's class columns, when omitted.")] = None,
     submission: Annotated[Optional[Path], typer.Option(help="Score this submission file against --solution.")] = None,
     solution: Annotated[Optional[Path], typer.Option(help="With --submission: the solution file (id + truth).")] = None,
+    long_id: Annotated[Optional[str], typer.Option(
+        help="With --submission: long files (one row per image and class), ids as data.long_id says: '{id}_{class}'.",
+    )] = None,
 ) -> None:
     """Score out-of-fold predictions: overall, per fold (mean ± std), per class; write score.json for a run.
 
@@ -152,7 +155,7 @@ def score(
     if submission is not None:
         if solution is None or metric is None:
             raise KagglecvError("--submission needs --solution FILE and --metric NAME")
-        console.print(f"{metric} {score_submission(submission, solution, metric):.6f}")
+        console.print(f"{metric} {score_submission(submission, solution, metric, long_id=long_id):.6f}")
         return
     if oof is not None:
         if truth is None:

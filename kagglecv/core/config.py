@@ -202,6 +202,10 @@ class DataConfig(_Section):
     y_range: Optional[tuple[float, float]] = Field(
         None, description="Regression: the range of the target, [low, high]: what bce_scaled scales to [0, 1] and "
         "submissions are clipped to; the training rows' range when omitted.")
+    long_id: Optional[str] = Field(
+        None, description="Long tables (RSNA ICH's ID_12cadc6af_epidural,Label): the id column names an image and a "
+        "class, by this template of {id} and {class} (e.g. '{id}_{class}'); the table is read one row per image, one "
+        "column per class (data.target: the value column), and the submission is written in the sample's long rows.")
     answer_id: Optional[str] = Field(
         None, description="Several images, one answer (RSNA Breast: '{patient_id}_{laterality}'): the submission's id "
         "built from table columns; the rows of one answer are predicted together (answer_aggregate), scored at that "
@@ -229,6 +233,9 @@ class DataConfig(_Section):
         if self.y_range is not None and not (math.isfinite(self.y_range[0]) and math.isfinite(self.y_range[1])
                                              and self.y_range[0] < self.y_range[1]):
             raise ValueError(f"data.y_range: expected [low, high] with low < high, got {list(self.y_range)}")
+        if self.long_id is not None and (self.long_id.count("{id}") != 1 or self.long_id.count("{class}") != 1):
+            raise ValueError(f"data.long_id: expected {{id}} and {{class}} once each, e.g. '{{id}}_{{class}}', got "
+                             f"{self.long_id!r}")
         if self.answer_id is not None and not re.fullmatch(r"([^{}]*\{[^{}]+\})+[^{}]*", self.answer_id):
             raise ValueError(f"data.answer_id: expected table columns in braces, e.g. '{{patient_id}}_{{laterality}}', "
                              f"got {self.answer_id!r}")

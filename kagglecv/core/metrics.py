@@ -378,6 +378,16 @@ def fbeta(y_true, y_score, beta: float, average: str, threshold: float = 0.5) ->
     return float(skm.fbeta_score(truth, predicted, beta=beta, average=average, zero_division=1.0))
 
 
+def weighted_log_loss(y_true, y_score, weights: np.ndarray, eps: float = 1e-15) -> float:
+    """RSNA Intracranial Hemorrhage's weighted multi-label log loss: each row's binary log losses averaged over the
+    classes with ``weights`` (``any`` weighs 2 there), then the mean over rows; probabilities clipped at ``eps``."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    clipped = np.clip(y_score, eps, 1 - eps)
+    truth = (y_true == 1).astype(np.float64)
+    losses = -(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped))
+    return float(np.mean(losses @ weights / weights.sum()))
+
+
 def roc_auc_macro(y_true, y_score) -> float:
     """The mean of the per-column ROC AUCs, over the columns with both a positive and a negative (difficult rows
     left out of their column); the others are skipped (the score table lists classes without positives)."""
@@ -524,12 +534,37 @@ def parametrized_metric(name: str) -> Metric | None:
             raise ValueError(f"metric {name!r}: expected fbeta:<beta>:<average> with 0 < beta <= 100 and average one "
                              f"of {', '.join(FBETA_AVERAGES)}, e.g. fbeta:2:samples")
         return Metric(name, lambda y, s: fbeta(y, s, beta, parts[2]), True, ("multilabel",))
+    if name.startswith("weighted_log_loss:"):
+        return Metric(name, _weighted_log_loss_of(name), False, ("multilabel",))
     if name.startswith("map@"):
         k = name[4:]
         if not k.isdigit() or not 1 <= int(k) <= 100:
             raise ValueError(f"metric {name!r}: expected map@<k> with k a whole number from 1 to 100, e.g. map@5")
         return Metric(name, lambda y, s: map_at_k(y, s, int(k)), True, ("multiclass",))
     return None
+
+
+def _weighted_log_loss_of(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``weighted_log_loss:<position>=<weight>,...``: class positions (in the run's class order) and their weights,
+    the others 1; e.g. ``weighted_log_loss:0=2`` for a first class ``any`` of weight 2."""
+    chosen: dict[int, float] = {}
+    for item in name.split(":", 1)[1].split(","):
+        position, _, weight = item.partition("=")
+        try:
+            chosen[int(position)] = float(weight)
+        except ValueError:
+            raise ValueError(f"metric {name!r}: expected weighted_log_loss:<class position>=<weight>,... e.g. "
+                             "weighted_log_loss:0=2") from None
+        if not (chosen[int(position)] > 0 and math.isfinite(chosen[int(position)])) or int(position) < 0:
+            raise ValueError(f"metric {name!r}: weights are positive numbers, positions from 0")
+
+    def score(y_true, y_score) -> float:
+        weights = np.ones(np.shape(y_score)[1])
+        if max(chosen) >= len(weights):
+            raise ValueError(f"metric {name!r}: class position {max(chosen)} of {len(weights)} classes")
+        weights[list(chosen)] = list(chosen.values())
+        return weighted_log_loss(y_true, y_score, weights)
+    return score
 
 
 def uses_grade_cutoffs(name: str | None, task: str) -> bool:
@@ -564,7 +599,8 @@ def get_metric(name: str, task: str) -> Metric:
     metric = METRICS.get(name) or parametrized_metric(name)
     if metric is None or task not in metric.tasks:
         fitting = [m.name for m in METRICS.values() if task in m.tasks] + [alias for alias, on in ALIASES if on == task]
-        fitting += {"multilabel": ["fbeta:<beta>:<average>"], "multiclass": ["map@<k>"]}.get(task, [])
+        fitting += {"multilabel": ["fbeta:<beta>:<average>", "weighted_log_loss:<position>=<weight>"],
+                    "multiclass": ["map@<k>"]}.get(task, [])
         raise ValueError(f"metric {name!r} does not apply to a {task} task; expected one of {', '.join(fitting)}")
     return metric
 

@@ -23,6 +23,7 @@ from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.lazy import imported_on_first_use
 from kagglecv.data.coco import is_coco_table, read_coco_table
 from kagglecv.data.label_fixes import apply_label_fixes
+from kagglecv.data.long import long_test_ids, widen
 from kagglecv.data.pixels import PixelImages, pixel_columns, pixel_shape, read_pixels
 from kagglecv.data.readers import (
     CONTAINER_KINDS,
@@ -102,6 +103,10 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
     table = read_competition_table(source, config.pixels, with_images, config.coco_label, config.reader)
     frame = table.frame
     _require_rows(frame, source, "training")
+    if config.long_id is not None:  # one row per (image, class): one row per image, one column per class
+        _require_columns(frame, source, [config.id_col, config.target])
+        frame, classes = widen(frame, config.id_col, config.target, config.long_id, source, config.class_names())
+        config = config.model_copy(update={"target": classes, "classes": None, "classes_file": None})
     problems: list[str] = []
     target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
     ids = _table_ids(frame, config, source, table.is_pixel_table, problems)
@@ -140,6 +145,9 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
     table = read_competition_table(config.test_csv, config.pixels, coco_label=config.coco_label, reader=config.reader)
     frame = table.frame
     _require_rows(frame, config.test_csv, "test")
+    if config.long_id is not None:
+        _require_columns(frame, config.test_csv, [config.id_col])
+        frame = long_test_ids(frame, config.id_col, config.long_id, config.test_csv, list(classes))
     problems: list[str] = []
     ids = _table_ids(frame, config, config.test_csv, table.is_pixel_table, problems)
     _require_columns(frame, config.test_csv, _optional(config.image_col))

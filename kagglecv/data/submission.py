@@ -39,6 +39,7 @@ from kagglecv.core.shapes import (
     shaped_columns,
 )
 from kagglecv.data.inputs import load_run_table
+from kagglecv.data.long import long_values
 from kagglecv.data.table import Answers, CompetitionData, read_csv_strings
 
 
@@ -53,6 +54,7 @@ class SubmissionDecisions:
     cutoffs: list[float] | None = None                # qwk_thresholds grade cut-offs; None: labels are the argmax
     label_sep: str = " "
     value_range: dict[str, tuple[float, float]] | None = None  # regression: each target's values clipped to it
+    long_id: str | None = None                        # data.long_id: one sample row per (image, class)
 
 
 def decide_submission(run: RunDir, classes: list[str], task: str, *, threshold: str | float | None = None,
@@ -74,7 +76,15 @@ def decide_submission(run: RunDir, classes: list[str], task: str, *, threshold: 
         return _resolve_thresholds(parse_threshold(_configured_threshold(run)), run, classes)
 
     return SubmissionDecisions(_configured_shape(run), thresholds_for, _run_cutoffs(run, classes, task), label_sep,
-                               _run_range(run, task))
+                               _run_range(run, task), _configured_long_id(run))
+
+
+def _configured_long_id(run: RunDir) -> str | None:
+    """The run's ``data.long_id`` (None for a run folder whose config cannot be read here)."""
+    try:
+        return run.read_config().data.long_id
+    except KagglecvError:
+        return None
 
 
 def _run_range(run: RunDir, task: str) -> dict[str, tuple[float, float]] | None:
@@ -143,6 +153,8 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one value column, got {list(sample.columns)}")
     id_col = sample.columns[0]
+    if decisions.long_id is not None:
+        return _long_submission(predictions, sample, sample_path, classes, task, decisions), "long", None
     values = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
     fmt, k = decisions.shape.resolve(sample, classes, task, sample_path)
     thresholds = decisions.thresholds_for() if fmt == "labels" else None
@@ -163,6 +175,28 @@ def answer_predictions(predictions: pd.DataFrame, ids: np.ndarray, answers: Answ
     values = predictions.drop(columns=["id", "fold"], errors="ignore")
     keys, gathered, _ = Answers(key_of.loc[predictions["id"]].to_numpy(), answers.how).gather(values.to_numpy())
     return prediction_frame(keys, gathered, list(values.columns))
+
+
+def _long_submission(predictions: pd.DataFrame, sample: pd.DataFrame, sample_path: Path, classes: list[str],
+                     task: str, decisions: SubmissionDecisions) -> pd.DataFrame:
+    """One value per sample row (``data.long_id``: an image and a class), in the sample's order; a probability in
+    [0, 1], or a regression's value clipped to its range."""
+    if sample.shape[1] != 2:
+        raise DataError(f"{sample_path}: a long submission has an id column and one value column, got "
+                        f"{summarize(list(sample.columns), quote=True)}")
+    ids = sample.iloc[:, 0]
+    doubled = compare_ids(ids, []).doubled
+    if doubled:
+        raise DataError(f"{sample_path}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}")
+    values = long_values(predictions, ids, decisions.long_id, classes, sample_path)
+    if decisions.value_range is not None:  # the widest of the targets' ranges
+        ranges = list(decisions.value_range.values())
+        values = np.clip(values, min(low for low, _ in ranges), max(high for _, high in ranges))
+    bad = ~np.isfinite(values) if task == "regression" else not_probabilities(values)
+    if bad.any():
+        raise DataError(f"submission has {int(bad.sum())} rows with values outside [0, 1], NaN or inf: "
+                        f"{summarize(ids[bad].tolist())}")
+    return pd.DataFrame({sample.columns[0]: ids, sample.columns[1]: values})
 
 
 def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:

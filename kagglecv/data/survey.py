@@ -22,6 +22,7 @@ from kagglecv.core.metrics import ALIASES, get_metric, is_metric_file, resolve_m
 from kagglecv.core.shapes import cells_are_tags, sample_top_k
 from kagglecv.data.coco import COCO_NAMES, COCO_SUFFIX, is_coco_table, read_coco_table
 from kagglecv.data.decoding import open_image
+from kagglecv.data.long import long_test_ids, widen
 from kagglecv.data.pixels import pixel_columns
 from kagglecv.data.reader_survey import (
     HDF5_SUFFIXES,
@@ -107,6 +108,8 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
         train = read_csv_strings(tables.train)
     pixel_table = bool(pixel_columns(list(train.columns), tables.train))
     _ids(survey, train, sample, tables, pixel_table)
+    if _is_long(train, sample):
+        return _long_competition(survey, folder, train, sample, tables, metric)
     task, target, classes = _target(survey, train, sample, tables, metric)
     fmt = _submission_format(survey, task, classes, sample, tables.sample, metric)
     _metric(survey, task, fmt, metric, sample)
@@ -226,6 +229,46 @@ def _ids(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tab
     elif not _answers_of_images(survey, train, id_col, tables):
         raise DataError(f"{tables.train}: no column {id_col!r} (the sample's id column); its columns are "
                         f"{summarize(list(train.columns), quote=True)}")
+
+
+LONG_CLASSES = 64  # a long table's ids end in one of at most this many class names
+
+
+def _is_long(train: pd.DataFrame, sample: pd.DataFrame) -> bool:
+    """A long table (RSNA ICH): the training table is the sample's two columns, and its ids are an image and one of
+    a few class names after the last ``_``, every image with every class once."""
+    if list(train.columns) != list(sample.columns) or train.shape[1] != 2:
+        return False
+    parts = train.iloc[:, 0].str.rsplit("_", n=1, expand=True)
+    if parts.shape[1] != 2 or parts[1].isna().any():
+        return False
+    classes = parts[1].nunique()
+    return 1 < classes <= LONG_CLASSES and len(train) == parts[0].nunique() * classes \
+        and not parts.duplicated().any()
+
+
+def _long_competition(survey: Survey, folder: Path, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables,
+                      metric: str | None) -> Survey:
+    """Keys of a long competition: ``data.long_id``, the value column as the target, the wide task."""
+    id_col, value_col = train.columns
+    wide, classes = widen(train, id_col, value_col, "{id}_{class}", tables.train)
+    survey.add("data.long_id", "{id}_{class}", f"every id is an image and one of {len(classes)} classes "
+               f"({summarize(classes, 6)}): one row per image and class")
+    survey.add("data.target", value_col, "the sample's value column, one per image and class")
+    values = set(wide[classes].stack().str.strip())
+    task = "multilabel" if values <= {"0", "1", "0.0", "1.0"} else "regression"
+    survey.add("data.task", task, "0/1 per image and class" if task == "multilabel" else "numbers per image and class")
+    if metric is None:
+        raise KagglecvError(f"--metric: a long submission of {task} values fits several metrics; give --metric, e.g. "
+                            + ("weighted_log_loss:0=2 (RSNA ICH: the first class, any, weighs 2)"
+                               if task == "multilabel" else "rmse"))
+    _metric(survey, task, "", metric, sample)
+    survey.add("submit.sample", tables.sample, "the sample submission: one row per test image and class, its ids "
+               "name the test images" + ("; no test table" if tables.test is None else ""))
+    if tables.test is not None:
+        survey.add("data.test_csv", tables.test, "the test table")
+    _images(survey, folder, wide, long_test_ids(sample, id_col, "{id}_{class}", tables.sample, classes), tables)
+    return survey
 
 
 def _answers_of_images(survey: Survey, train: pd.DataFrame, id_col: str, tables: _Tables) -> bool:

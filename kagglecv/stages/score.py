@@ -37,6 +37,7 @@ from kagglecv.core.predictions import (
 from kagglecv.core.runs import RunDir
 from kagglecv.core.shapes import cells_are_tags
 from kagglecv.data.load import load_train
+from kagglecv.data.long import widen
 from kagglecv.data.scoring import ScoreResult, run_score, score_predictions_frame
 from kagglecv.data.table import CompetitionData, read_csv_strings
 
@@ -71,7 +72,8 @@ def score_oof_file(oof_path: Path, truth_path: Path, target: str | list[str] | N
     return score_predictions_frame(oof, data, resolve_metric(metric, data.task, "--metric"), source=oof_path)
 
 
-def score_submission(submission_path: Path, solution_path: Path, metric: str, label_sep: str = " ") -> float:
+def score_submission(submission_path: Path, solution_path: Path, metric: str, label_sep: str = " ", *,
+                     long_id: str | None = None) -> float:
     """Score a submission against a solution file, as Kaggle would: rows matched by id, every id exactly once.
 
     The solution holds the truth as a class-name column, a separated-labels column, or 0/1 class columns (one-hot
@@ -90,6 +92,10 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     if submission.columns[0] != id_col:
         raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
     require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
+    if long_id is not None:  # one row per (image, class): both files in the wide form the metric scores
+        solution, _ = widen(solution, id_col, solution.columns[1], long_id, solution_path)
+        submission, _ = widen(submission, id_col, submission.columns[1], long_id, submission_path,
+                              list(solution.columns[1:]))
     submission = submission.set_index(id_col).loc[solution[id_col]]
     truth_columns = list(solution.columns[1:])
     if _regression_metric(metric):

@@ -1066,6 +1066,8 @@ def paired_rows(world: Path) -> None:
     table.to_csv(world / "data/train.csv", index=False)
 
 
+LONG = ["folds", "base.yaml", "--set", "data.train_csv=data/long.csv", "--set", "data.long_id='{id}_{class}'", "--set",
+        "data.id_col=ID", "--set", "data.target=Label", "--set", "data.image_dir=null", "--set", "folds.file=folds/x.csv"]
 REGRESSION = ["folds", "base.yaml", "--set", "data.task=regression", "--set", "folds.file=folds/x.csv"]
 CATALOGUE["targets beyond one label"] = [
     Variant("text in a regression target", REGRESSION, "line 3 column 'label' = 'many'",
@@ -1090,6 +1092,12 @@ CATALOGUE["targets beyond one label"] = [
             "column(s) 'patient', 'side' not found", outputs=("folds",)),
     Variant("an answer_id without a column", ["folds", "base.yaml", "--set", "data.answer_id=patient"],
             "data.answer_id: expected table columns in braces", outputs=("folds",)),
+    Variant("a long id that does not parse", LONG, "ids do not fit data.long_id '{id}_{class}': line 4 'IDc'",
+            setup=write("data/long.csv", "ID,Label\nIDa_any,1\nIDa_sub,0\nIDc,1\n"), outputs=("folds",)),
+    Variant("a long table without a pair", LONG, "pairs have no row: 'IDb sub'",
+            setup=write("data/long.csv", "ID,Label\nIDa_any,1\nIDa_sub,0\nIDb_any,1\n"), outputs=("folds",)),
+    Variant("a long table giving a pair twice", LONG, "given more than once: 'IDa any'",
+            setup=write("data/long.csv", "ID,Label\nIDa_any,1\nIDa_sub,0\nIDa_any,0\n"), outputs=("folds",)),
     Variant("a run.json whose target range runs backwards", ["submit", "runs/base", "--sample", "data/sample.csv"],
             "target_range", setup=edit_json("runs/base/run.json", target_range={"label": [5.0, 1.0]}),
             outputs=("submissions",)),

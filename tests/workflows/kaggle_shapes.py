@@ -378,11 +378,43 @@ def rsna_breast(root: Path) -> Competition:
     return Competition("rsna-breast", folder, "pf1", solution, "positive", ["0", "1"])
 
 
+ICH_SUBTYPES = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any"]
+
+
+def _ich_labels(digits: np.ndarray) -> np.ndarray:
+    """Images x the six subtypes, 0/1 decided by the digit (a subtype per digit below 5), ``any`` their union."""
+    labels = np.zeros((len(digits), 6), dtype=int)
+    present = digits < 5
+    labels[np.flatnonzero(present), digits[present]] = 1
+    labels[:, 5] = labels[:, :5].max(axis=1)
+    return labels
+
+
+def _long_rows(image_ids: list[str], labels: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"ID": [f"{image}_{subtype}" for image in image_ids for subtype in ICH_SUBTYPES],
+                         "Label": labels.reshape(-1)})
+
+
+def rsna_ich(root: Path) -> Competition:
+    """stage_2_train.csv in long form (ID_<image>_<subtype>,Label: six rows per image), stage_2_train/ and
+    stage_2_test/ of ID_<image> images (PNG here, DICOM on Kaggle), no test table, a long sample of
+    ID_<image>_<subtype>,Label scored by the weighted log loss (``any`` weighs 2)."""
+    folder, (train, test) = root / "rsna-intracranial-hemorrhage-detection", _splits(16)
+    train_ids = [f"ID_{i}" for i in _hex_ids(TRAIN_ROWS, 160)]
+    test_ids = [f"ID_{i}" for i in _hex_ids(TEST_ROWS, 161)]
+    _csv(_long_rows(train_ids, _ich_labels(train.digits)), folder / "stage_2_train.csv")
+    _save(folder / "stage_2_train", [f"{i}.png" for i in train_ids], train.images)
+    _save(folder / "stage_2_test", [f"{i}.png" for i in test_ids], test.images)
+    _csv(_long_rows(test_ids, np.full((TEST_ROWS, 6), 0.5)), folder / "stage_2_sample_submission.csv")
+    solution = _long_rows(test_ids, _ich_labels(test.digits))
+    return Competition("rsna-ich", folder, "weighted_log_loss:0=2", solution, "long", sorted(ICH_SUBTYPES))
+
+
 BUILDERS: dict[str, Callable[[Path], Competition]] = {
     "dog-breed": dog_breed, "aerial-cactus": aerial_cactus, "planet": planet, "plant-pathology": plant_pathology,
     "cassava": cassava, "digit-recognizer": digit_recognizer, "histopathologic": histopathologic, "aptos": aptos,
     "humpback": humpback, "cifar-10": cifar10, "leaf-metric-file": leaf_classification, "herbarium": herbarium,
-    "petfinder-pawpularity": petfinder_pawpularity, "rsna-breast": rsna_breast,
+    "petfinder-pawpularity": petfinder_pawpularity, "rsna-breast": rsna_breast, "rsna-ich": rsna_ich,
 }
 # Folders in no shape Kaggle ships, for one property each, run through the same init-then-run test.
 VARIANTS: dict[str, Callable[[Path], Competition]] = {"spaced-class-names": spaced_class_names}

@@ -55,6 +55,17 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
     if competition.metric == "rmse":
         return skm.root_mean_squared_error(solution[value_cols[0]].astype(float),
                                            submitted[value_cols[0]].astype(float))
+    if (competition.metric or "").startswith("weighted_log_loss:"):  # RSNA ICH: per image, any weighs 2; long files
+        ids = solution[id_col].str.rsplit("_", n=1, expand=True)
+        truth = solution.assign(image=ids[0], cls=ids[1]).pivot(index="image", columns="cls", values=value_cols[0])
+        predicted = submitted[value_cols[0]].astype(float).set_axis(solution[id_col]).to_frame("p")
+        predicted = predicted.assign(image=ids[0].to_numpy(), cls=ids[1].to_numpy()).pivot(
+            index="image", columns="cls", values="p").loc[truth.index, truth.columns]
+        weights = np.where(truth.columns == "any", 2.0, 1.0)
+        p = np.clip(predicted.to_numpy(), 1e-15, 1 - 1e-15)
+        y = truth.astype(int).to_numpy()
+        losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        return float(np.mean((losses * weights).sum(axis=1) / weights.sum()))
     if competition.metric == "pf1":  # Kaggle's pfbeta of RSNA Breast, as its notebook writes it, row by row
         return kaggle_pfbeta(solution[value_cols[0]].astype(int).tolist(), submitted[value_cols[0]].astype(float).tolist())
     if competition.metric == "roc_auc":
@@ -104,6 +115,9 @@ def check_shape(competition: Competition, submission: pd.DataFrame, sample: pd.D
         assert ((numbers >= 0) & (numbers <= 1)).all()
         if competition.fmt == "probabilities" and competition.name != "planet":
             np.testing.assert_allclose(numbers.sum(axis=1), 1.0, atol=1e-5)
+    elif competition.fmt == "long":
+        numbers = values.astype(float).to_numpy()
+        assert ((numbers >= 0) & (numbers <= 1)).all()
     elif competition.fmt == "values":
         assert np.isfinite(values.astype(float).to_numpy()).all()
     elif competition.fmt == "top_k":
@@ -137,13 +151,15 @@ def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(na
     solution_path = tmp_path / "solution.csv"
     competition.solution.to_csv(solution_path, index=False)
     metric = competition.metric or "map@5"
+    long_id = ["--long-id", "{id}_{class}"] if competition.fmt == "long" else []
     scored = runner.invoke(app, ["score", "--submission", str(submission_path), "--solution", str(solution_path),
-                                 "--metric", metric])
+                                 "--metric", metric, *long_id])
     assert scored.exit_code == 0, scored.output
     expected = independent_score(competition, submission)
     printed = float(re.search(r"(-?\d+\.\d+)\s*$", scored.output.strip()).group(1))
     assert printed == pytest.approx(expected, abs=1e-6)
-    assert score_submission(submission_path, solution_path, metric) == pytest.approx(expected, abs=1e-9)
+    assert score_submission(submission_path, solution_path, metric, long_id=(long_id or [None])[-1]) == \
+        pytest.approx(expected, abs=1e-9)
     if (competition.metric or "").endswith(".py"):
         assert_the_cv_is_the_metric_files_score_of_the_oof(tmp_path / "runs" / competition.folder.name, competition)
     if competition.metric == "qwk_thresholds":
