@@ -163,6 +163,21 @@ class LabelFixesConfig(_Section):
                                                "suggested_label.")
 
 
+class FinerLabelConfig(_Section):
+    """Train on a finer label than the competition scores (SIIM-ISIC 2020's 1st place: 9 diagnoses, P(melanoma)
+    submitted): the network learns ``column``'s classes; every score and submission is of ``data.target``, each of
+    its classes the sum of the probabilities of the fine classes ``to_target`` maps to it."""
+
+    column: str = Field(description="The finer column of the training table (diagnosis).")
+    to_target: dict[str, str] = Field(description="Each fine class -> the class of data.target it belongs to.")
+
+    @field_validator("to_target", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        """YAML reads ``melanoma: 1`` as a number; class names are the table's text."""
+        return {str(key): str(item) for key, item in value.items()} if isinstance(value, dict) else value
+
+
 class DataConfig(_Section):
     """Where the competition's table and images are, and what the target is."""
 
@@ -202,6 +217,8 @@ class DataConfig(_Section):
     y_range: Optional[tuple[float, float]] = Field(
         None, description="Regression: the range of the target, [low, high]: what bce_scaled scales to [0, 1] and "
         "submissions are clipped to; the training rows' range when omitted.")
+    finer: Optional[FinerLabelConfig] = Field(None, description="Train on a finer column than the target, mapped to "
+                                              "it for every score and submission.")
     long_id: Optional[str] = Field(
         None, description="Long tables (RSNA ICH's ID_12cadc6af_epidural,Label): the id column names an image and a "
         "class, by this template of {id} and {class} (e.g. '{id}_{class}'); the table is read one row per image, one "

@@ -104,7 +104,7 @@ def competition_metric(config: Config, data: CompetitionData, name: str | None =
     """
     name = name or config.metric
     if not is_metric_file(name):
-        return resolve_metric(name, data.task, key)
+        return resolve_metric(name, data.scored_task, key)
     if is_metric_file(config.metric):
         require_named(Path(config.metric))
     if not (is_metric_file(config.metric) and same_metric_file(name, config.metric)):
@@ -112,6 +112,7 @@ def competition_metric(config: Config, data: CompetitionData, name: str | None =
                           f"{config.metric or 'the task default'}); pass --metric {config.metric or 'NAME'}")
     submit = config.submit
     sample = read_csv_strings(submit.sample)
+    data = data.scored()
     fmt, top_k = SubmissionShape.of(submit).resolve(sample, data.classes, data.task, submit.sample)
     layout = FrameLayout(data.task, data.classes, sample.columns[0], config.data.target, config.data.label_sep,
                          list(sample.columns[1:]), fmt, top_k,

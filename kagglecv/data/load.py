@@ -42,6 +42,7 @@ from kagglecv.data.table import (
     PRESENT,
     RESERVED_COLUMNS,
     Answers,
+    Coarse,
     CompetitionData,
     DataWarning,
     _separator,
@@ -107,6 +108,11 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
         _require_columns(frame, source, [config.id_col, config.target])
         frame, classes = widen(frame, config.id_col, config.target, config.long_id, source, config.class_names())
         config = config.model_copy(update={"target": classes, "classes": None, "classes_file": None})
+    scored_config = config
+    if config.finer is not None:  # the network learns the finer column; scores read data.target through the map
+        _require_columns(frame, source, [config.finer.column])
+        config = config.model_copy(update={"target": config.finer.column, "task": "multiclass", "classes": None,
+                                           "classes_file": None})
     problems: list[str] = []
     target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
     ids = _table_ids(frame, config, source, table.is_pixel_table, problems)
@@ -126,9 +132,10 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
     if problems:
         raise DataError("\n".join(problems))
     answers = _table_answers(frame, config, source, problems, targets)
+    coarse = None if config.finer is None else coarse_target(frame, scored_config, classes, targets, problems)
     if problems:
         raise DataError("\n".join(problems))
-    data = CompetitionData(ids, images, task, classes, targets, groups, source, answers=answers)
+    data = CompetitionData(ids, images, task, classes, targets, groups, source, answers=answers, coarse=coarse)
     if task == "regression":
         data = _without_missing_targets(data, config)
     if config.label_fixes is not None:
@@ -157,6 +164,41 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
     if problems:
         raise DataError("\n".join(problems))
     return CompetitionData(ids, images, task, list(classes), None, None, config.test_csv, answers=answers)
+
+
+def coarse_target(frame: pd.DataFrame, config: DataConfig, fine: list[str], targets: np.ndarray,
+                  problems: list[str]) -> Coarse | None:
+    """The competition's target over the finer trained classes (``data.finer``): every fine class mapped, and each
+    row's target the map of its fine class (else a problem naming the rows)."""
+    mapping, source = config.finer.to_target, config.train_csv
+    try:
+        coarse = coarse_of(config, fine)
+    except DataError as exc:
+        problems.append(f"{source}: {exc}")
+        return None
+    expected = np.array([mapping[fine[index]] for index in targets], dtype=object)
+    given = frame[config.target].str.strip()
+    given = normalize_numeric_labels(given, source, config.target).to_numpy(dtype=object)
+    _report(problems, source, expected != given, pd.Series(given), f"target that is not the map of its "
+            f"{config.finer.column!r} by data.finer.to_target")
+    return coarse
+
+
+def coarse_of(config: DataConfig, fine: list[str]) -> Coarse:
+    """The coarse target of ``data.finer`` over the fine classes: its classes (``data.classes``, else the mapped
+    names sorted), its task, the coarse class of each fine class; a fine class without one is an error."""
+    mapping = config.finer.to_target
+    unmapped = [name for name in fine if name not in mapping]
+    if unmapped:
+        raise DataError(f"data.finer.to_target has no class for the fine classes {summarize(unmapped, quote=True)} "
+                        f"of column {config.finer.column!r}")
+    classes = config.class_names() or sort_class_names(sorted(set(mapping[name] for name in fine)))
+    strange = sorted({mapping[name] for name in fine} - set(classes))
+    if strange or not isinstance(config.target, str):
+        raise DataError(f"data.finer maps to {summarize(strange, quote=True)}, not classes of {config.target!r}"
+                        if strange else "data.finer needs one target column")
+    task = config.task or ("binary" if len(classes) == 2 else "multiclass")
+    return Coarse(classes, task, np.array([classes.index(mapping[name]) for name in fine]))
 
 
 def test_answers(config: DataConfig) -> tuple[np.ndarray, Answers] | None:

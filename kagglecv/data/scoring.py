@@ -19,7 +19,7 @@ from kagglecv.core.metrics import (
 from kagglecv.core.predictions import read_predictions, require_same_ids
 from kagglecv.core.runs import RunDir
 from kagglecv.data.inputs import competition_metric, load_run_table
-from kagglecv.data.table import CompetitionData
+from kagglecv.data.table import Coarse, CompetitionData
 
 
 @dataclass
@@ -65,7 +65,11 @@ def finished_folds_oof(run: RunDir, data: CompetitionData, folds: list[int] | No
 
 
 def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: Metric, source: Path) -> ScoreResult:
-    """Align OOF rows to the table by id (every id exactly once), then score overall, per fold and per class."""
+    """Align OOF rows to the table by id (every id exactly once), then score overall, per fold and per class (of the
+    competition's target, when training on a finer label)."""
+    if data.coarse is not None:
+        oof = coarse_frame(oof, data.classes, data.coarse)
+        data = data.scored()
     targets, scores, folds = _align(oof, data, source)
     overall = metric.score(targets, scores)
     per_fold = {}
@@ -89,6 +93,13 @@ def score_predictions_frame(oof: pd.DataFrame, data: CompetitionData, metric: Me
         per_class_kind=kind, per_class={name: value for name, value in zip(data.classes, per_class)},
         classes_without_positives=[name for name, value in zip(data.classes, per_class) if np.isnan(value)],
         other_metrics=others, rows=len(targets))
+
+
+def coarse_frame(frame: pd.DataFrame, fine_classes: list[str], coarse: Coarse) -> pd.DataFrame:
+    """A prediction frame of fine classes as one of the coarse target's classes (each the sum of its fine ones)."""
+    kept = frame[[column for column in ("id", "fold") if column in frame.columns]].reset_index(drop=True)
+    values = coarse.probabilities(frame[fine_classes].to_numpy(np.float64))
+    return pd.concat([kept, pd.DataFrame(values, columns=coarse.classes)], axis=1)
 
 
 def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):

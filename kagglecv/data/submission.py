@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from kagglecv.core.config import DataConfig
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import write_bytes
 from kagglecv.core.metrics import (
@@ -39,7 +40,9 @@ from kagglecv.core.shapes import (
     shaped_columns,
 )
 from kagglecv.data.inputs import load_run_table
+from kagglecv.data.load import coarse_of
 from kagglecv.data.long import long_values
+from kagglecv.data.scoring import coarse_frame
 from kagglecv.data.table import Answers, CompetitionData, read_csv_strings
 
 
@@ -163,6 +166,24 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
     out = pd.DataFrame({id_col: sample[id_col]} | columns)
     validate_submission(out, sample, sample_path, fmt, classes, decisions.label_sep)
     return out, fmt, thresholds
+
+
+def scored_predictions(predictions: pd.DataFrame, classes: list[str], task: str,
+                       data: DataConfig) -> tuple[pd.DataFrame, list[str], str]:
+    """Predictions of a run as the competition scores them: of ``data.target``'s classes when the run learned a
+    finer label (``data.finer``), else as they are; with their classes and task."""
+    if data.finer is None:
+        return predictions, classes, task
+    coarse = coarse_of(data, classes)
+    return coarse_frame(predictions, classes, coarse), coarse.classes, coarse.task
+
+
+def scored_classes(classes: list[str], task: str, data: DataConfig) -> tuple[list[str], str]:
+    """The classes and task the competition scores a run's predictions in (see :func:`scored_predictions`)."""
+    if data.finer is None:
+        return classes, task
+    coarse = coarse_of(data, classes)
+    return coarse.classes, coarse.task
 
 
 def answer_predictions(predictions: pd.DataFrame, ids: np.ndarray, answers: Answers, table: Path) -> pd.DataFrame:

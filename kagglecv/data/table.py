@@ -64,6 +64,22 @@ class Answers:
         return np.asarray(unique, dtype=object), gathered, first
 
 
+@dataclass(frozen=True)
+class Coarse:
+    """The competition's target over a finer trained label (``data.finer``): its classes and task, and the coarse
+    class of each fine class."""
+
+    classes: list[str]
+    task: str
+    of_fine: np.ndarray
+
+    def probabilities(self, fine: np.ndarray) -> np.ndarray:
+        """Each coarse class's probability: the sum of its fine classes'."""
+        onehot = np.zeros((len(self.of_fine), len(self.classes)))
+        onehot[np.arange(len(self.of_fine)), self.of_fine] = 1.0
+        return np.asarray(fine, dtype=np.float64) @ onehot
+
+
 @dataclass
 class CompetitionData:
     """The validated training (or test) table.
@@ -93,6 +109,7 @@ class CompetitionData:
     dropped_ids: frozenset[str] = frozenset()
     unfixed_hash: str | None = None
     answers: Answers | None = None
+    coarse: Coarse | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -112,12 +129,26 @@ class CompetitionData:
     def score_of(self, metric, scores: np.ndarray, rows: np.ndarray | None = None) -> float:
         """``metric`` (a :class:`~kagglecv.core.metrics.Metric`) of ``scores`` for ``rows`` (all rows, in table order,
         when None), of their answers when several images make one answer; NaN where it cannot be computed."""
+        if self.coarse is not None:
+            return self.scored().score_of(metric, self.coarse.probabilities(scores), rows)
         rows = np.arange(len(self)) if rows is None else np.asarray(rows)
         targets = self.targets[rows]
         if self.answers is not None:
             _, scores, first = self.answers.gather(scores, rows)
             targets = targets[first]
         return metric.score_or_nan(targets, scores)
+
+    @property
+    def scored_task(self) -> str:
+        """The task the competition scores: the coarse target's when training on a finer label."""
+        return self.task if self.coarse is None else self.coarse.task
+
+    def scored(self) -> "CompetitionData":
+        """The table as the competition scores it: the coarse target (``data.finer``), else itself."""
+        if self.coarse is None:
+            return self
+        return replace(self, task=self.coarse.task, classes=self.coarse.classes,
+                       targets=self.coarse.of_fine[self.targets], coarse=None)
 
     def positives(self) -> np.ndarray:
         """Rows x classes 0/1 matrix of present labels (difficult counts as present), for stratifying and counts; a

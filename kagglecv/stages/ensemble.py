@@ -11,7 +11,7 @@ The blending maths (mean, rank, power, hill climbing, stacking, ...) are :mod:`k
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -98,10 +98,25 @@ def load_members(paths: list[Path]) -> Members:
     data_rows = pd.Series(np.arange(len(data)), index=data.ids).loc[ids].to_numpy()
     aligned_data = CompetitionData(data.ids[data_rows], None, data.task, data.classes, data.targets[data_rows],
                                    None, data.source,
-                                   answers=None if data.answers is None else data.answers.take(data_rows))
-    return Members([run.path for run in runs], aligned_data, classes, data.task, folds, np.stack(oof),
-                   np.stack(test) if has_test else None, test_ids if has_test else None,
-                   config.model_dump(mode="json"), info.folds_sha256 or "")
+                                   answers=None if data.answers is None else data.answers.take(data_rows),
+                                   coarse=data.coarse)
+    members = Members([run.path for run in runs], aligned_data, classes, data.task, folds, np.stack(oof),
+                      np.stack(test) if has_test else None, test_ids if has_test else None,
+                      config.model_dump(mode="json"), info.folds_sha256 or "")
+    return _as_scored(members) if data.coarse is not None else members
+
+
+def _as_scored(members: Members) -> Members:
+    """Runs that learned a finer label (``data.finer``) blended as the competition scores them: their coarse
+    classes' probabilities; the ensemble is a run of the coarse target (its config without ``data.finer``)."""
+    coarse = members.data.coarse
+
+    def as_coarse(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else np.stack([coarse.probabilities(run).astype(np.float32) for run in values])
+
+    config = members.config | {"data": members.config["data"] | {"finer": None, "task": coarse.task}}
+    return replace(members, data=members.data.scored(), classes=coarse.classes, task=coarse.task,
+                   oof=as_coarse(members.oof), test=as_coarse(members.test), config=config)
 
 
 def _check_compatible(run: RunDir, info: RunInfo, first: RunDir, first_info: RunInfo) -> None:

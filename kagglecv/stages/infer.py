@@ -24,6 +24,8 @@ from kagglecv.core.predictions import prediction_frame, write_predictions
 from kagglecv.data.submission import (
     SubmissionDecisions,
     decide_submission,
+    scored_classes,
+    scored_predictions,
     submission_from_predictions,
 )
 from kagglecv.data.table import CompetitionData
@@ -60,7 +62,9 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
     if sample is None:
         write_predictions(out, test.ids, probabilities, recipe.classes)
         return None
-    return submission_from_predictions(test.ids, probabilities, recipe.classes, recipe.task, test.source, Path(sample),
+    frame, classes, task = scored_predictions(prediction_frame(test.ids, probabilities, recipe.classes), recipe.classes,
+                                              recipe.task, leaf_runs(recipe)[0].config.data)
+    return submission_from_predictions(test.ids, frame[classes].to_numpy(), classes, task, test.source, Path(sample),
                                        out, decisions, test.answers)
 
 
@@ -80,7 +84,8 @@ def infer_test(source: Path, table: Path | None, images: Path | None, out: Path,
     recipe = load_recipe(Path(source))
     out = check_infer_output(Path(out), recipe, [source, table, images, sample], sample)
     remove_stale_temporaries(out.parent, prefix=f".{out.name}.")
-    decisions = decide_submission(recipe.run, recipe.classes, recipe.task, threshold=threshold)
+    decisions = decide_submission(recipe.run, *scored_classes(recipe.classes, recipe.task,
+                                                              leaf_runs(recipe)[0].config.data), threshold=threshold)
     decisions.thresholds_for()  # tuned or read now: a bad threshold file fails before the test set is predicted
     test = read_new_test(recipe, table, images)
     started = time.perf_counter()

@@ -37,6 +37,7 @@ from kagglecv.data.submission import (
     decide_submission,
     encode_submission,
     parse_threshold,
+    scored_predictions,
 )
 from kagglecv.data.submission_log import COLUMNS as LOG_COLUMNS
 from kagglecv.data.submission_log import LOG_NAME, append_submission, log_path
@@ -72,12 +73,22 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     if not run.test_path.is_file():
         raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
     classes, task = info.classes, info.task
-    predictions = _of_answers(run, read_predictions(run.test_path, classes))
+    predictions, classes, task = _as_scored(run, _of_answers(run, read_predictions(run.test_path, classes)), classes,
+                                            task)
     decisions = decide_submission(run, classes, task, threshold=threshold, label_sep=label_sep)
     out, fmt, thresholds = build_submission(predictions, run.test_path, sample_path, classes, task, decisions)
     write_bytes(path, encode_submission(out, compress))
     append_submission(path, run.name, *_recorded_cv(run))
     return Submission(path, fmt, len(out), thresholds)
+
+
+def _as_scored(run: RunDir, predictions: pd.DataFrame, classes: list[str], task: str):
+    """The run's test predictions of the competition's target (``data.finer``: the coarse classes)."""
+    try:
+        config = run.read_config()
+    except KagglecvError:
+        return predictions, classes, task
+    return scored_predictions(predictions, classes, task, config.data)
 
 
 def _of_answers(run: RunDir, predictions: pd.DataFrame) -> pd.DataFrame:

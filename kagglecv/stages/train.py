@@ -99,7 +99,7 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     write_identity = functools.cache(
         lambda params: run.write_identity(config, inputs.data, dict(params), inputs.n_folds, extra={"amp": amp})
         if runtime.is_main else None)
-    selection = BestEpoch(epoch_metric(config.train.metric, inputs.metric, inputs.data.task))
+    selection = BestEpoch(epoch_metric(config.train.metric, inputs.metric, inputs.data.scored_task))
     outcomes = []
     for fold in chosen:
         job = FoldJob(config, inputs.data, inputs.fold_of, fold, inputs.test if predict_test else None, inputs.test,
@@ -214,7 +214,8 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
                  f"{plan['cv_best_epochs']}), {plan['source']} weights")
     extra = {"kind": "full", **plan, "amp": amp_name(autocast_dtype(refit.train.amp, runtime.device))}
     job = FoldJob(refit, data, np.full(len(data), -1), 0, test, test, list(views), space)
-    selection = LastEpoch(plan["source"], epoch_metric(refit.train.metric, competition_metric(refit, data), data.task))
+    selection = LastEpoch(plan["source"], epoch_metric(refit.train.metric, competition_metric(refit, data),
+                                                       data.scored_task))
     _train_fold(job, run, runtime, console, selection, resume,
                 lambda params: run.write_identity(refit, data, dict(params), 1, extra=extra))
     if test is not None:
