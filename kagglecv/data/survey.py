@@ -242,8 +242,9 @@ def _is_long(train: pd.DataFrame, sample: pd.DataFrame) -> bool:
     parts = train.iloc[:, 0].str.rsplit("_", n=1, expand=True)
     if parts.shape[1] != 2 or parts[1].isna().any():
         return False
-    classes = parts[1].nunique()
-    return 1 < classes <= LONG_CLASSES and len(train) == parts[0].nunique() * classes \
+    classes, images = parts[1].nunique(), parts[0].nunique()
+    numbered = parts[1].str.fullmatch(r"\d+").all()  # train_0, train_1: ids numbered, not classes
+    return 1 < classes <= LONG_CLASSES and images > 1 and len(train) == images * classes and not numbered \
         and not parts.duplicated().any()
 
 
