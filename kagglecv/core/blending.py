@@ -77,6 +77,9 @@ class Blender:
         if task == "regression" and method not in VALUE_METHODS:
             raise KagglecvError(f"--method {method}: blends probabilities; a regression run's values blend by "
                                 f"{', '.join(VALUE_METHODS)} (weighted means)")
+        if task == "heads" and method not in ("mean", "weighted", "hill"):
+            raise KagglecvError(f"--method {method}: several heads' probabilities blend by mean, weighted or hill "
+                                "(weighted means, each head's block still a distribution)")
         self.method, self.task, self.metric = method, task, metric
         self.user_weights, self.power, self.init_top, self.max_rounds = user_weights, power, init_top, max_rounds
         self.per_class, self.seed = per_class, seed

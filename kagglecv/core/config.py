@@ -32,7 +32,7 @@ from kagglecv.core.metrics import (
     known_metric,
 )
 
-Task = Literal["multiclass", "multilabel", "binary", "regression"]
+Task = Literal["multiclass", "multilabel", "binary", "regression", "heads"]
 FoldMethod = Literal["auto", "kfold", "stratified", "group", "stratified_group", "multilabel", "multilabel_group"]
 
 
@@ -196,8 +196,10 @@ class DataConfig(_Section):
         "label",
         description="A column of class names, a column of space-separated labels, or a list of 0/1 columns.",
     )
-    task: Optional[Task] = Field(None, description="multiclass | multilabel | binary | regression; inferred when "
-                                 "omitted (regression: a target of numbers, some not whole).")
+    task: Optional[Task] = Field(
+        None, description="multiclass | multilabel | binary | regression | heads; inferred when omitted "
+        "(regression: a target of numbers, some not whole). heads: each column of data.target a multiclass head of "
+        "one backbone (Bengali.AI).")
     classes: Optional[list[str]] = Field(None, description="Class order; sorted names when omitted.")
     classes_file: Optional[Path] = Field(None, description="A text file with one class name per line, in order.")
     label_sep: str = Field(" ", description="Separator of labels in a multi-label string column.")
@@ -424,6 +426,8 @@ class TrainConfig(_Section):
         "bce_scaled: the target scaled to [0, 1] by data.y_range (else the training range), a sigmoid and BCE."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    head_weights: Optional[dict[str, float]] = Field(None, description="task heads: each head's weight in the loss "
+                                                     "(by target column; the others weigh 1).")
     mixup: float = Field(0.0, ge=0, description="Mixup alpha (timm Mixup); 0 is off.")
     cutmix: float = Field(0.0, ge=0, description="CutMix alpha; 0 is off.")
     mixup_prob: float = Field(1.0, ge=0, le=1)
@@ -638,9 +642,9 @@ class Config(_Section):
                              f"and augment.hflip: true (got batch {self.augment.batch!r}, hflip {self.augment.hflip})")
         self._loss_fits_the_target()
         teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
-        if teacher and self.data.task == "regression":
-            raise ValueError(f"{teacher}: teachers give class probabilities; a regression run learns from its targets "
-                             "only (remove the section)")
+        if teacher and self.data.task in ("regression", "heads"):
+            raise ValueError(f"{teacher}: teachers give one target's class probabilities; a {self.data.task} run "
+                             "learns from its targets only (remove the section)")
         if teacher and self.train.loss not in ("auto", "ce", "bce"):
             raise ValueError(f"train.loss: a student of a teacher ({teacher}:) trains with cross-entropy (BCE for "
                              f"multi-label), got {self.train.loss!r}")
@@ -648,13 +652,15 @@ class Config(_Section):
 
     def _loss_fits_the_target(self) -> None:
         """Regression losses for a numeric target, class losses and class tools for the others."""
-        regression, loss = self.data.task == "regression", self.train.loss
+        regression, loss = self.data.task in ("regression", "heads"), self.train.loss
+        if self.data.task == "heads" and loss not in ("auto", "ce"):
+            raise ValueError(f"train.loss: {loss}; several heads train with cross-entropy per head (auto or ce)")
         if loss in REGRESSION_LOSSES and not regression:
             raise ValueError(f"train.loss: {loss} is a regression loss; set data.task: regression, or use ce, bce, "
                              "focal or asl")
         if not regression:
             return
-        if loss not in ("auto", *REGRESSION_LOSSES):
+        if self.data.task == "regression" and loss not in ("auto", *REGRESSION_LOSSES):
             raise ValueError(f"train.loss: {loss} is a classification loss; a regression target takes "
                              f"{', '.join(REGRESSION_LOSSES)}")
         tools = {"train.mixup": self.train.mixup, "train.cutmix": self.train.cutmix,
@@ -662,7 +668,8 @@ class Config(_Section):
                  "train.sampler: balanced": self.train.sampler == "balanced"}
         used = [key for key, value in tools.items() if value]
         if used:
-            raise ValueError(f"{', '.join(used)}: mix or weigh classes; a regression target has none (turn "
+            raise ValueError(f"{', '.join(used)}: mix or weigh classes of one target; a {self.data.task} target "
+                             f"has {'none' if self.data.task == 'regression' else 'several'} (turn "
                              f"{'them' if len(used) > 1 else 'it'} off)")
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ import numpy as np
 
 from kagglecv.core.errors import ConfigError
 from kagglecv.core.lazy import imported_on_first_use
+from kagglecv.core.predictions import head_blocks
 
 skm = imported_on_first_use("sklearn.metrics")
 
@@ -67,6 +68,13 @@ def f1(y_true, y_score, average: str = "macro") -> float:
     a macro average over the classes present in the truth or the predictions; a class in neither is no zero."""
     y_true, y_score = _check_pair(y_true, y_score, ndim=2)
     return float(skm.f1_score(y_true, y_score.argmax(axis=1), average=average, zero_division=0))
+
+
+def recall_macro(y_true, y_score) -> float:
+    """Recall of the argmax class averaged over the classes (scikit-learn's ``recall_score(average="macro")``, as
+    Bengali.AI scored each component)."""
+    y_true, y_score = _check_pair(y_true, y_score, ndim=2)
+    return float(skm.recall_score(y_true, y_score.argmax(axis=1), average="macro", zero_division=0))
 
 
 def balanced_accuracy(y_true, y_score) -> float:
@@ -486,6 +494,7 @@ METRICS = {m.name: m for m in [
     Metric("log_loss", log_loss, False, ("multiclass",)),
     Metric("roc_auc_ovr", roc_auc_ovr, True, ("multiclass",)),
     Metric("balanced_accuracy", balanced_accuracy, True, ("multiclass",)),
+    Metric("recall_macro", recall_macro, True, ("multiclass",)),
     Metric("qwk", quadratic_weighted_kappa, True, ("multiclass",)),
     Metric("qwk_thresholds", qwk_thresholds, True, ("multiclass",)),
     Metric("roc_auc", binary_roc_auc, True, ("binary",)),
@@ -511,9 +520,10 @@ ALIASES = {("f2_samples", "multilabel"): "fbeta:2:samples", ("f1_samples", "mult
            ("roc_auc_macro", "multiclass"): "roc_auc_ovr", ("root_mean_squared_error", "regression"): "rmse",
            ("mean_absolute_error", "regression"): "mae", ("pfbeta", "binary"): "pf1"}
 FBETA_AVERAGES = ("samples", "micro", "macro")
-DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map", "regression": "rmse"}
+DEFAULT_METRIC = {"multiclass": "accuracy", "binary": "roc_auc", "multilabel": "map", "regression": "rmse",
+                  "heads": "heads:accuracy"}
 # The validation loss as the epoch-selection metric (``train.metric: loss``): lower is better; scored by the trainer.
-LOSS = Metric("loss", lambda y, s: math.nan, False, ("multiclass", "binary", "multilabel", "regression"))
+LOSS = Metric("loss", lambda y, s: math.nan, False, ("multiclass", "binary", "multilabel", "regression", "heads"))
 
 
 def is_metric_file(name: str | None) -> bool:
@@ -534,6 +544,8 @@ def parametrized_metric(name: str) -> Metric | None:
             raise ValueError(f"metric {name!r}: expected fbeta:<beta>:<average> with 0 < beta <= 100 and average one "
                              f"of {', '.join(FBETA_AVERAGES)}, e.g. fbeta:2:samples")
         return Metric(name, lambda y, s: fbeta(y, s, beta, parts[2]), True, ("multilabel",))
+    if name.startswith("heads:"):
+        return heads_metric(name)
     if name.startswith("weighted_log_loss:"):
         return Metric(name, _weighted_log_loss_of(name), False, ("multilabel",))
     if name.startswith("map@"):
@@ -542,6 +554,44 @@ def parametrized_metric(name: str) -> Metric | None:
             raise ValueError(f"metric {name!r}: expected map@<k> with k a whole number from 1 to 100, e.g. map@5")
         return Metric(name, lambda y, s: map_at_k(y, s, int(k)), True, ("multiclass",))
     return None
+
+
+def heads_parts(name: str) -> tuple[Metric, dict[str, float]]:
+    """``heads:<metric>[:<head>=<weight>,...]``'s multiclass metric and the heads' weights."""
+    parts = name.split(":")
+    inner = METRICS.get(parts[1]) if len(parts) in (2, 3) else None
+    if inner is None or inner.tasks != ("multiclass",):
+        raise ValueError(f"metric {name!r}: expected heads:<multiclass metric>[:<head>=<weight>,...], e.g. "
+                         "heads:recall_macro:grapheme_root=2")
+    weights = {}
+    for item in (parts[2].split(",") if len(parts) == 3 else []):
+        head, _, weight = item.partition("=")
+        try:
+            weights[head] = float(weight)
+        except ValueError:
+            raise ValueError(f"metric {name!r}: {item!r} is not <head>=<weight>") from None
+        if not (math.isfinite(weights[head]) and weights[head] > 0):
+            raise ValueError(f"metric {name!r}: weights are positive numbers")
+    return inner, weights
+
+
+def heads_metric(name: str, classes: list[str] | None = None) -> Metric:
+    """``heads:<metric>[:<head>=<weight>,...]``: a multiclass metric of each head, averaged with the weights (the
+    unnamed heads weigh 1), as Bengali.AI's ``heads:recall_macro:grapheme_root=2``. It scores once bound to the
+    run's classes (``<head>=<class>``), which say the heads."""
+    inner, weights = heads_parts(name)
+
+    def score(y_true, y_score) -> float:
+        if classes is None:
+            raise ValueError(f"metric {name!r} scores the heads of a run's classes")
+        blocks = head_blocks(classes)
+        unknown = sorted(set(weights) - {head for head, _ in blocks})
+        if unknown:
+            raise ValueError(f"metric {name!r}: no head {unknown[0]!r}")
+        y_true = np.asarray(y_true).reshape(len(y_true), -1)
+        values = [inner.fn(y_true[:, index], np.asarray(y_score)[:, block]) for index, (_, block) in enumerate(blocks)]
+        return float(np.average(values, weights=[weights.get(head, 1.0) for head, _ in blocks]))
+    return Metric(name, score, inner.higher_is_better, ("heads",))
 
 
 def _weighted_log_loss_of(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -600,7 +650,7 @@ def get_metric(name: str, task: str) -> Metric:
     if metric is None or task not in metric.tasks:
         fitting = [m.name for m in METRICS.values() if task in m.tasks] + [alias for alias, on in ALIASES if on == task]
         fitting += {"multilabel": ["fbeta:<beta>:<average>", "weighted_log_loss:<position>=<weight>"],
-                    "multiclass": ["map@<k>"]}.get(task, [])
+                    "multiclass": ["map@<k>"], "heads": ["heads:<metric>[:<head>=<weight>]"]}.get(task, [])
         raise ValueError(f"metric {name!r} does not apply to a {task} task; expected one of {', '.join(fitting)}")
     return metric
 
@@ -621,6 +671,7 @@ LABEL_METRICS = {
     "f1_micro": lambda y, p, n: float(skm.f1_score(y, p, average="micro", zero_division=0)),
     "f1_weighted": lambda y, p, n: float(skm.f1_score(y, p, average="weighted", zero_division=0)),
     "balanced_accuracy": lambda y, p, n: float(skm.balanced_accuracy_score(y, p)),
+    "recall_macro": lambda y, p, n: float(skm.recall_score(y, p, average="macro", zero_division=0)),
     "qwk": lambda y, p, n: float(skm.cohen_kappa_score(y, p, labels=np.arange(n), weights="quadratic")),
 }
 

@@ -24,7 +24,7 @@ def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
     """Softmax (multiclass), sigmoid (multilabel), or ``[1 - p, p]`` from one sigmoid logit (binary); a regression
     model's outputs are values already (:func:`values_from_outputs`), kept as they are."""
     logits = np.asarray(logits, dtype=np.float64)
-    if task == "regression":
+    if task in ("regression", "heads"):  # values, or each head's probabilities: made where the model runs
         return logits
     if task == "multiclass":
         return softmax(logits, axis=1)
@@ -32,6 +32,26 @@ def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
     if task == "binary":
         return np.hstack([1.0 - positive[:, :1], positive[:, :1]])
     return positive
+
+
+HEAD_SEPARATOR = "="  # several heads: the run's classes are <head>=<class>, one block of columns per head
+
+
+def head_blocks(classes: list[str]) -> list[tuple[str, slice]]:
+    """Each head's name and its block of columns, in order, from classes written ``<head>=<class>``."""
+    heads = [name.split(HEAD_SEPARATOR, 1)[0] for name in classes]
+    blocks, start = [], 0
+    for position in range(1, len(heads) + 1):
+        if position == len(heads) or heads[position] != heads[start]:
+            blocks.append((heads[start], slice(start, position)))
+            start = position
+    return blocks
+
+
+def head_probabilities(logits: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Several heads' logits as probabilities: a softmax over each head's block."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return np.hstack([softmax(logits[:, block], axis=1) for _, block in head_blocks(classes)])
 
 
 def values_from_outputs(outputs: np.ndarray, scale: OutputScale) -> np.ndarray:

@@ -29,7 +29,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"
 ClassName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Sha = Annotated[str, StringConstraints(max_length=128)]
 Number = Union[float, int, None]
-Task = Literal["multiclass", "multilabel", "binary", "regression"]
+Task = Literal["multiclass", "multilabel", "binary", "regression", "heads"]
 Source = Literal["raw", "ema", "avg"]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 

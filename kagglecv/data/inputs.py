@@ -19,7 +19,7 @@ from kagglecv.core.metric_file import (
     require_named,
     same_metric_file,
 )
-from kagglecv.core.metrics import Metric, is_metric_file, resolve_metric
+from kagglecv.core.metrics import Metric, heads_metric, is_metric_file, resolve_metric
 from kagglecv.core.predictions import compare_ids
 from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import RunDir
@@ -104,7 +104,8 @@ def competition_metric(config: Config, data: CompetitionData, name: str | None =
     """
     name = name or config.metric
     if not is_metric_file(name):
-        return resolve_metric(name, data.scored_task, key)
+        metric = resolve_metric(name, data.scored_task, key)
+        return heads_metric(metric.name, data.classes) if data.scored_task == "heads" else metric
     if is_metric_file(config.metric):
         require_named(Path(config.metric))
     if not (is_metric_file(config.metric) and same_metric_file(name, config.metric)):

@@ -21,9 +21,10 @@ import pandas as pd
 from kagglecv.core.config import DataConfig, ReaderConfig
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.core.lazy import imported_on_first_use
+from kagglecv.core.predictions import HEAD_SEPARATOR
 from kagglecv.data.coco import is_coco_table, read_coco_table
 from kagglecv.data.label_fixes import apply_label_fixes
-from kagglecv.data.long import long_test_ids, widen
+from kagglecv.data.long import long_names, long_test_ids, widen
 from kagglecv.data.pixels import PixelImages, pixel_columns, pixel_shape, read_pixels
 from kagglecv.data.readers import (
     CONTAINER_KINDS,
@@ -104,7 +105,7 @@ def load_train(config: DataConfig, with_images: bool = True) -> CompetitionData:
     table = read_competition_table(source, config.pixels, with_images, config.coco_label, config.reader)
     frame = table.frame
     _require_rows(frame, source, "training")
-    if config.long_id is not None:  # one row per (image, class): one row per image, one column per class
+    if config.long_id is not None and isinstance(config.target, str):  # one row per (image, class): widened
         _require_columns(frame, source, [config.id_col, config.target])
         frame, classes = widen(frame, config.id_col, config.target, config.long_id, source, config.class_names())
         config = config.model_copy(update={"target": classes, "classes": None, "classes_file": None})
@@ -154,7 +155,7 @@ def load_test(config: DataConfig, classes: list[str], task: str) -> CompetitionD
     _require_rows(frame, config.test_csv, "test")
     if config.long_id is not None:
         _require_columns(frame, config.test_csv, [config.id_col])
-        frame = long_test_ids(frame, config.id_col, config.long_id, config.test_csv, list(classes))
+        frame = long_test_ids(frame, config.id_col, config.long_id, config.test_csv, long_names(list(classes), task))
     problems: list[str] = []
     ids = _table_ids(frame, config, config.test_csv, table.is_pixel_table, problems)
     _require_columns(frame, config.test_csv, _optional(config.image_col))
@@ -294,6 +295,9 @@ def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str])
     target_columns = [config.target] if isinstance(config.target, str) else list(config.target)
     if config.task == "regression" or (config.task is None and _fractional_numbers(frame, target_columns)):
         return "regression", target_columns, _encode_values(frame, target_columns, config, problems)
+    if config.task == "heads":
+        classes, targets = _encode_heads(frame, target_columns, source, problems)
+        return "heads", classes, targets
     if isinstance(config.target, list):
         if configured_classes and configured_classes != list(config.target):
             raise DataError(f"{source}: data.classes must equal the data.target columns when targets are 0/1 columns")
@@ -322,6 +326,25 @@ def encode_targets(frame: pd.DataFrame, config: DataConfig, problems: list[str])
     _report(problems, source, unknown, column, f"label not in data.classes ({summarize(classes)})")
     targets = column.map(index).fillna(-1).astype(np.int64).to_numpy()
     return task, classes, targets
+
+
+def _encode_heads(frame: pd.DataFrame, columns: list[str], source: Path, problems: list[str]
+                  ) -> tuple[list[str], np.ndarray]:
+    """Several multiclass heads (``task: heads``): each column's classes (sorted, numerically when whole numbers) as
+    ``<column>=<class>``, and each row's class index per head; an empty cell, a head of one class or a column name
+    holding ``=`` is a problem."""
+    classes, targets = [], np.zeros((len(frame), len(columns)), dtype=np.int64)
+    for index, column in enumerate(columns):
+        cells = normalize_numeric_labels(frame[column].str.strip(), source, column)
+        missing = cells.isin(MISSING_TOKENS).to_numpy()
+        _report(problems, source, missing, cells, f"empty or NaN value in head {column!r}")
+        names = sort_class_names(cells[~missing].unique().tolist())
+        if HEAD_SEPARATOR in column or len(names) < 2:
+            problems.append(f"{source}: head {column!r} " + (f"holds one class ({names[0]!r}): nothing to learn"
+                            if len(names) == 1 else f"names a head with {HEAD_SEPARATOR!r}; rename the column"))
+        classes += [f"{column}{HEAD_SEPARATOR}{name}" for name in names]
+        targets[:, index] = cells.map({name: position for position, name in enumerate(names)}).fillna(0).to_numpy()
+    return classes, targets
 
 
 def _fractional_numbers(frame: pd.DataFrame, columns: list[str]) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.predictions import head_blocks
 
 
 def long_pattern(template: str, classes: list[str] | None = None) -> re.Pattern:
@@ -31,14 +32,33 @@ def long_pattern(template: str, classes: list[str] | None = None) -> re.Pattern:
 
 def split_long_ids(ids: pd.Series, template: str, source: Path, classes: list[str] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Each long id's image and class; an id that does not fit the template is an error naming its line."""
-    parts = ids.str.extract(long_pattern(template, classes))
+    """Each long id's image and class; an id that does not fit the template is an error naming its line. Without
+    the classes, the class is the fewest separated words that make every image hold every class once (Bengali's
+    ``Test_0_grapheme_root``: two words)."""
+    parts = ids.str.extract(long_pattern(template, classes or _grid_classes(ids, template)))
     bad = np.flatnonzero(parts["id"].isna().to_numpy())
     if len(bad):
         shown = [f"line {row + 2} {ids.iat[row]!r}" for row in bad]
         raise DataError(f"{source}: {len(bad)} ids do not fit data.long_id {template!r}"
                         + (f" with classes {summarize(classes)}" if classes else "") + f": {summarize(shown)}")
     return parts["id"].to_numpy(dtype=object), parts["cls"].to_numpy(dtype=object)
+
+
+def _grid_classes(ids: pd.Series, template: str, most_words: int = 4) -> list[str] | None:
+    """The class names that split the ids into a complete grid of images x classes, the fewest words each."""
+    separator = re.sub(r"\{id\}|\{class\}", "", template)[:1] or "_"
+    if not template.endswith("{class}"):
+        return None
+    for words in range(1, most_words + 1):
+        parts = ids.str.rsplit(separator, n=words)
+        if parts.str.len().min() <= words:
+            return None
+        classes = parts.str[-words:].str.join(separator)
+        images = parts.str[:-words].str.join(separator)
+        if classes.nunique() > 1 and len(ids) == images.nunique() * classes.nunique() \
+                and not pd.DataFrame({"i": images, "c": classes}).duplicated().any():
+            return sorted(classes.unique())
+    return None
 
 
 def widen(frame: pd.DataFrame, id_col: str, value_col: str, template: str, source: Path,
@@ -67,9 +87,18 @@ def widen(frame: pd.DataFrame, id_col: str, value_col: str, template: str, sourc
 
 def long_test_ids(frame: pd.DataFrame, id_col: str, template: str, source: Path,
                   classes: list[str] | None = None) -> pd.DataFrame:
-    """A long test table (or sample) as one row per image, in order of first appearance."""
-    images, _ = split_long_ids(frame[id_col].str.strip(), template, source, classes)
+    """A long test table (or sample) as one row per image, in order of first appearance; a test table whose id
+    column names the images already (Bengali's ``test.csv``: ``row_id,image_id,component``) by its distinct ids."""
+    ids = frame[id_col].str.strip()
+    if classes and not ids.str.fullmatch(long_pattern(template, classes)).all():
+        return pd.DataFrame({id_col: pd.unique(ids)})
+    images, _ = split_long_ids(ids, template, source, classes)
     return pd.DataFrame({id_col: pd.unique(images)})
+
+
+def long_names(classes: list[str], task: str) -> list[str]:
+    """What the class part of a long id names: the heads of several heads, else the classes."""
+    return [head for head, _ in head_blocks(classes)] if task == "heads" else classes
 
 
 def long_values(wide: pd.DataFrame, long_ids: pd.Series, template: str, classes: list[str], source: Path) -> np.ndarray:
@@ -82,4 +111,4 @@ def long_values(wide: pd.DataFrame, long_ids: pd.Series, template: str, classes:
         raise DataError(f"{source}: no prediction for {len(missing)} images: {summarize(missing, quote=True)}")
     rows = table.index.get_indexer(images)
     columns = np.array([classes.index(name) for name in names])
-    return table.to_numpy(np.float64)[rows, columns]
+    return table.to_numpy()[rows, columns]

@@ -16,7 +16,7 @@ from kagglecv.core.metrics import (
     average_precision_per_class,
     recall_per_class,
 )
-from kagglecv.core.predictions import read_predictions, require_same_ids
+from kagglecv.core.predictions import head_blocks, read_predictions, require_same_ids
 from kagglecv.core.runs import RunDir
 from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.table import Coarse, CompetitionData
@@ -121,4 +121,7 @@ def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray, m
                                       for column in range(targets.shape[1])])
     if data.task == "multilabel":
         return "AP", average_precision_per_class(targets, scores)
+    if data.task == "heads":  # each head's classes' recall, head by head
+        return "recall", np.concatenate([recall_per_class(targets[:, index], scores[:, block])
+                                         for index, (_, block) in enumerate(head_blocks(data.classes))])
     return "recall", recall_per_class(targets, scores)

@@ -26,8 +26,10 @@ from kagglecv.core.metrics import (
 )
 from kagglecv.core.predictions import (
     FLOAT_FORMAT,
+    HEAD_SEPARATOR,
     aligned,
     compare_ids,
+    head_blocks,
     not_probabilities,
     prediction_frame,
     read_aligned,
@@ -209,7 +211,12 @@ def _long_submission(predictions: pd.DataFrame, sample: pd.DataFrame, sample_pat
     doubled = compare_ids(ids, []).doubled
     if doubled:
         raise DataError(f"{sample_path}: {len(doubled)} ids appear more than once: {summarize(doubled, quote=True)}")
-    values = long_values(predictions, ids, decisions.long_id, classes, sample_path)
+    if task == "heads":  # a row per (image, head): the head's likeliest class
+        labels = _head_labels(predictions, classes)
+        heads = list(labels.columns[1:])
+        return pd.DataFrame({sample.columns[0]: ids,
+                             sample.columns[1]: long_values(labels, ids, decisions.long_id, heads, sample_path)})
+    values = long_values(predictions, ids, decisions.long_id, classes, sample_path).astype(np.float64)
     if decisions.value_range is not None:  # the widest of the targets' ranges
         ranges = list(decisions.value_range.values())
         values = np.clip(values, min(low for low, _ in ranges), max(high for _, high in ranges))
@@ -218,6 +225,14 @@ def _long_submission(predictions: pd.DataFrame, sample: pd.DataFrame, sample_pat
         raise DataError(f"submission has {int(bad.sum())} rows with values outside [0, 1], NaN or inf: "
                         f"{summarize(ids[bad].tolist())}")
     return pd.DataFrame({sample.columns[0]: ids, sample.columns[1]: values})
+
+
+def _head_labels(predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Each image's likeliest class of each head (``<head>=<class>`` columns), one column per head."""
+    values = predictions[classes].to_numpy(np.float64)
+    labels = {head: np.array([name.split(HEAD_SEPARATOR, 1)[1] for name in classes[block]], dtype=object)[
+        values[:, block].argmax(axis=1)] for head, block in head_blocks(classes)}
+    return pd.DataFrame({"id": predictions["id"].to_numpy()} | labels)
 
 
 def encode_submission(out: pd.DataFrame, compress: bool) -> bytes:

@@ -110,6 +110,8 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
     _ids(survey, train, sample, tables, pixel_table)
     if _is_long(train, sample):
         return _long_competition(survey, folder, train, sample, tables, metric)
+    if survey.value("data.task") == "heads":
+        return _heads_competition(survey, folder, train, sample, tables, metric)
     task, target, classes = _target(survey, train, sample, tables, metric)
     fmt = _submission_format(survey, task, classes, sample, tables.sample, metric)
     _metric(survey, task, fmt, metric, sample)
@@ -226,7 +228,7 @@ def _ids(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tab
     elif pixel_table:
         survey.add("data.id_col", id_col, f"the sample's first column; {tables.train.name} has none, so rows are "
                    "numbered from 1, as Kaggle numbers them")
-    elif not _answers_of_images(survey, train, id_col, tables):
+    elif not (_heads_of_images(survey, train, id_col, tables) or _answers_of_images(survey, train, id_col, tables)):
         raise DataError(f"{tables.train}: no column {id_col!r} (the sample's id column); its columns are "
                         f"{summarize(list(train.columns), quote=True)}")
 
@@ -269,6 +271,41 @@ def _long_competition(survey: Survey, folder: Path, train: pd.DataFrame, sample:
     if tables.test is not None:
         survey.add("data.test_csv", tables.test, "the test table")
     _images(survey, folder, wide, long_test_ids(sample, id_col, "{id}_{class}", tables.sample, classes), tables)
+    return survey
+
+
+def _heads_of_images(survey: Survey, train: pd.DataFrame, id_col: str, tables: _Tables) -> bool:
+    """Several heads (Bengali.AI): the test table lists ``<id_col>, <image column>, <component>`` rows whose
+    components are columns of the training table, one per head; the sample is long over them."""
+    test = read_csv_strings(tables.test) if tables.test is not None else None
+    if test is None or id_col not in test.columns:
+        return False
+    images = next((column for column in test.columns if column != id_col and column in train.columns), None)
+    component = next((column for column in test.columns
+                      if column not in (id_col, images) and set(test[column]) <= set(train.columns)), None)
+    if images is None or component is None or test[component].nunique() < 2:
+        return False
+    heads = [column for column in train.columns if column in set(test[component])]
+    survey.add("data.id_col", images, f"one row per image in {tables.train.name}; the test table names it per head")
+    survey.add("data.target", heads, f"the test table's {component!r} values: one head each")
+    survey.add("data.task", "heads", f"{len(heads)} heads of one backbone, each its own classes")
+    survey.add("data.long_id", "{id}_{class}", f"the sample's {id_col} is <{images}>_<head>: one row per image and "
+               "head")
+    return True
+
+
+def _heads_competition(survey: Survey, folder: Path, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables,
+                       metric: str | None) -> Survey:
+    """The rest of a several-heads competition's keys: the metric (asked), the tables, the images."""
+    if metric is None:
+        raise KagglecvError("--metric: several heads are scored per head and combined; give --metric, e.g. "
+                            "heads:recall_macro:grapheme_root=2 (Bengali.AI: macro recall, the root weighing 2)")
+    _metric(survey, "heads", "", metric, sample)
+    survey.add("data.test_csv", tables.test, "the test table: its rows name each image once per head")
+    survey.add("submit.sample", tables.sample, "the sample submission: one row per test image and head")
+    test = read_csv_strings(tables.test)
+    id_col = survey.value("data.id_col")
+    _images(survey, folder, train, pd.DataFrame({id_col: pd.unique(test[id_col])}), tables)
     return survey
 
 

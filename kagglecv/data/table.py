@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import DataError, summarize
+from kagglecv.core.predictions import head_blocks
 from kagglecv.data.sources import ImageSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -155,6 +156,11 @@ class CompetitionData:
         regression target's rows x bins (:meth:`strata`)."""
         if self.task == "multilabel":
             return (self.targets != ABSENT).astype(np.int8)
+        if self.task == "heads":  # each head's one-hot, side by side
+            offsets = np.cumsum([0] + [block.stop - block.start for _, block in head_blocks(self.classes)])[:-1]
+            onehot = np.zeros((len(self), len(self.classes)), dtype=np.int8)
+            onehot[np.arange(len(self))[:, None], self.targets + offsets] = 1
+            return onehot
         names, labels = self.strata()
         onehot = np.zeros((len(self), len(names)), dtype=np.int8)
         onehot[np.arange(len(self)), labels] = 1
@@ -203,8 +209,10 @@ def num_outputs(task: str, classes: list[str]) -> int:
 
 
 def targets_for_loss(data: CompetitionData) -> np.ndarray:
-    """Class indices (multiclass), float 0/1 per output (binary, multi-label; VOC's "difficult" counts as 0), or the
-    values (regression)."""
+    """Class indices (multiclass), float 0/1 per output (binary, multi-label; VOC's "difficult" counts as 0), the
+    values (regression), or each head's class index (heads)."""
+    if data.task == "heads":
+        return data.targets
     if data.task == "regression":
         return data.targets.astype(np.float32)
     if data.task == "multilabel":

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.predictions import head_blocks
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.nn.inference import FoldPredictor, tta_view
 from kagglecv.nn.recipe import RunRecipe
@@ -27,8 +28,9 @@ class ProbabilitiesOfViews(nn.Module):
     """The recipe of one fold as a module: normalize, each view's logits, combined as ``predict.tta_space`` says."""
 
     def __init__(self, model: nn.Module, views: list[str], task: str, space: str,
-                 normalization: NormalizationRecord):
+                 normalization: NormalizationRecord, classes: list[str] | None = None):
         super().__init__()
+        self.blocks = [block for _, block in head_blocks(classes)] if task == "heads" else []
         self.model, self.views, self.task, self.space = model, [tta_view(name) for name in views], task, space
         self.per_sample, scale = normalization.per_sample, normalization.max_pixel_value
         self.register_buffer("mean", torch.tensor(normalization.mean, dtype=torch.float32).view(1, -1, 1, 1) * scale)
@@ -39,6 +41,8 @@ class ProbabilitiesOfViews(nn.Module):
         self.register_buffer("scale", torch.tensor(output.scale if output else [1.0], dtype=torch.float32))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.task == "heads":  # kagglecv.core.predictions.head_probabilities
+            return torch.cat([logits[:, block].softmax(dim=1) for block in self.blocks], dim=1)
         if self.task == "regression":  # kagglecv.core.predictions.values_from_outputs
             return self.center + self.scale * (logits.sigmoid() if self.bounded else logits)
         if self.task == "multiclass":
@@ -57,7 +61,7 @@ class ProbabilitiesOfViews(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         normalized = self.normalized(images)
         logits = [self.model(view(normalized)) for view in self.views]
-        if self.space == "logit" and self.task != "regression":  # a regression's views average as values
+        if self.space == "logit" and self.task not in ("regression", "heads"):  # these average as predictions
             return self.probabilities(torch.stack(logits).mean(dim=0))
         return torch.stack([self.probabilities(each) for each in logits]).mean(dim=0)
 
@@ -83,5 +87,6 @@ def export_fold(recipe: RunRecipe, fold: int, path: Path) -> None:
     predictor = FoldPredictor(recipe.config.model_copy(update={"train": recipe.config.train.model_copy(
         update={"device": "cpu"})}), recipe.run, recipe.task, recipe.classes)
     model = predictor.load(fold, recipe.sources[fold]).cpu()
-    module = ProbabilitiesOfViews(model, recipe.views, recipe.task, recipe.space, predictor.normalization).eval()
+    module = ProbabilitiesOfViews(model, recipe.views, recipe.task, recipe.space, predictor.normalization,
+                                  recipe.classes).eval()
     export_onnx(module, recipe.config.model.img_size, recipe.config.model.in_chans, path)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from kagglecv.core.config import Config, check_tta_view
 from kagglecv.core.errors import ConfigError, KagglecvError
-from kagglecv.core.predictions import values_from_outputs
+from kagglecv.core.predictions import head_probabilities, values_from_outputs
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.core.runs import RunDir
 from kagglecv.data.table import num_outputs
@@ -115,7 +115,7 @@ class FoldPredictor:
     """Loads a fold's weights and predicts rows with TTA views; shared by the train and predict stages."""
 
     def __init__(self, config: Config, run: RunDir, task: str, classes: list[str]):
-        self.config, self.run, self.task = config, run, task
+        self.config, self.run, self.task, self.classes = config, run, task, classes
         self.runtime = setup_runtime(config.train.device)
         self.num_outputs = num_outputs(task, classes)
         self.batch_size = config.inference_batch_size
@@ -160,4 +160,6 @@ class FoldPredictor:
                                       self.config.train.channels_last, {name: tta_view(name) for name in views}, bar)
         if self.normalization.output is not None:  # a regression model: its values, views averaged in output space
             return {name: values_from_outputs(values, self.normalization.output) for name, values in logits.items()}
+        if self.task == "heads":  # each head's probabilities, views averaged as probabilities
+            return {name: head_probabilities(values, self.classes) for name, values in logits.items()}
         return logits

@@ -21,6 +21,22 @@ from torch import nn
 EPSILON = 1e-6
 
 
+class HeadsLoss(nn.Module):
+    """Several multiclass heads on one backbone: each head's cross-entropy over its block of logits, averaged with
+    the heads' weights (``train.head_weights``)."""
+
+    def __init__(self, blocks: list[slice], weights: list[float]):
+        super().__init__()
+        self.blocks = blocks
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) / sum(weights))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets.long().reshape(len(targets), -1)
+        losses = [F.cross_entropy(logits[:, block].float(), targets[:, index])
+                  for index, block in enumerate(self.blocks)]
+        return (torch.stack(losses) * self.weights).sum()
+
+
 class RegressionLoss(nn.Module):
     """A regression loss on the network's raw outputs, the targets normalised as the fold's
     :class:`~kagglecv.core.records.OutputScale` says: ``(y - center) / scale`` for mse, l1 and huber (delta 1, in

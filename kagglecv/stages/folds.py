@@ -144,13 +144,13 @@ def resolve_method(method: str, data: CompetitionData) -> str:
     """``auto`` becomes the stratified method of the task, grouped when the table has groups."""
     if method != "auto":
         return method
-    chosen = "multilabel" if data.task == "multilabel" else "stratified"
+    chosen = "multilabel" if data.task in ("multilabel", "heads") else "stratified"
     return grouped_method(chosen) if data.groups is not None else chosen
 
 
 def _stratum_names(data: CompetitionData) -> list[str]:
     """The names the folds count rows by: the classes, or a regression target's bins (named by their ranges)."""
-    return data.classes if data.task == "multilabel" else data.strata()[0]
+    return data.classes if data.task in ("multilabel", "heads") else data.strata()[0]
 
 
 def label_rate_deviation(positives: np.ndarray, folds: np.ndarray) -> float:
@@ -175,10 +175,10 @@ def _settings(settings: FoldsConfig, group_col: str | None, data: CompetitionDat
 
 
 def _check_method_fits_task(method: str, data: CompetitionData) -> None:
-    if method in MULTILABEL_METHODS and data.task != "multilabel":
+    if method in MULTILABEL_METHODS and data.task not in ("multilabel", "heads"):
         raise KagglecvError(f"folds.method {method!r} is for multi-label targets, but the task is {data.task!r}; "
                             "use stratified or stratified_group")
-    if method in {"stratified", "stratified_group"} and data.task == "multilabel":
+    if method in {"stratified", "stratified_group"} and data.task in ("multilabel", "heads"):
         raise KagglecvError(f"folds.method {method!r} needs one label per row, but the task is multilabel; "
                             "use multilabel or multilabel_group")
 

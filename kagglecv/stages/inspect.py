@@ -44,6 +44,9 @@ def inspect_run(run_path: Path, *, top: int = 24, pairs: int = 6, pictures: bool
     """Analyse the OOF predictions of a run or ensemble; write ``inspect.json``, ``label_issues.csv`` and pictures."""
     run = RunDir(run_path)
     config, info = run.read_config(), run.read_info()
+    if info.task == "heads":
+        raise KagglecvError(f"{run.path}: inspect ranks one target's errors; a run of several heads is not analysed "
+                            "yet (score.json has each head's classes' recall)")
     run.for_writing("inspect")
     data = load_run_table(run, config, info, with_images=True)
     probabilities = read_aligned(run.oof_path, data.ids, data.classes, data.source, oof=True, extra_word="unknown")
@@ -74,7 +77,7 @@ def inspect_stale_runs(runs_dir: Path) -> list[Path]:
     predictions (what ``report --inspect`` and the demo do before the report reads them); returns those runs."""
     stale = [run.path for path in sorted(Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else [])
              if not path.name.startswith(".") and not path.is_symlink()
-             and (run := RunDir(path)).is_run() and not run.analysis_is_current()]
+             and (run := RunDir(path)).is_run() and not run.analysis_is_current() and run.read_info().task != "heads"]
     for path in stale:
         inspect_run(path)
     return stale

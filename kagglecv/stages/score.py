@@ -20,6 +20,7 @@ from kagglecv.core.metrics import (
     ALIASES,
     LABEL_METRICS,
     get_metric,
+    heads_parts,
     is_metric_file,
     map_at_k_lists,
     resolve_metric,
@@ -92,6 +93,8 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
     if submission.columns[0] != id_col:
         raise DataError(f"{submission_path}: first column {submission.columns[0]!r}, expected the id column {id_col!r}")
     require_same_ids(submission[id_col], solution[id_col], submission_path, solution_path, "extra")
+    if long_id is not None and metric.startswith("heads:"):
+        return _score_heads(submission, solution, metric, long_id, submission_path, solution_path)
     if long_id is not None:  # one row per (image, class): both files in the wide form the metric scores
         solution, _ = widen(solution, id_col, solution.columns[1], long_id, solution_path)
         submission, _ = widen(submission, id_col, submission.columns[1], long_id, submission_path,
@@ -143,6 +146,29 @@ class _Truth:
             return cls(classes, True, _indicator(cells, classes, label_sep), cells)
         classes = sorted(set(cells) | (named or set(submission.iloc[:, 0].str.strip())))
         return cls(classes, False, cells.map({name: index for index, name in enumerate(classes)}).to_numpy(), cells)
+
+
+def _score_heads(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, long_id: str, submission_path: Path,
+                 solution_path: Path) -> float:
+    """Several heads' labels in long files (Bengali: ``row_id,target``): each head's label metric, averaged with the
+    metric's weights."""
+    try:
+        inner, weights = heads_parts(metric)
+    except ValueError as exc:
+        raise KagglecvError(f"--metric: {exc}") from None
+    if inner.name not in LABEL_METRICS:
+        raise KagglecvError(f"--metric {metric!r}: a head's labels are scored with {', '.join(LABEL_METRICS)}")
+    id_col = solution.columns[0]
+    truth, heads = widen(solution, id_col, solution.columns[1], long_id, solution_path)
+    predicted, _ = widen(submission, id_col, submission.columns[1], long_id, submission_path, heads)
+    predicted = predicted.set_index(id_col).loc[truth[id_col]]
+    values = []
+    for head in heads:
+        names = sorted(set(truth[head].str.strip()) | set(predicted[head].str.strip()))
+        index = {name: position for position, name in enumerate(names)}
+        values.append(score_labels(inner.name, truth[head].str.strip().map(index).to_numpy(),
+                                   predicted[head].str.strip().map(index).to_numpy(), len(names)))
+    return float(np.average(values, weights=[weights.get(head, 1.0) for head in heads]))
 
 
 def _regression_metric(metric: str) -> bool:

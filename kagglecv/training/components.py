@@ -25,12 +25,13 @@ from torch.utils.data import DataLoader
 
 from kagglecv.core.config import Config
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.predictions import head_blocks
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
 from kagglecv.nn.array_batches import ArrayBatches, DeviceNormalize, array_batches_apply
 from kagglecv.nn.batch_augment import BatchAugment
 from kagglecv.nn.images import ImageDataset
-from kagglecv.nn.losses import RegressionLoss, TeacherLoss
+from kagglecv.nn.losses import HeadsLoss, RegressionLoss, TeacherLoss
 from kagglecv.nn.models import (
     check_parameter_budget,
     create_model,
@@ -290,6 +291,14 @@ def _criterion(config: Config, data: CompetitionData, train_targets: np.ndarray,
     if data.task == "regression":
         output = normalization.output
         return RegressionLoss(regression_loss(config), output.center, output.scale)
+    if data.task == "heads":
+        blocks = head_blocks(data.classes)
+        weights = cfg.head_weights or {}
+        unknown = sorted(set(weights) - {head for head, _ in blocks})
+        if unknown:
+            raise KagglecvError(f"train.head_weights: {unknown[0]!r} is no head; the heads are "
+                                f"{', '.join(head for head, _ in blocks)}")
+        return HeadsLoss([block for _, block in blocks], [weights.get(head, 1.0) for head, _ in blocks])
     multi_label = data.task != "multiclass"
     outputs = num_outputs(data.task, data.classes)
     weight = inverse_frequency_weights(train_targets, outputs, multi_label) if cfg.class_weights else None

@@ -273,7 +273,8 @@ class FoldTrainer:
             model = self.averaged_model() if source == "avg" else self.source_model(source)
             if model is None:
                 continue
-            rows, logits, loss = validation_logits(model, self.parts, task, self.runtime, self.settings.channels_last)
+            rows, logits, loss = validation_logits(model, self.parts, task, self.runtime, self.settings.channels_last,
+                                                   self.data.classes)
             probabilities = probabilities_from_logits(logits, task)
             value = score_predictions(metric, self.data, rows, probabilities, loss)
             prefix = "val" if source == "raw" else f"{source}_val"

@@ -1098,6 +1098,11 @@ CATALOGUE["targets beyond one label"] = [
             setup=write("data/long.csv", "ID,Label\nIDa_any,1\nIDa_sub,0\nIDb_any,1\n"), outputs=("folds",)),
     Variant("a long table giving a pair twice", LONG, "given more than once: 'IDa any'",
             setup=write("data/long.csv", "ID,Label\nIDa_any,1\nIDa_sub,0\nIDa_any,0\n"), outputs=("folds",)),
+    Variant("a head of one class", ["folds", "base.yaml", "--set", "data.task=heads", "--set",
+                                    "data.target=[label,other]", "--set", "folds.file=folds/x.csv"],
+            "head 'other' holds one class ('x')",
+            setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(other="x").to_csv(
+                w / "data/train.csv", index=False), outputs=("folds",)),
     Variant("a run.json whose target range runs backwards", ["submit", "runs/base", "--sample", "data/sample.csv"],
             "target_range", setup=edit_json("runs/base/run.json", target_range={"label": [5.0, 1.0]}),
             outputs=("submissions",)),

@@ -136,6 +136,43 @@ def parquet_pixels(root: Path) -> Competition:
     return Competition("parquet-pixels", folder, "accuracy", solution, "label", [str(k) for k in range(10)])
 
 
+BENGALI_HEADS = ["grapheme_root", "vowel_diacritic", "consonant_diacritic"]
+
+
+def _graphemes(digits: np.ndarray) -> dict[str, np.ndarray]:
+    """Three heads the digit decides: the root its digit, the vowel its parity, the consonant its third."""
+    return {"grapheme_root": digits, "vowel_diacritic": digits % 2, "consonant_diacritic": digits % 3}
+
+
+def bengali(root: Path) -> Competition:
+    """Bengali.AI as Kaggle ships it: train.csv (image_id, grapheme_root, vowel_diacritic, consonant_diacritic,
+    grapheme), train_image_data_{0,1}.parquet of pixel rows, test.csv of row_id (Test_0_grapheme_root), image_id and
+    component, test_image_data_0.parquet, a sample of row_id,target; macro recall per head, weighted 2:1:1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder, (train, test) = root / "bengaliai-cv19", _splits(29)
+    train_ids, test_ids = [f"Train_{i}" for i in range(TRAIN_ROWS)], [f"Test_{i}" for i in range(TEST_ROWS)]
+    folder.mkdir(parents=True)
+    for name, ids, images, parts in (("train", train_ids, train.images, 2), ("test", test_ids, test.images, 1)):
+        flat = _upsampled(images, 16).reshape(len(ids), -1)
+        for part in range(parts):
+            rows = np.arange(part, len(ids), parts)
+            table = pa.table({"image_id": [ids[i] for i in rows], **{str(k): flat[rows, k] for k in range(256)}})
+            pq.write_table(table, folder / f"{name}_image_data_{part}.parquet", row_group_size=16)
+    heads = _graphemes(train.digits)
+    _csv(pd.DataFrame({"image_id": train_ids} | heads | {"grapheme": [f"g{d}" for d in train.digits]}),
+         folder / "train.csv")
+    row_ids = [f"{image}_{head}" for image in test_ids for head in BENGALI_HEADS]
+    _csv(pd.DataFrame({"row_id": row_ids, "image_id": [image for image in test_ids for _ in BENGALI_HEADS],
+                       "component": BENGALI_HEADS * len(test_ids)}), folder / "test.csv")
+    _csv(pd.DataFrame({"row_id": row_ids, "target": 0}), folder / "sample_submission.csv")
+    truth = _graphemes(test.digits)
+    solution = pd.DataFrame({"row_id": row_ids, "target": [truth[head][index] for index in range(TEST_ROWS)
+                                                           for head in BENGALI_HEADS]})
+    return Competition("bengali", folder, "heads:recall_macro:grapheme_root=2", solution, "long-labels", [])
+
+
 def statoil(root: Path) -> Competition:
     """train.json and test.json (records of id, band_1, band_2 as 75 x 75 dB floats, inc_angle a number or "na",
     is_iceberg in train), a sample of 0.5 scored by log loss (MLE-bench's statoil-iceberg-classifier-challenge)."""
@@ -186,4 +223,4 @@ def nested_archive(root: Path) -> Competition:
 
 READER_BUILDERS = {"seti-npy": seti, "rsna-dicom": rsna_ct, "isic-2024-hdf5": isic_2024,
                    "parquet-pixel-rows": parquet_pixels, "statoil-json-bands": statoil,
-                   "nested-archive": nested_archive}
+                   "nested-archive": nested_archive, "bengali-heads": bengali}

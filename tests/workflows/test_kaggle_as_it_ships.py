@@ -55,6 +55,12 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
     if competition.metric == "rmse":
         return skm.root_mean_squared_error(solution[value_cols[0]].astype(float),
                                            submitted[value_cols[0]].astype(float))
+    if (competition.metric or "").startswith("heads:"):  # Bengali.AI's grade: macro recall per component, 2:1:1
+        components = ["grapheme_root", "vowel_diacritic", "consonant_diacritic"]
+        scores = [skm.recall_score(solution[value_cols[0]][solution[id_col].str.endswith(c)],
+                                   submitted[value_cols[0]][solution[id_col].str.endswith(c).to_numpy()],
+                                   average="macro") for c in components]
+        return float(np.average(scores, weights=[2, 1, 1]))
     if (competition.metric or "").startswith("weighted_log_loss:"):  # RSNA ICH: per image, any weighs 2; long files
         ids = solution[id_col].str.rsplit("_", n=1, expand=True)
         truth = solution.assign(image=ids[0], cls=ids[1]).pivot(index="image", columns="cls", values=value_cols[0])
@@ -115,6 +121,8 @@ def check_shape(competition: Competition, submission: pd.DataFrame, sample: pd.D
         assert ((numbers >= 0) & (numbers <= 1)).all()
         if competition.fmt == "probabilities" and competition.name != "planet":
             np.testing.assert_allclose(numbers.sum(axis=1), 1.0, atol=1e-5)
+    elif competition.fmt == "long-labels":
+        assert values.iloc[:, 0].str.fullmatch(r"\d+").all()
     elif competition.fmt == "long":
         numbers = values.astype(float).to_numpy()
         assert ((numbers >= 0) & (numbers <= 1)).all()
@@ -151,7 +159,7 @@ def test_init_then_run_makes_a_submission_in_the_samples_shape_scored_exactly(na
     solution_path = tmp_path / "solution.csv"
     competition.solution.to_csv(solution_path, index=False)
     metric = competition.metric or "map@5"
-    long_id = ["--long-id", "{id}_{class}"] if competition.fmt == "long" else []
+    long_id = ["--long-id", "{id}_{class}"] if competition.fmt in ("long", "long-labels") else []
     scored = runner.invoke(app, ["score", "--submission", str(submission_path), "--solution", str(solution_path),
                                  "--metric", metric, *long_id])
     assert scored.exit_code == 0, scored.output

@@ -80,3 +80,22 @@ def test_probabilistic_f1_equals_kaggles_pfbeta():
     assert metric.score(labels, np.column_stack([1 - scores, scores])) == pytest.approx(
         kaggle_pfbeta(labels.tolist(), scores.tolist()), abs=1e-12)
     assert metric.score(labels, np.column_stack([scores, 0 * scores])) == 0.0
+
+
+def test_a_heads_metric_is_each_heads_metric_averaged_with_the_weights():
+    from kagglecv.core.metrics import heads_metric
+    from kagglecv.core.predictions import head_probabilities
+
+    classes = [f"root={k}" for k in range(5)] + [f"vowel={k}" for k in range(3)]
+    truth = np.column_stack([RNG.integers(0, 5, 120), RNG.integers(0, 3, 120)])
+    probabilities = head_probabilities(RNG.normal(0, 1, (120, 8)), classes)
+    np.testing.assert_allclose(probabilities[:, :5].sum(axis=1), 1) and np.testing.assert_allclose(
+        probabilities[:, 5:].sum(axis=1), 1)
+    recalls = [skm.recall_score(truth[:, 0], probabilities[:, :5].argmax(axis=1), average="macro"),
+               skm.recall_score(truth[:, 1], probabilities[:, 5:].argmax(axis=1), average="macro")]
+    metric = heads_metric("heads:recall_macro:root=2", classes)
+    assert metric.score(truth, probabilities) == pytest.approx(np.average(recalls, weights=[2, 1]), abs=1e-12)
+    with pytest.raises(ValueError, match="scores the heads"):
+        get_metric("heads:recall_macro", "heads").score(truth, probabilities)
+    with pytest.raises(ValueError, match="no head 'consonant'"):
+        heads_metric("heads:accuracy:consonant=2", classes).score(truth, probabilities)

@@ -41,3 +41,13 @@ def test_the_regression_loss_is_the_loss_of_the_normalised_target():
     scaled = targets / 100
     expected = -(scaled * torch.log(torch.sigmoid(outputs)) + (1 - scaled) * torch.log(1 - torch.sigmoid(outputs)))
     assert RegressionLoss("bce_scaled", low, width)(outputs, targets) == pytest.approx(expected.mean().item(), rel=1e-5)
+
+
+def test_the_heads_loss_is_each_heads_cross_entropy_weighted():
+    from kagglecv.nn.losses import HeadsLoss
+
+    logits, targets = torch.randn(32, 8), torch.stack([torch.randint(0, 5, (32,)), torch.randint(0, 3, (32,))], 1)
+    first = torch.nn.functional.cross_entropy(logits[:, :5], targets[:, 0])
+    second = torch.nn.functional.cross_entropy(logits[:, 5:], targets[:, 1])
+    loss = HeadsLoss([slice(0, 5), slice(5, 8)], [3.0, 1.0])(logits, targets.float())
+    assert loss.item() == pytest.approx(((3 * first + second) / 4).item(), rel=1e-6)
