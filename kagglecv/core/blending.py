@@ -1,7 +1,7 @@
 """Blending maths on ``runs x rows x classes`` probability arrays: the methods the ensemble stage fits and the
 recipes of finished ensembles replay (numpy, scipy and scikit-learn; no files).
 
-Methods (a regression's values: the weighted means, mean, weighted, hill and optimize): mean, weighted, rank,
+Methods (a regression's values: mean, weighted, hill, optimize and stack, a ridge per target): mean, weighted, rank,
 geometric, power, logit, hill (Caruana et al., "Ensemble Selection from Libraries of Models", ICML 2004: greedy
 forward selection with replacement, optional initial top-n, cut at the best round), optimize (simplex weights by
 scipy on a smooth surrogate or the metric), and stack (a logistic-regression meta-model).
@@ -24,7 +24,7 @@ scipy_stats = imported_on_first_use("scipy.stats")
 linear_model = imported_on_first_use("sklearn.linear_model")
 
 METHODS = ("mean", "weighted", "rank", "geometric", "power", "logit", "hill", "optimize", "stack")
-VALUE_METHODS = ("mean", "weighted", "hill", "optimize")  # the methods that blend values, not only probabilities
+VALUE_METHODS = ("mean", "weighted", "hill", "optimize", "stack")  # the methods that blend values too
 EPS = 1e-7
 
 
@@ -76,7 +76,7 @@ class Blender:
             raise KagglecvError("--per-class applies to multi-label tasks only")
         if task == "regression" and method not in VALUE_METHODS:
             raise KagglecvError(f"--method {method}: blends probabilities; a regression run's values blend by "
-                                f"{', '.join(VALUE_METHODS)} (weighted means)")
+                                f"{', '.join(VALUE_METHODS)}")
         if task == "heads" and method not in ("mean", "weighted", "hill"):
             raise KagglecvError(f"--method {method}: several heads' probabilities blend by mean, weighted or hill "
                                 "(weighted means, each head's block still a distribution)")
@@ -166,10 +166,17 @@ def optimize_weights(predictions: np.ndarray, targets: np.ndarray, task: str,
 
 class StackModel:
     """Logistic regression on the runs' probabilities (as logits): multinomial for multiclass, one per class for
-    multi-label and binary."""
+    multi-label and binary; for a regression, a ridge regression per target on the runs' values (scikit-learn's
+    ``Ridge``, alpha 1), so the stack minimises the squared error."""
 
     def __init__(self, task: str, seed: int):
         self.task, self.seed, self.models = task, seed, []
+
+    def _fit_values(self, predictions: np.ndarray, targets: np.ndarray) -> "StackModel":
+        targets = targets.reshape(len(targets), -1)
+        self.models = [linear_model.Ridge(alpha=1.0).fit(predictions[:, :, column].T, targets[:, column])
+                       for column in range(predictions.shape[2])]
+        return self
 
     @staticmethod
     def _features(predictions: np.ndarray, column: int | None = None) -> np.ndarray:
@@ -179,6 +186,8 @@ class StackModel:
         return np.log(clipped).transpose(1, 0, 2).reshape(clipped.shape[1], -1)
 
     def fit(self, predictions: np.ndarray, targets: np.ndarray) -> "StackModel":
+        if self.task == "regression":
+            return self._fit_values(predictions, targets)
         if self.task == "multiclass":
             model = linear_model.LogisticRegression(C=1.0, max_iter=1000)
             model.fit(self._features(predictions), targets)
@@ -197,6 +206,9 @@ class StackModel:
         return self
 
     def predict(self, predictions: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return np.stack([model.predict(predictions[:, :, column].T) for column, model in enumerate(self.models)],
+                            axis=1)
         if self.task == "multiclass":
             model = self.models[0]
             out = np.zeros((predictions.shape[1], predictions.shape[2]))
@@ -212,6 +224,8 @@ class StackModel:
 
     def state(self) -> list:
         """The fitted models as JSON: per model its coefficients, intercepts and classes (a constant as a number)."""
+        if self.task == "regression":
+            return [{"coef": model.coef_.tolist(), "intercept": float(model.intercept_)} for model in self.models]
         return [model if isinstance(model, float) else
                 {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "classes": model.classes_.tolist()}
                 for model in self.models]
@@ -225,6 +239,9 @@ def stack_model_from_state(task: str, state: list, n_members: int, n_classes: in
         raise KagglecvError(f"{source}: stack_model: expected {entries} entries for {task}, got "
                             f"{len(state) if isinstance(state, list) else type(state).__name__}")
     stack = StackModel(task, seed=0)
+    if task == "regression":
+        stack.models = [_ridge_from_state(entry, index, n_members, source) for index, entry in enumerate(state)]
+        return stack
     features = n_members * n_classes if task == "multiclass" else n_members
     for index, entry in enumerate(state):
         if isinstance(entry, (int, float)) and not isinstance(entry, bool) and 0 <= entry <= 1:
@@ -245,3 +262,17 @@ def stack_model_from_state(task: str, state: list, n_members: int, n_classes: in
         model.coef_, model.intercept_, model.classes_ = coef, intercept, labels
         stack.models.append(model)
     return stack
+
+
+def _ridge_from_state(entry, index: int, n_members: int, source: Path):
+    """A regression stack's ridge model of one target, as :meth:`StackModel.state` recorded it."""
+    try:
+        coef, intercept = np.asarray(entry["coef"], dtype=np.float64), float(entry["intercept"])
+    except (TypeError, KeyError, ValueError):
+        raise KagglecvError(f"{source}: stack_model[{index}]: expected {{coef, intercept}} of numbers") from None
+    if coef.shape != (n_members,) or not np.isfinite(coef).all() or not np.isfinite(intercept) or len(entry) != 2:
+        raise KagglecvError(f"{source}: stack_model[{index}]: coef {coef.shape} does not fit {n_members} runs "
+                            f"(expected ({n_members},) and a finite intercept)")
+    model = linear_model.Ridge(alpha=1.0)
+    model.coef_, model.intercept_, model.n_features_in_ = coef, intercept, n_members
+    return model

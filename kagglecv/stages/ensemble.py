@@ -279,6 +279,8 @@ def marginal_gains(members: Members, blender: Blender, targets, metric_of, full_
 
 def _weights_report(weights, run_names: list[str], classes: list[str]):
     if isinstance(weights, StackModel):
+        if weights.task == "regression":
+            return {"stack": "ridge regression of each target on the runs' values"}
         return {"stack": "logistic regression on the runs' log-probabilities (multiclass) or logits (per class)"}
     weights = np.asarray(weights)
     if weights.ndim == 2:

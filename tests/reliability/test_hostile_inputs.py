@@ -1103,6 +1103,12 @@ CATALOGUE["targets beyond one label"] = [
             "head 'other' holds one class ('x')",
             setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(other="x").to_csv(
                 w / "data/train.csv", index=False), outputs=("folds",)),
+    Variant("a finer label's map that misses a fine class",
+            ["folds", "base.yaml", "--set", "data.target=coarse", "--set",
+             "data.finer={column: label, to_target: {nothing: x}}", "--set", "folds.file=folds/x.csv"],
+            "data.finer.to_target has no class for the fine classes",
+            setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(coarse="x").to_csv(
+                w / "data/train.csv", index=False), outputs=("folds",)),
     Variant("a run.json whose target range runs backwards", ["submit", "runs/base", "--sample", "data/sample.csv"],
             "target_range", setup=edit_json("runs/base/run.json", target_range={"label": [5.0, 1.0]}),
             outputs=("submissions",)),

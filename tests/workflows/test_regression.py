@@ -125,7 +125,7 @@ def test_a_blend_of_two_regression_runs_averages_their_values(counted):
     rescored = invoke("score", str(runs / "ens-pair"))
     assert json.loads((runs / "ens-pair" / "score.json").read_text())["overall"] == pytest.approx(expected, abs=1e-9)
     assert "rmse" in rescored
-    refused = runner.invoke(app, ["ensemble", str(runs / "mse"), str(runs / "scaled"), "--method", "rank"])
+    refused = runner.invoke(app, ["ensemble", str(runs / "mse"), str(runs / "scaled"), "--method", "geometric"])
     assert refused.exit_code != 0 and "regression run's values blend by" in str(refused.exception)
 
 
@@ -138,4 +138,21 @@ def test_pack_and_infer_replay_the_runs_test_values(counted, format, tmp_path):
            str(shared_dataset("coco128-multilabel") / "test"), "--out", str(out))
     replayed = pd.read_csv(out, dtype={"id": str}).set_index("id")["count"]
     recorded = pd.read_csv(counted / "runs" / "scaled" / "test.csv", dtype={"id": str}).set_index("id")["count"]
+    np.testing.assert_allclose(replayed.loc[recorded.index], recorded, rtol=1e-5, atol=1e-4)
+
+
+def test_a_stack_of_regression_runs_is_a_ridge_per_target_replayed_by_infer(counted, tmp_path):
+    runs = counted / "runs"
+    invoke("ensemble", str(runs / "mse"), str(runs / "scaled"), "--method", "stack", "--name", "ridge")
+    recipe = json.loads((runs / "ens-ridge" / "weights.json").read_text())
+    assert recipe["method"] == "stack" and len(recipe["stack_model"]) == 1 and len(recipe["stack_model"][0]["coef"]) == 2
+    oof = pd.read_csv(runs / "ens-ridge" / "oof.csv", dtype={"id": str}).set_index("id")["count"]
+    invoke("score", str(runs / "ens-ridge"))
+    score = json.loads((runs / "ens-ridge" / "score.json").read_text())
+    assert score["overall"] == pytest.approx(root_mean_squared_error(truth(counted).loc[oof.index], oof), abs=1e-9)
+    out = tmp_path / "stacked.csv"
+    invoke("infer", str(runs / "ens-ridge"), "--test", str(counted / "test.csv"), "--images",
+           str(shared_dataset("coco128-multilabel") / "test"), "--out", str(out))
+    replayed = pd.read_csv(out, dtype={"id": str}).set_index("id")["count"]
+    recorded = pd.read_csv(runs / "ens-ridge" / "test.csv", dtype={"id": str}).set_index("id")["count"]
     np.testing.assert_allclose(replayed.loc[recorded.index], recorded, rtol=1e-5, atol=1e-4)
