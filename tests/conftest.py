@@ -125,3 +125,20 @@ def pytest_collection_modifyitems(config, items):
         return
     for item in needs_gpu:
         item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False here"))
+
+
+def kaggle_pfbeta(labels: list[int], predictions: list[float], beta: float = 1) -> float:
+    """RSNA Breast Cancer Detection's metric as Kaggle's notebook writes it, row by row: the reference kagglecv's
+    ``pf1`` and its scored submissions are checked against."""
+    y_true_count = ctp = cfp = 0
+    for label, prediction in zip(labels, predictions):
+        prediction = min(max(prediction, 0), 1)
+        if label:
+            y_true_count += 1
+            ctp += prediction
+        else:
+            cfp += prediction
+    c_precision, c_recall = ctp / (ctp + cfp), ctp / y_true_count
+    if c_precision > 0 and c_recall > 0:
+        return (1 + beta * beta) * (c_precision * c_recall) / (beta * beta * c_precision + c_recall)
+    return 0

@@ -655,6 +655,15 @@ def get_metric(name: str, task: str) -> Metric:
     return metric
 
 
+def fits_task(name: str, task: str) -> bool:
+    """Whether ``name`` is a metric of ``task`` (:func:`get_metric` would return one)."""
+    try:
+        get_metric(name, task)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve_metric(name: str | None, task: str, key: str = "metric") -> Metric:
     """The metric named by a config key or option (the task's default when None), or a user error naming ``key``."""
 

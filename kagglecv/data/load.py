@@ -214,9 +214,14 @@ def test_answers(config: DataConfig) -> tuple[np.ndarray, Answers] | None:
     return ids, Answers(answer_keys(table.frame, config.answer_id, config.test_csv), config.answer_aggregate)
 
 
+def answer_columns(template: str | None) -> list[str]:
+    """The table columns ``data.answer_id`` names (``{patient_id}_{laterality}``: patient_id, laterality)."""
+    return re.findall(r"\{([^{}]+)\}", template or "")
+
+
 def answer_keys(frame: pd.DataFrame, template: str, source: Path) -> np.ndarray:
     """Each row's answer id, ``data.answer_id`` filled from its columns (``{patient_id}_{laterality}``)."""
-    columns = re.findall(r"\{([^{}]+)\}", template)
+    columns = answer_columns(template)
     _require_columns(frame, source, columns)
     pieces = re.split(r"\{[^{}]+\}", template)
     keys = pd.Series(pieces[0], index=frame.index)

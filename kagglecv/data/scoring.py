@@ -108,11 +108,8 @@ def _align(oof: pd.DataFrame, data: CompetitionData, source: Path):
     rows = pd.Series(np.arange(len(data)), index=data.ids).loc[oof["id"]].to_numpy()
     scores = oof[data.classes].to_numpy(np.float64)
     folds = oof["fold"].to_numpy() if "fold" in oof.columns else None
-    if data.answers is None:
-        return data.targets[rows], scores, folds
-    _, scores, first = data.answers.gather(scores, rows)
-    return data.targets[rows][first], scores, None if folds is None else folds[first]
-
+    targets, scores, first = data.as_answers(scores, rows)
+    return targets, scores, folds if folds is None or first is None else folds[first]
 
 
 def _per_class(data: CompetitionData, targets: np.ndarray, scores: np.ndarray, metric: Metric) -> tuple[str, np.ndarray]:

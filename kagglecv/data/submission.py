@@ -220,11 +220,9 @@ def _long_submission(predictions: pd.DataFrame, sample: pd.DataFrame, sample_pat
     if decisions.value_range is not None:  # the widest of the targets' ranges
         ranges = list(decisions.value_range.values())
         values = np.clip(values, min(low for low, _ in ranges), max(high for _, high in ranges))
-    bad = ~np.isfinite(values) if task == "regression" else not_probabilities(values)
-    if bad.any():
-        raise DataError(f"submission has {int(bad.sum())} rows with values outside [0, 1], NaN or inf: "
-                        f"{summarize(ids[bad].tolist())}")
-    return pd.DataFrame({sample.columns[0]: ids, sample.columns[1]: values})
+    out = pd.DataFrame({sample.columns[0]: ids, sample.columns[1]: values})
+    validate_submission(out, sample, sample_path, "values" if task == "regression" else "positive", classes)
+    return out
 
 
 def _head_labels(predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from typing import Callable
 import pandas as pd
 
 from kagglecv.core.errors import DataError, KagglecvError, summarize
-from kagglecv.core.metrics import ALIASES, get_metric, is_metric_file, resolve_metric
+from kagglecv.core.metrics import ALIASES, fits_task, is_metric_file, resolve_metric
 from kagglecv.core.shapes import cells_are_tags, sample_top_k
 from kagglecv.data.coco import COCO_NAMES, COCO_SUFFIX, is_coco_table, read_coco_table
 from kagglecv.data.decoding import open_image
@@ -373,7 +373,7 @@ def _numeric_target(columns: pd.DataFrame, metric: str | None, tables: _Tables) 
     if (values % 1 != 0).any():
         return True
     if metric is not None and not is_metric_file(metric):
-        return _fits_task(metric, "regression")
+        return fits_task(metric, "regression")
     if values.nunique() > MANY_VALUES and metric is None:
         raise KagglecvError(f"--metric: {tables.train.name}'s column {summarize(list(columns.columns), quote=True)} "
                             f"holds {values.nunique()} distinct whole numbers: a count or a score to predict (give "
@@ -423,14 +423,6 @@ def _submission_format(survey: Survey, task: str, classes: list[str], sample: pd
     if fmt:
         survey.add("submit.format", fmt, why)
     return fmt
-
-
-def _fits_task(metric: str, task: str) -> bool:
-    try:
-        get_metric(metric, task)
-    except ValueError:
-        return False
-    return True
 
 
 def _canonical(metric: str, task: str) -> str:

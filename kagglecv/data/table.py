@@ -132,12 +132,16 @@ class CompetitionData:
         when None), of their answers when several images make one answer; NaN where it cannot be computed."""
         if self.coarse is not None:
             return self.scored().score_of(metric, self.coarse.probabilities(scores), rows)
-        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
-        targets = self.targets[rows]
-        if self.answers is not None:
-            _, scores, first = self.answers.gather(scores, rows)
-            targets = targets[first]
+        targets, scores, _ = self.as_answers(scores, np.arange(len(self)) if rows is None else np.asarray(rows))
         return metric.score_or_nan(targets, scores)
+
+    def as_answers(self, scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The targets and ``scores`` of ``rows``, of their answers when several images make one (with each answer's
+        first position in ``rows``, where its fold is read), else as they are (and None)."""
+        if self.answers is None:
+            return self.targets[rows], scores, None
+        _, scores, first = self.answers.gather(scores, rows)
+        return self.targets[rows][first], scores, first
 
     @property
     def scored_task(self) -> str:

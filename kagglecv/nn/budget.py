@@ -10,7 +10,6 @@ OOF score and its predicted time. Reading recipes needs no torch; predicting loa
 from __future__ import annotations
 
 import dataclasses
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError, summarize
 from kagglecv.core.predictions import combine_views, read_predictions
 from kagglecv.data.inputs import competition_metric, load_run_table
+from kagglecv.data.load import answer_columns
 from kagglecv.data.pixels import PixelImages
 from kagglecv.data.table import CompetitionData
 from kagglecv.nn.recipe import (
@@ -78,12 +78,12 @@ def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(Path(folder) / f"t{index}.jpg")
         id_col, image_col = leaf.config.data.id_col, leaf.config.data.image_col
         separate = image_col is not None and image_col != id_col  # image_col: id means ids are the file names
-        answer_columns = re.findall(r"\{([^{}]+)\}", leaf.config.data.answer_id or "")  # one answer per image
-        header = ",".join([id_col + (f",{image_col}" if separate else ""), *answer_columns])
+        answers = answer_columns(leaf.config.data.answer_id)  # one answer per synthetic image
+        header = ",".join([id_col + (f",{image_col}" if separate else ""), *answers])
         for count in (small, images):
             table = Path(folder) / f"test{count}.csv"
             rows = [",".join([f"t{index}" + (f",t{index}.jpg" if separate else ".jpg" if image_col else ""),
-                              *[f"t{index}"] * len(answer_columns)]) for index in range(count)]
+                              *[f"t{index}"] * len(answers)]) for index in range(count)]
             table.write_text("\n".join([header, *rows]) + "\n")
             test = read_new_test(recipe, table, Path(folder))
             started = time.perf_counter()

@@ -19,7 +19,7 @@ from kagglecv.core.metric_file import call_score, load_score_function
 from kagglecv.core.metrics import (
     ALIASES,
     LABEL_METRICS,
-    get_metric,
+    fits_task,
     heads_parts,
     is_metric_file,
     map_at_k_lists,
@@ -101,7 +101,7 @@ def score_submission(submission_path: Path, solution_path: Path, metric: str, la
                               list(solution.columns[1:]))
     submission = submission.set_index(id_col).loc[solution[id_col]]
     truth_columns = list(solution.columns[1:])
-    if _regression_metric(metric):
+    if fits_task(metric, "regression"):
         return _score_values(submission, solution.set_index(id_col), metric, submission_path, solution_path)
     if len(truth_columns) == 1 and len(submission.columns) == 1 and _binary_truth(solution[truth_columns[0]]):
         return _score_positive_column(submission.iloc[:, 0], solution[truth_columns[0]], metric, submission_path)
@@ -137,7 +137,7 @@ class _Truth:
         named = set(submission.columns) if len(submission.columns) > 1 else set()
         if len(columns) > 1:
             indicator = _indicator_columns(solution, columns, path)
-            if (indicator.sum(axis=1) == 1).all() and _multiclass_metric(metric):  # one-hot classes (Dog Breed)
+            if (indicator.sum(axis=1) == 1).all() and fits_task(metric, "multiclass"):  # one-hot classes (Dog Breed)
                 return cls(columns, False, indicator.argmax(axis=1))
             return cls(columns, True, indicator)
         cells = solution[columns[0]].str.strip()
@@ -171,14 +171,6 @@ def _score_heads(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, 
     return float(np.average(values, weights=[weights.get(head, 1.0) for head in heads]))
 
 
-def _regression_metric(metric: str) -> bool:
-    try:
-        get_metric(metric, "regression")
-    except ValueError:
-        return False
-    return True
-
-
 def _score_values(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, submission_path: Path,
                   solution_path: Path) -> float:
     """Numeric targets scored by a regression metric: the solution's value columns, each matched by name in the
@@ -199,14 +191,6 @@ def _score_values(submission: pd.DataFrame, solution: pd.DataFrame, metric: str,
                             f"expected a finite number ({int(bad.sum())} such cells)")
         values[path] = numbers
     return score(metric, "regression", values[solution_path], values[submission_path])
-
-
-def _multiclass_metric(metric: str) -> bool:
-    try:
-        get_metric(metric, "multiclass")
-    except ValueError:
-        return False
-    return True
 
 
 def _probability_columns(submission: pd.DataFrame, classes: list[str], path: Path) -> np.ndarray:

@@ -113,22 +113,29 @@ def isic_2024(root: Path) -> Competition:
     return Competition("isic-2024", folder, "binary_log_loss", solution, "positive", ["0", "1"])
 
 
-def parquet_pixels(root: Path) -> Competition:
-    """train.csv (image_id,label), train_image_data_{0,1}.parquet of pixel rows (image_id, then columns 0..N-1 as
-    Bengali.AI writes them), test.csv, test_image_data_0.parquet, a sample of zeros scored by accuracy."""
+def _parquet_pixel_rows(folder: Path, train_ids: list[str], train_images: np.ndarray, test_ids: list[str],
+                        test_images: np.ndarray) -> None:
+    """Bengali.AI's image files: train_image_data_{0,1}.parquet and test_image_data_0.parquet, each row an
+    image_id then its 16 x 16 pixels as columns 0..255, in row groups of 16."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder, (train, test) = root / "bengaliai-style-pixels", _splits(26)
-    train_ids = [f"Train_{i}" for i in range(TRAIN_ROWS)]
-    test_ids = [f"Test_{i}" for i in range(TEST_ROWS)]
     folder.mkdir(parents=True)
-    for name, ids, images, parts in (("train", train_ids, train.images, 2), ("test", test_ids, test.images, 1)):
+    for name, ids, images, parts in (("train", train_ids, train_images, 2), ("test", test_ids, test_images, 1)):
         flat = _upsampled(images, 16).reshape(len(ids), -1)
         for part in range(parts):
             rows = np.arange(part, len(ids), parts)
             table = pa.table({"image_id": [ids[i] for i in rows], **{str(k): flat[rows, k] for k in range(256)}})
             pq.write_table(table, folder / f"{name}_image_data_{part}.parquet", row_group_size=16)
+
+
+def parquet_pixels(root: Path) -> Competition:
+    """train.csv (image_id,label), train_image_data_{0,1}.parquet of pixel rows (image_id, then columns 0..N-1 as
+    Bengali.AI writes them), test.csv, test_image_data_0.parquet, a sample of zeros scored by accuracy."""
+    folder, (train, test) = root / "bengaliai-style-pixels", _splits(26)
+    train_ids = [f"Train_{i}" for i in range(TRAIN_ROWS)]
+    test_ids = [f"Test_{i}" for i in range(TEST_ROWS)]
+    _parquet_pixel_rows(folder, train_ids, train.images, test_ids, test.images)
     _csv(pd.DataFrame({"image_id": train_ids, "label": train.digits}), folder / "train.csv")
     _csv(pd.DataFrame({"image_id": test_ids}), folder / "test.csv")
     _csv(pd.DataFrame({"image_id": test_ids, "label": 0}), folder / "sample_submission.csv")
@@ -148,18 +155,9 @@ def bengali(root: Path) -> Competition:
     """Bengali.AI as Kaggle ships it: train.csv (image_id, grapheme_root, vowel_diacritic, consonant_diacritic,
     grapheme), train_image_data_{0,1}.parquet of pixel rows, test.csv of row_id (Test_0_grapheme_root), image_id and
     component, test_image_data_0.parquet, a sample of row_id,target; macro recall per head, weighted 2:1:1."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     folder, (train, test) = root / "bengaliai-cv19", _splits(29)
     train_ids, test_ids = [f"Train_{i}" for i in range(TRAIN_ROWS)], [f"Test_{i}" for i in range(TEST_ROWS)]
-    folder.mkdir(parents=True)
-    for name, ids, images, parts in (("train", train_ids, train.images, 2), ("test", test_ids, test.images, 1)):
-        flat = _upsampled(images, 16).reshape(len(ids), -1)
-        for part in range(parts):
-            rows = np.arange(part, len(ids), parts)
-            table = pa.table({"image_id": [ids[i] for i in rows], **{str(k): flat[rows, k] for k in range(256)}})
-            pq.write_table(table, folder / f"{name}_image_data_{part}.parquet", row_group_size=16)
+    _parquet_pixel_rows(folder, train_ids, train.images, test_ids, test.images)
     heads = _graphemes(train.digits)
     _csv(pd.DataFrame({"image_id": train_ids} | heads | {"grapheme": [f"g{d}" for d in train.digits]}),
          folder / "train.csv")

@@ -22,6 +22,7 @@ from kagglecv.core.metrics import (
     tune_grade_cutoffs,
 )
 from kagglecv.stages.score import score_submission
+from tests.conftest import kaggle_pfbeta
 from tests.workflows.kaggle_reader_shapes import READER_BUILDERS
 from tests.workflows.kaggle_shapes import BUILDERS, VARIANTS, Competition
 
@@ -94,21 +95,6 @@ def independent_score(competition: Competition, submission: pd.DataFrame) -> flo
     if competition.metric == "f1_macro":  # Herbarium's grade.py: integer category ids, sklearn's macro F1
         return skm.f1_score(solution[value_cols[0]].astype(int), submitted[value_cols[0]].astype(int), average="macro")
     return skm.accuracy_score(solution[value_cols[0]], submitted[value_cols[0]])
-
-
-def kaggle_pfbeta(labels: list[int], predictions: list[float], beta: float = 1) -> float:
-    y_true_count = ctp = cfp = 0
-    for label, prediction in zip(labels, predictions):
-        prediction = min(max(prediction, 0), 1)
-        if label:
-            y_true_count += 1
-            ctp += prediction
-        else:
-            cfp += prediction
-    c_precision, c_recall = ctp / (ctp + cfp), ctp / y_true_count
-    if c_precision > 0 and c_recall > 0:
-        return (1 + beta * beta) * (c_precision * c_recall) / (beta * beta * c_precision + c_recall)
-    return 0
 
 
 def check_shape(competition: Competition, submission: pd.DataFrame, sample: pd.DataFrame) -> None:

@@ -11,6 +11,7 @@ from kagglecv.core.blending import Blender, as_predictions, optimize_weights
 from kagglecv.core.errors import DataError, KagglecvError
 from kagglecv.core.metrics import get_metric, resolve_metric
 from kagglecv.core.shapes import check_shape_fits, detect_format, shaped_columns
+from tests.conftest import kaggle_pfbeta
 
 RNG = np.random.default_rng(0)
 TRUTH = RNG.uniform(1, 60, (200, 2))
@@ -56,20 +57,6 @@ def test_blends_of_values_are_weighted_means_and_stay_unclipped():
     weights = optimize_weights(runs, TRUTH, "regression", lambda blend: -skm.root_mean_squared_error(TRUTH, blend))
     assert weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
     assert as_predictions(runs[1], "regression").max() > 1 and as_predictions(runs[1] / 100, "binary").max() <= 1
-
-
-def kaggle_pfbeta(labels, predictions, beta=1):
-    """RSNA Breast Cancer Detection's metric as Kaggle's notebook writes it, row by row."""
-    y_true_count = ctp = cfp = 0
-    for label, prediction in zip(labels, predictions):
-        prediction = min(max(prediction, 0), 1)
-        if label:
-            y_true_count += 1
-            ctp += prediction
-        else:
-            cfp += prediction
-    precision, recall = ctp / (ctp + cfp), ctp / y_true_count
-    return (1 + beta**2) * precision * recall / (beta**2 * precision + recall) if precision > 0 and recall > 0 else 0
 
 
 def test_probabilistic_f1_equals_kaggles_pfbeta():
