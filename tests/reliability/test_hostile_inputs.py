@@ -1029,6 +1029,11 @@ READERS["untrusted run folders: a fold's normalisation"] = [
             setup=edit_json(NORMALIZATION, mean=[0.0] * 1_000_000)),
     Variant("an unknown key", INFER + ["--out", "x.csv"], "fold0/normalization.json",
             setup=edit_json(NORMALIZATION, fetch="http://example.invalid")),
+    Variant("an output scale on a class model", INFER + ["--out", "x.csv"],
+            "its output scale does not fit a multiclass model",
+            setup=edit_json(NORMALIZATION, output={"kind": "standard", "center": [0.0], "scale": [1.0]})),
+    Variant("an output scale of zero", INFER + ["--out", "x.csv"], "fold0/normalization.json",
+            setup=edit_json(NORMALIZATION, output={"kind": "range", "center": [0.0], "scale": [0.0]})),
 ]
 
 

@@ -157,3 +157,21 @@ def test_a_stack_of_regression_runs_is_a_ridge_per_target_replayed_by_infer(coun
     replayed = pd.read_csv(out, dtype={"id": str}).set_index("id")["count"]
     recorded = pd.read_csv(runs / "ens-ridge" / "test.csv", dtype={"id": str}).set_index("id")["count"]
     np.testing.assert_allclose(replayed.loc[recorded.index], recorded, rtol=1e-5, atol=1e-4)
+
+
+def test_a_stack_recipe_that_lies_is_refused_by_infer(counted, tmp_path):
+    import shutil
+
+    runs = counted / "runs"
+    if not (runs / "ens-ridge").is_dir():
+        invoke("ensemble", str(runs / "mse"), str(runs / "scaled"), "--method", "stack", "--name", "ridge")
+    copy = runs / "ens-lying"
+    shutil.copytree(runs / "ens-ridge", copy)
+    recipe = json.loads((copy / "weights.json").read_text())
+    recipe["stack_model"][0]["coef"] = [1.0, 2.0, 3.0]  # three runs' weights for two runs
+    (copy / "weights.json").write_text(json.dumps(recipe))
+    result = runner.invoke(app, ["infer", str(copy), "--test", str(counted / "test.csv"), "--images",
+                                 str(shared_dataset("coco128-multilabel") / "test"), "--out", str(tmp_path / "x.csv")])
+    assert result.exit_code != 0 and "stack_model[0]: coef (3,) does not fit 2 runs" in str(result.exception)
+    assert not (tmp_path / "x.csv").exists()
+    shutil.rmtree(copy)
