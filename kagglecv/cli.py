@@ -237,6 +237,31 @@ def ensemble(
 
 
 @app.command()
+def stack(
+    runs: Annotated[list[Path], typer.Argument(help="Run, ensemble or stack folders sharing one folds file.")],
+    model: Annotated[str, typer.Option(help="lightgbm, xgboost (kagglecv[xgboost]), ridge (logistic for classes) or svr (numeric targets).")] = "lightgbm",
+    name: Annotated[Optional[str], typer.Option(help="Writes runs/stack-<name>/; <model>-<n> when omitted.")] = None,
+    metric: Annotated[Optional[str], typer.Option(callback=_user_metric, help="Metric name or metric file to score; the config's when omitted.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Column of the groups for the group-relative features; data.group_col when omitted, '' for none.")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="lightgbm, xgboost: boosting rounds.")] = 300,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="lightgbm, xgboost: the learning rate.")] = 0.05,
+    leaves: Annotated[int, typer.Option(min=2, help="lightgbm, xgboost: leaves per tree.")] = 15,
+    min_rows: Annotated[int, typer.Option(min=1, help="lightgbm: rows a leaf holds at least.")] = 20,
+    alpha: Annotated[float, typer.Option(min=0.0, help="ridge: L2 penalty (logistic: 1/C); svr: 1/C.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="The model's random seed.")] = 42,
+) -> None:
+    """Fit a second-stage model per fold on the runs' OOF predictions and data.features; nested (honest) score."""
+    from kagglecv.presentation.tables import stack_table
+    from kagglecv.stages.stack import make_stack
+
+    settings = {"rounds": rounds, "learning_rate": learning_rate, "leaves": leaves, "min_rows": min_rows,
+                "alpha": alpha, "seed": seed}
+    result = make_stack(runs, model, name, metric=metric, group=group, settings=settings)
+    console.print(stack_table(result))
+    console.print(f"wrote {result.path}")
+
+
+@app.command()
 def submit(
     run: RunPath,
     sample: Annotated[Path, typer.Option(help="The competition's sample_submission.csv.")],

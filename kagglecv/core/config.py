@@ -178,6 +178,30 @@ class FinerLabelConfig(_Section):
         return {str(key): str(item) for key, item in value.items()} if isinstance(value, dict) else value
 
 
+class FeaturesConfig(_Section):
+    """The table beside the image: columns of both the training and the test table that a second-stage model
+    (``kagglecv stack``) takes with the image runs' predictions. ``init`` proposes them and lists ``leaks``."""
+
+    numeric: list[str] = Field([], max_length=10_000, description="Columns of numbers (an empty cell is missing).")
+    categorical: list[str] = Field([], max_length=10_000, description="Columns of categories, encoded from the "
+                                   "training rows of each fold only.")
+    leaks: list[str] = Field([], max_length=10_000, description="Training-table columns the test table lacks (or "
+                             "that restate the target): listed so that nothing uses them.")
+
+    @model_validator(mode="after")
+    def _each_column_once(self) -> "FeaturesConfig":
+        named = [*self.numeric, *self.categorical]
+        twice = sorted({name for name in named if named.count(name) > 1})
+        leaked = sorted(set(named) & set(self.leaks))
+        if twice or leaked:
+            raise ValueError(f"columns {twice or leaked} are named twice" if twice else
+                             f"columns {leaked} are listed as leaks and as features; a leak is never used")
+        return self
+
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
 class DataConfig(_Section):
     """Where the competition's table and images are, and what the target is."""
 
@@ -231,6 +255,9 @@ class DataConfig(_Section):
         "level and kept in one fold.")
     answer_aggregate: Literal["mean", "max"] = Field("mean", description="How the image predictions of one answer "
                                                      "become its prediction.")
+    features: Optional[FeaturesConfig] = Field(
+        None, description="The table beside the image (metadata): numeric and categorical columns for `kagglecv "
+        "stack`, and the train-only columns that are leaks.")
     missing_targets: Literal["refuse", "drop"] = Field(
         "refuse", description="Regression: rows whose target is empty or NaN are an error naming them (refuse), or "
         "are left out of training and scoring (drop), as the loading says.")

@@ -74,7 +74,7 @@ class RunInfo(_Record):
     """``run.json``: a run's, an ensemble's, a refit's or a bundle's identity."""
 
     experiment: Name
-    kind: Literal["run", "full", "ensemble"] = "run"
+    kind: Literal["run", "full", "ensemble", "stack"] = "run"
     created: Optional[Text] = None
     task: Task
     classes: list[ClassName] = Field(max_length=MAX_CLASSES)
@@ -93,7 +93,7 @@ class RunInfo(_Record):
     cv_best_epochs: Optional[list[int]] = Field(None, max_length=1000)
     source: Optional[Source] = None
     cv_run: Optional[Name] = None
-    members: Optional[list[MemberReference]] = Field(None, max_length=1000)  # an ensemble
+    members: Optional[list[MemberReference]] = Field(None, max_length=1000)  # an ensemble or a stack
     backbone: Optional[Text] = None
     bundle: Optional[int] = None                              # a bundle's copy
     format: Optional[Literal["torch", "onnx"]] = None         # a bundle's models: safetensors, or ONNX graphs
@@ -229,6 +229,33 @@ class BlendRecipe(_Record):
     weights: dict[Text, Union[Weight, dict[ClassName, Weight], Text]] = Field(max_length=1000)
     power: float = Field(2.0, gt=0, allow_inf_nan=False)
     stack_model: Optional[list[Any]] = Field(None, max_length=MAX_CLASSES)
+
+
+class StackSettings(_Record):
+    rounds: int = Field(300, ge=1, le=100_000)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    leaves: int = Field(15, ge=2, le=65_536)
+    min_rows: int = Field(20, ge=1)
+    alpha: float = Field(1.0, gt=0, allow_inf_nan=False)
+    seed: int = 42
+
+
+class StackRecipe(_Record):
+    """``stack.json``: the second-stage model ``infer`` replays: its kind and settings, the design's columns (the
+    members' prediction columns, the features, the group), the category levels of every training row (a test
+    category outside them is refused) and of each fold's training rows (its model's encoding)."""
+
+    model: Literal["lightgbm", "xgboost", "ridge", "svr"]
+    settings: StackSettings
+    metric: Optional[Text] = None
+    members: list[Name] = Field(min_length=1, max_length=1000)
+    predictions: list[Text] = Field(min_length=1, max_length=MAX_CLASSES)
+    numeric: list[Text] = Field([], max_length=10_000)
+    categorical: list[Text] = Field([], max_length=10_000)
+    group: Optional[Text] = None
+    levels: dict[Text, list[Text]] = Field({}, max_length=10_000)
+    fold_levels: list[dict[Text, list[Text]]] = Field(min_length=1, max_length=1000)
+    blocks: int = Field(ge=1, le=MAX_CLASSES)
 
 
 R = TypeVar("R", bound=BaseModel)

@@ -47,6 +47,7 @@ from kagglecv.core.records import (
     PredictRecord,
     R,
     RunInfo,
+    StackRecipe,
     read_record,
     record_json,
 )
@@ -68,6 +69,7 @@ RESULT_NEUTRAL_KEYS = {"data.cache", "train.num_workers", "train.device", "model
                        "train.seeds"}
 PACKAGES = ("kagglecv", "torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn", "pandas")
 ENSEMBLE_PREFIX = "ens-"
+STACK_PREFIX = "stack-"
 
 
 def _file(name: str) -> property:
@@ -103,6 +105,13 @@ class FoldDir:
     def write_test_predictions(self, ids, probabilities, classes: list[str]) -> None:
         """``test.csv``: this fold's test predictions (the recipe's, with the views chosen so far)."""
         write_predictions(self.test_path, ids, probabilities, classes)
+
+    def stack_model(self, block: int, suffix: str) -> Path:
+        """A stack's fold model, output block ``block`` (LightGBM text, XGBoost JSON, a linear model's numbers)."""
+        return self.path / f"stack-{block}.{suffix}"
+
+    def stack_models(self) -> list[Path]:
+        return sorted(self.path.glob("stack-*.*"))
 
     def weights(self, source: str) -> Path:
         """The selected weights of ``source``: ``raw`` (best.safetensors), ``ema`` or ``avg``."""
@@ -157,6 +166,8 @@ class RunDir:
     score_path = _file("score.json")              # score, ensemble
     blend_score_path = _file("blend_score.json")  # ensemble
     weights_path = _file("weights.json")          # ensemble
+    stack_path = _file("stack.json")              # stack: the second-stage model infer replays
+    stack_score_path = _file("stack_score.json")  # stack: best single run, in-sample and nested scores
     curves_png = _file("curves.png")              # report, under runs/report.pictures/<run>/
     fold_scores_png = _file("fold_scores.png")    # report, under runs/report.pictures/<run>/
     confusion_png = _file("confusion.png")        # report, under runs/report.pictures/<run>/
@@ -219,6 +230,15 @@ class RunDir:
         if not self.weights_path.is_file():
             raise KagglecvError(f"{self.path}: an ensemble without {self.weights_path.name}; re-run `kagglecv ensemble`")
         return read_record(BlendRecipe, read_json(self.weights_path, "the ensemble's weights"), self.weights_path)
+
+    def write_stack_recipe(self, record: StackRecipe | dict) -> None:
+        """``stack.json``, the one writer: checked against its schema first, as every reader checks it."""
+        write_json(self.stack_path, record_json(StackRecipe, record, self.stack_path))
+
+    def read_stack_recipe(self) -> StackRecipe:
+        if not self.stack_path.is_file():
+            raise KagglecvError(f"{self.path}: a stack without {self.stack_path.name}; re-run `kagglecv stack`")
+        return read_record(StackRecipe, read_json(self.stack_path, "the stack's model"), self.stack_path)
 
     def write_info(self, record: RunInfo | dict) -> None:
         """``run.json``, the one writer: checked against its schema first, as every reader checks it."""
@@ -367,16 +387,16 @@ def prepare_run_dir(config: Config, *, force: bool = False, kind: str = "run") -
     return run
 
 
-KIND_NAMES = {"run": "a cross-validated run", "full": "a full refit", "ensemble": "an ensemble"}
+KIND_NAMES = {"run": "a cross-validated run", "full": "a full refit", "ensemble": "an ensemble", "stack": "a stack"}
 
 
 def replay_fingerprint(run: RunDir) -> str:
     """sha256 of what replaying ``run`` reads: its TTA record, test predictions, blend recipe, own-model file and
     every fold's selectable weights (``run.json`` is rewritten at every training start, so it is not included)."""
 
-    files = [run.predict_path, run.test_path, run.weights_path, run.model_code_path]
+    files = [run.predict_path, run.test_path, run.weights_path, run.stack_path, run.model_code_path]
     for fold in run.fold_dirs():
-        files += [fold.best_weights, fold.ema_weights, fold.avg_weights]
+        files += [fold.best_weights, fold.ema_weights, fold.avg_weights, *fold.stack_models()]
     digest = hashlib.sha256()
     for path in files:
         if path.is_file():

@@ -51,6 +51,20 @@ class EnsembleResult:
 
 
 @dataclass
+class StackResult:
+    name: str
+    model: str
+    metric: str
+    best_single: tuple[str, float]
+    in_sample: float
+    nested: float
+    nested_per_fold: dict[int, float]
+    importance: dict[str, float]   # LightGBM's total gain per design column, mean over the fold models
+    test_rows: int
+    path: Path
+
+
+@dataclass
 class Entry:
     """One row of the leaderboard."""
 

@@ -34,6 +34,7 @@ from kagglecv.nn.recipe import (
     RunRecipe,
     as_stored,
     held_out_view_logits,
+    image_part,
     leaf_runs,
     read_new_test,
 )
@@ -59,6 +60,7 @@ def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
     from a reader (arrays, DICOM, HDF5, ...) is timed on arrays in memory of its input's shape: its reader's own
     decoding is not counted."""
     leaf = leaf_runs(recipe)[0]
+    recipe = image_part(recipe)
     size = leaf.config.model.img_size
     small = max(1, images // 4)
     rng = np.random.default_rng(0)

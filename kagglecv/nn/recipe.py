@@ -18,7 +18,7 @@ from typing import Union
 import numpy as np
 
 from kagglecv.core.blending import apply_blend, as_predictions, stack_model_from_state
-from kagglecv.core.config import Config
+from kagglecv.core.config import Config, DataConfig, FeaturesConfig
 from kagglecv.core.console import Console
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.predictions import (
@@ -28,10 +28,20 @@ from kagglecv.core.predictions import (
     read_predictions,
 )
 from kagglecv.core.records import RunInfo
-from kagglecv.core.runs import RunDir, resolve_member
+from kagglecv.core.records import StackRecipe as StackRecord
+from kagglecv.core.runs import FoldDir, RunDir, resolve_member
+from kagglecv.data.features import FeatureTable, check_test_categories, read_features
 from kagglecv.data.load import load_test
 from kagglecv.data.table import CompetitionData, num_outputs
 from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
+from kagglecv.second.design import DesignSpec, level_one_columns, level_one_names
+from kagglecv.second.models import (
+    MAX_MODEL_BYTES,
+    MODEL_SUFFIX,
+    load_block,
+    output_blocks,
+)
+from kagglecv.second.stacking import FoldModel, LevelOne
 
 
 @dataclass
@@ -157,7 +167,49 @@ class EnsembleRecipe:
         return as_predictions(apply_blend(self.method, self.weights, stacked, self.task, self.power), self.task)
 
 
-Recipe = Union[RunRecipe, EnsembleRecipe]
+@dataclass
+class StackRecipe:
+    """How a stack made its test predictions: its members' predictions and the test table's features through each
+    fold's level-two model, averaged over the folds (``kagglecv.second.stacking``)."""
+
+    run: RunDir
+    task: str
+    classes: list[str]
+    record: StackRecord
+    spec: DesignSpec
+    folds: list[FoldModel]
+    members: list["Recipe"]
+    data: DataConfig   # the members' table layout (id column, reader): how a test table's features are read
+
+    def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
+                workers: int | None = None) -> np.ndarray:
+        member_predictions = np.stack([as_stored(member.predict(test, console, batch_size, workers))
+                                       for member in self.members])
+        rows = LevelOne(level_one_columns(member_predictions, self.classes, self.task), self.test_features(test))
+        return as_predictions(np.mean([fold.predict(self.spec, self.task, rows) for fold in self.folds], axis=0),
+                              self.task)
+
+    def test_features(self, test: CompetitionData) -> FeatureTable:
+        """The test table's features (the table ``test`` was read from), its categories checked against every
+        training row's."""
+        features = FeaturesConfig(numeric=self.record.numeric, categorical=self.record.categorical)
+        if (features.columns() or self.record.group) and (test.source is None or test.source.suffix == ""):
+            raise DataError(f"{self.run.path}: a stack reads the test rows' features from their table; give --test "
+                            "TABLE with its columns " + ", ".join([*features.columns(), *[self.record.group or ""]]))
+        table = read_features(test.source, self.data, test.ids, features, self.record.group)
+        check_test_categories(table, self.record.levels)
+        return table
+
+    def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
+                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
+        raise KagglecvError(f"{self.run.path}: a stack predicts from a table's features, not images alone; it cannot "
+                            "teach (pseudo-labels, distillation): use its members")
+
+    def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
+        raise KagglecvError(f"{self.run.path}: a stack's folds make no test predictions of their own; use its members")
+
+
+Recipe = Union[RunRecipe, EnsembleRecipe, StackRecipe]
 
 
 def as_stored(probabilities: np.ndarray) -> np.ndarray:
@@ -171,6 +223,8 @@ def load_recipe(path: Path) -> Recipe:
     info = run.read_info()
     if info.kind == "ensemble":
         return _ensemble_recipe(run, info)
+    if info.kind == "stack":
+        return _stack_recipe(run, info)
     return _run_recipe(run, info)
 
 
@@ -225,10 +279,36 @@ def recorded_fold_count(run: RunDir, info: RunInfo) -> int:
     return folds[-1].index + 1
 
 
+def _member_paths(run: RunDir, info: RunInfo) -> list[Path]:
+    """An ensemble's or stack's members: inside a bundle, or beside it (checked against their fingerprints)."""
+    if info.bundle_members is not None:
+        return [run.path / member for member in info.bundle_members]
+    return [resolve_member(run, member).path for member in info.members or []]
+
+
+def _stack_recipe(run: RunDir, info: RunInfo) -> StackRecipe:
+    record = run.read_stack_recipe()
+    member_paths = _member_paths(run, info)
+    if [path.name for path in member_paths] != record.members:
+        raise KagglecvError(f"{run.stack_path}: fitted on members {summarize(record.members, quote=True)}, the stack's "
+                            f"run.json names {summarize([path.name for path in member_paths], quote=True)}")
+    members = [load_recipe(path) for path in member_paths]
+    for path, member in zip(member_paths, members):
+        if member.classes != info.classes or member.task != info.task:
+            raise KagglecvError(f"{path}: classes or task differ from the stack {run.path}'s")
+    names = level_one_names(record.members, info.classes, info.task)
+    if names != record.predictions:
+        raise KagglecvError(f"{run.stack_path}: its prediction columns ({summarize(record.predictions, quote=True)}) "
+                            f"are not its members' ({summarize(names, quote=True)})")
+    spec = DesignSpec(record.predictions, record.numeric, record.categorical, record.group is not None)
+    folds = [FoldModel(levels, load_fold_blocks(run.fold(index), record, info.task, len(info.classes), spec))
+             for index, levels in enumerate(record.fold_levels)]
+    return StackRecipe(run, info.task, info.classes, record, spec, folds, members, run.read_config().data)
+
+
 def _ensemble_recipe(run: RunDir, info: RunInfo) -> EnsembleRecipe:
     recipe = run.read_blend_recipe()
-    member_paths = [run.path / member for member in info.bundle_members] if info.bundle_members is not None \
-        else [resolve_member(run, member).path for member in info.members or []]
+    member_paths = _member_paths(run, info)
     if len(member_paths) < 2:
         raise KagglecvError(f"{run.info_path}: an ensemble of {len(member_paths)} members; expected at least two")
     names = [path.name for path in member_paths]
@@ -259,6 +339,35 @@ def _member_weights(weights: dict, names: list[str], classes: list[str], source:
     if all(isinstance(row, dict) for row in rows):
         return np.array([[row[name] for name in classes] for row in rows], dtype=np.float64)
     return np.array(rows, dtype=np.float64)
+
+
+def load_fold_blocks(fold: FoldDir, record: StackRecord, task: str, n_classes: int, spec: DesignSpec) -> list:
+    """A stack fold's model blocks, each file bounded before it is read and parsed by its own library."""
+    blocks = []
+    for index, (objective, width) in enumerate(output_blocks(task, n_classes)):
+        path = fold.stack_model(index, MODEL_SUFFIX[record.model])
+        if not path.is_file():
+            raise KagglecvError(f"{path}: missing; the stack's fold {fold.index} has {record.blocks} model files")
+        if path.stat().st_size > MAX_MODEL_BYTES:
+            raise KagglecvError(f"{path}: {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES} a stack's model file "
+                                "may hold; refused")
+        text = path.read_text(encoding="utf-8", errors="strict")
+        blocks.append(load_block(record.model, text, objective, width, len(spec.names()), path))
+    if len(blocks) != record.blocks:
+        raise KagglecvError(f"{fold.path}: {record.blocks} model files recorded, the task needs {len(blocks)}")
+    return blocks
+
+
+def image_part(recipe: Recipe) -> Recipe:
+    """What of ``recipe`` runs models on images: a stack's members, averaged (its level-two models take
+    milliseconds and need the test table's features); any other recipe whole."""
+    if not isinstance(recipe, StackRecipe):
+        return recipe
+    members = [image_part(member) for member in recipe.members]
+    if len(members) == 1:
+        return members[0]
+    return EnsembleRecipe(recipe.run, recipe.task, recipe.classes, "mean", np.full(len(members), 1 / len(members)),
+                          2.0, members)
 
 
 def leaf_runs(recipe: Recipe) -> list[RunRecipe]:

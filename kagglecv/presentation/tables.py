@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 from rich.table import Table
 
-from kagglecv.data.outcomes import Analysis, EnsembleResult, Entry
+from kagglecv.data.outcomes import Analysis, EnsembleResult, Entry, StackResult
 from kagglecv.data.scoring import ScoreResult
 
 MAX_CLASS_COLUMNS = 12
@@ -122,6 +122,22 @@ def ensemble_table(result: EnsembleResult) -> Table:
         weight = result.weights.get(run)
         weight_text = f"weight {weight:.3f}, " if isinstance(weight, float) else ""
         table.add_row(f"{run}: {weight_text}marginal gain", f"{gain:+.5f}")
+    return table
+
+
+def stack_table(result: StackResult, top: int = 10) -> Table:
+    """Best single run, the stack in-sample (optimistic) and nested (honest), the columns it gained most from."""
+    table = Table(title=f"{result.name}: {result.model} stack on {result.metric}")
+    table.add_column("")
+    table.add_column(result.metric, justify="right")
+    table.add_row(f"best single run ({result.best_single[0]})", f"{result.best_single[1]:.5f}")
+    table.add_row("stack, fit and scored on all OOF (optimistic)", f"{result.in_sample:.5f}")
+    table.add_row("stack, nested CV: fold k by the model fit without it (honest)", f"{result.nested:.5f}")
+    if result.importance:
+        table.add_section()
+        total = sum(result.importance.values()) or 1.0
+        for column, gain in list(result.importance.items())[:top]:
+            table.add_row(f"gain: {column}", f"{gain / total:.1%}")
     return table
 
 

@@ -11,7 +11,6 @@ The blending maths (mean, rank, power, hill climbing, stacking, ...) are :mod:`k
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,7 @@ import pandas as pd
 
 from kagglecv.core.blending import METHODS, Blender, StackModel, as_predictions, combine
 from kagglecv.core.config import dump_config, validate_config
-from kagglecv.core.errors import KagglecvError, summarize
+from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import (
     atomic_folder,
     output_lock,
@@ -30,127 +29,14 @@ from kagglecv.core.files import (
 from kagglecv.core.metrics import Metric
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import (
-    aligned,
-    compare_ids,
     prediction_frame,
-    read_predictions,
     write_predictions,
 )
-from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import ENSEMBLE_PREFIX, RunDir, member_reference
-from kagglecv.data.inputs import competition_metric, load_run_table
+from kagglecv.data.inputs import competition_metric
+from kagglecv.data.members import Members, load_members, widest_range
 from kagglecv.data.outcomes import EnsembleResult
 from kagglecv.data.scoring import score_predictions_frame
-from kagglecv.data.table import CompetitionData
-
-
-@dataclass
-class Members:
-    """The runs being blended, aligned by id to the first run's order."""
-
-    paths: list[Path]
-    data: CompetitionData
-    classes: list[str]
-    task: str
-    folds: np.ndarray
-    oof: np.ndarray            # runs x rows x classes (float32)
-    test: np.ndarray | None    # runs x test rows x classes
-    test_ids: np.ndarray | None
-    config: dict               # the first run's resolved config
-    folds_sha256: str
-
-
-def load_members(paths: list[Path]) -> Members:
-    """Read and align the runs; different folds, classes or ids are an error naming the run and the first mismatch."""
-    if len(paths) < 2:
-        raise KagglecvError("an ensemble needs at least two runs")
-    resolved = [Path(path).resolve() for path in paths]
-    repeated = sorted({str(path) for path, real in zip(paths, resolved) if resolved.count(real) > 1})
-    if repeated:
-        raise KagglecvError(f"{summarize(repeated, quote=True)}: named more than once; an ensemble blends different runs")
-    runs = [RunDir(path) for path in paths]
-    first, info = runs[0], runs[0].read_info()
-    config = first.read_config()
-    data = load_run_table(first, config, info)
-    classes = info.classes
-    reference = read_predictions(first.oof_source().oof_path, classes, oof=True)
-    ids = reference["id"].to_numpy()
-    folds = reference["fold"].to_numpy()
-    _check_same_ids(ids, data.ids, first.oof_path, data.source)
-    position = {image_id: row for row, image_id in enumerate(ids)}
-    oof, test, test_ids = [], [], None
-    for run in runs:
-        _check_compatible(run, info if run is first else run.read_info(), first, info)
-        # A full refit is weighed by its CV run's OOF (the run its epochs and weights were chosen on).
-        oof_path = run.oof_source().oof_path
-        frame = read_predictions(oof_path, classes, oof=True)
-        _check_same_ids(frame["id"].to_numpy(), ids, oof_path, first.oof_path)
-        rows = np.array([position[image_id] for image_id in frame["id"]])
-        if not np.array_equal(folds[rows], frame["fold"].to_numpy()):
-            bad = frame["id"].to_numpy()[folds[rows] != frame["fold"].to_numpy()][0]
-            raise KagglecvError(f"{oof_path}: id {bad!r} is in another fold than in {first.oof_path}")
-        aligned = np.empty((len(ids), len(classes)), dtype=np.float32)
-        aligned[rows] = frame[classes].to_numpy(np.float32)
-        oof.append(aligned)
-        test_matrix, test_ids = _read_test(run, classes, test_ids, first)
-        test.append(test_matrix)
-    has_test = all(matrix is not None for matrix in test)
-    data_rows = pd.Series(np.arange(len(data)), index=data.ids).loc[ids].to_numpy()
-    aligned_data = CompetitionData(data.ids[data_rows], None, data.task, data.classes, data.targets[data_rows],
-                                   None, data.source,
-                                   answers=None if data.answers is None else data.answers.take(data_rows),
-                                   coarse=data.coarse)
-    members = Members([run.path for run in runs], aligned_data, classes, data.task, folds, np.stack(oof),
-                      np.stack(test) if has_test else None, test_ids if has_test else None,
-                      config.model_dump(mode="json"), info.folds_sha256 or "")
-    return _as_scored(members) if data.coarse is not None else members
-
-
-def _as_scored(members: Members) -> Members:
-    """Runs that learned a finer label (``data.finer``) blended as the competition scores them: their coarse
-    classes' probabilities; the ensemble is a run of the coarse target (its config without ``data.finer``)."""
-    coarse = members.data.coarse
-
-    def as_coarse(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else np.stack([coarse.probabilities(run).astype(np.float32) for run in values])
-
-    config = members.config | {"data": members.config["data"] | {"finer": None, "task": coarse.task}}
-    return replace(members, data=members.data.scored(), classes=coarse.classes, task=coarse.task,
-                   oof=as_coarse(members.oof), test=as_coarse(members.test), config=config)
-
-
-def _check_compatible(run: RunDir, info: RunInfo, first: RunDir, first_info: RunInfo) -> None:
-    """Same class order and same folds file as the first run."""
-    classes, theirs = first_info.classes, info.classes
-    if theirs != classes:
-        mismatch = next((i for i, (a, b) in enumerate(zip(theirs, classes)) if a != b), min(len(classes), len(theirs)))
-        raise KagglecvError(f"{run.path}: class order differs from {first.path} at position {mismatch}: "
-                            f"{theirs[mismatch] if mismatch < len(theirs) else '(none)'!r} vs "
-                            f"{classes[mismatch] if mismatch < len(classes) else '(none)'!r}")
-    if info.folds_sha256 != first_info.folds_sha256:
-        raise KagglecvError(f"{run.path}: made with other folds ({info.folds_file}) than {first.path} "
-                            f"({first_info.folds_file}); OOF blending needs the same folds file")
-
-
-def _read_test(run: RunDir, classes, test_ids, first: RunDir):
-    if not run.test_path.is_file():
-        return None, test_ids
-    frame = read_predictions(run.test_path, classes)
-    if test_ids is None:
-        return frame[classes].to_numpy(np.float32), frame["id"].to_numpy()
-    _check_same_ids(frame["id"].to_numpy(), test_ids, run.test_path, first.test_path)
-    return aligned(frame, test_ids, classes, run.test_path, first.test_path, dtype=np.float32), test_ids
-
-
-def _check_same_ids(ids: np.ndarray, reference: np.ndarray, path: Path, reference_path: Path) -> None:
-    differences = compare_ids(ids, reference)
-    if not differences:
-        return
-    first = (differences.missing or differences.extra or differences.doubled)[0]
-    raise KagglecvError(f"{path}: ids differ from {reference_path}: first mismatching id {first!r} "
-                        f"({len(differences.missing)} missing: {summarize(differences.missing, 3, quote=True)}; "
-                        f"{len(differences.extra)} extra: {summarize(differences.extra, 3, quote=True)}; "
-                        f"{len(differences.doubled)} doubled: {summarize(differences.doubled, 3, quote=True)})")
 
 
 def _stack_targets(members: Members) -> np.ndarray:
@@ -298,16 +184,9 @@ def _write_run_files(run: RunDir, members: Members, name: str, method: str, out_
         "members": [member_reference(p, out_path) for p in members.paths],
         "task": members.task, "classes": members.classes, "folds_sha256": members.folds_sha256,
         "folds_file": config.get("folds", {}).get("file"), "backbone": f"{method} of {len(members.paths)}",
-        "target_range": _widest_range([RunDir(path).read_info().target_range for path in members.paths]),
+        "target_range": widest_range(members.paths),
         "created": pd.Timestamp.now().isoformat(timespec="microseconds"),
     })
-
-
-def _widest_range(ranges: list[dict | None]) -> dict | None:
-    """The members' regression target ranges joined (they hold the same table: the same range, or a y_range)."""
-    if any(value is None for value in ranges):
-        return None
-    return {name: [min(r[name][0] for r in ranges), max(r[name][1] for r in ranges)] for name in ranges[0]}
 
 
 def _write_blend_report(run: RunDir, result: EnsembleResult, singles: dict, fitted, power: float) -> None:

@@ -71,14 +71,17 @@ from kagglecv.nn.onnx_predictor import ONNX_FILE
 from kagglecv.nn.recipe import (
     EnsembleRecipe,
     Recipe,
+    RunRecipe,
+    StackRecipe,
     leaf_runs,
     load_recipe,
 )
+from kagglecv.second.models import MODEL_SUFFIX
 
 FORMATS = ("torch", "onnx")
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities, PyTorch vs ONNX Runtime
 BUNDLE_FORMAT = 1
-ENSEMBLE_KEYS = ("experiment", "kind", "task", "classes", "backbone", "created", "target_range")
+ENSEMBLE_KEYS = ("experiment", "kind", "task", "classes", "backbone", "created", "target_range", "n_folds")
 RUN_KEYS = ("experiment", "created", "task", "classes", "params", "model_file", "versions", "python", "target_range")
 DONE_KEYS = ("fold", "best_epoch", "best_score", "metric", "source")
 
@@ -109,6 +112,9 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     own images; ``infer`` runs it with ONNX Runtime and no torch). ``fit``: pack only the runs and TTA views that
     score best on OOF within that budget (``kagglecv.nn.budget``); its choice goes in the manifest.
     """
+    if fit is not None and RunDir(source).read_info().kind == "stack":
+        raise KagglecvError(f"--fit: {source} is a stack, whose models were fitted on all its members' predictions; "
+                            "pack it whole (or fit the budget on its members and stack again)")
     if format not in FORMATS:
         raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     if format == "onnx":
@@ -222,14 +228,17 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
     run = RunDir(dest)
     info = recipe.run.read_info()
     write_text(run.config_path, recipe.run.config_path.read_text(encoding="utf-8"))
-    if isinstance(recipe, EnsembleRecipe):
+    if isinstance(recipe, (EnsembleRecipe, StackRecipe)):
         names = [member.run.name for member in recipe.members]
         if len(set(names)) != len(names):
             raise KagglecvError(f"{recipe.run.path}: two members share a folder name ({summarize(names, quote=True)}); "
                                 "a bundle keeps them under members/<name>/")
         kept = info.model_dump(include=set(ENSEMBLE_KEYS), exclude_unset=True)
         run.write_info(RunInfo(**kept, bundle=BUNDLE_FORMAT, bundle_members=[f"members/{name}" for name in names]))
-        run.write_blend_recipe(recipe.run.read_blend_recipe() if blend is None else blend)
+        if isinstance(recipe, StackRecipe):
+            _copy_stack_models(recipe, run)
+        else:
+            run.write_blend_recipe(recipe.run.read_blend_recipe() if blend is None else blend)
         for name, member in zip(names, recipe.members):
             _copy_recipe(member, dest / "members" / name, format)
         return
@@ -287,13 +296,22 @@ def _held_out_rows(run: RunDir, ids: np.ndarray) -> dict[int, np.ndarray]:
     return {int(fold): position.loc[group["id"]].to_numpy() for fold, group in known.groupby("fold")}
 
 
+def _copy_stack_models(recipe: StackRecipe, run: RunDir) -> None:
+    """A stack's ``stack.json`` and its fold models, written from the recipe as it was loaded (and checked)."""
+    run.write_stack_recipe(recipe.record)
+    suffix = MODEL_SUFFIX[recipe.record.model]
+    for index, fold in enumerate(recipe.folds):
+        for block, fitted in enumerate(fold.blocks):
+            write_text(run.fold(index).stack_model(block, suffix), fitted.text())
+
+
 def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None, extra: dict) -> tuple[dict, int]:
     """``manifest.json`` listing every other file; returns the listing and the bundle's size in bytes."""
     files = {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
              for name in sorted(bundle_files(folder))}
     size = sum(entry["bytes"] for entry in files.values())
     write_json(folder / MANIFEST, {
-        "kagglecv_bundle": BUNDLE_FORMAT, "kind": "ensemble" if isinstance(recipe, EnsembleRecipe) else "run",
+        "kagglecv_bundle": BUNDLE_FORMAT, "kind": recipe.run.read_info().kind if not isinstance(recipe, RunRecipe) else "run",
         "source": str(recipe.run.path), "created": datetime.now().isoformat(timespec="seconds"),
         "versions": package_versions(), "task": recipe.task, "classes": recipe.classes,
         "size_bytes": size,
@@ -343,7 +361,8 @@ def timing_warning(timing: Timing | None, images: int | None, max_minutes: float
 
 def bundle_readme(recipe: Recipe, name: str, has_wheels: bool, timing: Timing | None) -> str:
     """The README of a bundle: what it holds and the two notebook cells that install and run it offline."""
-    kind = f"ensemble of {len(recipe.members)} runs" if isinstance(recipe, EnsembleRecipe) else "run"
+    kind = "run" if isinstance(recipe, RunRecipe) else \
+        f"{'stack' if isinstance(recipe, StackRecipe) else 'ensemble'} of {len(recipe.members)} runs"
     install = (f"!pip install --no-index --find-links /kaggle/input/{name}/wheels kagglecv" if has_wheels else
                "# no wheelhouse in this bundle: attach kagglecv's wheels as another dataset, or pack with --wheels")
     speed = "" if timing is None else (
