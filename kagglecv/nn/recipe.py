@@ -183,9 +183,10 @@ class StackRecipe:
 
     def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
                 workers: int | None = None) -> np.ndarray:
+        features = self.test_features(test)  # a table that lacks a feature fails before any image model runs
         member_predictions = np.stack([as_stored(member.predict(test, console, batch_size, workers))
                                        for member in self.members])
-        rows = LevelOne(level_one_columns(member_predictions, self.classes, self.task), self.test_features(test))
+        rows = LevelOne(level_one_columns(member_predictions, self.classes, self.task), features)
         return as_predictions(np.mean([fold.predict(self.spec, self.task, rows) for fold in self.folds], axis=0),
                               self.task)
 

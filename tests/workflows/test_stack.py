@@ -1,0 +1,145 @@
+"""The table beside the image, on real data: coco128's images and the real per-image table of
+``../shared/data/coco128-multilabel/objects.csv`` (object count, box cover, width, height; orientation derived from
+the size), the target "a person is in the image" (from the real labels). One small image run, then ``kagglecv
+stack`` on its OOF predictions and the table: the nested score beats the image run, is what ``score`` computes,
+catches a planted leak that the in-sample score does not, and ``pack`` + ``infer`` replay it on a hidden test."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from kagglecv.cli import app
+from kagglecv.core.config import FeaturesConfig, validate_config
+from kagglecv.data.features import read_features
+from kagglecv.second.design import DesignSpec
+from kagglecv.second.models import ModelSettings
+from kagglecv.second.stacking import LevelOne, fit_stack
+from tests.conftest import shared_dataset
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+FEATURES = {"numeric": ["n_objects", "box_cover", "width", "height"], "categorical": ["orientation"]}
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def person(tmp_path_factory) -> Path:
+    """coco128's 128 training and 128 test images with their objects.csv row, a 3-fold image run, and a LightGBM
+    stack of it."""
+    source = shared_dataset("coco128-multilabel")
+    root = tmp_path_factory.mktemp("person")
+    objects = pd.read_csv(source / "objects.csv", dtype={"id": str})
+    labels = pd.concat([pd.read_csv(source / name, dtype=str, keep_default_na=False)
+                        for name in ("train.csv", "solution.csv")])
+    objects = objects.merge(labels, on="id")
+    objects["person"] = objects["labels"].str.split().apply(lambda names: int("person" in names))
+    objects["orientation"] = np.select([objects.width > objects.height, objects.width < objects.height],
+                                       ["landscape", "portrait"], "square")
+    columns = ["id", *FEATURES["numeric"], *FEATURES["categorical"]]
+    train, test = objects[objects.split == "train"], objects[objects.split == "test"]
+    train[[*columns, "person"]].to_csv(root / "train.csv", index=False)
+    test[columns].to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"id": test["id"], "person": 0.5}).to_csv(root / "sample_submission.csv", index=False)
+    config = {"experiment": "img", "runs_dir": str(root / "runs"), "metric": "roc_auc",
+              "data": {"train_csv": str(root / "train.csv"), "test_csv": str(root / "test.csv"),
+                       "image_dir": str(source / "train"), "test_image_dir": str(source / "test"),
+                       "target": "person", "features": FEATURES},
+              "folds": {"n_splits": 3, "near_duplicates": "off", "file": str(root / "folds.csv")},
+              "model": {"name": "test_resnet", "pretrained": False, "img_size": 32},
+              "train": {"epochs": 1, "batch_size": 16, "num_workers": 0},
+              "submit": {"sample": str(root / "sample_submission.csv"), "dir": str(root / "submissions")}}
+    (root / "img.yaml").write_text(yaml.safe_dump(config))
+    invoke("run", str(root / "img.yaml"))
+    invoke("stack", str(root / "runs" / "img"), "--name", "gbdt")
+    return root
+
+
+def truth(root: Path) -> pd.Series:
+    return pd.read_csv(root / "train.csv", dtype={"id": str}).set_index("id")["person"]
+
+
+def test_the_stack_beats_the_image_run_on_nested_oof_and_scores_as_sklearn(person):
+    stack, image = person / "runs" / "stack-gbdt", person / "runs" / "img"
+    oof, image_oof = (pd.read_csv(path / "oof.csv", dtype={"id": str}) for path in (stack, image))
+    assert sorted(oof["id"]) == sorted(truth(person).index) and oof["id"].is_unique
+    assert oof.set_index("id")["fold"].equals(image_oof.set_index("id")["fold"].loc[oof["id"]])  # the same folds
+    nested = roc_auc_score(truth(person).loc[oof["id"]], oof["1"])
+    alone = roc_auc_score(truth(person).loc[image_oof["id"]], image_oof["1"])
+    report = json.loads((stack / "stack_score.json").read_text())
+    assert abs(json.loads((stack / "score.json").read_text())["overall"] - nested) < 1e-9
+    assert abs(report["nested"] - nested) < 1e-9 and abs(report["best_single"]["score"] - alone) < 1e-9
+    assert nested > alone + 0.05, (nested, alone)   # the table carries what one epoch of images does not
+    assert report["in_sample"] > nested             # scored on its own training rows: optimistic
+    assert set(report["importance"]) >= {"img:1", "n_objects", "orientation"}
+    assert json.loads((stack / "run.json").read_text())["kind"] == "stack"
+
+
+def test_a_planted_leak_lifts_the_in_sample_score_but_not_the_nested_one(person):
+    """A feature equal to the target on fold 0's rows only (noise elsewhere): a stack scored on its own training
+    rows reports the leak as skill; the nested score, whose fold-0 model never saw fold 0, does not."""
+    config = validate_config(yaml.safe_load((person / "img.yaml").read_text()))
+    oof = pd.read_csv(person / "runs" / "img" / "oof.csv", dtype={"id": str})
+    ids, folds, targets = oof["id"].to_numpy(), oof["fold"].to_numpy(), truth(person).loc[oof["id"]].to_numpy()
+    noise = np.random.default_rng(0).integers(0, 2, len(ids))
+    planted = np.where(folds == 0, targets, noise)
+    train = pd.read_csv(person / "train.csv", dtype=str).set_index("id").loc[ids].reset_index()
+    leaky_table = person / "planted.csv"
+    train.assign(planted=planted).to_csv(leaky_table, index=False)
+
+    def scores(numeric: list[str]) -> tuple[float, float]:
+        features = FeaturesConfig(numeric=numeric, categorical=[])
+        table = read_features(leaky_table, config.data, ids, features, None)
+        spec = DesignSpec(["img:1"], numeric, [], False)
+        fitted = fit_stack(spec, ModelSettings(kind="lightgbm"), "binary", 2, LevelOne(oof[["1"]].to_numpy(), table),
+                           targets, folds, None)
+        return roc_auc_score(targets, fitted.nested[:, 1]), roc_auc_score(targets, fitted.in_sample[:, 1])
+
+    clean_nested, clean_in_sample = scores(["n_objects", "box_cover"])
+    leaky_nested, leaky_in_sample = scores(["n_objects", "box_cover", "planted"])
+    assert leaky_in_sample > clean_in_sample + 0.05, (leaky_in_sample, clean_in_sample)
+    assert leaky_nested < clean_nested + 0.01, (leaky_nested, clean_nested)
+
+
+def test_pack_and_infer_replay_the_stack_on_a_hidden_test(person, tmp_path):
+    stack = person / "runs" / "stack-gbdt"
+    invoke("pack", str(stack), "--out", str(tmp_path / "bundle"), "--timing-images", "0")
+    hidden = pd.read_csv(person / "test.csv", dtype=str).iloc[::-1].head(40)  # another table: fewer rows, reordered
+    hidden.to_csv(tmp_path / "hidden.csv", index=False)
+    images = str(shared_dataset("coco128-multilabel") / "test")
+    invoke("infer", str(tmp_path / "bundle"), "--test", str(tmp_path / "hidden.csv"), "--images", images,
+           "--out", str(tmp_path / "replayed.csv"))
+    replayed = pd.read_csv(tmp_path / "replayed.csv", dtype={"id": str}).set_index("id")
+    recorded = pd.read_csv(stack / "test.csv", dtype={"id": str}).set_index("id").loc[replayed.index]
+    assert list(replayed.index) == list(hidden["id"])
+    np.testing.assert_allclose(replayed.to_numpy(), recorded.to_numpy(), rtol=0, atol=2e-7)
+    hidden.drop(columns=["box_cover"]).to_csv(tmp_path / "lacking.csv", index=False)
+    result = runner.invoke(app, ["infer", str(tmp_path / "bundle"), "--test", str(tmp_path / "lacking.csv"),
+                                 "--images", images, "--out", str(tmp_path / "refused.csv")])
+    assert result.exit_code != 0 and "no column 'box_cover'" in str(result.exception), result.output
+    assert not (tmp_path / "refused.csv").exists()
+
+
+def test_submit_and_ensemble_take_the_stack_as_a_run(person):
+    stack = person / "runs" / "stack-gbdt"
+    invoke("submit", str(stack), "--sample", str(person / "sample_submission.csv"), "--out-dir",
+           str(person / "submissions"))
+    submission = pd.read_csv(person / "submissions" / "stack-gbdt.csv", dtype={"id": str})
+    test = pd.read_csv(stack / "test.csv", dtype={"id": str})
+    assert list(submission.columns) == ["id", "person"] and list(submission["id"]) == list(test["id"])
+    np.testing.assert_allclose(submission["person"], test["1"], atol=1e-6)
+    invoke("ensemble", str(person / "runs" / "img"), str(stack), "--method", "mean", "--name", "both")
+    blended = pd.read_csv(person / "runs" / "ens-both" / "test.csv", dtype={"id": str}).set_index("id")
+    image = pd.read_csv(person / "runs" / "img" / "test.csv", dtype={"id": str}).set_index("id")
+    np.testing.assert_allclose(blended["1"], (image["1"] + test.set_index("id")["1"]).loc[blended.index] / 2,
+                               atol=2e-6)
