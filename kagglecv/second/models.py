@@ -98,8 +98,8 @@ def load_block(kind: str, text: str, objective: str, width: int, n_features: int
         else:
             block = LinearBlock.from_state(json.loads(text), objective, width)
         probe = block.predict(np.zeros((1, n_features)))
-    except KagglecvError:
-        raise
+    except KagglecvError as exc:
+        raise KagglecvError(f"{source}: {exc}") from None
     except Exception as exc:  # each library raises its own error type for a damaged model
         raise KagglecvError(f"{source}: not a {kind} model of this stack ({' '.join(str(exc).split())[:160]})") from None
     if probe.size != width:
@@ -263,6 +263,9 @@ class LinearBlock:
         return cls(objective, inputs, coef, intercept)
 
     def predict(self, design: np.ndarray) -> np.ndarray:
+        columns = len(self.inputs.numeric) + len(self.inputs.categorical)
+        if sorted([*self.inputs.numeric, *self.inputs.categorical]) != list(range(design.shape[1])):
+            raise KagglecvError(f"a linear model of {columns} features; the stack gives {design.shape[1]}")
         inputs = self.inputs.transform(design)
         if self.support is not None:
             scores = np.concatenate([self._rbf(inputs[start:start + SVR_CHUNK_ROWS])
@@ -311,7 +314,10 @@ def _library(module: str, extra: str, what: str):
 
 
 def _finite(values, ndim: int = 1) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = np.full((1,) * (ndim + 1), np.nan)
     if array.ndim != ndim or not np.isfinite(array).all():
         raise KagglecvError(f"expected a {ndim}-d array of finite numbers")
     return array
