@@ -20,7 +20,7 @@ _EXPORTS = {
     "predict_run": "stages.predict",
     "score_run": "stages.score", "score_oof_file": "stages.score", "score_submission": "stages.score",
     "build_report": "stages.report",
-    "make_ensemble": "stages.ensemble", "hill_climb": "core.blending",
+    "make_ensemble": "stages.ensemble", "hill_climb": "core.blending", "make_stack": "stages.stack",
     "write_submission": "stages.submit",
     "run_pipeline": "workflows.run",
     "run_demo": "workflows.demo",

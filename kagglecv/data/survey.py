@@ -10,6 +10,7 @@ when two fit. Nothing here writes a file.
 from __future__ import annotations
 
 import functools
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from kagglecv.core.metrics import ALIASES, fits_task, is_metric_file, resolve_me
 from kagglecv.core.shapes import cells_are_tags, sample_top_k
 from kagglecv.data.coco import COCO_NAMES, COCO_SUFFIX, is_coco_table, read_coco_table
 from kagglecv.data.decoding import open_image
+from kagglecv.data.load import answer_columns
 from kagglecv.data.long import long_test_ids, widen
 from kagglecv.data.pixels import pixel_columns
 from kagglecv.data.reader_survey import (
@@ -117,6 +119,7 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
     _metric(survey, task, fmt, metric, sample)
     if tables.test is not None:
         survey.add("data.test_csv", tables.test, "the test table")
+        _features(survey, train, tables)
     survey.add("submit.sample", tables.sample, "the sample submission: its header, ids and order are the submission's"
                + ("; its rows are the test ids (no test table)" if tables.test is None else ""))
     if pixel_table:
@@ -329,6 +332,42 @@ def _answers_of_images(survey: Survey, train: pd.DataFrame, id_col: str, tables:
     survey.add("data.answer_aggregate", "mean", "an answer's prediction is the mean of its images'")
     survey.add("data.group_col", patient, "an answer's first column: its images stay in one fold")
     return True
+
+
+GROUP_NAMES = re.compile(r"patient|subject|individual|participant|case_?id|study|user|owner", re.IGNORECASE)
+MAX_CATEGORIES = 1000  # a text column with more distinct values (or one per row) is an identifier, not a category
+
+
+def _features(survey: Survey, train: pd.DataFrame, tables: _Tables) -> None:
+    """The table beside the image: columns of both tables (numbers, or text of few values), a patient-like column
+    of both as the fold group, and the training table's columns the test lacks, listed as leaks."""
+    test_columns = list(read_csv_head(tables.test, 1).columns)
+    target = survey.value("data.target")
+    used = {survey.value("data.id_col", "id"), survey.value("data.image_col"), survey.value("data.group_col"),
+            *([target] if isinstance(target, str) else target or []), *answer_columns(survey.value("data.answer_id"))}
+    shared = [column for column in train.columns if column in test_columns and column not in used]
+    group = survey.value("data.group_col") or next(
+        (column for column in shared if GROUP_NAMES.search(column) and train[column].nunique() < len(train)), None)
+    if group is not None and survey.value("data.group_col") is None:
+        survey.add("data.group_col", group, f"a {group} column in both tables, repeated across rows: a patient's "
+                   "images stay in one fold, and the stack's group-relative features are per patient")
+    numeric, categorical = [], []
+    for column in (column for column in shared if column != group):
+        cells = train[column].str.strip()
+        filled = cells[~cells.isin(["", "nan", "NaN", "NA"])]
+        if len(filled) and pd.to_numeric(filled, errors="coerce").notna().all():
+            numeric.append(column)
+        elif filled.nunique() <= min(MAX_CATEGORIES, len(train) // 2):
+            categorical.append(column)
+    leaks = [column for column in train.columns if column not in test_columns and column not in used]
+    if numeric or categorical:
+        survey.add("data.features.numeric", numeric, f"columns of numbers in both {tables.train.name} and the test "
+                   "table: `kagglecv stack` feeds them to its second-stage model")
+        survey.add("data.features.categorical", categorical, "columns of few text values in both tables, encoded "
+                   "from each fold's training rows")
+    if leaks:
+        survey.add("data.features.leaks", leaks, f"in {tables.train.name} but not the test table: the hidden test "
+                   "will not have them, so nothing uses them (a model fed them learns a leak)")
 
 
 def _target(survey: Survey, train: pd.DataFrame, sample: pd.DataFrame, tables: _Tables, metric: str | None):

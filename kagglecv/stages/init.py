@@ -210,8 +210,23 @@ def render(entries: list[tuple[str, Any, str]], folder: Path) -> str:
             lines.append(f"{section}: {_scalar(section, items[0][1])}  # {_comment(items[0][2])}")
             continue
         lines.append(f"{section}:")
-        lines += [f"  {key}: {_scalar(f'{section}.{key}', value)}  # {_comment(why)}" for key, value, why in items]
+        lines += _section_lines(section, items)
     return "\n".join(lines) + "\n"
+
+
+def _section_lines(section: str, items: list[tuple[str, Any, str]]) -> list[str]:
+    """A section's keys, two-part ones (``features.numeric``) under their own sub-mapping, each once."""
+    lines, opened = [], set()
+    for key, value, why in items:
+        parent, _, child = key.partition(".")
+        if not child:
+            lines.append(f"  {key}: {_scalar(f'{section}.{key}', value)}  # {_comment(why)}")
+            continue
+        if parent not in opened:
+            opened.add(parent)
+            lines.append(f"  {parent}:")
+        lines.append(f"    {child}: {_scalar(f'{section}.{key}', value)}  # {_comment(why)}")
+    return lines
 
 
 # What YAML (PyYAML reads 1.1) takes for a line break, and the other control characters: never raw in the text.
