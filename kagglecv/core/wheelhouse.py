@@ -23,7 +23,7 @@ import kagglecv
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 
-KAGGLE_PROVIDES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "albumentations")
+KAGGLE_PROVIDES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "albumentations", "lightgbm")
 KAGGLE_PLATFORM = "manylinux_2_35_x86_64"  # Kaggle's image: Ubuntu 22.04, glibc 2.35; pip also takes older manylinux tags
 KAGGLE_PYTHON = "3.11"
 MIN_SETUPTOOLS = (77,)  # PEP 639 license strings in pyproject.toml

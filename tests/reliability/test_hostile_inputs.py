@@ -1120,6 +1120,68 @@ CATALOGUE["targets beyond one label"] = [
 ]
 
 
+def featured(train: dict | None = None, test: dict | None = None, drop: str | None = None) -> Callable[[Path], None]:
+    """Feature columns beside the images (age, site, patient) in both tables, named in both runs' data.features;
+    ``train``/``test``: {row: {column: value}} planted after, ``drop``: a column the test table then lacks."""
+    def apply(world: Path) -> None:
+        for name, planted in (("train", train), ("test", test)):
+            frame = pd.read_csv(world / f"data/{name}.csv", dtype=str)
+            frame["age"] = [str(20 + index % 50) for index in range(len(frame))]
+            frame["site"] = ["arm" if index % 2 else "leg" for index in range(len(frame))]
+            frame["patient"] = [f"p{index // 4}" for index in range(len(frame))]
+            for row, cells in (planted or {}).items():
+                for column, value in cells.items():
+                    frame.loc[row, column] = value
+            frame.drop(columns=[drop] if drop and name == "test" else []).to_csv(world / f"data/{name}.csv", index=False)
+        for run in ("base", "other"):
+            path = world / f"runs/{run}/config.yaml"
+            config = yaml.safe_load(path.read_text())
+            config["data"]["features"] = {"numeric": ["age"], "categorical": ["site"]}
+            path.write_text(yaml.safe_dump(config))
+    return apply
+
+
+def stacked(change: str = "") -> Callable[[Path], None]:
+    """``kagglecv stack runs/base`` on the featured world, then its fold-0 model or recipe altered."""
+    def apply(world: Path) -> None:
+        featured()(world)
+        code, output = _run(["stack", "runs/base", "--name", "m", "--rounds", "5"], world)
+        assert code == 0, output
+        model = world / "runs/stack-m/fold0/stack-0.txt"
+        if change == "garbage":
+            model.write_text("tree\nversion=v4\nnum_class=10\n{ not a model")
+        elif change == "other features":
+            code, output = _run(["stack", "runs/base", "runs/other", "--name", "two", "--rounds", "5"], world)
+            assert code == 0, output
+            shutil.copy(world / "runs/stack-two/fold0/stack-0.txt", model)
+        elif change == "members":
+            edit_json("runs/stack-m/stack.json", members=["someone-else"])(world)
+    return apply
+
+
+STACK = ["stack", "runs/base", "--name", "x", "--rounds", "5"]
+STACK_INFER = ["infer", "runs/stack-m", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"]
+CATALOGUE["the table beside the image"] = [
+    Variant("text in a feature column of numbers", STACK, "column 'age' line 4: 'forty'",
+            setup=featured(train={2: {"age": "forty"}})),
+    Variant("a test category the training rows never have", STACK, "categories the training table never has: 'tail'",
+            setup=featured(test={0: {"site": "tail"}})),
+    Variant("a feature column the test table lacks", STACK, "test.csv: no column 'age'", setup=featured(drop="age")),
+    Variant("a group column with an empty cell", [*STACK, "--group", "patient"], "group column 'patient' is empty on "
+            "line 3", setup=featured(train={1: {"patient": ""}})),
+    Variant("a stack over runs made with other folds", ["stack", "runs/base", "runs/other"], "other folds",
+            setup=both(featured(), edit_json("runs/other/run.json", folds_sha256="0" * 64))),
+    Variant("an unknown second-stage model", [*STACK, "--model", "catboost"], "--model 'catboost'", setup=featured()),
+    Variant("a support vector regression on classes", [*STACK, "--model", "svr"], "support vector", setup=featured()),
+    Variant("a stack's model file that is no model", STACK_INFER, "stack-0.txt: not a lightgbm model",
+            setup=stacked("garbage")),
+    Variant("a stack's model file of another stack's features", STACK_INFER, "stack-0.txt", setup=stacked(
+        "other features")),
+    Variant("a stack.json naming other members", STACK_INFER, "fitted on members 'someone-else'",
+            setup=stacked("members")),
+]
+
+
 VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()
             for variant in variants]
 

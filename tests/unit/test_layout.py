@@ -94,7 +94,7 @@ def test_every_module_is_in_a_subpackage_of_the_layout():
     top = sorted(path.name for path in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "cli.py"], top
     assert sorted(path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__") == \
-        ["core", "data", "nn", "presentation", "stages", "training", "workflows"]
+        ["core", "data", "nn", "presentation", "second", "stages", "training", "workflows"]
 
 
 def test_scoring_ensembling_submitting_reporting_and_reading_a_recipe_do_not_import_torch():
@@ -108,7 +108,7 @@ def test_scoring_ensembling_submitting_reporting_and_reading_a_recipe_do_not_imp
     assert train.stdout.strip() == "False", "train.py must not import predict.py"
 
 
-LAYERS = ["cli", "workflows", "stages", "training", "presentation", "nn", "data", "core"]
+LAYERS = ["cli", "workflows", "stages", "training", "presentation", "nn", "second", "data", "core"]
 
 
 def type_checking_imports(path: Path) -> list[str]:
