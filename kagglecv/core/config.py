@@ -345,6 +345,16 @@ class HeadConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class FeaturesHeadConfig(_Section):
+    """Fusion (PetFinder Pawpularity, bone age): the backbone's pooled features joined with a small MLP over
+    ``data.features`` (normalised on each fold's training rows), one classifier over both, trained end to end."""
+
+    hidden: int = Field(64, ge=1, le=4096, description="Width of the MLP over the features.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lr_scale: float = Field(10.0, gt=0, le=1000, description="The head (features MLP and classifier) trains at "
+                            "train.lr times this: new layers beside a pretrained backbone.")
+
+
 class ModelConfig(_Section):
     """The timm backbone and its head."""
 
@@ -361,6 +371,8 @@ class ModelConfig(_Section):
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier (timm drop_rate).")
     drop_path_rate: Optional[float] = Field(None, ge=0.0, lt=1.0, description="Stochastic depth (timm drop_path_rate).")
     head: Optional[HeadConfig] = None
+    features_head: Optional[FeaturesHeadConfig] = Field(None, description="Fusion: the image features joined with an "
+                                                        "MLP over data.features, trained end to end.")
     freeze: Union[Literal["backbone"], int, None] = Field(
         None, description="'backbone' (all but the head), or a number of leading stages to freeze."
     )
@@ -372,9 +384,11 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _layer_decay_without_head(self) -> "ModelConfig":
-        if self.layer_decay is not None and self.head is not None:
-            raise ValueError("model.layer_decay cannot be combined with model.head (timm's layer groups end at its "
-                             "own classifier)")
+        if self.layer_decay is not None and (self.head is not None or self.features_head is not None):
+            raise ValueError("model.layer_decay cannot be combined with model.head or model.features_head (timm's "
+                             "layer groups end at its own classifier)")
+        if self.head is not None and self.features_head is not None:
+            raise ValueError("model.head and model.features_head: set one (the fusion head is its own classifier)")
         return self
 
 
@@ -668,6 +682,7 @@ class Config(_Section):
             raise ValueError("augment.alternate_flip: flips whole batches; set augment.batch (flip or flip_translate) "
                              f"and augment.hflip: true (got batch {self.augment.batch!r}, hflip {self.augment.hflip})")
         self._loss_fits_the_target()
+        self._fusion_fits()
         teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
         if teacher and self.data.task in ("regression", "heads"):
             raise ValueError(f"{teacher}: teachers give one target's class probabilities; a {self.data.task} run "
@@ -676,6 +691,20 @@ class Config(_Section):
             raise ValueError(f"train.loss: a student of a teacher ({teacher}:) trains with cross-entropy (BCE for "
                              f"multi-label), got {self.train.loss!r}")
         return self
+
+    def _fusion_fits(self) -> None:
+        """A fusion head needs the table's features, and nothing that makes rows the table does not hold."""
+        if self.model.features_head is None:
+            return
+        if self.data.features is None or not self.data.features.columns():
+            raise ValueError("model.features_head: joins the image with data.features; name its numeric or "
+                             "categorical columns (kagglecv init proposes them)")
+        used = [key for key, value in {"train.mixup": self.train.mixup, "train.cutmix": self.train.cutmix,
+                                       "pseudo": self.pseudo, "distill": self.distill,
+                                       "train.norm_lr_scale": self.train.norm_lr_scale}.items() if value]
+        if used:
+            raise ValueError(f"model.features_head with {', '.join(used)}: mixed or pseudo-labelled images have no "
+                             "table row, and the head sets its own learning rate; turn them off")
 
     def _loss_fits_the_target(self) -> None:
         """Regression losses for a numeric target, class losses and class tools for the others."""

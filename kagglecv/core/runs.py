@@ -98,6 +98,7 @@ class FoldDir:
     previous_checkpoint = _file("last.prev.pt")   # train
     history_path = _file("history.csv")           # train
     normalization_path = _file("normalization.json")  # train: how the fold's inputs are normalised (pack copies it)
+    features_path = _file("features.json")        # train: a fusion head's feature scaling (pack copies it)
     curves_path = _file("curves.png")             # train
     lock_path = _file(".train.lock")              # train, while the fold trains
     launch_log_path = _file("launch.log")         # launch, tune: the fold's job output

@@ -8,7 +8,7 @@ file, the column, the line and the value, before any model is fitted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,31 +17,9 @@ import pandas as pd
 from kagglecv.core.config import DataConfig, FeaturesConfig
 from kagglecv.core.errors import DataError, summarize
 from kagglecv.data.load import read_competition_table
+from kagglecv.data.table import CompetitionData, FeatureTable
 
 CSV_HEADER_LINES = 1  # a frame's row r is line r + 2 of its file (the header is line 1)
-
-
-@dataclass
-class FeatureTable:
-    """Feature columns of some rows, in the order of ``ids``: numbers (NaN where empty) and categories (None where
-    empty), and the group of each row (``group`` names its column) for the group-relative features."""
-
-    ids: np.ndarray
-    numeric_names: list[str]
-    numeric: np.ndarray          # rows x numeric columns, float64
-    categorical_names: list[str]
-    categorical: np.ndarray      # rows x categorical columns, object: str or None
-    groups: np.ndarray | None    # rows, str
-    source: Path
-
-    def take(self, rows: np.ndarray) -> "FeatureTable":
-        return FeatureTable(self.ids[rows], self.numeric_names, self.numeric[rows], self.categorical_names,
-                            self.categorical[rows], None if self.groups is None else self.groups[rows], self.source)
-
-    def levels(self) -> dict[str, list[str]]:
-        """Each categorical column's categories among these rows, sorted: the encoding a fold fits."""
-        return {name: sorted({value for value in self.categorical[:, index] if value is not None})
-                for index, name in enumerate(self.categorical_names)}
 
 
 def read_features(path: Path, config: DataConfig, ids: np.ndarray, features: FeaturesConfig,
@@ -124,3 +102,11 @@ def train_only_columns(train_columns: list[str], test_columns: list[str], used: 
     """The training table's columns that the test table lacks, other than ``used`` (id, target, group, ...):
     information the hidden test will not have, so a model fed them learns a leak."""
     return [column for column in train_columns if column not in set(test_columns) and column not in set(used)]
+
+
+def with_features(data: CompetitionData, config: DataConfig) -> CompetitionData:
+    """``data`` with ``data.features``' columns of its own table, for a model that takes them (a fusion head)."""
+    if not Path(data.source).is_file():
+        raise DataError(f"{data.source}: the test set is a folder of images; a model fed data.features reads each "
+                        "row's features from a test table (data.test_csv)")
+    return replace(data, features=read_features(data.source, config, data.ids, config.features, None))

@@ -25,6 +25,7 @@ from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import RunDir
 from kagglecv.core.shapes import SubmissionShape
 from kagglecv.data.cache import CACHE_FOLDER, with_cached_images
+from kagglecv.data.features import with_features
 from kagglecv.data.load import load_test, load_train
 from kagglecv.data.table import CompetitionData, read_csv_strings
 
@@ -71,6 +72,9 @@ def load_stage_inputs(config: Config, data: CompetitionData | None = None) -> St
     metric = competition_metric(config, data)
     fold_of = read_folds(Path(config.folds.file), data)
     test = load_test(config.data, data.classes, data.task) if config.data.has_test() else None
+    if config.model.features_head is not None:  # a fusion model reads each row's features beside its image
+        data = with_features(data, config.data)
+        test = None if test is None else with_features(test, config.data)
     cache = Path(config.runs_dir) / CACHE_FOLDER
     data = with_cached_images(data, config.data.cache, cache)
     test = None if test is None else with_cached_images(test, config.data.cache, cache)
@@ -86,6 +90,8 @@ def load_run_table(run: RunDir, config: Config | None = None, info: RunInfo | No
     config = config or run.read_config()
     try:
         data = load_train(config.data, with_images=with_images)
+        if config.model.features_head is not None and with_images:
+            data = with_features(data, config.data)
     except DataError as exc:
         raise DataError(f"{run.path}: cannot read the training table it was made from: {exc}") from None
     info = info or run.read_info()

@@ -82,6 +82,29 @@ class Coarse:
 
 
 @dataclass
+class FeatureTable:
+    """Feature columns of some rows, in the order of ``ids``: numbers (NaN where empty) and categories (None where
+    empty), and the group of each row (``group`` names its column) for the group-relative features."""
+
+    ids: np.ndarray
+    numeric_names: list[str]
+    numeric: np.ndarray          # rows x numeric columns, float64
+    categorical_names: list[str]
+    categorical: np.ndarray      # rows x categorical columns, object: str or None
+    groups: np.ndarray | None    # rows, str
+    source: Path
+
+    def take(self, rows: np.ndarray) -> "FeatureTable":
+        return FeatureTable(self.ids[rows], self.numeric_names, self.numeric[rows], self.categorical_names,
+                            self.categorical[rows], None if self.groups is None else self.groups[rows], self.source)
+
+    def levels(self) -> dict[str, list[str]]:
+        """Each categorical column's categories among these rows, sorted: the encoding a fold fits."""
+        return {name: sorted({value for value in self.categorical[:, index] if value is not None})
+                for index, name in enumerate(self.categorical_names)}
+
+
+@dataclass
 class CompetitionData:
     """The validated training (or test) table.
 
@@ -111,6 +134,7 @@ class CompetitionData:
     unfixed_hash: str | None = None
     answers: Answers | None = None
     coarse: Coarse | None = None
+    features: FeatureTable | None = None   # data.features' columns, read for a model that takes them
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -125,7 +149,8 @@ class CompetitionData:
         return replace(self, ids=self.ids[keep], images=images,
                        targets=None if self.targets is None else self.targets[keep],
                        groups=None if self.groups is None else self.groups[keep],
-                       answers=None if self.answers is None else self.answers.take(keep))
+                       answers=None if self.answers is None else self.answers.take(keep),
+                       features=None if self.features is None else self.features.take(np.flatnonzero(keep)))
 
     def score_of(self, metric, scores: np.ndarray, rows: np.ndarray | None = None) -> float:
         """``metric`` (a :class:`~kagglecv.core.metrics.Metric`) of ``scores`` for ``rows`` (all rows, in table order,

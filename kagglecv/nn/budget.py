@@ -27,7 +27,7 @@ from kagglecv.core.predictions import combine_views, read_predictions
 from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.load import answer_columns
 from kagglecv.data.pixels import PixelImages
-from kagglecv.data.table import CompetitionData
+from kagglecv.data.table import CompetitionData, FeatureTable
 from kagglecv.nn.recipe import (
     EnsembleRecipe,
     Recipe,
@@ -69,8 +69,9 @@ def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
         channels = leaf.config.model.in_chans
         for count in (small, images):
             pixels = PixelImages(rng.normal(0, 1, (count, size, size, channels)).astype(np.float32), Path(scratch))
-            test = CompetitionData(np.array([f"t{index}" for index in range(count)], dtype=object), pixels,
-                                   recipe.task, list(recipe.classes), None)
+            ids = np.array([f"t{index}" for index in range(count)], dtype=object)
+            test = CompetitionData(ids, pixels, recipe.task, list(recipe.classes), None,
+                                   features=_missing_features(leaf.config, ids, Path(scratch)))
             started = time.perf_counter()
             recipe.predict(test, Console(quiet=True))
             seconds[count] = time.perf_counter() - started
@@ -81,17 +82,28 @@ def measure_timing(recipe: Recipe, images: int, scratch: Path) -> Timing:
         id_col, image_col = leaf.config.data.id_col, leaf.config.data.image_col
         separate = image_col is not None and image_col != id_col  # image_col: id means ids are the file names
         answers = answer_columns(leaf.config.data.answer_id)  # one answer per synthetic image
-        header = ",".join([id_col + (f",{image_col}" if separate else ""), *answers])
+        features = _missing_features(leaf.config, np.zeros(0, dtype=object), Path(folder))
+        columns = [] if features is None else [*features.numeric_names, *features.categorical_names]
+        header = ",".join([id_col + (f",{image_col}" if separate else ""), *answers, *columns])
         for count in (small, images):
             table = Path(folder) / f"test{count}.csv"
             rows = [",".join([f"t{index}" + (f",t{index}.jpg" if separate else ".jpg" if image_col else ""),
-                              *[f"t{index}"] * len(answers)]) for index in range(count)]
+                              *[f"t{index}"] * len(answers), *[""] * len(columns)]) for index in range(count)]
             table.write_text("\n".join([header, *rows]) + "\n")
             test = read_new_test(recipe, table, Path(folder))
             started = time.perf_counter()
             recipe.predict(test, Console(quiet=True))
             seconds[count] = time.perf_counter() - started
     return _timing(images, small, seconds)
+
+
+def _missing_features(config, ids: np.ndarray, source: Path) -> FeatureTable | None:
+    """For a fusion model, its features all missing (imputed as the fold's training means): the timing's rows."""
+    if config.model.features_head is None:
+        return None
+    numeric, categorical = config.data.features.numeric, config.data.features.categorical
+    return FeatureTable(ids, list(numeric), np.full((len(ids), len(numeric)), np.nan), list(categorical),
+                        np.full((len(ids), len(categorical)), None, dtype=object), None, source)
 
 
 def _timing(images: int, small: int, seconds: dict[int, float]) -> Timing:
@@ -202,7 +214,7 @@ def _oof_views(leaves: list[RunRecipe], console: Console) -> _OofViews:
             raise KagglecvError(f"--fit: {leaf.run.path} was trained on other rows than {leaves[0].run.path}")
         reference = reference or data
         fold_of = folds.loc[list(data.ids)].to_numpy()
-        view_logits = held_out_view_logits(leaf, data.images, fold_of, list(leaf.views), console)
+        view_logits = held_out_view_logits(leaf, data.images, fold_of, list(leaf.views), console, data.features)
         order = pd.Series(np.arange(len(data)), index=data.ids).loc[list(reference.ids)].to_numpy()
         logits.append({view: values[order] for view, values in view_logits.items()})
     return _OofViews(leaves, logits, reference.targets, reference.task, reference)

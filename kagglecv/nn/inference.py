@@ -18,7 +18,8 @@ from kagglecv.core.errors import ConfigError, KagglecvError
 from kagglecv.core.predictions import head_probabilities, values_from_outputs
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.core.runs import RunDir
-from kagglecv.data.table import num_outputs
+from kagglecv.data.table import FeatureTable, num_outputs
+from kagglecv.nn.fusion import forward_batch, read_feature_scaling, takes_rows
 from kagglecv.nn.images import ImageDataset
 from kagglecv.nn.models import create_model
 from kagglecv.nn.normalization import choose_normalization, pipeline
@@ -46,7 +47,7 @@ def run_inference(model: nn.Module, loader: DataLoader, device: torch.device, am
             images = images.contiguous(memory_format=torch.channels_last)
         for name, view in views.items():
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                outputs[name].append(model(view(images)).float().cpu().numpy())
+                outputs[name].append(forward_batch(model, view(images), batch_rows).float().cpu().numpy())
         rows.append(np.asarray(batch_rows))
         if progress is not None:
             progress.advance(len(batch_rows))
@@ -128,8 +129,10 @@ class FoldPredictor:
         if source == "auto":
             source = folder.read_done().source
         weights = folder.weights(source)
+        self.feature_scaling = None if self.config.model.features_head is None else read_feature_scaling(folder)
         model = create_model(self.config.model.model_copy(update={"pretrained": False}), self.num_outputs,
-                             code_file=self.run.model_code())
+                             code_file=self.run.model_code(),
+                             features_width=self.feature_scaling.width if self.feature_scaling else None)
         load_checked(model, weights)
         self.normalization = folder.read_normalization() or self._unrecorded_normalization(model, folder)
         output = self.normalization.output
@@ -148,8 +151,15 @@ class FoldPredictor:
         return choose_normalization("backbone", model, augment.mean, augment.std, self.config.model.in_chans,
                                     None, np.zeros(0, dtype=np.int64))
 
-    def views(self, model, paths, rows: np.ndarray, views: list[str], progress=None) -> dict[str, np.ndarray]:
-        """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once."""
+    def views(self, model, paths, rows: np.ndarray, views: list[str], progress=None,
+              features: FeatureTable | None = None) -> dict[str, np.ndarray]:
+        """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once. ``features``:
+        the table's ``data.features`` beside ``paths``, for a fusion model."""
+        if takes_rows(model):
+            if features is None:
+                raise KagglecvError(f"{self.run.path}: a fusion model (model.features_head) predicts from each row's "
+                                    "features; this table was read without them")
+            model.use_table(self.feature_scaling.transform(features))
         transform = pipeline(self.config.augment.eval, self.config.model.img_size, self.normalization, paths,
                              train=False)
         dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)

@@ -12,6 +12,7 @@ from torch import nn
 from kagglecv.core.config import ModelConfig, OwnModelName
 from kagglecv.core.errors import ConfigError, KagglecvError
 from kagglecv.nn import small_nets  # noqa: F401  (registers airbench_cifar with timm)
+from kagglecv.nn.fusion import FusionModel
 from kagglecv.nn.own_models import build_own_model, last_linear
 from kagglecv.nn.weights import load_state_dict
 
@@ -52,13 +53,15 @@ def _timm_model(name: str, pretrained: bool, outputs: int, kwargs: dict) -> nn.M
                           "load a weights file (model.pretrained: path/to/weights.safetensors)") from None
 
 
-def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None = None) -> nn.Module:
+def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None = None,
+                 features_width: int | None = None) -> nn.Module:
     """The configured model with ``num_outputs`` logits: a timm model, or one from the user's own file.
 
     ``pretrained: true`` uses timm's own loading (the Hugging Face hub cache). A path loads that file — timm
     weights or a kagglecv checkpoint — keeping every backbone tensor and re-initializing a classifier whose shape
     no longer fits. Nothing else is downloaded. ``code_file`` is a run folder's copy of an own-model file, used
-    instead of the file the config names (so a run still predicts after that file is gone).
+    instead of the file the config names (so a run still predicts after that file is gone). ``features_width``:
+    the width of the scaled features a fusion head (``model.features_head``) takes.
     """
     kwargs = {"in_chans": config.in_chans, "drop_rate": config.drop_rate}
     if config.drop_path_rate is not None:
@@ -66,7 +69,7 @@ def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None =
     if _needs_img_size(config.name):
         kwargs["img_size"] = config.img_size
     own = OwnModelName.parse(config.name)
-    outputs = 0 if config.head else num_outputs
+    outputs = 0 if config.head or config.features_head else num_outputs
     if own is not None:
         model = build_own_model(own, code_file, outputs, **kwargs)
     elif not timm.is_model(config.name):
@@ -81,6 +84,12 @@ def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None =
         adapt_stem_to_small_input(model, config.name)
     if config.head:
         model = MLPHeadModel(model, config.head.hidden, config.head.dropout, num_outputs)
+    if config.features_head:
+        if not features_width:
+            raise KagglecvError("model.features_head: the fold's feature scaling gives the width of the features; "
+                                "none was given")
+        model = FusionModel(model, features_width, config.features_head.hidden, config.features_head.dropout,
+                            num_outputs)
     if isinstance(config.pretrained, Path):
         load_pretrained_file(model, config.pretrained)
     return model

@@ -30,9 +30,9 @@ from kagglecv.core.predictions import (
 from kagglecv.core.records import RunInfo
 from kagglecv.core.records import StackRecipe as StackRecord
 from kagglecv.core.runs import FoldDir, RunDir, resolve_member
-from kagglecv.data.features import FeatureTable, check_test_categories, read_features
+from kagglecv.data.features import check_test_categories, read_features, with_features
 from kagglecv.data.load import load_test
-from kagglecv.data.table import CompetitionData, num_outputs
+from kagglecv.data.table import CompetitionData, FeatureTable, num_outputs
 from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
 from kagglecv.second.design import DesignSpec, level_one_columns, level_one_names
 from kagglecv.second.models import (
@@ -60,12 +60,14 @@ class RunRecipe:
     def predict(self, test: CompetitionData, console: Console, batch_size: int | None = None,
                 workers: int | None = None) -> np.ndarray:
         rows = np.arange(len(test))
-        return np.mean([self.predict_fold(fold, test.images, rows, console, batch_size, workers)
+        return np.mean([self.predict_fold(fold, test.images, rows, console, batch_size, workers, test.features)
                         for fold in sorted(self.sources)], axis=0)
 
     def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
-                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
-        """Fold ``fold``'s probabilities for ``rows`` of ``images``, with the run's weights and TTA."""
+                     batch_size: int | None = None, workers: int | None = None,
+                     features: FeatureTable | None = None) -> np.ndarray:
+        """Fold ``fold``'s probabilities for ``rows`` of ``images``, with the run's weights and TTA (``features``:
+        the table's ``data.features`` beside ``images``, which a fusion model takes)."""
         progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
         if self.format == "onnx":
             config = _with_loader_settings(self.config, batch_size, workers)
@@ -73,7 +75,7 @@ class RunRecipe:
                 probabilities = OnnxFold(self.run.fold(fold).path / ONNX_FILE).predict(
                     images, rows, config.model.img_size, config.model.in_chans, config.inference_batch_size, bar)
             return self._checked(fold, probabilities, (len(rows), len(self.classes)), "ONNX model's output")
-        logits = self.view_logits(fold, images, rows, self.views, progress, batch_size, workers)
+        logits = self.view_logits(fold, images, rows, self.views, progress, batch_size, workers, features)
         return combine_views([logits[name] for name in self.views], self.task, self.space)
 
     def _checked(self, fold: int, values: np.ndarray, expected: tuple[int, int], what: str) -> np.ndarray:
@@ -88,7 +90,8 @@ class RunRecipe:
         return values
 
     def view_logits(self, fold: int, images, rows: np.ndarray, views: list[str], progress=None,
-                    batch_size: int | None = None, workers: int | None = None) -> dict[str, np.ndarray]:
+                    batch_size: int | None = None, workers: int | None = None,
+                    features: FeatureTable | None = None) -> dict[str, np.ndarray]:
         """Fold ``fold``'s logits for ``rows`` of ``images`` under each of ``views`` (each image decoded once)."""
         if self.format == "onnx":
             raise KagglecvError(f"{self.run.path}: an ONNX bundle gives probabilities of its packed views only; use "
@@ -98,7 +101,7 @@ class RunRecipe:
         predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
                                   self.classes)
         model = predictor.load(fold, self.sources[fold])
-        logits = predictor.views(model, images, rows, views, progress=progress)
+        logits = predictor.views(model, images, rows, views, progress=progress, features=features)
         for name, values in logits.items():
             self._checked(fold, values, (len(rows), num_outputs(self.task, self.classes)), f"logits under view {name}")
         return logits
@@ -116,13 +119,14 @@ class RunRecipe:
 
 
 def held_out_view_logits(recipe: RunRecipe, images, fold_of: np.ndarray, views: list[str],
-                         console: Console | None = None) -> dict[str, np.ndarray]:
+                         console: Console | None = None, features: FeatureTable | None = None
+                         ) -> dict[str, np.ndarray]:
     """Every view's logits of every training row, each by the fold model that held it out (``fold_of``)."""
     outputs = num_outputs(recipe.task, recipe.classes)
     logits = {name: np.zeros((len(fold_of), outputs)) for name in views}
     for fold in sorted(recipe.sources):
         rows = np.flatnonzero(fold_of == fold)
-        for name, values in recipe.view_logits(fold, images, rows, views).items():
+        for name, values in recipe.view_logits(fold, images, rows, views, features=features).items():
             logits[name][rows] = values
         if console is not None:
             console.line(f"{recipe.run.name} fold {fold}: predicted {len(rows)} held-out rows")
@@ -154,9 +158,10 @@ class EnsembleRecipe:
         return self._blend([member.predict(test, console, batch_size, workers) for member in self.members])
 
     def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
-                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
+                     batch_size: int | None = None, workers: int | None = None,
+                     features: FeatureTable | None = None) -> np.ndarray:
         """The blend of every member's fold ``fold`` (a teacher's fold-k model, leak-free for fold k)."""
-        return self._blend([member.predict_fold(fold, images, rows, console, batch_size, workers)
+        return self._blend([member.predict_fold(fold, images, rows, console, batch_size, workers, features)
                             for member in self.members])
 
     def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
@@ -202,7 +207,8 @@ class StackRecipe:
         return table
 
     def predict_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
-                     batch_size: int | None = None, workers: int | None = None) -> np.ndarray:
+                     batch_size: int | None = None, workers: int | None = None,
+                     features: FeatureTable | None = None) -> np.ndarray:
         raise KagglecvError(f"{self.run.path}: a stack predicts from a table's features, not images alone; it cannot "
                             "teach (pseudo-labels, distillation): use its members")
 
@@ -387,4 +393,6 @@ def read_new_test(recipe: Recipe, table: Path | None, images: Path | None) -> Co
     test = load_test(data, recipe.classes, recipe.task)
     if test.images is None:
         raise DataError(f"{table}: its rows name image files; give their folder with --images")
+    if any(leaf.config.model.features_head is not None for leaf in leaf_runs(recipe)):
+        test = with_features(test, data)
     return test

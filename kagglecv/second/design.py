@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kagglecv.data.features import FeatureTable
+from kagglecv.data.table import FeatureTable
 
 GROUP_SIZE = "group_size"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kagglecv.data.features import FeatureTable
+from kagglecv.data.table import FeatureTable
 from kagglecv.second.design import DesignSpec, design_matrix
 from kagglecv.second.models import (
     Block,

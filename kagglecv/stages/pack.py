@@ -45,7 +45,7 @@ from kagglecv.core.notebook import (
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import read_predictions
 from kagglecv.core.records import DoneRecord, PredictRecord, RunInfo
-from kagglecv.core.runs import RunDir, package_versions
+from kagglecv.core.runs import RunDir, package_versions, read_json
 from kagglecv.core.wheelhouse import (
     KAGGLE_PLATFORM,
     KAGGLE_PROVIDES,
@@ -118,6 +118,9 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     if format not in FORMATS:
         raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     if format == "onnx":
+        if any(leaf.config.model.features_head is not None for leaf in leaf_runs(load_recipe(Path(source)))):
+            raise KagglecvError(f"--format onnx: {source} holds a fusion model (model.features_head), whose rows' "
+                                "features are not part of an ONNX graph; pack it with --format torch")
         for module in ("onnxscript", "onnxruntime"):
             require_extra(module, "onnx", "pack --format onnx")
     if notebook and not wheels and "kagglecv" not in (provided or ()):
@@ -265,6 +268,10 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
         recorded = fold.read_normalization()
         if recorded is not None:
             copy.write_normalization(recorded)
+        if recipe.config.model.features_head is not None:  # checked when infer loads it, as normalization.json is
+            if not fold.features_path.is_file():
+                raise KagglecvError(f"{fold.features_path}: missing; a fusion fold records its feature scaling")
+            write_json(copy.features_path, read_json(fold.features_path, "a fold's feature scaling"))
 
 
 def onnx_parity(source: Recipe, bundle: Recipe, images: int = 16) -> dict:

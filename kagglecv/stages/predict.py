@@ -61,7 +61,7 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
         raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
     recipe = RunRecipe(run, config, data.task, data.classes, views, config.predict.tta_space,
                        fold_weights(run, config, n_folds, predicted=True))
-    oof_logits = held_out_view_logits(recipe, data.images, fold_of, views, console)
+    oof_logits = held_out_view_logits(recipe, data.images, fold_of, views, console, data.features)
     metric = inputs.metric
     chosen, candidate_scores = _choose_views(views, oof_logits, data, metric, config.predict.tta_space, tta == "auto")
     oof = combine_views([oof_logits[name] for name in chosen], data.task, config.predict.tta_space)
@@ -70,7 +70,7 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     if test is not None:
         recipe.views = chosen
         for fold in range(n_folds):  # each fold's own: what a student's fold k may learn from
-            probabilities = recipe.predict_fold(fold, test.images, np.arange(len(test)))
+            probabilities = recipe.predict_fold(fold, test.images, np.arange(len(test)), features=test.features)
             run.fold(fold).write_test_predictions(test.ids, probabilities, data.classes)
             console.line(f"fold {fold}: predicted {len(test)} test rows with TTA {chosen}")
         run.write_fold_mean_test(data.classes, n_folds)

@@ -29,7 +29,7 @@ import numpy as np
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.files import write_csv
+from kagglecv.core.files import write_csv, write_json
 from kagglecv.core.predictions import merge_oof
 from kagglecv.core.records import PredictRecord
 from kagglecv.core.runs import RunDir, prepare_run_dir
@@ -129,6 +129,8 @@ def _train_fold(job: FoldJob, run: RunDir, runtime: Runtime, console: Console, s
         if runtime.is_main:
             folder.path.mkdir(parents=True, exist_ok=True)
             folder.write_normalization(parts.normalization)
+            if parts.feature_scaling is not None:
+                write_json(folder.features_path, parts.feature_scaling.record())
         write_identity(tuple(parameter_counts(parts.model, job.config.model).items()))
         outcome = FoldTrainer(loop_settings(job.config), job.data, parts, folder, runtime, console, selection).fit(resume=resume)
         if runtime.is_main:
@@ -142,7 +144,8 @@ def _train_fold(job: FoldJob, run: RunDir, runtime: Runtime, console: Console, s
 def predict_fold_test(run: RunDir, job: FoldJob, source: str) -> None:
     """``fold<K>/test.csv``: the fold's ``source`` weights on the test table, through the run's recipe."""
     recipe = RunRecipe(run, job.config, job.data.task, job.data.classes, job.views, job.space, {job.fold: source})
-    probabilities = recipe.predict_fold(job.fold, job.test.images, np.arange(len(job.test)))
+    probabilities = recipe.predict_fold(job.fold, job.test.images, np.arange(len(job.test)),
+                                        features=job.test.features)
     run.fold(job.fold).write_test_predictions(job.test.ids, probabilities, job.data.classes)
 
 

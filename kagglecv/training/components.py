@@ -23,13 +23,14 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kagglecv.core.config import Config
+from kagglecv.core.config import Config, FeaturesHeadConfig
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.predictions import head_blocks
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.data.table import CompetitionData, num_outputs, targets_for_loss
 from kagglecv.nn.array_batches import ArrayBatches, DeviceNormalize, array_batches_apply
 from kagglecv.nn.batch_augment import BatchAugment
+from kagglecv.nn.fusion import FeatureScaling
 from kagglecv.nn.images import ImageDataset
 from kagglecv.nn.losses import HeadsLoss, RegressionLoss, TeacherLoss
 from kagglecv.nn.models import (
@@ -115,6 +116,7 @@ class FoldComponents:
     normalization: NormalizationRecord
     batch_augment: BatchAugment | None = None
     lookahead: Lookahead | None = None
+    feature_scaling: FeatureScaling | None = None  # a fusion head's, fitted on the fold's training rows
 
     @property
     def batches_per_epoch(self) -> int:
@@ -132,12 +134,16 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     check_fold_settings(config, data)
     seed_everything(cfg.seed + fold)
     device = runtime.device
-    model = create_model(config.model, num_outputs(data.task, data.classes))
+    own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    scaling = _feature_scaling(config, data, own_rows)
+    model = create_model(config.model, num_outputs(data.task, data.classes),
+                         features_width=scaling.width if scaling else None)
+    if scaling is not None:
+        model.use_table(scaling.transform(data.features))
     check_parameter_budget(model, config.model)
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     loss_targets = targets_for_loss(data)
     training = teaching or FoldTeaching(data.images, loss_targets, own_rows)
     augment = config.augment
@@ -153,7 +159,8 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     train_loader = make_train_loader(train_size)
     valid_loader = _valid_loader(config, data, normalization, loss_targets, valid_rows, runtime)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(_timm_args(config)),
-                                    param_group_fn=_norm_scaled_groups(cfg.weight_decay, cfg.norm_lr_scale))
+                                    param_group_fn=_norm_scaled_groups(cfg.weight_decay, cfg.norm_lr_scale)
+                                    or _fusion_groups(cfg.weight_decay, config.model.features_head))
     updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum_steps))
     scheduler = _scheduler(config, optimizer, steps_per_epoch=updates_per_epoch)
     criterion = _criterion(config, data, loss_targets[own_rows], teaching is not None, normalization).to(device)
@@ -170,7 +177,17 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     return FoldComponents(model, train_model, ddp_model, training.train_rows, valid_rows, loss_targets, sampler,
                           train_loader, valid_loader, make_train_loader, train_size, optimizer, scheduler, criterion,
                           mixup, ema, scaler, amp_dtype, _device_normalize(normalization, device), normalization,
-                          _batch_augment(config, fold), lookahead)
+                          _batch_augment(config, fold), lookahead, scaling)
+
+
+def _feature_scaling(config: Config, data: CompetitionData, own_rows: np.ndarray) -> FeatureScaling | None:
+    """A fusion head's feature scaling, fitted on the fold's training rows only."""
+    if config.model.features_head is None:
+        return None
+    if data.features is None:
+        raise KagglecvError(f"{data.source}: model.features_head needs data.features' columns, and the table was "
+                            "read without them")
+    return FeatureScaling.fit(data.features, own_rows)
 
 
 def _device_normalize(normalization: NormalizationRecord, device: torch.device) -> DeviceNormalize:
@@ -261,6 +278,21 @@ def _norm_scaled_groups(weight_decay: float, scale: float | None) -> Callable[[n
         return [{"params": [p for p in trained if id(p) not in norm_ids], "weight_decay": weight_decay},
                 {"params": [p for p in trained if id(p) in norm_ids], "weight_decay": weight_decay / scale,
                  "lr_scale": scale}]
+    return groups
+
+
+def _fusion_groups(weight_decay: float, head: FeaturesHeadConfig | None) -> Callable[[nn.Module], list[dict]] | None:
+    """timm's ``param_group_fn`` for a fusion head: its new layers at ``lr_scale`` (which timm's schedulers multiply
+    into the group's lr), the backbone at the optimizer's lr."""
+    if head is None:
+        return None
+
+    def groups(model: nn.Module) -> list[dict]:
+        backbone = {id(p) for p in model.backbone.parameters()}
+        trained = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": [p for p in trained if id(p) in backbone], "weight_decay": weight_decay},
+                {"params": [p for p in trained if id(p) not in backbone], "weight_decay": weight_decay,
+                 "lr_scale": head.lr_scale}]
     return groups
 
 

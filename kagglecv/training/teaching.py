@@ -193,7 +193,7 @@ def _distillation_targets(config: Config, data: CompetitionData, train_rows: np.
         probabilities = read_aligned(folder.teacher_path, ids, data.classes, data.source)
     else:
         recipe = open_teacher(config.distill.teacher, config, data, "distill")
-        probabilities = recipe.predict_fold(folder.index, data.images, train_rows, console)
+        probabilities = recipe.predict_fold(folder.index, data.images, train_rows, console, features=data.features)
         folder.path.mkdir(parents=True, exist_ok=True)
         write_predictions(folder.teacher_path, ids, probabilities, data.classes)
         console.line(f"fold {folder.index}: {config.distill.teacher} fold {folder.index} predicted its "

@@ -29,6 +29,7 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries, write_csv
 from kagglecv.core.predictions import probabilities_from_logits, write_predictions
 from kagglecv.core.runs import FoldDir
+from kagglecv.nn.fusion import forward_batch
 from kagglecv.nn.models import set_frozen_batchnorm_eval
 from kagglecv.nn.runtime import Runtime, all_gather, barrier
 from kagglecv.nn.weights import save_weights
@@ -226,7 +227,7 @@ class FoldTrainer:
         if parts.mixup is not None and len(images) % 2 == 0:
             images, targets = parts.mixup(images, targets)
         with torch.autocast(self.device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None):
-            loss = parts.criterion(parts.train_model(images), targets)
+            loss = parts.criterion(forward_batch(parts.train_model, images, rows), targets)
         self._check_finite(loss, step)
         # Under DDP the micro-steps of an accumulation group skip the gradient all-reduce (nanoGPT, timm).
         skip_sync = parts.ddp_model is not None and not need_update

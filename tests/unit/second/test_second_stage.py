@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.svm import SVR
 
 from kagglecv.core.errors import KagglecvError
-from kagglecv.data.features import FeatureTable
+from kagglecv.data.table import FeatureTable
 from kagglecv.second.design import DesignSpec, design_matrix, group_relative
 from kagglecv.second.models import (
     LinearBlock,
