@@ -194,6 +194,18 @@ def report(
 
 
 @app.command()
+def embed(
+    run: RunPath,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward pass; the run's predict.batch_size when omitted.")] = None,
+) -> None:
+    """Write each fold model's pre-logit features of its held-out rows and of the test set (RUN/embeddings/)."""
+    from kagglecv.stages.embed import embed_run
+
+    result = embed_run(run, batch_size=batch_size)
+    console.print(f"wrote {result.path}: {result.oof_rows} OOF and {result.test_rows} test rows of width {result.width}")
+
+
+@app.command()
 def inspect(
     run: Annotated[Path, typer.Argument(help="A run or ensemble folder with oof.csv.")],
     top: Annotated[int, typer.Option(min=1, help="Images in the error gallery.")] = 24,
@@ -249,6 +261,7 @@ def stack(
     min_rows: Annotated[int, typer.Option(min=1, help="lightgbm: rows a leaf holds at least.")] = 20,
     alpha: Annotated[float, typer.Option(min=0.0, help="ridge: L2 penalty (logistic: 1/C); svr: 1/C.")] = 1.0,
     seed: Annotated[int, typer.Option(help="The model's random seed.")] = 42,
+    embeddings: Annotated[bool, typer.Option(help="Also the runs' pre-logit features (run `kagglecv embed RUN` first).")] = False,
 ) -> None:
     """Fit a second-stage model per fold on the runs' OOF predictions and data.features; nested (honest) score."""
     from kagglecv.presentation.tables import stack_table
@@ -256,7 +269,7 @@ def stack(
 
     settings = {"rounds": rounds, "learning_rate": learning_rate, "leaves": leaves, "min_rows": min_rows,
                 "alpha": alpha, "seed": seed}
-    result = make_stack(runs, model, name, metric=metric, group=group, settings=settings)
+    result = make_stack(runs, model, name, metric=metric, group=group, settings=settings, embeddings=embeddings)
     console.print(stack_table(result))
     console.print(f"wrote {result.path}")
 

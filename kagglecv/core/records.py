@@ -256,6 +256,7 @@ class StackRecipe(_Record):
     levels: dict[Text, list[Text]] = Field({}, max_length=10_000)
     fold_levels: list[dict[Text, list[Text]]] = Field(min_length=1, max_length=1000)
     blocks: int = Field(ge=1, le=MAX_CLASSES)
+    embeddings: list[Text] = Field([], max_length=1_000_000)  # "<run>:e<i>": members' pre-logit features, last
 
 
 R = TypeVar("R", bound=BaseModel)

@@ -15,7 +15,8 @@ from kagglecv.core.predictions import aligned, compare_ids, read_predictions
 from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import RunDir
 from kagglecv.data.inputs import load_run_table
-from kagglecv.data.table import CompetitionData
+from kagglecv.data.readers.npy import npy_header
+from kagglecv.data.table import CompetitionData, read_csv_strings
 
 
 @dataclass
@@ -133,3 +134,59 @@ def widest_range(paths: list[Path]) -> dict | None:
     if any(value is None for value in ranges):
         return None
     return {name: [min(r[name][0] for r in ranges), max(r[name][1] for r in ranges)] for name in ranges[0]}
+
+
+EMBEDDINGS = "embeddings"
+MAX_EMBEDDING_WIDTH = 65_536
+
+
+@dataclass
+class RunEmbeddings:
+    """A run's ``kagglecv embed`` output aligned to given ids: the held-out rows' features and each fold's test
+    rows' features."""
+
+    oof: np.ndarray              # rows x width, float32
+    test: dict[int, np.ndarray]  # fold -> test rows x width
+
+
+def read_embeddings(run: Path, ids: np.ndarray, test_ids: np.ndarray | None) -> RunEmbeddings:
+    """``run/embeddings/`` for ``ids`` (and ``test_ids``), in their order; every array's header checked before it
+    is mapped (never unpickled); a missing or misfit file is an error naming it."""
+    folder = Path(run) / EMBEDDINGS
+    if not (folder / "oof.npy").is_file():
+        raise KagglecvError(f"{run}: no {EMBEDDINGS}/oof.npy; run `kagglecv embed {run}` first")
+    oof_ids = read_csv_strings(folder / "oof_ids.csv")
+    oof = _embedding_matrix(folder / "oof.npy", len(oof_ids), None)
+    width = oof.shape[1]
+    oof = _aligned_rows(oof, oof_ids["id"].to_numpy(), ids, folder / "oof_ids.csv")
+    test = {}
+    if test_ids is not None:
+        listed = read_csv_strings(folder / "test_ids.csv")["id"].to_numpy() if (folder / "test_ids.csv").is_file() \
+            else np.array([], dtype=object)
+        for path in sorted(folder.glob("test_fold*.npy")):
+            values = _embedding_matrix(path, len(listed), width)
+            test[int(path.stem.removeprefix("test_fold"))] = _aligned_rows(values, listed, test_ids,
+                                                                          folder / "test_ids.csv")
+    return RunEmbeddings(oof, test)
+
+
+def _embedding_matrix(path: Path, rows: int, width: int | None) -> np.ndarray:
+    def check(shape: tuple, name: str) -> None:
+        if len(shape) != 2 or shape[0] != rows or not 0 < shape[1] <= MAX_EMBEDDING_WIDTH or \
+                (width is not None and shape[1] != width):
+            raise KagglecvError(f"{name}: an array of shape {shape}; expected {rows} rows (its ids file) of "
+                                f"{width or f'at most {MAX_EMBEDDING_WIDTH}'} values")
+    npy_header(path, check)
+    values = np.load(path, allow_pickle=False, mmap_mode="r")
+    if not np.isfinite(values).all():
+        raise KagglecvError(f"{path}: holds NaN or infinite values; embed the run again")
+    return values
+
+
+def _aligned_rows(values: np.ndarray, listed: np.ndarray, ids: np.ndarray, source: Path) -> np.ndarray:
+    position = pd.Series(np.arange(len(listed)), index=listed)
+    missing = [image_id for image_id in ids if image_id not in position.index]
+    if missing or position.index.duplicated().any():
+        raise KagglecvError(f"{source}: does not list each id once: {summarize(missing, quote=True) or 'duplicates'}; "
+                            "embed the run again")
+    return np.asarray(values[position.loc[list(ids)].to_numpy()], dtype=np.float32)

@@ -89,11 +89,14 @@ class FusionModel(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.joined(images, rows))
+
+    def joined(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The classifier's input: the normalised image features and the features' MLP output, side by side."""
         if self.table is None:
             raise KagglecvError("a fusion model predicts with its rows' features; none were given")
         table = self.table[rows.cpu().long()].to(images.device, non_blocking=True)
-        return self.classifier(torch.cat([self.image_norm(self.backbone(images)), self.table_mlp(table.to(images.dtype))],
-                                         dim=1))
+        return torch.cat([self.image_norm(self.backbone(images)), self.table_mlp(table.to(images.dtype))], dim=1)
 
 
 def takes_rows(model: nn.Module) -> bool:

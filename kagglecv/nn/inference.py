@@ -19,6 +19,7 @@ from kagglecv.core.predictions import head_probabilities, values_from_outputs
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.core.runs import RunDir
 from kagglecv.data.table import FeatureTable, num_outputs
+from kagglecv.nn.embeddings import PreLogits
 from kagglecv.nn.fusion import forward_batch, read_feature_scaling, takes_rows
 from kagglecv.nn.images import ImageDataset
 from kagglecv.nn.models import create_model
@@ -155,21 +156,31 @@ class FoldPredictor:
               features: FeatureTable | None = None) -> dict[str, np.ndarray]:
         """Logits of every view for ``rows`` of ``paths``, in ``rows`` order; each image decoded once. ``features``:
         the table's ``data.features`` beside ``paths``, for a fusion model."""
+        logits = self.outputs(model, paths, rows, views, progress, features)
+        if self.normalization.output is not None:  # a regression model: its values, views averaged in output space
+            return {name: values_from_outputs(values, self.normalization.output) for name, values in logits.items()}
+        if self.task == "heads":  # each head's probabilities, views averaged as probabilities
+            return {name: head_probabilities(values, self.classes) for name, values in logits.items()}
+        return logits
+
+    def embeddings(self, model, paths, rows: np.ndarray, features: FeatureTable | None = None) -> np.ndarray:
+        """The pre-logit features of ``rows`` of ``paths`` (no TTA), float32, in ``rows`` order."""
+        return self.outputs(PreLogits(model), paths, rows, ["none"], None, features)["none"]
+
+    def outputs(self, model, paths, rows: np.ndarray, views: list[str], progress=None,
+                features: FeatureTable | None = None) -> dict[str, np.ndarray]:
+        """``model``'s raw outputs of every view for ``rows`` of ``paths``, in ``rows`` order."""
         if takes_rows(model):
             if features is None:
                 raise KagglecvError(f"{self.run.path}: a fusion model (model.features_head) predicts from each row's "
                                     "features; this table was read without them")
-            model.use_table(self.feature_scaling.transform(features))
+            getattr(model, "module", model).use_table(self.feature_scaling.transform(features))
         transform = pipeline(self.config.augment.eval, self.config.model.img_size, self.normalization, paths,
                              train=False)
         dataset = ImageDataset(paths, None, transform, seed=None, channels=self.config.model.in_chans)
         loader = build_loader(dataset, EpochSampler(rows, shuffle=False),
                               self.batch_size, self.config.train.num_workers, self.runtime.device)
         with progress or contextlib.nullcontext() as bar:
-            _, logits = run_inference(model, loader, self.runtime.device, self.amp_dtype,
-                                      self.config.train.channels_last, {name: tta_view(name) for name in views}, bar)
-        if self.normalization.output is not None:  # a regression model: its values, views averaged in output space
-            return {name: values_from_outputs(values, self.normalization.output) for name, values in logits.items()}
-        if self.task == "heads":  # each head's probabilities, views averaged as probabilities
-            return {name: head_probabilities(values, self.classes) for name, values in logits.items()}
-        return logits
+            _, outputs = run_inference(model, loader, self.runtime.device, self.amp_dtype,
+                                       self.config.train.channels_last, {name: tta_view(name) for name in views}, bar)
+        return outputs

@@ -11,7 +11,7 @@ loads it.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Union
 
@@ -106,6 +106,19 @@ class RunRecipe:
             self._checked(fold, values, (len(rows), num_outputs(self.task, self.classes)), f"logits under view {name}")
         return logits
 
+    def embed_fold(self, fold: int, test: CompetitionData, batch_size: int | None = None,
+                   workers: int | None = None) -> np.ndarray:
+        """Fold ``fold``'s pre-logit features of every row of ``test`` (as ``kagglecv embed`` writes them)."""
+        if self.format == "onnx" or fold not in self.sources:
+            raise KagglecvError(f"{self.run.path}: no fold {fold} model to embed with (an ONNX bundle gives "
+                                "probabilities only)")
+        from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
+
+        predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
+                                  self.classes)
+        model = predictor.load(fold, self.sources[fold])
+        return predictor.embeddings(model, test.images, np.arange(len(test)), test.features)
+
     def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
         """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``) for ``test_ids``, in that
         order; an id the file lacks is an error naming it."""
@@ -192,8 +205,12 @@ class StackRecipe:
         member_predictions = np.stack([as_stored(member.predict(test, console, batch_size, workers))
                                        for member in self.members])
         rows = LevelOne(level_one_columns(member_predictions, self.classes, self.task), features)
-        return as_predictions(np.mean([fold.predict(self.spec, self.task, rows) for fold in self.folds], axis=0),
-                              self.task)
+        per_fold = []
+        for index, fold in enumerate(self.folds):
+            embedded = None if not self.spec.embeddings else np.concatenate(
+                [member.embed_fold(index, test, batch_size, workers) for member in self.members], axis=1)
+            per_fold.append(fold.predict(self.spec, self.task, replace(rows, embeddings=embedded)))
+        return as_predictions(np.mean(per_fold, axis=0), self.task)
 
     def test_features(self, test: CompetitionData) -> FeatureTable:
         """The test table's features (the table ``test`` was read from), its categories checked against every
@@ -307,7 +324,11 @@ def _stack_recipe(run: RunDir, info: RunInfo) -> StackRecipe:
     if names != record.predictions:
         raise KagglecvError(f"{run.stack_path}: its prediction columns ({summarize(record.predictions, quote=True)}) "
                             f"are not its members' ({summarize(names, quote=True)})")
-    spec = DesignSpec(record.predictions, record.numeric, record.categorical, record.group is not None)
+    spec = DesignSpec(record.predictions, record.numeric, record.categorical, record.group is not None,
+                      tuple(record.embeddings))
+    if record.embeddings and not all(isinstance(member, RunRecipe) for member in members):
+        raise KagglecvError(f"{run.stack_path}: a stack on embeddings replays its members' fold models; its members "
+                            "must be trained runs")
     folds = [FoldModel(levels, load_fold_blocks(run.fold(index), record, info.task, len(info.classes), spec))
              for index, levels in enumerate(record.fold_levels)]
     return StackRecipe(run, info.task, info.classes, record, spec, folds, members, run.read_config().data)

@@ -28,6 +28,7 @@ class DesignSpec:
     numeric: list[str]
     categorical: list[str]
     grouped: bool            # group-relative features (a group column was given)
+    embeddings: tuple[str, ...] = ()  # "<run>:e<i>": the runs' pre-logit features (``kagglecv embed``), last
 
     def relative(self) -> list[str]:
         return [*self.predictions, *self.numeric] if self.grouped else []
@@ -35,7 +36,8 @@ class DesignSpec:
     def names(self) -> list[str]:
         relative = self.relative()
         return [*self.predictions, *self.numeric, *self.categorical, *[f"{name} - group mean" for name in relative],
-                *[f"{name} group rank" for name in relative], *([GROUP_SIZE] if self.grouped else [])]
+                *[f"{name} group rank" for name in relative], *([GROUP_SIZE] if self.grouped else []),
+                *self.embeddings]
 
     def categorical_positions(self) -> list[int]:
         start = len(self.predictions) + len(self.numeric)
@@ -43,7 +45,7 @@ class DesignSpec:
 
 
 def design_matrix(spec: DesignSpec, predictions: np.ndarray, features: FeatureTable,
-                  levels: dict[str, list[str]]) -> np.ndarray:
+                  levels: dict[str, list[str]], embeddings: np.ndarray | None = None) -> np.ndarray:
     """Rows x ``spec.names()``, float64: categories as their index in ``levels`` (NaN when empty or unseen)."""
     codes = np.stack([category_codes(features.categorical[:, index], levels[name])
                       for index, name in enumerate(spec.categorical)], axis=1) \
@@ -51,6 +53,8 @@ def design_matrix(spec: DesignSpec, predictions: np.ndarray, features: FeatureTa
     parts = [np.asarray(predictions, dtype=np.float64), features.numeric.astype(np.float64), codes]
     if spec.grouped:
         parts += group_relative(np.concatenate(parts[:2], axis=1), features.groups)
+    if spec.embeddings:
+        parts.append(np.asarray(embeddings, dtype=np.float64))
     return np.concatenate(parts, axis=1)
 
 

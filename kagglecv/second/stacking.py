@@ -36,9 +36,11 @@ class LevelOne:
 
     predictions: np.ndarray
     features: FeatureTable
+    embeddings: np.ndarray | None = None   # the runs' pre-logit features side by side, when the stack takes them
 
     def take(self, rows: np.ndarray) -> "LevelOne":
-        return LevelOne(self.predictions[rows], self.features.take(rows))
+        return LevelOne(self.predictions[rows], self.features.take(rows),
+                        None if self.embeddings is None else self.embeddings[rows])
 
 
 @dataclass
@@ -49,7 +51,7 @@ class FoldModel:
     blocks: list[Block]
 
     def predict(self, spec: DesignSpec, task: str, rows: LevelOne) -> np.ndarray:
-        design = design_matrix(spec, rows.predictions, rows.features, self.levels)
+        design = design_matrix(spec, rows.predictions, rows.features, self.levels, rows.embeddings)
         return as_probabilities(task, [block.predict(design) for block in self.blocks])
 
 
@@ -65,7 +67,7 @@ def fit_fold_model(spec: DesignSpec, settings: ModelSettings, task: str, n_class
                    targets: np.ndarray) -> FoldModel:
     """A level-two model fitted on ``rows`` (its category levels are theirs)."""
     levels = rows.features.levels()
-    design = design_matrix(spec, rows.predictions, rows.features, levels)
+    design = design_matrix(spec, rows.predictions, rows.features, levels, rows.embeddings)
     blocks = [fit_block(settings, objective, width, design, block_target(task, targets, index),
                         spec.categorical_positions())
               for index, (objective, width) in enumerate(output_blocks(task, n_classes))]
@@ -73,8 +75,9 @@ def fit_fold_model(spec: DesignSpec, settings: ModelSettings, task: str, n_class
 
 
 def fit_stack(spec: DesignSpec, settings: ModelSettings, task: str, n_classes: int, train: LevelOne,
-              targets: np.ndarray, folds: np.ndarray, test: LevelOne | None) -> StackFit:
-    """Nested OOF predictions, the in-sample predictions and the test predictions of the level-two model."""
+              targets: np.ndarray, folds: np.ndarray, test: LevelOne | list[LevelOne] | None) -> StackFit:
+    """Nested OOF predictions, the in-sample predictions and the test predictions of the level-two model
+    (``test``: the test rows, or one per fold when their embeddings are each fold model's)."""
     nested = np.zeros((len(folds), n_classes))
     models = []
     for fold in np.unique(folds):
@@ -84,5 +87,7 @@ def fit_stack(spec: DesignSpec, settings: ModelSettings, task: str, n_classes: i
         models.append(model)
     everything = fit_fold_model(spec, settings, task, n_classes, train, targets)
     in_sample = everything.predict(spec, task, train)
-    predicted = None if test is None else np.mean([model.predict(spec, task, test) for model in models], axis=0)
+    tests = test if isinstance(test, list) else [test] * len(models)
+    predicted = None if test is None else np.mean([model.predict(spec, task, rows) for model, rows
+                                                   in zip(models, tests)], axis=0)
     return StackFit(nested, in_sample, predicted, models)

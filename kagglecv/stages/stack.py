@@ -10,6 +10,7 @@ are :mod:`kagglecv.second.stacking`'s.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from kagglecv.core.records import StackSettings
 from kagglecv.core.runs import STACK_PREFIX, RunDir, member_reference
 from kagglecv.data.features import check_test_categories, read_features
 from kagglecv.data.inputs import competition_metric
-from kagglecv.data.members import Members, load_members, widest_range
+from kagglecv.data.members import Members, load_members, read_embeddings, widest_range
 from kagglecv.data.outcomes import StackResult
 from kagglecv.data.scoring import score_predictions_frame
 from kagglecv.second.design import DesignSpec, level_one_columns, level_one_names
@@ -35,11 +36,14 @@ from kagglecv.second.stacking import LevelOne, StackFit, fit_stack
 
 
 def make_stack(paths: list[Path], model: str = "lightgbm", name: str | None = None, runs_dir: Path | None = None,
-               metric: str | None = None, group: str | None = None, settings: dict | None = None) -> StackResult:
+               metric: str | None = None, group: str | None = None, settings: dict | None = None,
+               embeddings: bool = False) -> StackResult:
     """Fit ``model`` on the runs at ``paths`` and the features; write ``<runs_dir>/stack-<name>/`` whole or not at all.
 
     ``group``: the column whose groups give the group-relative features (``data.group_col`` when None; ``""`` for
     none). ``settings``: rounds, learning_rate, leaves, min_rows, alpha, seed (``StackSettings``' defaults).
+    ``embeddings``: also each member's pre-logit features (``kagglecv embed``); fold k's model predicts the test rows
+    with fold k's embeddings of them.
     """
     if model not in SECOND_MODELS:
         raise KagglecvError(f"--model {model!r}: expected one of {', '.join(SECOND_MODELS)}")
@@ -54,6 +58,8 @@ def make_stack(paths: list[Path], model: str = "lightgbm", name: str | None = No
     chosen = competition_metric(RunDir(paths[0]).read_config(), members.data, metric, "--metric")
     group = config.data.group_col if group is None else (group or None)
     spec, train, test = _level_one(members, config, group)
+    if embeddings:
+        spec, train, test = _with_embeddings(members, spec, train, test)
     fitted = fit_stack(spec, ModelSettings(kind=model, **chosen_settings.model_dump()), members.task,
                        len(members.classes), train, members.data.targets, members.folds, test)
     with output_lock(runs_dir / f".{out.name}.lock", str(out)):
@@ -84,6 +90,24 @@ def _level_one(members: Members, config: Config, group: str | None) -> tuple[Des
     return spec, train, LevelOne(level_one_columns(members.test, members.classes, members.task), test_features)
 
 
+def _with_embeddings(members: Members, spec: DesignSpec, train: LevelOne, test: LevelOne | None
+                     ) -> tuple[DesignSpec, LevelOne, list[LevelOne] | None]:
+    """The members' embeddings as the design's last columns: OOF rows for training, each fold's for the test."""
+    read = [read_embeddings(path, members.data.ids, members.test_ids) for path in members.paths]
+    names = tuple(f"{path.name}:e{index}" for path, found in zip(members.paths, read)
+                  for index in range(found.oof.shape[1]))
+    folds = sorted(int(fold) for fold in np.unique(members.folds))
+    if test is not None:
+        lacking = [path.name for path, found in zip(members.paths, read) if sorted(found.test) != folds]
+        if lacking:
+            raise KagglecvError(f"{', '.join(lacking)}: embeddings/ lacks a test_fold<K>.npy for folds {folds}; "
+                                "run `kagglecv embed` on it again")
+    train = replace(train, embeddings=np.concatenate([found.oof for found in read], axis=1))
+    tests = None if test is None else [replace(test, embeddings=np.concatenate([found.test[fold] for found in read],
+                                                                              axis=1)) for fold in folds]
+    return replace(spec, embeddings=names), train, tests
+
+
 def _score_and_write(members: Members, config: Config, spec: DesignSpec, fitted: StackFit, metric: Metric,
                      out: Path, model: str, settings: StackSettings) -> StackResult:
     nested = as_predictions(fitted.nested, members.task)
@@ -112,7 +136,7 @@ def _score_and_write(members: Members, config: Config, spec: DesignSpec, fitted:
             "members": [path.name for path in members.paths], "predictions": spec.predictions,
             "numeric": spec.numeric, "categorical": spec.categorical,
             "group": _group_name(config, spec), "levels": _all_levels(fitted),
-            "fold_levels": [fold_model.levels for fold_model in fitted.folds],
+            "fold_levels": [fold_model.levels for fold_model in fitted.folds], "embeddings": list(spec.embeddings),
             "blocks": len(fitted.folds[0].blocks)})
         _write_run_files(run, members, out, model)
     return result

@@ -177,3 +177,42 @@ def test_pack_and_infer_replay_the_fusion_run(person, tmp_path):
            "--out", str(tmp_path / "shifted-out.csv"))
     moved = pd.read_csv(tmp_path / "shifted-out.csv", dtype={"id": str}).set_index("id").loc[replayed.index]
     assert np.abs(moved.to_numpy() - replayed.to_numpy()).max() > 1e-3
+
+
+def test_embed_writes_what_each_fold_classifier_sees_in_the_oof_files_order(person):
+    """``kagglecv embed``: a held-out row's embedding through its fold's classifier gives its OOF probability."""
+    from safetensors.numpy import load_file
+
+    run = person / "runs" / "img"
+    invoke("embed", str(run))
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    listed = pd.read_csv(run / "embeddings" / "oof_ids.csv", dtype={"id": str})
+    embedded = np.load(run / "embeddings" / "oof.npy", allow_pickle=False)
+    assert listed["id"].tolist() == oof["id"].tolist() and listed["fold"].tolist() == oof["fold"].tolist()
+    for fold in range(3):
+        weights = load_file(str(run / f"fold{fold}" / "best.safetensors"))
+        rows = (oof["fold"] == fold).to_numpy()
+        logits = embedded[rows] @ weights["fc.weight"].T + weights["fc.bias"]
+        np.testing.assert_allclose(1 / (1 + np.exp(-logits[:, 0])), oof.loc[rows, "1"], atol=1e-5)
+        assert np.load(run / "embeddings" / f"test_fold{fold}.npy").shape == (128, embedded.shape[1])
+    invoke("embed", str(person / "runs" / "fusion"))
+    fused = np.load(person / "runs" / "fusion" / "embeddings" / "oof.npy")
+    assert fused.shape == (256, embedded.shape[1] + 32)  # the image features and the table MLP's, joined
+
+
+def test_a_stack_on_embeddings_is_nested_and_replayed_by_infer(person, tmp_path):
+    run = person / "runs" / "img"
+    if not (run / "embeddings" / "oof.npy").is_file():
+        invoke("embed", str(run))
+    invoke("stack", str(run), "--name", "emb", "--embeddings", "--rounds", "50")
+    stack = person / "runs" / "stack-emb"
+    recipe = json.loads((stack / "stack.json").read_text())
+    assert len(recipe["embeddings"]) == np.load(run / "embeddings" / "oof.npy").shape[1]
+    invoke("pack", str(stack), "--out", str(tmp_path / "bundle"), "--timing-images", "0")
+    hidden = pd.read_csv(person / "test.csv", dtype=str).head(24)
+    hidden.to_csv(tmp_path / "hidden.csv", index=False)
+    invoke("infer", str(tmp_path / "bundle"), "--test", str(tmp_path / "hidden.csv"), "--images",
+           str(shared_dataset("coco128-multilabel")), "--out", str(tmp_path / "replayed.csv"))
+    replayed = pd.read_csv(tmp_path / "replayed.csv", dtype={"id": str}).set_index("id")
+    recorded = pd.read_csv(stack / "test.csv", dtype={"id": str}).set_index("id").loc[replayed.index]
+    np.testing.assert_allclose(replayed.to_numpy(), recorded.to_numpy(), rtol=0, atol=1e-5)

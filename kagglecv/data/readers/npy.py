@@ -18,10 +18,10 @@ from kagglecv.data.sources import (
 MAX_HEADER_BYTES = 1 << 16
 
 
-def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+def npy_header(path: Path, check_shape=None) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """``(shape, dtype, fortran_order, data offset)`` of a ``.npy`` file, read from its header only; a file that is
-    not one, holds objects (pickles), declares more values than one image may hold or is shorter than its header
-    says is an error naming it."""
+    not one, holds objects (pickles), declares more values than one image may hold (or than ``check_shape``, called
+    with the shape and the file's name, allows) or is shorter than its header says is an error naming it."""
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
@@ -38,7 +38,7 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     if dtype.hasobject or dtype.kind not in "biuf":
         raise DataError(f"{path}: holds {dtype} values; expected numbers (an object array would need unpickling, "
                         "which kagglecv never does)")
-    check_value_count(shape, str(path))
+    (check_shape or check_value_count)(shape, str(path))
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     size = path.stat().st_size
     if size < expected:
