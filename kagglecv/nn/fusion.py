@@ -64,7 +64,8 @@ class FeatureScaling:
             scaling = cls([str(n) for n in record["numeric"]], [str(n) for n in record["categorical"]],
                           {str(k): [str(v) for v in values] for k, values in record["levels"].items()}, inputs)
         except (KeyError, TypeError, ValueError, AttributeError, KagglecvError) as exc:
-            raise KagglecvError(f"{source}: not a feature scaling kagglecv wrote ({exc}); train the fold again") from None
+            raise KagglecvError(f"{source}: not a feature scaling kagglecv wrote ({exc}); train the fold "
+                                "again") from None
         if len(inputs.numeric) != len(scaling.numeric) or inputs.levels != [len(scaling.levels.get(name, []))
                                                                              for name in scaling.categorical]:
             raise KagglecvError(f"{source}: its scaling does not fit its columns; train the fold again")

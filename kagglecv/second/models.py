@@ -101,7 +101,8 @@ def load_block(kind: str, text: str, objective: str, width: int, n_features: int
     except KagglecvError as exc:
         raise KagglecvError(f"{source}: {exc}") from None
     except Exception as exc:  # each library raises its own error type for a damaged model
-        raise KagglecvError(f"{source}: not a {kind} model of this stack ({' '.join(str(exc).split())[:160]})") from None
+        reason = " ".join(str(exc).split())[:160]
+        raise KagglecvError(f"{source}: not a {kind} model of this stack ({reason})") from None
     if probe.size != width:
         raise KagglecvError(f"{source}: gives {probe.size} outputs a row; the stack expects {width}")
     return block

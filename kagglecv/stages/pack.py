@@ -112,15 +112,8 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     own images; ``infer`` runs it with ONNX Runtime and no torch). ``fit``: pack only the runs and TTA views that
     score best on OOF within that budget (``kagglecv.nn.budget``); its choice goes in the manifest.
     """
-    if fit is not None and RunDir(source).read_info().kind == "stack":
-        raise KagglecvError(f"--fit: {source} is a stack, whose models were fitted on all its members' predictions; "
-                            "pack it whole (or fit the budget on its members and stack again)")
-    if format not in FORMATS:
-        raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    _check_packable(Path(source), format, fit)
     if format == "onnx":
-        if any(leaf.config.model.features_head is not None for leaf in leaf_runs(load_recipe(Path(source)))):
-            raise KagglecvError(f"--format onnx: {source} holds a fusion model (model.features_head), whose rows' "
-                                "features are not part of an ONNX graph; pack it with --format torch")
         for module in ("onnxscript", "onnxruntime"):
             require_extra(module, "onnx", "pack --format onnx")
     if notebook and not wheels and "kagglecv" not in (provided or ()):
@@ -160,6 +153,19 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     if plan is not None:
         write_notebook(plan, notebook_dir, kernel_text)
     return PackResult(out, len(files), size, timing, wheel_names, notebook_dir, fitted)
+
+
+def _check_packable(source: Path, format: str, fit: Budget | None) -> None:
+    """What a bundle cannot hold: an unknown format, a stack fitted to a budget, a fusion model as ONNX."""
+    if format not in FORMATS:
+        raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    if fit is not None and RunDir(source).read_info().kind == "stack":
+        raise KagglecvError(f"--fit: {source} is a stack, whose models were fitted on all its members' predictions; "
+                            "pack it whole (or fit the budget on its members and stack again)")
+    if format == "onnx" and any(leaf.config.model.features_head is not None
+                                for leaf in leaf_runs(load_recipe(source))):
+        raise KagglecvError(f"--format onnx: {source} holds a fusion model (model.features_head), whose rows' "
+                            "features are not part of an ONNX graph; pack it with --format torch")
 
 
 def _packed_decisions(threshold: str | None, source: Path, recipe: Recipe, fitted: FitResult | None
@@ -318,7 +324,8 @@ def _write_manifest(folder: Path, recipe: Recipe, timing: Timing | None, extra: 
              for name in sorted(bundle_files(folder))}
     size = sum(entry["bytes"] for entry in files.values())
     write_json(folder / MANIFEST, {
-        "kagglecv_bundle": BUNDLE_FORMAT, "kind": recipe.run.read_info().kind if not isinstance(recipe, RunRecipe) else "run",
+        "kagglecv_bundle": BUNDLE_FORMAT,
+        "kind": "run" if isinstance(recipe, RunRecipe) else recipe.run.read_info().kind,
         "source": str(recipe.run.path), "created": datetime.now().isoformat(timespec="seconds"),
         "versions": package_versions(), "task": recipe.task, "classes": recipe.classes,
         "size_bytes": size,

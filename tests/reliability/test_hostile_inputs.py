@@ -1132,7 +1132,8 @@ def featured(train: dict | None = None, test: dict | None = None, drop: str | No
             for row, cells in (planted or {}).items():
                 for column, value in cells.items():
                     frame.loc[row, column] = value
-            frame.drop(columns=[drop] if drop and name == "test" else []).to_csv(world / f"data/{name}.csv", index=False)
+            dropped = frame.drop(columns=[drop] if drop and name == "test" else [])
+            dropped.to_csv(world / f"data/{name}.csv", index=False)
         for run in ("base", "other"):
             path = world / f"runs/{run}/config.yaml"
             config = yaml.safe_load(path.read_text())

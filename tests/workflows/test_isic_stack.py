@@ -138,9 +138,10 @@ def test_isic_2024_with_its_metadata_goes_through_init_run_stack_pack_and_infer(
 
     hidden = tmp_path / "hidden"
     hidden.mkdir()
-    _, (_, test) = None, _splits(43)
+    _, test = _splits(43)
     ids = [f"ISIC_{7_100_000 + i:07d}" for i in range(len(test.digits))]
-    _csv(_metadata(ids, test.digits, [f"IP_{200 + i // 2}" for i in range(len(ids))], 3)[0], hidden / "test-metadata.csv")
+    hidden_table, _ = _metadata(ids, test.digits, [f"IP_{200 + i // 2}" for i in range(len(ids))], 3)
+    _csv(hidden_table, hidden / "test-metadata.csv")
     _images(hidden / "test-image.hdf5", ids, test.images)
     _csv(pd.DataFrame({"isic_id": ids, "target": 0.3}), hidden / "sample_submission.csv")
     invoke("infer", str(tmp_path / "bundle"), "--test", str(hidden / "test-metadata.csv"), "--images", str(hidden),

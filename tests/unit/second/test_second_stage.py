@@ -46,7 +46,8 @@ def test_group_relative_features_equal_a_computation_by_hand():
     for row in range(30):
         members = groups == groups[row]
         for column in range(2):
-            assert centred[row, column] == pytest.approx(values[row, column] - values[members, column].mean(), abs=1e-12)
+            expected = values[row, column] - values[members, column].mean()
+            assert centred[row, column] == pytest.approx(expected, abs=1e-12)
             below = (values[members, column] < values[row, column]).sum() + 1
             assert ranks[row, column] == pytest.approx(below / members.sum(), abs=1e-12)
         assert sizes[row, 0] == members.sum()
