@@ -251,7 +251,7 @@ def ensemble(
 @app.command()
 def stack(
     runs: Annotated[list[Path], typer.Argument(help="Run, ensemble or stack folders sharing one folds file.")],
-    model: Annotated[str, typer.Option(help="lightgbm, xgboost (kagglecv[xgboost]), ridge (logistic for classes) or svr (numeric targets).")] = "lightgbm",
+    model: Annotated[str, typer.Option(help="lightgbm, xgboost (kagglecv[xgboost]), catboost (kagglecv[catboost]), ridge (logistic for classes) or svr (numeric targets).")] = "lightgbm",
     name: Annotated[Optional[str], typer.Option(help="Writes runs/stack-<name>/; <model>-<n> when omitted.")] = None,
     metric: Annotated[Optional[str], typer.Option(callback=_user_metric, help="Metric name or metric file to score; the config's when omitted.")] = None,
     group: Annotated[Optional[str], typer.Option(help="Column of the groups for the group-relative features; data.group_col when omitted, '' for none.")] = None,

@@ -245,7 +245,7 @@ class StackRecipe(_Record):
     members' prediction columns, the features, the group), the category levels of every training row (a test
     category outside them is refused) and of each fold's training rows (its model's encoding)."""
 
-    model: Literal["lightgbm", "xgboost", "ridge", "svr"]
+    model: Literal["lightgbm", "xgboost", "catboost", "ridge", "svr"]
     settings: StackSettings
     metric: Optional[Text] = None
     members: list[Name] = Field(min_length=1, max_length=1000)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,8 +22,8 @@ from sklearn.svm import SVR
 
 from kagglecv.core.errors import KagglecvError, require_extra
 
-SECOND_MODELS = ("lightgbm", "xgboost", "ridge", "svr")
-MODEL_SUFFIX = {"lightgbm": "txt", "xgboost": "json", "ridge": "json", "svr": "json"}
+SECOND_MODELS = ("lightgbm", "xgboost", "catboost", "ridge", "svr")
+MODEL_SUFFIX = {"lightgbm": "txt", "xgboost": "json", "catboost": "json", "ridge": "json", "svr": "json"}
 MAX_MODEL_BYTES = 512 * 2**20
 SVR_CHUNK_ROWS = 4096
 
@@ -82,6 +84,8 @@ def fit_block(settings: ModelSettings, objective: str, width: int, design: np.nd
         return LightGBMBlock.fit(settings, objective, width, design, target, categorical)
     if settings.kind == "xgboost":
         return XGBoostBlock.fit(settings, objective, width, design, target)
+    if settings.kind == "catboost":
+        return CatBoostBlock.fit(settings, objective, width, design, target)
     if settings.kind == "svr" and objective != "regression":
         raise KagglecvError("--model svr: a support vector regression fits numeric targets; for classes use "
                             "lightgbm, xgboost or ridge (logistic regression)")
@@ -95,6 +99,8 @@ def load_block(kind: str, text: str, objective: str, width: int, n_features: int
             block = LightGBMBlock.load(text, width)
         elif kind == "xgboost":
             block = XGBoostBlock.load(text, width)
+        elif kind == "catboost":
+            block = CatBoostBlock.load(text, objective)
         else:
             block = LinearBlock.from_state(json.loads(text), objective, width)
         probe = block.predict(np.zeros((1, n_features)))
@@ -181,6 +187,54 @@ class XGBoostBlock:
 
     def text(self) -> str:
         return bytes(self.booster.save_raw("json")).decode("utf-8")
+
+
+@dataclass
+class CatBoostBlock:
+    """CatBoost (symmetric trees), saved in CatBoost's JSON model format."""
+
+    model: Any
+    objective: str
+
+    LOSSES = {"binary": "Logloss", "multiclass": "MultiClass", "regression": "RMSE"}
+
+    @classmethod
+    def fit(cls, settings: ModelSettings, objective: str, width: int, design: np.ndarray,
+            target: np.ndarray) -> "CatBoostBlock":
+        catboost = _library("catboost", "catboost", "kagglecv stack --model catboost")
+        params = {"iterations": settings.rounds, "learning_rate": settings.learning_rate, "depth": 6,
+                  "random_seed": settings.seed, "thread_count": settings.threads, "verbose": False,
+                  "allow_writing_files": False, "loss_function": cls.LOSSES[objective]}
+        if objective == "multiclass":
+            params["classes_count"] = width
+        model = catboost.CatBoost(params)
+        model.fit(design, target)
+        return cls(model, objective)
+
+    @classmethod
+    def load(cls, text: str, objective: str) -> "CatBoostBlock":
+        catboost = _library("catboost", "catboost", "a CatBoost stack")
+        model = catboost.CatBoost()
+        with tempfile.TemporaryDirectory() as folder:  # CatBoost reads its JSON format from a file only
+            path = Path(folder) / "model.json"
+            path.write_text(text, encoding="utf-8")
+            model.load_model(str(path), format="json")
+        return cls(model, objective)
+
+    def predict(self, design: np.ndarray) -> np.ndarray:
+        names = list(self.model.feature_names_ or [])
+        if len(names) != design.shape[1]:
+            raise KagglecvError(f"a CatBoost model of {len(names)} features; the stack gives {design.shape[1]}")
+        if self.objective == "regression":
+            return np.asarray(self.model.predict(design), dtype=np.float64)
+        probabilities = np.asarray(self.model.predict(design, prediction_type="Probability"), dtype=np.float64)
+        return probabilities[:, 1] if self.objective == "binary" else probabilities
+
+    def text(self) -> str:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.json"
+            self.model.save_model(str(path), format="json")
+            return path.read_text(encoding="utf-8")
 
 
 @dataclass

@@ -1172,7 +1172,7 @@ CATALOGUE["the table beside the image"] = [
             "line 3", setup=featured(train={1: {"patient": ""}})),
     Variant("a stack over runs made with other folds", ["stack", "runs/base", "runs/other"], "other folds",
             setup=both(featured(), edit_json("runs/other/run.json", folds_sha256="0" * 64))),
-    Variant("an unknown second-stage model", [*STACK, "--model", "catboost"], "--model 'catboost'", setup=featured()),
+    Variant("an unknown second-stage model", [*STACK, "--model", "randomforest"], "--model 'randomforest'", setup=featured()),
     Variant("a support vector regression on classes", [*STACK, "--model", "svr"], "support vector", setup=featured()),
     Variant("a stack's model file that is no model", STACK_INFER, "stack-0.txt: not a lightgbm model",
             setup=stacked("garbage")),

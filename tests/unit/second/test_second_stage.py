@@ -92,7 +92,7 @@ def test_an_svr_block_replays_scikit_learns_svr():
         fit_block(ModelSettings(kind="svr"), "binary", 1, matrix, (target > 0).astype(int), [])
 
 
-@pytest.mark.parametrize("kind", ["lightgbm", "xgboost"])
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost"])
 @pytest.mark.parametrize("objective,width", [("binary", 1), ("multiclass", 3), ("regression", 1)])
 def test_a_boosted_block_saved_as_text_predicts_as_the_fitted_one(kind, objective, width):
     matrix = design(table())
@@ -100,11 +100,11 @@ def test_a_boosted_block_saved_as_text_predicts_as_the_fitted_one(kind, objectiv
     block = fit_block(ModelSettings(kind=kind, rounds=20), objective, width, matrix, target,
                       SPEC.categorical_positions())
     replayed = load_block(kind, block.text(), objective, width, matrix.shape[1], "model")
-    np.testing.assert_array_equal(replayed.predict(matrix), block.predict(matrix))
+    np.testing.assert_allclose(replayed.predict(matrix), block.predict(matrix), rtol=0, atol=1e-12)
     assert replayed.predict(matrix).shape == ((ROWS, width) if width > 1 else (ROWS,))
 
 
-@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "ridge"])
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost", "ridge"])
 def test_a_model_file_of_another_shape_or_no_model_is_refused(kind):
     matrix = design(table())
     block = fit_block(ModelSettings(kind=kind, rounds=5), "binary", 1, matrix, RNG.integers(0, 2, ROWS), [])
@@ -145,3 +145,11 @@ def test_fold_ks_nested_predictions_never_depend_on_fold_ks_targets(task):
     np.testing.assert_array_equal(before.nested[folds == 0], after.nested[folds == 0])
     assert not np.array_equal(before.nested[folds != 0], after.nested[folds != 0])
     assert not np.array_equal(before.in_sample, after.in_sample)
+
+
+@pytest.mark.parametrize("kind,extra", [("xgboost", "xgboost"), ("catboost", "catboost")])
+def test_a_missing_optional_library_is_one_line_naming_the_extra(kind, extra, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, kind, None)  # as if it were not installed
+    matrix = design(table())
+    with pytest.raises(KagglecvError, match=rf"needs {kind}: pip install 'kagglecv\[{extra}\]'"):
+        fit_block(ModelSettings(kind=kind, rounds=5), "binary", 1, matrix, RNG.integers(0, 2, ROWS), [])
