@@ -251,12 +251,12 @@ def ensemble(
 @app.command()
 def stack(
     runs: Annotated[list[Path], typer.Argument(help="Run, ensemble or stack folders sharing one folds file.")],
-    model: Annotated[str, typer.Option(help="lightgbm, xgboost (kagglecv[xgboost]), catboost (kagglecv[catboost]), ridge (logistic for classes) or svr (numeric targets).")] = "lightgbm",
+    model: Annotated[str, typer.Option(help="lightgbm; xgboost or catboost (their kagglecv extras); ridge (logistic for classes); svr (numeric targets).")] = "lightgbm",
     name: Annotated[Optional[str], typer.Option(help="Writes runs/stack-<name>/; <model>-<n> when omitted.")] = None,
     metric: Annotated[Optional[str], typer.Option(callback=_user_metric, help="Metric name or metric file to score; the config's when omitted.")] = None,
     group: Annotated[Optional[str], typer.Option(help="Column of the groups for the group-relative features; data.group_col when omitted, '' for none.")] = None,
-    rounds: Annotated[int, typer.Option(min=1, help="lightgbm, xgboost: boosting rounds.")] = 300,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="lightgbm, xgboost: the learning rate.")] = 0.05,
+    rounds: Annotated[int, typer.Option(min=1, help="lightgbm, xgboost, catboost: boosting rounds.")] = 300,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="lightgbm, xgboost, catboost: the learning rate.")] = 0.05,
     leaves: Annotated[int, typer.Option(min=2, help="lightgbm, xgboost: leaves per tree.")] = 15,
     min_rows: Annotated[int, typer.Option(min=1, help="lightgbm: rows a leaf holds at least.")] = 20,
     alpha: Annotated[float, typer.Option(min=0.0, help="ridge: L2 penalty (logistic: 1/C); svr: 1/C.")] = 1.0,

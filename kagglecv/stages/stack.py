@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from kagglecv.core.blending import as_predictions
 from kagglecv.core.config import Config, FeaturesConfig, dump_config, validate_config
@@ -47,7 +48,12 @@ def make_stack(paths: list[Path], model: str = "lightgbm", name: str | None = No
     """
     if model not in SECOND_MODELS:
         raise KagglecvError(f"--model {model!r}: expected one of {', '.join(SECOND_MODELS)}")
-    chosen_settings = StackSettings(**(settings or {}))
+    try:
+        chosen_settings = StackSettings(**(settings or {}))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise KagglecvError(f"--{str(error['loc'][0]).replace('_', '-')} {error.get('input')!r}: "
+                            f"{error['msg'].lower()}") from None
     name = name or f"{model}-{len(paths)}"
     runs_dir = Path(runs_dir or Path(paths[0]).parent)
     out = OutputRule.of(paths).named(runs_dir, name, "--name", prefix=STACK_PREFIX)

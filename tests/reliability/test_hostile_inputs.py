@@ -1174,6 +1174,8 @@ CATALOGUE["the table beside the image"] = [
             setup=both(featured(), edit_json("runs/other/run.json", folds_sha256="0" * 64))),
     Variant("an unknown second-stage model", [*STACK, "--model", "randomforest"], "--model 'randomforest'", setup=featured()),
     Variant("a support vector regression on classes", [*STACK, "--model", "svr"], "support vector", setup=featured()),
+    Variant("a stack setting out of its range", [*STACK, "--model", "ridge", "--alpha", "0"], "--alpha 0.0: input "
+            "should be greater than 0", setup=featured()),
     Variant("a stack's model file that is no model", STACK_INFER, "stack-0.txt: not a lightgbm model",
             setup=stacked("garbage")),
     Variant("a stack's model file of another stack's features", STACK_INFER, "stack-0.txt", setup=stacked(
