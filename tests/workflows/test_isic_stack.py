@@ -2,11 +2,13 @@
 columns the test table lacks (``iddx_1`` restates the target, ``mel_thick_mm`` exists only for melanomas,
 ``tbp_lv_dnn_lesion_confidence`` is a model's output); images are JPEG bytes in HDF5; the metric is the
 competition's pAUC above 80 % TPR in Kaggle's signature. ``init`` proposes the features, the patient group and the
-leaks; ``run``, ``stack``, ``pack`` and ``infer`` follow with no hand edit, and the leaks are never used."""
+leaks; ``run``, ``stack``, ``pack`` and ``infer`` follow with no hand edit, and the leaks are never used; the
+bundle's notebook, run offline in a fresh kernel, predicts a hidden test from its own metadata table."""
 
 import importlib.util
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kagglecv.cli import app
+from kagglecv.core.console import Console
+from kagglecv.core.wheelhouse import requirement_closure
+from kagglecv.stages.infer import infer_test
+from kagglecv.stages.pack import pack_run
+from tests.stages.test_pack_infer import execute_offline
 from tests.workflows.kaggle_reader_shapes import _upsampled
 from tests.workflows.kaggle_shapes import _csv, _splits
 from tests.workflows.test_kaggle_as_it_ships import TINY
@@ -129,14 +136,24 @@ def test_isic_2024_with_its_metadata_goes_through_init_run_stack_pack_and_infer(
                                                pd.DataFrame({"id": oof.index, "target": oof["1"]}), "id")
     assert json.loads((stack / "score.json").read_text())["overall"] == pytest.approx(expected, abs=1e-9)
 
-    invoke("pack", str(stack), "--out", str(tmp_path / "bundle"), "--timing-images", "8")
-    invoke("infer", str(tmp_path / "bundle"), "--test", str(folder / "test-metadata.csv"), "--images", str(folder),
+    everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
+    packed = pack_run(stack, tmp_path / "out" / "isic-bundle", wheels=True, provided=everything, timing_images=8,
+                      notebook=True, competition=folder.name)
+    invoke("infer", str(packed.path), "--test", str(folder / "test-metadata.csv"), "--images", str(folder),
            "--out", str(tmp_path / "public.csv"))
     replayed = pd.read_csv(tmp_path / "public.csv", dtype={"id": str}).set_index("id")
     recorded = pd.read_csv(stack / "test.csv", dtype={"id": str}).set_index("id").loc[replayed.index]
     np.testing.assert_allclose(replayed.to_numpy(), recorded.to_numpy(), rtol=0, atol=2e-7)
+    assert_the_notebook_predicts_a_hidden_test_offline(packed, folder.name, tmp_path, monkeypatch)
 
-    hidden = tmp_path / "hidden"
+
+def assert_the_notebook_predicts_a_hidden_test_offline(packed, competition: str, tmp_path: Path, monkeypatch) -> None:
+    """The bundle's notebook, executed in a fresh kernel with no network over a Kaggle tree whose competition folder
+    holds a hidden test (new patients, new HDF5, its own metadata table), writes what ``infer`` writes."""
+    inputs, working = tmp_path / "kaggle" / "input", tmp_path / "kaggle" / "working"
+    working.mkdir(parents=True)
+    shutil.copytree(packed.path, inputs / "isic-bundle")
+    hidden = inputs / competition
     hidden.mkdir()
     _, test = _splits(43)
     ids = [f"ISIC_{7_100_000 + i:07d}" for i in range(len(test.digits))]
@@ -144,7 +161,10 @@ def test_isic_2024_with_its_metadata_goes_through_init_run_stack_pack_and_infer(
     _csv(hidden_table, hidden / "test-metadata.csv")
     _images(hidden / "test-image.hdf5", ids, test.images)
     _csv(pd.DataFrame({"isic_id": ids, "target": 0.3}), hidden / "sample_submission.csv")
-    invoke("infer", str(tmp_path / "bundle"), "--test", str(hidden / "test-metadata.csv"), "--images", str(hidden),
-           "--sample", str(hidden / "sample_submission.csv"), "--out", str(tmp_path / "submission.csv"))
-    submission = pd.read_csv(tmp_path / "submission.csv", dtype={"isic_id": str})
+    execute_offline(packed.notebook / "submission.ipynb", inputs, working, tmp_path, monkeypatch)
+    submission = pd.read_csv(working / "submission.csv", dtype={"isic_id": str})
     assert submission["isic_id"].tolist() == ids and submission["target"].between(0, 1).all()
+    expected = tmp_path / "expected.csv"
+    infer_test(packed.path, hidden / "test-metadata.csv", hidden, expected, hidden / "sample_submission.csv",
+               console=Console(quiet=True))
+    pd.testing.assert_frame_equal(submission, pd.read_csv(expected, dtype={"isic_id": str}))
