@@ -95,16 +95,32 @@ def with_new_label(top: TopK, threshold: float, new_label: str, k: int) -> list[
 
 def tune_new_threshold(top: TopK, truth: list[str], k: int, new_label: str) -> tuple[float, float, float]:
     """(threshold, MAP@k with it, MAP@k without the new label) on OOF rows; ``truth`` holds ``new_label`` for a row
-    whose identity its fold's training part lacks. Thresholds tried: every distinct first score (and +inf: always
-    first), so the best is exact on these rows."""
-    never = map_at_k_lists(truth, [list(labels[:k]) for labels in top.labels], k)
-    candidates = np.unique(np.concatenate([top.scores[:, 0], [np.inf]]))
-    best = (np.inf, -1.0)
-    for threshold in candidates:
-        score = map_at_k_lists(truth, with_new_label(top, threshold, new_label, k), k)
-        if score > best[1]:
-            best = (float(threshold), score)
-    return best[0], best[1], never
+    whose identity its fold's training part lacks. Exact over every threshold: a row's average precision changes
+    only at its own scores, so each score's change is summed once, in score order (O(rows x k log))."""
+    if (top.labels == new_label).any():
+        raise KagglecvError(f"{new_label!r} is among the predicted identities; the reserved label cannot also be "
+                            "a training identity")
+    truth = np.asarray(truth, dtype=object)
+    rows, width = top.labels.shape
+    found = top.labels == truth[:, None]
+    truth_at = np.where(found.any(axis=1), found.argmax(axis=1), -1)
+    is_new = truth == new_label
+    precision = np.zeros((rows, width + 1))  # a row's average precision with the new label at place p
+    for place in range(width + 1):
+        rank_known = np.where(truth_at < place, truth_at + 1, truth_at + 2)
+        rank = np.where(is_new, place + 1, np.where(truth_at >= 0, rank_known, 0))
+        precision[:, place] = np.where((rank >= 1) & (rank <= k), 1.0 / np.maximum(rank, 1), 0.0)
+    gains = np.diff(precision, axis=1).ravel()   # place p -> p + 1 once the threshold reaches score p
+    scores = top.scores.ravel()
+    order = np.argsort(-scores, kind="stable")
+    totals = precision[:, 0].sum() + np.cumsum(gains[order])
+    ordered = scores[order]
+    last_of_value = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True] & np.isfinite(ordered))
+    candidates = np.r_[np.inf, ordered[last_of_value]]
+    results = np.r_[precision[:, 0].sum(), totals[last_of_value]] / max(rows, 1)
+    best = int(np.argmax(results))
+    never = map_at_k_lists(list(truth), [list(labels[:k]) for labels in top.labels], k)
+    return float(candidates[best]), float(results[best]), never
 
 
 def new_identity_truth(labels: np.ndarray, folds: np.ndarray, new_label: str) -> np.ndarray:

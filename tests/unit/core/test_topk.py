@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kagglecv.core import topk
-from kagglecv.core.errors import DataError
+from kagglecv.core.errors import DataError, KagglecvError
 from kagglecv.core.topk import (
     TopK,
     blend_top_k,
@@ -105,3 +105,9 @@ def test_a_top_k_file_round_trips_and_a_damaged_one_is_refused(tmp_path):
         (tmp_path / "bad.csv").write_text("\n".join([*text[:3], ",".join(cells), *text[4:]]) + "\n")
         with pytest.raises(DataError, match=f"line 4 has {message}" if damage != "nan" else "line 4 has a score"):
             read_top_k(tmp_path / "bad.csv")
+
+
+def test_a_reserved_label_that_is_also_a_predicted_identity_is_refused():
+    top = TopK(np.array(["a"], dtype=object), np.array([["new_whale", "y"]], dtype=object), np.array([[0.9, 0.5]]))
+    with pytest.raises(KagglecvError, match="'new_whale' is among the predicted identities"):
+        tune_new_threshold(top, ["y"], 5, "new_whale")
