@@ -1,6 +1,6 @@
-"""The table beside the image, on real data: coco128's 256 labelled images and the real per-image table of
-``../shared/data/coco128-multilabel/objects.csv`` (object count, box cover, width, height; orientation derived from
-the size), the target "a person is in the image" (from the real labels). A small image run, the same with a fusion
+"""The table beside the image, on real data: coco128's 256 labelled images (downsampled to 64 px) and the real
+per-image table of ``../shared/data/coco128-multilabel/objects.csv`` (object count, box cover, width, height;
+orientation derived from the size), the target "a person is in the image" (from the real labels). A small image run, the same with a fusion
 head over the table, and ``kagglecv stack`` on the image run's OOF predictions and the table: the fusion run and
 the stack's nested score each beat the image run; the stack's score is what ``score`` computes and catches a planted
 leak that the in-sample score does not; ``pack`` + ``infer`` replay both on a hidden test."""
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
@@ -48,6 +49,9 @@ def person(tmp_path_factory) -> Path:
     objects["orientation"] = np.select([objects.width > objects.height, objects.width < objects.height],
                                        ["landscape", "portrait"], "square")
     objects["image"] = objects["split"] + "/" + objects["id"] + ".jpg"
+    for name in objects["image"]:  # downsampled once to 64 px: the runs see 32 px, and decoding 640 px JPEGs
+        (root / "images" / name).parent.mkdir(parents=True, exist_ok=True)  # every epoch would dominate the test
+        Image.open(source / name).convert("RGB").resize((64, 64), Image.BILINEAR).save(root / "images" / name)
     columns = ["id", "image", *FEATURES["numeric"], *FEATURES["categorical"]]
     objects[[*columns, "person"]].to_csv(root / "train.csv", index=False)
     objects[objects.split == "test"][columns].to_csv(root / "test.csv", index=False)
@@ -55,7 +59,8 @@ def person(tmp_path_factory) -> Path:
         root / "sample_submission.csv", index=False)
     config = {"experiment": "img", "runs_dir": str(root / "runs"), "metric": "roc_auc",
               "data": {"train_csv": str(root / "train.csv"), "test_csv": str(root / "test.csv"),
-                       "image_dir": str(source), "image_col": "image", "target": "person", "features": FEATURES},
+                       "image_dir": str(root / "images"), "image_col": "image", "target": "person",
+                       "features": FEATURES},
               "folds": {"n_splits": 3, "near_duplicates": "off", "file": str(root / "folds.csv")},
               "model": {"name": "test_resnet", "pretrained": False, "img_size": 32},
               "train": {"epochs": 4, "batch_size": 16, "num_workers": 0},
@@ -119,7 +124,7 @@ def test_pack_and_infer_replay_the_stack_on_a_hidden_test(person, tmp_path):
     invoke("pack", str(stack), "--out", str(tmp_path / "bundle"), "--timing-images", "0")
     hidden = pd.read_csv(person / "test.csv", dtype=str).iloc[::-1].head(40)  # another table: fewer rows, reordered
     hidden.to_csv(tmp_path / "hidden.csv", index=False)
-    images = str(shared_dataset("coco128-multilabel"))
+    images = str(person / "images")
     invoke("infer", str(tmp_path / "bundle"), "--test", str(tmp_path / "hidden.csv"), "--images", images,
            "--out", str(tmp_path / "replayed.csv"))
     replayed = pd.read_csv(tmp_path / "replayed.csv", dtype={"id": str}).set_index("id")
@@ -163,7 +168,7 @@ def test_the_fusion_head_beats_the_image_run_and_records_its_scaling_from_traini
 def test_pack_and_infer_replay_the_fusion_run(person, tmp_path):
     run = person / "runs" / "fusion"
     invoke("pack", str(run), "--out", str(tmp_path / "bundle"), "--timing-images", "8")
-    images = str(shared_dataset("coco128-multilabel"))
+    images = str(person / "images")
     hidden = pd.read_csv(person / "test.csv", dtype=str).iloc[::-1].head(30)
     hidden.to_csv(tmp_path / "hidden.csv", index=False)
     invoke("infer", str(tmp_path / "bundle"), "--test", str(tmp_path / "hidden.csv"), "--images", images,
@@ -212,7 +217,7 @@ def test_a_stack_on_embeddings_is_nested_and_replayed_by_infer(person, tmp_path)
     hidden = pd.read_csv(person / "test.csv", dtype=str).head(24)
     hidden.to_csv(tmp_path / "hidden.csv", index=False)
     invoke("infer", str(tmp_path / "bundle"), "--test", str(tmp_path / "hidden.csv"), "--images",
-           str(shared_dataset("coco128-multilabel")), "--out", str(tmp_path / "replayed.csv"))
+           str(person / "images"), "--out", str(tmp_path / "replayed.csv"))
     replayed = pd.read_csv(tmp_path / "replayed.csv", dtype={"id": str}).set_index("id")
     recorded = pd.read_csv(stack / "test.csv", dtype={"id": str}).set_index("id").loc[replayed.index]
     np.testing.assert_allclose(replayed.to_numpy(), recorded.to_numpy(), rtol=0, atol=1e-5)
