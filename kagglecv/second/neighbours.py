@@ -15,7 +15,7 @@ from sklearn.neighbors import NearestNeighbors
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.topk import TopK
 
-QUERY_CHUNK = 4096
+QUERY_CHUNK = 1024  # 1,024 x a 50,000-row gallery: a 400 MB distance matrix at a time
 
 
 def neighbour_top_k(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_ids, k: int,
