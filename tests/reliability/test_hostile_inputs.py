@@ -1172,7 +1172,8 @@ CATALOGUE["the table beside the image"] = [
             "line 3", setup=featured(train={1: {"patient": ""}})),
     Variant("a stack over runs made with other folds", ["stack", "runs/base", "runs/other"], "other folds",
             setup=both(featured(), edit_json("runs/other/run.json", folds_sha256="0" * 64))),
-    Variant("an unknown second-stage model", [*STACK, "--model", "randomforest"], "--model 'randomforest'", setup=featured()),
+    Variant("an unknown second-stage model", [*STACK, "--model", "randomforest"], "--model 'randomforest'",
+            setup=featured()),
     Variant("a support vector regression on classes", [*STACK, "--model", "svr"], "support vector", setup=featured()),
     Variant("a stack setting out of its range", [*STACK, "--model", "ridge", "--alpha", "0"], "--alpha 0.0: input "
             "should be greater than 0", setup=featured()),

@@ -1,9 +1,10 @@
 """The table beside the image, on real data: coco128's 256 labelled images (downsampled to 64 px) and the real
 per-image table of ``../shared/data/coco128-multilabel/objects.csv`` (object count, box cover, width, height;
-orientation derived from the size), the target "a person is in the image" (from the real labels). A small image run, the same with a fusion
-head over the table, and ``kagglecv stack`` on the image run's OOF predictions and the table: the fusion run and
-the stack's nested score each beat the image run; the stack's score is what ``score`` computes and catches a planted
-leak that the in-sample score does not; ``pack`` + ``infer`` replay both on a hidden test."""
+orientation derived from the size), the target "a person is in the image" (from the real labels). A small image
+run, the same with a fusion head over the table, and ``kagglecv stack`` on the image run's OOF predictions and the
+table: the fusion run and the stack's nested score each beat the image run; the stack's score is what ``score``
+computes and catches a planted leak that the in-sample score does not; ``pack`` + ``infer`` replay both on a
+hidden test."""
 
 import json
 from pathlib import Path
