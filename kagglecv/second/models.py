@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.svm import SVR
 
 from kagglecv.core.errors import KagglecvError, require_extra
+from kagglecv.core.lazy import imported_on_first_use
+
+# Imported when a model is fitted: a fusion model's training imports this module for LinearInputs only, and every
+# `kagglecv train` would otherwise pay scikit-learn's import (BENCHMARKS.md, "Fixed work per fold").
+linear_model = imported_on_first_use("sklearn.linear_model")
+svm = imported_on_first_use("sklearn.svm")
 
 SECOND_MODELS = ("lightgbm", "xgboost", "catboost", "ridge", "svr")
 MODEL_SUFFIX = {"lightgbm": "txt", "xgboost": "json", "catboost": "json", "ridge": "json", "svr": "json"}
@@ -303,13 +307,13 @@ class LinearBlock:
         inputs_matrix = inputs.transform(design)
         if settings.kind == "svr":
             mean, scale = float(target.mean()), float(target.std()) or 1.0
-            model = SVR(C=1.0 / settings.alpha, epsilon=0.1).fit(inputs_matrix, (target - mean) / scale)
+            model = svm.SVR(C=1.0 / settings.alpha, epsilon=0.1).fit(inputs_matrix, (target - mean) / scale)
             return cls(objective, inputs, model.dual_coef_.astype(np.float64), model.intercept_.astype(np.float64),
                        model.support_vectors_.astype(np.float64), float(model._gamma), mean, scale)
         if objective == "regression":
-            model = Ridge(alpha=settings.alpha).fit(inputs_matrix, target)
+            model = linear_model.Ridge(alpha=settings.alpha).fit(inputs_matrix, target)
             return cls(objective, inputs, model.coef_.reshape(1, -1), np.atleast_1d(model.intercept_))
-        model = LogisticRegression(C=1.0 / settings.alpha, max_iter=2000).fit(inputs_matrix, target)
+        model = linear_model.LogisticRegression(C=1.0 / settings.alpha, max_iter=2000).fit(inputs_matrix, target)
         if objective == "binary" or len(model.classes_) == width:
             return cls(objective, inputs, model.coef_, model.intercept_)
         coef = np.zeros((width, inputs_matrix.shape[1]))
