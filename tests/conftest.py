@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
+
+from kagglecv.cli import app
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -142,3 +145,10 @@ def kaggle_pfbeta(labels: list[int], predictions: list[float], beta: float = 1) 
     if c_precision > 0 and c_recall > 0:
         return (1 + beta * beta) * (c_precision * c_recall) / (beta * beta * c_precision + c_recall)
     return 0
+
+
+def invoke(*args: str) -> str:
+    """``kagglecv ARGS`` in-process; its output, after asserting it succeeded (the output is the failure message)."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output

@@ -74,17 +74,26 @@ def blend_top_k(runs: list[TopK], weights: np.ndarray | None = None, k: int | No
     weights = np.full(len(runs), 1 / len(runs)) if weights is None else np.asarray(weights, dtype=np.float64)
     k = k or max(run.k for run in runs)
     rows = np.concatenate([np.repeat(np.arange(len(first.ids)), run.k) for run in runs])
-    long = pd.DataFrame({"row": rows, "label": np.concatenate([run.labels.ravel() for run in runs]),
-                         "score": np.concatenate([run.scores.ravel() * weight for run, weight in zip(runs, weights)])})
-    summed = long.groupby(["row", "label"], sort=False, as_index=False)["score"].sum()
-    summed = summed.sort_values(["row", "score", "label"], ascending=[True, False, True], kind="stable")
-    kept = summed.groupby("row", sort=False).head(k)
-    place = kept.groupby("row", sort=False).cumcount().to_numpy()
-    labels = np.full((len(first.ids), k), "", dtype=object)
-    scores = np.full((len(first.ids), k), -np.inf)
-    labels[kept["row"].to_numpy(), place] = kept["label"].to_numpy()
-    scores[kept["row"].to_numpy(), place] = kept["score"].to_numpy()
+    labels, scores = ranked_top_k(rows, np.concatenate([run.labels.ravel() for run in runs]),
+                                  np.concatenate([run.scores.ravel() * weight for run, weight in zip(runs, weights)]),
+                                  len(first.ids), k, "sum")
     return TopK(first.ids, labels, scores, first.folds)
+
+
+def ranked_top_k(rows: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_rows: int, k: int,
+                 combine: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``n_rows`` rows' k best labels from (row, label, score) entries, a label's entries in a row joined by
+    ``combine`` (``sum``, ``max``), ties by label name; places left over are empty labels scored -inf."""
+    long = pd.DataFrame({"row": rows, "label": labels, "score": scores})
+    joined = long.groupby(["row", "label"], sort=False, as_index=False)["score"].agg(combine)
+    joined = joined.sort_values(["row", "score", "label"], ascending=[True, False, True], kind="stable")
+    kept = joined.groupby("row", sort=False).head(k)
+    place = kept.groupby("row", sort=False).cumcount().to_numpy()
+    best_labels = np.full((n_rows, k), "", dtype=object)
+    best_scores = np.full((n_rows, k), -np.inf)
+    best_labels[kept["row"].to_numpy(), place] = kept["label"].to_numpy()
+    best_scores[kept["row"].to_numpy(), place] = kept["score"].to_numpy()
+    return best_labels, best_scores
 
 
 def with_new_label(top: TopK, threshold: float, new_label: str, k: int) -> list[list[str]]:

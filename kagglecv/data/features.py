@@ -104,9 +104,20 @@ def train_only_columns(train_columns: list[str], test_columns: list[str], used: 
     return [column for column in train_columns if column not in set(test_columns) and column not in set(used)]
 
 
+def features_of(source: Path | None, config: DataConfig, ids: np.ndarray, features: FeaturesConfig,
+                group: str | None) -> FeatureTable:
+    """The rows' features (and groups) from their own table; with no column asked, an empty table of those rows and
+    no file read. A test set that is a folder of images has no table: asking it for columns is an error."""
+    if not features.columns() and group is None:
+        return FeatureTable(np.asarray(ids, dtype=object), [], np.zeros((len(ids), 0)), [],
+                            np.zeros((len(ids), 0), dtype=object), None, Path(source or ""))
+    if source is None or not Path(source).is_file():
+        asked = ", ".join([*features.columns(), *([group] if group else [])])
+        raise DataError(f"{source or 'the test set'}: not a table; the rows' features and groups ({asked}) are read "
+                        "from a test table (data.test_csv, or infer's --test TABLE)")
+    return read_features(source, config, ids, features, group)
+
+
 def with_features(data: CompetitionData, config: DataConfig) -> CompetitionData:
     """``data`` with ``data.features``' columns of its own table, for a model that takes them (a fusion head)."""
-    if not Path(data.source).is_file():
-        raise DataError(f"{data.source}: the test set is a folder of images; a model fed data.features reads each "
-                        "row's features from a test table (data.test_csv)")
-    return replace(data, features=read_features(data.source, config, data.ids, config.features, None))
+    return replace(data, features=features_of(data.source, config, data.ids, config.features, None))

@@ -30,7 +30,7 @@ from kagglecv.core.predictions import (
 from kagglecv.core.records import RunInfo
 from kagglecv.core.records import StackRecipe as StackRecord
 from kagglecv.core.runs import FoldDir, RunDir, resolve_member
-from kagglecv.data.features import check_test_categories, read_features, with_features
+from kagglecv.data.features import check_test_categories, features_of, with_features
 from kagglecv.data.load import load_test
 from kagglecv.data.table import CompetitionData, FeatureTable, num_outputs
 from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
@@ -70,7 +70,7 @@ class RunRecipe:
         the table's ``data.features`` beside ``images``, which a fusion model takes)."""
         progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
         if self.format == "onnx":
-            config = _with_loader_settings(self.config, batch_size, workers)
+            config = with_loader_settings(self.config, batch_size, workers)
             with progress or contextlib.nullcontext() as bar:
                 probabilities = OnnxFold(self.run.fold(fold).path / ONNX_FILE).predict(
                     images, rows, config.model.img_size, config.model.in_chans, config.inference_batch_size, bar)
@@ -98,7 +98,7 @@ class RunRecipe:
                                 "the run it was packed from")
         from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
 
-        predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
+        predictor = FoldPredictor(with_loader_settings(self.config, batch_size, workers), self.run, self.task,
                                   self.classes)
         model = predictor.load(fold, self.sources[fold])
         logits = predictor.views(model, images, rows, views, progress=progress, features=features)
@@ -114,7 +114,7 @@ class RunRecipe:
                                 "probabilities only)")
         from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
 
-        predictor = FoldPredictor(_with_loader_settings(self.config, batch_size, workers), self.run, self.task,
+        predictor = FoldPredictor(with_loader_settings(self.config, batch_size, workers), self.run, self.task,
                                   self.classes)
         model = predictor.load(fold, self.sources[fold])
         return predictor.embeddings(model, test.images, np.arange(len(test)), test.features)
@@ -146,7 +146,7 @@ def held_out_view_logits(recipe: RunRecipe, images, fold_of: np.ndarray, views: 
     return logits
 
 
-def _with_loader_settings(config: Config, batch_size: int | None, workers: int | None) -> Config:
+def with_loader_settings(config: Config, batch_size: int | None, workers: int | None) -> Config:
     """The run's config with the command's batch size and loader workers, when given (neither changes a result)."""
     train = config.train if workers is None else config.train.model_copy(update={"num_workers": workers})
     predict = config.predict if batch_size is None else config.predict.model_copy(update={"batch_size": batch_size})
@@ -216,10 +216,7 @@ class StackRecipe:
         """The test table's features (the table ``test`` was read from), its categories checked against every
         training row's."""
         features = FeaturesConfig(numeric=self.record.numeric, categorical=self.record.categorical)
-        if (features.columns() or self.record.group) and (test.source is None or test.source.suffix == ""):
-            raise DataError(f"{self.run.path}: a stack reads the test rows' features from their table; give --test "
-                            "TABLE with its columns " + ", ".join([*features.columns(), *[self.record.group or ""]]))
-        table = read_features(test.source, self.data, test.ids, features, self.record.group)
+        table = features_of(test.source, self.data, test.ids, features, self.record.group)
         check_test_categories(table, self.record.levels)
         return table
 

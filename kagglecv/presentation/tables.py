@@ -111,12 +111,8 @@ def correlation_table(correlation: pd.DataFrame) -> Table:
 
 def ensemble_table(result: EnsembleResult) -> Table:
     """Best single run, in-sample blend, nested (honest) blend; each run's weight and marginal gain."""
-    table = Table(title=f"{result.name}: {result.method} on {result.metric}")
-    table.add_column("")
-    table.add_column(result.metric, justify="right")
-    table.add_row(f"best single run ({result.best_single[0]})", f"{result.best_single[1]:.5f}")
-    table.add_row("blend, fit and scored on all OOF (optimistic)", f"{result.in_sample:.5f}")
-    table.add_row("blend, nested CV (honest)", f"{result.nested:.5f}")
+    table = _honest_scores(f"{result.name}: {result.method} on {result.metric}", result.metric, result.best_single, {
+        "blend, fit and scored on all OOF (optimistic)": result.in_sample, "blend, nested CV (honest)": result.nested})
     table.add_section()
     for run, gain in result.marginal_gain.items():
         weight = result.weights.get(run)
@@ -125,14 +121,22 @@ def ensemble_table(result: EnsembleResult) -> Table:
     return table
 
 
+def _honest_scores(title: str, metric: str, best_single: tuple[str, float], scores: dict[str, float]) -> Table:
+    """The best single run, then each fitted score (in-sample, nested) of an ensemble or a stack."""
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column(metric, justify="right")
+    table.add_row(f"best single run ({best_single[0]})", f"{best_single[1]:.5f}")
+    for name, value in scores.items():
+        table.add_row(name, f"{value:.5f}")
+    return table
+
+
 def stack_table(result: StackResult, top: int = 10) -> Table:
     """Best single run, the stack in-sample (optimistic) and nested (honest), the columns it gained most from."""
-    table = Table(title=f"{result.name}: {result.model} stack on {result.metric}")
-    table.add_column("")
-    table.add_column(result.metric, justify="right")
-    table.add_row(f"best single run ({result.best_single[0]})", f"{result.best_single[1]:.5f}")
-    table.add_row("stack, fit and scored on all OOF (optimistic)", f"{result.in_sample:.5f}")
-    table.add_row("stack, nested CV: fold k by the model fit without it (honest)", f"{result.nested:.5f}")
+    table = _honest_scores(f"{result.name}: {result.model} stack on {result.metric}", result.metric, result.best_single,
+                           {"stack, fit and scored on all OOF (optimistic)": result.in_sample,
+                            "stack, nested CV: fold k by the model fit without it (honest)": result.nested})
     if result.importance:
         table.add_section()
         total = sum(result.importance.values()) or 1.0

@@ -69,8 +69,8 @@ def group_relative(values: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
     grouped = frame.groupby(pd.Series(groups, dtype=object).to_numpy(), sort=False)
     centred = (frame - grouped.transform("mean")).to_numpy(np.float64)
     ranks = grouped.rank(pct=True).to_numpy(np.float64)
-    sizes = grouped[frame.columns[0]].transform("size").to_numpy(np.float64)[:, None] if values.shape[1] else \
-        pd.Series(groups).map(pd.Series(groups).value_counts()).to_numpy(np.float64)[:, None]
+    members = pd.Series(groups, dtype=object)
+    sizes = members.map(members.value_counts()).to_numpy(np.float64)[:, None]
     return [centred, ranks, sizes]
 
 

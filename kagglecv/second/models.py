@@ -102,7 +102,7 @@ def load_block(kind: str, text: str, objective: str, width: int, n_features: int
         if kind == "lightgbm":
             block = LightGBMBlock.load(text, width)
         elif kind == "xgboost":
-            block = XGBoostBlock.load(text, width)
+            block = XGBoostBlock.load(text)
         elif kind == "catboost":
             block = CatBoostBlock.load(text, objective)
         else:
@@ -176,7 +176,7 @@ class XGBoostBlock:
         return cls(xgboost.train(params, matrix, num_boost_round=settings.rounds))
 
     @classmethod
-    def load(cls, text: str, width: int) -> "XGBoostBlock":
+    def load(cls, text: str) -> "XGBoostBlock":
         xgboost = _library("xgboost", "xgboost", "an XGBoost stack")
         booster = xgboost.Booster()
         booster.load_model(bytearray(text.encode("utf-8")))

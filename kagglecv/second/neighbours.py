@@ -9,11 +9,10 @@ first with score 1. Queries are searched a chunk at a time, so the distance matr
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.topk import TopK
+from kagglecv.core.topk import TopK, ranked_top_k
 
 QUERY_CHUNK = 1024  # 1,024 x a 50,000-row gallery: a 400 MB distance matrix at a time
 
@@ -29,26 +28,15 @@ def neighbour_top_k(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np
         raise KagglecvError(f"k = {k} identities asked of a gallery of {len(np.unique(gallery_labels))}; lower k")
     index = NearestNeighbors(n_neighbors=min(neighbours, len(gallery)), metric="cosine", algorithm="brute")
     index.fit(gallery)
-    labels = np.full((len(queries), k), "", dtype=object)
-    scores = np.full((len(queries), k), -np.inf)
     names = np.asarray(gallery_labels, dtype=object)
+    labels, scores = [], []
     for start in range(0, len(queries), QUERY_CHUNK):
         distances, nearest = index.kneighbors(queries[start:start + QUERY_CHUNK])
-        _best_identities(1.0 - distances, names[nearest], k, labels[start:], scores[start:])
-    return TopK(np.asarray(query_ids, dtype=object), labels, scores)
-
-
-def _best_identities(similarity: np.ndarray, names: np.ndarray, k: int, labels: np.ndarray,
-                     scores: np.ndarray) -> None:
-    """Fill ``labels``/``scores`` (rows from the chunk's first) with each row's k identities of best similarity."""
-    long = pd.DataFrame({"row": np.repeat(np.arange(len(names)), names.shape[1]), "label": names.ravel(),
-                         "score": similarity.ravel()})
-    best = long.groupby(["row", "label"], sort=False, as_index=False)["score"].max()
-    best = best.sort_values(["row", "score", "label"], ascending=[True, False, True], kind="stable")
-    kept = best.groupby("row", sort=False).head(k)
-    place = kept.groupby("row", sort=False).cumcount().to_numpy()
-    labels[kept["row"].to_numpy(), place] = kept["label"].to_numpy()
-    scores[kept["row"].to_numpy(), place] = kept["score"].to_numpy()
+        found = ranked_top_k(np.repeat(np.arange(len(nearest)), nearest.shape[1]), names[nearest].ravel(),
+                             (1.0 - distances).ravel(), len(nearest), k, "max")
+        labels.append(found[0])
+        scores.append(found[1])
+    return TopK(np.asarray(query_ids, dtype=object), np.concatenate(labels), np.concatenate(scores))
 
 
 def _checked(values: np.ndarray, what: str) -> np.ndarray:

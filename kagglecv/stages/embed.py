@@ -24,7 +24,7 @@ from kagglecv.data.inputs import load_run_table
 from kagglecv.data.load import load_test
 from kagglecv.data.members import EMBEDDINGS
 from kagglecv.nn.inference import FoldPredictor
-from kagglecv.nn.recipe import RunRecipe, load_recipe
+from kagglecv.nn.recipe import RunRecipe, load_recipe, with_loader_settings
 
 
 @dataclass
@@ -50,8 +50,7 @@ def embed_run(source: Path, batch_size: int | None = None, workers: int | None =
     position = pd.Series(np.arange(len(data)), index=data.ids)
     rows, folds = position.loc[oof["id"]].to_numpy(), oof["fold"].to_numpy()
     test = _test_table(config, recipe)
-    predictor = FoldPredictor(config.model_copy(update={"predict": config.predict.model_copy(
-        update={"batch_size": batch_size or config.predict.batch_size})}), run, recipe.task, recipe.classes)
+    predictor = FoldPredictor(with_loader_settings(config, batch_size, workers), run, recipe.task, recipe.classes)
     held_out, per_fold_test = None, {}
     for fold in sorted(recipe.sources):
         model = predictor.load(fold, recipe.sources[fold])

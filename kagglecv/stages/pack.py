@@ -122,6 +122,9 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
     console = console or Console()
     source, out = Path(source), Path(out)
     recipe = load_recipe(source)
+    if format == "onnx" and any(leaf.config.model.features_head is not None for leaf in leaf_runs(recipe)):
+        raise KagglecvError(f"--format onnx: {source} holds a fusion model (model.features_head), whose rows' "
+                            "features are not part of an ONNX graph; pack it with --format torch")
     notebook_dir = out.parent / f"{out.name}-notebook" if notebook else None
     _check_destination(recipe, source, out, notebook_dir)
     dataset_text = kept_or_default(out / DATASET_METADATA, dataset_metadata(out.name))
@@ -156,16 +159,12 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
 
 
 def _check_packable(source: Path, format: str, fit: Budget | None) -> None:
-    """What a bundle cannot hold: an unknown format, a stack fitted to a budget, a fusion model as ONNX."""
+    """What a bundle cannot hold, known before its recipe is read: an unknown format, a stack fitted to a budget."""
     if format not in FORMATS:
         raise KagglecvError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     if fit is not None and RunDir(source).read_info().kind == "stack":
         raise KagglecvError(f"--fit: {source} is a stack, whose models were fitted on all its members' predictions; "
                             "pack it whole (or fit the budget on its members and stack again)")
-    if format == "onnx" and any(leaf.config.model.features_head is not None
-                                for leaf in leaf_runs(load_recipe(source))):
-        raise KagglecvError(f"--format onnx: {source} holds a fusion model (model.features_head), whose rows' "
-                            "features are not part of an ONNX graph; pack it with --format torch")
 
 
 def _packed_decisions(threshold: str | None, source: Path, recipe: Recipe, fitted: FitResult | None

@@ -19,14 +19,14 @@ from pydantic import ValidationError
 
 from kagglecv.core.blending import as_predictions
 from kagglecv.core.config import Config, FeaturesConfig, dump_config, validate_config
-from kagglecv.core.errors import DataError, KagglecvError
+from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import atomic_folder, output_lock, write_json, write_text
 from kagglecv.core.metrics import Metric
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import prediction_frame, write_predictions
 from kagglecv.core.records import StackSettings
 from kagglecv.core.runs import STACK_PREFIX, RunDir, member_reference
-from kagglecv.data.features import check_test_categories, read_features
+from kagglecv.data.features import check_test_categories, features_of, read_features
 from kagglecv.data.inputs import competition_metric
 from kagglecv.data.members import Members, load_members, read_embeddings, widest_range
 from kagglecv.data.outcomes import StackResult
@@ -69,7 +69,8 @@ def make_stack(paths: list[Path], model: str = "lightgbm", name: str | None = No
     fitted = fit_stack(spec, ModelSettings(kind=model, **chosen_settings.model_dump()), members.task,
                        len(members.classes), train, members.data.targets, members.folds, test)
     with output_lock(runs_dir / f".{out.name}.lock", str(out)):
-        return _score_and_write(members, config, spec, fitted, chosen, out, model, chosen_settings)
+        return _score_and_write(members, spec, fitted, chosen, out, model, chosen_settings,
+                                {"group": group, "levels": train.features.levels()})
 
 
 def _level_one(members: Members, config: Config, group: str | None) -> tuple[DesignSpec, LevelOne, LevelOne | None]:
@@ -85,13 +86,7 @@ def _level_one(members: Members, config: Config, group: str | None) -> tuple[Des
                      read_features(data.train_csv, data, members.data.ids, features, group))
     if members.test is None:
         return spec, train, None
-    if data.test_csv is None:
-        if features.columns() or group:
-            raise DataError("the test set has no table (data.test_csv): the features and groups of the test rows "
-                            "come from it")
-        empty = read_features(data.train_csv, data, members.data.ids[:0], features, None)
-        return spec, train, LevelOne(level_one_columns(members.test, members.classes, members.task), empty)
-    test_features = read_features(data.test_csv, data, members.test_ids, features, group)
+    test_features = features_of(data.test_csv, data, members.test_ids, features, group)
     check_test_categories(test_features, train.features.levels())
     return spec, train, LevelOne(level_one_columns(members.test, members.classes, members.task), test_features)
 
@@ -114,8 +109,9 @@ def _with_embeddings(members: Members, spec: DesignSpec, train: LevelOne, test: 
     return replace(spec, embeddings=names), train, tests
 
 
-def _score_and_write(members: Members, config: Config, spec: DesignSpec, fitted: StackFit, metric: Metric,
-                     out: Path, model: str, settings: StackSettings) -> StackResult:
+def _score_and_write(members: Members, spec: DesignSpec, fitted: StackFit, metric: Metric, out: Path, model: str,
+                     settings: StackSettings, table: dict) -> StackResult:
+    """``table``: the group column used and every training row's category levels, as ``stack.json`` records them."""
     nested = as_predictions(fitted.nested, members.task)
     frame = prediction_frame(members.data.ids, nested, members.classes, folds=members.folds)
     scored = score_predictions_frame(frame, members.data, metric, source=out)
@@ -141,20 +137,11 @@ def _score_and_write(members: Members, config: Config, spec: DesignSpec, fitted:
             "model": model, "settings": settings.model_dump(), "metric": metric.name,
             "members": [path.name for path in members.paths], "predictions": spec.predictions,
             "numeric": spec.numeric, "categorical": spec.categorical,
-            "group": _group_name(config, spec), "levels": _all_levels(fitted),
+            **table,
             "fold_levels": [fold_model.levels for fold_model in fitted.folds], "embeddings": list(spec.embeddings),
             "blocks": len(fitted.folds[0].blocks)})
         _write_run_files(run, members, out, model)
     return result
-
-
-def _group_name(config: Config, spec: DesignSpec) -> str | None:
-    return None if not spec.grouped else config.data.group_col
-
-
-def _all_levels(fitted: StackFit) -> dict[str, list[str]]:
-    names = fitted.folds[0].levels
-    return {name: sorted(set().union(*(fold.levels[name] for fold in fitted.folds))) for name in names}
 
 
 def _importance(fitted: StackFit, spec: DesignSpec) -> dict[str, float]:

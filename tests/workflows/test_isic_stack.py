@@ -16,20 +16,18 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from typer.testing import CliRunner
 
-from kagglecv.cli import app
 from kagglecv.core.console import Console
 from kagglecv.core.wheelhouse import requirement_closure
 from kagglecv.stages.infer import infer_test
 from kagglecv.stages.pack import pack_run
+from tests.conftest import invoke
 from tests.stages.test_pack_infer import execute_offline
 from tests.workflows.kaggle_reader_shapes import _upsampled
 from tests.workflows.kaggle_shapes import _csv, _splits
 from tests.workflows.test_kaggle_as_it_ships import TINY
 
 pytestmark = pytest.mark.slow
-runner = CliRunner()
 SITES = ["head/neck", "upper extremity", "lower extremity", "posterior torso", "anterior torso"]
 LEAKS = ["iddx_1", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence"]
 KAGGLE_PAUC = '''import numpy as np
@@ -106,12 +104,6 @@ def kaggle_pauc(root: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.score
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_isic_2024_with_its_metadata_goes_through_init_run_stack_pack_and_infer(tmp_path, monkeypatch):

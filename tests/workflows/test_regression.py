@@ -15,17 +15,11 @@ from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from typer.testing import CliRunner
 
 from kagglecv.cli import app
-from tests.conftest import shared_dataset
+from tests.conftest import invoke, shared_dataset
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 Y_RANGE = [0.0, 50.0]
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")

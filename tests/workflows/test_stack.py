@@ -23,17 +23,11 @@ from kagglecv.data.features import read_features
 from kagglecv.second.design import DesignSpec
 from kagglecv.second.models import ModelSettings
 from kagglecv.second.stacking import LevelOne, fit_stack
-from tests.conftest import shared_dataset
+from tests.conftest import invoke, shared_dataset
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 FEATURES = {"numeric": ["n_objects", "box_cover", "width", "height"], "categorical": ["orientation"]}
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +216,16 @@ def test_a_stack_on_embeddings_is_nested_and_replayed_by_infer(person, tmp_path)
     replayed = pd.read_csv(tmp_path / "replayed.csv", dtype={"id": str}).set_index("id")
     recorded = pd.read_csv(stack / "test.csv", dtype={"id": str}).set_index("id").loc[replayed.index]
     np.testing.assert_allclose(replayed.to_numpy(), recorded.to_numpy(), rtol=0, atol=1e-5)
+
+
+def test_a_group_given_by_option_is_recorded_and_replayed(person, tmp_path):
+    """``--group`` (not data.group_col) decides the group-relative columns; stack.json records that column, so
+    ``infer`` builds the same design from the test table (whole: a group's statistics are over its rows there)."""
+    invoke("stack", str(person / "runs" / "img"), "--name", "grouped", "--group", "orientation", "--rounds", "20")
+    stack = person / "runs" / "stack-grouped"
+    assert json.loads((stack / "stack.json").read_text())["group"] == "orientation"
+    invoke("infer", str(stack), "--test", str(person / "test.csv"), "--images", str(person / "images"),
+           "--out", str(tmp_path / "replayed.csv"))
+    replayed = pd.read_csv(tmp_path / "replayed.csv", dtype={"id": str}).set_index("id")
+    recorded = pd.read_csv(stack / "test.csv", dtype={"id": str}).set_index("id").loc[replayed.index]
+    np.testing.assert_allclose(replayed.to_numpy(), recorded.to_numpy(), rtol=0, atol=2e-7)
