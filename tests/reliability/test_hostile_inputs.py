@@ -1175,6 +1175,11 @@ CATALOGUE["the table beside the image"] = [
     Variant("an unknown second-stage model", [*STACK, "--model", "randomforest"], "--model 'randomforest'",
             setup=featured()),
     Variant("a support vector regression on classes", [*STACK, "--model", "svr"], "support vector", setup=featured()),
+    Variant("a stack name that leaves the runs folder", [*STACK[:2], "--name", "../../escape"], "plain name",
+            setup=featured()),
+    Variant("embeddings whose rows do not match their ids file", [*STACK, "--embeddings"], "oof.npy",
+            setup=both(featured(), write("runs/base/embeddings/oof_ids.csv", "id,fold\na,0\n"),
+                       lambda w: np.save(w / "runs/base/embeddings/oof.npy", np.zeros((3, 4), dtype=np.float32)))),
     Variant("a stack setting out of its range", [*STACK, "--model", "ridge", "--alpha", "0"], "--alpha 0.0: input "
             "should be greater than 0", setup=featured()),
     Variant("a stack's model file that is no model", STACK_INFER, "stack-0.txt: not a lightgbm model",
