@@ -355,6 +355,19 @@ class FeaturesHeadConfig(_Section):
                             "train.lr times this: new layers beside a pretrained backbone.")
 
 
+class IdentityHeadConfig(_Section):
+    """Identities (Happywhale, Hotel-ID, landmarks): the backbone's feature map through a GeM + BatchNorm neck to an
+    embedding, and a sub-center ArcFace head (Deng et al. 2020) over the identities; the run predicts by nearest
+    neighbours of the embeddings (predict.identities)."""
+
+    width: int = Field(512, ge=8, le=4096, description="Width of the embedding the neighbours are searched on.")
+    subcenters: int = Field(2, ge=1, le=10, description="Sub-centers per identity (Happywhale 1st place: 2).")
+    margin: float = Field(0.3, ge=0.0, lt=1.5, description="Additive angular margin, in radians.")
+    scale: float = Field(30.0, gt=0.0, le=128.0, description="Scale of the cosine logits.")
+    gem_p: float = Field(3.0, ge=1.0, le=16.0, description="Starting exponent of GeM pooling (learned).")
+    lr_scale: float = Field(10.0, gt=0, le=1000, description="The neck and head train at train.lr times this.")
+
+
 class ModelConfig(_Section):
     """The timm backbone and its head."""
 
@@ -373,6 +386,8 @@ class ModelConfig(_Section):
     head: Optional[HeadConfig] = None
     features_head: Optional[FeaturesHeadConfig] = Field(None, description="Fusion: the image features joined with an "
                                                         "MLP over data.features, trained end to end.")
+    identity: Optional[IdentityHeadConfig] = Field(None, description="Identities: an embedding neck and a sub-center "
+                                                   "ArcFace head; predictions by nearest neighbours.")
     freeze: Union[Literal["backbone"], int, None] = Field(
         None, description="'backbone' (all but the head), or a number of leading stages to freeze."
     )
@@ -387,8 +402,12 @@ class ModelConfig(_Section):
         if self.layer_decay is not None and (self.head is not None or self.features_head is not None):
             raise ValueError("model.layer_decay cannot be combined with model.head or model.features_head (timm's "
                              "layer groups end at its own classifier)")
-        if self.head is not None and self.features_head is not None:
-            raise ValueError("model.head and model.features_head: set one (the fusion head is its own classifier)")
+        heads = [key for key in ("head", "features_head", "identity") if getattr(self, key) is not None]
+        if len(heads) > 1:
+            raise ValueError(f"model.{heads[0]} and model.{heads[1]}: set one (each is its own classifier)")
+        if self.layer_decay is not None and self.identity is not None:
+            raise ValueError("model.layer_decay cannot be combined with model.identity (timm's layer groups end at "
+                             "its own classifier)")
         return self
 
 
@@ -532,6 +551,22 @@ class TrainConfig(_Section):
         return self.size_schedule[max(started)] if started else final_size
 
 
+class IdentitiesConfig(_Section):
+    """How a model.identity run predicts: each row's identities ranked by its nearest training embeddings, blended
+    with the ArcFace head's cosines, and the reserved label for an identity never seen, at a threshold tuned on
+    OOF."""
+
+    top_k: int = Field(20, ge=1, le=1000, description="Identities kept per row in oof.csv and test.csv (at least "
+                       "the metric's and the submission's k).")
+    neighbours: int = Field(100, ge=1, le=10000, description="Nearest training embeddings searched per row.")
+    logit_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the head's cosine to an identity's "
+                                "center against its nearest neighbour's cosine (0: neighbours only).")
+    new_label: Optional[str] = Field(None, description="The label of an identity absent from training (new_whale, "
+                                     "new_individual); when omitted, whichever of those the training table holds.")
+    tune_new: bool = Field(True, description="Insert new_label below a score threshold tuned on OOF to maximise "
+                           "MAP@k; false: never.")
+
+
 class PredictConfig(_Section):
     """Inference after training: which weights, which test-time augmentations, how they are averaged."""
 
@@ -543,6 +578,7 @@ class PredictConfig(_Section):
     weights: Literal["auto", "raw", "ema", "avg"] = Field("auto", description="auto: the weights that scored best on "
                                                           "the fold; raw, ema or avg (train.avg_weights).")
     batch_size: Optional[int] = Field(None, ge=1, description="Inference batch size; twice train.batch_size when omitted.")
+    identities: IdentitiesConfig = IdentitiesConfig()
 
     @field_validator("tta")
     @classmethod
@@ -683,6 +719,7 @@ class Config(_Section):
                              f"and augment.hflip: true (got batch {self.augment.batch!r}, hflip {self.augment.hflip})")
         self._loss_fits_the_target()
         self._fusion_fits()
+        self._identity_fits()
         teacher = "pseudo" if self.pseudo is not None else "distill" if self.distill is not None else None
         if teacher and self.data.task in ("regression", "heads"):
             raise ValueError(f"{teacher}: teachers give one target's class probabilities; a {self.data.task} run "
@@ -705,6 +742,21 @@ class Config(_Section):
         if used:
             raise ValueError(f"model.features_head with {', '.join(used)}: mixed or pseudo-labelled images have no "
                              "table row, and the head sets its own learning rate; turn them off")
+
+    def _identity_fits(self) -> None:
+        """An identity head trains on one identity per row, on the images as they are."""
+        if self.model.identity is None:
+            return
+        if self.data.task not in (None, "multiclass"):
+            raise ValueError(f"model.identity: identities are one label per row (data.task multiclass), got "
+                             f"{self.data.task}")
+        used = [key for key, value in {"train.mixup": self.train.mixup, "train.cutmix": self.train.cutmix,
+                                       "pseudo": self.pseudo, "distill": self.distill,
+                                       "train.norm_lr_scale": self.train.norm_lr_scale,
+                                       "train.loss": self.train.loss not in ("auto", "ce")}.items() if value]
+        if used:
+            raise ValueError(f"model.identity with {', '.join(used)}: the ArcFace margin needs each image's one "
+                             "identity, cross-entropy, and the head sets its own learning rate; turn them off")
 
     def _loss_fits_the_target(self) -> None:
         """Regression losses for a numeric target, class losses and class tools for the others."""

@@ -80,6 +80,12 @@ def write_predictions(path: Path, ids, probabilities: np.ndarray, classes: list[
     write_csv(path, prediction_frame(ids, probabilities, classes, folds), float_format=FLOAT_FORMAT)
 
 
+def is_top_k_header(columns) -> bool:
+    """A prediction file's columns are a top-k file's (``id[,fold],label_1,...``), not one column per class."""
+    columns = list(columns)
+    return len(columns) >= 3 and columns[0] == "id" and columns[1 + (columns[1] == "fold")] == "label_1"
+
+
 def read_predictions(path: Path, classes: list[str] | None = None, *, oof: bool = False) -> pd.DataFrame:
     """Read a prediction file with string ids; check the columns (``id``, ``fold`` when ``oof``, the classes) and
     that values are finite."""
@@ -89,6 +95,9 @@ def read_predictions(path: Path, classes: list[str] | None = None, *, oof: bool 
         frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable prediction file: {' '.join(str(exc).split())[:200]}") from None
+    if is_top_k_header(frame.columns):
+        raise DataError(f"{path}: a top-k prediction file (label_1..label_k and their scores, a model.identity run's); "
+                        "this step reads one probability column per class")
     required = ["id", "fold"] if oof else ["id"]
     if [column for column in required if column not in frame.columns]:
         raise DataError(f"{path}: expected columns {', '.join(required)} then one per class, got "

@@ -202,6 +202,18 @@ class PredictRecord(_Record):
     cv_run: Optional[Name] = None
 
 
+class IdentityRecord(_Record):
+    """``identities.json`` of a ``model.identity`` run: how its top-k predictions become a submission's lists."""
+
+    top_k: int = Field(ge=1, le=1000)
+    metric_k: int = Field(ge=1, le=100)
+    new_label: Optional[ClassName] = None
+    threshold: Optional[Finite] = None  # the new label goes before the first score under it; None: never placed
+    oof_never: Optional[Finite] = None  # OOF MAP@k without the new label
+    oof_tuned: Optional[Finite] = None  # with it, at the threshold tuned on the same OOF rows
+    new_rows: int = Field(0, ge=0)      # OOF rows whose identity their fold's training part lacks
+
+
 class InspectRecord(_Record):
     """``inspect.json``: what ``kagglecv inspect`` found; its files are names inside the run folder."""
 

@@ -42,6 +42,7 @@ from kagglecv.core.predictions import average_predictions, write_predictions
 from kagglecv.core.records import (
     BlendRecipe,
     DoneRecord,
+    IdentityRecord,
     MemberReference,
     NormalizationRecord,
     PredictRecord,
@@ -98,6 +99,8 @@ class FoldDir:
     previous_checkpoint = _file("last.prev.pt")   # train
     history_path = _file("history.csv")           # train
     normalization_path = _file("normalization.json")  # train: how the fold's inputs are normalised (pack copies it)
+    gallery_path = _file("gallery.npy")           # predict: an identity fold's training embeddings (pack copies it)
+    gallery_ids_path = _file("gallery.csv")       # predict: their ids and identities, row for row
     features_path = _file("features.json")        # train: a fusion head's feature scaling (pack copies it)
     curves_path = _file("curves.png")             # train
     lock_path = _file(".train.lock")              # train, while the fold trains
@@ -169,6 +172,7 @@ class RunDir:
     weights_path = _file("weights.json")          # ensemble
     stack_path = _file("stack.json")              # stack: the second-stage model infer replays
     stack_score_path = _file("stack_score.json")  # stack: best single run, in-sample and nested scores
+    identities_path = _file("identities.json")    # predict: a model.identity run's new label and its threshold
     curves_png = _file("curves.png")              # report, under runs/report.pictures/<run>/
     fold_scores_png = _file("fold_scores.png")    # report, under runs/report.pictures/<run>/
     confusion_png = _file("confusion.png")        # report, under runs/report.pictures/<run>/
@@ -221,6 +225,16 @@ class RunDir:
     def write_predict_record(self, record: PredictRecord | dict) -> None:
         """``predict.json``, the one writer: checked against its schema first, as every reader checks it."""
         write_json(self.predict_path, record_json(PredictRecord, record, self.predict_path))
+
+    def write_identity_record(self, record: IdentityRecord | dict) -> None:
+        """``identities.json`` (the new label's threshold, which submit and infer apply), the one writer."""
+        write_json(self.identities_path, record_json(IdentityRecord, record, self.identities_path))
+
+    def read_identity_record(self) -> IdentityRecord:
+        if not self.identities_path.is_file():
+            raise KagglecvError(f"{self.path}: no {self.identities_path.name}; run `kagglecv predict {self.path}` "
+                                "(a model.identity run ranks its identities there)")
+        return _read_optional(IdentityRecord, self.identities_path, "an identity run's record")
 
     def write_blend_recipe(self, record: BlendRecipe | dict) -> None:
         """``weights.json`` (an ensemble's blend, which ``infer`` replays), the one writer: checked first."""

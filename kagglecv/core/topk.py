@@ -25,6 +25,7 @@ from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.files import write_text
 from kagglecv.core.metrics import map_at_k_lists
 
+RESERVED_IDENTITY_NAMES = ("new_whale", "new_individual")  # the whale playground's and Happywhale's unseen label
 CHUNK_ROWS = 2048  # rows of a dense score matrix turned into top k at once: 2048 x 15,000 float32 is 120 MB
 
 
@@ -43,6 +44,28 @@ class TopK:
 
     def lists(self) -> list[list[str]]:
         return self.labels.tolist()
+
+    def take(self, positions: np.ndarray) -> "TopK":
+        """The rows at ``positions``, in that order."""
+        return TopK(self.ids[positions], self.labels[positions], self.scores[positions],
+                    None if self.folds is None else self.folds[positions])
+
+
+def concat_top_k(parts: list[TopK], ids) -> TopK:
+    """Top-k files of disjoint rows (a run's folds) joined in the order of ``ids``; every id exactly once, or an
+    error naming the ids that are missing, doubled or unknown."""
+    joined = TopK(np.concatenate([part.ids for part in parts]), np.concatenate([part.labels for part in parts]),
+                  np.concatenate([part.scores for part in parts]),
+                  None if any(part.folds is None for part in parts) else np.concatenate([part.folds for part in parts]))
+    position = pd.Series(np.arange(len(joined.ids)), index=joined.ids)
+    wanted = pd.Index(np.asarray(ids, dtype=object))
+    doubled = position.index[position.index.duplicated()].unique().tolist()
+    missing, extra = wanted.difference(position.index).tolist(), position.index.difference(wanted).tolist()
+    if doubled or missing or extra:
+        raise DataError(f"the folds' top-k predictions do not hold each training id once: {len(doubled)} doubled "
+                        f"({summarize(doubled, quote=True)}), {len(missing)} missing ({summarize(missing, quote=True)}),"
+                        f" {len(extra)} unknown ({summarize(extra, quote=True)})")
+    return joined.take(position.loc[wanted].to_numpy())
 
 
 def top_k_of_scores(ids, scores: np.ndarray, classes: list[str], k: int, folds=None) -> TopK:
@@ -74,9 +97,10 @@ def blend_top_k(runs: list[TopK], weights: np.ndarray | None = None, k: int | No
     weights = np.full(len(runs), 1 / len(runs)) if weights is None else np.asarray(weights, dtype=np.float64)
     k = k or max(run.k for run in runs)
     rows = np.concatenate([np.repeat(np.arange(len(first.ids)), run.k) for run in runs])
-    labels, scores = ranked_top_k(rows, np.concatenate([run.labels.ravel() for run in runs]),
-                                  np.concatenate([run.scores.ravel() * weight for run, weight in zip(runs, weights)]),
-                                  len(first.ids), k, "sum")
+    labels = np.concatenate([run.labels.ravel() for run in runs])
+    scores = np.concatenate([run.scores.ravel() * weight for run, weight in zip(runs, weights)])
+    listed = labels != ""  # a place a run left empty (fewer identities than k) adds nothing
+    labels, scores = ranked_top_k(rows[listed], labels[listed], scores[listed], len(first.ids), k, "sum")
     return TopK(first.ids, labels, scores, first.folds)
 
 

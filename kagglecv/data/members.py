@@ -4,6 +4,7 @@ on them and the table beside the images."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import KagglecvError, summarize
+from kagglecv.core.files import write_bytes, write_csv
 from kagglecv.core.predictions import aligned, compare_ids, read_predictions
 from kagglecv.core.records import RunInfo
-from kagglecv.core.runs import RunDir
+from kagglecv.core.runs import FoldDir, RunDir
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.readers.npy import npy_header
 from kagglecv.data.table import CompetitionData, read_csv_strings
@@ -156,7 +158,7 @@ def read_embeddings(run: Path, ids: np.ndarray, test_ids: np.ndarray | None) -> 
     if not (folder / "oof.npy").is_file():
         raise KagglecvError(f"{run}: no {EMBEDDINGS}/oof.npy; run `kagglecv embed {run}` first")
     oof_ids = read_csv_strings(folder / "oof_ids.csv")
-    oof = _embedding_matrix(folder / "oof.npy", len(oof_ids), None)
+    oof = embedding_matrix(folder / "oof.npy", len(oof_ids), None)
     width = oof.shape[1]
     oof = _aligned_rows(oof, oof_ids["id"].to_numpy(), ids, folder / "oof_ids.csv")
     test = {}
@@ -164,13 +166,13 @@ def read_embeddings(run: Path, ids: np.ndarray, test_ids: np.ndarray | None) -> 
         listed = read_csv_strings(folder / "test_ids.csv")["id"].to_numpy() if (folder / "test_ids.csv").is_file() \
             else np.array([], dtype=object)
         for path in sorted(folder.glob("test_fold*.npy")):
-            values = _embedding_matrix(path, len(listed), width)
+            values = embedding_matrix(path, len(listed), width)
             test[int(path.stem.removeprefix("test_fold"))] = _aligned_rows(values, listed, test_ids,
                                                                           folder / "test_ids.csv")
     return RunEmbeddings(oof, test)
 
 
-def _embedding_matrix(path: Path, rows: int, width: int | None) -> np.ndarray:
+def embedding_matrix(path: Path, rows: int, width: int | None) -> np.ndarray:
     def check(shape: tuple, name: str) -> None:
         if len(shape) != 2 or shape[0] != rows or not 0 < shape[1] <= MAX_EMBEDDING_WIDTH or \
                 (width is not None and shape[1] != width):
@@ -190,3 +192,24 @@ def _aligned_rows(values: np.ndarray, listed: np.ndarray, ids: np.ndarray, sourc
         raise KagglecvError(f"{source}: does not list each id once: {summarize(missing, quote=True) or 'duplicates'}; "
                             "embed the run again")
     return np.asarray(values[position.loc[list(ids)].to_numpy()], dtype=np.float32)
+
+
+def write_gallery(fold: FoldDir, embeddings: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> None:
+    """An identity fold's gallery: its training rows' embeddings (float32 ``.npy``) and their ids and identities."""
+    write_csv(fold.gallery_ids_path, pd.DataFrame({"id": ids, "label": labels}))
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
+    write_bytes(fold.gallery_path, buffer.getvalue())
+
+
+def read_gallery(fold: FoldDir) -> tuple[np.ndarray, np.ndarray]:
+    """An identity fold's gallery embeddings and identities; the ``.npy`` header is checked against the ids file
+    before the array is mapped (never unpickled), and a missing or misfit file is an error naming it."""
+    if not fold.gallery_path.is_file() or not fold.gallery_ids_path.is_file():
+        raise KagglecvError(f"{fold.path}: no {fold.gallery_path.name} and {fold.gallery_ids_path.name} (the fold's "
+                            "training embeddings); run `kagglecv predict` on the run first")
+    listed = read_csv_strings(fold.gallery_ids_path)
+    if list(listed.columns) != ["id", "label"]:
+        raise KagglecvError(f"{fold.gallery_ids_path}: expected columns id,label, got "
+                            f"{summarize(list(listed.columns), quote=True)}")
+    return embedding_matrix(fold.gallery_path, len(listed), None), listed["label"].to_numpy(dtype=object)

@@ -14,10 +14,12 @@ from kagglecv.core.metrics import (
     METRICS,
     Metric,
     average_precision_per_class,
+    map_at_k_lists,
     recall_per_class,
 )
 from kagglecv.core.predictions import head_blocks, read_predictions, require_same_ids
 from kagglecv.core.runs import RunDir
+from kagglecv.core.topk import new_identity_truth, read_top_k, with_new_label
 from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.table import Coarse, CompetitionData
 
@@ -48,8 +50,38 @@ def run_score(run: RunDir, metric: str | None = None, data: CompetitionData | No
                             f"score its CV run {run.read_info().cv_run}")
     config = run.read_config()
     data = data if data is not None else load_run_table(run, config)
-    return score_predictions_frame(read_predictions(run.oof_path, data.classes), data,
-                                   competition_metric(config, data, metric, "--metric"), source=run.oof_path)
+    chosen = competition_metric(config, data, metric, "--metric")
+    if config.model.identity is not None:
+        return score_identities(run, data, chosen)
+    return score_predictions_frame(read_predictions(run.oof_path, data.classes), data, chosen, source=run.oof_path)
+
+
+def score_identities(run: RunDir, data: CompetitionData, metric: Metric) -> ScoreResult:
+    """A ``model.identity`` run's OOF MAP@k, each row's lists with the new label at the recorded threshold, against
+    each row's identity or, where its fold's training part lacks it, the new label (as on the test); MAP@k without
+    the new label is in ``other_metrics``."""
+    record = run.read_identity_record()
+    if metric.name != f"map@{record.metric_k}":
+        raise KagglecvError(f"--metric {metric.name}: {run.path} ranks identities for map@{record.metric_k}")
+    top = read_top_k(run.oof_path)
+    require_same_ids(top.ids, data.ids, run.oof_path, data.source, "unknown")
+    top = top.take(pd.Series(np.arange(len(top.ids)), index=top.ids).loc[data.ids].to_numpy())
+    labels = np.asarray(data.classes, dtype=object)[np.asarray(data.targets, dtype=int)]
+    truth = labels if record.new_label is None else new_identity_truth(labels, top.folds, record.new_label)
+    threshold = -np.inf if record.threshold is None else record.threshold
+    lists = top.lists() if record.new_label is None else with_new_label(top, threshold, record.new_label, top.k)
+    k = record.metric_k
+    per_fold = {int(fold): map_at_k_lists(list(truth[top.folds == fold]),
+                                          [lists[row] for row in np.flatnonzero(top.folds == fold)], k)
+                for fold in np.unique(top.folds)}
+    values = np.array(list(per_fold.values()))
+    others = {"map_without_new_label": map_at_k_lists(list(truth), [row[:k] for row in top.lists()], k)}
+    if record.new_label is not None:
+        others["new_label_rows"] = float((truth == record.new_label).mean())
+    return ScoreResult(metric=metric.name, higher_is_better=True, overall=map_at_k_lists(list(truth), lists, k),
+                       per_fold=per_fold, fold_mean=float(values.mean()), fold_std=float(values.std()),
+                       per_class_kind="", per_class={}, classes_without_positives=[], other_metrics=others,
+                       rows=len(truth))
 
 
 def finished_folds_oof(run: RunDir, data: CompetitionData, folds: list[int] | None = None

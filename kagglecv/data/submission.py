@@ -33,7 +33,9 @@ from kagglecv.core.predictions import (
     not_probabilities,
     prediction_frame,
     read_aligned,
+    require_same_ids,
 )
+from kagglecv.core.records import IdentityRecord
 from kagglecv.core.runs import RunDir, read_json
 from kagglecv.core.shapes import (
     SubmissionShape,
@@ -41,6 +43,7 @@ from kagglecv.core.shapes import (
     checked_thresholds,
     shaped_columns,
 )
+from kagglecv.core.topk import TopK, with_new_label
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.load import coarse_of
 from kagglecv.data.long import long_values
@@ -148,6 +151,30 @@ def submission_from_predictions(ids, probabilities: np.ndarray, classes: list[st
     frame, fmt, _ = build_submission(predictions, Path(source), Path(sample_path), classes, task, decisions)
     write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
     return fmt
+
+
+def identity_submission(top: TopK, record: IdentityRecord, classes: list[str], sample_path: Path,
+                        predictions_path: Path, label_sep: str = " ") -> pd.DataFrame:
+    """An identity run's submission: each of the sample's rows the first k identities of its top-k row (k the
+    metric's), the new label placed at the threshold tuned on OOF; checked as every submission is."""
+    sample = read_csv_strings(sample_path)
+    if sample.shape[1] != 2:
+        raise DataError(f"{sample_path}: expected an id column and one column of identities, got "
+                        f"{summarize(list(sample.columns), quote=True)}")
+    id_col = sample.columns[0]
+    positions = pd.Series(np.arange(len(top.ids)), index=top.ids)
+    require_same_ids(top.ids, sample[id_col], predictions_path, sample_path, "extra")
+    ordered = top.take(positions.loc[sample[id_col]].to_numpy())
+    k = record.metric_k
+    if record.new_label is None:
+        lists = [row[:k] for row in ordered.lists()]
+    else:
+        threshold = -np.inf if record.threshold is None else record.threshold
+        lists = with_new_label(ordered, threshold, record.new_label, k)
+    out = pd.DataFrame({id_col: sample[id_col], sample.columns[1]: [label_sep.join(row) for row in lists]})
+    known = [*classes, *([record.new_label] if record.new_label else [])]
+    validate_submission(out, sample, sample_path, "labels", known, label_sep)
+    return out
 
 
 def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_path: Path, classes: list[str],

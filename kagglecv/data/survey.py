@@ -21,6 +21,7 @@ import pandas as pd
 from kagglecv.core.errors import DataError, KagglecvError, summarize
 from kagglecv.core.metrics import ALIASES, fits_task, is_metric_file, resolve_metric
 from kagglecv.core.shapes import cells_are_tags, sample_top_k
+from kagglecv.core.topk import RESERVED_IDENTITY_NAMES
 from kagglecv.data.coco import COCO_NAMES, COCO_SUFFIX, is_coco_table, read_coco_table
 from kagglecv.data.decoding import open_image
 from kagglecv.data.load import answer_columns
@@ -56,6 +57,7 @@ USUAL_METRICS = {
 MANY_VALUES = 10  # a column of whole numbers with more distinct values than this may be a count or a score
 LABEL_METRICS_OF_BINARY = {"binary_accuracy", "binary_f1", "accuracy", "f1_macro", "qwk", "balanced_accuracy"}
 TABLE_SUFFIXES = (".csv", ".csv.gz")
+MIN_IDENTITIES, MAX_IMAGES_PER_IDENTITY = 50, 5  # a top-k target this wide and this thin is individuals
 SAMPLE_ROWS = 10_000  # of the sample submission: its header and values say its shape; its ids are read by `run`
 
 
@@ -117,6 +119,8 @@ def survey_competition(folder: Path, metric: str | None = None, train: Path | No
     task, target, classes = _target(survey, train, sample, tables, metric)
     fmt = _submission_format(survey, task, classes, sample, tables.sample, metric)
     _metric(survey, task, fmt, metric, sample)
+    if fmt == "top_k" and isinstance(target, str):
+        _identities(survey, train[target].str.strip(), sample)
     if tables.test is not None:
         survey.add("data.test_csv", tables.test, "the test table")
         _features(survey, train, tables)
@@ -462,6 +466,24 @@ def _submission_format(survey: Survey, task: str, classes: list[str], sample: pd
     if fmt:
         survey.add("submit.format", fmt, why)
     return fmt
+
+
+def _identities(survey: Survey, labels: pd.Series, sample: pd.DataFrame) -> None:
+    """Individuals, not classes (the whale playground, Happywhale): a top-k submission over many identities of a
+    few images each, or a reserved label for an unseen one. Then an ArcFace embedding with neighbours, and plain
+    k-fold (an identity of one image cannot be stratified)."""
+    reserved = [name for name in RESERVED_IDENTITY_NAMES if name in set(labels)]
+    counts = labels[~labels.isin(reserved)].value_counts()
+    listed = {name for cell in sample.iloc[:, 1].astype(str) for name in cell.split()}
+    unseen = [name for name in RESERVED_IDENTITY_NAMES if name in listed and name not in set(labels)]
+    if len(counts) < MIN_IDENTITIES or counts.median() > MAX_IMAGES_PER_IDENTITY and not reserved + unseen:
+        return
+    why = (f"{len(counts)} identities of a median {counts.median():g} images"
+           + (f", and {(reserved + unseen)[0]} for an unseen one" if reserved + unseen else ""))
+    survey.add("model.identity.width", 512, f"{why}: an ArcFace embedding, predicted by nearest neighbours")
+    survey.add("folds.method", "kfold", "identities of one or two images cannot be stratified")
+    if unseen:
+        survey.add("predict.identities.new_label", unseen[0], "the sample lists it, the training table does not")
 
 
 def _canonical(metric: str, task: str) -> str:

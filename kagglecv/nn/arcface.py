@@ -1,4 +1,5 @@
-"""The identity head of issue 43 (not yet a config key): a GeM + BatchNorm neck and a sub-center ArcFace classifier.
+"""The identity model (``model.identity``): a backbone's feature map, a GeM + BatchNorm neck and a sub-center ArcFace
+classifier.
 
 Sub-center ArcFace (Deng et al. 2020, "Sub-center ArcFace"; the Happywhale 1st place's head with k = 2): each class
 has ``subcenters`` unit vectors, a class's cosine is the largest of its sub-centers' cosines with the unit
@@ -66,3 +67,32 @@ class SubCenterArcFace(nn.Module):
         angle = torch.acos(cosine.clamp(-1 + 1e-7, 1 - 1e-7))
         target = F.one_hot(targets.long(), self.classes).to(cosine.dtype)
         return self.scale * torch.where(target.bool(), torch.cos(angle + self.margin), cosine)
+
+
+class IdentityModel(nn.Module):
+    """A timm backbone's feature map through :class:`IdentityNeck` to an embedding, and :class:`SubCenterArcFace`
+    over the identities. ``model(images, targets)`` in training gives the margin logits; ``model(images)`` the
+    cosine logits (``scale * cos``), and ``embed(images)`` the embedding the neighbours are searched on."""
+
+    takes_targets = True
+
+    def __init__(self, backbone: nn.Module, classes: int, width: int, subcenters: int, margin: float, scale: float,
+                 gem_p: float):
+        super().__init__()
+        if not hasattr(backbone, "forward_features"):
+            raise ValueError(f"model.identity: {type(backbone).__name__} has no forward_features (a timm model's "
+                             "feature map); use a timm backbone")
+        self.backbone = backbone
+        self.neck = IdentityNeck(backbone.num_features, width, gem_p)
+        self.head = SubCenterArcFace(width, classes, subcenters, margin, scale)
+        self.pretrained_cfg = getattr(backbone, "pretrained_cfg", {})
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_features(images)
+        if features.dim() != 4:
+            raise ValueError(f"model.identity: the backbone's features have shape {tuple(features.shape)}; GeM pools "
+                             "a convolutional network's N x C x H x W map")
+        return self.neck(features)
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(images), targets if self.training else None)

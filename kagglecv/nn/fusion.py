@@ -108,9 +108,19 @@ def takes_rows(model: nn.Module) -> bool:
     return False
 
 
-def forward_batch(model: nn.Module, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The model's logits for a batch: with its rows for a fusion model, the images alone otherwise."""
-    return model(images, torch.as_tensor(rows)) if takes_rows(model) else model(images)
+def takes_targets(model: nn.Module) -> bool:
+    """The model (or the one a wrapper holds) widens its target's angle in training (an ArcFace head)."""
+    return any(getattr(inner, "takes_targets", False)
+               for inner in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)))
+
+
+def forward_batch(model: nn.Module, images: torch.Tensor, rows: torch.Tensor,
+                  targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's logits for a batch: with its rows for a fusion model, with the targets for a training identity
+    model's margin, the images alone otherwise."""
+    if takes_rows(model):
+        return model(images, torch.as_tensor(rows))
+    return model(images, targets) if targets is not None and takes_targets(model) else model(images)
 
 
 def read_feature_scaling(folder: FoldDir) -> FeatureScaling:

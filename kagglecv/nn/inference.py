@@ -19,7 +19,7 @@ from kagglecv.core.predictions import head_probabilities, values_from_outputs
 from kagglecv.core.records import NormalizationRecord
 from kagglecv.core.runs import RunDir
 from kagglecv.data.table import FeatureTable, num_outputs
-from kagglecv.nn.embeddings import PreLogits
+from kagglecv.nn.embeddings import EmbeddingAndCosines, PreLogits
 from kagglecv.nn.fusion import forward_batch, read_feature_scaling, takes_rows
 from kagglecv.nn.images import ImageDataset
 from kagglecv.nn.models import create_model
@@ -166,6 +166,13 @@ class FoldPredictor:
     def embeddings(self, model, paths, rows: np.ndarray, features: FeatureTable | None = None) -> np.ndarray:
         """The pre-logit features of ``rows`` of ``paths`` (no TTA), float32, in ``rows`` order."""
         return self.outputs(PreLogits(model), paths, rows, ["none"], None, features)["none"]
+
+    def identity_outputs(self, model, paths, rows: np.ndarray, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """An identity model's embeddings of ``rows`` and its head's cosines to every identity (no TTA)."""
+        inner = getattr(model, "module", model)
+        joined = self.outputs(EmbeddingAndCosines(inner), paths, rows, ["none"], progress)["none"]
+        width = inner.head.weight.shape[1]
+        return joined[:, :width].astype(np.float32), joined[:, width:]
 
     def outputs(self, model, paths, rows: np.ndarray, views: list[str], progress=None,
                 features: FeatureTable | None = None) -> dict[str, np.ndarray]:

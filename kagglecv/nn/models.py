@@ -12,6 +12,7 @@ from torch import nn
 from kagglecv.core.config import ModelConfig, OwnModelName
 from kagglecv.core.errors import ConfigError, KagglecvError
 from kagglecv.nn import small_nets  # noqa: F401  (registers airbench_cifar with timm)
+from kagglecv.nn.arcface import IdentityModel
 from kagglecv.nn.fusion import FusionModel
 from kagglecv.nn.own_models import build_own_model, last_linear
 from kagglecv.nn.weights import load_state_dict
@@ -69,7 +70,7 @@ def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None =
     if _needs_img_size(config.name):
         kwargs["img_size"] = config.img_size
     own = OwnModelName.parse(config.name)
-    outputs = 0 if config.head or config.features_head else num_outputs
+    outputs = 0 if config.head or config.features_head or config.identity else num_outputs
     if own is not None:
         model = build_own_model(own, code_file, outputs, **kwargs)
     elif not timm.is_model(config.name):
@@ -84,6 +85,12 @@ def create_model(config: ModelConfig, num_outputs: int, code_file: Path | None =
         adapt_stem_to_small_input(model, config.name)
     if config.head:
         model = MLPHeadModel(model, config.head.hidden, config.head.dropout, num_outputs)
+    if config.identity:
+        head = config.identity
+        try:
+            model = IdentityModel(model, num_outputs, head.width, head.subcenters, head.margin, head.scale, head.gem_p)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if config.features_head:
         if not features_width:
             raise KagglecvError("model.features_head: the fold's feature scaling gives the width of the features; "

@@ -30,11 +30,14 @@ from kagglecv.core.predictions import (
 from kagglecv.core.records import RunInfo
 from kagglecv.core.records import StackRecipe as StackRecord
 from kagglecv.core.runs import FoldDir, RunDir, resolve_member
+from kagglecv.core.topk import TopK, blend_top_k
 from kagglecv.data.features import check_test_categories, features_of, with_features
 from kagglecv.data.load import load_test
+from kagglecv.data.members import read_gallery
 from kagglecv.data.table import CompetitionData, FeatureTable, num_outputs
 from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
 from kagglecv.second.design import DesignSpec, level_one_columns, level_one_names
+from kagglecv.second.identities import FoldOutputs, fold_top_k
 from kagglecv.second.models import (
     MAX_MODEL_BYTES,
     MODEL_SUFFIX,
@@ -118,6 +121,38 @@ class RunRecipe:
                                   self.classes)
         model = predictor.load(fold, self.sources[fold])
         return predictor.embeddings(model, test.images, np.arange(len(test)), test.features)
+
+    def identity_fold(self, fold: int, images, rows: np.ndarray, console: Console | None = None,
+                      batch_size: int | None = None, workers: int | None = None) -> FoldOutputs:
+        """An identity run's fold ``fold``: the embeddings of ``rows`` of ``images`` and the head's cosines."""
+        if self.config.model.identity is None or self.format != "torch":
+            raise KagglecvError(f"{self.run.path}: not a model.identity run with its fold models")
+        from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
+
+        predictor = FoldPredictor(with_loader_settings(self.config, batch_size, workers), self.run, self.task,
+                                  self.classes)
+        progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
+        embeddings, cosines = predictor.identity_outputs(predictor.load(fold, self.sources[fold]), images, rows,
+                                                         progress)
+        return FoldOutputs(self._checked(fold, embeddings, (len(rows), embeddings.shape[1]), "embeddings"),
+                           self._checked(fold, cosines, (len(rows), len(self.classes)), "cosines"))
+
+    def identity_folds(self, test: CompetitionData, console: Console | None = None, batch_size: int | None = None,
+                       workers: int | None = None) -> dict[int, TopK]:
+        """Each fold's top-k identities of every row of ``test``: its neighbours among the fold's recorded gallery
+        (``fold<K>/gallery.npy``, written by the predict stage), blended with its head's cosines."""
+        tops = {}
+        for fold in sorted(self.sources):
+            gallery, labels = read_gallery(self.run.fold(fold))
+            outputs = self.identity_fold(fold, test.images, np.arange(len(test)), console, batch_size, workers)
+            tops[fold] = fold_top_k(gallery, labels, outputs, test.ids, self.classes, self.config.predict.identities)
+        return tops
+
+    def predict_identities(self, test: CompetitionData, console: Console | None = None,
+                           batch_size: int | None = None, workers: int | None = None) -> TopK:
+        """The test's top-k identities: the folds' blended with equal weights."""
+        tops = list(self.identity_folds(test, console, batch_size, workers).values())
+        return blend_top_k(tops, None, self.config.predict.identities.top_k)
 
     def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
         """Fold ``fold``'s test predictions as the run wrote them (``fold<k>/test.csv``) for ``test_ids``, in that

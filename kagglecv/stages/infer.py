@@ -18,18 +18,21 @@ import numpy as np
 from kagglecv.core.bundle import verify_bundle
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.files import remove_stale_temporaries
+from kagglecv.core.files import remove_stale_temporaries, write_bytes
 from kagglecv.core.outputs import OutputRule, csv_header
 from kagglecv.core.predictions import prediction_frame, write_predictions
+from kagglecv.core.topk import TopK, write_top_k
 from kagglecv.data.submission import (
     SubmissionDecisions,
     decide_submission,
+    encode_submission,
+    identity_submission,
     scored_classes,
     scored_predictions,
     submission_from_predictions,
 )
 from kagglecv.data.table import CompetitionData
-from kagglecv.nn.recipe import Recipe, leaf_runs, load_recipe, read_new_test
+from kagglecv.nn.recipe import Recipe, RunRecipe, leaf_runs, load_recipe, read_new_test
 
 
 def check_infer_output(out: Path, recipe: Recipe, inputs: list, sample: Path | None) -> Path:
@@ -68,6 +71,20 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
                                        out, decisions, test.answers)
 
 
+def is_identity_recipe(recipe: Recipe) -> bool:
+    return isinstance(recipe, RunRecipe) and recipe.config.model.identity is not None
+
+
+def write_inferred_identities(recipe: RunRecipe, top: TopK, out: Path, sample: Path | None) -> str | None:
+    """An identity run's submission in the sample's shape, or its top-k prediction file."""
+    if sample is None:
+        write_top_k(out, top)
+        return None
+    frame = identity_submission(top, recipe.run.read_identity_record(), recipe.classes, Path(sample), out)
+    write_bytes(out, encode_submission(frame, str(out).endswith(".gz")))
+    return "top_k"
+
+
 def infer_test(source: Path, table: Path | None, images: Path | None, out: Path, sample: Path | None = None, *,
                threshold: float | None = None, batch_size: int | None = None, workers: int | None = None,
                console: Console | None = None) -> InferResult:
@@ -89,8 +106,13 @@ def infer_test(source: Path, table: Path | None, images: Path | None, out: Path,
     decisions.thresholds_for()  # tuned or read now: a bad threshold file fails before the test set is predicted
     test = read_new_test(recipe, table, images)
     started = time.perf_counter()
-    probabilities = recipe.predict(test, console, batch_size, workers)
-    seconds = time.perf_counter() - started
-    fmt = write_inferred(recipe, test, probabilities, Path(out), sample, decisions)
+    if is_identity_recipe(recipe):
+        top = recipe.predict_identities(test, console, batch_size, workers)
+        seconds = time.perf_counter() - started
+        fmt = write_inferred_identities(recipe, top, Path(out), sample)
+    else:
+        probabilities = recipe.predict(test, console, batch_size, workers)
+        seconds = time.perf_counter() - started
+        fmt = write_inferred(recipe, test, probabilities, Path(out), sample, decisions)
     console.line(f"{len(test)} images in {seconds:.1f} s ({len(test) / max(seconds, 1e-9):.0f} images/s): wrote {out}")
     return InferResult(Path(out), len(test), seconds, fmt)

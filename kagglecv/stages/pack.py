@@ -53,12 +53,14 @@ from kagglecv.core.wheelhouse import (
     build_wheelhouse,
 )
 from kagglecv.data.inputs import load_run_table
+from kagglecv.data.members import read_gallery, write_gallery
 from kagglecv.data.submission import (
     cutoffs_from_oof,
     decide_submission,
     parse_threshold,
     thresholds_from_oof,
 )
+from kagglecv.data.table import read_csv_strings
 from kagglecv.nn.budget import (
     FIT_METHOD,
     Budget,
@@ -259,6 +261,11 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
                                                tta=recipe.views, tta_space=recipe.space))
     if recipe.run.model_code() is not None:
         write_bytes(run.model_code_path, recipe.run.model_code_path.read_bytes())
+    if recipe.config.model.identity is not None:
+        if format == "onnx":
+            raise KagglecvError(f"{recipe.run.path}: --format onnx exports class probabilities; a model.identity run "
+                                "predicts from embeddings and its galleries (pack it as torch)")
+        run.write_identity_record(recipe.run.read_identity_record())
     for index, source in sorted(recipe.sources.items()):
         fold, copy = recipe.run.fold(index), run.fold(index)
         done = fold.read_done()
@@ -273,6 +280,10 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
         recorded = fold.read_normalization()
         if recorded is not None:
             copy.write_normalization(recorded)
+        if recipe.config.model.identity is not None:  # the gallery: copied as read (its header checked, no pickle)
+            embeddings, labels = read_gallery(fold)
+            ids = read_csv_strings(fold.gallery_ids_path)["id"].to_numpy(dtype=object)
+            write_gallery(copy, embeddings, ids, labels)
         if recipe.config.model.features_head is not None:  # checked when infer loads it, as normalization.json is
             if not fold.features_path.is_file():
                 raise KagglecvError(f"{fold.features_path}: missing; a fusion fold records its feature scaling")

@@ -8,7 +8,8 @@ Each image is decoded once; every TTA view is made from the batch tensor (flips,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,24 @@ import numpy as np
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.metrics import map_at_k_lists
 from kagglecv.core.predictions import (
     combine_views,
     read_aligned,
     write_predictions,
 )
 from kagglecv.core.runs import RunDir
+from kagglecv.core.topk import blend_top_k, concat_top_k, write_top_k
 from kagglecv.data.inputs import StageInputs, load_stage_inputs
+from kagglecv.data.members import write_gallery
 from kagglecv.nn.inference import tta_view
 from kagglecv.nn.recipe import RunRecipe, fold_weights, held_out_view_logits
+from kagglecv.second.identities import (
+    fold_top_k,
+    identity_labels,
+    known_identity_rows,
+    tuned_identities,
+)
 
 AUTO_CANDIDATES = ("hflip", "vflip", "transpose", "scale:0.875", "scale:1.15")
 
@@ -59,6 +69,8 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     missing = [fold for fold in range(n_folds) if not run.fold(fold).is_done()]
     if missing:
         raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
+    if config.model.identity is not None:
+        return predict_identities(run, config, inputs, console)
     recipe = RunRecipe(run, config, data.task, data.classes, views, config.predict.tta_space,
                        fold_weights(run, config, n_folds, predicted=True))
     oof_logits = held_out_view_logits(recipe, data.images, fold_of, views, console, data.features)
@@ -79,8 +91,52 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
 
 
 def trained_predictions_suffice(config: Config) -> bool:
-    """True when ``predict`` would only repeat the train stage: no TTA, and the weights each fold selected."""
-    return config.predict.tta == ["none"] and config.predict.weights == "auto"
+    """True when ``predict`` would only repeat the train stage: no TTA, and the weights each fold selected (never
+    for identities, which the predict stage ranks by neighbours)."""
+    return config.predict.tta == ["none"] and config.predict.weights == "auto" and config.model.identity is None
+
+
+def predict_identities(run: RunDir, config: Config, inputs: StageInputs, console: Console) -> PredictResult:
+    """A ``model.identity`` run's ``oof.csv`` and ``test.csv`` as top-k files (:mod:`kagglecv.second.identities`):
+    each fold's gallery (its training rows' embeddings) written, its held-out rows and the test ranked by
+    neighbours and head cosines; then ``identities.json``, the new label's threshold tuned on OOF."""
+    data, fold_of, settings = inputs.data, inputs.fold_of, config.predict.identities
+    if config.predict.tta != ["none"]:
+        raise KagglecvError(f"predict.tta: {config.predict.tta}; a model.identity run predicts without TTA (none)")
+    metric_k = _metric_k(inputs.metric.name)
+    labels, new_label = identity_labels(data.classes, data.targets, settings)
+    recipe = RunRecipe(run, config, data.task, data.classes, ["none"], "prob",
+                       fold_weights(run, config, inputs.n_folds, predicted=True))
+    run.predict_path.unlink(missing_ok=True)  # written last: its presence says oof.csv and test.csv are whole
+    held_out = []
+    for fold in range(inputs.n_folds):
+        own = known_identity_rows(labels, new_label, np.flatnonzero(fold_of != fold))
+        gallery = recipe.identity_fold(fold, data.images, own).embeddings
+        write_gallery(run.fold(fold), gallery, data.ids[own], labels[own])
+        rows = np.flatnonzero(fold_of == fold)
+        top = fold_top_k(gallery, labels[own], recipe.identity_fold(fold, data.images, rows), data.ids[rows],
+                         data.classes, settings)
+        held_out.append(replace(top, folds=np.full(len(rows), fold)))
+        console.line(f"fold {fold}: ranked {len(rows)} held-out rows among {len(own)} gallery rows")
+    oof = concat_top_k(held_out, data.ids)
+    write_top_k(run.oof_path, oof)
+    record = tuned_identities(oof, labels, new_label, metric_k, settings)
+    run.write_identity_record(record)
+    if inputs.test is not None:
+        tops = recipe.identity_folds(inputs.test)
+        for fold, top in tops.items():
+            write_top_k(run.fold(fold).test_path, top)
+        write_top_k(run.test_path, blend_top_k(list(tops.values()), None, settings.top_k))
+    score = record.oof_tuned if record.oof_tuned is not None else map_at_k_lists(list(labels), oof.lists(), metric_k)
+    return _record(run, config, inputs.metric.name, score, ["none"], {"none": score}, False, console)
+
+
+def _metric_k(metric: str) -> int:
+    found = re.fullmatch(r"map@(\d+)", metric)
+    if found is None:
+        raise KagglecvError(f"metric: {metric}; a model.identity run ranks identities and is scored by MAP@k "
+                            "(metric: map@5)")
+    return int(found.group(1))
 
 
 def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Console | None = None) -> PredictResult:

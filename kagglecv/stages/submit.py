@@ -29,6 +29,7 @@ from kagglecv.core.predictions import (
     read_predictions,
 )
 from kagglecv.core.runs import RunDir, read_json
+from kagglecv.core.topk import read_top_k
 from kagglecv.data.load import test_answers
 from kagglecv.data.scoring import run_score
 from kagglecv.data.submission import (
@@ -36,6 +37,7 @@ from kagglecv.data.submission import (
     build_submission,
     decide_submission,
     encode_submission,
+    identity_submission,
     parse_threshold,
     scored_predictions,
 )
@@ -73,6 +75,12 @@ def write_submission(run_path: Path, sample_path: Path, name: str | None = None,
     if not run.test_path.is_file():
         raise KagglecvError(f"{run.path}: no {run.test_path.name}; set data.test_csv and train (or predict) first")
     classes, task = info.classes, info.task
+    if run.identities_path.is_file():  # a model.identity run's top-k test file
+        out = identity_submission(read_top_k(run.test_path), run.read_identity_record(), classes, sample_path,
+                                  run.test_path, label_sep)
+        write_bytes(path, encode_submission(out, compress))
+        append_submission(path, run.name, *_recorded_cv(run))
+        return Submission(path, "top_k", len(out))
     predictions, classes, task = _as_scored(run, _of_answers(run, read_predictions(run.test_path, classes)), classes,
                                             task)
     decisions = decide_submission(run, classes, task, threshold=threshold, label_sep=label_sep)

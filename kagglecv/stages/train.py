@@ -33,6 +33,7 @@ from kagglecv.core.files import write_csv, write_json
 from kagglecv.core.predictions import merge_oof
 from kagglecv.core.records import PredictRecord
 from kagglecv.core.runs import RunDir, prepare_run_dir
+from kagglecv.core.topk import concat_top_k, read_top_k, write_top_k
 from kagglecv.data.cache import CACHE_FOLDER, check_images_once, remember_checked
 from kagglecv.data.inputs import StageInputs, competition_metric, load_stage_inputs
 from kagglecv.data.load import load_test, load_train
@@ -102,7 +103,8 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     selection = BestEpoch(epoch_metric(config.train.metric, inputs.metric, inputs.data.scored_task))
     outcomes = []
     for fold in chosen:
-        job = FoldJob(config, inputs.data, inputs.fold_of, fold, inputs.test if predict_test else None, inputs.test,
+        predicts = predict_test and config.model.identity is None  # identities: the predict stage's neighbours
+        job = FoldJob(config, inputs.data, inputs.fold_of, fold, inputs.test if predicts else None, inputs.test,
                       ["none"], config.predict.tta_space)
         outcomes.append(_train_fold(job, run, runtime, console, selection, resume, write_identity))
     if runtime.is_main:
@@ -170,6 +172,10 @@ def finish_run(run: RunDir, data: CompetitionData, n_folds: int, console: Consol
     folds = [run.fold(index) for index in range(n_folds)]
     if not all(fold.is_done() for fold in folds):
         return False
+    if run.read_config().model.identity is not None:  # the folds' top k; the predict stage ranks by neighbours
+        write_top_k(run.oof_path, concat_top_k([read_top_k(fold.oof_path) for fold in folds], data.ids))
+        console.line(f"all {n_folds} folds done: wrote {run.oof_path} (the heads' top k)")
+        return True
     oof = merge_oof([fold.oof_path for fold in folds], data.ids, data.classes)
     write_csv(run.oof_path, oof, float_format="%.7g")
     has_test = all(fold.test_path.is_file() for fold in folds)

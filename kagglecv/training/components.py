@@ -23,7 +23,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kagglecv.core.config import Config, FeaturesHeadConfig
+from kagglecv.core.config import Config, ModelConfig
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.predictions import head_blocks
 from kagglecv.core.records import NormalizationRecord
@@ -51,6 +51,11 @@ from kagglecv.nn.sampling import (
     collate_skipping_unreadable,
 )
 from kagglecv.nn.small_nets import ShiftNorm
+from kagglecv.second.identities import (
+    check_identities,
+    identity_labels,
+    known_identity_rows,
+)
 from kagglecv.training.averaging import Lookahead
 from kagglecv.training.teaching import FoldTeaching
 
@@ -75,6 +80,7 @@ class LoopSettings:
     freeze: Callable[[nn.Module, int], list[str]] = lambda model, epoch: []  # freezes for an epoch, names the frozen
     title: str = ""                                             # the curves' title
     recorded_config: str = "{}"                                 # the config as JSON, kept in last.pt for a reader
+    top_k_oof: int | None = None                                # identities: the fold's OOF as its top k, not dense
 
 
 def loop_settings(config: Config) -> LoopSettings:
@@ -86,7 +92,8 @@ def loop_settings(config: Config) -> LoopSettings:
         avg_weights=cfg.avg_weights, avg_count=cfg.avg_count,
         size_at=lambda epoch: cfg.size_at(epoch, model.img_size),
         freeze=lambda network, epoch: freeze_for_epoch(network, model, epoch),
-        title=config.experiment, recorded_config=config.model_dump_json())
+        title=config.experiment, recorded_config=config.model_dump_json(),
+        top_k_oof=config.predict.identities.top_k if model.identity is not None else None)
 
 
 @dataclass
@@ -135,6 +142,8 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     seed_everything(cfg.seed + fold)
     device = runtime.device
     own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    if config.model.identity is not None:  # an unseen identity's rows (new_whale) are no identity to learn
+        own_rows = known_identity_rows(*identity_labels(data.classes, data.targets, config.predict.identities), own_rows)
     scaling = _feature_scaling(config, data, own_rows)
     model = create_model(config.model, num_outputs(data.task, data.classes),
                          features_width=scaling.width if scaling else None)
@@ -160,7 +169,7 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     valid_loader = _valid_loader(config, data, normalization, loss_targets, valid_rows, runtime)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(_timm_args(config)),
                                     param_group_fn=_norm_scaled_groups(cfg.weight_decay, cfg.norm_lr_scale)
-                                    or _fusion_groups(cfg.weight_decay, config.model.features_head))
+                                    or _head_groups(cfg.weight_decay, config.model))
     updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum_steps))
     scheduler = _scheduler(config, optimizer, steps_per_epoch=updates_per_epoch)
     criterion = _criterion(config, data, loss_targets[own_rows], teaching is not None, normalization).to(device)
@@ -281,9 +290,10 @@ def _norm_scaled_groups(weight_decay: float, scale: float | None) -> Callable[[n
     return groups
 
 
-def _fusion_groups(weight_decay: float, head: FeaturesHeadConfig | None) -> Callable[[nn.Module], list[dict]] | None:
-    """timm's ``param_group_fn`` for a fusion head: its new layers at ``lr_scale`` (which timm's schedulers multiply
-    into the group's lr), the backbone at the optimizer's lr."""
+def _head_groups(weight_decay: float, model: ModelConfig) -> Callable[[nn.Module], list[dict]] | None:
+    """timm's ``param_group_fn`` for a fusion or identity head: its new layers at ``lr_scale`` (which timm's
+    schedulers multiply into the group's lr), the backbone at the optimizer's lr."""
+    head = model.features_head or model.identity
     if head is None:
         return None
 
@@ -389,3 +399,5 @@ def check_fold_settings(config: Config, data: CompetitionData) -> None:
         raise KagglecvError("train.sampler=balanced needs one label per row; the task is multilabel")
     if config.train.class_weights and data.task == "multiclass" and config.train.loss not in ("auto", "ce"):
         raise KagglecvError(f"train.class_weights works with loss ce for multiclass, got {config.train.loss!r}")
+    if config.model.identity is not None:
+        check_identities(*identity_labels(data.classes, data.targets, config.predict.identities))

@@ -29,6 +29,7 @@ from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import remove_stale_temporaries, write_csv
 from kagglecv.core.predictions import probabilities_from_logits, write_predictions
 from kagglecv.core.runs import FoldDir
+from kagglecv.core.topk import top_k_of_scores, write_top_k
 from kagglecv.nn.fusion import forward_batch
 from kagglecv.nn.models import set_frozen_batchnorm_eval
 from kagglecv.nn.runtime import Runtime, all_gather, barrier
@@ -227,7 +228,7 @@ class FoldTrainer:
         if parts.mixup is not None and len(images) % 2 == 0:
             images, targets = parts.mixup(images, targets)
         with torch.autocast(self.device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None):
-            loss = parts.criterion(forward_batch(parts.train_model, images, rows), targets)
+            loss = parts.criterion(forward_batch(parts.train_model, images, rows, targets), targets)
         self._check_finite(loss, step)
         # Under DDP the micro-steps of an accumulation group skip the gradient all-reduce (nanoGPT, timm).
         skip_sync = parts.ddp_model is not None and not need_update
@@ -291,9 +292,14 @@ class FoldTrainer:
         if not self.runtime.is_main:
             return
         save_weights(self.folder.weights(source), model.state_dict())
-        if self.best.is_overall_best(source, self.epoch):
-            write_predictions(self.folder.oof_path, self.data.ids[rows], probabilities, self.data.classes,
-                              folds=np.full(len(rows), self.folder.index))
+        if not self.best.is_overall_best(source, self.epoch):
+            return
+        folds = np.full(len(rows), self.folder.index)
+        if self.settings.top_k_oof is not None:
+            write_top_k(self.folder.oof_path, top_k_of_scores(self.data.ids[rows], probabilities, self.data.classes,
+                                                              self.settings.top_k_oof, folds))
+        else:
+            write_predictions(self.folder.oof_path, self.data.ids[rows], probabilities, self.data.classes, folds=folds)
 
     def _finish_selection(self) -> None:
         """A full refit keeps its last weights of the chosen source; the selection then checks what was kept."""
