@@ -211,6 +211,7 @@ class IdentityRecord(_Record):
     threshold: Optional[Finite] = None  # the new label goes before the first score under it; None: never placed
     oof_never: Optional[Finite] = None  # OOF MAP@k without the new label
     oof_tuned: Optional[Finite] = None  # with it, at the threshold tuned on the same OOF rows
+    oof_nested: Optional[Finite] = None  # with it, each fold's rows at the threshold tuned on the other folds' rows
     new_rows: int = Field(0, ge=0)      # OOF rows whose identity their fold's training part lacks
 
 

@@ -16,6 +16,7 @@ from kagglecv.core.files import write_bytes, write_csv
 from kagglecv.core.predictions import aligned, compare_ids, read_predictions
 from kagglecv.core.records import RunInfo
 from kagglecv.core.runs import FoldDir, RunDir
+from kagglecv.core.topk import TopK, concat_top_k, read_top_k
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.readers.npy import npy_header
 from kagglecv.data.table import CompetitionData, read_csv_strings
@@ -128,6 +129,45 @@ def _check_same_ids(ids: np.ndarray, reference: np.ndarray, path: Path, referenc
                         f"({len(differences.missing)} missing: {summarize(differences.missing, 3, quote=True)}; "
                         f"{len(differences.extra)} extra: {summarize(differences.extra, 3, quote=True)}; "
                         f"{len(differences.doubled)} doubled: {summarize(differences.doubled, 3, quote=True)})")
+
+
+@dataclass
+class IdentityMembers:
+    """``model.identity`` runs' top-k predictions aligned to the first run's training table (and test ids)."""
+
+    paths: list[Path]
+    data: CompetitionData
+    oof: list[TopK]
+    test: list[TopK] | None
+    config: dict
+    folds_sha256: str
+    task: str = "multiclass"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.data.classes
+
+
+def load_identity_members(paths: list[Path]) -> IdentityMembers:
+    """The runs' top-k OOF (in the table's order, folds checked equal) and test files (in the first's order)."""
+    runs = [RunDir(path) for path in paths]
+    first, info = runs[0], runs[0].read_info()
+    config = first.read_config()
+    data = load_run_table(first, config, info)
+    oof, test = [], []
+    for run in runs:
+        _check_compatible(run, info if run is first else run.read_info(), first, info)
+        if not run.identities_path.is_file():
+            raise KagglecvError(f"{run.path}: not a model.identity run (no {run.identities_path.name}); an ensemble "
+                                f"of identity runs blends their top-k files, as {first.path}'s")
+        oof.append(concat_top_k([read_top_k(run.oof_path)], data.ids))
+        if not np.array_equal(oof[-1].folds, oof[0].folds):
+            raise KagglecvError(f"{run.oof_path}: rows in other folds than in {first.oof_path}")
+        if run.test_path.is_file():
+            top = read_top_k(run.test_path)
+            test.append(concat_top_k([top], test[0].ids if test else top.ids))
+    return IdentityMembers([run.path for run in runs], data, oof, test if len(test) == len(runs) else None,
+                           config.model_dump(mode="json"), info.folds_sha256 or "")
 
 
 def widest_range(paths: list[Path]) -> dict | None:

@@ -215,6 +215,12 @@ class EnsembleRecipe:
     def fold_test_predictions(self, fold: int, test_ids: np.ndarray) -> np.ndarray:
         return self._blend([member.fold_test_predictions(fold, test_ids) for member in self.members])
 
+    def predict_identities(self, test: CompetitionData, console: Console | None = None,
+                           batch_size: int | None = None, workers: int | None = None) -> TopK:
+        """An ensemble of identity runs: the members' top-k blended with the recorded weights."""
+        tops = [member.predict_identities(test, console, batch_size, workers) for member in self.members]
+        return blend_top_k(tops, np.asarray(self.weights, dtype=np.float64), self.run.read_identity_record().top_k)
+
     def _blend(self, member_predictions: list[np.ndarray]) -> np.ndarray:
         stacked = np.stack([as_stored(prediction) for prediction in member_predictions])
         return as_predictions(apply_blend(self.method, self.weights, stacked, self.task, self.power), self.task)

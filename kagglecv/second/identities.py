@@ -19,6 +19,7 @@ import numpy as np
 
 from kagglecv.core.config import IdentitiesConfig
 from kagglecv.core.errors import KagglecvError
+from kagglecv.core.metrics import map_at_k_lists
 from kagglecv.core.records import IdentityRecord
 from kagglecv.core.topk import (
     RESERVED_IDENTITY_NAMES,
@@ -27,6 +28,7 @@ from kagglecv.core.topk import (
     new_identity_truth,
     top_k_of_scores,
     tune_new_threshold,
+    with_new_label,
 )
 from kagglecv.second.neighbours import neighbour_top_k
 
@@ -102,9 +104,28 @@ def tuned_identities(oof: TopK, labels: np.ndarray, new_label: str | None, metri
         return IdentityRecord(top_k=settings.top_k, metric_k=metric_k)
     truth = new_identity_truth(labels, oof.folds, new_label)
     threshold, tuned, never = tune_new_threshold(oof, list(truth), metric_k, new_label)
-    if not np.isfinite(threshold):  # the new label first on every row: a threshold above every score
-        threshold = float(np.max(oof.scores, initial=0.0)) + 1.0
+    if not settings.tune_new:
+        return IdentityRecord(top_k=settings.top_k, metric_k=metric_k, new_label=new_label, oof_never=never,
+                              oof_tuned=never, oof_nested=never, new_rows=int((truth == new_label).sum()))
     return IdentityRecord(top_k=settings.top_k, metric_k=metric_k, new_label=new_label,
-                          threshold=threshold if settings.tune_new else None,
-                          oof_never=never, oof_tuned=tuned if settings.tune_new else never,
+                          threshold=_finite(threshold, oof), oof_never=never, oof_tuned=tuned,
+                          oof_nested=nested_new_label_score(oof, truth, new_label, metric_k),
                           new_rows=int((truth == new_label).sum()))
+
+
+def nested_new_label_score(oof: TopK, truth: np.ndarray, new_label: str, metric_k: int) -> float:
+    """OOF MAP@k with each fold's rows given the new label at the threshold tuned on the other folds' rows: the
+    threshold's honest score (the in-sample one is tuned on the rows it scores)."""
+    lists: list[list[str]] = [[] for _ in range(len(truth))]
+    for fold in np.unique(oof.folds):
+        held = np.flatnonzero(oof.folds == fold)
+        rest = np.flatnonzero(oof.folds != fold)
+        threshold, _, _ = tune_new_threshold(oof.take(rest), list(truth[rest]), metric_k, new_label)
+        for row, placed in zip(held, with_new_label(oof.take(held), _finite(threshold, oof), new_label, metric_k)):
+            lists[row] = placed
+    return map_at_k_lists(list(truth), lists, metric_k)
+
+
+def _finite(threshold: float, oof: TopK) -> float:
+    """A threshold JSON can hold: +inf (the new label first on every row) as a number above every score."""
+    return threshold if np.isfinite(threshold) else float(np.max(oof.scores, initial=0.0)) + 1.0

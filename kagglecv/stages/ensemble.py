@@ -11,6 +11,7 @@ The blending maths (mean, rank, power, hill climbing, stacking, ...) are :mod:`k
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,17 +27,25 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
-from kagglecv.core.metrics import Metric
+from kagglecv.core.metrics import Metric, resolve_metric
 from kagglecv.core.outputs import OutputRule
 from kagglecv.core.predictions import (
     prediction_frame,
     write_predictions,
 )
 from kagglecv.core.runs import ENSEMBLE_PREFIX, RunDir, member_reference
+from kagglecv.core.topk import blend_top_k, write_top_k
 from kagglecv.data.inputs import competition_metric
-from kagglecv.data.members import Members, load_members, widest_range
+from kagglecv.data.members import (
+    IdentityMembers,
+    Members,
+    load_identity_members,
+    load_members,
+    widest_range,
+)
 from kagglecv.data.outcomes import EnsembleResult
-from kagglecv.data.scoring import score_predictions_frame
+from kagglecv.data.scoring import score_identities, score_predictions_frame
+from kagglecv.second.identities import identity_labels, tuned_identities
 
 
 def _stack_targets(members: Members) -> np.ndarray:
@@ -61,10 +70,57 @@ def make_ensemble(paths: list[Path], method: str = "hill", name: str | None = No
     out = OutputRule.of(paths).named(runs_dir, name, "--name", prefix=ENSEMBLE_PREFIX)
     if RunDir(out).info_path.is_file() and not RunDir(out).is_ensemble():
         raise KagglecvError(f"--name {name!r}: {out} is a training run, not an ensemble; refused to replace it")
+    if RunDir(paths[0]).identities_path.is_file():
+        with output_lock(runs_dir / f".{out.name}.lock", str(out)):
+            return _blend_identities(load_identity_members(paths), method, out, options.get("user_weights"))
     members = load_members(paths)
     chosen = competition_metric(RunDir(paths[0]).read_config(), members.data, metric, "--metric")
     with output_lock(runs_dir / f".{out.name}.lock", str(out)):
         return _blend_and_write(members, method, chosen, out, options)
+
+
+def _blend_identities(members: IdentityMembers, method: str, out: Path, weights: list[float] | None
+                      ) -> EnsembleResult:
+    """``model.identity`` runs: each row's identities scored by the weighted sum of the runs' top-k scores
+    (:func:`~kagglecv.core.topk.blend_top_k`), the new label's threshold tuned again on the blended OOF."""
+    if method not in ("mean", "weighted"):
+        raise KagglecvError(f"--method {method}: identity runs (top-k files) blend by mean or weighted; their scores "
+                            "are a row's best few identities, not probabilities to fit weights on")
+    names = [path.name for path in members.paths]
+    shares = _identity_weights(weights if method == "weighted" else None, len(names))
+    config = validate_config(members.config)
+    settings, metric_k = config.predict.identities, RunDir(members.paths[0]).read_identity_record().metric_k
+    oof = replace(blend_top_k(members.oof, shares, settings.top_k), folds=members.oof[0].folds)
+    labels, new_label = identity_labels(members.data.classes, members.data.targets, settings)
+    record = tuned_identities(oof, labels, new_label, metric_k, settings)
+    singles = {name: RunDir(path).read_identity_record().oof_nested for name, path in zip(names, members.paths)}
+    best = max(singles.items(), key=lambda item: item[1] or 0.0)
+    result = EnsembleResult(name=out.name, method=method, metric=f"map@{metric_k}", weights=dict(zip(names, shares)),
+                            best_single=best, in_sample=record.oof_tuned, nested=record.oof_nested, nested_per_fold={},
+                            correlation=pd.DataFrame(), marginal_gain={}, path=out)
+    with atomic_folder(out, replace=True) as building:
+        run = RunDir(building)
+        write_top_k(run.oof_path, oof)
+        if members.test is not None:
+            write_top_k(run.test_path, blend_top_k(members.test, shares, settings.top_k))
+        run.write_identity_record(record)
+        run.write_blend_recipe({"method": method, "metric": result.metric, "weights": result.weights, "power": 1.0})
+        write_json(run.blend_score_path, {"metric": result.metric, "single_scores": singles,
+                                          "best_single": {"run": best[0], "score": best[1]},
+                                          "in_sample": result.in_sample, "nested": result.nested})
+        _write_run_files(run, members, name=out.name, method=method, out_path=out)
+        write_json(run.score_path, score_identities(run, members.data, resolve_metric(result.metric, "multiclass"))
+                   .to_dict())
+    return result
+
+
+def _identity_weights(weights: list[float] | None, runs: int) -> np.ndarray:
+    if weights is None:
+        return np.full(runs, 1.0 / runs)
+    if len(weights) != runs or not sum(weights) > 0:
+        raise KagglecvError(f"--weights: {len(weights)} weights for {runs} runs; give one non-negative weight per run, "
+                            "not all zero")
+    return np.asarray(weights, dtype=np.float64) / sum(weights)
 
 
 def _check_options(options: dict) -> None:

@@ -32,7 +32,7 @@ from kagglecv.data.submission import (
     submission_from_predictions,
 )
 from kagglecv.data.table import CompetitionData
-from kagglecv.nn.recipe import Recipe, RunRecipe, leaf_runs, load_recipe, read_new_test
+from kagglecv.nn.recipe import Recipe, leaf_runs, load_recipe, read_new_test
 
 
 def check_infer_output(out: Path, recipe: Recipe, inputs: list, sample: Path | None) -> Path:
@@ -72,10 +72,11 @@ def write_inferred(recipe: Recipe, test: CompetitionData, probabilities: np.ndar
 
 
 def is_identity_recipe(recipe: Recipe) -> bool:
-    return isinstance(recipe, RunRecipe) and recipe.config.model.identity is not None
+    """A ``model.identity`` run, or an ensemble of them: its predictions are top-k files."""
+    return recipe.run.identities_path.is_file()
 
 
-def write_inferred_identities(recipe: RunRecipe, top: TopK, out: Path, sample: Path | None) -> str | None:
+def write_inferred_identities(recipe: Recipe, top: TopK, out: Path, sample: Path | None) -> str | None:
     """An identity run's submission in the sample's shape, or its top-k prediction file."""
     if sample is None:
         write_top_k(out, top)

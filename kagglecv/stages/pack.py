@@ -249,6 +249,8 @@ def _copy_recipe(recipe: Recipe, dest: Path, format: str = "torch", blend: dict 
             _copy_stack_models(recipe, run)
         else:
             run.write_blend_recipe(recipe.run.read_blend_recipe() if blend is None else blend)
+        if recipe.run.identities_path.is_file():
+            run.write_identity_record(recipe.run.read_identity_record())
         for name, member in zip(names, recipe.members):
             _copy_recipe(member, dest / "members" / name, format)
         return

@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from kagglecv.core.console import Console
-from kagglecv.core.topk import read_top_k
+from kagglecv.core.topk import blend_top_k, read_top_k
 from kagglecv.core.wheelhouse import requirement_closure
 from kagglecv.stages.infer import infer_test
 from kagglecv.stages.pack import pack_run
@@ -122,16 +122,41 @@ def test_a_whale_playground_goes_through_init_and_run_with_arcface_neighbours_an
     scored = score_submission(submission_path, tmp_path / "solution.csv", "map@5")
     assert scored == pytest.approx(expected, abs=1e-9) and expected > 0.2
 
+    _assert_replayed(runs / "whale-categorization-playground", folder, tmp_path / "run-replayed.csv")
+    _assert_held_out_rows_rank_only_identities_of_the_other_folds(runs / "whale-categorization-playground", folder)
+
+    invoke("run", "whale-categorization-playground.yaml", *SETTINGS, "-s", "experiment=neighbours-only", "-s",
+           "train.seed=7", "-s", "predict.identities.logit_weight=0")
+    invoke("ensemble", "runs/whale-categorization-playground", "runs/neighbours-only", "--method", "weighted",
+           "--weights", "2,1", "--name", "pair")
+    members = [read_top_k(runs / name / "oof.csv") for name in ("whale-categorization-playground", "neighbours-only")]
+    blended, pair = blend_top_k(members, np.array([2 / 3, 1 / 3]), 10), read_top_k(runs / "ens-pair" / "oof.csv")
+    assert (pair.labels == blended.labels).all() and (pair.folds == members[0].folds).all()
+    np.testing.assert_allclose(pair.scores, blended.scores, rtol=0, atol=1e-6)
+    invoke("submit", "runs/ens-pair", "--sample", str(folder / "sample_submission.csv"))
+
     everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
-    packed = pack_run(runs / "whale-categorization-playground", tmp_path / "out" / "whale-bundle", wheels=True,
-                      provided=everything, timing_images=8, notebook=True, competition=folder.name)
-    infer_test(packed.path, folder / "sample_submission.csv", folder / "test", tmp_path / "replayed.csv",
-               console=Console(quiet=True))
-    replayed = read_top_k(tmp_path / "replayed.csv")
-    recorded = read_top_k(runs / "whale-categorization-playground" / "test.csv")
+    packed = pack_run(runs / "ens-pair", tmp_path / "out" / "whale-bundle", wheels=True, provided=everything,
+                      timing_images=8, notebook=True, competition=folder.name)
+    _assert_replayed(packed.path, folder, tmp_path / "replayed.csv", runs / "ens-pair")
+    _the_notebook_predicts_a_hidden_test_offline(packed, tmp_path, monkeypatch)
+
+
+def _assert_replayed(source: Path, folder: Path, out: Path, run: Path | None = None) -> None:
+    """``infer`` on the public test gives the run's own test.csv: the same lists, scores to float32 rounding."""
+    infer_test(source, folder / "sample_submission.csv", folder / "test", out, console=Console(quiet=True))
+    replayed, recorded = read_top_k(out), read_top_k((run or source) / "test.csv")
     assert (replayed.ids == recorded.ids).all() and (replayed.labels == recorded.labels).all()
     np.testing.assert_allclose(replayed.scores, recorded.scores, rtol=0, atol=2e-6)
-    _the_notebook_predicts_a_hidden_test_offline(packed, tmp_path, monkeypatch)
+
+
+def _assert_held_out_rows_rank_only_identities_of_the_other_folds(run: Path, folder: Path) -> None:
+    train = pd.read_csv(folder / "train.csv", dtype=str).set_index("Image")["Id"]
+    oof = read_top_k(run / "oof.csv")
+    for fold in np.unique(oof.folds):
+        held = oof.folds == fold
+        seen = set(train.loc[oof.ids[~held]]) - {"new_whale"}
+        assert set(oof.labels[held].ravel()) <= seen
 
 
 def _the_notebook_predicts_a_hidden_test_offline(packed, tmp_path: Path, monkeypatch) -> None:
