@@ -33,7 +33,7 @@ from kagglecv.core.runs import FoldDir, RunDir, resolve_member
 from kagglecv.core.topk import TopK, blend_top_k
 from kagglecv.data.features import check_test_categories, features_of, with_features
 from kagglecv.data.load import load_test
-from kagglecv.data.members import read_gallery
+from kagglecv.data.members import read_gallery, write_gallery
 from kagglecv.data.table import CompetitionData, FeatureTable, num_outputs
 from kagglecv.nn.onnx_predictor import ONNX_FILE, OnnxFold
 from kagglecv.second.design import DesignSpec, level_one_columns, level_one_names
@@ -136,6 +136,13 @@ class RunRecipe:
                                                          progress)
         return FoldOutputs(self._checked(fold, embeddings, (len(rows), embeddings.shape[1]), "embeddings"),
                            self._checked(fold, cosines, (len(rows), len(self.classes)), "cosines"))
+
+    def record_gallery(self, fold: int, data: CompetitionData, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Fold ``fold``'s gallery: the embeddings of ``rows`` of ``data`` (its training part, or every row of a
+        full refit), written with their ids and ``labels`` as ``fold<K>/gallery.npy`` and ``gallery.csv``."""
+        gallery = self.identity_fold(fold, data.images, rows).embeddings
+        write_gallery(self.run.fold(fold), gallery, data.ids[rows], labels[rows])
+        return gallery
 
     def identity_folds(self, test: CompetitionData, console: Console | None = None, batch_size: int | None = None,
                        workers: int | None = None) -> dict[int, TopK]:

@@ -26,7 +26,6 @@ from kagglecv.core.predictions import (
 from kagglecv.core.runs import RunDir
 from kagglecv.core.topk import blend_top_k, concat_top_k, write_top_k
 from kagglecv.data.inputs import StageInputs, load_stage_inputs
-from kagglecv.data.members import write_gallery
 from kagglecv.nn.inference import tta_view
 from kagglecv.nn.recipe import RunRecipe, fold_weights, held_out_view_logits
 from kagglecv.second.identities import (
@@ -111,8 +110,7 @@ def predict_identities(run: RunDir, config: Config, inputs: StageInputs, console
     held_out = []
     for fold in range(inputs.n_folds):
         own = known_identity_rows(labels, new_label, np.flatnonzero(fold_of != fold))
-        gallery = recipe.identity_fold(fold, data.images, own).embeddings
-        write_gallery(run.fold(fold), gallery, data.ids[own], labels[own])
+        gallery = recipe.record_gallery(fold, data, own, labels)
         rows = np.flatnonzero(fold_of == fold)
         top = fold_top_k(gallery, labels[own], recipe.identity_fold(fold, data.images, rows), data.ids[rows],
                          data.classes, settings)

@@ -35,6 +35,7 @@ from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.outcomes import Entry
 from kagglecv.data.scoring import (
     finished_folds_oof,
+    score_identities,
     score_predictions_frame,
 )
 from kagglecv.data.submission_log import (
@@ -73,15 +74,29 @@ def collect_entries(runs_dir: Path) -> list[Entry]:
         elif run.config_path.is_file() and run.info_path.is_file() and not run.is_full_fit() \
                 and any(f.is_done() for f in run.fold_dirs()):
             entries.append(_entry(run, partial=True))
-    return entries
+    return [entry for entry in entries if entry is not None]
 
 
-def _entry(run: RunDir, partial: bool = False) -> Entry:
+def _identity_entry(run: RunDir, config, info, data, metric, done_folds) -> Entry:
+    """A ``model.identity`` run or ensemble: its MAP@k with the new label; no confusion matrix of 15,000 ids."""
+    ensemble = info.kind == "ensemble"
+    return Entry(
+        name=run.name, path=run.path, kind=info.kind, created=info.created or "",
+        backbone=info.backbone or config.model.name, img_size=None if ensemble else config.model.img_size,
+        epochs=None if ensemble else config.train.epochs, params=(info.params or {}).get("total"),
+        score=score_identities(run, data, metric), train_seconds=sum(f.read_done().seconds or 0.0 for f in done_folds),
+        notes=config.notes, config=config.model_dump(mode="json"), classes=data.classes)
+
+
+def _entry(run: RunDir, partial: bool = False) -> Entry | None:
     config, info = run.read_config(), run.read_info()
     data = load_run_table(run, config, info)
     metric = competition_metric(config, data)
     done_folds = [fold for fold in run.fold_dirs() if fold.is_done()]
     kind = info.kind
+    if config.model.identity is not None:  # top-k files: scored once the predict stage has ranked every row
+        return _identity_entry(run, config, info, data, metric, done_folds) if run.identities_path.is_file() \
+            and not partial else None
     if partial:
         oof, data = finished_folds_oof(run, data)
         kind = f"partial: {len(done_folds)} of {info.n_folds or len(run.fold_dirs())} folds"

@@ -47,6 +47,7 @@ from kagglecv.nn.runtime import (
     barrier,
     setup_runtime,
 )
+from kagglecv.second.identities import identity_labels, known_identity_rows
 from kagglecv.training.components import (
     FoldComponents,
     build_fold_components,
@@ -222,14 +223,32 @@ def train_full(config: Config, console: Console | None = None, *, resume: bool =
     console.line(f"{refit.experiment}: {plan['epochs']} epochs on all {len(data)} rows (the folds' best epochs "
                  f"{plan['cv_best_epochs']}), {plan['source']} weights")
     extra = {"kind": "full", **plan, "amp": amp_name(autocast_dtype(refit.train.amp, runtime.device))}
-    job = FoldJob(refit, data, np.full(len(data), -1), 0, test, test, list(views), space)
+    identity = refit.model.identity is not None  # its test is ranked among every training row, after training
+    job = FoldJob(refit, data, np.full(len(data), -1), 0, None if identity else test, test, list(views), space)
     selection = LastEpoch(plan["source"], epoch_metric(refit.train.metric, competition_metric(refit, data),
                                                        data.scored_task))
     _train_fold(job, run, runtime, console, selection, resume,
                 lambda params: run.write_identity(refit, data, dict(params), 1, extra=extra))
-    if test is not None:
+    if test is not None and identity:
+        _rank_full_fit_identities(run, cv_run, refit, data, test, console)
+    elif test is not None:
         _finish_full_fit(run, cv_run, predicted, job, console)
     return run.path
+
+
+def _rank_full_fit_identities(run: RunDir, cv_run: RunDir, config: Config, data: CompetitionData,
+                              test: CompetitionData, console: Console) -> None:
+    """A ``model.identity`` refit: its gallery is every training row (less an unseen identity's), its test ranked
+    there, and the new label placed at the threshold the CV run tuned on its OOF rows."""
+    labels, new_label = identity_labels(data.classes, data.targets, config.predict.identities)
+    recipe = RunRecipe(run, config, data.task, data.classes, ["none"], "prob", {0: run.fold(0).read_done().source})
+    recipe.record_gallery(0, data, known_identity_rows(labels, new_label, np.arange(len(data))), labels)
+    run.write_identity_record(cv_run.read_identity_record())
+    run.write_predict_record({"tta": ["none"], "tta_space": "prob", "metric": config.metric, "oof_score": None,
+                              "full_fit": True, "cv_run": cv_run.name})
+    write_top_k(run.test_path, recipe.predict_identities(test))
+    console.line(f"{run.name}: wrote {run.test_path}, ranked among all {len(data)} training rows; the new label at "
+                 f"{cv_run.name}'s threshold")
 
 
 def _finish_full_fit(run: RunDir, cv_run: RunDir, recorded: PredictRecord | None, job: FoldJob,

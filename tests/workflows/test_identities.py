@@ -135,6 +135,14 @@ def test_a_whale_playground_goes_through_init_and_run_with_arcface_neighbours_an
     np.testing.assert_allclose(pair.scores, blended.scores, rtol=0, atol=1e-6)
     invoke("submit", "runs/ens-pair", "--sample", str(folder / "sample_submission.csv"))
 
+    invoke("train", "whale-categorization-playground.yaml", "--full", *SETTINGS)
+    refit = runs / "whale-categorization-playground-full"
+    gallery = pd.read_csv(refit / "fold0" / "gallery.csv", dtype=str)
+    train = pd.read_csv(folder / "train.csv", dtype=str)
+    assert sorted(gallery["id"]) == sorted(train.loc[train["Id"] != "new_whale", "Image"])  # every known row
+    assert read_top_k(refit / "test.csv").k == 10
+    invoke("submit", str(refit), "--sample", str(folder / "sample_submission.csv"))
+
     everything = tuple(name for name in requirement_closure(["kagglecv"]) if name != "kagglecv")
     packed = pack_run(runs / "ens-pair", tmp_path / "out" / "whale-bundle", wheels=True, provided=everything,
                       timing_images=8, notebook=True, competition=folder.name)
