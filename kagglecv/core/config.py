@@ -566,6 +566,12 @@ class IdentitiesConfig(_Section):
     tune_new: bool = Field(True, description="Insert new_label below a score threshold tuned on OOF to maximise "
                            "MAP@k; false: never.")
 
+    @field_validator("new_label", mode="before")
+    @classmethod
+    def _label_is_text(cls, value: Any) -> Any:
+        """YAML and --set read ``new_label: 0`` as a number; labels are the table's text."""
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
 
 class PredictConfig(_Section):
     """Inference after training: which weights, which test-time augmentations, how they are averaged."""

@@ -62,14 +62,17 @@ def identity_labels(classes: list[str], targets: np.ndarray, settings: Identitie
     return labels, reserved_label(settings, classes, dict(zip(names, counts)))
 
 
-def check_identities(labels: np.ndarray, new_label: str | None) -> None:
-    """An identity column from which a head can learn: some identity has two rows or more."""
+def check_identities(labels: np.ndarray, new_label: str | None, top_k: int | None = None) -> None:
+    """An identity column from which a head can learn (some identity has two rows or more), and as many
+    identities as each row's top k asks for."""
     known = labels[labels != new_label] if new_label is not None else labels
     _, counts = np.unique(known, return_counts=True)
     if len(counts) and counts.max() < 2:
         raise KagglecvError(f"model.identity: each of the {len(counts)} identities has one row; nothing ties two "
                             "images of one identity together, so no embedding can learn to find it (train a "
                             "classifier instead, without model.identity)")
+    if top_k is not None and top_k > len(counts):
+        raise KagglecvError(f"predict.identities.top_k: {top_k} identities asked of a table of {len(counts)}; lower it")
 
 
 def known_identity_rows(labels: np.ndarray, new_label: str | None, rows: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ from kagglecv.second.identities import identity_labels, known_identity_rows
 from kagglecv.training.components import (
     FoldComponents,
     build_fold_components,
+    check_fold_settings,
     loop_settings,
 )
 from kagglecv.training.selection import BestEpoch, LastEpoch, epoch_metric
@@ -89,6 +90,7 @@ def train_run(config: Config, folds: list[int] | None = None, *, resume: bool = 
     runtime = setup_runtime(config.train.device)
     inputs = inputs or load_stage_inputs(config)
     checked = [check_images_once(table, Path(config.runs_dir) / CACHE_FOLDER) for table in (inputs.data, inputs.test)]
+    check_fold_settings(config, inputs.data)  # what the table refutes, before the run folder is made
     run = prepare_run_dir(config, force=force)
     remember_checked(checked)
     chosen = list(folds) if folds is not None else list(range(inputs.n_folds))

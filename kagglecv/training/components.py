@@ -400,4 +400,5 @@ def check_fold_settings(config: Config, data: CompetitionData) -> None:
     if config.train.class_weights and data.task == "multiclass" and config.train.loss not in ("auto", "ce"):
         raise KagglecvError(f"train.class_weights works with loss ce for multiclass, got {config.train.loss!r}")
     if config.model.identity is not None:
-        check_identities(*identity_labels(data.classes, data.targets, config.predict.identities))
+        check_identities(*identity_labels(data.classes, data.targets, config.predict.identities),
+                         config.predict.identities.top_k)

@@ -1191,6 +1191,41 @@ CATALOGUE["the table beside the image"] = [
 ]
 
 
+IDENTITY = ["run", "base.yaml", "-s", "experiment=ident", "-s", "model.identity.width=8", "-s",
+            "predict.identities.top_k=3", "-s", "metric=map@3"]
+IDENTITY_INFER = ["infer", "runs/ident", "--test", "data/test.csv", "--images", "data/test", "--out", "x.csv"]
+
+
+def identified(gallery: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable[[Path], None]:
+    """An identity run (ArcFace head, neighbours) trained in the world; ``gallery``: its fold-0 gallery replaced by
+    what this makes of it."""
+    def apply(world: Path) -> None:
+        code, output = _run(IDENTITY, world)
+        assert code == 0, output
+        path = world / "runs/ident/fold0/gallery.npy"
+        np.save(path, gallery(np.load(path)), allow_pickle=True)
+    return apply
+
+
+def _with_nan(values: np.ndarray) -> np.ndarray:
+    values[1, 0] = np.nan
+    return values
+
+
+CATALOGUE["identities"] = [
+    Variant("an identity column of one row per identity", IDENTITY, "each of the 48 identities has one row",
+            setup=lambda w: pd.read_csv(w / "data/train.csv", dtype=str).assign(label=lambda f: "w" + f["id"]).to_csv(
+                w / "data/train.csv", index=False)),
+    Variant("a reserved label that is also a training identity", [*IDENTITY, "-s", "predict.identities.new_label=three"],
+            "'three' is a training identity"),
+    Variant("k larger than the gallery", [*IDENTITY, "-s", "predict.identities.top_k=50"],
+            "top_k: 50 identities asked of a table of 10"),
+    Variant("a gallery with NaN embeddings", IDENTITY_INFER, "gallery.npy: holds NaN", setup=identified(_with_nan)),
+    Variant("a pickled neighbour index in place of the gallery", IDENTITY_INFER, "gallery.npy",
+            setup=identified(lambda values: np.array([{"index": "pickled"}] * len(values), dtype=object))),
+]
+
+
 VARIANTS = [pytest.param(variant, id=f"{kind}: {variant.name}") for kind, variants in CATALOGUE.items()
             for variant in variants]
 

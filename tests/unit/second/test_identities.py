@@ -14,7 +14,13 @@ from kagglecv.core.metrics import map_at_k_lists
 from kagglecv.core.predictions import read_predictions
 from kagglecv.core.records import IdentityRecord
 from kagglecv.core.runs import RunDir
-from kagglecv.core.topk import TopK, concat_top_k, new_identity_truth, with_new_label, write_top_k
+from kagglecv.core.topk import (
+    TopK,
+    concat_top_k,
+    new_identity_truth,
+    with_new_label,
+    write_top_k,
+)
 from kagglecv.data.members import read_gallery, write_gallery
 from kagglecv.data.submission import identity_submission
 from kagglecv.second.identities import (
