@@ -161,6 +161,24 @@ def tune_new_threshold(top: TopK, truth: list[str], k: int, new_label: str) -> t
     return float(candidates[best]), float(results[best]), never
 
 
+def nested_new_label_lists(top: TopK, truth: np.ndarray, new_label: str, k: int) -> list[list[str]]:
+    """Each OOF row's first k labels with the new label placed at the threshold tuned on the other folds' rows:
+    the threshold's honest lists (a threshold tuned on the rows it places scores them optimistically)."""
+    lists: list[list[str]] = [[] for _ in range(len(truth))]
+    for fold in np.unique(top.folds):
+        held, rest = np.flatnonzero(top.folds == fold), np.flatnonzero(top.folds != fold)
+        threshold, _, _ = tune_new_threshold(top.take(rest), list(truth[rest]), k, new_label)
+        for row, placed in zip(held, with_new_label(top.take(held), finite_threshold(threshold, top.scores),
+                                                    new_label, k)):
+            lists[row] = placed
+    return lists
+
+
+def finite_threshold(threshold: float, scores: np.ndarray) -> float:
+    """A threshold JSON can hold: +inf (the new label first on every row) as a number above every score."""
+    return threshold if np.isfinite(threshold) else float(np.max(scores, initial=0.0)) + 1.0
+
+
 def new_identity_truth(labels: np.ndarray, folds: np.ndarray, new_label: str) -> np.ndarray:
     """Each OOF row's identity, or ``new_label`` where no training row of another fold holds it."""
     labels = np.asarray(labels, dtype=object)

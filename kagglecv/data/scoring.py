@@ -19,7 +19,12 @@ from kagglecv.core.metrics import (
 )
 from kagglecv.core.predictions import head_blocks, read_predictions, require_same_ids
 from kagglecv.core.runs import RunDir
-from kagglecv.core.topk import new_identity_truth, read_top_k, with_new_label
+from kagglecv.core.topk import (
+    nested_new_label_lists,
+    new_identity_truth,
+    read_top_k,
+    with_new_label,
+)
 from kagglecv.data.inputs import competition_metric, load_run_table
 from kagglecv.data.table import Coarse, CompetitionData
 
@@ -57,9 +62,10 @@ def run_score(run: RunDir, metric: str | None = None, data: CompetitionData | No
 
 
 def score_identities(run: RunDir, data: CompetitionData, metric: Metric) -> ScoreResult:
-    """A ``model.identity`` run's OOF MAP@k, each row's lists with the new label at the recorded threshold, against
-    each row's identity or, where its fold's training part lacks it, the new label (as on the test); MAP@k without
-    the new label is in ``other_metrics``."""
+    """A ``model.identity`` run's OOF MAP@k against each row's identity or, where its fold's training part lacks it,
+    the new label (as on the test): each fold's rows with the new label at the threshold tuned on the other folds'
+    rows (nested, as an ensemble's weights are); in ``other_metrics`` the in-sample threshold's score (the recorded
+    one, which submit applies) and MAP@k without the new label."""
     record = run.read_identity_record()
     if metric.name != f"map@{record.metric_k}":
         raise KagglecvError(f"--metric {metric.name}: {run.path} ranks identities for map@{record.metric_k}")
@@ -68,14 +74,17 @@ def score_identities(run: RunDir, data: CompetitionData, metric: Metric) -> Scor
     top = top.take(pd.Series(np.arange(len(top.ids)), index=top.ids).loc[data.ids].to_numpy())
     labels = np.asarray(data.classes, dtype=object)[np.asarray(data.targets, dtype=int)]
     truth = labels if record.new_label is None else new_identity_truth(labels, top.folds, record.new_label)
-    threshold = -np.inf if record.threshold is None else record.threshold
-    lists = top.lists() if record.new_label is None else with_new_label(top, threshold, record.new_label, top.k)
     k = record.metric_k
+    tuned = record.new_label is not None and record.threshold is not None
+    lists = nested_new_label_lists(top, truth, record.new_label, k) if tuned else top.lists()
     per_fold = {int(fold): map_at_k_lists(list(truth[top.folds == fold]),
                                           [lists[row] for row in np.flatnonzero(top.folds == fold)], k)
                 for fold in np.unique(top.folds)}
     values = np.array(list(per_fold.values()))
     others = {"map_without_new_label": map_at_k_lists(list(truth), [row[:k] for row in top.lists()], k)}
+    if tuned:
+        others["map_in_sample_threshold"] = map_at_k_lists(
+            list(truth), with_new_label(top, record.threshold, record.new_label, k), k)
     if record.new_label is not None:
         others["new_label_rows"] = float((truth == record.new_label).mean())
     return ScoreResult(metric=metric.name, higher_is_better=True, overall=map_at_k_lists(list(truth), lists, k),

@@ -25,10 +25,11 @@ from kagglecv.core.topk import (
     RESERVED_IDENTITY_NAMES,
     TopK,
     blend_top_k,
+    finite_threshold,
+    nested_new_label_lists,
     new_identity_truth,
     top_k_of_scores,
     tune_new_threshold,
-    with_new_label,
 )
 from kagglecv.second.neighbours import neighbour_top_k
 
@@ -112,23 +113,10 @@ def tuned_identities(oof: TopK, labels: np.ndarray, new_label: str | None, metri
                               oof_tuned=never, oof_nested=never, new_rows=int((truth == new_label).sum()))
     return IdentityRecord(top_k=settings.top_k, metric_k=metric_k, new_label=new_label,
                           threshold=_finite(threshold, oof), oof_never=never, oof_tuned=tuned,
-                          oof_nested=nested_new_label_score(oof, truth, new_label, metric_k),
+                          oof_nested=map_at_k_lists(list(truth), nested_new_label_lists(oof, truth, new_label,
+                                                                                        metric_k), metric_k),
                           new_rows=int((truth == new_label).sum()))
 
 
-def nested_new_label_score(oof: TopK, truth: np.ndarray, new_label: str, metric_k: int) -> float:
-    """OOF MAP@k with each fold's rows given the new label at the threshold tuned on the other folds' rows: the
-    threshold's honest score (the in-sample one is tuned on the rows it scores)."""
-    lists: list[list[str]] = [[] for _ in range(len(truth))]
-    for fold in np.unique(oof.folds):
-        held = np.flatnonzero(oof.folds == fold)
-        rest = np.flatnonzero(oof.folds != fold)
-        threshold, _, _ = tune_new_threshold(oof.take(rest), list(truth[rest]), metric_k, new_label)
-        for row, placed in zip(held, with_new_label(oof.take(held), _finite(threshold, oof), new_label, metric_k)):
-            lists[row] = placed
-    return map_at_k_lists(list(truth), lists, metric_k)
-
-
 def _finite(threshold: float, oof: TopK) -> float:
-    """A threshold JSON can hold: +inf (the new label first on every row) as a number above every score."""
-    return threshold if np.isfinite(threshold) else float(np.max(oof.scores, initial=0.0)) + 1.0
+    return finite_threshold(threshold, oof.scores)

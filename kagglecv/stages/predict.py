@@ -125,7 +125,7 @@ def predict_identities(run: RunDir, config: Config, inputs: StageInputs, console
         for fold, top in tops.items():
             write_top_k(run.fold(fold).test_path, top)
         write_top_k(run.test_path, blend_top_k(list(tops.values()), None, settings.top_k))
-    score = record.oof_tuned if record.oof_tuned is not None else map_at_k_lists(list(labels), oof.lists(), metric_k)
+    score = record.oof_nested if record.oof_nested is not None else map_at_k_lists(list(labels), oof.lists(), metric_k)
     return _record(run, config, inputs.metric.name, score, ["none"], {"none": score}, False, console)
 
 

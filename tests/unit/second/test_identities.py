@@ -17,7 +17,9 @@ from kagglecv.core.runs import RunDir
 from kagglecv.core.topk import (
     TopK,
     concat_top_k,
+    nested_new_label_lists,
     new_identity_truth,
+    tune_new_threshold,
     with_new_label,
     write_top_k,
 )
@@ -188,3 +190,23 @@ def test_the_submission_lists_follow_the_sample_with_the_new_label_at_the_thresh
     assert list(never["Id"]) == ["w_1 w_2 w_3 w_4 w_5"] * 2
     with pytest.raises(DataError, match="1 missing \\('b.jpg'\\)"):
         identity_submission(top.take(np.array([0])), record, ["w_1"], sample, tmp_path / "test.csv")
+
+
+def test_a_folds_new_label_placement_never_reads_its_own_truth():
+    """The nested score's lists: fold 0's rows are placed at the threshold tuned on folds 1 and 2, so making every
+    fold-0 row new moves the in-sample threshold and leaves fold 0's lists as they were."""
+    scores = np.sort(RNG.uniform(0.1, 0.9, (90, 6)), axis=1)[:, ::-1]
+    ranked = np.array([RNG.permutation(CLASSES[:8])[:6] for _ in range(90)], dtype=object)
+    folds = np.arange(90) % 3
+    top = TopK(np.array([f"r{i}" for i in range(90)], dtype=object), ranked, scores, folds)
+    new = RNG.random(90) < 0.3
+    scores[new] *= 0.5  # an unseen individual's nearest rows are farther
+    truth = np.where(new, "new_whale", ranked[:, 0]).astype(object)
+    planted = truth.copy()
+    planted[folds == 0] = "new_whale"
+    before = nested_new_label_lists(top, truth, "new_whale", 5)
+    after = nested_new_label_lists(top, planted, "new_whale", 5)
+    held = np.flatnonzero(folds == 0)
+    assert [before[i] for i in held] == [after[i] for i in held]
+    assert tune_new_threshold(top, list(truth), 5, "new_whale")[0] != tune_new_threshold(top, list(planted), 5,
+                                                                                         "new_whale")[0]
