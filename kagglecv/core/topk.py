@@ -63,8 +63,8 @@ def concat_top_k(parts: list[TopK], ids) -> TopK:
     missing, extra = wanted.difference(position.index).tolist(), position.index.difference(wanted).tolist()
     if doubled or missing or extra:
         raise DataError(f"the folds' top-k predictions do not hold each training id once: {len(doubled)} doubled "
-                        f"({summarize(doubled, quote=True)}), {len(missing)} missing ({summarize(missing, quote=True)}),"
-                        f" {len(extra)} unknown ({summarize(extra, quote=True)})")
+                        f"({summarize(doubled, quote=True)}), {len(missing)} missing "
+                        f"({summarize(missing, quote=True)}), {len(extra)} unknown ({summarize(extra, quote=True)})")
     return joined.take(position.loc[wanted].to_numpy())
 
 

@@ -143,7 +143,8 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     device = runtime.device
     own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     if config.model.identity is not None:  # an unseen identity's rows (new_whale) are no identity to learn
-        own_rows = known_identity_rows(*identity_labels(data.classes, data.targets, config.predict.identities), own_rows)
+        labels, new_label = identity_labels(data.classes, data.targets, config.predict.identities)
+        own_rows = known_identity_rows(labels, new_label, own_rows)
     scaling = _feature_scaling(config, data, own_rows)
     model = create_model(config.model, num_outputs(data.task, data.classes),
                          features_width=scaling.width if scaling else None)
