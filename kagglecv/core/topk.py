@@ -62,7 +62,7 @@ def concat_top_k(parts: list[TopK], ids) -> TopK:
     doubled = position.index[position.index.duplicated()].unique().tolist()
     missing, extra = wanted.difference(position.index).tolist(), position.index.difference(wanted).tolist()
     if doubled or missing or extra:
-        raise DataError(f"the folds' top-k predictions do not hold each training id once: {len(doubled)} doubled "
+        raise DataError(f"top-k predictions that do not hold each expected id once: {len(doubled)} doubled "
                         f"({summarize(doubled, quote=True)}), {len(missing)} missing "
                         f"({summarize(missing, quote=True)}), {len(extra)} unknown ({summarize(extra, quote=True)})")
     return joined.take(position.loc[wanted].to_numpy())
