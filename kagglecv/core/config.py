@@ -559,6 +559,9 @@ class IdentitiesConfig(_Section):
     top_k: int = Field(20, ge=1, le=1000, description="Identities kept per row in oof.csv and test.csv (at least "
                        "the metric's and the submission's k).")
     neighbours: int = Field(100, ge=1, le=10000, description="Nearest training embeddings searched per row.")
+    engine: Literal["auto", "sklearn", "faiss"] = Field(
+        "auto", description="The neighbour search: scikit-learn's brute force, or faiss's exact index (the faiss "
+        "extra); auto: faiss past a million gallery rows when it is installed.")
     logit_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the head's cosine to an identity's "
                                 "center against its nearest neighbour's cosine (0: neighbours only).")
     new_label: Optional[str] = Field(None, description="The label of an identity absent from training (new_whale, "

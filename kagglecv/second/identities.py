@@ -89,7 +89,7 @@ def fold_top_k(gallery: np.ndarray, gallery_labels: np.ndarray, queries: FoldOut
         raise KagglecvError(f"predict.identities.top_k: {settings.top_k} identities asked of a gallery of "
                             f"{len(known)}; lower it")
     near = neighbour_top_k(gallery, gallery_labels, queries.embeddings, query_ids, settings.top_k,
-                           settings.neighbours)
+                           settings.neighbours, settings.engine)
     near.scores = (near.scores + 1.0) / 2.0
     outside = ~np.isin(np.asarray(classes, dtype=object), known)
     centers = np.where(outside, -np.inf, (np.asarray(queries.cosines, dtype=np.float64) + 1.0) / 2.0)

@@ -22,11 +22,14 @@ def by_hand(gallery, labels, queries, k):
     return ranked
 
 
-def test_neighbour_ranking_equals_dense_cosine_similarity_by_hand():
+@pytest.mark.parametrize("engine", ["sklearn", "faiss"])
+def test_neighbour_ranking_equals_dense_cosine_similarity_by_hand(engine):
+    """scikit-learn's brute force and faiss's exact inner-product index over unit vectors (the faiss extra) rank
+    the same identities with the same cosines."""
     gallery = RNG.normal(size=(120, 16)).astype(np.float32)
     labels = np.array([f"w_{i % 37:02d}" for i in range(120)], dtype=object)
     queries = RNG.normal(size=(30, 16)).astype(np.float32)
-    top = neighbour_top_k(gallery, labels, queries, range(30), k=5, neighbours=120)
+    top = neighbour_top_k(gallery, labels, queries, range(30), k=5, neighbours=120, engine=engine)
     for row, expected in enumerate(by_hand(gallery, labels, queries, 5)):
         assert top.labels[row].tolist() == [label for label, _ in expected]
         np.testing.assert_allclose(top.scores[row], [value for _, value in expected], atol=1e-5)
