@@ -615,6 +615,17 @@ class SubmitConfig(_Section):
         "likeliest classes, most likely first (top_k), a regression target's values clipped to its range (values); "
         "auto: read from the sample's header and values.")
     top_k: int = Field(5, ge=1, le=100, description="format top_k: how many classes per row (auto: the sample's).")
+    other_label: Optional[str] = Field(
+        None, description="format label: the answer for an image of a class absent from training (UBC-OCEAN's "
+        "Other), written where the top probability is under a threshold tuned on OOF (each row's own class left "
+        "out stands for an unseen one).")
+    other_share: float = Field(0.1, gt=0.0, lt=1.0, description="other_label: the share of test images expected to "
+                               "be of an unseen class, which the tuning weighs against the seen ones.")
+
+    @field_validator("other_label", mode="before")
+    @classmethod
+    def _other_is_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
     @field_validator("threshold")
     @classmethod

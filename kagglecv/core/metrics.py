@@ -100,6 +100,32 @@ def grades_from_cutoffs(grade: np.ndarray, cutoffs) -> np.ndarray:
     return np.searchsorted(np.sort(np.asarray(cutoffs, dtype=np.float64)), grade, side="right")
 
 
+def tune_other_threshold(probabilities: np.ndarray, targets: np.ndarray, share: float) -> tuple[float, float, float]:
+    """The confidence under which a single-label submission writes its "other" label (a class absent from training,
+    UBC-OCEAN's ``Other``), tuned on OOF rows by leaving each row's own class out: a row stands for a seen image
+    (its probabilities as they are: right when its argmax is its class and it is kept) and for an image of an unseen
+    class (its probabilities without its own class, renormalised: right when routed to "other"). The threshold
+    maximises ``(1 - share) x`` the seen rows' accuracy ``+ share x`` the unseen rows' routing rate (``share``: the
+    test's expected fraction of unseen classes), exactly, over every distinct confidence. Returns (threshold,
+    accuracy with it, accuracy never routing: threshold 0)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=int)
+    rows = np.arange(len(targets))
+    seen_confidence = probabilities.max(axis=1)
+    seen_right = (probabilities.argmax(axis=1) == targets).astype(np.float64)
+    left = probabilities.copy()
+    left[rows, targets] = 0.0
+    unseen_confidence = left.max(axis=1) / np.maximum(1.0 - probabilities[rows, targets], 1e-12)
+    # at threshold t: the seen rows kept right (confidence >= t), the unseen rows routed (confidence < t)
+    candidates = np.unique(np.r_[0.0, seen_confidence, unseen_confidence, np.nextafter(1.0, 2.0)])
+    right = np.sort(seen_confidence[seen_right > 0])
+    kept = len(right) - np.searchsorted(right, candidates, "left")
+    routed = np.searchsorted(np.sort(unseen_confidence), candidates, "left")
+    accuracy = ((1.0 - share) * kept + share * routed) / max(len(targets), 1)
+    best = int(np.argmax(accuracy))
+    return float(candidates[best]), float(accuracy[best]), float(accuracy[0])
+
+
 def tune_grade_cutoffs(y_true, grade: np.ndarray, n_classes: int, candidates: int = 64, passes: int = 8) -> np.ndarray:
     """Cut-offs between consecutive grades that maximize QWK on (``y_true``, ``grade``): coordinate ascent from the
     midpoints 0.5, 1.5, ..., each cut-off tried at ``candidates`` quantiles of the grades between its neighbours,

@@ -179,6 +179,7 @@ class RunDir:
     per_class_ap_png = _file("per_class_ap.png")  # report, under runs/report.pictures/<run>/
     model_code_path = _file("model_code.py")      # train: the copy of an own-model file
     thresholds_path = _file("thresholds.json")    # pack: a bundle's per-class thresholds, tuned on OOF
+    other_path = _file("other.json")              # pack: a bundle's "other" label and its threshold, tuned on OOF
     cutoffs_path = _file("cutoffs.json")          # pack: a qwk_thresholds bundle's grade cut-offs, tuned on OOF
     inspect_path = _file("inspect.json")          # inspect: what the OOF predictions get wrong
     label_issues_path = _file("label_issues.csv") # inspect

@@ -123,8 +123,10 @@ def detect_format(sample: pd.DataFrame, classes: list[str], task: str, sample_pa
 
 def shaped_columns(aligned: np.ndarray, classes: list[str], fmt: str, value_columns: list[str], k: int,
                    thresholds: dict[str, float] | None, cutoffs, label_sep: str = " ",
-                   value_range: dict[str, tuple[float, float]] | None = None) -> dict[str, object]:
-    """The value columns of a submission of format ``fmt`` from rows x classes probabilities (or values)."""
+                   value_range: dict[str, tuple[float, float]] | None = None,
+                   other: tuple[str, float] | None = None) -> dict[str, object]:
+    """The value columns of a submission of format ``fmt`` from rows x classes probabilities (or values);
+    ``other``: (label, threshold) written instead of a label whose probability is under the threshold."""
     names = np.array(classes)
     if fmt == "values":
         low, high = (np.array([value_range[name][end] for name in classes]) if value_range else None for end in (0, 1))
@@ -139,7 +141,10 @@ def shaped_columns(aligned: np.ndarray, classes: list[str], fmt: str, value_colu
         return {value_columns[0]: _label_strings(aligned, classes, thresholds, label_sep)}
     if fmt == "label":
         chosen = aligned.argmax(axis=1) if cutoffs is None else grades_from_cutoffs(expected_grade(aligned), cutoffs)
-        return {value_columns[0]: names[chosen]}
+        labels = names[chosen].astype(object)
+        if other is not None:
+            labels[aligned.max(axis=1) < other[1]] = other[0]
+        return {value_columns[0]: labels}
     if fmt == "positive":
         return {value_columns[0]: aligned[:, 1]}
     column_of = {name: index for index, name in enumerate(classes)}
@@ -165,6 +170,16 @@ def checked_thresholds(recorded, classes: list[str], path: Path) -> dict[str, fl
         if not _real(recorded[name]) or not 0 <= recorded[name] <= 1:
             raise DataError(f"{path}: threshold of {name!r} is {recorded[name]!r}; expected a number in [0, 1]")
     return {name: float(recorded[name]) for name in classes}
+
+
+def checked_other(recorded, classes: list[str], path: Path) -> tuple[str, float]:
+    """A bundle's "other" answer (``other.json``): a label that is no class of the run, and a threshold in [0, 1]."""
+    if not isinstance(recorded, dict) or sorted(recorded) != ["label", "threshold"] or \
+            not isinstance(recorded["label"], str) or not recorded["label"] or recorded["label"] in classes or \
+            not _real(recorded["threshold"]) or not 0 <= recorded["threshold"] <= 1:
+        raise DataError(f"{path}: expected {{label, threshold}}: a label that is no class of the run and a number in "
+                        "[0, 1]")
+    return recorded["label"], float(recorded["threshold"])
 
 
 def checked_cutoffs(recorded, classes: list[str], path: Path) -> list[float]:

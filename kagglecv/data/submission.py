@@ -22,6 +22,7 @@ from kagglecv.core.metrics import (
     expected_grade,
     threshold_beta,
     tune_grade_cutoffs,
+    tune_other_threshold,
     uses_grade_cutoffs,
 )
 from kagglecv.core.predictions import (
@@ -40,6 +41,7 @@ from kagglecv.core.runs import RunDir, read_json
 from kagglecv.core.shapes import (
     SubmissionShape,
     checked_cutoffs,
+    checked_other,
     checked_thresholds,
     shaped_columns,
 )
@@ -63,6 +65,7 @@ class SubmissionDecisions:
     label_sep: str = " "
     value_range: dict[str, tuple[float, float]] | None = None  # regression: each target's values clipped to it
     long_id: str | None = None                        # data.long_id: one sample row per (image, class)
+    other: tuple[str, float] | None = None           # submit.other_label and its threshold tuned on OOF
 
 
 def decide_submission(run: RunDir, classes: list[str], task: str, *, threshold: str | float | None = None,
@@ -84,7 +87,28 @@ def decide_submission(run: RunDir, classes: list[str], task: str, *, threshold: 
         return _resolve_thresholds(parse_threshold(_configured_threshold(run)), run, classes)
 
     return SubmissionDecisions(_configured_shape(run), thresholds_for, _run_cutoffs(run, classes, task), label_sep,
-                               _run_range(run, task), _configured_long_id(run))
+                               _run_range(run, task), _configured_long_id(run), _run_other(run, classes, task))
+
+
+def _run_other(run: RunDir, classes: list[str], task: str) -> tuple[str, float] | None:
+    """``submit.other_label`` and its threshold: a bundle's recorded one, else tuned on the run's OOF predictions
+    (:func:`~kagglecv.core.metrics.tune_other_threshold`); None without the key."""
+    if run.other_path.is_file():
+        return checked_other(read_json(run.other_path, "the bundle's other label"), classes, run.other_path)
+    try:
+        submit = run.read_config().submit
+    except KagglecvError:
+        return None
+    if submit.other_label is None:
+        return None
+    if task != "multiclass" or submit.other_label in classes:
+        raise KagglecvError(f"submit.other_label: {submit.other_label!r} answers a single-label (multiclass) image of a "
+                            f"class absent from training; this run is {task} with classes {summarize(classes, 4)}")
+    if run.read_info().bundle is not None:
+        raise KagglecvError(f"{run.path}: a bundle without {run.other_path.name} for submit.other_label; pack it again")
+    _, data, oof = _oof_of_run(run, classes)
+    threshold, _, _ = tune_other_threshold(oof, data.targets, submit.other_share)
+    return submit.other_label, min(threshold, 1.0)
 
 
 def _configured_long_id(run: RunDir) -> str | None:
@@ -190,10 +214,12 @@ def build_submission(predictions: pd.DataFrame, predictions_path: Path, sample_p
     values = _align_to_sample(predictions, sample[id_col], predictions_path, sample_path)
     fmt, k = decisions.shape.resolve(sample, classes, task, sample_path)
     thresholds = decisions.thresholds_for() if fmt == "labels" else None
+    other = decisions.other if fmt == "label" else None
     columns = shaped_columns(values, classes, fmt, list(sample.columns[1:]), k, thresholds, decisions.cutoffs,
-                             decisions.label_sep, decisions.value_range)
+                             decisions.label_sep, decisions.value_range, other)
     out = pd.DataFrame({id_col: sample[id_col]} | columns)
-    validate_submission(out, sample, sample_path, fmt, classes, decisions.label_sep)
+    validate_submission(out, sample, sample_path, fmt, [*classes, *([other[0]] if other else [])],
+                        decisions.label_sep)
     return out, fmt, thresholds
 
 

@@ -30,7 +30,7 @@ from kagglecv.core.files import (
     write_json,
     write_text,
 )
-from kagglecv.core.metrics import uses_grade_cutoffs
+from kagglecv.core.metrics import tune_other_threshold, uses_grade_cutoffs
 from kagglecv.core.notebook import (
     DATASET_METADATA,
     KERNEL_METADATA,
@@ -141,11 +141,13 @@ def pack_run(source: Path, out: Path, *, wheels: bool = False, provided: tuple[s
         _copy_recipe(packed, building, format, _blend_record(fitted))
         parity = onnx_parity(packed, load_recipe(building)) if format == "onnx" else None
         write_text(building / "classes.txt", "\n".join(recipe.classes) + "\n")
-        thresholds, cutoffs = _packed_decisions(threshold, source, recipe, fitted)
+        thresholds, cutoffs, other = _packed_decisions(threshold, source, recipe, fitted)
         if thresholds is not None:
             write_json(RunDir(building).thresholds_path, thresholds)
         if cutoffs is not None:
             write_json(RunDir(building).cutoffs_path, cutoffs)
+        if other is not None:
+            write_json(RunDir(building).other_path, {"label": other[0], "threshold": other[1]})
         if wheels:
             wheel_names = build_wheelhouse(building / "wheels", KAGGLE_PROVIDES if provided is None else provided,
                                            console, wheel_platform or KAGGLE_PLATFORM,
@@ -170,18 +172,22 @@ def _check_packable(source: Path, format: str, fit: Budget | None) -> None:
 
 
 def _packed_decisions(threshold: str | None, source: Path, recipe: Recipe, fitted: FitResult | None
-                      ) -> tuple[dict[str, float] | None, list[float] | None]:
+                      ) -> tuple[dict[str, float] | None, list[float] | None, tuple[str, float] | None]:
     """The submission decisions a bundle records for ``infer``: the multi-label thresholds (only with
-    ``--threshold``) and a ``qwk_thresholds`` run's grade cut-offs, as ``submit`` decides them for the source; with
-    ``--fit``, tuned on the fitted recipe's OOF instead."""
+    ``--threshold``), a ``qwk_thresholds`` run's grade cut-offs and the ``submit.other_label`` threshold, as
+    ``submit`` decides them for the source; with ``--fit``, tuned on the fitted recipe's OOF instead."""
     decisions = decide_submission(RunDir(source), recipe.classes, recipe.task, threshold=threshold)
     if fitted is not None and threshold is not None and parse_threshold(threshold) == "oof":
         thresholds = thresholds_from_oof(fitted.targets, fitted.oof, recipe.classes, fitted.metric, recipe.task)
     else:
         thresholds = None if threshold is None else decisions.thresholds_for()
+    other = decisions.other
+    if fitted is not None and other is not None:
+        share = RunDir(source).read_config().submit.other_share
+        other = other[0], min(tune_other_threshold(fitted.oof, fitted.targets, share)[0], 1.0)
     if fitted is not None and uses_grade_cutoffs(fitted.metric, recipe.task):
-        return thresholds, cutoffs_from_oof(fitted.targets, fitted.oof, recipe.classes)
-    return thresholds, decisions.cutoffs
+        return thresholds, cutoffs_from_oof(fitted.targets, fitted.oof, recipe.classes), other
+    return thresholds, decisions.cutoffs, other
 
 
 def _blend_record(fitted: FitResult | None) -> dict | None:
