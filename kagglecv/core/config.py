@@ -773,10 +773,12 @@ class Config(_Section):
         used = [key for key, value in {"train.mixup": self.train.mixup, "train.cutmix": self.train.cutmix,
                                        "pseudo": self.pseudo, "distill": self.distill,
                                        "train.norm_lr_scale": self.train.norm_lr_scale,
-                                       "train.loss": self.train.loss not in ("auto", "ce")}.items() if value]
+                                       "train.loss": self.train.loss not in ("auto", "ce"),
+                                       "predict.tta": self.predict.tta != ["none"]}.items() if value]
         if used:
             raise ValueError(f"model.identity with {', '.join(used)}: the ArcFace margin needs each image's one "
-                             "identity, cross-entropy, and the head sets its own learning rate; turn them off")
+                             "identity and cross-entropy, the head sets its own learning rate, and the neighbours "
+                             "search one view; turn them off")
 
     def _loss_fits_the_target(self) -> None:
         """Regression losses for a numeric target, class losses and class tools for the others."""

@@ -69,6 +69,8 @@ def predict_run(run_path: Path, tta: list[str] | str | None = None, console: Con
     if missing:
         raise KagglecvError(f"{run.path}: folds {missing} are not trained yet; run `kagglecv train` first")
     if config.model.identity is not None:
+        if views != ["none"]:
+            raise KagglecvError(f"--tta {tta}: a model.identity run predicts without TTA (none)")
         return predict_identities(run, config, inputs, console)
     recipe = RunRecipe(run, config, data.task, data.classes, views, config.predict.tta_space,
                        fold_weights(run, config, n_folds, predicted=True))
@@ -100,8 +102,6 @@ def predict_identities(run: RunDir, config: Config, inputs: StageInputs, console
     each fold's gallery (its training rows' embeddings) written, its held-out rows and the test ranked by
     neighbours and head cosines; then ``identities.json``, the new label's threshold tuned on OOF."""
     data, fold_of, settings = inputs.data, inputs.fold_of, config.predict.identities
-    if config.predict.tta != ["none"]:
-        raise KagglecvError(f"predict.tta: {config.predict.tta}; a model.identity run predicts without TTA (none)")
     metric_k = _metric_k(inputs.metric.name)
     labels, new_label = identity_labels(data.classes, data.targets, settings)
     recipe = RunRecipe(run, config, data.task, data.classes, ["none"], "prob",

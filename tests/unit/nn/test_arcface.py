@@ -77,6 +77,7 @@ def test_identity_settings_that_cannot_train_it_are_refused_at_load():
     for change, message in [({"train": {"mixup": 0.2}}, "train.mixup"),
                             ({"data": {"train_csv": "t.csv", "target": "Id", "task": "regression"}}, "multiclass"),
                             ({"model": {"identity": {}, "head": {"hidden": [8]}}}, "model.head and model.identity"),
-                            ({"train": {"loss": "focal"}}, "train.loss")]:
+                            ({"train": {"loss": "focal"}}, "train.loss"),
+                            ({"predict": {"tta": ["none", "hflip"]}}, "predict.tta")]:
         with pytest.raises(ValidationError, match=message):
             Config.model_validate(base | change)
