@@ -19,6 +19,7 @@ from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
 from kagglecv.core.files import atomic_folder, write_csv, write_json
 from kagglecv.core.predictions import read_predictions
+from kagglecv.core.topk import read_top_k
 from kagglecv.data.features import with_features
 from kagglecv.data.inputs import load_run_table
 from kagglecv.data.load import load_test
@@ -46,7 +47,7 @@ def embed_run(source: Path, batch_size: int | None = None, workers: int | None =
     run = recipe.run.for_writing("embed")
     config = recipe.config
     data = load_run_table(run, config, with_images=True)
-    oof = read_predictions(run.oof_path, recipe.classes, oof=True)
+    oof = _held_out_ids(run, recipe.classes)
     position = pd.Series(np.arange(len(data)), index=data.ids)
     rows, folds = position.loc[oof["id"]].to_numpy(), oof["fold"].to_numpy()
     test = _test_table(config, recipe)
@@ -73,6 +74,14 @@ def embed_run(source: Path, batch_size: int | None = None, workers: int | None =
                                                   "sources": {str(k): v for k, v in recipe.sources.items()},
                                                   "oof_rows": len(oof), "test_rows": 0 if test is None else len(test)})
     return EmbedResult(run.path / EMBEDDINGS, int(held_out.shape[1]), len(oof), 0 if test is None else len(test))
+
+
+def _held_out_ids(run, classes: list[str]) -> pd.DataFrame:
+    """``id`` and ``fold`` of the run's OOF rows, from its class-column or its top-k ``oof.csv`` (identities)."""
+    if run.identities_path.is_file():
+        top = read_top_k(run.oof_path)
+        return pd.DataFrame({"id": top.ids, "fold": top.folds})
+    return read_predictions(run.oof_path, classes, oof=True)[["id", "fold"]]
 
 
 def _test_table(config, recipe: RunRecipe):

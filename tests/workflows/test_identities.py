@@ -123,6 +123,9 @@ def test_a_whale_playground_goes_through_init_and_run_with_arcface_neighbours_an
     scored = score_submission(submission_path, tmp_path / "solution.csv", "map@5")
     assert scored == pytest.approx(expected, abs=1e-9) and expected > 0.2
 
+    invoke("embed", "runs/whale-categorization-playground")  # the identity embeddings, for a second stage
+    embedded = np.load(runs / "whale-categorization-playground" / "embeddings" / "oof.npy")
+    assert embedded.shape == (len(pd.read_csv(folder / "train.csv")), 64) and np.isfinite(embedded).all()
     _assert_replayed(runs / "whale-categorization-playground", folder, tmp_path / "run-replayed.csv")
     _assert_held_out_rows_rank_only_identities_of_the_other_folds(runs / "whale-categorization-playground", folder)
 
