@@ -65,7 +65,8 @@ def write_run(folder: Path, name: str, train: pd.DataFrame, test_ids: np.ndarray
     run.path.mkdir(parents=True)
     config = {"experiment": name, "metric": "map@5", "data": {
         "train_csv": str(folder / "train.csv"), "id_col": "Image", "target": "Id", "task": "multiclass",
-        "image_dir": str(folder / "images")}, "model": {"identity": {}}, "predict": {"identities": {"top_k": k, "new_label": "new_whale"}}}
+        "image_dir": str(folder / "images")}, "model": {"identity": {}},
+        "predict": {"identities": {"top_k": k, "new_label": "new_whale"}}}
     run.config_path.write_text(dump_config(validate_config(config)))
     run.write_info({"experiment": name, "task": "multiclass", "classes": sorted(set(train["Id"])),
                     "folds_sha256": "bench", "n_folds": 5})

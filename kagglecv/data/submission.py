@@ -102,8 +102,8 @@ def _run_other(run: RunDir, classes: list[str], task: str) -> tuple[str, float] 
     if submit.other_label is None:
         return None
     if task != "multiclass" or submit.other_label in classes:
-        raise KagglecvError(f"submit.other_label: {submit.other_label!r} answers a single-label (multiclass) image of a "
-                            f"class absent from training; this run is {task} with classes {summarize(classes, 4)}")
+        raise KagglecvError(f"submit.other_label: {submit.other_label!r} answers a single-label (multiclass) image of "
+                            f"a class absent from training; this run is {task} with classes {summarize(classes, 4)}")
     if run.read_info().bundle is not None:
         raise KagglecvError(f"{run.path}: a bundle without {run.other_path.name} for submit.other_label; pack it again")
     _, data, oof = _oof_of_run(run, classes)
