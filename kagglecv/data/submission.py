@@ -101,7 +101,10 @@ def _run_other(run: RunDir, classes: list[str], task: str) -> tuple[str, float] 
         return None
     if submit.other_label is None:
         return None
-    if task != "multiclass" or submit.other_label in classes:
+    if submit.other_label in classes:
+        raise KagglecvError(f"submit.other_label: {submit.other_label!r} is a class of the run; the other answer "
+                            "names a class absent from training")
+    if task != "multiclass":
         raise KagglecvError(f"submit.other_label: {submit.other_label!r} answers a single-label (multiclass) image of "
                             f"a class absent from training; this run is {task} with classes {summarize(classes, 4)}")
     if run.read_info().bundle is not None:
