@@ -34,7 +34,7 @@ from kagglecv.core.predictions import (
     write_predictions,
 )
 from kagglecv.core.runs import ENSEMBLE_PREFIX, RunDir, member_reference
-from kagglecv.core.topk import blend_top_k, write_top_k
+from kagglecv.core.topk import blend_top_k, read_top_k, write_top_k
 from kagglecv.data.inputs import competition_metric
 from kagglecv.data.members import (
     IdentityMembers,
@@ -90,28 +90,27 @@ def _blend_identities(members: IdentityMembers, method: str, out: Path, weights:
     shares = _identity_weights(weights if method == "weighted" else None, len(names))
     config = validate_config(members.config)
     settings, metric_k = config.predict.identities, RunDir(members.paths[0]).read_identity_record().metric_k
-    oof = replace(blend_top_k(members.oof, shares, settings.top_k), folds=members.oof[0].folds)
     labels, new_label = identity_labels(members.data.classes, members.data.targets, settings)
-    record = tuned_identities(oof, labels, new_label, metric_k, settings)
     singles = {name: RunDir(path).read_identity_record().oof_nested for name, path in zip(names, members.paths)}
     best = max(singles.items(), key=lambda item: item[1] or 0.0)
-    result = EnsembleResult(name=out.name, method=method, metric=f"map@{metric_k}", weights=dict(zip(names, shares)),
-                            best_single=best, in_sample=record.oof_tuned, nested=record.oof_nested, nested_per_fold={},
-                            correlation=pd.DataFrame(), marginal_gain={}, path=out)
     with atomic_folder(out, replace=True) as building:
         run = RunDir(building)
-        write_top_k(run.oof_path, oof)
+        write_top_k(run.oof_path, replace(blend_top_k(members.oof, shares, settings.top_k), folds=members.oof[0].folds))
+        record = tuned_identities(read_top_k(run.oof_path), labels, new_label, metric_k, settings)  # as written
         if members.test is not None:
             write_top_k(run.test_path, blend_top_k(members.test, shares, settings.top_k))
         run.write_identity_record(record)
-        run.write_blend_recipe({"method": method, "metric": result.metric, "weights": result.weights, "power": 1.0})
-        write_json(run.blend_score_path, {"metric": result.metric, "single_scores": singles,
+        run.write_blend_recipe({"method": method, "metric": f"map@{metric_k}", "weights": dict(zip(names, shares)),
+                                "power": 1.0})
+        write_json(run.blend_score_path, {"metric": f"map@{metric_k}", "single_scores": singles,
                                           "best_single": {"run": best[0], "score": best[1]},
-                                          "in_sample": result.in_sample, "nested": result.nested})
+                                          "in_sample": record.oof_tuned, "nested": record.oof_nested})
         _write_run_files(run, members, name=out.name, method=method, out_path=out)
-        write_json(run.score_path, score_identities(run, members.data, resolve_metric(result.metric, "multiclass"))
-                   .to_dict())
-    return result
+        write_json(run.score_path, score_identities(run, members.data, resolve_metric(f"map@{metric_k}",
+                                                                                      "multiclass")).to_dict())
+    return EnsembleResult(name=out.name, method=method, metric=f"map@{metric_k}", weights=dict(zip(names, shares)),
+                          best_single=best, in_sample=record.oof_tuned, nested=record.oof_nested, nested_per_fold={},
+                          correlation=pd.DataFrame(), marginal_gain={}, path=out)
 
 
 def _identity_weights(weights: list[float] | None, runs: int) -> np.ndarray:

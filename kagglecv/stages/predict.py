@@ -24,7 +24,7 @@ from kagglecv.core.predictions import (
     write_predictions,
 )
 from kagglecv.core.runs import RunDir
-from kagglecv.core.topk import blend_top_k, concat_top_k, write_top_k
+from kagglecv.core.topk import blend_top_k, concat_top_k, read_top_k, write_top_k
 from kagglecv.data.inputs import StageInputs, load_stage_inputs
 from kagglecv.nn.inference import tta_view
 from kagglecv.nn.recipe import RunRecipe, fold_weights, held_out_view_logits
@@ -116,8 +116,8 @@ def predict_identities(run: RunDir, config: Config, inputs: StageInputs, console
                          data.classes, settings)
         held_out.append(replace(top, folds=np.full(len(rows), fold)))
         console.line(f"fold {fold}: ranked {len(rows)} held-out rows among {len(own)} gallery rows")
-    oof = concat_top_k(held_out, data.ids)
-    write_top_k(run.oof_path, oof)
+    write_top_k(run.oof_path, concat_top_k(held_out, data.ids))
+    oof = read_top_k(run.oof_path)  # tuned on the scores as written (7 digits), which score.json reads back
     record = tuned_identities(oof, labels, new_label, metric_k, settings)
     run.write_identity_record(record)
     if inputs.test is not None:
