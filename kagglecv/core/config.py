@@ -10,11 +10,12 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -355,6 +356,14 @@ class FeaturesHeadConfig(_Section):
                             "train.lr times this: new layers beside a pretrained backbone.")
 
 
+def _number_as_text(value: Any) -> Any:
+    """YAML and --set read ``new_label: 0`` as a number; labels are the table's text."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+TextLabel = Annotated[str, BeforeValidator(_number_as_text)]
+
+
 class IdentityHeadConfig(_Section):
     """Identities (Happywhale, Hotel-ID, landmarks): the backbone's feature map through a GeM + BatchNorm neck to an
     embedding, and a sub-center ArcFace head (Deng et al. 2020) over the identities; the run predicts by nearest
@@ -564,16 +573,11 @@ class IdentitiesConfig(_Section):
         "extra); auto: faiss past a million gallery rows when it is installed.")
     logit_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the head's cosine to an identity's "
                                 "center against its nearest neighbour's cosine (0: neighbours only).")
-    new_label: Optional[str] = Field(None, description="The label of an identity absent from training (new_whale, "
-                                     "new_individual); when omitted, whichever of those the training table holds.")
+    new_label: Optional[TextLabel] = Field(None, description="The label of an identity absent from training "
+                                           "(new_whale, new_individual); when omitted, whichever of those the "
+                                           "training table holds.")
     tune_new: bool = Field(True, description="Insert new_label below a score threshold tuned on OOF to maximise "
                            "MAP@k; false: never.")
-
-    @field_validator("new_label", mode="before")
-    @classmethod
-    def _label_is_text(cls, value: Any) -> Any:
-        """YAML and --set read ``new_label: 0`` as a number; labels are the table's text."""
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 class PredictConfig(_Section):
@@ -615,17 +619,12 @@ class SubmitConfig(_Section):
         "likeliest classes, most likely first (top_k), a regression target's values clipped to its range (values); "
         "auto: read from the sample's header and values.")
     top_k: int = Field(5, ge=1, le=100, description="format top_k: how many classes per row (auto: the sample's).")
-    other_label: Optional[str] = Field(
+    other_label: Optional[TextLabel] = Field(
         None, description="format label: the answer for an image of a class absent from training (UBC-OCEAN's "
         "Other), written where the top probability is under a threshold tuned on OOF (each row's own class left "
         "out stands for an unseen one).")
     other_share: float = Field(0.1, gt=0.0, lt=1.0, description="other_label: the share of test images expected to "
                                "be of an unseen class, which the tuning weighs against the seen ones.")
-
-    @field_validator("other_label", mode="before")
-    @classmethod
-    def _other_is_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
     @field_validator("threshold")
     @classmethod

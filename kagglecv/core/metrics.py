@@ -575,11 +575,16 @@ def parametrized_metric(name: str) -> Metric | None:
     if name.startswith("weighted_log_loss:"):
         return Metric(name, _weighted_log_loss_of(name), False, ("multilabel",))
     if name.startswith("map@"):
-        k = name[4:]
-        if not k.isdigit() or not 1 <= int(k) <= 100:
+        k = map_k_of(name)
+        if k is None or not 1 <= k <= 100:
             raise ValueError(f"metric {name!r}: expected map@<k> with k a whole number from 1 to 100, e.g. map@5")
-        return Metric(name, lambda y, s: map_at_k(y, s, int(k)), True, ("multiclass",))
+        return Metric(name, lambda y, s: map_at_k(y, s, k), True, ("multiclass",))
     return None
+
+
+def map_k_of(name: str) -> int | None:
+    """``k`` of a metric named ``map@<k>`` (k digits), None for any other name."""
+    return int(name[4:]) if name.startswith("map@") and name[4:].isdigit() else None
 
 
 def heads_parts(name: str) -> tuple[Metric, dict[str, float]]:

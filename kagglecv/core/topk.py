@@ -50,6 +50,10 @@ class TopK:
         return TopK(self.ids[positions], self.labels[positions], self.scores[positions],
                     None if self.folds is None else self.folds[positions])
 
+    def ordered_as(self, ids) -> "TopK":
+        """The rows of ``ids``, in that order (each must be held once: the caller has compared the ids)."""
+        return self.take(pd.Series(np.arange(len(self.ids)), index=self.ids).loc[list(ids)].to_numpy())
+
 
 def concat_top_k(parts: list[TopK], ids) -> TopK:
     """Top-k files of disjoint rows (a run's folds) joined in the order of ``ids``; every id exactly once, or an
@@ -57,15 +61,14 @@ def concat_top_k(parts: list[TopK], ids) -> TopK:
     joined = TopK(np.concatenate([part.ids for part in parts]), np.concatenate([part.labels for part in parts]),
                   np.concatenate([part.scores for part in parts]),
                   None if any(part.folds is None for part in parts) else np.concatenate([part.folds for part in parts]))
-    position = pd.Series(np.arange(len(joined.ids)), index=joined.ids)
-    wanted = pd.Index(np.asarray(ids, dtype=object))
-    doubled = position.index[position.index.duplicated()].unique().tolist()
-    missing, extra = wanted.difference(position.index).tolist(), position.index.difference(wanted).tolist()
+    held, wanted = pd.Index(joined.ids), pd.Index(np.asarray(ids, dtype=object))
+    doubled = held[held.duplicated()].unique().tolist()
+    missing, extra = wanted.difference(held).tolist(), held.difference(wanted).tolist()
     if doubled or missing or extra:
         raise DataError(f"top-k predictions that do not hold each expected id once: {len(doubled)} doubled "
                         f"({summarize(doubled, quote=True)}), {len(missing)} missing "
                         f"({summarize(missing, quote=True)}), {len(extra)} unknown ({summarize(extra, quote=True)})")
-    return joined.take(position.loc[wanted].to_numpy())
+    return joined.ordered_as(wanted)
 
 
 def top_k_of_scores(ids, scores: np.ndarray, classes: list[str], k: int, folds=None) -> TopK:

@@ -71,8 +71,8 @@ def score_identities(run: RunDir, data: CompetitionData, metric: Metric) -> Scor
         raise KagglecvError(f"--metric {metric.name}: {run.path} ranks identities for map@{record.metric_k}")
     top = read_top_k(run.oof_path)
     require_same_ids(top.ids, data.ids, run.oof_path, data.source, "unknown")
-    top = top.take(pd.Series(np.arange(len(top.ids)), index=top.ids).loc[data.ids].to_numpy())
-    labels = np.asarray(data.classes, dtype=object)[np.asarray(data.targets, dtype=int)]
+    top = top.ordered_as(data.ids)
+    labels = data.class_names()
     truth = labels if record.new_label is None else new_identity_truth(labels, top.folds, record.new_label)
     k = record.metric_k
     tuned = record.new_label is not None and record.threshold is not None

@@ -189,9 +189,8 @@ def identity_submission(top: TopK, record: IdentityRecord, classes: list[str], s
         raise DataError(f"{sample_path}: expected an id column and one column of identities, got "
                         f"{summarize(list(sample.columns), quote=True)}")
     id_col = sample.columns[0]
-    positions = pd.Series(np.arange(len(top.ids)), index=top.ids)
     require_same_ids(top.ids, sample[id_col], predictions_path, sample_path, "extra")
-    ordered = top.take(positions.loc[sample[id_col]].to_numpy())
+    ordered = top.ordered_as(sample[id_col])
     k = record.metric_k
     if record.new_label is None:
         lists = [row[:k] for row in ordered.lists()]

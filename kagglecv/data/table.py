@@ -195,6 +195,10 @@ class CompetitionData:
         onehot[np.arange(len(self)), labels] = 1
         return onehot
 
+    def class_names(self) -> np.ndarray:
+        """Each row's class name (a single-label table: multiclass or binary)."""
+        return np.asarray(self.classes, dtype=object)[np.asarray(self.targets, dtype=int)]
+
     def strata(self) -> tuple[list[str], np.ndarray]:
         """What folds stratify on and count, a name and a label per row: the classes, or for a regression target the
         quantile bins of its first column (:func:`target_bins`)."""

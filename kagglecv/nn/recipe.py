@@ -81,6 +81,12 @@ class RunRecipe:
         logits = self.view_logits(fold, images, rows, self.views, progress, batch_size, workers, features)
         return combine_views([logits[name] for name in self.views], self.task, self.space)
 
+    def _predictor(self, batch_size: int | None, workers: int | None):
+        """The fold-model runner, with the command's batch size and loader workers (torch: only when a model runs)."""
+        from kagglecv.nn.inference import FoldPredictor
+
+        return FoldPredictor(with_loader_settings(self.config, batch_size, workers), self.run, self.task, self.classes)
+
     def _checked(self, fold: int, values: np.ndarray, expected: tuple[int, int], what: str) -> np.ndarray:
         """A fold's predictions of the run's shape, every value finite; else one error naming the run and fold."""
         if values.shape != expected and expected[0]:
@@ -99,10 +105,7 @@ class RunRecipe:
         if self.format == "onnx":
             raise KagglecvError(f"{self.run.path}: an ONNX bundle gives probabilities of its packed views only; use "
                                 "the run it was packed from")
-        from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
-
-        predictor = FoldPredictor(with_loader_settings(self.config, batch_size, workers), self.run, self.task,
-                                  self.classes)
+        predictor = self._predictor(batch_size, workers)
         model = predictor.load(fold, self.sources[fold])
         logits = predictor.views(model, images, rows, views, progress=progress, features=features)
         for name, values in logits.items():
@@ -115,10 +118,7 @@ class RunRecipe:
         if self.format == "onnx" or fold not in self.sources:
             raise KagglecvError(f"{self.run.path}: no fold {fold} model to embed with (an ONNX bundle gives "
                                 "probabilities only)")
-        from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
-
-        predictor = FoldPredictor(with_loader_settings(self.config, batch_size, workers), self.run, self.task,
-                                  self.classes)
+        predictor = self._predictor(batch_size, workers)
         model = predictor.load(fold, self.sources[fold])
         return predictor.embeddings(model, test.images, np.arange(len(test)), test.features)
 
@@ -127,10 +127,7 @@ class RunRecipe:
         """An identity run's fold ``fold``: the embeddings of ``rows`` of ``images`` and the head's cosines."""
         if self.config.model.identity is None or self.format != "torch":
             raise KagglecvError(f"{self.run.path}: not a model.identity run with its fold models")
-        from kagglecv.nn.inference import FoldPredictor  # torch: only when a model runs
-
-        predictor = FoldPredictor(with_loader_settings(self.config, batch_size, workers), self.run, self.task,
-                                  self.classes)
+        predictor = self._predictor(batch_size, workers)
         progress = console.progress(f"{self.run.name} fold {fold}", len(rows)) if console else None
         embeddings, cosines = predictor.identity_outputs(predictor.load(fold, self.sources[fold]), images, rows,
                                                          progress)

@@ -31,6 +31,7 @@ from kagglecv.core.topk import (
     top_k_of_scores,
     tune_new_threshold,
 )
+from kagglecv.data.table import CompetitionData
 from kagglecv.second.neighbours import neighbour_top_k
 
 
@@ -55,12 +56,11 @@ def reserved_label(settings: IdentitiesConfig, classes: list[str], counts: dict[
     return next((name for name in RESERVED_IDENTITY_NAMES if name in classes), None)
 
 
-def identity_labels(classes: list[str], targets: np.ndarray, settings: IdentitiesConfig
-                    ) -> tuple[np.ndarray, str | None]:
+def identity_labels(data: CompetitionData, settings: IdentitiesConfig) -> tuple[np.ndarray, str | None]:
     """Each row's identity and the reserved label (:func:`reserved_label`)."""
-    labels = np.asarray(classes, dtype=object)[np.asarray(targets, dtype=int)]
+    labels = data.class_names()
     names, counts = np.unique(labels, return_counts=True)
-    return labels, reserved_label(settings, classes, dict(zip(names, counts)))
+    return labels, reserved_label(settings, data.classes, dict(zip(names, counts)))
 
 
 def check_identities(labels: np.ndarray, new_label: str | None, top_k: int | None = None) -> None:
@@ -105,18 +105,15 @@ def tuned_identities(oof: TopK, labels: np.ndarray, new_label: str | None, metri
         raise KagglecvError(f"predict.identities.top_k: {settings.top_k} identities kept, fewer than the metric's "
                             f"{metric_k}; raise it")
     if new_label is None:
-        return IdentityRecord(top_k=settings.top_k, metric_k=metric_k)
+        return IdentityRecord(top_k=settings.top_k, metric_k=metric_k,
+                              oof_never=map_at_k_lists(list(labels), oof.lists(), metric_k))
     truth = new_identity_truth(labels, oof.folds, new_label)
     threshold, tuned, never = tune_new_threshold(oof, list(truth), metric_k, new_label)
     if not settings.tune_new:
         return IdentityRecord(top_k=settings.top_k, metric_k=metric_k, new_label=new_label, oof_never=never,
                               oof_tuned=never, oof_nested=never, new_rows=int((truth == new_label).sum()))
     return IdentityRecord(top_k=settings.top_k, metric_k=metric_k, new_label=new_label,
-                          threshold=_finite(threshold, oof), oof_never=never, oof_tuned=tuned,
+                          threshold=finite_threshold(threshold, oof.scores), oof_never=never, oof_tuned=tuned,
                           oof_nested=map_at_k_lists(list(truth), nested_new_label_lists(oof, truth, new_label,
                                                                                         metric_k), metric_k),
                           new_rows=int((truth == new_label).sum()))
-
-
-def _finite(threshold: float, oof: TopK) -> float:
-    return finite_threshold(threshold, oof.scores)

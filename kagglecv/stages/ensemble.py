@@ -90,7 +90,8 @@ def _blend_identities(members: IdentityMembers, method: str, out: Path, weights:
     shares = _identity_weights(weights if method == "weighted" else None, len(names))
     config = validate_config(members.config)
     settings, metric_k = config.predict.identities, RunDir(members.paths[0]).read_identity_record().metric_k
-    labels, new_label = identity_labels(members.data.classes, members.data.targets, settings)
+    metric = f"map@{metric_k}"
+    labels, new_label = identity_labels(members.data, settings)
     singles = {name: RunDir(path).read_identity_record().oof_nested for name, path in zip(names, members.paths)}
     best = max(singles.items(), key=lambda item: item[1] or 0.0)
     with atomic_folder(out, replace=True) as building:
@@ -100,15 +101,13 @@ def _blend_identities(members: IdentityMembers, method: str, out: Path, weights:
         if members.test is not None:
             write_top_k(run.test_path, blend_top_k(members.test, shares, settings.top_k))
         run.write_identity_record(record)
-        run.write_blend_recipe({"method": method, "metric": f"map@{metric_k}", "weights": dict(zip(names, shares)),
-                                "power": 1.0})
-        write_json(run.blend_score_path, {"metric": f"map@{metric_k}", "single_scores": singles,
+        run.write_blend_recipe({"method": method, "metric": metric, "weights": dict(zip(names, shares)), "power": 1.0})
+        write_json(run.blend_score_path, {"metric": metric, "single_scores": singles,
                                           "best_single": {"run": best[0], "score": best[1]},
                                           "in_sample": record.oof_tuned, "nested": record.oof_nested})
         _write_run_files(run, members, name=out.name, method=method, out_path=out)
-        write_json(run.score_path, score_identities(run, members.data, resolve_metric(f"map@{metric_k}",
-                                                                                      "multiclass")).to_dict())
-    return EnsembleResult(name=out.name, method=method, metric=f"map@{metric_k}", weights=dict(zip(names, shares)),
+        write_json(run.score_path, score_identities(run, members.data, resolve_metric(metric, "multiclass")).to_dict())
+    return EnsembleResult(name=out.name, method=method, metric=metric, weights=dict(zip(names, shares)),
                           best_single=best, in_sample=record.oof_tuned, nested=record.oof_nested, nested_per_fold={},
                           correlation=pd.DataFrame(), marginal_gain={}, path=out)
 

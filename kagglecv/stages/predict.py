@@ -8,7 +8,6 @@ Each image is decoded once; every TTA view is made from the batch tensor (flips,
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from kagglecv.core.config import Config
 from kagglecv.core.console import Console
 from kagglecv.core.errors import KagglecvError
-from kagglecv.core.metrics import map_at_k_lists
+from kagglecv.core.metrics import map_k_of
 from kagglecv.core.predictions import (
     combine_views,
     read_aligned,
@@ -103,7 +102,7 @@ def predict_identities(run: RunDir, config: Config, inputs: StageInputs, console
     neighbours and head cosines; then ``identities.json``, the new label's threshold tuned on OOF."""
     data, fold_of, settings = inputs.data, inputs.fold_of, config.predict.identities
     metric_k = _metric_k(inputs.metric.name)
-    labels, new_label = identity_labels(data.classes, data.targets, settings)
+    labels, new_label = identity_labels(data, settings)
     recipe = RunRecipe(run, config, data.task, data.classes, ["none"], "prob",
                        fold_weights(run, config, inputs.n_folds, predicted=True))
     run.predict_path.unlink(missing_ok=True)  # written last: its presence says oof.csv and test.csv are whole
@@ -125,16 +124,16 @@ def predict_identities(run: RunDir, config: Config, inputs: StageInputs, console
         for fold, top in tops.items():
             write_top_k(run.fold(fold).test_path, top)
         write_top_k(run.test_path, blend_top_k(list(tops.values()), None, settings.top_k))
-    score = record.oof_nested if record.oof_nested is not None else map_at_k_lists(list(labels), oof.lists(), metric_k)
+    score = record.oof_nested if record.oof_nested is not None else record.oof_never
     return _record(run, config, inputs.metric.name, score, ["none"], {"none": score}, False, console)
 
 
 def _metric_k(metric: str) -> int:
-    found = re.fullmatch(r"map@(\d+)", metric)
-    if found is None:
+    k = map_k_of(metric)
+    if k is None:
         raise KagglecvError(f"metric: {metric}; a model.identity run ranks identities and is scored by MAP@k "
                             "(metric: map@5)")
-    return int(found.group(1))
+    return k
 
 
 def record_trained_predictions(run_path: Path, inputs: StageInputs, console: Console | None = None) -> PredictResult:

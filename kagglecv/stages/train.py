@@ -242,7 +242,7 @@ def _rank_full_fit_identities(run: RunDir, cv_run: RunDir, config: Config, data:
                               test: CompetitionData, console: Console) -> None:
     """A ``model.identity`` refit: its gallery is every training row (less an unseen identity's), its test ranked
     there, and the new label placed at the threshold the CV run tuned on its OOF rows."""
-    labels, new_label = identity_labels(data.classes, data.targets, config.predict.identities)
+    labels, new_label = identity_labels(data, config.predict.identities)
     recipe = RunRecipe(run, config, data.task, data.classes, ["none"], "prob", {0: run.fold(0).read_done().source})
     recipe.record_gallery(0, data, known_identity_rows(labels, new_label, np.arange(len(data))), labels)
     run.write_identity_record(cv_run.read_identity_record())

@@ -143,7 +143,7 @@ def build_fold_components(config: Config, data: CompetitionData, fold_of: np.nda
     device = runtime.device
     own_rows, valid_rows = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     if config.model.identity is not None:  # an unseen identity's rows (new_whale) are no identity to learn
-        labels, new_label = identity_labels(data.classes, data.targets, config.predict.identities)
+        labels, new_label = identity_labels(data, config.predict.identities)
         own_rows = known_identity_rows(labels, new_label, own_rows)
     scaling = _feature_scaling(config, data, own_rows)
     model = create_model(config.model, num_outputs(data.task, data.classes),
@@ -401,5 +401,5 @@ def check_fold_settings(config: Config, data: CompetitionData) -> None:
     if config.train.class_weights and data.task == "multiclass" and config.train.loss not in ("auto", "ce"):
         raise KagglecvError(f"train.class_weights works with loss ce for multiclass, got {config.train.loss!r}")
     if config.model.identity is not None:
-        check_identities(*identity_labels(data.classes, data.targets, config.predict.identities),
+        check_identities(*identity_labels(data, config.predict.identities),
                          config.predict.identities.top_k)

@@ -3,6 +3,7 @@ cosines masked to the gallery's identities, the new label's threshold recorded a
 rules, the gallery file read without unpickling, the submission's lists."""
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from kagglecv.core.topk import (
 )
 from kagglecv.data.members import read_gallery, write_gallery
 from kagglecv.data.submission import identity_submission
+from kagglecv.data.table import CompetitionData
 from kagglecv.second.identities import (
     FoldOutputs,
     check_identities,
@@ -125,7 +127,9 @@ def test_the_reserved_label_comes_from_the_table_or_the_config_never_from_an_ide
     assert reserved_label(IdentitiesConfig(new_label="new_individual"), ["w_1"], {"w_1": 2}) == "new_individual"
     with pytest.raises(KagglecvError, match="'w_1' is a training identity \\(2 rows\\)"):
         reserved_label(IdentitiesConfig(new_label="w_1"), ["w_1"], {"w_1": 2})
-    labels, new_label = identity_labels(["new_whale", "w_1"], np.array([0, 1, 1, 0]), IdentitiesConfig())
+    table = CompetitionData(np.array(list("abcd"), dtype=object), None, "multiclass", ["new_whale", "w_1"],
+                            np.array([0, 1, 1, 0]), None, Path("train.csv"))
+    labels, new_label = identity_labels(table, IdentitiesConfig())
     assert new_label == "new_whale" and list(known_identity_rows(labels, new_label, np.arange(4))) == [1, 2]
 
 
